@@ -1,0 +1,57 @@
+"""human-rpc-sdk: an HTTP client for AI agents that pays HTTP 402 invoices on Solana.
+
+>>> from human_rpc_sdk import AutoAgent
+>>> agent = AutoAgent(network="devnet")            # key from SOLANA_PRIVATE_KEY  # doctest: +SKIP
+>>> agent.get("https://api.example.com/premium")   # pays a 402, retries once     # doctest: +SKIP
+"""
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from ._receipts import PaymentReceipt
+from .agent import AutoAgent
+from .exceptions import (
+    HumanRPCError,
+    HumanVerificationError,
+    InvoiceValidationError,
+    PaymentError,
+    ReiteratorConfigurationError,
+    ReiteratorMaxAttemptsError,
+    ReiteratorRateLimitError,
+    SDKConfigurationError,
+    SolanaRPCError,
+    TransactionBuildError,
+)
+from .invoices import Invoice
+from .solana_utils import build_sol_transfer, build_spl_transfer, sign_and_serialize_transaction
+from .wallet import KeypairSigner, Signer, load_signer
+
+try:
+    __version__ = version("human-rpc-sdk")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
+
+__all__ = [
+    "AutoAgent",
+    "HumanRPCError",
+    "HumanVerificationError",
+    "Invoice",
+    "InvoiceValidationError",
+    "KeypairSigner",
+    "PaymentError",
+    "PaymentReceipt",
+    "ReiteratorConfigurationError",
+    "ReiteratorMaxAttemptsError",
+    "ReiteratorRateLimitError",
+    "SDKConfigurationError",
+    "Signer",
+    "SolanaRPCError",
+    "TransactionBuildError",
+    "__version__",
+    "build_sol_transfer",
+    "build_spl_transfer",
+    "load_signer",
+    "sign_and_serialize_transaction",
+]

@@ -1,0 +1,368 @@
+"""AutoAgent: an HTTP client that pays HTTP 402 invoices by itself.
+
+It feels like ``requests``: ``get``, ``post``, ``request`` and friends take every keyword
+``requests`` takes and return a :class:`requests.Response`. Answers other than 402 come back
+untouched. A 402 is paid once (see :mod:`human_rpc_sdk._flow`) and the same request is sent
+again with the payment attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.utils import rewind_body
+
+from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
+from ._networks import DEFAULT_RPC_URLS, NETWORKS
+from ._receipts import PaymentReceipt
+from ._rpc import RpcClient
+from .exceptions import PaymentError, ReiteratorConfigurationError, SDKConfigurationError
+from .wallet import Signer, load_signer
+
+__all__ = ["AutoAgent"]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+ENV_RPC_URL = "SOLANA_RPC_URL"
+ENV_HUMAN_RPC_URL = "HUMAN_RPC_URL"
+BACKOFF_STRATEGIES = ("exponential", "linear", "fixed")
+
+
+class AutoAgent:
+    """An HTTP client with a Solana wallet that pays 402 Payment Required answers.
+
+    >>> agent = AutoAgent(solana_private_key=key, network="devnet")  # doctest: +SKIP
+    >>> agent.get("https://api.example.com/premium").json()           # doctest: +SKIP
+
+    :param solana_private_key: the payer's secret key: base58, a solana-keygen JSON array
+        (text or the path to the file), or a Keypair. Defaults to ``SOLANA_PRIVATE_KEY``,
+        then the file named by ``SOLANA_KEYPAIR_PATH``.
+    :param rpc_url: Solana JSON-RPC endpoint; defaults to ``SOLANA_RPC_URL``, then the
+        public endpoint of ``network``.
+    :param human_rpc_url: the HumanRPC tasks endpoint; defaults to ``HUMAN_RPC_URL``.
+    :param network: the only network this agent pays on (``devnet``, ``mainnet-beta``, ...).
+    :param timeout: seconds for each HTTP request and RPC call when the caller gives none.
+    :param reiterator: resubmit human-verification tasks the humans reject.
+    :param max_retry_attempts: submissions at most, when the reiterator is on.
+    :param backoff_strategy: ``exponential``, ``linear`` or ``fixed``.
+    :param base_delay: seconds before the first resubmission.
+    :param signer: pay with an external signer (KMS, hardware wallet) instead of a key.
+    :param session: a ``requests.Session`` to send the HTTP requests with.
+    :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
+    """
+
+    def __init__(
+        self,
+        solana_private_key: Any = None,
+        rpc_url: str | None = None,
+        human_rpc_url: str | None = None,
+        network: str = "devnet",
+        timeout: float = 10,
+        reiterator: bool = False,
+        max_retry_attempts: int = 3,
+        backoff_strategy: str = "exponential",
+        base_delay: float = 1.0,
+        *,
+        signer: Any = None,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        nonce: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        if network not in NETWORKS:
+            raise SDKConfigurationError(
+                f"network must be one of {', '.join(NETWORKS)} (got {network!r})",
+                parameter="network",
+            )
+        self.network = network
+        self.timeout = _positive_number(timeout, "timeout")
+        self.rpc_url = (
+            _url(rpc_url, "rpc_url")
+            or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
+            or DEFAULT_RPC_URLS[network]
+        )
+        self.human_rpc_url = _url(human_rpc_url, "human_rpc_url") or _url(
+            os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL
+        )
+        self._reiterator = _reiterator_config(
+            reiterator, max_retry_attempts, backoff_strategy, base_delay
+        )
+        self._signer: Signer = load_signer(solana_private_key, signer)
+        self.session = session or requests.Session()
+        self._rpc = RpcClient(self.rpc_url, timeout=self.timeout)
+        self._cache = ChainCache()
+        self._clock = clock
+        self._nonce = nonce
+        self._lock = threading.Lock()
+        self._payments: list[PaymentReceipt] = []
+
+    # -- identity and history ---------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The payer's base58 public key: fund this address."""
+        return str(self._signer.pubkey())
+
+    @property
+    def payments(self) -> list[PaymentReceipt]:
+        """A receipt for every payment this agent sent, oldest first (a copy)."""
+        with self._lock:
+            return list(self._payments)
+
+    @property
+    def rpc_stats(self) -> Any:
+        """HTTP round trips and JSON-RPC calls made to the Solana node so far."""
+        return self._rpc.stats
+
+    def __repr__(self) -> str:
+        return (
+            f"AutoAgent(address={self.address}, network={self.network!r}, rpc_url={self.rpc_url!r})"
+        )
+
+    # -- requests-style API -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send a request like :meth:`requests.Session.request`; pay a 402 answer and retry once.
+
+        :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid).
+        :raises PaymentError: the payment could not be made, or the server refused it.
+        """
+        prepared = self.session.prepare_request(
+            requests.Request(
+                method=method.upper(),
+                url=url,
+                headers=dict(headers) if headers is not None else None,
+                files=files,
+                data=data or {},
+                json=json,
+                params=params or {},
+                auth=auth,
+                cookies=cookies,
+                hooks=hooks,
+            )
+        )
+        settings = self.session.merge_environment_settings(
+            prepared.url, proxies or {}, stream, verify, cert
+        )
+        send_kwargs: dict[str, Any] = {
+            "timeout": self.timeout if timeout is None else timeout,
+            "allow_redirects": allow_redirects,
+            **settings,
+        }
+        response = self.session.send(prepared, **send_kwargs)
+        if response.status_code != 402:
+            return response
+        return self._pay_and_resend(prepared, response, send_kwargs)
+
+    def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, params=params, **kwargs)
+
+    def post(
+        self, url: str, data: Any = None, json: Any = None, **kwargs: Any
+    ) -> requests.Response:
+        return self.request("POST", url, data=data, json=json, **kwargs)
+
+    def put(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", url, data=data, **kwargs)
+
+    def patch(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", url, data=data, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("allow_redirects", False)
+        return self.request("HEAD", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("OPTIONS", url, **kwargs)
+
+    def close(self) -> None:
+        """Close the HTTP sessions."""
+        self.session.close()
+        self._rpc.session.close()
+
+    def __enter__(self) -> AutoAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the driver ------------------------------------------------------------------------
+
+    def _context(self) -> PaymentContext:
+        return PaymentContext(
+            signer=self._signer,
+            network=self.network,
+            cache=self._cache,
+            clock=self._clock,
+            now=lambda: datetime.now(UTC),
+            nonce=self._nonce,
+        )
+
+    def _pay_and_resend(
+        self,
+        prepared: requests.PreparedRequest,
+        challenge: requests.Response,
+        send_kwargs: dict[str, Any],
+    ) -> requests.Response:
+        _ensure_replayable(prepared)
+        flow = pay(_reply(challenge), self._context())
+        final = challenge
+        try:
+            effect = next(flow)
+            while True:
+                if isinstance(effect, RpcCall):
+                    result: Any = self._rpc.call(effect.requests)
+                else:
+                    final = self._resend(prepared, effect, send_kwargs)
+                    result = _reply(final)
+                effect = flow.send(result)
+        except StopIteration as stop:
+            outcome: PaymentOutcome = stop.value
+        self._record(outcome.receipt)
+        if outcome.error is not None:
+            raise outcome.error
+        return final
+
+    def _resend(
+        self, prepared: requests.PreparedRequest, effect: Resend, send_kwargs: dict[str, Any]
+    ) -> requests.Response:
+        retry = prepared.copy()
+        retry.headers.update(effect.headers)
+        if getattr(retry, "_body_position", None) is not None:
+            rewind_body(retry)
+        try:
+            return self.session.send(retry, **send_kwargs)
+        except requests.RequestException as exc:
+            self._record(effect.receipt)
+            raise PaymentError(
+                f"the payment {effect.receipt.signature} was sent to {prepared.url} but no answer "
+                f"came back ({type(exc).__name__}). The SDK does not pay twice: look the "
+                "signature up on chain to see whether the money moved before retrying",
+                signature=effect.receipt.signature,
+                reason="no_answer_after_payment",
+            ) from exc
+
+    def _record(self, receipt: PaymentReceipt) -> None:
+        with self._lock:
+            self._payments.append(receipt)
+
+
+def _reply(response: requests.Response) -> HttpReply:
+    return HttpReply(
+        status=response.status_code,
+        headers=response.headers,
+        body=response.content or b"",
+        url=response.url,
+    )
+
+
+def _ensure_replayable(prepared: requests.PreparedRequest) -> None:
+    body = prepared.body
+    if body is None or isinstance(body, bytes | str):
+        return
+    if getattr(prepared, "_body_position", None) is not None:
+        return
+    raise PaymentError(
+        f"{prepared.url} asks for payment, but the request body was a stream that is already "
+        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
+        "the body as bytes or a seekable file",
+        reason="body_not_replayable",
+    )
+
+
+# -- argument validation --------------------------------------------------------------------
+
+
+def _positive_number(value: Any, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise SDKConfigurationError(
+            f"{name} must be a positive number of seconds (got {value!r})", parameter=name
+        )
+    return float(value)
+
+
+def _url(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SDKConfigurationError(
+            f"{name} must be an http(s) URL (got {type(value).__name__})", parameter=name
+        )
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SDKConfigurationError(
+            f"{name} must be an http(s) URL such as 'https://api.devnet.solana.com' "
+            f"(got {value[:100]!r})",
+            parameter=name,
+        )
+    return value
+
+
+def _reiterator_config(
+    enabled: Any, attempts: Any, strategy: Any, base_delay: Any
+) -> dict[str, Any]:
+    if not isinstance(enabled, bool):
+        raise ReiteratorConfigurationError(
+            f"reiterator must be True or False (got {enabled!r})", parameter="reiterator"
+        )
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ReiteratorConfigurationError(
+            f"max_retry_attempts must be a whole number of at least 1 (got {attempts!r})",
+            parameter="max_retry_attempts",
+        )
+    if strategy not in BACKOFF_STRATEGIES:
+        raise ReiteratorConfigurationError(
+            f"backoff_strategy must be one of {', '.join(BACKOFF_STRATEGIES)} (got {strategy!r})",
+            parameter="backoff_strategy",
+        )
+    if (
+        isinstance(base_delay, bool)
+        or not isinstance(base_delay, int | float)
+        or not math.isfinite(base_delay)
+        or base_delay < 0
+    ):
+        raise ReiteratorConfigurationError(
+            f"base_delay must be a non-negative number of seconds (got {base_delay!r})",
+            parameter="base_delay",
+        )
+    return {
+        "enabled": enabled,
+        "max_attempts": attempts,
+        "backoff_strategy": strategy,
+        "base_delay": float(base_delay),
+    }

@@ -1,0 +1,218 @@
+"""Exceptions raised by human_rpc_sdk.
+
+Every error the SDK raises derives from :class:`HumanRPCError`::
+
+    HumanRPCError
+    ├── SDKConfigurationError           local: bad argument, missing or malformed key
+    │   └── ReiteratorConfigurationError
+    ├── InvoiceValidationError          remote: the 402 answer is malformed or not payable here
+    ├── TransactionBuildError           local: the transfer could not be built or signed
+    ├── PaymentError                    the payment could not be made, or was not accepted
+    │   └── SolanaRPCError              the Solana RPC node failed or answered with an error
+    ├── HumanVerificationError          the HumanRPC task API failed or timed out
+    ├── ReiteratorMaxAttemptsError      the humans kept rejecting until max_attempts
+    └── ReiteratorRateLimitError        rate limiting would push a retry past its limits
+
+Messages say what went wrong and what to do about it. Structured fields are attributes
+(``reason`` is a stable machine-readable code). No exception ever carries key material: the
+SDK builds every message itself and never formats a key, a seed or a signed payload into one.
+Exceptions survive a pickle round trip (``args`` is always ``(message,)`` and the fields live
+in ``__dict__``), so they can cross process boundaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "HumanRPCError",
+    "HumanVerificationError",
+    "InvoiceValidationError",
+    "PaymentError",
+    "ReiteratorConfigurationError",
+    "ReiteratorMaxAttemptsError",
+    "ReiteratorRateLimitError",
+    "SDKConfigurationError",
+    "SolanaRPCError",
+    "TransactionBuildError",
+]
+
+
+class HumanRPCError(Exception):
+    """Root of every exception raised by human_rpc_sdk.
+
+    :param message: what went wrong and what to do about it.
+    :param reason: a stable, machine-readable code such as ``"insufficient_funds"``.
+    :param details: extra structured context (never secrets).
+    """
+
+    default_reason = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SDKConfigurationError(HumanRPCError):
+    """The SDK was configured wrongly: a bad argument, a missing or malformed key."""
+
+    default_reason = "bad_configuration"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.parameter = parameter
+
+
+class ReiteratorConfigurationError(SDKConfigurationError):
+    """The reiterator's configuration (attempts, strategy, delays) is invalid."""
+
+    default_reason = "bad_reiterator_configuration"
+
+
+class InvoiceValidationError(HumanRPCError):
+    """A 402 answer could not be parsed, or its invoice cannot be paid by this agent.
+
+    ``field`` names the offending field as a dotted path (``"invoice.amount"``); ``invoice``
+    is the invoice as received (public data, never secret). Nothing was signed.
+    """
+
+    default_reason = "invalid_invoice"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        invoice: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.field = field
+        self.invoice = dict(invoice) if invoice is not None else None
+
+
+class TransactionBuildError(HumanRPCError):
+    """The payment transaction could not be built or signed. Nothing was sent."""
+
+    default_reason = "build_failed"
+
+
+class PaymentError(HumanRPCError):
+    """The payment could not be made, or the server did not accept it.
+
+    ``signature`` is set when a signed transaction left the process: use it to look the
+    payment up on chain before trying again. ``invoice`` is the invoice being paid.
+    """
+
+    default_reason = "payment_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        invoice: Mapping[str, Any] | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.invoice = dict(invoice) if invoice is not None else None
+        self.signature = signature
+
+
+class SolanaRPCError(PaymentError):
+    """The Solana JSON-RPC node could not be reached, failed, or answered with an error.
+
+    ``method`` is the RPC method, ``code`` the JSON-RPC error code when the node sent one.
+    """
+
+    default_reason = "rpc_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        code: int | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.method = method
+        self.code = code
+
+
+class HumanVerificationError(HumanRPCError):
+    """The HumanRPC task API failed, answered something malformed, or timed out.
+
+    ``task_id`` is set when a task exists, so the caller can resume waiting on it.
+    """
+
+    default_reason = "human_verification_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.task_id = task_id
+
+
+class ReiteratorMaxAttemptsError(HumanRPCError):
+    """The humans did not approve within ``max_attempts`` submissions."""
+
+    default_reason = "max_attempts_reached"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: int = 0,
+        last_result: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.attempts = attempts
+        self.last_result = dict(last_result) if last_result is not None else None
+
+
+class ReiteratorRateLimitError(HumanRPCError):
+    """The service rate-limited us and waiting would pass the reiterator's limits."""
+
+    default_reason = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.retry_after = retry_after

@@ -1,0 +1,423 @@
+"""Building and signing Solana payment transactions.
+
+The builders are pure: given the chain facts (blockhash, mint decimals, token program, whether
+the payee's token account exists) they return an *unsigned* transaction and do no I/O. Only
+:func:`build_spl_transfer` may look facts up, and only when asked to by ``rpc_url``.
+
+Instruction layouts come from solders (System Program) and solana-py's ``spl.token`` and
+``spl.memo`` (SPL Token, Token-2022, Associated Token Account, Memo); nothing is hand-encoded.
+
+Every transaction is a :class:`~solders.transaction.VersionedTransaction`. With
+``legacy=True`` it holds a legacy message and serializes byte for byte as a legacy
+``Transaction`` (what the deployed HumanRPC service decodes); otherwise a v0 message.
+
+Binding a payment to its invoice follows Solana Pay: a ``reference`` that is a public key is
+appended to the transfer instruction as a read-only, non-signer account; any other reference
+travels in an SPL Memo instruction placed just before the transfer.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.message import Message, MessageV0, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import ID as SYSTEM_PROGRAM_ID
+from solders.system_program import TransferParams as SystemTransferParams
+from solders.system_program import transfer as system_transfer
+from solders.token.state import Mint, TokenAccount, TokenAccountState
+from solders.transaction import VersionedTransaction
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.memo.instructions import create_memo
+from spl.memo.models import MemoParams
+from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import (
+    create_idempotent_associated_token_account,
+    get_associated_token_address,
+    transfer,
+    transfer_checked,
+)
+from spl.token.models import TransferCheckedParams, TransferParams
+
+from .exceptions import TransactionBuildError
+
+if TYPE_CHECKING:
+    from .wallet import Signer
+
+__all__ = [
+    "ASSOCIATED_TOKEN_PROGRAM_ID",
+    "MEMO_PROGRAM_ID",
+    "SYSTEM_PROGRAM_ID",
+    "TOKEN_2022_PROGRAM_ID",
+    "TOKEN_PROGRAM_ID",
+    "MintInfo",
+    "TransferPlan",
+    "associated_token_address",
+    "build_sol_transfer",
+    "build_spl_transfer",
+    "build_transfer",
+    "decode_transaction",
+    "parse_mint",
+    "parse_token_account",
+    "sign_and_serialize_transaction",
+    "sign_transaction",
+]
+
+TOKEN_PROGRAMS: Final = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
+LAMPORTS_PER_SIGNATURE: Final = 5_000
+MINT_SIZE: Final = 82
+TOKEN_ACCOUNT_SIZE: Final = 165
+
+
+@dataclass(frozen=True)
+class MintInfo:
+    """What a payment needs to know about an SPL mint."""
+
+    address: Pubkey
+    program_id: Pubkey
+    decimals: int
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """Everything needed to build one payment transfer, with no I/O left to do.
+
+    ``destination`` is the payee wallet for SOL, or the payee's token account for a token.
+    ``create_destination`` adds the idempotent create-associated-token-account instruction.
+    ``checked`` selects ``TransferChecked`` (mint and decimals asserted on chain) over the
+    plain SPL ``Transfer`` that the deployed HumanRPC service's verifier expects.
+    """
+
+    payer: Pubkey
+    recipient: Pubkey
+    amount: int
+    destination: Pubkey
+    mint: MintInfo | None = None
+    source: Pubkey | None = None
+    create_destination: bool = False
+    reference: Pubkey | None = None
+    memo: str | None = None
+    legacy: bool = False
+    checked: bool = True
+
+
+def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
+    """The associated token account of ``owner`` for ``mint`` under ``token_program``."""
+    return get_associated_token_address(owner, mint, token_program)
+
+
+def parse_mint(address: Pubkey, account: Account | None) -> MintInfo:
+    """Read a mint account. Raises ``ValueError`` saying why it is not a usable SPL mint."""
+    if account is None:
+        raise ValueError(f"mint {address} does not exist on this network")
+    if account.owner not in TOKEN_PROGRAMS:
+        raise ValueError(f"{address} is not an SPL token mint (it is owned by {account.owner})")
+    data = bytes(account.data)
+    if len(data) < MINT_SIZE:
+        raise ValueError(f"{address} is not an SPL token mint (its data is {len(data)} bytes)")
+    try:
+        mint = Mint.from_bytes(data[:MINT_SIZE])
+    except ValueError:
+        raise ValueError(f"{address} is not an SPL token mint (unreadable mint data)") from None
+    if not mint.is_initialized:
+        raise ValueError(f"mint {address} is not initialized")
+    return MintInfo(address=address, program_id=account.owner, decimals=mint.decimals)
+
+
+def parse_token_account(account: Account | None, program_id: Pubkey) -> TokenAccount | None:
+    """Read a token account owned by ``program_id``; None when it does not exist.
+
+    Raises ``ValueError`` when the account exists but is not a token account of that program.
+    """
+    if account is None:
+        return None
+    if account.owner != program_id or len(account.data) < TOKEN_ACCOUNT_SIZE:
+        raise ValueError("the account exists but is not a token account of the mint's program")
+    try:
+        return TokenAccount.from_bytes(bytes(account.data)[:TOKEN_ACCOUNT_SIZE])
+    except ValueError:
+        raise ValueError("the account's token data is unreadable") from None
+
+
+def is_frozen(account: TokenAccount) -> bool:
+    return account.state == TokenAccountState.Frozen
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def transfer_instructions(plan: TransferPlan) -> list[Instruction]:
+    """The payment's instructions, in Solana Pay order: [create ATA], [memo], transfer."""
+    instructions: list[Instruction] = []
+    if plan.mint is not None and plan.create_destination:
+        instructions.append(
+            create_idempotent_associated_token_account(
+                plan.payer, plan.recipient, plan.mint.address, plan.mint.program_id
+            )
+        )
+    if plan.memo is not None:
+        instructions.append(
+            create_memo(
+                MemoParams(
+                    program_id=MEMO_PROGRAM_ID, signer=plan.payer, message=plan.memo.encode()
+                )
+            )
+        )
+    instructions.append(_with_reference(_transfer_instruction(plan), plan.reference))
+    return instructions
+
+
+def _transfer_instruction(plan: TransferPlan) -> Instruction:
+    if plan.mint is None:
+        return system_transfer(
+            SystemTransferParams(
+                from_pubkey=plan.payer, to_pubkey=plan.destination, lamports=plan.amount
+            )
+        )
+    if plan.source is None:
+        raise TransactionBuildError("a token transfer needs the payer's token account")
+    if plan.checked:
+        return transfer_checked(
+            TransferCheckedParams(
+                program_id=plan.mint.program_id,
+                source=plan.source,
+                mint=plan.mint.address,
+                dest=plan.destination,
+                owner=plan.payer,
+                amount=plan.amount,
+                decimals=plan.mint.decimals,
+            )
+        )
+    return transfer(
+        TransferParams(
+            program_id=plan.mint.program_id,
+            source=plan.source,
+            dest=plan.destination,
+            owner=plan.payer,
+            amount=plan.amount,
+        )
+    )
+
+
+def _with_reference(instruction: Instruction, reference: Pubkey | None) -> Instruction:
+    if reference is None:
+        return instruction
+    accounts = [*instruction.accounts, AccountMeta(reference, is_signer=False, is_writable=False)]
+    return Instruction(instruction.program_id, instruction.data, accounts)
+
+
+def build_transfer(plan: TransferPlan, recent_blockhash: Hash) -> VersionedTransaction:
+    """Compile ``plan`` into an unsigned transaction with the payer as fee payer."""
+    instructions = transfer_instructions(plan)
+    message: Message | MessageV0
+    if plan.legacy:
+        message = Message.new_with_blockhash(instructions, plan.payer, recent_blockhash)
+    else:
+        message = MessageV0.try_compile(plan.payer, instructions, [], recent_blockhash)
+    empty = [Signature.default()] * message.header.num_required_signatures
+    return VersionedTransaction.populate(message, empty)
+
+
+def build_sol_transfer(
+    sender_keypair: Any,
+    recipient_pubkey: Pubkey | str,
+    lamports: int,
+    recent_blockhash: Hash | str,
+    *,
+    reference: Pubkey | str | None = None,
+    memo: str | None = None,
+    legacy: bool = False,
+) -> VersionedTransaction:
+    """An unsigned System Program transfer of ``lamports`` from the sender to the recipient.
+
+    ``sender_keypair`` may be a Keypair, any :class:`~human_rpc_sdk.wallet.Signer`, or a
+    public key: only the public key is used. Sign with :func:`sign_and_serialize_transaction`.
+    """
+    payer = _pubkey_of(sender_keypair, "sender_keypair")
+    recipient = _as_pubkey(recipient_pubkey, "recipient_pubkey")
+    ref_key, ref_memo = split_reference(reference)
+    plan = TransferPlan(
+        payer=payer,
+        recipient=recipient,
+        amount=_check_amount(lamports),
+        destination=recipient,
+        reference=ref_key,
+        memo=_join_memos(ref_memo, memo),
+        legacy=legacy,
+    )
+    return build_transfer(plan, _as_hash(recent_blockhash))
+
+
+def build_spl_transfer(
+    sender_keypair: Any,
+    recipient_pubkey: Pubkey | str,
+    mint_pubkey: Pubkey | str,
+    amount: int,
+    rpc_url: str | None = None,
+    *,
+    decimals: int | None = None,
+    token_program: Pubkey | None = None,
+    recent_blockhash: Hash | str | None = None,
+    create_recipient_account: bool | None = None,
+    reference: Pubkey | str | None = None,
+    memo: str | None = None,
+    legacy: bool = False,
+    checked: bool = True,
+    timeout: float = 10.0,
+) -> VersionedTransaction:
+    """An unsigned SPL token transfer of ``amount`` base units to the recipient's token account.
+
+    The payee is the recipient *wallet*; its associated token account is derived under the
+    mint's token program (Token or Token-2022). Chain facts not passed as arguments
+    (``decimals``, ``token_program``, ``recent_blockhash``, whether the recipient's token
+    account exists) are read from ``rpc_url``; with all of them given, no I/O happens.
+    """
+    payer = _pubkey_of(sender_keypair, "sender_keypair")
+    recipient = _as_pubkey(recipient_pubkey, "recipient_pubkey")
+    mint = _as_pubkey(mint_pubkey, "mint_pubkey")
+    missing = decimals is None or token_program is None or recent_blockhash is None
+    if missing or create_recipient_account is None:
+        if rpc_url is None:
+            raise TransactionBuildError(
+                "build_spl_transfer needs rpc_url, or all of decimals=, token_program=, "
+                "recent_blockhash= and create_recipient_account="
+            )
+        from ._rpc import RpcClient  # I/O only on request
+
+        facts = RpcClient(rpc_url, timeout=timeout).token_transfer_facts(mint, recipient)
+        decimals = facts.mint.decimals if decimals is None else decimals
+        token_program = facts.mint.program_id if token_program is None else token_program
+        recent_blockhash = facts.blockhash if recent_blockhash is None else recent_blockhash
+        if create_recipient_account is None:
+            create_recipient_account = not facts.recipient_account_exists
+    if decimals is None or token_program is None or recent_blockhash is None:
+        raise TransactionBuildError("decimals, token_program and recent_blockhash are required")
+    if token_program not in TOKEN_PROGRAMS:
+        raise TransactionBuildError(f"token_program {token_program} is not Token or Token-2022")
+    ref_key, ref_memo = split_reference(reference)
+    plan = TransferPlan(
+        payer=payer,
+        recipient=recipient,
+        amount=_check_amount(amount),
+        destination=associated_token_address(recipient, mint, token_program),
+        mint=MintInfo(address=mint, program_id=token_program, decimals=decimals),
+        source=associated_token_address(payer, mint, token_program),
+        create_destination=bool(create_recipient_account),
+        reference=ref_key,
+        memo=_join_memos(ref_memo, memo),
+        legacy=legacy,
+        checked=checked,
+    )
+    return build_transfer(plan, _as_hash(recent_blockhash))
+
+
+def split_reference(reference: Pubkey | str | None) -> tuple[Pubkey | None, str | None]:
+    """A reference that is a public key binds as an account; anything else goes in a memo."""
+    if reference is None or isinstance(reference, Pubkey):
+        return reference, None
+    try:
+        return Pubkey.from_string(reference), None
+    except ValueError:
+        return None, reference
+
+
+def _join_memos(first: str | None, second: str | None) -> str | None:
+    if first is not None and second is not None:
+        return f"{first} {second}"
+    return first if first is not None else second
+
+
+# -- signing and encoding -----------------------------------------------------------------
+
+
+def sign_transaction(transaction: VersionedTransaction, signer: Signer) -> VersionedTransaction:
+    """Sign ``transaction`` in ``signer``'s slot, leaving every other signature untouched.
+
+    The serialized message is signed (``0x80 || message`` for v0), so any
+    :class:`~human_rpc_sdk.wallet.Signer` works, including a KMS or hardware wallet.
+
+    :raises TransactionBuildError: when the signer is not a required signer, or returns a
+        signature that does not verify against its public key.
+    """
+    message = transaction.message
+    signer_key = signer.pubkey()
+    required = list(message.account_keys[: message.header.num_required_signatures])
+    if signer_key not in required:
+        raise TransactionBuildError(
+            f"{signer_key} is not a required signer of this transaction; build it with this "
+            "wallet as the sender"
+        )
+    payload = to_bytes_versioned(message)
+    signature = signer.sign_message(payload)
+    if not signature.verify(signer_key, payload):
+        raise TransactionBuildError(
+            f"the signer for {signer_key} returned a signature that does not verify; check that "
+            "the signer signs with the key it reports"
+        )
+    signatures = list(transaction.signatures)
+    signatures[required.index(signer_key)] = signature
+    return VersionedTransaction.populate(message, signatures)
+
+
+def sign_and_serialize_transaction(transaction: VersionedTransaction, keypair: Any) -> str:
+    """Sign ``transaction`` with ``keypair`` (a Keypair or any Signer); return base64 wire bytes."""
+    from .wallet import load_signer
+
+    signer = load_signer(signer=keypair)
+    return base64.b64encode(bytes(sign_transaction(transaction, signer))).decode("ascii")
+
+
+def decode_transaction(serialized: str) -> VersionedTransaction:
+    """Decode a base64 transaction (legacy or v0). Raises ``ValueError`` when it is not one."""
+    try:
+        raw = base64.b64decode(serialized, validate=True)
+        return VersionedTransaction.from_bytes(raw)
+    except ValueError:
+        raise ValueError("not a base64-encoded Solana transaction") from None
+
+
+# -- argument helpers -----------------------------------------------------------------------
+
+
+def _pubkey_of(value: Any, name: str) -> Pubkey:
+    if isinstance(value, Pubkey):
+        return value
+    if callable(getattr(value, "pubkey", None)):
+        key = value.pubkey()
+        if isinstance(key, Pubkey):
+            return key
+    if isinstance(value, str):
+        return _as_pubkey(value, name)
+    raise TransactionBuildError(f"{name} must be a Keypair, a Signer or a public key")
+
+
+def _as_pubkey(value: Pubkey | str, name: str) -> Pubkey:
+    if isinstance(value, Pubkey):
+        return value
+    try:
+        return Pubkey.from_string(value)
+    except (ValueError, TypeError):
+        raise TransactionBuildError(f"{name} is not a valid Solana address") from None
+
+
+def _as_hash(value: Hash | str) -> Hash:
+    if isinstance(value, Hash):
+        return value
+    try:
+        return Hash.from_string(value)
+    except (ValueError, TypeError):
+        raise TransactionBuildError("recent_blockhash is not a valid base58 blockhash") from None
+
+
+def _check_amount(amount: int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < 2**64:
+        raise TransactionBuildError(
+            f"amount must be a whole number of base units between 1 and 2**64-1 (got {amount!r})"
+        )
+    return amount

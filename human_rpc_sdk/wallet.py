@@ -1,0 +1,291 @@
+"""Wallets: where the payer's key comes from, and the signer protocol.
+
+A payer is anything that satisfies :class:`Signer` (``pubkey()`` and ``sign_message(bytes)``).
+:class:`solders.keypair.Keypair` does; so can a KMS or a hardware wallet, which lets the SDK
+pay without ever holding the key. Keys given as text are parsed by :func:`load_signer` and kept
+inside :class:`KeypairSigner`, whose ``repr`` shows only the public key.
+
+Nothing in this module puts key material into an exception, a log line or a ``repr``: errors
+describe the *shape* of what was wrong (bad base58, wrong length, a public key where a secret
+was expected) and are raised outside any ``except`` block, so no underlying parser error (which
+would hold the text it failed on) is chained to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
+
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from .exceptions import SDKConfigurationError
+
+__all__ = ["KeypairSigner", "Signer", "load_signer"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENV_PRIVATE_KEY = "SOLANA_PRIVATE_KEY"
+ENV_KEYPAIR_PATH = "SOLANA_KEYPAIR_PATH"
+
+_ACCEPTED_FORMS = (
+    "a base58-encoded 64-byte secret key (as Phantom or Solflare export), "
+    "a JSON array of 64 numbers (the solana-keygen format), "
+    "or the path to a solana-keygen keypair file"
+)
+_MAX_KEYFILE_BYTES = 4096
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """What the SDK needs from a payer: its public key and ed25519 signatures of messages."""
+
+    def pubkey(self) -> Pubkey:
+        """The payer's public key."""
+        ...
+
+    def sign_message(self, message: bytes) -> Signature:
+        """Sign ``message`` (the serialized transaction message) with the payer's key."""
+        ...
+
+
+class KeypairSigner:
+    """A :class:`Signer` over an in-memory keypair that never reveals it.
+
+    ``repr`` and ``str`` show only the public key, and the object refuses to be pickled so
+    the secret cannot leak into a cache, a queue or a crash dump by accident.
+    """
+
+    __slots__ = ("_keypair", "_pubkey")
+
+    def __init__(self, keypair: Keypair) -> None:
+        self._keypair = keypair
+        self._pubkey = keypair.pubkey()
+
+    def pubkey(self) -> Pubkey:
+        return self._pubkey
+
+    def sign_message(self, message: bytes) -> Signature:
+        return self._keypair.sign_message(message)
+
+    def __repr__(self) -> str:
+        return f"KeypairSigner(pubkey={self._pubkey})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("KeypairSigner holds a secret key and cannot be pickled")
+
+
+class _ExternalSigner:
+    """Adapts a caller's signer object: caches its public key, normalises its signatures."""
+
+    __slots__ = ("_inner", "_pubkey")
+
+    def __init__(self, inner: Any, pubkey: Pubkey) -> None:
+        self._inner = inner
+        self._pubkey = pubkey
+
+    def pubkey(self) -> Pubkey:
+        return self._pubkey
+
+    def sign_message(self, message: bytes) -> Signature:
+        raw = self._inner.sign_message(message)
+        if isinstance(raw, Signature):
+            return raw
+        if isinstance(raw, bytes | bytearray) and len(raw) == 64:
+            return Signature.from_bytes(bytes(raw))
+        raise SDKConfigurationError(
+            "signer.sign_message() must return a solders Signature or 64 signature bytes, "
+            f"but returned {type(raw).__name__}; fix the signer adapter",
+            parameter="signer",
+        )
+
+    def __repr__(self) -> str:
+        return f"ExternalSigner(pubkey={self._pubkey})"
+
+
+def load_signer(
+    solana_private_key: Any = None,
+    signer: Any = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Signer:
+    """Return the payer's :class:`Signer`.
+
+    Exactly one source is used, in this order: ``signer``, ``solana_private_key``, the
+    ``SOLANA_PRIVATE_KEY`` environment variable, the file named by ``SOLANA_KEYPAIR_PATH``.
+
+    :param solana_private_key: a base58 64-byte secret, a solana-keygen JSON array (as text,
+        bytes or a list), a path to a keypair file, or a :class:`~solders.keypair.Keypair`.
+    :param signer: an object with ``pubkey()`` and ``sign_message(bytes)`` (KMS, hardware).
+    :raises SDKConfigurationError: when no source is configured or the key is malformed.
+    """
+    if signer is not None and solana_private_key is not None:
+        raise SDKConfigurationError(
+            "pass either solana_private_key or signer, not both",
+            parameter="signer",
+        )
+    if signer is not None:
+        return _adapt_signer(signer)
+    if solana_private_key is not None:
+        return KeypairSigner(_keypair_from(solana_private_key, "solana_private_key"))
+    env = os.environ if environ is None else environ
+    if env.get(ENV_PRIVATE_KEY):
+        return KeypairSigner(_keypair_from(env[ENV_PRIVATE_KEY], ENV_PRIVATE_KEY))
+    if env.get(ENV_KEYPAIR_PATH):
+        path = Path(env[ENV_KEYPAIR_PATH]).expanduser()
+        return KeypairSigner(_keypair_from_file(path, ENV_KEYPAIR_PATH))
+    raise SDKConfigurationError(
+        "no wallet configured: pass solana_private_key=... or signer=..., or set "
+        f"{ENV_PRIVATE_KEY} (base58 secret key) or {ENV_KEYPAIR_PATH} (solana-keygen file)",
+        parameter="solana_private_key",
+        reason="missing_key",
+    )
+
+
+def _adapt_signer(signer: Any) -> Signer:
+    if isinstance(signer, Keypair):
+        return KeypairSigner(signer)
+    if not (
+        callable(getattr(signer, "pubkey", None))
+        and callable(getattr(signer, "sign_message", None))
+    ):
+        raise SDKConfigurationError(
+            "signer must have pubkey() and sign_message(message: bytes) methods "
+            f"(got {type(signer).__name__}); a solders Keypair or a KMS adapter works",
+            parameter="signer",
+        )
+    raw = signer.pubkey()
+    if isinstance(raw, Pubkey):
+        return _ExternalSigner(signer, raw)
+    if isinstance(raw, str):
+        try:
+            return _ExternalSigner(signer, Pubkey.from_string(raw))
+        except ValueError:
+            pass
+    raise SDKConfigurationError(
+        "signer.pubkey() must return a solders Pubkey or a base58 public key string, "
+        f"but returned {type(raw).__name__}",
+        parameter="signer",
+    )
+
+
+def _keypair_from(value: Any, source: str) -> Keypair:
+    if isinstance(value, Keypair):
+        return value
+    if isinstance(value, KeypairSigner):
+        return value._keypair
+    if isinstance(value, bytes | bytearray):
+        return _keypair_from_bytes(bytes(value), source)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return _keypair_from_json_array(value, source)
+    if isinstance(value, os.PathLike):
+        return _keypair_from_file(Path(value), source)
+    if not isinstance(value, str):
+        _bad_key(source, f"it is a {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        _bad_key(source, "it is empty")
+    if text.startswith("["):
+        return _keypair_from_json_text(text, source)
+    path = Path(text).expanduser()
+    if _looks_like_path(text):
+        return _keypair_from_file(path, source)
+    return _keypair_from_base58(text, source)
+
+
+def _looks_like_path(text: str) -> bool:
+    # Base58 has no '/', '.', '~' or '\\', so these can only be paths.
+    return any(c in text for c in "/.~\\") or Path(text).exists()
+
+
+def _keypair_from_base58(text: str, source: str) -> Keypair:
+    keypair = _quietly(Keypair.from_base58_string, text)
+    if keypair is not None:
+        return keypair
+    if _quietly(Pubkey.from_string, text) is None:
+        _bad_key(source, "it is not valid base58 of 64 bytes")
+    _bad_key(
+        source, "it decodes to 32 bytes: that is a public key (or a bare seed), not a secret key"
+    )
+
+
+def _keypair_from_json_text(text: str, source: str) -> Keypair:
+    data = _quietly(json.loads, text)
+    if data is None:
+        _bad_key(source, "it starts with '[' but is not a valid JSON array")
+    return _keypair_from_json_array(data, source)
+
+
+def _keypair_from_json_array(data: Any, source: str) -> Keypair:
+    if not isinstance(data, list | tuple):
+        _bad_key(source, "it is not a JSON array")
+    if len(data) != 64:
+        _bad_key(source, f"the array has {len(data)} numbers instead of 64")
+    if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in data):
+        _bad_key(source, "the array must hold 64 integers between 0 and 255")
+    return _keypair_from_bytes(bytes(data), source)
+
+
+def _keypair_from_bytes(raw: bytes, source: str) -> Keypair:
+    if len(raw) != 64:
+        _bad_key(source, f"it is {len(raw)} bytes long instead of 64")
+    keypair = _quietly(Keypair.from_bytes, raw)
+    if keypair is None:
+        _bad_key(source, "its second half is not the public key of its first half (corrupted key)")
+    return keypair
+
+
+def _keypair_from_file(path: Path, source: str) -> Keypair:
+    where = f"{source} (file {str(path)!r})"
+    stat = _quietly(path.stat)
+    if stat is None:
+        raise SDKConfigurationError(
+            f"{source}: keypair file {str(path)!r} does not exist or cannot be read; "
+            "create one with `solana-keygen new -o <path>` or fix the path",
+            parameter=source,
+            reason="bad_key",
+        )
+    if stat.st_size > _MAX_KEYFILE_BYTES:
+        _bad_key(where, f"the file is {stat.st_size} bytes, too large for a keypair file")
+    if os.name == "posix" and stat.st_mode & 0o077:
+        logger.warning(
+            "keypair file %s is readable by other users (mode %o); run `chmod 600` on it",
+            path,
+            stat.st_mode & 0o777,
+        )
+    text = _quietly(lambda: path.read_text(encoding="utf-8"))
+    if text is None:
+        _bad_key(where, "the file cannot be read as UTF-8 text")
+    text = text.strip()
+    if text.startswith("["):
+        return _keypair_from_json_text(text, where)
+    return _keypair_from_base58(text, where)
+
+
+def _quietly(fn: Callable[..., T], *args: Any) -> T | None:
+    """Call ``fn``; on failure return None and drop the exception.
+
+    Parsing errors of key material carry the text they failed on (``JSONDecodeError.doc``,
+    ``UnicodeDecodeError.object``). Raising our own error *outside* the ``except`` block keeps
+    such an exception out of ``__context__``, so no traceback or debugger can reach the key.
+    """
+    try:
+        return fn(*args)
+    except (ValueError, OSError, TypeError):
+        return None
+
+
+def _bad_key(source: str, problem: str) -> NoReturn:
+    raise SDKConfigurationError(
+        f"{source} is not a usable Solana secret key: {problem}. Expected {_ACCEPTED_FORMS}.",
+        parameter=source.split(" ", 1)[0],
+        reason="bad_key",
+    )

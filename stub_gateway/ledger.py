@@ -1,0 +1,222 @@
+"""A local Solana ledger: LiteSVM plus the parts of a cluster that LiteSVM leaves out.
+
+LiteSVM executes transactions exactly as a validator would (signatures, fees, rent, the
+System, Token, Token-2022, Associated Token Account and Memo programs), but knows a single
+blockhash at a time. :class:`Ledger` adds a slot clock (one slot per 400 ms of the injected
+clock), a new blockhash each slot, and Solana's rule that a blockhash stays usable for 150
+slots. It also keeps each transaction's status so ``getSignatureStatuses`` can answer. All
+access goes through one lock: LiteSVM is not thread-safe and the gateway serves threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.litesvm import LiteSVM
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+from solders.transaction_status import TransactionErrorFieldless
+
+__all__ = ["Execution", "Ledger"]
+
+SLOT_SECONDS: Final = 0.4
+BLOCKHASH_VALIDITY_SLOTS: Final = 150
+GENESIS_SLOT: Final = 1
+FAUCET_POOL_LAMPORTS: Final = 10**18  # a billion SOL for airdrops
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The result of simulating or executing a transaction."""
+
+    signature: Signature
+    err: Any
+    """None on success, else a solders ``TransactionError``."""
+    logs: list[str]
+    units: int
+    slot: int
+
+    @property
+    def ok(self) -> bool:
+        return self.err is None
+
+    def describe(self) -> str:
+        """A short human explanation of a failure (the runtime's last informative log line)."""
+        if self.err is None:
+            return "ok"
+        if self.err == TransactionErrorFieldless.BlockhashNotFound:
+            return "blockhash not found or expired; fetch a recent blockhash and sign again"
+        if self.err == TransactionErrorFieldless.AlreadyProcessed:
+            return "this transaction was already processed"
+        detail = next(
+            (
+                line
+                for line in reversed(self.logs)
+                if "invoke" not in line and "success" not in line
+            ),
+            "",
+        )
+        return f"{self.err}{f': {detail}' if detail else ''}"
+
+
+class Ledger:
+    """A thread-safe local Solana ledger with realistic blockhash expiry.
+
+    :param clock: monotonic seconds; inject a fake one to move slots forward in tests.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.RLock()
+        # Blockhash validity is enforced here (150 slots), not by LiteSVM (latest only).
+        self._svm = LiteSVM().with_blockhash_check(False).with_lamports(FAUCET_POOL_LAMPORTS)
+        self._clock = clock
+        self._started = clock()
+        self._slot = GENESIS_SLOT
+        self._blockhashes: OrderedDict[Hash, int] = OrderedDict(
+            {self._svm.latest_blockhash(): GENESIS_SLOT}
+        )
+        self._statuses: dict[Signature, Execution] = {}
+
+    # -- time ----------------------------------------------------------------------------
+
+    def slot(self) -> int:
+        with self._lock:
+            self._tick()
+            return self._slot
+
+    def _tick(self) -> None:
+        slot = GENESIS_SLOT + int((self._clock() - self._started) / SLOT_SECONDS)
+        if slot <= self._slot:
+            return
+        self._slot = slot
+        self._svm.expire_blockhash()
+        self._blockhashes[self._svm.latest_blockhash()] = slot
+        while self._blockhashes:
+            oldest, issued = next(iter(self._blockhashes.items()))
+            if issued + BLOCKHASH_VALIDITY_SLOTS >= slot:
+                break
+            del self._blockhashes[oldest]
+
+    def latest_blockhash(self) -> tuple[Hash, int, int]:
+        """The newest blockhash, the last block height it is valid at, and the current slot."""
+        with self._lock:
+            self._tick()
+            blockhash = self._svm.latest_blockhash()
+            return blockhash, self._blockhashes[blockhash] + BLOCKHASH_VALIDITY_SLOTS, self._slot
+
+    def is_blockhash_valid(self, blockhash: Hash) -> bool:
+        with self._lock:
+            self._tick()
+            return blockhash in self._blockhashes
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def account(self, address: Pubkey) -> Account | None:
+        with self._lock:
+            account = self._svm.get_account(address)
+        # LiteSVM reports a never-funded address as an empty system account; RPC says null.
+        if account is None or (
+            account.lamports == 0 and not account.data and not account.executable
+        ):
+            return None
+        return account
+
+    def balance(self, address: Pubkey) -> int:
+        account = self.account(address)
+        return 0 if account is None else account.lamports
+
+    def minimum_balance(self, size: int) -> int:
+        with self._lock:
+            return self._svm.minimum_balance_for_rent_exemption(size)
+
+    def set_account(self, address: Pubkey, account: Account) -> None:
+        """Write an account directly (genesis state, like ``solana-test-validator --account``)."""
+        with self._lock:
+            self._svm.set_account(address, account)
+
+    # -- transactions --------------------------------------------------------------------
+
+    def simulate(self, transaction: VersionedTransaction) -> Execution:
+        """Run ``transaction`` without committing anything."""
+        with self._lock:
+            self._tick()
+            early = self._precheck(transaction)
+            if early is not None:
+                return early
+            result = self._svm.simulate_transaction(transaction)
+            return self._execution(transaction.signatures[0], result)
+
+    def execute(self, transaction: VersionedTransaction) -> Execution:
+        """Execute ``transaction``: on success its effects are committed; a failure still
+        charges the fee, as on a real cluster, once the transaction passed the blockhash and
+        duplicate checks."""
+        with self._lock:
+            self._tick()
+            early = self._precheck(transaction)
+            if early is not None:
+                return early
+            result = self._svm.send_transaction(transaction)
+            execution = self._execution(transaction.signatures[0], result)
+            self._statuses[execution.signature] = execution
+            return execution
+
+    def status(self, signature: Signature) -> Execution | None:
+        with self._lock:
+            return self._statuses.get(signature)
+
+    def _precheck(self, transaction: VersionedTransaction) -> Execution | None:
+        signature = transaction.signatures[0]
+        if signature in self._statuses:
+            return self._failure(signature, TransactionErrorFieldless.AlreadyProcessed)
+        if transaction.message.recent_blockhash not in self._blockhashes:
+            return self._failure(signature, TransactionErrorFieldless.BlockhashNotFound)
+        return None
+
+    def _failure(self, signature: Signature, err: Any) -> Execution:
+        return Execution(signature=signature, err=err, logs=[], units=0, slot=self._slot)
+
+    def _execution(self, signature: Signature, result: Any) -> Execution:
+        # LiteSVM answers TransactionMetadata on success, FailedTransactionMetadata (err() and
+        # meta()) on failure, and SimulatedTransactionInfo (meta()) for a good simulation.
+        err = result.err() if hasattr(result, "err") else None
+        meta = result.meta() if hasattr(result, "meta") else result
+        return Execution(
+            signature=signature,
+            err=err,
+            logs=list(meta.logs()),
+            units=meta.compute_units_consumed(),
+            slot=self._slot,
+        )
+
+    # -- the gateway's own operations ------------------------------------------------------
+
+    def airdrop(self, address: Pubkey, lamports: int) -> Execution:
+        """Send ``lamports`` from the ledger's faucet account to ``address``."""
+        with self._lock:
+            self._tick()
+            result = self._svm.airdrop(address, lamports)
+            meta = result.meta() if hasattr(result, "meta") else result
+            execution = self._execution(meta.signature(), result)
+            self._statuses[execution.signature] = execution
+            return execution
+
+    def run(
+        self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
+    ) -> Execution:
+        """Build, sign and execute a transaction of the gateway's own (faucet, set-up)."""
+        with self._lock:
+            blockhash, _, _ = self.latest_blockhash()
+            message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], blockhash)
+            transaction = VersionedTransaction(message, [payer, *signers])
+            return self.execute(transaction)

@@ -1,0 +1,540 @@
+"""The payment desk: issues invoices and settles the payments that answer them.
+
+Settlement is as strict as a real server's. For a HumanRPC invoice the desk checks, before
+anything executes, that the ``X-PAYMENT`` transaction pays *this* invoice: the network, a
+valid signature from the fee payer, only instructions a payment needs, exactly one transfer
+of exactly the invoiced amount to the payee (its token account for a token, through
+``TransferChecked`` with the right mint and decimals), bound to the invoice's reference, and
+that the invoice is for this resource, unpaid and unexpired. It then simulates the transaction
+on the ledger and only then executes it; the content is served only when execution succeeded.
+
+The deployed HumanRPC service's ``payment`` format is settled the way that service does it
+(``PROTOCOL.md`` section A): a legacy transaction, a System transfer to the treasury (within
+1000 lamports of the price) or a plain SPL ``Transfer`` of the classic Token program to the
+treasury's token account, simulated, then sent.
+
+Every refusal has a machine-readable ``reason`` and moves no money.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import Message, MessageV0
+from solders.pubkey import Pubkey
+from solders.system_program import ID as SYSTEM_PROGRAM_ID
+from solders.system_program import decode_transfer as decode_system_transfer
+from solders.transaction import VersionedTransaction
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import decode_transfer, decode_transfer_checked
+
+from human_rpc_sdk._headers import PaymentHeader, decode_payment_header
+from human_rpc_sdk._money import format_amount, to_base_units
+from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
+
+from .genesis import Genesis, Token
+from .instructions import decompile
+from .ledger import Execution, Ledger
+
+__all__ = ["Invoice", "PaymentDesk", "Price", "Refusal", "Settlement"]
+
+COMPUTE_BUDGET_PROGRAM_ID: Final = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
+LEGACY_SOL_TOLERANCE: Final = 1_000  # lamports, as the deployed service's on-chain check
+_ALLOWED_PROGRAMS: Final = {
+    SYSTEM_PROGRAM_ID,
+    *TOKEN_PROGRAMS,
+    ASSOCIATED_TOKEN_PROGRAM_ID,
+    MEMO_PROGRAM_ID,
+    COMPUTE_BUDGET_PROGRAM_ID,
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a resource costs: an amount in display units of ``currency`` (SOL, USDC, PYUSD)."""
+
+    amount: Decimal
+    currency: str
+    recipient: Pubkey | None = None
+    """Who is paid; the gateway's treasury when None."""
+
+
+@dataclass
+class Invoice:
+    """An invoice the desk issued."""
+
+    reference: str
+    resource: str
+    price: Price
+    recipient: Pubkey
+    token: Token | None
+    atomic: int
+    destination: Pubkey
+    issued: float
+    expires: float
+    paid_by: str | None = None
+
+    def body(self, network: str, message: str | None = None) -> dict[str, Any]:
+        """The design document's 402 body for this invoice."""
+        invoice: dict[str, Any] = {
+            "amount": self.price.amount,
+            "currency": self.price.currency,
+            "recipient": str(self.recipient),
+            "reference": self.reference,
+            "network": network,
+        }
+        if self.token is not None:
+            invoice["mint"] = str(self.token.mint)
+        price = f"{format_amount(self.price.amount)} {self.price.currency}"
+        text = f"{price} required to unlock {self.resource}"
+        return {"status": "payment_required", "invoice": invoice, "message": message or text}
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A payment that executed on the ledger."""
+
+    signature: str
+    payer: str
+    invoice: Invoice | None
+    execution: Execution
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a payment was refused. Nothing moved."""
+
+    reason: str
+    message: str
+    payer: str | None = None
+    signature: str | None = None
+
+
+@dataclass
+class _Transfer:
+    instruction: Instruction
+    kind: str  # "system", "checked" or "plain"
+    source_owner: Pubkey
+    destination: Pubkey
+    amount: int
+    mint: Pubkey | None = None
+    decimals: int | None = None
+    extras: list[Any] = field(default_factory=list)
+
+
+class PaymentDesk:
+    """Issues invoices and settles payments against a :class:`Ledger`.
+
+    :param reference_style: ``"pubkey"`` (a fresh public key per invoice, bound as a
+        read-only account of the transfer, the Solana Pay way) or ``"memo"`` (a random hex
+        string carried in an SPL Memo).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        genesis: Genesis,
+        *,
+        invoice_ttl: float = 300.0,
+        reference_style: str = "pubkey",
+        clock: Callable[[], float],
+    ) -> None:
+        if reference_style not in ("pubkey", "memo"):
+            raise ValueError("reference_style must be 'pubkey' or 'memo'")
+        self.ledger = ledger
+        self.genesis = genesis
+        self.network = genesis.network
+        self.invoice_ttl = invoice_ttl
+        self.reference_style = reference_style
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._invoices: dict[str, Invoice] = {}
+        self.settlements: list[Settlement] = []
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issue(self, price: Price, resource: str) -> Invoice:
+        """A fresh invoice with a unique reference for ``resource``."""
+        recipient = price.recipient or self.genesis.treasury
+        token = None if price.currency.upper() == "SOL" else self.genesis.token(price.currency)
+        decimals = 9 if token is None else token.decimals
+        destination = (
+            recipient
+            if token is None
+            else associated_token_address(recipient, token.mint, token.program_id)
+        )
+        if self.reference_style == "pubkey":
+            reference = str(Keypair().pubkey())
+        else:
+            reference = secrets.token_hex(16)
+        now = self._clock()
+        invoice = Invoice(
+            reference=reference,
+            resource=resource,
+            price=price,
+            recipient=recipient,
+            token=token,
+            atomic=to_base_units(price.amount, decimals),
+            destination=destination,
+            issued=now,
+            expires=now + self.invoice_ttl,
+        )
+        with self._lock:
+            self._invoices[reference] = invoice
+        return invoice
+
+    def legacy_body(self, price: Price) -> dict[str, Any]:
+        """The deployed HumanRPC service's 402 body (amounts in base units)."""
+        recipient = price.recipient or self.genesis.treasury
+        if price.currency.upper() == "SOL":
+            lamports = to_base_units(price.amount, 9)
+            payment: dict[str, Any] = {
+                "recipientWallet": str(recipient),
+                "amount": lamports,
+                "amountSOL": price.amount,
+                "cluster": self.network,
+                "message": "Send SOL to the recipient wallet",
+            }
+        else:
+            token = self.genesis.token(price.currency)
+            payment = {
+                "recipientWallet": str(recipient),
+                "tokenAccount": str(
+                    associated_token_address(recipient, token.mint, TOKEN_PROGRAM_ID)
+                ),
+                "mint": str(token.mint),
+                "amount": to_base_units(price.amount, token.decimals),
+                "amountUSDC": price.amount,
+                "cluster": self.network,
+                "message": "Send USDC to the token account",
+            }
+        return {"payment": payment}
+
+    def invoice(self, reference: str) -> Invoice | None:
+        with self._lock:
+            return self._invoices.get(reference)
+
+    # -- settling HumanRPC invoices ----------------------------------------------------------
+
+    def settle(self, header_value: str, resource: str) -> Settlement | Refusal:
+        """Verify the ``X-PAYMENT`` header for ``resource`` and, if it pays, execute it."""
+        header = _decode(header_value)
+        if isinstance(header, Refusal):
+            return header
+        if header.network != self.network:
+            return Refusal(
+                "network_mismatch",
+                f"the payment is for {header.network!r}; this gateway is {self.network!r}",
+            )
+        transaction = header.transaction
+        payer = transaction.message.account_keys[0]
+        checked = _check_signatures(transaction)
+        if checked is not None:
+            return checked
+        parsed = _parse_payment(transaction)
+        if isinstance(parsed, Refusal):
+            return parsed
+        transfer, memos = parsed
+        invoice = self._find_invoice(transfer, memos)
+        if isinstance(invoice, Refusal):
+            return invoice
+        refusal = self._check_against(invoice, transfer, resource, transaction)
+        if refusal is not None:
+            return refusal
+        return self._execute(transaction, payer, invoice)
+
+    def _find_invoice(self, transfer: _Transfer, memos: list[str]) -> Invoice | Refusal:
+        candidates = [str(meta.pubkey) for meta in transfer.extras] + memos
+        with self._lock:
+            found = [self._invoices[c] for c in candidates if c in self._invoices]
+        if not found:
+            return Refusal(
+                "unknown_invoice",
+                "the payment carries no reference of an invoice this gateway issued; pay the "
+                "invoice from a fresh 402 answer",
+            )
+        if len(found) > 1:
+            return Refusal("ambiguous_invoice", "the payment references more than one invoice")
+        invoice = found[0]
+        if invoice.reference in memos:
+            return invoice
+        meta = next(m for m in transfer.extras if str(m.pubkey) == invoice.reference)
+        if meta.is_signer or meta.is_writable:
+            return Refusal(
+                "reference_not_bound",
+                "the invoice reference must be a read-only, non-signer account of the transfer",
+            )
+        return invoice
+
+    def _check_against(
+        self,
+        invoice: Invoice,
+        transfer: _Transfer,
+        resource: str,
+        transaction: VersionedTransaction,
+    ) -> Refusal | None:
+        if invoice.resource != resource:
+            return Refusal(
+                "wrong_resource", f"the invoice was issued for {invoice.resource}, not {resource}"
+            )
+        if invoice.paid_by is not None:
+            return Refusal(
+                "invoice_already_paid",
+                f"the invoice was already paid by transaction {invoice.paid_by}",
+            )
+        if self._clock() >= invoice.expires:
+            return Refusal(
+                "invoice_expired",
+                "the invoice has expired; request the resource again for a fresh one",
+            )
+        if invoice.token is None:
+            if transfer.kind != "system":
+                return Refusal(
+                    "wrong_currency", "the invoice asks for SOL but the payment is a token transfer"
+                )
+            if transfer.destination != invoice.recipient:
+                return Refusal(
+                    "wrong_recipient",
+                    f"the SOL transfer goes to {transfer.destination}, not {invoice.recipient}",
+                )
+        else:
+            token = invoice.token
+            if transfer.kind != "checked":
+                return Refusal(
+                    "not_transfer_checked",
+                    "token payments must use TransferChecked so mint and decimals are checked",
+                )
+            if transfer.instruction.program_id != token.program_id or transfer.mint != token.mint:
+                return Refusal(
+                    "wrong_mint", f"the payment is not in {token.symbol} (mint {token.mint})"
+                )
+            if transfer.decimals != token.decimals:
+                return Refusal("wrong_decimals", f"{token.symbol} has {token.decimals} decimals")
+            if transfer.destination != invoice.destination:
+                return Refusal(
+                    "wrong_recipient",
+                    f"the transfer goes to {transfer.destination}, not {invoice.recipient}'s "
+                    f"token account {invoice.destination}",
+                )
+        if transfer.amount != invoice.atomic:
+            return Refusal(
+                "wrong_amount",
+                f"the transfer moves {transfer.amount} base units; the invoice asks for "
+                f"exactly {invoice.atomic}",
+            )
+        return _check_side_instructions(transaction, invoice)
+
+    def _execute(
+        self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
+    ) -> Settlement | Refusal:
+        simulation = self.ledger.simulate(transaction)
+        if not simulation.ok:
+            return _failed(simulation, payer)
+        with self._lock:
+            if invoice is not None and invoice.paid_by is not None:
+                return Refusal(
+                    "invoice_already_paid",
+                    f"the invoice was already paid by transaction {invoice.paid_by}",
+                )
+            execution = self.ledger.execute(transaction)
+            if not execution.ok:
+                return _failed(execution, payer)
+            signature = str(execution.signature)
+            if invoice is not None:
+                invoice.paid_by = signature
+            settlement = Settlement(
+                signature=signature, payer=str(payer), invoice=invoice, execution=execution
+            )
+            self.settlements.append(settlement)
+            return settlement
+
+    # -- settling the deployed service's format ----------------------------------------------
+
+    def settle_legacy(self, header_value: str, price: Price) -> Settlement | Refusal:
+        """Settle like the deployed HumanRPC service: legacy transaction, scan, simulate, send."""
+        header = _decode(header_value)
+        if isinstance(header, Refusal):
+            return header
+        transaction = header.transaction
+        if not isinstance(transaction.message, Message):
+            return Refusal(
+                "not_legacy_transaction",
+                "this service decodes legacy transactions only; send a legacy (non-versioned) "
+                "transaction",
+            )
+        checked = _check_signatures(transaction)
+        if checked is not None:
+            return checked
+        recipient = price.recipient or self.genesis.treasury
+        instructions = decompile(transaction.message)
+        if instructions is None:
+            return Refusal(
+                "unreadable_transaction", "the transaction's instructions cannot be read"
+            )
+        if price.currency.upper() == "SOL":
+            lamports = to_base_units(price.amount, 9)
+            found = any(_legacy_sol_match(ix, recipient, lamports) for ix in instructions)
+        else:
+            token = self.genesis.token(price.currency)
+            destination = associated_token_address(recipient, token.mint, TOKEN_PROGRAM_ID)
+            units = to_base_units(price.amount, token.decimals)
+            found = any(_legacy_token_match(ix, destination, units) for ix in instructions)
+        if not found:
+            return Refusal(
+                "payment_verification_failed",
+                "no transfer of the price to the treasury was found (SOL: System transfer to the "
+                "wallet; USDC: SPL Transfer of the classic Token program to its token account)",
+            )
+        return self._execute(transaction, transaction.message.account_keys[0], None)
+
+
+# -- transaction reading ------------------------------------------------------------------
+
+
+def _decode(header_value: str) -> PaymentHeader | Refusal:
+    try:
+        return decode_payment_header(header_value)
+    except ValueError as exc:
+        return Refusal("invalid_payment_header", str(exc))
+
+
+def _check_signatures(transaction: VersionedTransaction) -> Refusal | None:
+    try:
+        transaction.sanitize()
+        results = transaction.verify_with_results()
+    except Exception:  # noqa: BLE001 - solders raises several types for malformed input
+        return Refusal("invalid_transaction", "the transaction is malformed")
+    if not results or not all(results):
+        return Refusal("invalid_signature", "a required signature is missing or does not verify")
+    return None
+
+
+def _parse_payment(transaction: VersionedTransaction) -> tuple[_Transfer, list[str]] | Refusal:
+    message = transaction.message
+    if not isinstance(message, Message | MessageV0):
+        return Refusal("unsupported_version", "payments must be legacy or v0 transactions")
+    if isinstance(message, MessageV0) and message.address_table_lookups:
+        return Refusal("lookup_tables_not_supported", "payments must not use address lookup tables")
+    instructions = decompile(message)
+    if instructions is None:
+        return Refusal("unreadable_transaction", "the transaction's instructions cannot be read")
+    transfers: list[_Transfer] = []
+    memos: list[str] = []
+    for ix in instructions:
+        if ix.program_id not in _ALLOWED_PROGRAMS:
+            return Refusal(
+                "unexpected_instruction",
+                f"the payment calls {ix.program_id}, which a payment does not need",
+            )
+        if ix.program_id == MEMO_PROGRAM_ID:
+            try:
+                memos.append(bytes(ix.data).decode("utf-8"))
+            except UnicodeDecodeError:
+                return Refusal("invalid_memo", "a memo is not valid UTF-8")
+        elif ix.program_id == SYSTEM_PROGRAM_ID or ix.program_id in TOKEN_PROGRAMS:
+            transfer = _read_transfer(ix)
+            if transfer is None:
+                return Refusal(
+                    "unexpected_instruction", f"an instruction of {ix.program_id} is not a transfer"
+                )
+            transfers.append(transfer)
+    if len(transfers) != 1:
+        return Refusal(
+            "no_single_transfer",
+            f"a payment must hold exactly one transfer (found {len(transfers)})",
+        )
+    return transfers[0], memos
+
+
+def _read_transfer(ix: Instruction) -> _Transfer | None:
+    try:
+        if ix.program_id == SYSTEM_PROGRAM_ID:
+            params = decode_system_transfer(ix)
+            return _Transfer(
+                ix,
+                "system",
+                params["from_pubkey"],
+                params["to_pubkey"],
+                params["lamports"],
+                extras=list(ix.accounts[2:]),
+            )
+        if bytes(ix.data)[:1] == b"\x0c":
+            checked = decode_transfer_checked(ix)
+            return _Transfer(
+                ix,
+                "checked",
+                checked.owner,
+                checked.dest,
+                checked.amount,
+                checked.mint,
+                checked.decimals,
+                list(ix.accounts[4:]),
+            )
+        plain = decode_transfer(ix)
+        return _Transfer(
+            ix, "plain", plain.owner, plain.dest, plain.amount, extras=list(ix.accounts[3:])
+        )
+    except Exception:  # noqa: BLE001 - the decoders raise several types on foreign data
+        return None
+
+
+def _check_side_instructions(transaction: VersionedTransaction, invoice: Invoice) -> Refusal | None:
+    """Besides the transfer, allow only memos, compute budget, and creating the payee's ATA."""
+    message = transaction.message
+    instructions = decompile(message) if isinstance(message, Message | MessageV0) else None
+    for ix in instructions or []:
+        if ix.program_id != ASSOCIATED_TOKEN_PROGRAM_ID:
+            continue
+        accounts = [m.pubkey for m in ix.accounts]
+        token = invoice.token
+        if (
+            token is None
+            or bytes(ix.data) not in (b"", b"\x01")
+            or len(accounts) < 6
+            or accounts[1] != invoice.destination
+            or accounts[2] != invoice.recipient
+            or accounts[3] != token.mint
+        ):
+            return Refusal(
+                "unexpected_instruction",
+                "the only account a payment may create is the payee's token account",
+            )
+    return None
+
+
+def _legacy_sol_match(ix: Instruction, recipient: Pubkey, lamports: int) -> bool:
+    if ix.program_id != SYSTEM_PROGRAM_ID:
+        return False
+    transfer = _read_transfer(ix)
+    return (
+        transfer is not None
+        and transfer.destination == recipient
+        and lamports <= transfer.amount <= lamports + LEGACY_SOL_TOLERANCE
+    )
+
+
+def _legacy_token_match(ix: Instruction, destination: Pubkey, units: int) -> bool:
+    if ix.program_id != TOKEN_PROGRAM_ID or bytes(ix.data)[:1] != b"\x03":
+        return False
+    transfer = _read_transfer(ix)
+    return transfer is not None and transfer.destination == destination and transfer.amount >= units
+
+
+def _failed(execution: Execution, payer: Pubkey) -> Refusal:
+    reason = "blockhash_expired" if "blockhash" in execution.describe() else "transaction_failed"
+    if "already processed" in execution.describe():
+        reason = "duplicate_transaction"
+    return Refusal(
+        reason,
+        f"the payment failed on the ledger: {execution.describe()}",
+        payer=str(payer),
+        signature=str(execution.signature),
+    )
