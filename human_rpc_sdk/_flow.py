@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -180,7 +180,6 @@ class _Quote:
     display_amount: Decimal
     fee_lamports: int
     rent_lamports: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- the flow -----------------------------------------------------------------------------
@@ -254,13 +253,16 @@ def _quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, _Quo
     blockhash = ctx.cache.blockhash(now)
     payer = ctx.signer.pubkey()
     recipient = Pubkey.from_string(invoice.recipient)
+    known: MintInfo | None = None
     if invoice.mint is None:
         keys = [payer, recipient]
     else:
+        # The mint's data is cached once read. Until then, fetch the mint with the payer's and
+        # payee's token accounts under *both* token programs, so one round trip suffices.
         mint = Pubkey.from_string(invoice.mint)
         known = ctx.cache.mint(mint)
         programs = (known.program_id,) if known else TOKEN_PROGRAMS
-        keys = [payer, mint]
+        keys = [payer] if known else [payer, mint]
         for program in programs:
             keys += [
                 associated_token_address(payer, mint, program),
@@ -276,7 +278,7 @@ def _quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, _Quo
         ctx.cache.remember_blockhash(blockhash, now)
     if invoice.mint is None:
         return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
-    return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash)
+    return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash, known)
 
 
 def _binding(invoice: Invoice, ctx: PaymentContext) -> tuple[Pubkey | None, str | None]:
@@ -333,9 +335,9 @@ def _token_quote(
     recipient: Pubkey,
     accounts: list[Account | None],
     blockhash: Hash,
+    info: MintInfo | None,
 ) -> _Quote:
     mint_key = Pubkey.from_string(str(invoice.mint))
-    info = ctx.cache.mint(mint_key)
     if info is None:
         try:
             info = parse_mint(mint_key, accounts[1])
@@ -351,7 +353,7 @@ def _token_quote(
         ctx.cache.remember_mint(info)
         offset = 2 + 2 * TOKEN_PROGRAMS.index(info.program_id)
     else:
-        offset = 2
+        offset = 1
     source_key = associated_token_address(payer, mint_key, info.program_id)
     destination = associated_token_address(recipient, mint_key, info.program_id)
     _check_token_account_field(invoice, destination)

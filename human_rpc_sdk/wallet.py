@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
@@ -40,6 +41,7 @@ _ACCEPTED_FORMS = (
     "or the path to a solana-keygen keypair file"
 )
 _MAX_KEYFILE_BYTES = 4096
+_BASE58_RUN = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,}")
 
 
 @runtime_checkable
@@ -244,11 +246,11 @@ def _keypair_from_bytes(raw: bytes, source: str) -> Keypair:
 
 
 def _keypair_from_file(path: Path, source: str) -> Keypair:
-    where = f"{source} (file {str(path)!r})"
+    where = f"{source} (file {_show_path(path)})"
     stat = _quietly(path.stat)
     if stat is None:
         raise SDKConfigurationError(
-            f"{source}: keypair file {str(path)!r} does not exist or cannot be read; "
+            f"{source}: keypair file {_show_path(path)} does not exist or cannot be read; "
             "create one with `solana-keygen new -o <path>` or fix the path",
             parameter=source,
             reason="bad_key",
@@ -258,7 +260,7 @@ def _keypair_from_file(path: Path, source: str) -> Keypair:
     if os.name == "posix" and stat.st_mode & 0o077:
         logger.warning(
             "keypair file %s is readable by other users (mode %o); run `chmod 600` on it",
-            path,
+            _show_path(path),
             stat.st_mode & 0o777,
         )
     text = _quietly(lambda: path.read_text(encoding="utf-8"))
@@ -281,6 +283,14 @@ def _quietly(fn: Callable[..., T], *args: Any) -> T | None:
         return fn(*args)
     except (ValueError, OSError, TypeError):
         return None
+
+
+def _show_path(path: Path) -> str:
+    """A path for an error message, unless it may hold a key (a long base58 run)."""
+    text = str(path)
+    if _BASE58_RUN.search(text):
+        return "<path hidden: it contains a long base58 string that may be a key>"
+    return repr(text)
 
 
 def _bad_key(source: str, problem: str) -> NoReturn:

@@ -168,7 +168,7 @@ class Ledger:
                 return early
             result = self._svm.send_transaction(transaction)
             execution = self._execution(transaction.signatures[0], result)
-            self._statuses[execution.signature] = execution
+            self._statuses.setdefault(execution.signature, execution)
             return execution
 
     def status(self, signature: Signature) -> Execution | None:
@@ -205,18 +205,40 @@ class Ledger:
         """Send ``lamports`` from the ledger's faucet account to ``address``."""
         with self._lock:
             self._tick()
-            result = self._svm.airdrop(address, lamports)
-            meta = result.meta() if hasattr(result, "meta") else result
-            execution = self._execution(meta.signature(), result)
-            self._statuses[execution.signature] = execution
+            execution = self._airdrop_once(address, lamports)
+            if execution.err == TransactionErrorFieldless.AlreadyProcessed:
+                # The same airdrop twice in one slot is the same transaction: use a new blockhash.
+                self._new_blockhash()
+                execution = self._airdrop_once(address, lamports)
+            self._statuses.setdefault(execution.signature, execution)
             return execution
+
+    def _airdrop_once(self, address: Pubkey, lamports: int) -> Execution:
+        result = self._svm.airdrop(address, lamports)
+        meta = result.meta() if hasattr(result, "meta") else result
+        return self._execution(meta.signature(), result)
 
     def run(
         self, instructions: Sequence[Instruction], payer: Keypair, *signers: Keypair
     ) -> Execution:
         """Build, sign and execute a transaction of the gateway's own (faucet, set-up)."""
         with self._lock:
-            blockhash, _, _ = self.latest_blockhash()
-            message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], blockhash)
-            transaction = VersionedTransaction(message, [payer, *signers])
+            self._tick()
+            transaction = self._compile(instructions, payer, signers)
+            if transaction.signatures[0] in self._statuses:
+                # Identical to one already sent in this slot: sign over a new blockhash instead.
+                self._new_blockhash()
+                transaction = self._compile(instructions, payer, signers)
             return self.execute(transaction)
+
+    def _compile(
+        self, instructions: Sequence[Instruction], payer: Keypair, signers: Sequence[Keypair]
+    ) -> VersionedTransaction:
+        blockhash = self._svm.latest_blockhash()
+        message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], blockhash)
+        return VersionedTransaction(message, [payer, *signers])
+
+    def _new_blockhash(self) -> None:
+        """Issue another blockhash within the current slot (it stays valid like the others)."""
+        self._svm.expire_blockhash()
+        self._blockhashes[self._svm.latest_blockhash()] = self._slot

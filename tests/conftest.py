@@ -1,0 +1,186 @@
+"""Shared fixtures: a stub gateway on loopback, funded wallets, Hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, settings
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent
+from stub_gateway import Gateway, GatewayServer, serve_in_thread
+
+# The design document asks for at least 100 examples per property; CI runs more.
+settings.register_profile(
+    "default",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_wallet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never pick up a developer's real key or RPC endpoint from the environment."""
+    for name in ("SOLANA_PRIVATE_KEY", "SOLANA_KEYPAIR_PATH", "SOLANA_RPC_URL", "HUMAN_RPC_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[GatewayServer]:
+    """One stub gateway for the session, on a free loopback port."""
+    with serve_in_thread() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def gateway(server: GatewayServer) -> Gateway:
+    return server.gateway
+
+
+Funder = Callable[..., Keypair]
+
+
+@pytest.fixture(scope="session")
+def funded_wallet(gateway: Gateway) -> Funder:
+    """Make a new wallet holding the given amounts (display units) on the gateway's ledger."""
+
+    def make(sol: str = "1", usdc: str = "0", pyusd: str = "0") -> Keypair:
+        wallet = Keypair()
+        amounts = {"SOL": Decimal(sol), "USDC": Decimal(usdc), "PYUSD": Decimal(pyusd)}
+        gateway.fund(wallet.pubkey(), amounts)
+        return wallet
+
+    return make
+
+
+@pytest.fixture
+def agent_for(server: GatewayServer) -> Iterator[Callable[[Keypair], AutoAgent]]:
+    """Build AutoAgents that pay through the session gateway; closed after the test."""
+    made: list[AutoAgent] = []
+
+    def make(wallet: Keypair, **options: object) -> AutoAgent:
+        agent = AutoAgent(wallet, rpc_url=server.rpc_url, **options)  # type: ignore[arg-type]
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.close()
+
+
+class Shop:
+    """A gateway with extra paywalled routes, built with the public require_payment()."""
+
+    def __init__(self, server: GatewayServer, seen: list[dict[str, object]]) -> None:
+        self.server = server
+        self.gateway = server.gateway
+        self.url = server.url
+        self.rpc_url = server.rpc_url
+        self.seen = seen
+
+    def price_url(self, currency: str, amount: str, recipient: object = None) -> str:
+        """A resource costing ``amount`` ``currency``, paid to ``recipient`` (or the treasury)."""
+        return f"{self.url}/shop/{currency}/{amount}/{recipient or self.gateway.treasury}"
+
+
+def _make_shop() -> Shop:
+    from flask import Response, g, jsonify, request
+    from solders.pubkey import Pubkey
+
+    from stub_gateway import Price, create_app
+
+    app = create_app(Gateway())
+    gateway: Gateway = app.extensions["stub_gateway"]
+    seen: list[dict[str, object]] = []
+
+    def priced() -> Price:
+        args = request.view_args or {}
+        return Price(
+            Decimal(args["amount"]), args["currency"], Pubkey.from_string(args["recipient"])
+        )
+
+    @app.route("/shop/<currency>/<amount>/<recipient>", methods=["GET", "POST"])
+    @gateway.require_payment(priced)
+    def item(currency: str, amount: str, recipient: str) -> Response:
+        return jsonify({"item": f"{amount} {currency}", "signature": g.settlement.signature})
+
+    @app.route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def echo_unpaid_first() -> Response:
+        """Records every request, then answers like a paywalled route."""
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.full_path,
+                "headers": dict(request.headers),
+                "body": request.get_data(),
+            }
+        )
+        return paid_echo()
+
+    @gateway.require_payment(Price(Decimal("0.000001"), "SOL"))
+    def paid_echo() -> Response:
+        return jsonify({"echo": True})
+
+    @app.get("/hostile/still-402")
+    @gateway.require_payment(Price(Decimal("0.001"), "SOL"))
+    def still_402() -> Response:
+        """Takes the payment, then claims it is still unpaid."""
+        response = jsonify({"status": "payment_required", "reason": "we_lost_it"})
+        response.status_code = 402
+        return response
+
+    return Shop(GatewayServer(app).start(), seen)
+
+
+@pytest.fixture(scope="session")
+def shop() -> Iterator[Shop]:
+    """A second gateway with test routes: any price, an echo, a hostile 402."""
+    made = _make_shop()
+    yield made
+    made.server.stop()
+
+
+@pytest.fixture(scope="session")
+def responder() -> Iterator[str]:
+    """A plain server whose /respond answers with the status, headers and body it is sent.
+
+    POST /respond with JSON {"status": int, "headers": {...}, "body": "<base64>"}.
+    /fixed/<status>/<urlsafe base64 body> always answers that status and body.
+    """
+    import base64
+
+    from flask import Flask, Response, request
+
+    app = Flask("responder")
+
+    @app.route("/respond", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    def respond() -> Response:
+        spec = request.get_json(force=True)
+        return Response(
+            base64.b64decode(spec.get("body", "")),
+            status=spec.get("status", 200),
+            headers=spec.get("headers", {}),
+        )
+
+    @app.route("/fixed/<int:status>/<body>", methods=["GET", "POST"])
+    def fixed(status: int, body: str) -> Response:
+        """Always the same answer, whatever is asked (a broken or hostile RPC node)."""
+        return Response(
+            base64.urlsafe_b64decode(body), status=status, content_type="application/json"
+        )
+
+    running = GatewayServer(app).start()
+    yield running.url
+    running.stop()

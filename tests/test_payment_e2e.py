@@ -1,0 +1,390 @@
+"""AutoAgent paying the stub gateway over loopback HTTP; every payment checked on the ledger."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+import requests
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent, InvoiceValidationError, PaymentError
+from human_rpc_sdk._headers import decode_payment_response
+from stub_gateway import Gateway, GatewayServer, serve_in_thread
+
+from .conftest import Funder, Shop
+
+FEE = Decimal("0.000005")
+AgentFor = Callable[..., AutoAgent]
+
+
+def test_pays_a_sol_invoice(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """SOL: the resource is served; payer loses price + fee, treasury gains the price."""
+    wallet = funded_wallet(sol="1")
+    agent = agent_for(wallet)
+    treasury_before = gateway.balance(gateway.treasury)
+    response = agent.get(f"{server.url}/api/v1/premium/sol")
+    assert response.status_code == 200
+    assert response.json()["content"] == "premium sol content, unlocked"
+    assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+    assert gateway.balance(gateway.treasury) - treasury_before == Decimal("0.001")
+    (receipt,) = agent.payments
+    assert (receipt.amount, receipt.currency, receipt.mint, receipt.network) == (
+        Decimal("0.001"),
+        "SOL",
+        None,
+        "devnet",
+    )
+    assert receipt.accepted
+    assert receipt.recipient == str(gateway.treasury)
+    settlement = decode_payment_response(response.headers["X-PAYMENT-RESPONSE"])
+    assert settlement is not None
+    assert settlement["transaction"] == receipt.signature == response.json()["paid"]["signature"]
+
+
+def test_pays_usdc_into_an_existing_token_account(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """USDC: TransferChecked; tokens move exactly, the payer's SOL pays only the fee."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = agent_for(wallet)
+    treasury_before = gateway.balance(gateway.treasury, "USDC")
+    assert agent.get(f"{server.url}/api/v1/premium/usdc").status_code == 200
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.95")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.05")
+    assert gateway.balance(wallet.pubkey()) == 1 - FEE
+    assert agent.payments[0].rent_lamports == 0
+
+
+def test_creates_the_payees_token_account_when_absent(
+    shop: Shop, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """A payee without a USDC account gets one (the payer funds its rent) and the amount."""
+    gateway = shop.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(2)})
+    payee = Keypair().pubkey()
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    response = agent.get(shop.price_url("USDC", "1.5", payee))
+    assert response.status_code == 200
+    assert gateway.balance(payee, "USDC") == Decimal("1.5")
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.5")
+    rent = Decimal("0.00203928")
+    assert agent.payments[0].rent_lamports == 2_039_280
+    assert gateway.balance(wallet.pubkey()) == 1 - FEE - rent
+
+
+def test_pays_a_token_2022_mint(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """PYUSD is a Token-2022 mint: accounts and transfer under Token-2022."""
+    wallet = funded_wallet(sol="1", pyusd="1")
+    agent = agent_for(wallet)
+    before = gateway.balance(gateway.treasury, "PYUSD")
+    assert agent.get(f"{server.url}/api/v1/premium/pyusd").status_code == 200
+    assert gateway.balance(wallet.pubkey(), "PYUSD") == Decimal("0.95")
+    assert gateway.balance(gateway.treasury, "PYUSD") - before == Decimal("0.05")
+    assert agent.payments[0].destination != str(gateway.treasury)
+
+
+@pytest.mark.parametrize(
+    ("path", "currency", "price"), [("sol", "SOL", "0.001"), ("usdc", "USDC", "0.05")]
+)
+def test_pays_the_deployed_services_format(
+    server: GatewayServer,
+    gateway: Gateway,
+    funded_wallet: Funder,
+    agent_for: AgentFor,
+    path: str,
+    currency: str,
+    price: str,
+) -> None:
+    """?format=legacy: base-unit body, legacy transaction, plain Transfer; settled and served."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = agent_for(wallet)
+    before = gateway.balance(gateway.treasury, currency)
+    response = agent.get(f"{server.url}/api/v1/premium/{path}?format=legacy")
+    assert response.status_code == 200
+    assert gateway.balance(gateway.treasury, currency) - before == Decimal(price)
+    assert agent.payments[0].format == "humanrpc-legacy"
+
+
+def test_insufficient_funds_moves_nothing(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """Too little USDC: PaymentError naming the wallet and the shortfall; no balance changes."""
+    wallet = funded_wallet(sol="1", usdc="0.01")
+    agent = agent_for(wallet)
+    settled_before = len(gateway.desk.settlements)
+    treasury_before = gateway.balance(gateway.treasury, "USDC")
+    with pytest.raises(PaymentError) as caught:
+        agent.get(f"{server.url}/api/v1/premium/usdc")
+    assert caught.value.reason == "insufficient_funds"
+    assert agent.address in str(caught.value)
+    assert "0.04 USDC" in str(caught.value)
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.01")
+    assert gateway.balance(wallet.pubkey()) == 1
+    assert gateway.balance(gateway.treasury, "USDC") == treasury_before
+    assert len(gateway.desk.settlements) == settled_before
+    assert agent.payments == []
+
+
+class _Capture(requests.adapters.HTTPAdapter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
+        if "X-PAYMENT" in request.headers:
+            self.headers.append(request.headers["X-PAYMENT"])
+        return super().send(request, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_replayed_payment_is_refused(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """The same X-PAYMENT again, or for another invoice's resource, is refused; nothing moves."""
+    wallet = funded_wallet(sol="1")
+    agent = agent_for(wallet)
+    capture = _Capture()
+    agent.session.mount("http://", capture)
+    assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
+    (header,) = capture.headers
+    after_first = (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury))
+    replay = requests.get(
+        f"{server.url}/api/v1/premium/sol", headers={"X-PAYMENT": header}, timeout=10
+    )
+    assert replay.status_code == 402
+    assert replay.json()["reason"] == "invoice_already_paid"
+    elsewhere = requests.get(
+        f"{server.url}/api/v1/premium/usdc", headers={"X-PAYMENT": header}, timeout=10
+    )
+    assert elsewhere.status_code == 402
+    assert elsewhere.json()["reason"] == "wrong_resource"
+    assert (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury)) == after_first
+
+
+def test_server_answering_402_after_payment_gets_paid_once(
+    shop: Shop, funded_wallet: Funder
+) -> None:
+    """Paid, then 402 again: PaymentError with the signature; exactly one payment on the ledger."""
+    gateway = shop.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    with pytest.raises(PaymentError) as caught:
+        agent.get(f"{shop.url}/hostile/still-402")
+    error = caught.value
+    assert error.reason == "payment_refused"
+    assert "we_lost_it" in str(error)
+    (receipt,) = agent.payments
+    assert error.signature == receipt.signature
+    assert not receipt.accepted
+    assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+
+
+def test_payment_refused_by_the_gateway_moves_nothing(funded_wallet: Funder) -> None:
+    """A payment with an expired blockhash is refused with its reason; balances stay."""
+    clock = FakeClock()
+    with serve_in_thread(clock=clock) as running:
+        gateway = running.gateway
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        assert agent.get(f"{running.url}/api/v1/premium/sol").status_code == 200
+        clock.now += 61  # > 150 slots: the agent's cached blockhash is no longer valid
+        with pytest.raises(PaymentError) as caught:
+            agent.get(f"{running.url}/api/v1/premium/sol")
+        assert "blockhash_expired" in str(caught.value)
+        assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+        assert len(agent.payments) == 2
+        assert not agent.payments[1].accepted
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memo_references_are_settled(funded_wallet: Funder) -> None:
+    """A gateway issuing text references (memo style) is paid through an SPL Memo."""
+    with serve_in_thread(reference_style="memo") as running:
+        gateway = running.gateway
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        for path in ("sol", "usdc"):
+            response = agent.get(f"{running.url}/api/v1/premium/{path}")
+            assert response.status_code == 200
+            assert len(response.json()["paid"]["reference"]) == 32
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.95")
+
+
+def test_wrong_network_is_refused_before_any_rpc(
+    server: GatewayServer, funded_wallet: Funder
+) -> None:
+    """An agent on mainnet-beta meets a devnet invoice: refused, no RPC call, nothing paid."""
+    agent = AutoAgent(funded_wallet(sol="1"), rpc_url=server.rpc_url, network="mainnet-beta")
+    with pytest.raises(InvoiceValidationError) as caught:
+        agent.get(f"{server.url}/api/v1/premium/sol")
+    assert caught.value.field == "invoice.network"
+    assert agent.rpc_stats.round_trips == 0
+
+
+def test_stream_body_that_cannot_be_replayed_is_not_paid(shop: Shop, funded_wallet: Funder) -> None:
+    """A consumed generator body cannot be re-sent, so the 402 is not paid at all."""
+    wallet = Keypair()
+    shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"part one, "
+        yield b"part two"
+
+    with pytest.raises(PaymentError, match="stream"):
+        agent.post(shop.price_url("SOL", "0.001"), data=chunks())
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+def test_seekable_file_body_is_rewound_for_the_paid_retry(shop: Shop, tmp_path: object) -> None:
+    """A file body is rewound and sent again in full with the payment."""
+    import io
+
+    wallet = Keypair()
+    shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    before = len(shop.seen)
+    response = agent.post(f"{shop.url}/echo", data=io.BytesIO(b"file contents"))
+    assert response.status_code == 200
+    bodies = [r["body"] for r in shop.seen[before:]]
+    assert bodies == [b"file contents", b"file contents"]
+
+
+def test_concurrent_payments_from_one_agent(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """Eight threads paying at once: eight payments, each settled once, balances exact."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = agent_for(wallet)
+    statuses: list[int] = []
+
+    def buy() -> None:
+        statuses.append(agent.get(f"{server.url}/api/v1/premium/usdc").status_code)
+
+    threads = [threading.Thread(target=buy) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 8
+    assert len({p.signature for p in agent.payments}) == 8
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.6")
+    assert gateway.balance(wallet.pubkey()) == 1 - 8 * FEE
+
+
+def test_faucet_funds_a_new_wallet(server: GatewayServer, gateway: Gateway) -> None:
+    """POST /api/v1/faucet gives SOL and USDC (creating the token account)."""
+    address = str(Keypair().pubkey())
+    reply = requests.post(
+        f"{server.url}/api/v1/faucet",
+        json={"address": address, "sol": "2.5", "usdc": 10},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    assert reply.json()["balances"] == {"SOL": "2.5", "USDC": "10", "PYUSD": "0"}
+    assert gateway.balance(address) == Decimal("2.5")
+    assert gateway.balance(address, "USDC") == 10
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"address": "nope"}, "bad_address"),
+        ({"address": str(Keypair().pubkey()), "sol": "-1"}, "bad_amount"),
+        ({"address": str(Keypair().pubkey()), "usdc": "99999999"}, "too_much"),
+        ([], "bad_request"),
+    ],
+)
+def test_faucet_refuses_bad_requests(server: GatewayServer, body: object, reason: str) -> None:
+    """The faucet answers 400 with a reason for bad input."""
+    reply = requests.post(f"{server.url}/api/v1/faucet", json=body, timeout=10)
+    assert reply.status_code == 400
+    assert reply.json()["reason"] == reason
+
+
+def test_info_describes_the_network(server: GatewayServer, gateway: Gateway) -> None:
+    """GET /api/v1/info: network, RPC URL, payee, mints and prices."""
+    info = requests.get(f"{server.url}/api/v1/info", timeout=10).json()
+    assert info["network"] == "devnet"
+    assert info["rpc_url"] == server.rpc_url
+    assert info["recipient"] == str(gateway.treasury)
+    assert info["mints"]["USDC"]["mint"] == "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+    assert info["mints"]["PYUSD"]["program"] == "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"
+    assert info["prices"]["usdc"] == {
+        "amount": "0.05",
+        "currency": "USDC",
+        "url": f"{server.url}/api/v1/premium/usdc",
+    }
+
+
+def test_unpaid_request_gets_a_fresh_design_document_invoice(
+    server: GatewayServer, gateway: Gateway
+) -> None:
+    """Each unpaid request gets a 402 in the design document's format with a unique reference."""
+    first = requests.get(f"{server.url}/api/v1/premium/usdc", timeout=10)
+    second = requests.get(f"{server.url}/api/v1/premium/usdc", timeout=10)
+    assert first.status_code == second.status_code == 402
+    body = first.json()
+    assert body["status"] == "payment_required"
+    assert set(body["invoice"]) == {
+        "amount",
+        "currency",
+        "mint",
+        "recipient",
+        "reference",
+        "network",
+    }
+    assert body["invoice"]["amount"] == 0.05
+    assert body["invoice"]["reference"] != second.json()["invoice"]["reference"]
+    assert body["message"] == "0.05 USDC required to unlock /api/v1/premium/usdc"
+
+
+def test_legacy_unpaid_body_matches_the_deployed_service(
+    server: GatewayServer, gateway: Gateway
+) -> None:
+    """?format=legacy answers the deployed service's payment body, amounts in base units."""
+    body = requests.get(f"{server.url}/api/v1/premium/usdc?format=legacy", timeout=10).json()
+    payment = body["payment"]
+    assert payment["amount"] == 50_000
+    assert payment["amountUSDC"] == 0.05
+    assert payment["cluster"] == "devnet"
+    assert payment["recipientWallet"] == str(gateway.treasury)
+    token = requests.get(f"{server.url}/api/v1/premium/pyusd?format=legacy", timeout=10)
+    assert token.status_code == 400
+
+
+def test_x_payment_header_is_the_design_document_format(
+    server: GatewayServer, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """The header is base64 JSON: x402Version 1, scheme solana, network, serializedTransaction."""
+    agent = agent_for(funded_wallet(sol="1"))
+    capture = _Capture()
+    agent.session.mount("http://", capture)
+    agent.get(f"{server.url}/api/v1/premium/sol")
+    document = json.loads(base64.b64decode(capture.headers[0]))
+    assert set(document) == {"x402Version", "scheme", "network", "payload"}
+    assert (document["x402Version"], document["scheme"], document["network"]) == (
+        1,
+        "solana",
+        "devnet",
+    )
+    assert set(document["payload"]) == {"serializedTransaction"}
