@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from ._money import from_base_units
+from ._networks import SOL_DECIMALS
+
 __all__ = ["PaymentReceipt"]
 
 
@@ -44,6 +47,11 @@ class PaymentReceipt:
     http_status: int | None = None
     """The status of the paid request's answer; None when no answer arrived."""
     format: str = "humanrpc"
+
+    @property
+    def fee(self) -> Decimal:
+        """What the payment cost in SOL beyond ``amount``: network fee plus any account rent."""
+        return from_base_units(self.fee_lamports + self.rent_lamports, SOL_DECIMALS)
 
     @property
     def accepted(self) -> bool:

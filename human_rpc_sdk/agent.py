@@ -16,17 +16,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.utils import rewind_body
+from solders.pubkey import Pubkey
 
 from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
-from ._networks import DEFAULT_RPC_URLS, NETWORKS
+from ._money import from_base_units
+from ._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
 from ._receipts import PaymentReceipt
-from ._rpc import RpcClient
+from ._rpc import RpcClient, multiple_accounts_request
 from .exceptions import PaymentError, ReiteratorConfigurationError, SDKConfigurationError
+from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer
 
 __all__ = ["AutoAgent"]
@@ -117,6 +121,37 @@ class AutoAgent:
         """A receipt for every payment this agent sent, oldest first (a copy)."""
         with self._lock:
             return list(self._payments)
+
+    def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
+        """The wallet's balance in display units, read from the chain.
+
+        :param currency: ``"SOL"`` or a token symbol known on this network (``"USDC"``).
+        :param mint: the token's mint address, for tokens without a known symbol.
+        :raises SDKConfigurationError: for an unknown symbol without ``mint``.
+        :raises SolanaRPCError: when the RPC node fails.
+        """
+        payer = self._signer.pubkey()
+        if mint is None and currency.upper() == "SOL":
+            (reply,) = self._rpc.call([multiple_accounts_request([payer])])
+            account = reply.value[0]
+            return from_base_units(0 if account is None else account.lamports, SOL_DECIMALS)
+        address = mint or KNOWN_MINTS[self.network].get(currency.upper())
+        if address is None:
+            raise SDKConfigurationError(
+                f"{currency!r} is not a token this SDK knows on {self.network}; pass mint=",
+                parameter="currency",
+            )
+        mint_key = _pubkey(address, "mint")
+        holders = [associated_token_address(payer, mint_key, p) for p in TOKEN_PROGRAMS]
+        (reply,) = self._rpc.call([multiple_accounts_request([mint_key, *holders])])
+        try:
+            info = parse_mint(mint_key, reply.value[0])
+        except ValueError as exc:
+            raise SDKConfigurationError(str(exc), parameter="mint") from None
+        held = parse_token_account(
+            reply.value[1 + TOKEN_PROGRAMS.index(info.program_id)], info.program_id
+        )
+        return from_base_units(0 if held is None else held.amount, info.decimals)
 
     @property
     def rpc_stats(self) -> Any:
@@ -301,6 +336,15 @@ def _ensure_replayable(prepared: requests.PreparedRequest) -> None:
 
 
 # -- argument validation --------------------------------------------------------------------
+
+
+def _pubkey(value: str, name: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(value)
+    except ValueError:
+        raise SDKConfigurationError(
+            f"{name} is not a valid Solana address", parameter=name
+        ) from None
 
 
 def _positive_number(value: Any, name: str) -> float:

@@ -142,7 +142,7 @@ def load_signer(
     if env.get(ENV_PRIVATE_KEY):
         return KeypairSigner(_keypair_from(env[ENV_PRIVATE_KEY], ENV_PRIVATE_KEY))
     if env.get(ENV_KEYPAIR_PATH):
-        path = Path(env[ENV_KEYPAIR_PATH]).expanduser()
+        path = _expand(env[ENV_KEYPAIR_PATH])
         return KeypairSigner(_keypair_from_file(path, ENV_KEYPAIR_PATH))
     raise SDKConfigurationError(
         "no wallet configured: pass solana_private_key=... or signer=..., or set "
@@ -197,15 +197,28 @@ def _keypair_from(value: Any, source: str) -> Keypair:
         _bad_key(source, "it is empty")
     if text.startswith("["):
         return _keypair_from_json_text(text, source)
-    path = Path(text).expanduser()
+    path = _expand(text)
     if _looks_like_path(text):
         return _keypair_from_file(path, source)
     return _keypair_from_base58(text, source)
 
 
+def _expand(text: str) -> Path:
+    """``~`` expanded when possible (``~nobody`` without a home stays as written)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def _looks_like_path(text: str) -> bool:
     # Base58 has no '/', '.', '~' or '\\', so these can only be paths.
-    return any(c in text for c in "/.~\\") or Path(text).exists()
+    if any(c in text for c in "/.~\\"):
+        return True
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):  # a name too long, or unrepresentable, is no file
+        return False
 
 
 def _keypair_from_base58(text: str, source: str) -> Keypair:

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     faucet_body = '{"address": "<wallet>", "sol": 1, "usdc": 100}'
     print(f"  faucet       curl -X POST {server.url}/api/v1/faucet \\")
     print(f"                 -H 'Content-Type: application/json' -d '{faucet_body}'")
-    print(f"  try          curl -i {server.url}/api/v1/premium/usdc")
+    print(f"  try          curl -i {server.url}/api/v1/premium/usdc", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

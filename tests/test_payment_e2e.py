@@ -388,3 +388,40 @@ def test_x_payment_header_is_the_design_document_format(
         "devnet",
     )
     assert set(document["payload"]) == {"serializedTransaction"}
+
+
+def test_balance_reads_the_wallet(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+) -> None:
+    """agent.balance() reads SOL and token balances from the chain, matching the ledger."""
+    wallet = funded_wallet(sol="1.25", usdc="3.5", pyusd="2")
+    agent = agent_for(wallet)
+    assert agent.balance() == Decimal("1.25")
+    assert agent.balance("usdc") == Decimal("3.5")
+    assert agent.balance(mint=str(gateway.genesis.token("PYUSD").mint)) == 2
+    assert agent_for(Keypair()).balance("USDC") == 0
+
+
+def test_balance_of_an_unknown_symbol_asks_for_the_mint(
+    server: GatewayServer, agent_for: AgentFor
+) -> None:
+    """An unknown symbol without a mint is a configuration error that says to pass mint=."""
+    from human_rpc_sdk import SDKConfigurationError
+
+    with pytest.raises(SDKConfigurationError, match="mint="):
+        agent_for(Keypair()).balance("DOGE")
+
+
+def test_receipt_fee_counts_network_fee_and_rent() -> None:
+    """receipt.fee is the SOL spent beyond the amount: network fee plus account rent."""
+    from datetime import UTC, datetime
+
+    from human_rpc_sdk import PaymentReceipt
+
+    receipt = PaymentReceipt(
+        url="u", amount=Decimal(1), currency="USDC", mint=None, recipient="r", reference=None,
+        network="devnet", signature="s", time=datetime.now(UTC), atomic_amount=1, payer="p",
+        destination="d", fee_lamports=5_000, rent_lamports=2_039_280,
+    )  # fmt: skip
+    assert receipt.fee == Decimal("0.00204428")
+    assert not receipt.accepted

@@ -168,3 +168,10 @@ def test_unreadable_key_file_is_refused(tmp_path: Path) -> None:
     path.write_text("[" + ",".join(["1"] * 3000) + "]")
     with pytest.raises(SDKConfigurationError, match="too large"):
         load_signer(str(path))
+
+
+@pytest.mark.parametrize("value", ["~nosuchuser0/id.json", "~0", "x" * 300, "a\x00b"])
+def test_odd_text_is_a_configuration_error_not_a_crash(value: str) -> None:
+    """Text that breaks path handling (unknown ~user, too long, NUL) is refused cleanly."""
+    with pytest.raises(SDKConfigurationError):
+        load_signer(value)
