@@ -88,7 +88,7 @@ class AutoAgent:
                 parameter="network",
             )
         self.network = network
-        self.timeout = _positive_number(timeout, "timeout")
+        self.timeout = _seconds(timeout, "timeout")
         self.rpc_url = (
             _url(rpc_url, "rpc_url")
             or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
@@ -347,17 +347,18 @@ def _pubkey(value: str, name: str) -> Pubkey:
         ) from None
 
 
-def _positive_number(value: Any, name: str) -> float:
+def _seconds(seconds: Any, name: str) -> float:
+    """A positive, finite duration in seconds (never money)."""
     if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
     ):
         raise SDKConfigurationError(
-            f"{name} must be a positive number of seconds (got {value!r})", parameter=name
+            f"{name} must be a positive number of seconds (got {seconds!r})", parameter=name
         )
-    return float(value)
+    return float(seconds)
 
 
 def _url(value: str | None, name: str) -> str | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, settings
 from solders.keypair import Keypair
 
@@ -184,3 +186,26 @@ def responder() -> Iterator[str]:
     running = GatewayServer(app).start()
     yield running.url
     running.stop()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class PaymentCapture(requests.adapters.HTTPAdapter):
+    """A transport adapter that remembers every X-PAYMENT header sent through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if "X-PAYMENT" in request.headers:
+            self.headers.append(request.headers["X-PAYMENT"])
+        return super().send(request, **kwargs)

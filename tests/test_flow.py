@@ -49,26 +49,20 @@ from human_rpc_sdk.solana_utils import (
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway.instructions import decompile
 
+from .conftest import FakeClock
+
 PAYER = Keypair.from_seed(b"p" * 32)
 PAYEE = Keypair.from_seed(b"q" * 32).pubkey()
 USDC = Pubkey.from_string("4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU")
 SOL = 10**9
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def context(cache: ChainCache | None = None, clock: Clock | None = None) -> PaymentContext:
+def context(cache: ChainCache | None = None, clock: FakeClock | None = None) -> PaymentContext:
     return PaymentContext(
         signer=KeypairSigner(PAYER),
         network="devnet",
         cache=cache or ChainCache(),
-        clock=clock or Clock(),
+        clock=clock or FakeClock(1000.0),
         now=lambda: datetime(2026, 11, 21, tzinfo=UTC),
         nonce=iter(f"nonce-{i}" for i in range(1000)).__next__,
     )
@@ -160,7 +154,7 @@ def test_sol_payment_effects_and_receipt() -> None:
 
 def test_blockhash_is_reused_within_its_ttl_only() -> None:
     """A second payment within the TTL skips getLatestBlockhash; after it, fetches again."""
-    clock, cache = Clock(), ChainCache(blockhash_ttl=20)
+    clock, cache = FakeClock(1000.0), ChainCache(blockhash_ttl=20)
     run_until_resend(
         pay(challenge(currency="SOL"), context(cache, clock)),
         [accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(Hash.new_unique())],

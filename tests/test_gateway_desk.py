@@ -35,7 +35,7 @@ from human_rpc_sdk.solana_utils import (
 from human_rpc_sdk.wallet import load_signer
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
-from .conftest import Funder
+from .conftest import FakeClock, Funder
 
 Mutate = Callable[[TransferPlan], TransferPlan]
 
@@ -324,7 +324,7 @@ def test_payment_failing_on_chain_is_refused_without_a_fee(
 
 def test_expired_invoice_is_refused(funded_wallet: Funder) -> None:
     """After its time to live, an invoice cannot be paid."""
-    clock = _Clock()
+    clock = FakeClock()
     with serve_in_thread(clock=clock, invoice_ttl=30) as running:
         gateway = running.gateway
         payer = Keypair()
@@ -335,44 +335,25 @@ def test_expired_invoice_is_refused(funded_wallet: Funder) -> None:
         refused(running, gateway, payer, "/api/v1/premium/sol", tx, "invoice_expired")
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_stale_blockhash_is_refused(funded_wallet: Funder) -> None:
-    """A blockhash older than 150 slots is refused even for a valid invoice."""
-    clock = _Clock()
-    with serve_in_thread(clock=clock) as running:
-        gateway = running.gateway
-        payer = Keypair()
-        gateway.fund(payer.pubkey(), {"SOL": Decimal(1)})
-        old = RpcClient(running.rpc_url).latest_blockhash()
-        clock.now += 60.5
-        invoice = fetch_invoice(running, "/api/v1/premium/sol")
-        tx = sign_transaction(
-            build_transfer(plan_for(gateway, payer, invoice), old), load_signer(payer)
-        )
-        refused(running, gateway, payer, "/api/v1/premium/sol", tx, "blockhash_expired")
-
-
-def test_blockhash_stays_valid_for_150_slots(funded_wallet: Funder) -> None:
-    """A blockhash 59 seconds old (under 150 slots) still pays."""
-    clock = _Clock()
+@pytest.mark.parametrize(("age", "reason"), [(59.0, None), (60.5, "blockhash_expired")])
+def test_blockhash_is_valid_for_150_slots(
+    funded_wallet: Funder, age: float, reason: str | None
+) -> None:
+    """A blockhash under 150 slots (60 s) old still pays; an older one is refused."""
+    clock = FakeClock()
     with serve_in_thread(clock=clock) as running:
         gateway = running.gateway
         payer = Keypair()
         gateway.fund(payer.pubkey(), {"SOL": Decimal(1)})
         old: Hash = RpcClient(running.rpc_url).latest_blockhash()
-        clock.now += 59
+        clock.now += age
         invoice = fetch_invoice(running, "/api/v1/premium/sol")
-        tx = sign_transaction(
-            build_transfer(plan_for(gateway, payer, invoice), old), load_signer(payer)
-        )
-        assert present(running, "/api/v1/premium/sol", tx).status_code == 200
+        plan = plan_for(gateway, payer, invoice)
+        tx = sign_transaction(build_transfer(plan, old), load_signer(payer))
+        if reason is None:
+            assert present(running, "/api/v1/premium/sol", tx).status_code == 200
+        else:
+            refused(running, gateway, payer, "/api/v1/premium/sol", tx, reason)
 
 
 # -- the deployed service's format -------------------------------------------------------------

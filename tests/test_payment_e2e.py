@@ -14,9 +14,10 @@ from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, InvoiceValidationError, PaymentError
 from human_rpc_sdk._headers import decode_payment_response
+from human_rpc_sdk.solana_utils import associated_token_address
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
-from .conftest import Funder, Shop
+from .conftest import FakeClock, Funder, PaymentCapture, Shop
 
 FEE = Decimal("0.000005")
 AgentFor = Callable[..., AutoAgent]
@@ -48,18 +49,30 @@ def test_pays_a_sol_invoice(
     assert settlement["transaction"] == receipt.signature == response.json()["paid"]["signature"]
 
 
-def test_pays_usdc_into_an_existing_token_account(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+@pytest.mark.parametrize(("symbol", "program"), [("USDC", "Tokenkeg"), ("PYUSD", "Tokenz")])
+def test_pays_tokens_into_an_existing_token_account(
+    server: GatewayServer,
+    gateway: Gateway,
+    funded_wallet: Funder,
+    agent_for: AgentFor,
+    symbol: str,
+    program: str,
 ) -> None:
-    """USDC: TransferChecked; tokens move exactly, the payer's SOL pays only the fee."""
-    wallet = funded_wallet(sol="1", usdc="1")
+    """USDC (Token) and PYUSD (Token-2022): tokens move exactly; SOL pays only the fee."""
+    wallet = funded_wallet(sol="1", **{symbol.lower(): "1"})
     agent = agent_for(wallet)
-    treasury_before = gateway.balance(gateway.treasury, "USDC")
-    assert agent.get(f"{server.url}/api/v1/premium/usdc").status_code == 200
-    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.95")
-    assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.05")
+    treasury_before = gateway.balance(gateway.treasury, symbol)
+    assert agent.get(f"{server.url}/api/v1/premium/{symbol.lower()}").status_code == 200
+    assert gateway.balance(wallet.pubkey(), symbol) == Decimal("0.95")
+    assert gateway.balance(gateway.treasury, symbol) - treasury_before == Decimal("0.05")
     assert gateway.balance(wallet.pubkey()) == 1 - FEE
-    assert agent.payments[0].rent_lamports == 0
+    (receipt,) = agent.payments
+    assert receipt.rent_lamports == 0
+    token = gateway.genesis.token(symbol)
+    assert str(token.program_id).startswith(program)
+    assert receipt.destination == str(
+        associated_token_address(gateway.treasury, token.mint, token.program_id)
+    )
 
 
 def test_creates_the_payees_token_account_when_absent(
@@ -78,19 +91,6 @@ def test_creates_the_payees_token_account_when_absent(
     rent = Decimal("0.00203928")
     assert agent.payments[0].rent_lamports == 2_039_280
     assert gateway.balance(wallet.pubkey()) == 1 - FEE - rent
-
-
-def test_pays_a_token_2022_mint(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
-) -> None:
-    """PYUSD is a Token-2022 mint: accounts and transfer under Token-2022."""
-    wallet = funded_wallet(sol="1", pyusd="1")
-    agent = agent_for(wallet)
-    before = gateway.balance(gateway.treasury, "PYUSD")
-    assert agent.get(f"{server.url}/api/v1/premium/pyusd").status_code == 200
-    assert gateway.balance(wallet.pubkey(), "PYUSD") == Decimal("0.95")
-    assert gateway.balance(gateway.treasury, "PYUSD") - before == Decimal("0.05")
-    assert agent.payments[0].destination != str(gateway.treasury)
 
 
 @pytest.mark.parametrize(
@@ -135,24 +135,13 @@ def test_insufficient_funds_moves_nothing(
     assert agent.payments == []
 
 
-class _Capture(requests.adapters.HTTPAdapter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.headers: list[str] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
-        if "X-PAYMENT" in request.headers:
-            self.headers.append(request.headers["X-PAYMENT"])
-        return super().send(request, **kwargs)  # type: ignore[arg-type]
-
-
 def test_a_replayed_payment_is_refused(
     server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
 ) -> None:
     """The same X-PAYMENT again, or for another invoice's resource, is refused; nothing moves."""
     wallet = funded_wallet(sol="1")
     agent = agent_for(wallet)
-    capture = _Capture()
+    capture = PaymentCapture()
     agent.session.mount("http://", capture)
     assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
     (header,) = capture.headers
@@ -205,14 +194,6 @@ def test_payment_refused_by_the_gateway_moves_nothing(funded_wallet: Funder) -> 
         assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
         assert len(agent.payments) == 2
         assert not agent.payments[1].accepted
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_memo_references_are_settled(funded_wallet: Funder) -> None:
@@ -377,7 +358,7 @@ def test_x_payment_header_is_the_design_document_format(
 ) -> None:
     """The header is base64 JSON: x402Version 1, scheme solana, network, serializedTransaction."""
     agent = agent_for(funded_wallet(sol="1"))
-    capture = _Capture()
+    capture = PaymentCapture()
     agent.session.mount("http://", capture)
     agent.get(f"{server.url}/api/v1/premium/sol")
     document = json.loads(base64.b64decode(capture.headers[0]))

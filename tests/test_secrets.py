@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import base58
 import pytest
-import requests
 from hypothesis import given
 from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, HumanRPCError, load_signer
 from stub_gateway import Gateway, GatewayServer
+
+from .conftest import PaymentCapture
 
 
 def secret_forms(keypair: Keypair) -> list[str]:
@@ -33,17 +34,6 @@ def secret_forms(keypair: Keypair) -> list[str]:
         base64.b64encode(seed).decode(),
         base58.b58encode(seed).decode(),
     ]
-
-
-class Capture(requests.adapters.HTTPAdapter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.payment_headers: list[str] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:  # type: ignore[override]
-        if "X-PAYMENT" in request.headers:
-            self.payment_headers.append(request.headers["X-PAYMENT"])
-        return super().send(request, **kwargs)  # type: ignore[arg-type]
 
 
 def chain(error: BaseException) -> list[str]:
@@ -69,7 +59,7 @@ def test_property_9_no_secret_in_any_output(
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         agent = AutoAgent(str(keypair), rpc_url=server.rpc_url)
-        capture = Capture()
+        capture = PaymentCapture()
         agent.session.mount("http://", capture)
         texts += [repr(agent), str(agent), repr(agent._signer)]
         agent.get(f"{server.url}/api/v1/premium/sol")
@@ -90,10 +80,10 @@ def test_property_9_no_secret_in_any_output(
             except HumanRPCError as exc:
                 texts += chain(exc)
     logged = [r.getMessage() for r in caplog.records] + [repr(r.args) for r in caplog.records]
-    assert capture.payment_headers, "a payment was made"
+    assert capture.headers, "a payment was made"
     for text in texts + logged:
         for form in forms:
             assert form not in text
-        for header in capture.payment_headers:
+        for header in capture.headers:
             assert header not in text
     agent.close()
