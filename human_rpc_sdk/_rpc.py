@@ -1,68 +1,46 @@
-"""Solana JSON-RPC over a ``requests`` session, with solders' typed requests and responses.
+"""Solana JSON-RPC over a ``requests`` session (the synchronous driver's transport).
 
 solana-py 0.40+ ships only an async client, so the synchronous driver speaks JSON-RPC itself:
-solders builds each request body and parses each reply; this module only moves bytes and
-checks the envelope. Several requests travel as one JSON-RPC batch (one HTTP round trip).
+:mod:`._jsonrpc` encodes requests and checks and parses replies; this module moves the bytes.
+Several requests travel as one JSON-RPC batch: one HTTP round trip.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import requests
-from solders.account_decoder import UiAccountEncoding
-from solders.commitment_config import CommitmentLevel
 from solders.hash import Hash
 from solders.pubkey import Pubkey
-from solders.rpc.config import RpcAccountInfoConfig, RpcContextConfig
-from solders.rpc.requests import GetLatestBlockhash, GetMultipleAccounts
-from solders.rpc.responses import GetLatestBlockhashResp, GetMultipleAccountsResp
+from solders.rpc.responses import GetLatestBlockhashResp
 
+from ._jsonrpc import (
+    RpcRequest,
+    decode_replies,
+    encode_batch,
+    latest_blockhash_request,
+    multiple_accounts_request,
+)
 from .exceptions import SolanaRPCError
 from .solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
 
-__all__ = ["RpcClient", "RpcRequest", "RpcStats"]
+__all__ = ["RpcClient", "RpcStats"]
 
 logger = logging.getLogger(__name__)
 
-COMMITMENT: Final = CommitmentLevel.Confirmed
 _USER_AGENT: Final = "human-rpc-sdk"
-
-
-@dataclass(frozen=True)
-class RpcRequest:
-    """One JSON-RPC call: a solders request body and the solders type that parses its reply."""
-
-    body: Any
-    response_type: Any
-
-    @property
-    def method(self) -> str:
-        return str(json.loads(self.body.to_json())["method"])
 
 
 @dataclass
 class RpcStats:
-    """How much this client has talked to the node: HTTP round trips and JSON-RPC calls."""
+    """How much a client has talked to the node: HTTP round trips and JSON-RPC calls."""
 
     round_trips: int = 0
     calls: int = 0
-
-
-def multiple_accounts_request(keys: Sequence[Pubkey], request_id: int = 0) -> RpcRequest:
-    config = RpcAccountInfoConfig(encoding=UiAccountEncoding.Base64, commitment=COMMITMENT)
-    return RpcRequest(
-        GetMultipleAccounts(list(keys), config, id=request_id), GetMultipleAccountsResp
-    )
-
-
-def latest_blockhash_request(request_id: int = 0) -> RpcRequest:
-    config = RpcContextConfig(commitment=COMMITMENT)
-    return RpcRequest(GetLatestBlockhash(config, id=request_id), GetLatestBlockhashResp)
 
 
 @dataclass(frozen=True)
@@ -88,6 +66,7 @@ class RpcClient:
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", _USER_AGENT)
         self.stats = RpcStats()
+        self._stats_lock = threading.Lock()
 
     def call(self, batch: Sequence[RpcRequest]) -> list[Any]:
         """Run ``batch`` (one HTTP round trip) and return the parsed results, in order.
@@ -97,22 +76,17 @@ class RpcClient:
         """
         if not batch:
             return []
-        if len(batch) == 1:
-            return [self._parse(batch[0], self._post(batch[0].body.to_json(), batch))]
-        from solders.rpc.requests import batch_to_json
-
-        payload = self._post(batch_to_json([r.body for r in batch]), batch)
-        if not isinstance(payload, list):
-            # Some providers refuse batches; fall back to one call each.
+        results = decode_replies(batch, self._post(encode_batch(batch), batch), self.url)
+        if results is None:
             logger.debug("RPC %s refused a batch request; sending calls one by one", self.url)
             return [self.call([r])[0] for r in batch]
-        by_id = {item.get("id"): item for item in payload if isinstance(item, dict)}
-        return [self._parse(r, by_id.get(r.body.id)) for r in batch]
+        return results
 
     def _post(self, body: str, batch: Sequence[RpcRequest]) -> Any:
         methods = ", ".join(r.method for r in batch)
-        self.stats.round_trips += 1
-        self.stats.calls += len(batch)
+        with self._stats_lock:
+            self.stats.round_trips += 1
+            self.stats.calls += len(batch)
         try:
             reply = self.session.post(
                 self.url,
@@ -129,11 +103,9 @@ class RpcClient:
                 reason="rpc_unreachable",
             ) from exc
         if reply.status_code != 200:
-            hint = (
-                " (rate limited: slow down or use a dedicated RPC provider)"
-                if reply.status_code == 429
-                else ""
-            )
+            hint = ""
+            if reply.status_code == 429:
+                hint = " (rate limited: slow down or use a dedicated RPC provider)"
             raise SolanaRPCError(
                 f"the Solana RPC node at {self.url} answered HTTP {reply.status_code} to "
                 f"{methods}{hint}. Nothing was paid",
@@ -151,37 +123,7 @@ class RpcClient:
                 reason="rpc_bad_reply",
             ) from None
 
-    def _parse(self, request: RpcRequest, envelope: Any) -> Any:
-        method = request.method
-        if not isinstance(envelope, dict):
-            raise self._bad_reply(method, "no JSON-RPC reply object for this call")
-        error = envelope.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, dict) else None
-            text = error.get("message") if isinstance(error, dict) else str(error)
-            raise SolanaRPCError(
-                f"the Solana RPC node at {self.url} refused {method}: {str(text)[:300]} "
-                f"(code {code}). Nothing was paid",
-                method=method,
-                code=code if isinstance(code, int) else None,
-                reason="rpc_error",
-            )
-        if "result" not in envelope:
-            raise self._bad_reply(method, "the reply has neither 'result' nor 'error'")
-        parsed = _from_json(request.response_type, json.dumps(envelope))
-        if parsed is None or not isinstance(parsed, request.response_type):
-            raise self._bad_reply(method, "the result does not have the shape Solana RPC defines")
-        return parsed
-
-    def _bad_reply(self, method: str, problem: str) -> SolanaRPCError:
-        return SolanaRPCError(
-            f"the Solana RPC node at {self.url} answered {method} malformed: {problem}. "
-            "Check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",
-            method=method,
-            reason="rpc_bad_reply",
-        )
-
-    # -- conveniences -----------------------------------------------------------------------
+    # -- conveniences -------------------------------------------------------------------
 
     def latest_blockhash(self) -> Hash:
         resp: GetLatestBlockhashResp = self.call([latest_blockhash_request()])[0]
@@ -205,15 +147,3 @@ class RpcClient:
             blockhash=blockhash.value.blockhash,
             recipient_account_exists=accounts.value[index] is not None,
         )
-
-
-def _from_json(response_type: Any, text: str) -> Any:
-    """Parse with solders, turning its Rust panics (a BaseException) into None."""
-    try:
-        return response_type.from_json(text)
-    except Exception:  # noqa: BLE001 - any parse failure means a malformed reply
-        return None
-    except BaseException as exc:
-        if type(exc).__name__ != "PanicException":
-            raise
-        return None

@@ -25,10 +25,11 @@ from requests.utils import rewind_body
 from solders.pubkey import Pubkey
 
 from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
+from ._jsonrpc import multiple_accounts_request
 from ._money import from_base_units
 from ._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
 from ._receipts import PaymentReceipt
-from ._rpc import RpcClient, multiple_accounts_request
+from ._rpc import RpcClient
 from .exceptions import PaymentError, ReiteratorConfigurationError, SDKConfigurationError
 from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer

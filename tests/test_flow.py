@@ -382,9 +382,12 @@ def test_second_402_after_paying_is_an_error_with_the_signature() -> None:
     assert not outcome.receipt.accepted
 
 
-def test_the_core_does_no_io() -> None:
-    """The flow module imports no HTTP client, socket, clock or sleep."""
-    tree = ast.parse(Path(flow_module.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", ["_flow", "_effects", "_quote", "_jsonrpc"])
+def test_the_core_does_no_io(module: str) -> None:
+    """The pure core imports no HTTP client, socket, clock or randomness."""
+    tree = ast.parse(
+        (Path(flow_module.__file__).parent / f"{module}.py").read_text(encoding="utf-8")
+    )
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)
@@ -396,4 +399,15 @@ def test_the_core_does_no_io() -> None:
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert not imported & {"requests", "httpx", "socket", "urllib3", "time", "random", "secrets"}
+    banned = {
+        "requests",
+        "httpx",
+        "socket",
+        "urllib3",
+        "time",
+        "random",
+        "secrets",
+        "_rpc",
+        "agent",
+    }
+    assert not imported & banned

@@ -1,0 +1,105 @@
+"""The effects the sans-I/O payment flow yields, and the context it runs in.
+
+A driver runs the flow: for :class:`RpcCall` it performs the JSON-RPC batch and resumes the
+flow with the parsed results; for :class:`Resend` it sends the original HTTP request again with
+the extra headers and resumes with the answer as an :class:`HttpReply`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+
+from ._jsonrpc import RpcRequest
+from ._receipts import PaymentReceipt
+from .solana_utils import MintInfo
+from .wallet import Signer
+
+__all__ = ["ChainCache", "Effect", "HttpReply", "PaymentContext", "Resend", "RpcCall"]
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """What the flow needs of an HTTP answer. ``headers`` must be case-insensitive."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+
+@dataclass(frozen=True)
+class RpcCall:
+    """Effect: run ``requests`` as one JSON-RPC batch; resume with the parsed results."""
+
+    requests: tuple[RpcRequest, ...]
+
+
+@dataclass(frozen=True)
+class Resend:
+    """Effect: re-send the original request plus ``headers``; resume with an :class:`HttpReply`.
+
+    ``receipt`` describes the payment the headers carry: from here on, money may move.
+    """
+
+    headers: Mapping[str, str]
+    receipt: PaymentReceipt
+
+
+Effect = RpcCall | Resend
+
+
+class ChainCache:
+    """Chain facts worth keeping between payments: a recent blockhash and mint data.
+
+    A blockhash stays usable for about 60 seconds on chain; it is reused for ``blockhash_ttl``
+    seconds, well inside that. Mint decimals and token programs never change and are kept.
+    """
+
+    def __init__(self, *, blockhash_ttl: float = 20.0) -> None:
+        self.blockhash_ttl = blockhash_ttl
+        self._lock = threading.Lock()
+        self._blockhash: tuple[Hash, float] | None = None
+        self._mints: dict[Pubkey, MintInfo] = {}
+
+    def blockhash(self, now: float) -> Hash | None:
+        with self._lock:
+            if self._blockhash is None or now - self._blockhash[1] >= self.blockhash_ttl:
+                return None
+            return self._blockhash[0]
+
+    def remember_blockhash(self, blockhash: Hash, now: float) -> None:
+        with self._lock:
+            self._blockhash = (blockhash, now)
+
+    def forget_blockhash(self) -> None:
+        with self._lock:
+            self._blockhash = None
+
+    def mint(self, address: Pubkey) -> MintInfo | None:
+        with self._lock:
+            return self._mints.get(address)
+
+    def remember_mint(self, info: MintInfo) -> None:
+        with self._lock:
+            self._mints[info.address] = info
+
+
+@dataclass(frozen=True)
+class PaymentContext:
+    """Everything the flow needs besides the 402 answer."""
+
+    signer: Signer
+    network: str
+    cache: ChainCache
+    clock: Callable[[], float]
+    """Monotonic seconds, for cache ages."""
+    now: Callable[[], datetime]
+    """Wall-clock time (UTC), for receipts."""
+    nonce: Callable[[], str]
+    """A fresh random memo text, making payments without a reference unique."""

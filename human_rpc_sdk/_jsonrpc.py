@@ -1,0 +1,123 @@
+"""Solana JSON-RPC without I/O: request bodies, batches, and checked, typed replies.
+
+solders builds each request and parses each reply; this module adds batching and the envelope
+check that must come before parsing (an ``error`` member can make solders' parser panic).
+Drivers (sync today, async later) only move the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from solders.account_decoder import UiAccountEncoding
+from solders.commitment_config import CommitmentLevel
+from solders.pubkey import Pubkey
+from solders.rpc.config import RpcAccountInfoConfig, RpcContextConfig
+from solders.rpc.requests import GetLatestBlockhash, GetMultipleAccounts, batch_to_json
+from solders.rpc.responses import GetLatestBlockhashResp, GetMultipleAccountsResp
+
+from .exceptions import SolanaRPCError
+
+__all__ = [
+    "RpcRequest",
+    "decode_replies",
+    "encode_batch",
+    "latest_blockhash_request",
+    "multiple_accounts_request",
+]
+
+COMMITMENT: Final = CommitmentLevel.Confirmed
+
+
+@dataclass(frozen=True)
+class RpcRequest:
+    """One JSON-RPC call: a solders request body and the solders type that parses its reply."""
+
+    body: Any
+    response_type: Any
+
+    @property
+    def method(self) -> str:
+        return str(json.loads(self.body.to_json())["method"])
+
+
+def multiple_accounts_request(keys: Sequence[Pubkey], request_id: int = 0) -> RpcRequest:
+    config = RpcAccountInfoConfig(encoding=UiAccountEncoding.Base64, commitment=COMMITMENT)
+    return RpcRequest(
+        GetMultipleAccounts(list(keys), config, id=request_id), GetMultipleAccountsResp
+    )
+
+
+def latest_blockhash_request(request_id: int = 0) -> RpcRequest:
+    config = RpcContextConfig(commitment=COMMITMENT)
+    return RpcRequest(GetLatestBlockhash(config, id=request_id), GetLatestBlockhashResp)
+
+
+def encode_batch(batch: Sequence[RpcRequest]) -> str:
+    """The HTTP body: a single request object, or a JSON-RPC batch array for several."""
+    if len(batch) == 1:
+        return str(batch[0].body.to_json())
+    return str(batch_to_json([r.body for r in batch]))
+
+
+def decode_replies(batch: Sequence[RpcRequest], payload: Any, url: str) -> list[Any] | None:
+    """Typed results for ``batch`` from the decoded JSON ``payload``, in request order.
+
+    Returns None when several requests were sent and the node did not answer with a batch
+    (some providers refuse batches; the driver then sends them one by one).
+
+    :raises SolanaRPCError: for an ``error`` member or a reply of the wrong shape.
+    """
+    if len(batch) == 1:
+        return [_checked(batch[0], payload, url)]
+    if not isinstance(payload, list):
+        return None
+    by_id = {item.get("id"): item for item in payload if isinstance(item, dict)}
+    return [_checked(r, by_id.get(r.body.id), url) for r in batch]
+
+
+def _checked(request: RpcRequest, envelope: Any, url: str) -> Any:
+    method = request.method
+    if not isinstance(envelope, dict):
+        raise _bad_reply(url, method, "no JSON-RPC reply object for this call")
+    error = envelope.get("error")
+    if error is not None:
+        code = error.get("code") if isinstance(error, dict) else None
+        text = error.get("message") if isinstance(error, dict) else str(error)
+        raise SolanaRPCError(
+            f"the Solana RPC node at {url} refused {method}: {str(text)[:300]} "
+            f"(code {code}). Nothing was paid",
+            method=method,
+            code=code if isinstance(code, int) else None,
+            reason="rpc_error",
+        )
+    if "result" not in envelope:
+        raise _bad_reply(url, method, "the reply has neither 'result' nor 'error'")
+    parsed = _from_json(request.response_type, json.dumps(envelope))
+    if parsed is None or not isinstance(parsed, request.response_type):
+        raise _bad_reply(url, method, "the result does not have the shape Solana RPC defines")
+    return parsed
+
+
+def _bad_reply(url: str, method: str, problem: str) -> SolanaRPCError:
+    return SolanaRPCError(
+        f"the Solana RPC node at {url} answered {method} malformed: {problem}. "
+        "Check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",
+        method=method,
+        reason="rpc_bad_reply",
+    )
+
+
+def _from_json(response_type: Any, text: str) -> Any:
+    """Parse with solders, turning its Rust panics (a BaseException) into None."""
+    try:
+        return response_type.from_json(text)
+    except Exception:  # noqa: BLE001 - any parse failure means a malformed reply
+        return None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        return None

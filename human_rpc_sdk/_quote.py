@@ -1,0 +1,283 @@
+"""From an invoice and the chain's state to a transfer plan the wallet can afford (pure).
+
+:func:`quote` reads what a payment needs in one JSON-RPC round trip (the payer's and payee's
+accounts, the mint on first use, a blockhash when the cached one is old), then decides: the
+exact base units, the accounts, whether the payee's token account must be created, how the
+payment is bound to its invoice, and whether the wallet can pay it with fees and rent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.rent import Rent
+
+from ._effects import Effect, PaymentContext, RpcCall
+from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
+from ._money import format_amount, from_base_units
+from ._networks import SOL_DECIMALS
+from .exceptions import InvoiceValidationError, PaymentError
+from .invoices import FORMAT_LEGACY, Invoice
+from .solana_utils import (
+    LAMPORTS_PER_SIGNATURE,
+    TOKEN_2022_PROGRAM_ID,
+    TOKEN_PROGRAMS,
+    MintInfo,
+    TransferPlan,
+    associated_token_address,
+    is_frozen,
+    parse_mint,
+    parse_token_account,
+    split_reference,
+)
+
+__all__ = ["WALLET_RENT_MINIMUM", "Quote", "quote"]
+
+_RENT: Final = Rent.default()
+WALLET_RENT_MINIMUM: Final = _RENT.minimum_balance(0)
+# A Token-2022 associated account carries the ImmutableOwner extension: 170 bytes, not 165.
+_TOKEN_ACCOUNT_BYTES: Final = {TOKEN_2022_PROGRAM_ID: 170}
+
+
+@dataclass(frozen=True)
+class Quote:
+    plan: TransferPlan
+    blockhash: Hash
+    display_amount: Decimal
+    fee_lamports: int
+    rent_lamports: int
+
+
+def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote]:
+    now = ctx.clock()
+    blockhash = ctx.cache.blockhash(now)
+    payer = ctx.signer.pubkey()
+    recipient = Pubkey.from_string(invoice.recipient)
+    known: MintInfo | None = None
+    if invoice.mint is None:
+        keys = [payer, recipient]
+    else:
+        # The mint's data is cached once read. Until then, fetch the mint with the payer's and
+        # payee's token accounts under *both* token programs, so one round trip suffices.
+        mint = Pubkey.from_string(invoice.mint)
+        known = ctx.cache.mint(mint)
+        programs = (known.program_id,) if known else TOKEN_PROGRAMS
+        keys = [payer] if known else [payer, mint]
+        for program in programs:
+            keys += [
+                associated_token_address(payer, mint, program),
+                associated_token_address(recipient, mint, program),
+            ]
+    batch = [multiple_accounts_request(keys, 0)]
+    if blockhash is None:
+        batch.append(latest_blockhash_request(1))
+    results = yield RpcCall(tuple(batch))
+    accounts: list[Account | None] = list(results[0].value)
+    if blockhash is None:
+        blockhash = results[1].value.blockhash
+        ctx.cache.remember_blockhash(blockhash, now)
+    if invoice.mint is None:
+        return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
+    return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash, known)
+
+
+def _binding(invoice: Invoice, ctx: PaymentContext) -> tuple[Pubkey | None, str | None]:
+    reference_key, reference_memo = split_reference(invoice.reference)
+    if reference_key is None and reference_memo is None:
+        # Nothing ties this payment to its invoice: a random memo keeps two equal payments
+        # (same payer, payee, amount and blockhash) from being one and the same transaction.
+        return None, ctx.nonce()
+    return reference_key, reference_memo
+
+
+def _sol_quote(
+    invoice: Invoice,
+    ctx: PaymentContext,
+    payer: Pubkey,
+    recipient: Pubkey,
+    accounts: list[Account | None],
+    blockhash: Hash,
+) -> Quote:
+    lamports = invoice.base_units(SOL_DECIMALS)
+    payee = accounts[1]
+    if payee is not None and payee.executable:
+        raise _unpayable(
+            invoice, f"the recipient {recipient} is a program, which cannot receive SOL"
+        )
+    if payee is None and lamports < WALLET_RENT_MINIMUM:
+        raise _unpayable(
+            invoice,
+            f"the recipient {recipient} has no account yet, and Solana refuses to create one "
+            f"with less than {_sol(WALLET_RENT_MINIMUM)} SOL; this {_sol(lamports)} SOL "
+            "transfer would fail",
+        )
+    fee = LAMPORTS_PER_SIGNATURE
+    _check_lamports(
+        invoice, payer, accounts[0], lamports + fee, f"{_sol(lamports)} SOL plus the fee"
+    )
+    reference, memo = _binding(invoice, ctx)
+    plan = TransferPlan(
+        payer=payer,
+        recipient=recipient,
+        amount=lamports,
+        destination=recipient,
+        reference=reference,
+        memo=memo,
+        legacy=invoice.format == FORMAT_LEGACY,
+    )
+    return Quote(plan, blockhash, from_base_units(lamports, SOL_DECIMALS), fee, 0)
+
+
+def _token_quote(
+    invoice: Invoice,
+    ctx: PaymentContext,
+    payer: Pubkey,
+    recipient: Pubkey,
+    accounts: list[Account | None],
+    blockhash: Hash,
+    info: MintInfo | None,
+) -> Quote:
+    mint_key = Pubkey.from_string(str(invoice.mint))
+    if info is None:
+        try:
+            info = parse_mint(mint_key, accounts[1])
+        except ValueError as exc:
+            field_name = "payment.mint" if invoice.format == FORMAT_LEGACY else "invoice.mint"
+            raise InvoiceValidationError(
+                f"{field_name}: {exc}. Nothing was signed or paid; the invoice names a token "
+                f"that cannot be paid on {ctx.network}",
+                field=field_name,
+                invoice=invoice.to_dict(),
+                reason="bad_mint",
+            ) from None
+        ctx.cache.remember_mint(info)
+        offset = 2 + 2 * TOKEN_PROGRAMS.index(info.program_id)
+    else:
+        offset = 1
+    source_key = associated_token_address(payer, mint_key, info.program_id)
+    destination = associated_token_address(recipient, mint_key, info.program_id)
+    _check_token_account_field(invoice, destination)
+    amount = invoice.base_units(info.decimals)
+    display = from_base_units(amount, info.decimals)
+    source = _token_account(invoice, accounts[offset], info, "your token account")
+    payee = _token_account(invoice, accounts[offset + 1], info, "the recipient's token account")
+    held = 0 if source is None else source.amount
+    if source is not None and is_frozen(source):
+        raise _unpayable(
+            invoice,
+            f"your {invoice.currency} token account {source_key} is frozen by the mint's authority",
+        )
+    if held < amount:
+        missing = from_base_units(amount - held, info.decimals)
+        raise _insufficient(
+            invoice,
+            payer,
+            f"wallet {payer} holds {format_amount(from_base_units(held, info.decimals))} "
+            f"{invoice.currency} but this payment needs {format_amount(display)}; send at least "
+            f"{format_amount(missing)} {invoice.currency} (mint {mint_key}) to {payer} and retry",
+            missing=missing,
+            currency=invoice.currency,
+        )
+    rent = (
+        0
+        if payee is not None
+        else _RENT.minimum_balance(_TOKEN_ACCOUNT_BYTES.get(info.program_id, 165))
+    )
+    fee = LAMPORTS_PER_SIGNATURE
+    what = "the network fee" + (
+        " and the rent of the recipient's new token account" if rent else ""
+    )
+    _check_lamports(invoice, payer, accounts[0], fee + rent, what)
+    legacy = invoice.format == FORMAT_LEGACY
+    reference, memo = _binding(invoice, ctx)
+    plan = TransferPlan(
+        payer=payer,
+        recipient=recipient,
+        amount=amount,
+        destination=destination,
+        mint=info,
+        source=source_key,
+        create_destination=payee is None,
+        reference=reference,
+        memo=memo,
+        legacy=legacy,
+        checked=not legacy,
+    )
+    return Quote(plan, blockhash, display, fee, rent)
+
+
+def _check_token_account_field(invoice: Invoice, derived: Pubkey) -> None:
+    named = invoice.token_account
+    if named is not None and named != str(derived):
+        raise InvoiceValidationError(
+            f"payment.tokenAccount {named} is not the associated token account of "
+            f"{invoice.recipient} for {invoice.currency} ({derived}); refusing to pay an account "
+            "the recipient may not own. Nothing was signed or paid",
+            field="payment.tokenAccount",
+            invoice=invoice.to_dict(),
+            reason="bad_recipient",
+        )
+
+
+def _token_account(invoice: Invoice, account: Account | None, info: MintInfo, what: str) -> Any:
+    try:
+        return parse_token_account(account, info.program_id)
+    except ValueError as exc:
+        raise _unpayable(invoice, f"{what} for {invoice.currency} is unusable: {exc}") from None
+
+
+def _check_lamports(
+    invoice: Invoice, payer: Pubkey, account: Account | None, needed: int, what: str
+) -> None:
+    balance = 0 if account is None else account.lamports
+    left = balance - needed
+    if left >= WALLET_RENT_MINIMUM or left == 0:
+        return
+    if left < 0:
+        missing = -left
+        problem = (
+            f"wallet {payer} holds {_sol(balance)} SOL but needs {_sol(needed)} SOL for {what}"
+        )
+    else:
+        missing = WALLET_RENT_MINIMUM - left
+        problem = (
+            f"paying {what} ({_sol(needed)} SOL) would leave wallet {payer} with {_sol(left)} SOL, "
+            f"below the {_sol(WALLET_RENT_MINIMUM)} SOL Solana requires an account to keep"
+        )
+    amount = from_base_units(missing, SOL_DECIMALS)
+    raise _insufficient(
+        invoice,
+        payer,
+        f"{problem}; send at least {format_amount(amount)} SOL to {payer} and retry",
+        missing=amount,
+        currency="SOL",
+    )
+
+
+def _insufficient(
+    invoice: Invoice, payer: Pubkey, text: str, *, missing: Decimal, currency: str
+) -> PaymentError:
+    return PaymentError(
+        f"insufficient funds: {text}. Nothing was signed or sent",
+        invoice=invoice.to_dict(),
+        reason="insufficient_funds",
+        details={"address": str(payer), "missing": missing, "currency": currency},
+    )
+
+
+def _unpayable(invoice: Invoice, text: str) -> PaymentError:
+    return PaymentError(
+        f"this invoice cannot be paid: {text}. Nothing was signed or sent",
+        invoice=invoice.to_dict(),
+        reason="unpayable",
+    )
+
+
+def _sol(lamports: int) -> str:
+    return format_amount(from_base_units(lamports, SOL_DECIMALS))
