@@ -21,40 +21,35 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
 from solders.instruction import Instruction
 from solders.keypair import Keypair
-from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
-from solders.system_program import ID as SYSTEM_PROGRAM_ID
-from solders.system_program import decode_transfer as decode_system_transfer
 from solders.transaction import VersionedTransaction
-from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_PROGRAM_ID
-from spl.token.instructions import decode_transfer, decode_transfer_checked
 
 from human_rpc_sdk._headers import PaymentHeader, decode_payment_header
 from human_rpc_sdk._money import format_amount, to_base_units
-from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
+from human_rpc_sdk.solana_utils import associated_token_address
 
 from .genesis import Genesis, Token
-from .instructions import decompile
+from .instructions import (
+    Payment,
+    Transfer,
+    Unacceptable,
+    check_signatures,
+    legacy_instructions,
+    read_payment,
+    read_transfer,
+)
 from .ledger import Execution, Ledger
 
 __all__ = ["Invoice", "PaymentDesk", "Price", "Refusal", "Settlement"]
 
-COMPUTE_BUDGET_PROGRAM_ID: Final = Pubkey.from_string("ComputeBudget111111111111111111111111111111")
 LEGACY_SOL_TOLERANCE: Final = 1_000  # lamports, as the deployed service's on-chain check
-_ALLOWED_PROGRAMS: Final = {
-    SYSTEM_PROGRAM_ID,
-    *TOKEN_PROGRAMS,
-    ASSOCIATED_TOKEN_PROGRAM_ID,
-    MEMO_PROGRAM_ID,
-    COMPUTE_BUDGET_PROGRAM_ID,
-}
 
 
 @dataclass(frozen=True)
@@ -116,18 +111,6 @@ class Refusal:
     message: str
     payer: str | None = None
     signature: str | None = None
-
-
-@dataclass
-class _Transfer:
-    instruction: Instruction
-    kind: str  # "system", "checked" or "plain"
-    source_owner: Pubkey
-    destination: Pubkey
-    amount: int
-    mint: Pubkey | None = None
-    decimals: int | None = None
-    extras: list[Any] = field(default_factory=list)
 
 
 class PaymentDesk:
@@ -235,23 +218,20 @@ class PaymentDesk:
                 f"the payment is for {header.network!r}; this gateway is {self.network!r}",
             )
         transaction = header.transaction
-        payer = transaction.message.account_keys[0]
-        checked = _check_signatures(transaction)
-        if checked is not None:
-            return checked
-        parsed = _parse_payment(transaction)
-        if isinstance(parsed, Refusal):
-            return parsed
-        transfer, memos = parsed
-        invoice = self._find_invoice(transfer, memos)
+        try:
+            check_signatures(transaction)
+            payment = read_payment(transaction)
+        except Unacceptable as exc:
+            return Refusal(exc.reason, exc.message)
+        invoice = self._find_invoice(payment.transfer, payment.memos)
         if isinstance(invoice, Refusal):
             return invoice
-        refusal = self._check_against(invoice, transfer, resource, transaction)
+        refusal = self._check_against(invoice, payment, resource)
         if refusal is not None:
             return refusal
-        return self._execute(transaction, payer, invoice)
+        return self._execute(transaction, transaction.message.account_keys[0], invoice)
 
-    def _find_invoice(self, transfer: _Transfer, memos: list[str]) -> Invoice | Refusal:
+    def _find_invoice(self, transfer: Transfer, memos: list[str]) -> Invoice | Refusal:
         candidates = [str(meta.pubkey) for meta in transfer.extras] + memos
         with self._lock:
             found = [self._invoices[c] for c in candidates if c in self._invoices]
@@ -274,13 +254,8 @@ class PaymentDesk:
             )
         return invoice
 
-    def _check_against(
-        self,
-        invoice: Invoice,
-        transfer: _Transfer,
-        resource: str,
-        transaction: VersionedTransaction,
-    ) -> Refusal | None:
+    def _check_against(self, invoice: Invoice, payment: Payment, resource: str) -> Refusal | None:
+        transfer = payment.transfer
         if invoice.resource != resource:
             return Refusal(
                 "wrong_resource", f"the invoice was issued for {invoice.resource}, not {resource}"
@@ -330,7 +305,7 @@ class PaymentDesk:
                 f"the transfer moves {transfer.amount} base units; the invoice asks for "
                 f"exactly {invoice.atomic}",
             )
-        return _check_side_instructions(transaction, invoice)
+        return _check_side_instructions(payment, invoice)
 
     def _execute(
         self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
@@ -364,21 +339,12 @@ class PaymentDesk:
         if isinstance(header, Refusal):
             return header
         transaction = header.transaction
-        if not isinstance(transaction.message, Message):
-            return Refusal(
-                "not_legacy_transaction",
-                "this service decodes legacy transactions only; send a legacy (non-versioned) "
-                "transaction",
-            )
-        checked = _check_signatures(transaction)
-        if checked is not None:
-            return checked
+        try:
+            instructions = legacy_instructions(transaction)
+            check_signatures(transaction)
+        except Unacceptable as exc:
+            return Refusal(exc.reason, exc.message)
         recipient = price.recipient or self.genesis.treasury
-        instructions = decompile(transaction.message)
-        if instructions is None:
-            return Refusal(
-                "unreadable_transaction", "the transaction's instructions cannot be read"
-            )
         if price.currency.upper() == "SOL":
             lamports = to_base_units(price.amount, 9)
             found = any(_legacy_sol_match(ix, recipient, lamports) for ix in instructions)
@@ -396,7 +362,7 @@ class PaymentDesk:
         return self._execute(transaction, transaction.message.account_keys[0], None)
 
 
-# -- transaction reading ------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------
 
 
 def _decode(header_value: str) -> PaymentHeader | Refusal:
@@ -406,91 +372,9 @@ def _decode(header_value: str) -> PaymentHeader | Refusal:
         return Refusal("invalid_payment_header", str(exc))
 
 
-def _check_signatures(transaction: VersionedTransaction) -> Refusal | None:
-    try:
-        transaction.sanitize()
-        results = transaction.verify_with_results()
-    except Exception:  # noqa: BLE001 - solders raises several types for malformed input
-        return Refusal("invalid_transaction", "the transaction is malformed")
-    if not results or not all(results):
-        return Refusal("invalid_signature", "a required signature is missing or does not verify")
-    return None
-
-
-def _parse_payment(transaction: VersionedTransaction) -> tuple[_Transfer, list[str]] | Refusal:
-    message = transaction.message
-    if not isinstance(message, Message | MessageV0):
-        return Refusal("unsupported_version", "payments must be legacy or v0 transactions")
-    if isinstance(message, MessageV0) and message.address_table_lookups:
-        return Refusal("lookup_tables_not_supported", "payments must not use address lookup tables")
-    instructions = decompile(message)
-    if instructions is None:
-        return Refusal("unreadable_transaction", "the transaction's instructions cannot be read")
-    transfers: list[_Transfer] = []
-    memos: list[str] = []
-    for ix in instructions:
-        if ix.program_id not in _ALLOWED_PROGRAMS:
-            return Refusal(
-                "unexpected_instruction",
-                f"the payment calls {ix.program_id}, which a payment does not need",
-            )
-        if ix.program_id == MEMO_PROGRAM_ID:
-            try:
-                memos.append(bytes(ix.data).decode("utf-8"))
-            except UnicodeDecodeError:
-                return Refusal("invalid_memo", "a memo is not valid UTF-8")
-        elif ix.program_id == SYSTEM_PROGRAM_ID or ix.program_id in TOKEN_PROGRAMS:
-            transfer = _read_transfer(ix)
-            if transfer is None:
-                return Refusal(
-                    "unexpected_instruction", f"an instruction of {ix.program_id} is not a transfer"
-                )
-            transfers.append(transfer)
-    if len(transfers) != 1:
-        return Refusal(
-            "no_single_transfer",
-            f"a payment must hold exactly one transfer (found {len(transfers)})",
-        )
-    return transfers[0], memos
-
-
-def _read_transfer(ix: Instruction) -> _Transfer | None:
-    try:
-        if ix.program_id == SYSTEM_PROGRAM_ID:
-            params = decode_system_transfer(ix)
-            return _Transfer(
-                ix,
-                "system",
-                params["from_pubkey"],
-                params["to_pubkey"],
-                params["lamports"],
-                extras=list(ix.accounts[2:]),
-            )
-        if bytes(ix.data)[:1] == b"\x0c":
-            checked = decode_transfer_checked(ix)
-            return _Transfer(
-                ix,
-                "checked",
-                checked.owner,
-                checked.dest,
-                checked.amount,
-                checked.mint,
-                checked.decimals,
-                list(ix.accounts[4:]),
-            )
-        plain = decode_transfer(ix)
-        return _Transfer(
-            ix, "plain", plain.owner, plain.dest, plain.amount, extras=list(ix.accounts[3:])
-        )
-    except Exception:  # noqa: BLE001 - the decoders raise several types on foreign data
-        return None
-
-
-def _check_side_instructions(transaction: VersionedTransaction, invoice: Invoice) -> Refusal | None:
+def _check_side_instructions(payment: Payment, invoice: Invoice) -> Refusal | None:
     """Besides the transfer, allow only memos, compute budget, and creating the payee's ATA."""
-    message = transaction.message
-    instructions = decompile(message) if isinstance(message, Message | MessageV0) else None
-    for ix in instructions or []:
+    for ix in payment.instructions:
         if ix.program_id != ASSOCIATED_TOKEN_PROGRAM_ID:
             continue
         accounts = [m.pubkey for m in ix.accounts]
@@ -511,21 +395,24 @@ def _check_side_instructions(transaction: VersionedTransaction, invoice: Invoice
 
 
 def _legacy_sol_match(ix: Instruction, recipient: Pubkey, lamports: int) -> bool:
-    if ix.program_id != SYSTEM_PROGRAM_ID:
-        return False
-    transfer = _read_transfer(ix)
+    transfer = read_transfer(ix)
     return (
         transfer is not None
+        and transfer.kind == "system"
         and transfer.destination == recipient
         and lamports <= transfer.amount <= lamports + LEGACY_SOL_TOLERANCE
     )
 
 
 def _legacy_token_match(ix: Instruction, destination: Pubkey, units: int) -> bool:
-    if ix.program_id != TOKEN_PROGRAM_ID or bytes(ix.data)[:1] != b"\x03":
-        return False
-    transfer = _read_transfer(ix)
-    return transfer is not None and transfer.destination == destination and transfer.amount >= units
+    transfer = read_transfer(ix)
+    return (
+        transfer is not None
+        and transfer.kind == "plain"
+        and ix.program_id == TOKEN_PROGRAM_ID
+        and transfer.destination == destination
+        and transfer.amount >= units
+    )
 
 
 def _failed(execution: Execution, payer: Pubkey) -> Refusal:
