@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 from solders.pubkey import Pubkey
 
@@ -279,7 +280,7 @@ class AutoAgent:
                 if isinstance(effect, RpcCall):
                     result: Any = self._rpc.call(effect.requests)
                 else:
-                    final = self._resend(prepared, effect, send_kwargs)
+                    final = self._resend(prepared, challenge, effect, send_kwargs)
                     result = _reply(final)
                 effect = flow.send(result)
         except StopIteration as stop:
@@ -290,10 +291,21 @@ class AutoAgent:
         return final
 
     def _resend(
-        self, prepared: requests.PreparedRequest, effect: Resend, send_kwargs: dict[str, Any]
+        self,
+        prepared: requests.PreparedRequest,
+        challenge: requests.Response,
+        effect: Resend,
+        send_kwargs: dict[str, Any],
     ) -> requests.Response:
         retry = prepared.copy()
         retry.headers.update(effect.headers)
+        # Cookies the 402 set (a server may bind its invoice to a session) go with the retry,
+        # as requests does when it follows a redirect.
+        retry.headers.pop("Cookie", None)
+        jar = retry._cookies  # type: ignore[attr-defined]
+        extract_cookies_to_jar(jar, challenge.request, challenge.raw)  # type: ignore[no-untyped-call]
+        merge_cookies(jar, self.session.cookies)  # type: ignore[no-untyped-call]
+        retry.prepare_cookies(jar)
         if getattr(retry, "_body_position", None) is not None:
             rewind_body(retry)
         try:

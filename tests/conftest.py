@@ -135,6 +135,21 @@ def _make_shop() -> Shop:
     def paid_echo() -> Response:
         return jsonify({"echo": True})
 
+    @app.get("/session-bound")
+    def session_bound() -> Response:
+        """A paywall that binds its invoice to a session cookie set on the 402."""
+        if "X-PAYMENT" not in request.headers:
+            response = paid_session()
+            response.set_cookie("shop-session", "s-42")
+            return response
+        if request.cookies.get("shop-session") != "s-42":
+            return jsonify({"error": "no session"}), 400  # type: ignore[return-value]
+        return paid_session()
+
+    @gateway.require_payment(Price(Decimal("0.000001"), "SOL"))
+    def paid_session() -> Response:
+        return jsonify({"session": request.cookies.get("shop-session")})
+
     @app.get("/hostile/still-402")
     @gateway.require_payment(Price(Decimal("0.001"), "SOL"))
     def still_402() -> Response:

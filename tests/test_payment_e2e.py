@@ -406,3 +406,16 @@ def test_receipt_fee_counts_network_fee_and_rent() -> None:
     )  # fmt: skip
     assert receipt.fee == Decimal("0.00204428")
     assert not receipt.accepted
+
+
+def test_cookies_set_by_the_402_go_with_the_paid_retry(shop: Shop) -> None:
+    """A server that binds its invoice to a session cookie gets that cookie back with payment."""
+    wallet = Keypair()
+    shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    cookies = {"mine": "1"}
+    response = agent.get(f"{shop.url}/session-bound", cookies=cookies)
+    assert response.status_code == 200
+    assert response.json() == {"session": "s-42"}
+    assert cookies == {"mine": "1"}
+    assert shop.gateway.balance(wallet.pubkey()) == 1 - Decimal("0.000001") - FEE
