@@ -3,13 +3,18 @@
 >>> from human_rpc_sdk import AutoAgent
 >>> agent = AutoAgent(network="devnet")            # key from SOLANA_PRIVATE_KEY  # doctest: +SKIP
 >>> agent.get("https://api.example.com/premium")   # pays a 402, retries once     # doctest: +SKIP
+
+>>> @guard(threshold=0.9, agent=agent)             # humans check unsure answers   # doctest: +SKIP
+... def classify(text): return {"answer": "spam", "confidence": 0.6}
 """
 
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._receipts import PaymentReceipt
+from ._tasks import Verdict
 from .agent import AutoAgent
+from .decorator import GuardResponse, guard
 from .exceptions import (
     HumanRPCError,
     HumanVerificationError,
@@ -23,6 +28,7 @@ from .exceptions import (
     TransactionBuildError,
 )
 from .invoices import Invoice
+from .reiterator import ReiteratorManager
 from .solana_utils import build_sol_transfer, build_spl_transfer, sign_and_serialize_transaction
 from .wallet import KeypairSigner, Signer, load_signer
 
@@ -35,6 +41,7 @@ logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 
 __all__ = [
     "AutoAgent",
+    "GuardResponse",
     "HumanRPCError",
     "HumanVerificationError",
     "Invoice",
@@ -43,15 +50,18 @@ __all__ = [
     "PaymentError",
     "PaymentReceipt",
     "ReiteratorConfigurationError",
+    "ReiteratorManager",
     "ReiteratorMaxAttemptsError",
     "ReiteratorRateLimitError",
     "SDKConfigurationError",
     "Signer",
     "SolanaRPCError",
     "TransactionBuildError",
+    "Verdict",
     "__version__",
     "build_sol_transfer",
     "build_spl_transfer",
+    "guard",
     "load_signer",
     "sign_and_serialize_transaction",
 ]

@@ -26,12 +26,15 @@ from requests.utils import rewind_body
 from solders.pubkey import Pubkey
 
 from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
+from ._human import HumanClient
 from ._jsonrpc import multiple_accounts_request
 from ._money import from_base_units
 from ._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
 from ._receipts import PaymentReceipt
 from ._rpc import RpcClient
+from ._tasks import Verdict, task_body
 from .exceptions import PaymentError, ReiteratorConfigurationError, SDKConfigurationError
+from .reiterator import ReiteratorConfig, ReiteratorManager, validate
 from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer
 
@@ -82,6 +85,7 @@ class AutoAgent:
         signer: Any = None,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
         if network not in NETWORKS:
@@ -99,8 +103,8 @@ class AutoAgent:
         self.human_rpc_url = _url(human_rpc_url, "human_rpc_url") or _url(
             os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL
         )
-        self._reiterator = _reiterator_config(
-            reiterator, max_retry_attempts, backoff_strategy, base_delay
+        self._reiterator = _reiterator(
+            reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
         )
         self._signer: Signer = load_signer(solana_private_key, signer)
         self.session = session or requests.Session()
@@ -110,6 +114,15 @@ class AutoAgent:
         self._nonce = nonce
         self._lock = threading.Lock()
         self._payments: list[PaymentReceipt] = []
+        self._human = HumanClient(
+            self.human_rpc_url,
+            post=self.post,
+            get=self.session.get,
+            payments=lambda: self.payments,
+            timeout=self.timeout,
+            clock=clock,
+            sleep=sleep,
+        )
 
     # -- identity and history ---------------------------------------------------------------
 
@@ -164,6 +177,82 @@ class AutoAgent:
         return (
             f"AutoAgent(address={self.address}, network={self.network!r}, rpc_url={self.rpc_url!r})"
         )
+
+    # -- human verification ---------------------------------------------------------------
+
+    def ask_human_rpc(
+        self,
+        text: str,
+        *,
+        answer: Any = None,
+        confidence: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        reward: Any = None,
+        currency: str = "USDC",
+        agent_id: str | None = None,
+        task_type: str = "ai_verification",
+        category: str | None = None,
+        reasoning: str | None = None,
+        timeout: float = 300.0,
+    ) -> Verdict:
+        """Ask humans to check ``answer`` to ``text``: create a paid task, wait for the verdict.
+
+        The task costs ``reward`` (``"0.05"`` ``currency``), or the service's price when None;
+        the 402 is paid like any other. With the reiterator enabled, a rejection is resubmitted
+        with exactly the same task (see :class:`~human_rpc_sdk.ReiteratorManager`).
+
+        :returns: the verdict: ``outcome`` (``approved``, ``rejected``, ``no_consensus``,
+            ``expired``), ``decision`` (``approve``, ``reject`` or None), ``confidence``,
+            ``comment``, ``comments``, ``consensus``, ``task_id`` and ``payment``.
+        :raises HumanVerificationError: the service is unreachable (``unavailable``), refused or
+            rate-limited the task, answered malformed, or gave no verdict within ``timeout``
+            seconds (``timeout``; resume with :meth:`wait_for_verdict`).
+        :raises PaymentError: the task's 402 could not be paid.
+        """
+        body = task_body(
+            text,
+            answer=answer,
+            confidence=confidence,
+            context=context,
+            reward=reward,
+            currency=currency,
+            agent_id=agent_id,
+            task_type=task_type,
+            category=category,
+            reasoning=reasoning,
+        )
+        seconds = _seconds(timeout, "timeout")
+        self._human.endpoint()
+        if self._reiterator.enabled:
+            return self._reiterator.execute_with_retry(self._ask_once, body, seconds)
+        return self._ask_once(body, seconds)
+
+    def _ask_once(self, body: dict[str, Any], timeout: float) -> Verdict:
+        task_id, payment = self._human.create(body)
+        verdict = self._human.wait(task_id, timeout)
+        verdict["payment"] = payment or verdict["payment"]
+        return verdict
+
+    def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
+        """Wait for the verdict of an existing task (after a timeout, say). Nothing is paid."""
+        return self._human.wait(task_id, _seconds(timeout, "timeout"))
+
+    @property
+    def reiterator(self) -> ReiteratorManager:
+        """The agent's :class:`~human_rpc_sdk.ReiteratorManager`; ``configure()`` it at run time."""
+        return self._reiterator
+
+    def enable_reiterator(self) -> None:
+        """Resubmit rejected tasks from now on."""
+        self._reiterator.enabled = True
+
+    def disable_reiterator(self) -> None:
+        """Stop resubmitting rejected tasks (a sequence in flight finishes as it started)."""
+        self._reiterator.enabled = False
+
+    def get_reiterator_status(self) -> dict[str, Any]:
+        """The design document's "Reiterator Status Response" (see ReiteratorManager.get_status)."""
+        return self._reiterator.get_status()
 
     # -- requests-style API -------------------------------------------------------------
 
@@ -391,36 +480,31 @@ def _url(value: str | None, name: str) -> str | None:
     return value
 
 
-def _reiterator_config(
-    enabled: Any, attempts: Any, strategy: Any, base_delay: Any
-) -> dict[str, Any]:
+_AGENT_NAMES = {"max_attempts": "max_retry_attempts"}
+
+
+def _reiterator(
+    enabled: Any,
+    attempts: Any,
+    strategy: Any,
+    base_delay: Any,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> ReiteratorManager:
+    """The agent's reiterator, its settings validated under the agent's parameter names."""
     if not isinstance(enabled, bool):
         raise ReiteratorConfigurationError(
             f"reiterator must be True or False (got {enabled!r})", parameter="reiterator"
         )
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ReiteratorConfigurationError(
-            f"max_retry_attempts must be a whole number of at least 1 (got {attempts!r})",
-            parameter="max_retry_attempts",
-        )
-    if strategy not in BACKOFF_STRATEGIES:
-        raise ReiteratorConfigurationError(
-            f"backoff_strategy must be one of {', '.join(BACKOFF_STRATEGIES)} (got {strategy!r})",
-            parameter="backoff_strategy",
-        )
-    if (
-        isinstance(base_delay, bool)
-        or not isinstance(base_delay, int | float)
-        or not math.isfinite(base_delay)
-        or base_delay < 0
-    ):
-        raise ReiteratorConfigurationError(
-            f"base_delay must be a non-negative number of seconds (got {base_delay!r})",
-            parameter="base_delay",
-        )
-    return {
-        "enabled": enabled,
-        "max_attempts": attempts,
-        "backoff_strategy": strategy,
-        "base_delay": float(base_delay),
-    }
+    ceiling = (
+        max(60.0, base_delay)
+        if isinstance(base_delay, int | float) and math.isfinite(base_delay)
+        else 60.0
+    )
+    config = ReiteratorConfig(
+        max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
+    )
+    validate(config, _AGENT_NAMES)
+    return ReiteratorManager(
+        attempts, strategy, base_delay, ceiling, enabled=enabled, clock=clock, sleep=sleep
+    )

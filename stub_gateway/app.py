@@ -14,6 +14,7 @@ Any Flask view can be paywalled the same way with :meth:`Gateway.require_payment
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -40,6 +41,7 @@ from .genesis import DEFAULT_SEED, Genesis, create_genesis
 from .ledger import Ledger
 from .payments import PaymentDesk, Price, Refusal, Settlement
 from .rpc import RpcDispatcher
+from .tasks import ConsensusRule, ReviewPolicy, TaskBoard, VoteRejected
 
 __all__ = ["DEFAULT_PRICES", "Gateway", "create_app"]
 
@@ -50,6 +52,9 @@ DEFAULT_PRICES: Final = {
     "usdc": Price(Decimal("0.05"), "USDC"),
     "pyusd": Price(Decimal("0.05"), "PYUSD"),
 }
+DEFAULT_TASK_PRICE: Final = Price(Decimal("0.05"), "USDC")
+MAX_TASK_REWARD: Final = Decimal(1000)
+MAX_TASK_TEXT: Final = 20_000
 FAUCET_LIMITS: Final = {
     "SOL": Decimal(1000),
     "USDC": Decimal(1_000_000),
@@ -71,6 +76,13 @@ class Gateway:
         invoice_ttl: float = 300.0,
         reference_style: str = "pubkey",
         treasury_token_accounts: bool = True,
+        review_policy: str = "approve",
+        review_delay: float = 0.0,
+        voters: int | None = None,
+        consensus_threshold: float | None = None,
+        task_ttl: float = 600.0,
+        rate_limit: tuple[int, float] | None = None,
+        task_price: Price = DEFAULT_TASK_PRICE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if network not in NETWORKS:
@@ -89,6 +101,18 @@ class Gateway:
         )
         self.rpc = RpcDispatcher(self.ledger, network)
         self.prices = dict(prices or DEFAULT_PRICES)
+        if voters is not None and (voters < 1 or voters > 101):
+            raise ValueError("voters must be between 1 and 101")
+        if consensus_threshold is not None and not 0.5 < consensus_threshold <= 1:
+            raise ValueError("consensus_threshold must be above 0.5 and at most 1")
+        self.task_price = task_price
+        self.tasks = TaskBoard(
+            policy=ReviewPolicy.parse(review_policy, review_delay),
+            rule=ConsensusRule(voters, consensus_threshold),
+            task_ttl=task_ttl,
+            rate_limit=rate_limit,
+            clock=clock,
+        )
 
     @property
     def treasury(self) -> Pubkey:
@@ -166,7 +190,7 @@ class Gateway:
                 outcome = (
                     self.desk.settle_legacy(header, current)
                     if legacy
-                    else self.desk.settle(header, request.path)
+                    else self.desk.settle(header, request.path, current)
                 )
                 if isinstance(outcome, Refusal):
                     return self._refuse(outcome, current, legacy)
@@ -323,6 +347,8 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
 
         return view
 
+    _add_task_routes(app, gateway)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         return _json_error(
@@ -330,6 +356,122 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
         )
 
     return app
+
+
+def _add_task_routes(app: Flask, gateway: Gateway) -> None:
+    """The HumanRPC task API: create (paid), read, vote."""
+
+    @app.post("/api/v1/tasks")
+    def create_task() -> Any:
+        body = request.get_json(silent=True)
+        problem = _task_problem(body)
+        if problem is not None or not isinstance(body, dict):
+            return _json_error(400, "bad_task", problem or "expected a JSON object")
+        try:
+            price = _task_price(body, gateway.task_price)
+        except ValueError as exc:
+            return _json_error(400, "bad_reward", str(exc))
+        agent = str(body.get("agentName") or request.remote_addr or "anonymous")
+        if PAYMENT_HEADER not in request.headers:
+            wait = gateway.tasks.retry_after(agent)
+            if wait is not None:
+                response = _json_error(
+                    429, "rate_limited", f"too many tasks; retry after {wait:.1f} s"
+                )
+                response.headers["Retry-After"] = str(math.ceil(wait))
+                return response
+
+        @gateway.require_payment(price)
+        def paid() -> Any:
+            settlement: Settlement = g.settlement
+            payment = {
+                "signature": settlement.signature,
+                "amount": format_amount(price.amount),
+                "currency": price.currency,
+            }
+            task = gateway.tasks.create(body, _certainty(body), payment, agent)
+            response = jsonify(
+                {
+                    "status": "pending",
+                    "task_id": task.id,
+                    "consensus": task.consensus_json(),
+                    "paymentDetails": payment,
+                }
+            )
+            response.status_code = 202
+            return response
+
+        return paid()
+
+    @app.get("/api/v1/tasks/<task_id>")
+    def read_task(task_id: str) -> Any:
+        task = gateway.tasks.get(task_id)
+        if task is None:
+            return _json_error(404, "not_found", "Task not found")
+        return jsonify(task.to_json())
+
+    @app.post("/api/v1/tasks/<task_id>/votes")
+    def vote(task_id: str) -> Any:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _json_error(400, "bad_vote", "Invalid request body. Expected JSON.")
+        try:
+            return jsonify(
+                gateway.tasks.vote(
+                    task_id, body.get("decision"), body.get("userId"), body.get("comment")
+                )
+            )
+        except VoteRejected as exc:
+            response = jsonify({"error": exc.message, **exc.body})
+            response.status_code = exc.status
+            return response
+
+
+def _task_problem(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return 'send JSON such as {"text": "Is this answer right?", "rewardAmount": "0.05"}'
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "Text field is required"
+    if len(text) > MAX_TASK_TEXT:
+        return f"text is longer than {MAX_TASK_TEXT} characters"
+    if body.get("context") is not None and not isinstance(body["context"], dict):
+        return "context must be a JSON object"
+    return None
+
+
+def _task_price(body: dict[str, Any], default: Price) -> Price:
+    """The task's reward: ``rewardAmount`` in ``rewardCurrency`` (or the unit in ``reward``)."""
+    raw = body.get("rewardAmount")
+    reward_text = body.get("reward")
+    currency = body.get("rewardCurrency")
+    if raw is None and isinstance(reward_text, str) and reward_text.strip():
+        raw, _, unit = reward_text.strip().partition(" ")
+        currency = currency or unit or None
+    if raw is None:
+        return default
+    try:
+        amount = parse_decimal(raw)
+    except MoneyError as exc:
+        raise ValueError(f"rewardAmount {exc}") from None
+    if amount > MAX_TASK_REWARD:
+        raise ValueError(f"rewardAmount may be at most {MAX_TASK_REWARD}")
+    symbol = str(currency or default.currency).upper()
+    if symbol not in ("SOL", "USDC", "PYUSD"):
+        raise ValueError("rewardCurrency must be SOL, USDC or PYUSD")
+    return Price(amount, symbol)
+
+
+def _certainty(body: dict[str, Any]) -> float:
+    """The AI's confidence, from context.data (aiConfidence or confidence), else 0.5."""
+    context = body.get("context")
+    data = context.get("data") if isinstance(context, dict) else None
+    for source in (data if isinstance(data, dict) else {}, body):
+        for key in ("aiConfidence", "confidence"):
+            value = source.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+                return float(value)
+    return 0.5
 
 
 def _faucet_amount(raw: Any) -> Decimal:

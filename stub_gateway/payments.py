@@ -207,8 +207,14 @@ class PaymentDesk:
 
     # -- settling HumanRPC invoices ----------------------------------------------------------
 
-    def settle(self, header_value: str, resource: str) -> Settlement | Refusal:
-        """Verify the ``X-PAYMENT`` header for ``resource`` and, if it pays, execute it."""
+    def settle(
+        self, header_value: str, resource: str, price: Price | None = None
+    ) -> Settlement | Refusal:
+        """Verify the ``X-PAYMENT`` header for ``resource`` and, if it pays, execute it.
+
+        With ``price``, the invoice must also be for that price: a request that changed what
+        it buys after being invoiced (a bigger task reward, say) is refused.
+        """
         header = _decode(header_value)
         if isinstance(header, Refusal):
             return header
@@ -226,7 +232,7 @@ class PaymentDesk:
         invoice = self._find_invoice(payment.transfer, payment.memos)
         if isinstance(invoice, Refusal):
             return invoice
-        refusal = self._check_against(invoice, payment, resource)
+        refusal = self._check_against(invoice, payment, resource, price)
         if refusal is not None:
             return refusal
         return self._execute(transaction, transaction.message.account_keys[0], invoice)
@@ -254,11 +260,18 @@ class PaymentDesk:
             )
         return invoice
 
-    def _check_against(self, invoice: Invoice, payment: Payment, resource: str) -> Refusal | None:
+    def _check_against(
+        self, invoice: Invoice, payment: Payment, resource: str, price: Price | None
+    ) -> Refusal | None:
         transfer = payment.transfer
         if invoice.resource != resource:
             return Refusal(
                 "wrong_resource", f"the invoice was issued for {invoice.resource}, not {resource}"
+            )
+        if price is not None and not _same_price(invoice, price, self.genesis.treasury):
+            return Refusal(
+                "price_changed",
+                "the request now costs something else than its invoice; request a new invoice",
             )
         if invoice.paid_by is not None:
             return Refusal(
@@ -363,6 +376,14 @@ class PaymentDesk:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _same_price(invoice: Invoice, price: Price, treasury: Pubkey) -> bool:
+    return (
+        invoice.price.amount == price.amount
+        and invoice.price.currency.upper() == price.currency.upper()
+        and invoice.recipient == (price.recipient or treasury)
+    )
 
 
 def _decode(header_value: str) -> PaymentHeader | Refusal:

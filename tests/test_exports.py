@@ -10,6 +10,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
     """__all__ lists the public API, sorted, and every name exists."""
     expected = {
         "AutoAgent",
+        "GuardResponse",
         "HumanRPCError",
         "HumanVerificationError",
         "Invoice",
@@ -18,15 +19,18 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "PaymentError",
         "PaymentReceipt",
         "ReiteratorConfigurationError",
+        "ReiteratorManager",
         "ReiteratorMaxAttemptsError",
         "ReiteratorRateLimitError",
         "SDKConfigurationError",
         "Signer",
         "SolanaRPCError",
         "TransactionBuildError",
+        "Verdict",
         "__version__",
         "build_sol_transfer",
         "build_spl_transfer",
+        "guard",
         "load_signer",
         "sign_and_serialize_transaction",
     }

@@ -1,0 +1,341 @@
+"""``@guard``: send an AI function's low-confidence results to paid human verification.
+
+>>> @guard(threshold=0.9, reward="0.05")          # doctest: +SKIP
+... def classify(text: str) -> dict:
+...     return {"answer": "positive", "confidence": 0.62}
+
+At or above ``threshold`` the result comes back exactly as the function returned it, and
+nothing touches the network. Below it, the question and the answer go to HumanRPC reviewers
+(a paid task) and the decorator returns the design document's "Guard Decorator Response"::
+
+    {"answer": "positive", "confidence": 0.62, "verified": True,
+     "human_verdict": {"decision": "approve", "confidence": 1.0, "comment": "...",
+                       "outcome": "approved", "task_id": "task_..."}}
+
+What happens when the humans reject the answer, reach no consensus, take longer than
+``timeout``, or cannot be reached is up to the caller: ``"raise"`` (the default) raises
+:class:`~human_rpc_sdk.HumanVerificationError`; ``"return"`` returns the response above with
+``"verified": False`` and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, TypeVar, overload
+
+from ._tasks import APPROVED, REJECTED, is_confidence, reward_amount
+from .exceptions import HumanVerificationError, SDKConfigurationError
+
+if TYPE_CHECKING:
+    from .agent import AutoAgent
+
+__all__ = ["GuardResponse", "HumanVerdict", "guard"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+POLICIES: Final = ("raise", "return")
+_MAX_QUESTION: Final = 2_000
+
+
+class HumanVerdict(TypedDict):
+    decision: str | None
+    confidence: float | None
+    comment: str | None
+    outcome: str
+    task_id: str | None
+
+
+class GuardResponse(TypedDict):
+    """What a guarded function returns when humans were asked."""
+
+    answer: Any
+    confidence: float
+    human_verdict: HumanVerdict | None
+    verified: bool
+    reason: str | None
+
+
+@overload
+def guard(func: Callable[P, R], /) -> Callable[P, R | GuardResponse]: ...
+
+
+@overload
+def guard(
+    func: None = None,
+    /,
+    *,
+    threshold: float = 0.9,
+    agent_id: str | None = None,
+    reward: Any = None,
+    timeout: float = 300,
+    agent: AutoAgent | None = None,
+    confidence: Callable[[Any], float] | None = None,
+    question: Callable[..., str] | None = None,
+    currency: str = "USDC",
+    on_reject: str = "raise",
+    on_no_consensus: str = "raise",
+    on_timeout: str = "raise",
+    on_unavailable: str = "raise",
+) -> Callable[[Callable[P, R]], Callable[P, R | GuardResponse]]: ...
+
+
+def guard(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    threshold: float = 0.9,
+    agent_id: str | None = None,
+    reward: Any = None,
+    timeout: float = 300,
+    agent: AutoAgent | None = None,
+    confidence: Callable[[Any], float] | None = None,
+    question: Callable[..., str] | None = None,
+    currency: str = "USDC",
+    on_reject: str = "raise",
+    on_no_consensus: str = "raise",
+    on_timeout: str = "raise",
+    on_unavailable: str = "raise",
+) -> Any:
+    """Guard an AI function (plain or ``async def``) with human verification below ``threshold``.
+
+    :param threshold: confidence in [0, 1] at or above which results are returned untouched.
+    :param agent_id: the agent name shown to reviewers (default: the function's name).
+    :param reward: what each task pays reviewers, in ``currency`` (default: the service's price).
+    :param timeout: seconds to wait for a verdict.
+    :param agent: the :class:`~human_rpc_sdk.AutoAgent` that pays and asks; built from the
+        environment on first need when None.
+    :param confidence: reads the confidence from a result; by default a ``"confidence"`` key,
+        an ``(answer, confidence)`` tuple, or a ``.confidence`` attribute.
+    :param question: builds the reviewers' question from the call's arguments; by default the
+        first string argument, else the call itself.
+    :param on_reject, on_no_consensus, on_timeout, on_unavailable: ``"raise"`` or ``"return"``.
+    :raises SDKConfigurationError: at decoration, for any invalid argument.
+    """
+    settings = _Settings(
+        threshold=_threshold(threshold),
+        agent_id=agent_id,
+        reward=None if reward is None else reward_amount(reward),
+        timeout=_timeout(timeout),
+        agent=_agent(agent),
+        confidence=_callable(confidence, "confidence"),
+        question=_callable(question, "question"),
+        currency=currency,
+        policies={
+            "rejected": _policy(on_reject, "on_reject"),
+            "no_consensus": _policy(on_no_consensus, "on_no_consensus"),
+            "timeout": _policy(on_timeout, "on_timeout"),
+            "unavailable": _policy(on_unavailable, "on_unavailable"),
+        },
+    )
+
+    def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(target):
+            raise SDKConfigurationError("@guard decorates a function", parameter="func")
+        checker = _Checker(target, settings)
+        if inspect.iscoroutinefunction(target):
+
+            @functools.wraps(target)
+            async def async_guarded(*args: Any, **kwargs: Any) -> Any:
+                result = await target(*args, **kwargs)
+                level = checker.confidence_of(result)
+                if level >= settings.threshold:
+                    return result
+                return await asyncio.to_thread(checker.verify, result, level, args, kwargs)
+
+            return async_guarded
+
+        @functools.wraps(target)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            result = target(*args, **kwargs)
+            level = checker.confidence_of(result)
+            if level >= settings.threshold:
+                return result
+            return checker.verify(result, level, args, kwargs)
+
+        return guarded
+
+    return decorate(func) if func is not None else decorate
+
+
+class _Settings:
+    def __init__(self, **values: Any) -> None:
+        self.threshold: float = values["threshold"]
+        self.agent_id: str | None = values["agent_id"]
+        self.reward: Any = values["reward"]
+        self.timeout: float = values["timeout"]
+        self.agent: AutoAgent | None = values["agent"]
+        self.confidence: Callable[[Any], float] | None = values["confidence"]
+        self.question: Callable[..., str] | None = values["question"]
+        self.currency: str = values["currency"]
+        self.policies: dict[str, str] = values["policies"]
+
+
+class _Checker:
+    """Reads confidences and runs the human verification for one guarded function."""
+
+    def __init__(self, func: Callable[..., Any], settings: _Settings) -> None:
+        self.func = func
+        self.settings = settings
+        self.name = getattr(func, "__qualname__", getattr(func, "__name__", "function"))
+        self._agent = settings.agent
+        self._lock = threading.Lock()
+
+    def confidence_of(self, result: Any) -> float:
+        value: object
+        if self.settings.confidence is not None:
+            value = self.settings.confidence(result)
+            where = "the confidence= function"
+        elif isinstance(result, Mapping):
+            value, where = result.get("confidence"), "the result's 'confidence' key"
+        elif isinstance(result, tuple) and len(result) == 2:
+            value, where = result[1], "the second item of the (answer, confidence) tuple"
+        else:
+            value, where = getattr(result, "confidence", None), "the result's .confidence attribute"
+        if not is_confidence(value):
+            raise HumanVerificationError(
+                f"{self.name}() returned no usable confidence: {where} is {value!r}, not a number "
+                "between 0 and 1. Return {'answer': ..., 'confidence': 0.7}, (answer, 0.7), an "
+                "object with .confidence, or pass guard(confidence=...) to read it",
+                reason="invalid_confidence",
+            )
+        return float(value)
+
+    def answer_of(self, result: Any) -> Any:
+        if isinstance(result, Mapping):
+            return result.get("answer", result)
+        if isinstance(result, tuple) and len(result) == 2:
+            return result[0]
+        return getattr(result, "answer", result)
+
+    def question_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if self.settings.question is not None:
+            return str(self.settings.question(*args, **kwargs))[:_MAX_QUESTION]
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, str) and value.strip():
+                return value[:_MAX_QUESTION]
+        shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        return f"Is this the right result of {self.name}({shown})?"[:_MAX_QUESTION]
+
+    def agent(self) -> AutoAgent:
+        with self._lock:
+            if self._agent is None:
+                from .agent import AutoAgent
+
+                self._agent = AutoAgent()
+            return self._agent
+
+    def verify(
+        self, result: Any, level: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> GuardResponse:
+        answer = self.answer_of(result)
+        settings = self.settings
+        logger.debug(
+            "%s: confidence %.3f below %.3f; asking humans", self.name, level, settings.threshold
+        )
+        try:
+            verdict = self.agent().ask_human_rpc(
+                self.question_of(args, kwargs),
+                answer=answer,
+                confidence=level,
+                reward=settings.reward,
+                currency=settings.currency,
+                agent_id=settings.agent_id or self.name,
+                timeout=settings.timeout,
+            )
+        except HumanVerificationError as exc:
+            if exc.reason in ("timeout", "unavailable"):
+                return self._settle(exc.reason, answer, level, None, exc)
+            raise
+        human: HumanVerdict = {
+            "decision": verdict["decision"],
+            "confidence": verdict["confidence"],
+            "comment": verdict["comment"],
+            "outcome": verdict["outcome"],
+            "task_id": verdict["task_id"],
+        }
+        if verdict["outcome"] == APPROVED:
+            return GuardResponse(
+                answer=answer, confidence=level, human_verdict=human, verified=True, reason=None
+            )
+        event = "rejected" if verdict["outcome"] == REJECTED else "no_consensus"
+        option = "on_reject" if event == "rejected" else "on_no_consensus"
+        said = f", {verdict['comment']!r}" if verdict["comment"] else ""
+        error = HumanVerificationError(
+            f"the human reviewers did not approve the answer of {self.name}() (task "
+            f"{verdict['task_id']}: {verdict['outcome']}{said}). Pass {option}='return' to get "
+            "the answer marked unverified instead",
+            task_id=verdict["task_id"],
+            reason=event,
+            details={"verdict": dict(verdict)},
+        )
+        return self._settle(event, answer, level, human, error)
+
+    def _settle(
+        self,
+        event: str,
+        answer: Any,
+        level: float,
+        human: HumanVerdict | None,
+        error: HumanVerificationError,
+    ) -> GuardResponse:
+        if self.settings.policies[event] == "raise":
+            raise error
+        logger.debug("%s: returning the answer unverified (%s)", self.name, event)
+        return GuardResponse(
+            answer=answer, confidence=level, human_verdict=human, verified=False, reason=event
+        )
+
+
+# -- argument validation --------------------------------------------------------------------
+
+
+def _threshold(value: Any) -> float:
+    if not is_confidence(value):
+        raise SDKConfigurationError(
+            f"threshold must be a number between 0 and 1 (got {value!r})", parameter="threshold"
+        )
+    return float(value)
+
+
+def _timeout(value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise SDKConfigurationError(
+            f"timeout must be a positive number of seconds (got {value!r})", parameter="timeout"
+        )
+    return float(value)
+
+
+def _policy(value: Any, name: str) -> str:
+    if value not in POLICIES:
+        raise SDKConfigurationError(
+            f"{name} must be 'raise' or 'return' (got {value!r})", parameter=name
+        )
+    return str(value)
+
+
+def _callable(value: Any, name: str) -> Any:
+    if value is not None and not callable(value):
+        raise SDKConfigurationError(f"{name} must be a function or None", parameter=name)
+    return value
+
+
+def _agent(value: Any) -> Any:
+    if value is not None and not callable(getattr(value, "ask_human_rpc", None)):
+        raise SDKConfigurationError(
+            "agent must be an AutoAgent (or None to build one from the environment)",
+            parameter="agent",
+        )
+    return value
