@@ -27,7 +27,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, overload
 
 from ._tasks import APPROVED, REJECTED, is_confidence, reward_amount
 from .exceptions import HumanVerificationError, SDKConfigurationError
@@ -40,7 +40,6 @@ __all__ = ["GuardResponse", "HumanVerdict", "guard"]
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
-R = TypeVar("R")
 POLICIES: Final = ("raise", "return")
 _MAX_QUESTION: Final = 2_000
 
@@ -63,8 +62,11 @@ class GuardResponse(TypedDict):
     reason: str | None
 
 
+# The wrapped function returns either its own result (confident) or a GuardResponse, and for an
+# ``async def`` a coroutine of those. Typing cannot tell a coroutine function from one returning
+# Any, so parameters are kept exactly (ParamSpec) and the result is typed Any.
 @overload
-def guard(func: Callable[P, R], /) -> Callable[P, R | GuardResponse]: ...
+def guard(func: Callable[P, Any], /) -> Callable[P, Any]: ...
 
 
 @overload
@@ -84,7 +86,7 @@ def guard(
     on_no_consensus: str = "raise",
     on_timeout: str = "raise",
     on_unavailable: str = "raise",
-) -> Callable[[Callable[P, R]], Callable[P, R | GuardResponse]]: ...
+) -> Callable[[Callable[P, Any]], Callable[P, Any]]: ...
 
 
 def guard(

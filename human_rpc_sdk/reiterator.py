@@ -258,10 +258,10 @@ class ReiteratorManager:
                 self._start_attempt(attempt)
                 try:
                     result = task_func(*args, **kwargs)
-                except HumanRPCError as exc:
-                    if exc.reason != "rate_limited":
+                except Exception as exc:
+                    if not (isinstance(exc, HumanRPCError) and exc.reason == "rate_limited"):
                         self._set_last("error")
-                        raise
+                        raise  # unchanged: the caller sees the original error
                     self._wait_out_rate_limit(config, exc, attempt)
                     continue
                 outcome = outcome_of(result) if isinstance(result, Mapping) else APPROVED

@@ -191,6 +191,12 @@ class TaskBoard:
         self._created_at: dict[str, list[float]] = {}
         self._script_position = 0
 
+    def set_policy(self, policy: ReviewPolicy) -> None:
+        """Switch the simulated reviewers for tasks created from now on (a script restarts)."""
+        with self._lock:
+            self.policy = policy
+            self._script_position = 0
+
     # -- creation ------------------------------------------------------------------------
 
     def retry_after(self, agent: str) -> float | None:

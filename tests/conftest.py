@@ -174,7 +174,8 @@ def responder() -> Iterator[str]:
     """A plain server whose /respond answers with the status, headers and body it is sent.
 
     POST /respond with JSON {"status": int, "headers": {...}, "body": "<base64>"}.
-    /fixed/<status>/<urlsafe base64 body> always answers that status and body.
+    /fixed/<status>/<urlsafe base64 body>[/...] always answers that status and body.
+    /flaky/<key>/<n>/<body>/... answers 503 n times, then 200 with the body.
     """
     import base64
 
@@ -192,11 +193,22 @@ def responder() -> Iterator[str]:
         )
 
     @app.route("/fixed/<int:status>/<body>", methods=["GET", "POST"])
-    def fixed(status: int, body: str) -> Response:
-        """Always the same answer, whatever is asked (a broken or hostile RPC node)."""
+    @app.route("/fixed/<int:status>/<body>/<path:rest>", methods=["GET", "POST"])
+    def fixed(status: int, body: str, rest: str = "") -> Response:
+        """Always the same answer, whatever is asked (a broken or hostile service)."""
         return Response(
             base64.urlsafe_b64decode(body), status=status, content_type="application/json"
         )
+
+    hits: dict[str, int] = {}
+
+    @app.route("/flaky/<key>/<int:failures>/<body>/<path:rest>", methods=["GET"])
+    def flaky(key: str, failures: int, body: str, rest: str) -> Response:
+        """503 for the first ``failures`` requests under ``key``, then 200 with ``body``."""
+        hits[key] = hits.get(key, 0) + 1
+        if hits[key] <= failures:
+            return Response(b"busy", status=503)
+        return Response(base64.urlsafe_b64decode(body), status=200, content_type="application/json")
 
     running = GatewayServer(app).start()
     yield running.url
@@ -204,13 +216,18 @@ def responder() -> Iterator[str]:
 
 
 class FakeClock:
-    """A monotonic clock that moves only when a test moves it."""
+    """A monotonic clock that moves only when a test moves it; ``sleep`` moves it instantly."""
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 class PaymentCapture(requests.adapters.HTTPAdapter):
@@ -224,3 +241,19 @@ class PaymentCapture(requests.adapters.HTTPAdapter):
         if "X-PAYMENT" in request.headers:
             self.headers.append(request.headers["X-PAYMENT"])
         return super().send(request, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def reviewers() -> Iterator[GatewayServer]:
+    """A gateway for human-verification tests; each test sets its reviewers' policy."""
+    with serve_in_thread() as running:
+        yield running
+
+
+def human_agent(server: GatewayServer, usdc: str = "20", **options: Any) -> AutoAgent:
+    """A funded agent paying tasks on ``server``."""
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(usdc)})
+    return AutoAgent(
+        wallet, rpc_url=server.rpc_url, human_rpc_url=f"{server.url}/api/v1/tasks", **options
+    )
