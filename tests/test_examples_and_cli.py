@@ -29,6 +29,24 @@ def test_quickstart_runs_and_pays_twice() -> None:
     assert "USDC             5 ->         4.95" in done.stdout
 
 
+def test_guarded_classifier_runs_reject_then_approve() -> None:
+    """examples/guarded_classifier.py: confident call direct, unsure call rejected then approved."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "guarded_classifier.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "confident: {'answer': 'positive', 'confidence': 0.97}" in done.stdout
+    assert "'decision': 'approve'" in done.stdout
+    assert "'verified': True" in done.stdout
+    assert done.stdout.count("0.05 USDC (+") == 2
+    assert "USDC left: 0.9" in done.stdout
+    assert "attempt 1 of 3: rejected" in done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -48,6 +66,12 @@ def test_gateway_command_line_serves_until_stopped() -> None:
             str(port),
             "--seed",
             "cli-test",
+            "--review-policy",
+            "script:reject,approve",
+            "--voters",
+            "3",
+            "--rate-limit",
+            "5/60",
             "--quiet",
         ],
         stdout=subprocess.PIPE,
@@ -67,6 +91,9 @@ def test_gateway_command_line_serves_until_stopped() -> None:
         assert info["network"] == "devnet"
         unpaid = requests.get(f"http://127.0.0.1:{port}/api/v1/premium/sol", timeout=5)
         assert unpaid.status_code == 402
+        task = requests.post(f"http://127.0.0.1:{port}/api/v1/tasks", json={"text": "q"}, timeout=5)
+        assert task.status_code == 402
+        assert "reviewers: script:reject,approve" in banner
     finally:
         process.terminate()
         process.communicate(timeout=10)
@@ -79,3 +106,19 @@ def test_seed_gives_stable_addresses() -> None:
 
     assert Gateway(seed="a").treasury == Gateway(seed="a").treasury
     assert Gateway(seed="a").treasury != Gateway(seed="b").treasury
+
+
+def test_gateway_command_line_refuses_bad_options() -> None:
+    """A bad review policy or rate limit stops the CLI with a usage error, not a traceback."""
+    for option in (["--review-policy", "sometimes"], ["--rate-limit", "lots"], ["--voters", "0"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "stub_gateway", "--port", "0", *option],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+        )
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr
+        assert "error:" in done.stderr
