@@ -182,11 +182,13 @@ def test_property_14_every_submission_gets_the_same_parameters(
 
 # **Feature: human-rpc-python-sdk, Property 15: For any reiterator sequence that achieves positive
 # consensus, the system should return the successful result and stop further retry attempts**
-@given(rejections=st.integers(0, 6), extra=st.integers(1, 4))
-def test_property_15_approval_stops_at_once(rejections: int, extra: int) -> None:
+@given(rejections=st.integers(0, 6), extra=st.integers(1, 4), config=configs)
+def test_property_15_approval_stops_at_once(
+    rejections: int, extra: int, config: dict[str, Any]
+) -> None:
     """k rejections then an approval: k + 1 calls, the approval returned, no wait after it."""
     clock = FakeClock()
-    built = manager(clock, max_attempts=rejections + extra, base_delay=1)
+    built = manager(clock, **{**config, "max_attempts": rejections + extra})
     script = Script(["rejected"] * rejections + ["approved"] * 5)
     result = built.execute_with_retry(script)
     assert result["outcome"] == "approved"
@@ -197,13 +199,15 @@ def test_property_15_approval_stops_at_once(rejections: int, extra: int) -> None
 
 # **Feature: human-rpc-python-sdk, Property 17: For any reiterator sequence that reaches maximum
 # retry attempts, the system should return the final negative result and stop retrying**
-@given(max_attempts=st.integers(1, 8), raise_it=st.booleans())
+@given(max_attempts=st.integers(1, 8), raise_it=st.booleans(), config=configs)
 def test_property_17_max_attempts_ends_with_the_last_rejection(
-    max_attempts: int, raise_it: bool
+    max_attempts: int, raise_it: bool, config: dict[str, Any]
 ) -> None:
     """Always rejected: max_attempts calls; the last verdict returned, or raised on request."""
     script = Script(["rejected"])
-    built = manager(max_attempts=max_attempts, base_delay=0.5, raise_on_max_attempts=raise_it)
+    clock = FakeClock()
+    settings = {**config, "max_attempts": max_attempts, "raise_on_max_attempts": raise_it}
+    built = manager(clock, **settings)
     if raise_it:
         with pytest.raises(ReiteratorMaxAttemptsError) as caught:
             built.execute_with_retry(script)
@@ -219,6 +223,7 @@ def test_property_17_max_attempts_ends_with_the_last_rejection(
         assert result["outcome"] == "rejected"
     assert len(script.calls) == max_attempts
     assert built.get_status()["last_result"] == "negative"
+    assert clock.sleeps == pytest.approx([_delay(config, n) for n in range(1, max_attempts)])
 
 
 @given(
@@ -290,22 +295,29 @@ def test_status_shows_the_next_retry_time_while_waiting() -> None:
     assert seen[0].endswith("Z")
 
 
+ERROR_KINDS = ["unavailable", "timeout", "task_refused", "bug"]
+
+
+def _error(kind: str, text: str) -> Exception:
+    """An error a task function may raise: the SDK's own, or a plain bug."""
+    if kind == "bug":
+        return ValueError(text)
+    return HumanVerificationError(text, reason=kind, task_id="t" if kind == "timeout" else None)
+
+
 # **Feature: human-rpc-python-sdk, Property 18: For any API error encountered during retry attempts,
 # the system should handle failures gracefully while continuing to respect rate limits**
 @given(
-    failing_at=st.integers(1, 4),
-    error=st.sampled_from(
-        [
-            HumanVerificationError("down", reason="unavailable"),
-            HumanVerificationError("slow", reason="timeout", task_id="t"),
-            ValueError("bug in task function"),
-        ]
-    ),
+    failing_at=st.integers(1, 6),
+    extra=st.integers(0, 3),
+    error=st.builds(_error, st.sampled_from(ERROR_KINDS), st.text(max_size=30)),
 )
-def test_property_18_errors_are_reraised_unchanged(failing_at: int, error: Exception) -> None:
+def test_property_18_errors_are_reraised_unchanged(
+    failing_at: int, extra: int, error: Exception
+) -> None:
     """An error at attempt k: the same exception object surfaces; no attempt after it."""
     script = Script(["rejected"] * (failing_at - 1) + [error])
-    built = manager(max_attempts=5, base_delay=0.1)
+    built = manager(max_attempts=failing_at + extra, base_delay=0.1)
     with pytest.raises(type(error)) as caught:
         built.execute_with_retry(script)
     assert caught.value is error
