@@ -25,6 +25,7 @@ from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 from solders.pubkey import Pubkey
 
+from ._checks import positive_seconds
 from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
 from ._human import HumanClient
 from ._jsonrpc import multiple_accounts_request
@@ -94,7 +95,7 @@ class AutoAgent:
                 parameter="network",
             )
         self.network = network
-        self.timeout = _seconds(timeout, "timeout")
+        self.timeout = positive_seconds(timeout, "timeout")
         self.rpc_url = (
             _url(rpc_url, "rpc_url")
             or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
@@ -221,7 +222,7 @@ class AutoAgent:
             category=category,
             reasoning=reasoning,
         )
-        seconds = _seconds(timeout, "timeout")
+        seconds = positive_seconds(timeout, "timeout")
         self._human.endpoint()
         if self._reiterator.enabled:
             return self._reiterator.execute_with_retry(self._ask_once, body, seconds)
@@ -235,7 +236,7 @@ class AutoAgent:
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task (after a timeout, say). Nothing is paid."""
-        return self._human.wait(task_id, _seconds(timeout, "timeout"))
+        return self._human.wait(task_id, positive_seconds(timeout, "timeout"))
 
     @property
     def reiterator(self) -> ReiteratorManager:
@@ -447,20 +448,6 @@ def _pubkey(value: str, name: str) -> Pubkey:
         raise SDKConfigurationError(
             f"{name} is not a valid Solana address", parameter=name
         ) from None
-
-
-def _seconds(seconds: Any, name: str) -> float:
-    """A positive, finite duration in seconds (never money)."""
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
-        raise SDKConfigurationError(
-            f"{name} must be a positive number of seconds (got {seconds!r})", parameter=name
-        )
-    return float(seconds)
 
 
 def _url(value: str | None, name: str) -> str | None:

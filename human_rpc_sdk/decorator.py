@@ -24,11 +24,11 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, overload
 
+from ._checks import positive_seconds
 from ._tasks import APPROVED, REJECTED, is_confidence, reward_amount
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
@@ -125,7 +125,7 @@ def guard(
         threshold=_threshold(threshold),
         agent_id=agent_id,
         reward=None if reward is None else reward_amount(reward),
-        timeout=_timeout(timeout),
+        timeout=positive_seconds(timeout, "timeout"),
         agent=_agent(agent),
         confidence=_callable(confidence, "confidence"),
         question=_callable(question, "question"),
@@ -303,19 +303,6 @@ def _threshold(value: Any) -> float:
     if not is_confidence(value):
         raise SDKConfigurationError(
             f"threshold must be a number between 0 and 1 (got {value!r})", parameter="threshold"
-        )
-    return float(value)
-
-
-def _timeout(value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise SDKConfigurationError(
-            f"timeout must be a positive number of seconds (got {value!r})", parameter="timeout"
         )
     return float(value)
 

@@ -22,15 +22,15 @@ randomness are parameters, so tests never wait.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeGuard, TypeVar
+from typing import Any, Final, TypeVar
 
+from ._checks import is_duration
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED
 from .exceptions import (
     HumanRPCError,
@@ -79,24 +79,15 @@ def validate(config: ReiteratorConfig, names: Mapping[str, str] | None = None) -
         fail("backoff_strategy", f"one of {', '.join(BACKOFF_STRATEGIES)}", config.backoff_strategy)
     for field in ("base_delay", "max_delay"):
         value = getattr(config, field)
-        if not _is_seconds(value):
+        if not is_duration(value):
             fail(field, "a non-negative, finite number of seconds", value)
     if config.max_delay < config.base_delay:
         fail("max_delay", f"at least base_delay ({config.base_delay})", config.max_delay)
-    if not _is_seconds(config.jitter) or config.jitter > 1:
+    if not is_duration(config.jitter) or config.jitter > 1:
         fail("jitter", "a fraction between 0 and 1", config.jitter)
     for field in ("retry_on_no_consensus", "raise_on_max_attempts"):
         if not isinstance(getattr(config, field), bool):
             fail(field, "True or False", getattr(config, field))
-
-
-def _is_seconds(value: object) -> TypeGuard[float]:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
 
 
 def outcome_of(result: Mapping[str, Any]) -> str:
@@ -311,7 +302,7 @@ class ReiteratorManager:
         self, config: ReiteratorConfig, exc: HumanRPCError, attempt: int
     ) -> None:
         retry_after = exc.details.get("retry_after")
-        wait = float(retry_after) if _is_seconds(retry_after) else config.base_delay
+        wait = float(retry_after) if is_duration(retry_after) else config.base_delay
         self._set_last("rate_limited")
         if attempt >= config.max_attempts or wait > config.max_delay:
             why = (

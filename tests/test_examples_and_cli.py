@@ -12,16 +12,22 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quickstart_runs_and_pays_twice() -> None:
-    """examples/quickstart.py exits 0 after buying a SOL and a USDC resource."""
+def run_example(name: str) -> subprocess.CompletedProcess[str]:
+    """Run examples/<name> as a newcomer would; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        [sys.executable, str(ROOT / "examples" / name)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_quickstart_runs_and_pays_twice() -> None:
+    """examples/quickstart.py exits 0 after buying a SOL and a USDC resource."""
+    done = run_example("quickstart.py")
     assert "premium sol content, unlocked" in done.stdout
     assert "premium usdc content, unlocked" in done.stdout
     assert "0.001 SOL to" in done.stdout
@@ -31,14 +37,7 @@ def test_quickstart_runs_and_pays_twice() -> None:
 
 def test_guarded_classifier_runs_reject_then_approve() -> None:
     """examples/guarded_classifier.py: confident call direct, unsure call rejected then approved."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "guarded_classifier.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_example("guarded_classifier.py")
     assert "confident: {'answer': 'positive', 'confidence': 0.97}" in done.stdout
     assert "'decision': 'approve'" in done.stdout
     assert "'verified': True" in done.stdout

@@ -1,0 +1,29 @@
+"""Argument checks shared by the SDK's constructors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypeGuard
+
+from .exceptions import SDKConfigurationError
+
+__all__ = ["is_duration", "positive_seconds"]
+
+
+def is_duration(value: object) -> TypeGuard[float]:
+    """A finite, non-negative number of seconds (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def positive_seconds(value: Any, name: str) -> float:
+    """``value`` as a positive, finite duration, or ``SDKConfigurationError`` naming ``name``."""
+    if not is_duration(value) or value == 0:
+        raise SDKConfigurationError(
+            f"{name} must be a positive number of seconds (got {value!r})", parameter=name
+        )
+    return float(value)
