@@ -20,10 +20,10 @@ def is_duration(value: object) -> TypeGuard[float]:
     )
 
 
-def positive_seconds(value: Any, name: str) -> float:
-    """``value`` as a positive, finite duration, or ``SDKConfigurationError`` naming ``name``."""
-    if not is_duration(value) or value == 0:
+def positive_seconds(seconds: Any, name: str) -> float:
+    """``seconds`` as a positive, finite duration, or ``SDKConfigurationError`` naming ``name``."""
+    if not is_duration(seconds) or seconds == 0:
         raise SDKConfigurationError(
-            f"{name} must be a positive number of seconds (got {value!r})", parameter=name
+            f"{name} must be a positive number of seconds (got {seconds!r})", parameter=name
         )
-    return float(value)
+    return float(seconds)

@@ -191,24 +191,24 @@ class _Checker:
         self._lock = threading.Lock()
 
     def confidence_of(self, result: Any) -> float:
-        value: object
+        level: object
         if self.settings.confidence is not None:
-            value = self.settings.confidence(result)
+            level = self.settings.confidence(result)
             where = "the confidence= function"
         elif isinstance(result, Mapping):
-            value, where = result.get("confidence"), "the result's 'confidence' key"
+            level, where = result.get("confidence"), "the result's 'confidence' key"
         elif isinstance(result, tuple) and len(result) == 2:
-            value, where = result[1], "the second item of the (answer, confidence) tuple"
+            level, where = result[1], "the second item of the (answer, confidence) tuple"
         else:
-            value, where = getattr(result, "confidence", None), "the result's .confidence attribute"
-        if not is_confidence(value):
+            level, where = getattr(result, "confidence", None), "the result's .confidence attribute"
+        if not is_confidence(level):
             raise HumanVerificationError(
-                f"{self.name}() returned no usable confidence: {where} is {value!r}, not a number "
+                f"{self.name}() returned no usable confidence: {where} is {level!r}, not a number "
                 "between 0 and 1. Return {'answer': ..., 'confidence': 0.7}, (answer, 0.7), an "
                 "object with .confidence, or pass guard(confidence=...) to read it",
                 reason="invalid_confidence",
             )
-        return float(value)
+        return float(level)
 
     def answer_of(self, result: Any) -> Any:
         if isinstance(result, Mapping):
@@ -299,12 +299,13 @@ class _Checker:
 # -- argument validation --------------------------------------------------------------------
 
 
-def _threshold(value: Any) -> float:
-    if not is_confidence(value):
+def _threshold(threshold: Any) -> float:
+    if not is_confidence(threshold):
         raise SDKConfigurationError(
-            f"threshold must be a number between 0 and 1 (got {value!r})", parameter="threshold"
+            f"threshold must be a number between 0 and 1 (got {threshold!r})",
+            parameter="threshold",
         )
-    return float(value)
+    return float(threshold)
 
 
 def _policy(value: Any, name: str) -> str:
