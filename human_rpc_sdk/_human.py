@@ -179,15 +179,15 @@ class HumanClient:
         return verdict
 
 
-def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
+def retry_after_seconds(header: str | None, default: float = 1.0) -> float:
     """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date)."""
-    if not value:
+    if not header:
         return default
     try:
-        seconds = float(value)
+        seconds = float(header)
     except ValueError:
         try:
-            moment = email.utils.parsedate_to_datetime(value)
+            moment = email.utils.parsedate_to_datetime(header)
         except (TypeError, ValueError):
             return default
         seconds = (moment - datetime.now(UTC)).total_seconds()

@@ -301,3 +301,23 @@ def test_property_20_end_to_end_debug_logs_hold_no_secrets(
             assert header not in text
         assert "launch code" not in text
     agent.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 1.0),
+        ("", 1.0),
+        ("7", 7.0),
+        ("2.5", 2.5),
+        ("-3", 1.0),
+        ("nan", 1.0),
+        ("soon", 1.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0),
+    ],
+)
+def test_retry_after_header_parsing(header: str | None, seconds: float) -> None:
+    """Delta-seconds are used as given; past dates, junk and negatives fall back to 1 s."""
+    from human_rpc_sdk._human import retry_after_seconds
+
+    assert retry_after_seconds(header) == seconds
