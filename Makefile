@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The reference x402 package pins solana<0.40, so it lives in an environment of its own;
+# the interoperability tests run it as separate processes.
+X402_VENV  := .venv-x402
+X402_STAMP := $(X402_VENV)/.installed
+X402_PKG   := x402[svm,flask,requests,httpx]==2.25.0
 
 .PHONY: demo test lint typecheck unit bench gateway clean
 
@@ -13,6 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(X402_STAMP): Makefile
+	$(PYTHON) -m venv $(X402_VENV)
+	$(X402_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(X402_VENV)/bin/python -m pip install --quiet "$(X402_PKG)"
+	touch $(X402_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
@@ -26,7 +37,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(X402_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -36,4 +47,4 @@ gateway: $(STAMP)
 	$(BIN)/python -m stub_gateway --host 127.0.0.1 --port 8402
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(X402_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 
 from ._jsonrpc import RpcRequest
+from ._limits import SpendingRules
 from ._receipts import PaymentReceipt
 from .solana_utils import MintInfo
 from .wallet import Signer
@@ -103,3 +104,5 @@ class PaymentContext:
     """Wall-clock time (UTC), for receipts."""
     nonce: Callable[[], str]
     """A fresh random memo text, making payments without a reference unique."""
+    rules: SpendingRules = field(default_factory=SpendingRules)
+    """The agent's spending rules (ceilings, accepted assets)."""

@@ -21,21 +21,26 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from ._effects import ChainCache, Effect, HttpReply, PaymentContext, Resend, RpcCall
-from ._headers import (
-    PAYMENT_HEADER,
-    PAYMENT_RESPONSE_HEADER,
-    decode_payment_response,
-    encode_payment_header,
-)
+from ._exact import quote_exact
+from ._headers import PAYMENT_HEADER, encode_payment_header
 from ._money import format_amount
 from ._quote import Quote, quote
 from ._receipts import PaymentReceipt
-from .exceptions import PaymentError
+from ._x402 import (
+    COMPUTE_UNIT_LIMIT,
+    COMPUTE_UNIT_PRICE,
+    PaymentRequired,
+    encode_payment,
+    read_payment_required,
+    read_settlement,
+)
+from .exceptions import HumanRPCError, PaymentError
 from .invoices import Invoice
-from .solana_utils import build_transfer, sign_transaction
+from .solana_utils import build_exact_transfer, build_transfer, sign_transaction
 
 __all__ = [
     "ChainCache",
@@ -61,56 +66,132 @@ class PaymentOutcome:
 
 
 def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect, Any, PaymentOutcome]:
-    """Pay the invoice in the 402 answer ``reply`` and judge the server's answer."""
+    """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer."""
+    challenge = read_payment_required(reply.headers, reply.body)
+    if challenge is not None:
+        return (yield from _pay_exact(challenge, reply, ctx))
     invoice = Invoice.from_body(reply.body, url=reply.url)
     invoice.validate(network=ctx.network)
     quote_ = yield from quote(invoice, ctx)
     transaction = sign_transaction(build_transfer(quote_.plan, quote_.blockhash), ctx.signer)
     receipt = _receipt(invoice, quote_, transaction, reply.url, ctx)
+    _log_paying(receipt, reply.url)
+    header = encode_payment_header(transaction, ctx.network)
+    answer: HttpReply = yield Resend({PAYMENT_HEADER: header}, receipt)
+    return judge(answer, receipt, invoice.to_dict())
+
+
+def _pay_exact(
+    challenge: PaymentRequired, reply: HttpReply, ctx: PaymentContext
+) -> Generator[Effect, Any, PaymentOutcome]:
+    exact = yield from quote_exact(challenge, ctx)
+    offer = exact.offer
+    payer = ctx.signer.pubkey()
+    unsigned = build_exact_transfer(
+        payer=payer,
+        fee_payer=Pubkey.from_string(offer.fee_payer),
+        pay_to=Pubkey.from_string(offer.pay_to),
+        mint=exact.mint,
+        amount=offer.amount,
+        memo=offer.memo or ctx.nonce(),
+        recent_blockhash=exact.blockhash,
+        compute_unit_limit=COMPUTE_UNIT_LIMIT,
+        compute_unit_price=COMPUTE_UNIT_PRICE,
+    )
+    transaction = sign_transaction(unsigned, ctx.signer)
+    name, value = encode_payment(offer, transaction, challenge.resource)
+    receipt = PaymentReceipt(
+        url=reply.url,
+        amount=exact.display_amount,
+        currency=exact.symbol,
+        mint=offer.asset,
+        recipient=offer.pay_to,
+        reference=None,
+        network=ctx.network,
+        signature="",
+        time=ctx.now(),
+        atomic_amount=offer.amount,
+        payer=str(payer),
+        destination=str(exact.destination),
+        fee_lamports=0,
+        format=f"x402-v{offer.version}",
+    )
+    _log_paying(receipt, reply.url)
+    answer: HttpReply = yield Resend({name: value}, receipt)
+    return judge(answer, receipt, dict(offer.raw))
+
+
+def _log_paying(receipt: PaymentReceipt, url: str) -> None:
     logger.info(
-        "paying %s %s to %s for %s (signature %s)",
+        "paying %s %s to %s for %s (%s%s)",
         format_amount(receipt.amount),
         receipt.currency,
         receipt.recipient,
-        reply.url,
-        receipt.signature,
+        url,
+        receipt.format,
+        f", signature {receipt.signature}" if receipt.signature else "",
     )
-    header = encode_payment_header(transaction, ctx.network)
-    answer: HttpReply = yield Resend({PAYMENT_HEADER: header}, receipt)
-    return judge(answer, replace(receipt, http_status=answer.status), invoice)
 
 
-def judge(answer: HttpReply, receipt: PaymentReceipt, invoice: Invoice) -> PaymentOutcome:
+def judge(answer: HttpReply, receipt: PaymentReceipt, invoice: Mapping[str, Any]) -> PaymentOutcome:
     """Decide whether the server accepted the payment carried by ``receipt``."""
-    settlement = decode_payment_response(answer.headers.get(PAYMENT_RESPONSE_HEADER))
-    if settlement and settlement.get("transaction") not in (None, "", receipt.signature):
-        logger.warning(
-            "server at %s reports settling transaction %s, not the one sent (%s)",
-            answer.url,
-            settlement.get("transaction"),
-            receipt.signature,
-        )
+    settlement = read_settlement(answer.headers)
+    receipt = _settled(replace(receipt, http_status=answer.status), settlement, answer.url)
+    shown = receipt.signature or "(unsettled)"
     if answer.status != 402:
-        logger.info("payment %s accepted: HTTP %s", receipt.signature, answer.status)
+        logger.info("payment %s accepted: HTTP %s", shown, answer.status)
         return PaymentOutcome(receipt, answer)
-    why = _refusal_reason(answer.body, settlement)
+    why = _refusal_reason(answer, settlement)
     error = PaymentError(
         f"the server at {answer.url} still answered 402 Payment Required after receiving "
-        f"payment {receipt.signature} ({why}). The SDK does not pay twice: look the signature "
-        "up on chain before retrying, and contact the service if the money moved",
-        invoice=invoice.to_dict(),
-        signature=receipt.signature,
+        f"payment {shown} ({why}). The SDK does not pay twice: look the payment up on chain "
+        "before retrying, and contact the service if the money moved",
+        invoice=invoice,
+        signature=receipt.signature or None,
         reason="payment_refused",
         details={"server_reason": why},
     )
     return PaymentOutcome(receipt, answer, error)
 
 
-def _refusal_reason(body: bytes, settlement: Mapping[str, Any] | None) -> str:
+def _settled(
+    receipt: PaymentReceipt, settlement: Mapping[str, Any] | None, url: str
+) -> PaymentReceipt:
+    """The receipt completed by the server's settlement response, when it sent one."""
+    if settlement is None:
+        return receipt
+    transaction = settlement.get("transaction")
+    signature = receipt.signature
+    if isinstance(transaction, str) and transaction:
+        if signature and transaction != signature:
+            logger.warning(
+                "server at %s reports settling transaction %s, not the one sent (%s)",
+                url,
+                transaction,
+                signature,
+            )
+        signature = signature or transaction
+    success = settlement.get("success")
+    reason = settlement.get("errorReason")
+    return replace(
+        receipt,
+        signature=signature,
+        settled=success if isinstance(success, bool) else None,
+        error_reason=reason[:200] if isinstance(reason, str) else None,
+    )
+
+
+def _refusal_reason(answer: HttpReply, settlement: Mapping[str, Any] | None) -> str:
     if settlement and isinstance(settlement.get("errorReason"), str):
         return str(settlement["errorReason"])[:200]
     try:
-        document = json.loads(body)
+        fresh = read_payment_required(answer.headers, b"")
+    except HumanRPCError:
+        fresh = None
+    if fresh is not None and fresh.error:
+        return fresh.error[:200]
+    try:
+        document = json.loads(answer.body)
     except (ValueError, UnicodeDecodeError):
         return "no reason given"
     if isinstance(document, dict):

@@ -43,14 +43,14 @@ def encode_payment_header(transaction: VersionedTransaction, network: str) -> st
         "network": network,
         "payload": {"serializedTransaction": base64.b64encode(bytes(transaction)).decode("ascii")},
     }
-    return _b64json(document)
+    return b64json(document)
 
 
 def decode_payment_header(value: str) -> PaymentHeader:
     """Parse an ``X-PAYMENT`` value. Raises ``ValueError`` naming what is wrong."""
     if len(value) > MAX_HEADER_CHARS:
         raise ValueError("the X-PAYMENT header is too large")
-    document = _unb64json(value, "X-PAYMENT")
+    document = unb64json(value, "X-PAYMENT")
     if document.get("x402Version") != 1:
         raise ValueError("X-PAYMENT x402Version must be 1")
     if document.get("scheme") != SCHEME:
@@ -79,7 +79,7 @@ def encode_payment_response(
         document["payer"] = payer
     if error_reason is not None:
         document["errorReason"] = error_reason
-    return _b64json(document)
+    return b64json(document)
 
 
 def decode_payment_response(value: str | None) -> dict[str, Any] | None:
@@ -87,21 +87,30 @@ def decode_payment_response(value: str | None) -> dict[str, Any] | None:
     if not value or len(value) > MAX_HEADER_CHARS:
         return None
     try:
-        return _unb64json(value, "X-PAYMENT-RESPONSE")
+        return unb64json(value, "X-PAYMENT-RESPONSE")
     except ValueError:
         return None
 
 
-def _b64json(document: Mapping[str, Any]) -> str:
+def b64json(document: Mapping[str, Any]) -> str:
+    """Compact JSON, standard base64 (as x402 headers are sent)."""
     text = json.dumps(document, separators=(",", ":"))
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def _unb64json(value: str, name: str) -> dict[str, Any]:
-    try:
-        document = json.loads(base64.b64decode(value, validate=True))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ValueError(f"the {name} header is not base64-encoded JSON") from None
+def unb64json(value: str, name: str) -> dict[str, Any]:
+    """A JSON object from base64 (standard or URL-safe alphabet, padding optional)."""
+    text = value.strip()
+    padded = text + "=" * (-len(text) % 4)
+    document: Any = None
+    for alphabet in (b"+/", b"-_"):
+        try:
+            document = json.loads(base64.b64decode(padded, altchars=alphabet, validate=True))
+            break
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            continue
+    else:
+        raise ValueError(f"the {name} header is not base64-encoded JSON")
     if not isinstance(document, dict):
         raise ValueError(f"the {name} header must hold a JSON object")
     return document

@@ -50,3 +50,28 @@ def symbol_for_mint(network: str, mint: str) -> str | None:
         if known == mint:
             return symbol
     return None
+
+
+# x402 names Solana networks two ways: v1 names and CAIP-2 ids (genesis hash prefixes).
+X402_V1_NAMES: Final = MappingProxyType(
+    {"solana": "mainnet-beta", "solana-devnet": "devnet", "solana-testnet": "testnet"}
+)
+CAIP2_IDS: Final = MappingProxyType(
+    {
+        "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp": "mainnet-beta",
+        "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1": "devnet",
+        "solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z": "testnet",
+    }
+)
+
+
+def cluster_of(x402_network: str) -> str | None:
+    """Our cluster name for an x402 network (v1 name or CAIP-2 id); None if not Solana's."""
+    return X402_V1_NAMES.get(x402_network) or CAIP2_IDS.get(x402_network)
+
+
+def x402_names(cluster: str) -> tuple[str | None, str | None]:
+    """The (v1 name, CAIP-2 id) of a cluster, where x402 defines them."""
+    v1 = next((name for name, c in X402_V1_NAMES.items() if c == cluster), None)
+    caip2 = next((name for name, c in CAIP2_IDS.items() if c == cluster), None)
+    return v1, caip2

@@ -22,7 +22,7 @@ from ._effects import Effect, PaymentContext, RpcCall
 from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
 from ._money import format_amount, from_base_units
 from ._networks import SOL_DECIMALS
-from .exceptions import InvoiceValidationError, PaymentError
+from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
 from .invoices import FORMAT_LEGACY, Invoice
 from .solana_utils import (
     LAMPORTS_PER_SIGNATURE,
@@ -105,6 +105,7 @@ def _sol_quote(
     blockhash: Hash,
 ) -> Quote:
     lamports = invoice.base_units(SOL_DECIMALS)
+    _check_cap(invoice, ctx, from_base_units(lamports, SOL_DECIMALS))
     payee = accounts[1]
     if payee is not None and payee.executable:
         raise _unpayable(
@@ -165,6 +166,7 @@ def _token_quote(
     _check_token_account_field(invoice, destination)
     amount = invoice.base_units(info.decimals)
     display = from_base_units(amount, info.decimals)
+    _check_cap(invoice, ctx, display)
     source = _token_account(invoice, accounts[offset], info, "your token account")
     payee = _token_account(invoice, accounts[offset + 1], info, "the recipient's token account")
     held = 0 if source is None else source.amount
@@ -210,6 +212,18 @@ def _token_quote(
         checked=not legacy,
     )
     return Quote(plan, blockhash, display, fee, rent)
+
+
+def _check_cap(invoice: Invoice, ctx: PaymentContext, amount: Decimal) -> None:
+    why = ctx.rules.over_cap(invoice.currency, invoice.mint, amount)
+    if why is not None:
+        raise PaymentPolicyError(
+            f"refused by this agent's spending rules: {why}. Nothing was signed or paid; raise "
+            "max_payment if this price is expected",
+            rule="max_payment",
+            invoice=invoice.to_dict(),
+            details={"amount": amount, "currency": invoice.currency},
+        )
 
 
 def _check_token_account_field(invoice: Invoice, derived: Pubkey) -> None:

@@ -32,7 +32,8 @@ class PaymentReceipt:
     reference: str | None
     network: str
     signature: str
-    """The base58 transaction signature: the payment's id on chain."""
+    """The base58 transaction signature: the payment's id on chain. For x402, the facilitator
+    signs last, so it is known only from the settlement response ("" until then)."""
     time: datetime
     """When the payment was sent (UTC)."""
     atomic_amount: int
@@ -47,6 +48,11 @@ class PaymentReceipt:
     http_status: int | None = None
     """The status of the paid request's answer; None when no answer arrived."""
     format: str = "humanrpc"
+    """``humanrpc``, ``humanrpc-legacy``, ``x402-v1`` or ``x402-v2``."""
+    settled: bool | None = None
+    """The server's settlement response said success (True) or failure (False); None: none sent."""
+    error_reason: str | None = None
+    """The settlement's error reason, when it failed."""
 
     @property
     def fee(self) -> Decimal:

@@ -29,6 +29,7 @@ from ._checks import positive_seconds
 from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
 from ._human import HumanClient
 from ._jsonrpc import multiple_accounts_request
+from ._limits import SpendingRules
 from ._money import from_base_units
 from ._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
 from ._receipts import PaymentReceipt
@@ -67,6 +68,10 @@ class AutoAgent:
     :param backoff_strategy: ``exponential``, ``linear`` or ``fixed``.
     :param base_delay: seconds before the first resubmission.
     :param signer: pay with an external signer (KMS, hardware wallet) instead of a key.
+    :param max_payment: the most one payment may cost, per currency symbol or mint address,
+        e.g. ``{"USDC": "1", "SOL": "0.01"}``; a dearer payment raises ``PaymentPolicyError``.
+    :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
+        ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
@@ -85,6 +90,8 @@ class AutoAgent:
         *,
         signer: Any = None,
         session: requests.Session | None = None,
+        max_payment: Mapping[str, Any] | None = None,
+        accept_assets: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -107,6 +114,7 @@ class AutoAgent:
         self._reiterator = _reiterator(
             reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
         )
+        self._rules = SpendingRules.build(max_payment, accept_assets)
         self._signer: Signer = load_signer(solana_private_key, signer)
         self.session = session or requests.Session()
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout)
@@ -353,6 +361,7 @@ class AutoAgent:
             clock=self._clock,
             now=lambda: datetime.now(UTC),
             nonce=self._nonce,
+            rules=self._rules,
         )
 
     def _pay_and_resend(
@@ -402,11 +411,12 @@ class AutoAgent:
             return self.session.send(retry, **send_kwargs)
         except requests.RequestException as exc:
             self._record(effect.receipt)
+            shown = effect.receipt.signature or f"({effect.receipt.format}, unsettled)"
             raise PaymentError(
-                f"the payment {effect.receipt.signature} was sent to {prepared.url} but no answer "
-                f"came back ({type(exc).__name__}). The SDK does not pay twice: look the "
-                "signature up on chain to see whether the money moved before retrying",
-                signature=effect.receipt.signature,
+                f"the payment {shown} was sent to {prepared.url} but no answer came back "
+                f"({type(exc).__name__}). The SDK does not pay twice: check on chain whether the "
+                "money moved before retrying",
+                signature=effect.receipt.signature or None,
                 reason="no_answer_after_payment",
             ) from exc
 

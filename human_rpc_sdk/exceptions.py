@@ -8,6 +8,7 @@ Every error the SDK raises derives from :class:`HumanRPCError`::
     ├── InvoiceValidationError          remote: the 402 answer is malformed or not payable here
     ├── TransactionBuildError           local: the transfer could not be built or signed
     ├── PaymentError                    the payment could not be made, or was not accepted
+    │   ├── PaymentPolicyError          local: a spending rule of this agent refused it
     │   └── SolanaRPCError              the Solana RPC node failed or answered with an error
     ├── HumanVerificationError          the HumanRPC task API failed or timed out
     ├── ReiteratorMaxAttemptsError      the humans kept rejecting until max_attempts
@@ -30,6 +31,7 @@ __all__ = [
     "HumanVerificationError",
     "InvoiceValidationError",
     "PaymentError",
+    "PaymentPolicyError",
     "ReiteratorConfigurationError",
     "ReiteratorMaxAttemptsError",
     "ReiteratorRateLimitError",
@@ -138,6 +140,27 @@ class PaymentError(HumanRPCError):
         super().__init__(message, reason=reason, details=details)
         self.invoice = dict(invoice) if invoice is not None else None
         self.signature = signature
+
+
+class PaymentPolicyError(PaymentError):
+    """One of the agent's spending rules refused the payment. Nothing was signed.
+
+    ``rule`` names the rule (``"max_payment"``, ``"accept_assets"``, ...).
+    """
+
+    default_reason = "refused_by_policy"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        invoice: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, invoice=invoice, reason=reason, details=details)
+        self.rule = rule
 
 
 class SolanaRPCError(PaymentError):

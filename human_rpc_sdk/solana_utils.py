@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from solders.account import Account
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.message import Message, MessageV0, to_bytes_versioned
@@ -59,6 +60,7 @@ __all__ = [
     "MintInfo",
     "TransferPlan",
     "associated_token_address",
+    "build_exact_transfer",
     "build_sol_transfer",
     "build_spl_transfer",
     "build_transfer",
@@ -220,6 +222,47 @@ def build_transfer(plan: TransferPlan, recent_blockhash: Hash) -> VersionedTrans
         message = Message.new_with_blockhash(instructions, plan.payer, recent_blockhash)
     else:
         message = MessageV0.try_compile(plan.payer, instructions, [], recent_blockhash)
+    empty = [Signature.default()] * message.header.num_required_signatures
+    return VersionedTransaction.populate(message, empty)
+
+
+def build_exact_transfer(
+    *,
+    payer: Pubkey,
+    fee_payer: Pubkey,
+    pay_to: Pubkey,
+    mint: MintInfo,
+    amount: int,
+    memo: str,
+    recent_blockhash: Hash,
+    compute_unit_limit: int = 20_000,
+    compute_unit_price: int = 1,
+) -> VersionedTransaction:
+    """An unsigned x402 "exact" payment: the facilitator pays the fee, the payer the amount.
+
+    The v0 message has ``fee_payer`` in signature slot 0 (left empty for the facilitator) and
+    exactly the reference client's instructions: compute-unit limit, compute-unit price,
+    ``TransferChecked`` from the payer's to ``pay_to``'s associated token account, and a memo
+    without accounts (after the transfer, as x402 places it).
+    """
+    transfer = transfer_checked(
+        TransferCheckedParams(
+            program_id=mint.program_id,
+            source=associated_token_address(payer, mint.address, mint.program_id),
+            mint=mint.address,
+            dest=associated_token_address(pay_to, mint.address, mint.program_id),
+            owner=payer,
+            amount=_check_amount(amount),
+            decimals=mint.decimals,
+        )
+    )
+    instructions = [
+        set_compute_unit_limit(compute_unit_limit),
+        set_compute_unit_price(compute_unit_price),
+        transfer,
+        Instruction(MEMO_PROGRAM_ID, memo.encode("utf-8"), []),
+    ]
+    message = MessageV0.try_compile(fee_payer, instructions, [], recent_blockhash)
     empty = [Signature.default()] * message.header.num_required_signatures
     return VersionedTransaction.populate(message, empty)
 

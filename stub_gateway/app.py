@@ -14,7 +14,6 @@ Any Flask view can be paywalled the same way with :meth:`Gateway.require_payment
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -37,11 +36,15 @@ from human_rpc_sdk._money import (
 from human_rpc_sdk._networks import NETWORKS
 from human_rpc_sdk.solana_utils import associated_token_address, parse_token_account
 
+from ._http import json_error, jsonable
 from .genesis import DEFAULT_SEED, Genesis, create_genesis
 from .ledger import Ledger
 from .payments import PaymentDesk, Price, Refusal, Settlement
 from .rpc import RpcDispatcher
-from .tasks import ConsensusRule, ReviewPolicy, TaskBoard, VoteRejected
+from .task_routes import add_task_routes
+from .tasks import ConsensusRule, ReviewPolicy, TaskBoard
+from .x402 import ExactFacilitator
+from .x402_routes import add_x402_routes, require_x402
 
 __all__ = ["DEFAULT_PRICES", "Gateway", "create_app"]
 
@@ -53,8 +56,7 @@ DEFAULT_PRICES: Final = {
     "pyusd": Price(Decimal("0.05"), "PYUSD"),
 }
 DEFAULT_TASK_PRICE: Final = Price(Decimal("0.05"), "USDC")
-MAX_TASK_REWARD: Final = Decimal(1000)
-MAX_TASK_TEXT: Final = 20_000
+DEFAULT_X402_PRICE: Final = Price(Decimal("0.01"), "USDC")
 FAUCET_LIMITS: Final = {
     "SOL": Decimal(1000),
     "USDC": Decimal(1_000_000),
@@ -83,6 +85,7 @@ class Gateway:
         task_ttl: float = 600.0,
         rate_limit: tuple[int, float] | None = None,
         task_price: Price = DEFAULT_TASK_PRICE,
+        x402_price: Price = DEFAULT_X402_PRICE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if network not in NETWORKS:
@@ -106,6 +109,10 @@ class Gateway:
         if consensus_threshold is not None and not 0.5 < consensus_threshold <= 1:
             raise ValueError("consensus_threshold must be above 0.5 and at most 1")
         self.task_price = task_price
+        self.x402_price = x402_price
+        self.facilitator = ExactFacilitator(
+            self.ledger, self.genesis.fee_payer, network, clock=clock
+        )
         self.tasks = TaskBoard(
             policy=ReviewPolicy.parse(review_policy, review_delay),
             rule=ConsensusRule(voters, consensus_threshold),
@@ -179,7 +186,7 @@ class Gateway:
                 current = price() if callable(price) else price
                 legacy = request.args.get("format") == "legacy"
                 if legacy and current.currency.upper() not in _LEGACY_CURRENCIES:
-                    return _json_error(
+                    return json_error(
                         400,
                         "legacy_unsupported",
                         "the deployed service's payment format supports SOL and USDC only",
@@ -208,12 +215,21 @@ class Gateway:
 
         return decorator
 
+    def require_x402(
+        self, price: Price, *, version: int = 2, description: str = ""
+    ) -> Callable[[F], F]:
+        """Paywall a Flask view with standard x402 ``exact`` (v1 or v2), settled here.
+
+        The settlement response is available to the view as ``flask.g.x402_settlement``.
+        """
+        return require_x402(self, price, version=version, description=description)
+
     def _challenge(self, price: Price, legacy: bool) -> Response:
         if legacy:
             body = self.desk.legacy_body(price)
         else:
             body = self.desk.issue(price, request.path).body(self.network)
-        response = jsonify(_jsonable(body))
+        response = jsonify(jsonable(body))
         response.status_code = 402
         return response
 
@@ -227,7 +243,7 @@ class Gateway:
             body = self.desk.issue(price, request.path).body(self.network, message=refusal.message)
             body["error"] = {"reason": refusal.reason, "message": refusal.message}
         body["reason"] = refusal.reason
-        response = jsonify(_jsonable(body))
+        response = jsonify(jsonable(body))
         response.status_code = 402
         response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
             success=False,
@@ -253,7 +269,7 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
     def faucet() -> Any:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            return _json_error(
+            return json_error(
                 400,
                 "bad_request",
                 'send JSON such as {"address": "<base58>", "sol": "1", "usdc": "100"}',
@@ -261,16 +277,16 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
         try:
             address = Pubkey.from_string(str(body.get("address")))
         except (ValueError, TypeError):
-            return _json_error(400, "bad_address", "address must be a base58 Solana public key")
+            return json_error(400, "bad_address", "address must be a base58 Solana public key")
         amounts: dict[str, Decimal] = {}
         for currency, default in FAUCET_DEFAULTS.items():
             raw = body.get(currency.lower())
             try:
                 amount = default if raw is None else _faucet_amount(raw)
             except MoneyError as exc:
-                return _json_error(400, "bad_amount", f"{currency.lower()} {exc}")
+                return json_error(400, "bad_amount", f"{currency.lower()} {exc}")
             if amount > FAUCET_LIMITS[currency]:
-                return _json_error(
+                return json_error(
                     400,
                     "too_much",
                     f"the faucet gives at most {FAUCET_LIMITS[currency]} {currency} per request",
@@ -279,7 +295,7 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
         try:
             signatures = gateway.fund(address, amounts)
         except ValueError as exc:
-            return _json_error(400, "funding_failed", str(exc))
+            return json_error(400, "funding_failed", str(exc))
         return jsonify(
             {
                 "address": str(address),
@@ -321,7 +337,7 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
     def premium(name: str) -> Any:
         price = gateway.prices.get(name)
         if price is None:
-            return _json_error(
+            return json_error(
                 404,
                 "not_found",
                 f"no premium resource {name!r}; try one of {', '.join(gateway.prices)}",
@@ -347,152 +363,19 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
 
         return view
 
-    _add_task_routes(app, gateway)
+    add_task_routes(app, gateway)
+    add_x402_routes(app, gateway)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return _json_error(
+        return json_error(
             exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or ""
         )
 
     return app
 
 
-def _add_task_routes(app: Flask, gateway: Gateway) -> None:
-    """The HumanRPC task API: create (paid), read, vote."""
-
-    @app.post("/api/v1/tasks")
-    def create_task() -> Any:
-        body = request.get_json(silent=True)
-        problem = _task_problem(body)
-        if problem is not None or not isinstance(body, dict):
-            return _json_error(400, "bad_task", problem or "expected a JSON object")
-        try:
-            price = _task_price(body, gateway.task_price)
-        except ValueError as exc:
-            return _json_error(400, "bad_reward", str(exc))
-        agent = str(body.get("agentName") or request.remote_addr or "anonymous")
-        if PAYMENT_HEADER not in request.headers:
-            wait = gateway.tasks.retry_after(agent)
-            if wait is not None:
-                response = _json_error(
-                    429, "rate_limited", f"too many tasks; retry after {wait:.1f} s"
-                )
-                response.headers["Retry-After"] = str(math.ceil(wait))
-                return response
-
-        @gateway.require_payment(price)
-        def paid() -> Any:
-            settlement: Settlement = g.settlement
-            payment = {
-                "signature": settlement.signature,
-                "amount": format_amount(price.amount),
-                "currency": price.currency,
-            }
-            task = gateway.tasks.create(body, _certainty(body), payment, agent)
-            response = jsonify(
-                {
-                    "status": "pending",
-                    "task_id": task.id,
-                    "consensus": task.consensus_json(),
-                    "paymentDetails": payment,
-                }
-            )
-            response.status_code = 202
-            return response
-
-        return paid()
-
-    @app.get("/api/v1/tasks/<task_id>")
-    def read_task(task_id: str) -> Any:
-        task = gateway.tasks.get(task_id)
-        if task is None:
-            return _json_error(404, "not_found", "Task not found")
-        return jsonify(task.to_json())
-
-    @app.post("/api/v1/tasks/<task_id>/votes")
-    def vote(task_id: str) -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return _json_error(400, "bad_vote", "Invalid request body. Expected JSON.")
-        try:
-            return jsonify(
-                gateway.tasks.vote(
-                    task_id, body.get("decision"), body.get("userId"), body.get("comment")
-                )
-            )
-        except VoteRejected as exc:
-            response = jsonify({"error": exc.message, **exc.body})
-            response.status_code = exc.status
-            return response
-
-
-def _task_problem(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return 'send JSON such as {"text": "Is this answer right?", "rewardAmount": "0.05"}'
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        return "Text field is required"
-    if len(text) > MAX_TASK_TEXT:
-        return f"text is longer than {MAX_TASK_TEXT} characters"
-    if body.get("context") is not None and not isinstance(body["context"], dict):
-        return "context must be a JSON object"
-    return None
-
-
-def _task_price(body: dict[str, Any], default: Price) -> Price:
-    """The task's reward: ``rewardAmount`` in ``rewardCurrency`` (or the unit in ``reward``)."""
-    raw = body.get("rewardAmount")
-    reward_text = body.get("reward")
-    currency = body.get("rewardCurrency")
-    if raw is None and isinstance(reward_text, str) and reward_text.strip():
-        raw, _, unit = reward_text.strip().partition(" ")
-        currency = currency or unit or None
-    if raw is None:
-        return default
-    try:
-        amount = parse_decimal(raw)
-    except MoneyError as exc:
-        raise ValueError(f"rewardAmount {exc}") from None
-    if amount > MAX_TASK_REWARD:
-        raise ValueError(f"rewardAmount may be at most {MAX_TASK_REWARD}")
-    symbol = str(currency or default.currency).upper()
-    if symbol not in ("SOL", "USDC", "PYUSD"):
-        raise ValueError("rewardCurrency must be SOL, USDC or PYUSD")
-    return Price(amount, symbol)
-
-
-def _certainty(body: dict[str, Any]) -> float:
-    """The AI's confidence, from context.data (aiConfidence or confidence), else 0.5."""
-    context = body.get("context")
-    data = context.get("data") if isinstance(context, dict) else None
-    for source in (data if isinstance(data, dict) else {}, body):
-        for key in ("aiConfidence", "confidence"):
-            value = source.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
-                return float(value)
-    return 0.5
-
-
 def _faucet_amount(raw: Any) -> Decimal:
     if raw in (0, "0"):
         return Decimal(0)
     return parse_decimal(raw)
-
-
-def _json_error(status: int, reason: str, message: str) -> Response:
-    response = jsonify({"error": {"reason": reason, "message": message}, "reason": reason})
-    response.status_code = status
-    return response
-
-
-def _jsonable(value: Any) -> Any:
-    """Decimals become JSON numbers when that is exact, else decimal strings (both are valid)."""
-    if isinstance(value, Decimal):
-        if value == value.to_integral_value() and abs(value) < 2**53:
-            return int(value)
-        as_float = float(value)
-        return as_float if Decimal(repr(as_float)) == value else format_amount(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value

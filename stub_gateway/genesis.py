@@ -48,6 +48,8 @@ class Genesis:
     """Mint authority of every token and fee payer of the gateway's own transactions."""
     treasury: Pubkey
     """The wallet the gateway's invoices ask to be paid."""
+    fee_payer: Keypair
+    """The x402 facilitator's fee payer (co-signs exact payments and pays their fees)."""
     tokens: dict[str, Token]
 
     def token(self, symbol: str) -> Token:
@@ -69,9 +71,11 @@ def create_genesis(
     """Seed ``ledger`` with the gateway's accounts and return where everything is."""
     authority = derive_keypair(seed, "authority")
     treasury = derive_keypair(seed, "treasury").pubkey()
+    fee_payer = derive_keypair(seed, "facilitator")
     for address, lamports in (
         (authority.pubkey(), _AUTHORITY_LAMPORTS),
         (treasury, _TREASURY_LAMPORTS),
+        (fee_payer.pubkey(), _AUTHORITY_LAMPORTS),
     ):
         funded = ledger.airdrop(address, lamports)
         if not funded.ok:  # pragma: no cover - a broken runtime, not a user error
@@ -106,5 +110,10 @@ def create_genesis(
                     f"could not create the treasury's {symbol} account: {result.describe()}"
                 )
     return Genesis(
-        seed=seed, network=network, authority=authority, treasury=treasury, tokens=tokens
+        seed=seed,
+        network=network,
+        authority=authority,
+        treasury=treasury,
+        fee_payer=fee_payer,
+        tokens=tokens,
     )

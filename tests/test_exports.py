@@ -17,6 +17,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "InvoiceValidationError",
         "KeypairSigner",
         "PaymentError",
+        "PaymentPolicyError",
         "PaymentReceipt",
         "ReiteratorConfigurationError",
         "ReiteratorManager",

@@ -1,0 +1,190 @@
+"""Choosing and quoting an x402 "exact" offer (pure: chain facts arrive as effect results).
+
+Every offer is refused with a reason or becomes a candidate: scheme ``exact``, the agent's
+network, an accepted asset (a token this SDK knows on the network, or one in
+``accept_assets``). One JSON-RPC round trip then reads, for every candidate, the mint (unless
+cached), the payer's and the payee's token accounts under both token programs, and a blockhash
+when the offer brings none. A candidate is payable when the payer holds the amount, the payee
+has a token account (the exact scheme never creates one) and the amount is within
+``max_payment``. The cheapest payable offer, in display units, wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from solders.account import Account
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+
+from ._effects import Effect, PaymentContext, RpcCall
+from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
+from ._money import format_amount, from_base_units
+from ._networks import KNOWN_MINTS, symbol_for_mint
+from ._x402 import Offer, PaymentRequired, refusal
+from .exceptions import PaymentError, PaymentPolicyError
+from .solana_utils import (
+    TOKEN_PROGRAMS,
+    MintInfo,
+    associated_token_address,
+    is_frozen,
+    parse_mint,
+    parse_token_account,
+)
+
+__all__ = ["ExactQuote", "quote_exact"]
+
+
+@dataclass(frozen=True)
+class ExactQuote:
+    offer: Offer
+    mint: MintInfo
+    symbol: str
+    display_amount: Decimal
+    blockhash: Hash
+    destination: Pubkey
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    offer: Offer
+    mint: Pubkey
+    known: MintInfo | None
+    first_key: int
+
+
+def quote_exact(
+    challenge: PaymentRequired, ctx: PaymentContext
+) -> Generator[Effect, Any, ExactQuote]:
+    """The offer to pay and what paying it takes; ``PaymentError`` listing every refusal if none."""
+    refusals: dict[int, str] = {}
+    accepted = set(KNOWN_MINTS[ctx.network].values()) | ctx.rules.accept_assets
+    candidates: list[_Candidate] = []
+    payer = ctx.signer.pubkey()
+    keys: list[Pubkey] = [payer]
+    for offer in challenge.offers:
+        why = refusal(offer, ctx.network)
+        if why is None and offer.asset not in accepted:
+            why = (
+                f"asset {offer.asset} is not a token this agent accepts on {ctx.network}; add it "
+                "with AutoAgent(accept_assets=[...]) if you trust it"
+            )
+        if why is not None:
+            refusals[offer.index] = why
+            continue
+        mint = Pubkey.from_string(offer.asset)
+        known = ctx.cache.mint(mint)
+        candidates.append(_Candidate(offer, mint, known, len(keys)))
+        keys += _candidate_keys(payer, Pubkey.from_string(offer.pay_to), mint, known)
+    if not candidates:
+        raise _none_payable(challenge, refusals)
+    now = ctx.clock()
+    cached = ctx.cache.blockhash(now)
+    batch = [multiple_accounts_request(keys, 0)]
+    if cached is None:
+        batch.append(latest_blockhash_request(1))
+    results = yield RpcCall(tuple(batch))
+    accounts: list[Account | None] = list(results[0].value)
+    if cached is None:
+        cached = results[1].value.blockhash
+        ctx.cache.remember_blockhash(cached, now)
+    quotes: list[ExactQuote] = []
+    for candidate in candidates:
+        quote = _evaluate(candidate, accounts, ctx, cached, payer, refusals)
+        if quote is not None:
+            quotes.append(quote)
+    if not quotes:
+        raise _none_payable(challenge, refusals)
+    return min(quotes, key=lambda q: (q.display_amount, q.offer.index))
+
+
+def _candidate_keys(
+    payer: Pubkey, pay_to: Pubkey, mint: Pubkey, known: MintInfo | None
+) -> list[Pubkey]:
+    programs = (known.program_id,) if known else TOKEN_PROGRAMS
+    keys = [] if known else [mint]
+    for program in programs:
+        keys += [
+            associated_token_address(payer, mint, program),
+            associated_token_address(pay_to, mint, program),
+        ]
+    return keys
+
+
+def _evaluate(
+    candidate: _Candidate,
+    accounts: list[Account | None],
+    ctx: PaymentContext,
+    blockhash: Hash,
+    payer: Pubkey,
+    refusals: dict[int, str],
+) -> ExactQuote | None:
+    offer = candidate.offer
+    info = candidate.known
+    position = candidate.first_key
+    if info is None:
+        try:
+            info = parse_mint(candidate.mint, accounts[position])
+        except ValueError as exc:
+            refusals[offer.index] = str(exc)
+            return None
+        ctx.cache.remember_mint(info)
+        position += 1 + 2 * TOKEN_PROGRAMS.index(info.program_id)
+    symbol = symbol_for_mint(ctx.network, offer.asset) or offer.asset
+    display = from_base_units(offer.amount, info.decimals)
+    try:
+        source = parse_token_account(accounts[position], info.program_id)
+        payee = parse_token_account(accounts[position + 1], info.program_id)
+    except ValueError as exc:
+        refusals[offer.index] = f"a token account is unusable: {exc}"
+        return None
+    held = 0 if source is None else source.amount
+    why = ctx.rules.over_cap(symbol, offer.asset, display)
+    if why is not None:
+        refusals[offer.index] = why
+    elif source is not None and is_frozen(source):
+        refusals[offer.index] = f"your {symbol} token account is frozen"
+    elif held < offer.amount:
+        missing = from_base_units(offer.amount - held, info.decimals)
+        refusals[offer.index] = (
+            f"wallet {payer} holds {format_amount(from_base_units(held, info.decimals))} {symbol}, "
+            f"{format_amount(missing)} short of {format_amount(display)}"
+        )
+    elif payee is None:
+        refusals[offer.index] = (
+            f"payTo {offer.pay_to} has no {symbol} token account, and the exact scheme cannot "
+            "create one (the facilitator would refuse the payment)"
+        )
+    else:
+        return ExactQuote(
+            offer=offer,
+            mint=info,
+            symbol=symbol,
+            display_amount=display,
+            blockhash=offer.recent_blockhash or blockhash,
+            destination=associated_token_address(
+                Pubkey.from_string(offer.pay_to), info.address, info.program_id
+            ),
+        )
+    return None
+
+
+def _none_payable(challenge: PaymentRequired, refusals: dict[int, str]) -> PaymentError:
+    lines = "; ".join(f"offer {index}: {why}" for index, why in sorted(refusals.items()))
+    only_policy = refusals and all(
+        "max_payment" in why or "accept_assets" in why for why in refusals.values()
+    )
+    message = (
+        f"none of the {len(challenge.offers)} x402 payment offers can be paid ({lines}). "
+        "Nothing was signed or paid"
+    )
+    details = {"refusals": dict(refusals)}
+    if only_policy:
+        rule = (
+            "max_payment" if any("max_payment" in w for w in refusals.values()) else "accept_assets"
+        )
+        return PaymentPolicyError(message, rule=rule, reason="no_payable_offer", details=details)
+    return PaymentError(message, reason="no_payable_offer", details=details)

@@ -1,0 +1,267 @@
+"""x402 v1 and v2 on Solana, without I/O: offers, their validation, payment headers, receipts.
+
+A 402 speaks x402 when it carries a ``PAYMENT-REQUIRED`` header (v2: base64 JSON) or a JSON
+body with ``x402Version: 1`` and ``accepts`` (v1). Each ``accepts`` entry is an *offer*. An offer
+this agent can pay is scheme ``exact``, on the agent's network, in an accepted asset, within the
+agent's limits; :class:`Offer` holds one offer, checked field by field as the x402 conformance
+suite does, with the reason when it cannot be paid. Facts: ``PROTOCOL.md`` sections 1-3 and 9.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from ._headers import b64json, unb64json
+from ._money import U64_MAX
+from ._networks import cluster_of
+from .exceptions import InvoiceValidationError
+
+__all__ = [
+    "PAYMENT_REQUIRED_HEADER",
+    "PAYMENT_RESPONSE_HEADER",
+    "PAYMENT_SIGNATURE_HEADER",
+    "V1_PAYMENT_HEADER",
+    "V1_RESPONSE_HEADER",
+    "Offer",
+    "PaymentRequired",
+    "encode_payment",
+    "read_payment_required",
+    "read_settlement",
+]
+
+V1_PAYMENT_HEADER: Final = "X-PAYMENT"
+V1_RESPONSE_HEADER: Final = "X-PAYMENT-RESPONSE"
+PAYMENT_REQUIRED_HEADER: Final = "PAYMENT-REQUIRED"
+PAYMENT_SIGNATURE_HEADER: Final = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE_HEADER: Final = "PAYMENT-RESPONSE"
+EXACT: Final = "exact"
+MAX_HEADER_CHARS: Final = 16_384
+MAX_MEMO_BYTES: Final = 256
+COMPUTE_UNIT_LIMIT: Final = 20_000
+COMPUTE_UNIT_PRICE: Final = 1  # micro-lamports per compute unit, as the reference client
+_DIGITS: Final = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One ``accepts`` entry. ``problem`` says why it cannot be paid at all (None if it can)."""
+
+    version: int
+    index: int
+    raw: Mapping[str, Any]
+    scheme: str
+    network: str
+    cluster: str | None
+    amount: int
+    asset: str
+    pay_to: str
+    max_timeout: int
+    fee_payer: str
+    memo: str | None
+    recent_blockhash: Hash | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentRequired:
+    """An x402 challenge: its version, offers, and (v2) the resource it protects."""
+
+    version: int
+    offers: tuple[Offer, ...]
+    resource: Mapping[str, Any] | None
+    error: str | None
+
+
+def read_payment_required(headers: Mapping[str, str], body: bytes) -> PaymentRequired | None:
+    """The x402 challenge of a 402 answer, v2 header first; None when there is none.
+
+    :raises InvoiceValidationError: when an x402 challenge is present but malformed.
+    """
+    header = headers.get(PAYMENT_REQUIRED_HEADER)
+    if header:
+        if len(header) > MAX_HEADER_CHARS:
+            raise _bad("the PAYMENT-REQUIRED header is larger than 16 KiB")
+        try:
+            document = unb64json(header, PAYMENT_REQUIRED_HEADER)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if document.get("x402Version") != 2:
+            raise _bad("the PAYMENT-REQUIRED header must carry x402Version 2")
+        return _challenge(document, 2)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(document, dict) and document.get("x402Version") == 1 and "accepts" in document:
+        return _challenge(document, 1)
+    if isinstance(document, dict) and "x402Version" in document:
+        raise _bad(
+            "the 402 body names x402Version "
+            f"{document.get('x402Version')!r}; a body carries only version 1 (v2 uses the "
+            "PAYMENT-REQUIRED header)"
+        )
+    return None
+
+
+def _challenge(document: Mapping[str, Any], version: int) -> PaymentRequired:
+    accepts = document.get("accepts")
+    if not isinstance(accepts, list) or not accepts:
+        raise _bad("accepts must be a non-empty list of payment offers")
+    resource = document.get("resource")
+    if version == 2 and not (
+        isinstance(resource, Mapping) and isinstance(resource.get("url"), str)
+    ):
+        raise _bad("a v2 challenge must name its resource (resource.url)")
+    error = document.get("error")
+    return PaymentRequired(
+        version=version,
+        offers=tuple(_offer(entry, index, version) for index, entry in enumerate(accepts)),
+        resource=resource if isinstance(resource, Mapping) else None,
+        error=error if isinstance(error, str) else None,
+    )
+
+
+def _offer(entry: Any, index: int, version: int) -> Offer:
+    if not isinstance(entry, Mapping):
+        return _unusable(index, version, {}, "it is not a JSON object")
+    raw = entry
+    problems = []
+    scheme, network, asset, pay_to = (raw.get(k) for k in ("scheme", "network", "asset", "payTo"))
+    for name, value in (
+        ("scheme", scheme),
+        ("network", network),
+        ("asset", asset),
+        ("payTo", pay_to),
+    ):
+        if not isinstance(value, str) or not value:
+            problems.append(f"{name} is missing")
+    amount_key = "amount" if version == 2 else "maxAmountRequired"
+    amount_text = raw.get(amount_key)
+    amount = 0
+    if isinstance(amount_text, str) and _DIGITS.fullmatch(amount_text) and len(amount_text) <= 20:
+        amount = int(amount_text)
+    if not 0 < amount <= U64_MAX:
+        problems.append(f"{amount_key} must be a positive whole number of base units as a string")
+    timeout = raw.get("maxTimeoutSeconds")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        problems.append("maxTimeoutSeconds must be a positive integer")
+        timeout = 0
+    extra = raw.get("extra", {})
+    if not isinstance(extra, Mapping):
+        problems.append("extra must be an object")
+        extra = {}
+    for name, value in (
+        ("asset", asset),
+        ("payTo", pay_to),
+        ("extra.feePayer", extra.get("feePayer")),
+    ):
+        if isinstance(value, str) and value and not _is_pubkey(value):
+            problems.append(f"{name} is not a Solana address")
+    fee_payer = extra.get("feePayer")
+    if scheme == EXACT and not (isinstance(fee_payer, str) and _is_pubkey(fee_payer)):
+        problems.append("extra.feePayer (the facilitator's fee payer) is missing or invalid")
+    memo = extra.get("memo")
+    if memo is not None and (not isinstance(memo, str) or len(memo.encode()) > MAX_MEMO_BYTES):
+        problems.append(f"extra.memo must be text of at most {MAX_MEMO_BYTES} bytes")
+        memo = None
+    return Offer(
+        version=version,
+        index=index,
+        raw=raw,
+        scheme=scheme if isinstance(scheme, str) else "",
+        network=network if isinstance(network, str) else "",
+        cluster=cluster_of(network) if isinstance(network, str) else None,
+        amount=amount,
+        asset=asset if isinstance(asset, str) else "",
+        pay_to=pay_to if isinstance(pay_to, str) else "",
+        max_timeout=timeout,
+        fee_payer=fee_payer if isinstance(fee_payer, str) else "",
+        memo=memo or None,
+        recent_blockhash=_hash(extra.get("recentBlockhash")) if version == 2 else None,
+        problem="; ".join(problems) or None,
+    )
+
+
+def _unusable(index: int, version: int, raw: Mapping[str, Any], problem: str) -> Offer:
+    return Offer(version, index, raw, "", "", None, 0, "", "", 0, "", None, None, problem)
+
+
+def _is_pubkey(text: str) -> bool:
+    try:
+        Pubkey.from_string(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hash(value: Any) -> Hash | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return Hash.from_string(value)
+    except ValueError:
+        return None
+
+
+def refusal(offer: Offer, cluster: str) -> str | None:
+    """Why this agent cannot pay ``offer`` at all (before looking at the chain), or None."""
+    if offer.problem:
+        return f"malformed: {offer.problem}"
+    if offer.scheme != EXACT:
+        return f"scheme {offer.scheme!r} is not supported (only 'exact')"
+    if offer.cluster is None:
+        return f"network {offer.network!r} is not a Solana network"
+    if offer.cluster != cluster:
+        return f"network {offer.network!r} is {offer.cluster}, but this agent pays on {cluster}"
+    return None
+
+
+# -- payment headers ---------------------------------------------------------------------------
+
+
+def encode_payment(
+    offer: Offer, transaction: VersionedTransaction, resource: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """The header name and value that carry ``transaction`` for ``offer``."""
+    wire = base64.b64encode(bytes(transaction)).decode("ascii")
+    if offer.version == 1:
+        document: dict[str, Any] = {
+            "x402Version": 1,
+            "scheme": EXACT,
+            "network": offer.network,
+            "payload": {"transaction": wire},
+        }
+        return V1_PAYMENT_HEADER, b64json(document)
+    document = {"x402Version": 2, "payload": {"transaction": wire}, "accepted": dict(offer.raw)}
+    if resource is not None:
+        document["resource"] = dict(resource)
+    return PAYMENT_SIGNATURE_HEADER, b64json(document)
+
+
+def read_settlement(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """The settlement (``PAYMENT-RESPONSE``, else ``X-PAYMENT-RESPONSE``); None if absent."""
+    for name in (PAYMENT_RESPONSE_HEADER, V1_RESPONSE_HEADER):
+        value = headers.get(name)
+        if value and len(value) <= MAX_HEADER_CHARS:
+            try:
+                return unb64json(value, name)
+            except ValueError:
+                continue
+    return None
+
+
+def _bad(problem: str) -> InvoiceValidationError:
+    return InvoiceValidationError(
+        f"the 402 answer's x402 payment requirements are malformed: {problem}. Nothing was "
+        "signed or paid; the service sent a challenge this agent cannot read",
+        reason="malformed_x402",
+    )

@@ -1,0 +1,287 @@
+"""x402 "exact" on Solana, served by the stub gateway: a facilitator and the rules it checks.
+
+:class:`ExactFacilitator` verifies a payment the way the reference Python facilitator (x402
+2.25.0) does, rule by rule in its order and with its ``invalidReason`` codes (``PROTOCOL.md``
+section 3.2), and adds the specification's fee-payer isolation: the facilitator's key may not
+appear in any instruction. Settling re-verifies, refuses a transaction seen in the last 120
+seconds (``duplicate_settlement``), co-signs as fee payer and executes on the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from solders.keypair import Keypair
+from solders.message import Message, MessageV0, to_bytes_versioned
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+from spl.memo.constants import MEMO_PROGRAM_ID
+
+from human_rpc_sdk._networks import x402_names
+from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
+
+from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile
+from .ledger import Ledger
+
+__all__ = ["ExactFacilitator", "Verification"]
+
+LIGHTHOUSE_PROGRAM_ID: Final = Pubkey.from_string("L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95")
+MAX_COMPUTE_UNIT_PRICE: Final = 5_000_000
+SETTLEMENT_TTL: Final = 120.0
+_P: Final = "invalid_exact_svm_payload"
+_ORDINALS: Final = ("fourth", "fifth", "sixth")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verify answer; ``transaction`` is the co-signed transaction when it is valid."""
+
+    is_valid: bool
+    invalid_reason: str | None = None
+    invalid_message: str | None = None
+    payer: str | None = None
+    transaction: VersionedTransaction | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"isValid": self.is_valid}
+        if self.invalid_reason:
+            document["invalidReason"] = self.invalid_reason
+        if self.invalid_message:
+            document["invalidMessage"] = self.invalid_message
+        if self.payer:
+            document["payer"] = self.payer
+        return document
+
+
+def _invalid(reason: str, message: str | None = None, payer: str | None = None) -> Verification:
+    return Verification(False, reason, message, payer)
+
+
+class ExactFacilitator:
+    """Verifies and settles exact payments on ``ledger`` with ``fee_payer`` for ``cluster``."""
+
+    def __init__(
+        self, ledger: Ledger, fee_payer: Keypair, cluster: str, *, clock: Callable[[], float]
+    ) -> None:
+        self.ledger = ledger
+        self.fee_payer = fee_payer
+        self.cluster = cluster
+        self.v1_network, self.caip2 = x402_names(cluster)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._settled: dict[str, float] = {}
+
+    @property
+    def fee_payer_address(self) -> str:
+        return str(self.fee_payer.pubkey())
+
+    def supported(self) -> dict[str, Any]:
+        """``GET /supported``: the kinds this facilitator settles and its signer."""
+        extra = {"feePayer": self.fee_payer_address}
+        kinds = []
+        if self.caip2:
+            kinds.append(
+                {"x402Version": 2, "scheme": "exact", "network": self.caip2, "extra": extra}
+            )
+        if self.v1_network:
+            kinds.append(
+                {"x402Version": 1, "scheme": "exact", "network": self.v1_network, "extra": extra}
+            )
+        return {"kinds": kinds, "extensions": [], "signers": {"solana:*": [self.fee_payer_address]}}
+
+    def networks(self) -> tuple[str, ...]:
+        return tuple(n for n in (self.caip2, self.v1_network) if n)
+
+    # -- verify -----------------------------------------------------------------------------
+
+    def verify(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
+        """Check ``payload`` against ``requirements`` (both as the JSON of x402 v1 or v2)."""
+        version = payload.get("x402Version")
+        accepted = payload.get("accepted") if version == 2 else payload
+        if not isinstance(accepted, Mapping):
+            return _invalid("invalid_payload", "the payment payload is not an object")
+        if accepted.get("scheme") != "exact" or requirements.get("scheme") != "exact":
+            return _invalid("unsupported_scheme")
+        if accepted.get("network") != requirements.get("network"):
+            return _invalid("network_mismatch")
+        if requirements.get("network") not in self.networks():
+            return _invalid(
+                "unsupported_network", f"this facilitator settles {', '.join(self.networks())}"
+            )
+        extra = requirements.get("extra")
+        if not isinstance(extra, Mapping):
+            extra = {}
+        fee_payer = extra.get("feePayer")
+        if not isinstance(fee_payer, str):
+            return _invalid(f"{_P}_missing_fee_payer")
+        if fee_payer != self.fee_payer_address:
+            return _invalid("fee_payer_not_managed_by_facilitator")
+        inner = payload.get("payload")
+        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
+        if transaction is None:
+            return _invalid(f"{_P}_transaction_could_not_be_decoded")
+        return self._verify_transaction(transaction, requirements, extra)
+
+    def _verify_transaction(
+        self,
+        transaction: VersionedTransaction,
+        requirements: Mapping[str, Any],
+        extra: Mapping[str, Any],
+    ) -> Verification:
+        message = transaction.message
+        instructions = decompile(message) if isinstance(message, Message | MessageV0) else None
+        if instructions is None:
+            return _invalid(f"{_P}_transaction_could_not_be_decoded")
+        if not 3 <= len(instructions) <= 6:
+            return _invalid(f"{_P}_transaction_instructions_length")
+        limit, price = instructions[0], instructions[1]
+        if limit.program_id != COMPUTE_BUDGET_PROGRAM_ID or bytes(limit.data)[:1] != b"\x02":
+            return _invalid(f"{_P}_transaction_instructions_compute_limit_instruction")
+        price_data = bytes(price.data)
+        if (
+            price.program_id != COMPUTE_BUDGET_PROGRAM_ID
+            or len(price_data) < 9
+            or price_data[0] != 3
+        ):
+            return _invalid(f"{_P}_transaction_instructions_compute_price_instruction")
+        if int.from_bytes(price_data[1:9], "little") > MAX_COMPUTE_UNIT_PRICE:
+            return _invalid(f"{_P}_transaction_instructions_compute_price_instruction_too_high")
+        if not any(
+            ix.program_id in TOKEN_PROGRAMS and len(ix.accounts) >= 4 for ix in instructions
+        ):
+            return _invalid(f"{_P}_no_transfer_instruction")
+        transfer = instructions[2]
+        if transfer.program_id not in TOKEN_PROGRAMS:
+            return _invalid(f"{_P}_no_transfer_instruction")
+        for position, ix in enumerate(instructions[3:]):
+            if ix.program_id not in (LIGHTHOUSE_PROGRAM_ID, MEMO_PROGRAM_ID):
+                return _invalid(f"{_P}_unknown_{_ORDINALS[position]}_instruction")
+        wanted_memo = extra.get("memo")
+        if isinstance(wanted_memo, str) and wanted_memo:
+            memos = [ix for ix in instructions[3:] if ix.program_id == MEMO_PROGRAM_ID]
+            if len(memos) != 1:
+                return _invalid(f"{_P}_memo_count")
+            if bytes(memos[0].data).decode("utf-8", "replace") != wanted_memo:
+                return _invalid(f"{_P}_memo_mismatch")
+        data = bytes(transfer.data)
+        if len(data) < 10 or data[0] != 12 or len(transfer.accounts) < 4:
+            return _invalid(f"{_P}_no_transfer_instruction")
+        _source, mint, destination, authority = (m.pubkey for m in transfer.accounts[:4])
+        fee_payer = self.fee_payer.pubkey()
+        payer = str(authority)
+        if authority == fee_payer:
+            return _invalid(f"{_P}_transaction_fee_payer_transferring_funds", payer=payer)
+        if any(meta.pubkey == fee_payer for ix in instructions for meta in ix.accounts):
+            return _invalid(
+                f"{_P}_transaction_fee_payer_included_in_instruction_accounts", payer=payer
+            )
+        if str(mint) != requirements.get("asset"):
+            return _invalid(f"{_P}_mint_mismatch", payer=payer)
+        try:
+            pay_to = Pubkey.from_string(str(requirements.get("payTo")))
+        except ValueError:
+            return _invalid(f"{_P}_recipient_mismatch", payer=payer)
+        if destination != associated_token_address(pay_to, mint, transfer.program_id):
+            return _invalid(f"{_P}_recipient_mismatch", payer=payer)
+        required = requirements.get("amount", requirements.get("maxAmountRequired"))
+        if not isinstance(required, str) or not required.isdigit():
+            return _invalid(
+                "invalid_payment_requirements", "the required amount is not a digit string"
+            )
+        if int.from_bytes(data[1:9], "little") < int(required):
+            return _invalid(f"{_P}_amount_insufficient", payer=payer)
+        signed = self._co_sign(transaction)
+        simulation = self.ledger.simulate(signed)
+        if not simulation.ok:
+            return _invalid("transaction_simulation_failed", simulation.describe(), payer)
+        return Verification(True, payer=payer, transaction=signed)
+
+    def _co_sign(self, transaction: VersionedTransaction) -> VersionedTransaction:
+        # As the reference: sign the message and overwrite slot 0 (the fee payer's).
+        signature = self.fee_payer.sign_message(to_bytes_versioned(transaction.message))
+        signatures = list(transaction.signatures)
+        signatures[0] = signature
+        return VersionedTransaction.populate(transaction.message, signatures)
+
+    # -- settle -----------------------------------------------------------------------------
+
+    def already_settled(self, payload: Mapping[str, Any]) -> bool:
+        """Whether this payment's transaction was settled in the last 120 seconds."""
+        inner = payload.get("payload")
+        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
+        return transaction is not None and self._recently_settled(_settlement_key(transaction))
+
+    def _recently_settled(self, key: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            self._settled = {k: t for k, t in self._settled.items() if now - t < SETTLEMENT_TTL}
+            return key in self._settled
+
+    def settle(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /settle``: verify again, refuse duplicates, co-sign, execute."""
+        network = str(requirements.get("network", ""))
+        inner = payload.get("payload")
+        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
+        if transaction is None:
+            return _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
+        key = _settlement_key(transaction)
+        if self._recently_settled(key):
+            # Checked before verifying: a landed transaction no longer simulates (the runtime
+            # says AlreadyProcessed), and the protocol's reason for a replay is this one.
+            return _settle_failure("duplicate_settlement", network)
+        verification = self.verify(payload, requirements)
+        if not verification.is_valid or verification.transaction is None:
+            return _settle_failure(
+                verification.invalid_reason or "invalid_payload", network, verification.payer
+            )
+        with self._lock:
+            if self._recently_settled(key):
+                return _settle_failure("duplicate_settlement", network, verification.payer)
+            self._settled[key] = self._clock()
+            execution = self.ledger.execute(verification.transaction)
+            if not execution.ok:
+                del self._settled[key]
+                return _settle_failure(
+                    "transaction_failed", network, verification.payer, execution.describe()
+                )
+        return {
+            "success": True,
+            "transaction": str(execution.signature),
+            "network": network,
+            "payer": verification.payer,
+        }
+
+
+def _settlement_key(transaction: VersionedTransaction) -> str:
+    # The message only (as the reference): re-signing slot 0 cannot dodge the duplicate check.
+    return base64.b64encode(hashlib.sha256(bytes(transaction.message)).digest()).decode()
+
+
+def _decode(text: Any) -> VersionedTransaction | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return VersionedTransaction.from_bytes(base64.b64decode(text, validate=True))
+    except Exception:  # noqa: BLE001 - any undecodable payload is simply not a transaction
+        return None
+
+
+def _settle_failure(
+    reason: str, network: str, payer: str | None = None, message: str | None = None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "success": False,
+        "transaction": "",
+        "network": network,
+        "errorReason": reason,
+    }
+    if payer:
+        document["payer"] = payer
+    if message:
+        document["errorMessage"] = message
+    return document

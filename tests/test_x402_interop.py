@@ -1,0 +1,255 @@
+"""Interoperability with the reference x402 Python package (2.25.0), run as separate processes.
+
+The reference pins ``solana<0.40``, so it lives in ``.venv-x402`` (``make test`` creates it) and
+its scripts in ``tests/interop/`` talk HTTP to the stub gateway. Balances are checked on the
+gateway's ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from requests.structures import CaseInsensitiveDict
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent
+from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
+from human_rpc_sdk._flow import pay
+from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._rpc import RpcClient
+from human_rpc_sdk.wallet import KeypairSigner
+from stub_gateway import Gateway, GatewayServer
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEROP = ROOT / "tests" / "interop"
+DEVNET_CAIP2 = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+
+
+@pytest.fixture(scope="session")
+def x402_python() -> str:
+    """The interpreter of the reference x402 environment."""
+    python = Path(os.environ.get("X402_PYTHON", ROOT / ".venv-x402" / "bin" / "python"))
+    if not python.exists():
+        message = "the reference x402 environment (.venv-x402) is missing; `make test` creates it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(python)
+
+
+def run_reference(python: str, script: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        [python, str(INTEROP / script), json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def funded(gateway: Gateway, usdc: str = "1", pyusd: str = "0") -> Keypair:
+    wallet = Keypair()
+    gateway.fund(
+        wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(usdc), "PYUSD": Decimal(pyusd)}
+    )
+    return wallet
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_reference_client_pays_the_gateway(
+    x402_python: str, server: GatewayServer, gateway: Gateway, version: int
+) -> None:
+    """The reference client pays /x402/v1|v2/premium; USDC moves; fees are the facilitator's."""
+    wallet = funded(gateway)
+    fee_payer = gateway.genesis.fee_payer.pubkey()
+    before = (gateway.balance(gateway.treasury, "USDC"), gateway.balance(fee_payer))
+    answer = run_reference(
+        x402_python,
+        "ref_client.py",
+        {
+            "url": f"{server.url}/x402/v{version}/premium",
+            "secret": str(wallet),
+            "rpc_url": server.rpc_url,
+        },
+    )
+    assert answer["status"] == 200
+    assert json.loads(answer["body"])["content"] == f"premium x402 v{version} content, unlocked"
+    settlement = answer["settlement"]
+    assert settlement["success"] is True
+    assert settlement["payer"] == str(wallet.pubkey())
+    assert settlement["network"] == ("solana-devnet" if version == 1 else DEVNET_CAIP2)
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+    assert gateway.balance(wallet.pubkey()) == 1
+    assert gateway.balance(gateway.treasury, "USDC") - before[0] == Decimal("0.01")
+    assert before[1] - gateway.balance(fee_payer) == Decimal("0.000010001")
+
+
+def sdk_payment(
+    server: GatewayServer, wallet: Keypair, requirements: dict[str, Any], version: int
+) -> dict[str, Any]:
+    """What this SDK sends for ``requirements``: the decoded payment payload."""
+    if version == 2:
+        challenge = {
+            "x402Version": 2,
+            "resource": {"url": "http://x/paid"},
+            "accepts": [requirements],
+        }
+        headers = CaseInsensitiveDict({"PAYMENT-REQUIRED": b64json(challenge)})
+        body = b"{}"
+    else:
+        headers = CaseInsensitiveDict()
+        body = json.dumps({"x402Version": 1, "error": "pay", "accepts": [requirements]}).encode()
+    context = PaymentContext(
+        signer=KeypairSigner(wallet),
+        network="devnet",
+        cache=ChainCache(),
+        clock=lambda: 0.0,
+        now=lambda: datetime.now(UTC),
+        nonce=lambda: "d1c5a4bd0a7f4c1e8f3b2a6d9e0c7b15",
+    )
+    rpc = RpcClient(server.rpc_url)
+    flow = pay(HttpReply(402, headers, body, "http://x/paid"), context)
+    effect = next(flow)
+    while isinstance(effect, RpcCall):
+        effect = flow.send(rpc.call(effect.requests))
+    assert isinstance(effect, Resend)
+    name = "PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT"
+    return unb64json(effect.headers[name], name)
+
+
+def requirements_for(
+    gateway: Gateway, fee_payer: Keypair, version: int, symbol: str, amount: str
+) -> dict[str, Any]:
+    token = gateway.genesis.token(symbol)
+    entry: dict[str, Any] = {
+        "scheme": "exact",
+        "network": DEVNET_CAIP2 if version == 2 else "solana-devnet",
+        "asset": str(token.mint),
+        "payTo": str(gateway.treasury),
+        "maxTimeoutSeconds": 300,
+        "extra": {"feePayer": str(fee_payer.pubkey())},
+    }
+    if version == 2:
+        return {**entry, "amount": amount}
+    return {
+        **entry,
+        "maxAmountRequired": amount,
+        "resource": "http://x/paid",
+        "description": "",
+        "mimeType": "",
+    }
+
+
+@pytest.mark.parametrize(("version", "symbol"), [(1, "USDC"), (2, "USDC"), (2, "PYUSD")])
+def test_reference_facilitator_accepts_sdk_payments(
+    x402_python: str, server: GatewayServer, gateway: Gateway, version: int, symbol: str
+) -> None:
+    """The reference facilitator's verify (simulating on the gateway) accepts SDK payments."""
+    fee_payer = Keypair()
+    gateway.fund(fee_payer.pubkey(), {"SOL": Decimal(1)})
+    wallet = funded(gateway, usdc="1", pyusd="1")
+    requirements = requirements_for(gateway, fee_payer, version, symbol, "12345")
+    payload = sdk_payment(server, wallet, requirements, version)
+    verdict = run_reference(
+        x402_python,
+        "ref_verify.py",
+        {
+            "rpc_url": server.rpc_url,
+            "fee_payer_secret": str(fee_payer),
+            "network": DEVNET_CAIP2,
+            "payload": payload,
+            "requirements": requirements,
+        },
+    )
+    assert verdict == {"isValid": True, "payer": str(wallet.pubkey())}
+
+
+def test_reference_facilitator_refuses_an_underpayment(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> None:
+    """Control: an underpayment is refused by the reference, with the same reason as ours."""
+    fee_payer = Keypair()
+    gateway.fund(fee_payer.pubkey(), {"SOL": Decimal(1)})
+    wallet = funded(gateway)
+    payload = sdk_payment(
+        server, wallet, requirements_for(gateway, fee_payer, 2, "USDC", "1000"), 2
+    )
+    required = requirements_for(gateway, fee_payer, 2, "USDC", "1001")
+    payload["accepted"] = required
+    verdict = run_reference(
+        x402_python,
+        "ref_verify.py",
+        {
+            "rpc_url": server.rpc_url,
+            "fee_payer_secret": str(fee_payer),
+            "network": DEVNET_CAIP2,
+            "payload": payload,
+            "requirements": required,
+        },
+    )
+    assert verdict["isValid"] is False
+    assert verdict["invalidReason"] == "invalid_exact_svm_payload_amount_insufficient"
+
+
+@pytest.fixture
+def reference_server(x402_python: str, server: GatewayServer, gateway: Gateway) -> Iterator[str]:
+    """A route behind the reference x402 Flask middleware, with the gateway as its facilitator."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    arguments = {
+        "port": port,
+        "facilitator_url": f"{server.url}/facilitator",
+        "pay_to": str(gateway.treasury),
+        "asset": str(gateway.genesis.token("USDC").mint),
+        "amount": "25000",
+        "network": DEVNET_CAIP2,
+    }
+    process = subprocess.Popen(
+        [x402_python, str(INTEROP / "ref_server.py"), json.dumps(arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline()) == {"ready": True}
+        yield f"http://127.0.0.1:{port}/paid"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_sdk_pays_a_reference_middleware_route(
+    reference_server: str, server: GatewayServer, gateway: Gateway
+) -> None:
+    """This SDK pays a route protected by the reference Flask middleware (gateway facilitates)."""
+    wallet = funded(gateway)
+    treasury_before = gateway.balance(gateway.treasury, "USDC")
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url)
+    response = agent.get(reference_server)
+    assert response.status_code == 200
+    assert response.json() == {"content": "served by the reference middleware"}
+    (receipt,) = agent.payments
+    assert (receipt.format, receipt.settled, receipt.amount, receipt.currency) == (
+        "x402-v2",
+        True,
+        Decimal("0.025"),
+        "USDC",
+    )
+    assert receipt.signature
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.025")
+    assert gateway.balance(wallet.pubkey()) == 1
