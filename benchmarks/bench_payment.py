@@ -4,8 +4,9 @@ Runs the stub gateway in-process, funds one agent wallet, then measures on the s
 the same run:
 
 * the baseline: an unpaid GET of a paywalled resource (answered 402 with a fresh invoice);
-* a paid GET in SOL and one in USDC: 402, chain lookup over JSON-RPC, sign, paid retry,
-  settlement on the LiteSVM ledger, 200.
+* a paid GET in SOL and one in USDC (HumanRPC invoices), and one x402 v2 "exact" payment
+  (the gateway verifies, co-signs as fee payer and settles): 402, chain lookup over
+  JSON-RPC, sign, paid retry, settlement on the LiteSVM ledger, 200.
 
 It prints medians, p95, the paid/unpaid ratio, RPC round trips per payment (counted by the
 agent and by the gateway) and payments per second. Not a test: figures vary by machine.
@@ -84,6 +85,7 @@ def main() -> int:
         agent = AutoAgent(wallet, rpc_url=server.rpc_url)
         plain = requests.Session()
         urls = {c: f"{server.url}/api/v1/premium/{c}" for c in ("sol", "usdc")}
+        urls["x402 v2"] = f"{server.url}/x402/v2/premium"
         for url in urls.values():  # warm up connections, caches and the blockhash
             plain.get(url, timeout=10)
             agent.get(url)
@@ -98,7 +100,8 @@ def main() -> int:
         ]
         for currency, url in urls.items():
             trips_before, served_before = agent.rpc_stats.round_trips, gateway.rpc.calls_served
-            row = measure(f"paid GET, {currency.upper()}", count, _getter(agent, url), 200)
+            label = currency if currency.startswith("x402") else currency.upper()
+            row = measure(f"paid GET, {label}", count, _getter(agent, url), 200)
             row.rpc_round_trips = agent.rpc_stats.round_trips - trips_before
             row.rpc_calls_at_gateway = gateway.rpc.calls_served - served_before
             rows.append(row)

@@ -578,3 +578,24 @@ def test_property_malformed_challenges_never_pay(
     wallet = _WALLETS.setdefault(id(gateway), wallet_on(gateway, usdc="2", pyusd="2"))
     with pytest.raises(HumanRPCError):
         drive(server, reply, context(wallet))
+
+
+def test_a_refused_x402_payment_is_reported_and_not_repeated() -> None:
+    """The facilitator refuses (stale blockhash): PaymentError with its reason; one attempt only."""
+    from stub_gateway import serve_in_thread
+
+    from .conftest import FakeClock
+
+    clock = FakeClock()
+    with serve_in_thread(clock=clock) as running:
+        gateway = running.gateway
+        wallet = wallet_on(gateway)
+        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        assert agent.get(f"{running.url}/x402/v2/premium").status_code == 200
+        clock.now += 61  # the agent's cached blockhash is now past its 150 slots
+        with pytest.raises(PaymentError) as caught:
+            agent.get(f"{running.url}/x402/v2/premium")
+        assert caught.value.reason == "payment_refused"
+        assert "transaction_simulation_failed" in str(caught.value)
+        assert [p.settled for p in agent.payments] == [True, None]
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
