@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, TypeGuard
 
+from solders.pubkey import Pubkey
+
 from .exceptions import SDKConfigurationError
 
-__all__ = ["is_duration", "positive_seconds"]
+__all__ = ["is_duration", "is_pubkey", "positive_seconds"]
 
 
 def is_duration(value: object) -> TypeGuard[float]:
@@ -27,3 +29,12 @@ def positive_seconds(seconds: Any, name: str) -> float:
             f"{name} must be a positive number of seconds (got {seconds!r})", parameter=name
         )
     return float(seconds)
+
+
+def is_pubkey(text: str) -> bool:
+    """A base58 string of a 32-byte Solana address."""
+    try:
+        Pubkey.from_string(text)
+    except ValueError:
+        return False
+    return True

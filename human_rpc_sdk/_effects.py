@@ -8,20 +8,22 @@ the extra headers and resumes with the answer as an :class:`HttpReply`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 
-from ._jsonrpc import RpcRequest
+from ._jsonrpc import RpcRequest, latest_blockhash_request, multiple_accounts_request
 from ._limits import SpendingRules
 from ._receipts import PaymentReceipt
 from .solana_utils import MintInfo
 from .wallet import Signer
 
-__all__ = ["ChainCache", "Effect", "HttpReply", "PaymentContext", "Resend", "RpcCall"]
+__all__ = ["ChainCache", "Effect", "HttpReply", "PaymentContext", "Resend", "RpcCall", "read_chain"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,26 @@ class ChainCache:
     def remember_mint(self, info: MintInfo) -> None:
         with self._lock:
             self._mints[info.address] = info
+
+
+def read_chain(
+    keys: list[Pubkey], ctx: PaymentContext
+) -> Generator[Effect, Any, tuple[list[Account | None], Hash]]:
+    """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
+
+    The cached blockhash is used while fresh; otherwise one is fetched in the same batch.
+    """
+    now = ctx.clock()
+    blockhash = ctx.cache.blockhash(now)
+    batch = [multiple_accounts_request(keys, 0)]
+    if blockhash is None:
+        batch.append(latest_blockhash_request(1))
+    results = yield RpcCall(tuple(batch))
+    accounts: list[Account | None] = list(results[0].value)
+    if blockhash is None:
+        blockhash = results[1].value.blockhash
+        ctx.cache.remember_blockhash(blockhash, now)
+    return accounts, blockhash
 
 
 @dataclass(frozen=True)

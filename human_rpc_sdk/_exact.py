@@ -20,8 +20,7 @@ from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 
-from ._effects import Effect, PaymentContext, RpcCall
-from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
+from ._effects import Effect, PaymentContext, read_chain
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from ._x402 import Offer, PaymentRequired, refusal
@@ -81,19 +80,10 @@ def quote_exact(
         keys += _candidate_keys(payer, Pubkey.from_string(offer.pay_to), mint, known)
     if not candidates:
         raise _none_payable(challenge, refusals)
-    now = ctx.clock()
-    cached = ctx.cache.blockhash(now)
-    batch = [multiple_accounts_request(keys, 0)]
-    if cached is None:
-        batch.append(latest_blockhash_request(1))
-    results = yield RpcCall(tuple(batch))
-    accounts: list[Account | None] = list(results[0].value)
-    if cached is None:
-        cached = results[1].value.blockhash
-        ctx.cache.remember_blockhash(cached, now)
+    accounts, blockhash = yield from read_chain(keys, ctx)
     quotes: list[ExactQuote] = []
     for candidate in candidates:
-        quote = _evaluate(candidate, accounts, ctx, cached, payer, refusals)
+        quote = _evaluate(candidate, accounts, ctx, blockhash, payer, refusals)
         if quote is not None:
             quotes.append(quote)
     if not quotes:

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from solders.pubkey import Pubkey
-
+from ._checks import is_pubkey
 from ._money import MoneyError, format_amount, parse_decimal
 from .exceptions import SDKConfigurationError
 
@@ -57,7 +56,7 @@ class SpendingRules:
                     "accept_assets must be a list of mint addresses", parameter="accept_assets"
                 )
             for mint in accept_assets:
-                if not isinstance(mint, str) or not _is_pubkey(mint):
+                if not isinstance(mint, str) or not is_pubkey(mint):
                     raise SDKConfigurationError(
                         f"accept_assets holds {mint!r}, which is not a mint address",
                         parameter="accept_assets",
@@ -84,12 +83,4 @@ class SpendingRules:
 
 def _key(text: str) -> str:
     text = text.strip()
-    return text if _is_pubkey(text) else text.upper()
-
-
-def _is_pubkey(text: str) -> bool:
-    try:
-        Pubkey.from_string(text)
-    except ValueError:
-        return False
-    return True
+    return text if is_pubkey(text) else text.upper()

@@ -18,8 +18,7 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rent import Rent
 
-from ._effects import Effect, PaymentContext, RpcCall
-from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
+from ._effects import Effect, PaymentContext, read_chain
 from ._money import format_amount, from_base_units
 from ._networks import SOL_DECIMALS
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
@@ -74,14 +73,7 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote
                 associated_token_address(payer, mint, program),
                 associated_token_address(recipient, mint, program),
             ]
-    batch = [multiple_accounts_request(keys, 0)]
-    if blockhash is None:
-        batch.append(latest_blockhash_request(1))
-    results = yield RpcCall(tuple(batch))
-    accounts: list[Account | None] = list(results[0].value)
-    if blockhash is None:
-        blockhash = results[1].value.blockhash
-        ctx.cache.remember_blockhash(blockhash, now)
+    accounts, blockhash = yield from read_chain(keys, ctx)
     if invoice.mint is None:
         return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
     return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash, known)

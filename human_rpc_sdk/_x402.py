@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from solders.hash import Hash
-from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from ._checks import is_pubkey
 from ._headers import b64json, unb64json
 from ._money import U64_MAX
 from ._networks import cluster_of
@@ -164,10 +164,10 @@ def _offer(entry: Any, index: int, version: int) -> Offer:
         ("payTo", pay_to),
         ("extra.feePayer", extra.get("feePayer")),
     ):
-        if isinstance(value, str) and value and not _is_pubkey(value):
+        if isinstance(value, str) and value and not is_pubkey(value):
             problems.append(f"{name} is not a Solana address")
     fee_payer = extra.get("feePayer")
-    if scheme == EXACT and not (isinstance(fee_payer, str) and _is_pubkey(fee_payer)):
+    if scheme == EXACT and not (isinstance(fee_payer, str) and is_pubkey(fee_payer)):
         problems.append("extra.feePayer (the facilitator's fee payer) is missing or invalid")
     memo = extra.get("memo")
     if memo is not None and (not isinstance(memo, str) or len(memo.encode()) > MAX_MEMO_BYTES):
@@ -193,14 +193,6 @@ def _offer(entry: Any, index: int, version: int) -> Offer:
 
 def _unusable(index: int, version: int, raw: Mapping[str, Any], problem: str) -> Offer:
     return Offer(version, index, raw, "", "", None, 0, "", "", 0, "", None, None, problem)
-
-
-def _is_pubkey(text: str) -> bool:
-    try:
-        Pubkey.from_string(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _hash(value: Any) -> Hash | None:
