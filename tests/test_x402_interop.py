@@ -29,9 +29,10 @@ from human_rpc_sdk._rpc import RpcClient
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 
+from .test_x402 import DEVNET, offer
+
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "tests" / "interop"
-DEVNET_CAIP2 = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +90,7 @@ def test_reference_client_pays_the_gateway(
     settlement = answer["settlement"]
     assert settlement["success"] is True
     assert settlement["payer"] == str(wallet.pubkey())
-    assert settlement["network"] == ("solana-devnet" if version == 1 else DEVNET_CAIP2)
+    assert settlement["network"] == ("solana-devnet" if version == 1 else DEVNET)
     assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
     assert gateway.balance(wallet.pubkey()) == 1
     assert gateway.balance(gateway.treasury, "USDC") - before[0] == Decimal("0.01")
@@ -132,24 +133,14 @@ def sdk_payment(
 def requirements_for(
     gateway: Gateway, fee_payer: Keypair, version: int, symbol: str, amount: str
 ) -> dict[str, Any]:
-    token = gateway.genesis.token(symbol)
-    entry: dict[str, Any] = {
-        "scheme": "exact",
-        "network": DEVNET_CAIP2 if version == 2 else "solana-devnet",
-        "asset": str(token.mint),
-        "payTo": str(gateway.treasury),
-        "maxTimeoutSeconds": 300,
-        "extra": {"feePayer": str(fee_payer.pubkey())},
-    }
-    if version == 2:
-        return {**entry, "amount": amount}
-    return {
-        **entry,
-        "maxAmountRequired": amount,
-        "resource": "http://x/paid",
-        "description": "",
-        "mimeType": "",
-    }
+    """An exact offer whose fee payer is ``fee_payer`` (the reference facilitator's key)."""
+    return offer(
+        gateway,
+        version=version,
+        symbol=symbol,
+        amount=amount,
+        extra={"feePayer": str(fee_payer.pubkey())},
+    )
 
 
 @pytest.mark.parametrize(("version", "symbol"), [(1, "USDC"), (2, "USDC"), (2, "PYUSD")])
@@ -168,7 +159,7 @@ def test_reference_facilitator_accepts_sdk_payments(
         {
             "rpc_url": server.rpc_url,
             "fee_payer_secret": str(fee_payer),
-            "network": DEVNET_CAIP2,
+            "network": DEVNET,
             "payload": payload,
             "requirements": requirements,
         },
@@ -194,7 +185,7 @@ def test_reference_facilitator_refuses_an_underpayment(
         {
             "rpc_url": server.rpc_url,
             "fee_payer_secret": str(fee_payer),
-            "network": DEVNET_CAIP2,
+            "network": DEVNET,
             "payload": payload,
             "requirements": required,
         },
@@ -215,7 +206,7 @@ def reference_server(x402_python: str, server: GatewayServer, gateway: Gateway) 
         "pay_to": str(gateway.treasury),
         "asset": str(gateway.genesis.token("USDC").mint),
         "amount": "25000",
-        "network": DEVNET_CAIP2,
+        "network": DEVNET,
     }
     process = subprocess.Popen(
         [x402_python, str(INTEROP / "ref_server.py"), json.dumps(arguments)],
