@@ -143,17 +143,15 @@ def requirements_for(
     )
 
 
-@pytest.mark.parametrize(("version", "symbol"), [(1, "USDC"), (2, "USDC"), (2, "PYUSD")])
-def test_reference_facilitator_accepts_sdk_payments(
-    x402_python: str, server: GatewayServer, gateway: Gateway, version: int, symbol: str
-) -> None:
-    """The reference facilitator's verify (simulating on the gateway) accepts SDK payments."""
-    fee_payer = Keypair()
-    gateway.fund(fee_payer.pubkey(), {"SOL": Decimal(1)})
-    wallet = funded(gateway, usdc="1", pyusd="1")
-    requirements = requirements_for(gateway, fee_payer, version, symbol, "12345")
-    payload = sdk_payment(server, wallet, requirements, version)
-    verdict = run_reference(
+def reference_verify(
+    x402_python: str,
+    server: GatewayServer,
+    fee_payer: Keypair,
+    payload: dict[str, Any],
+    requirements: dict[str, Any],
+) -> dict[str, Any]:
+    """The reference facilitator's verify response, simulating on the gateway's RPC."""
+    return run_reference(
         x402_python,
         "ref_verify.py",
         {
@@ -164,6 +162,19 @@ def test_reference_facilitator_accepts_sdk_payments(
             "requirements": requirements,
         },
     )
+
+
+@pytest.mark.parametrize(("version", "symbol"), [(1, "USDC"), (2, "USDC"), (2, "PYUSD")])
+def test_reference_facilitator_accepts_sdk_payments(
+    x402_python: str, server: GatewayServer, gateway: Gateway, version: int, symbol: str
+) -> None:
+    """The reference facilitator's verify (simulating on the gateway) accepts SDK payments."""
+    fee_payer = Keypair()
+    gateway.fund(fee_payer.pubkey(), {"SOL": Decimal(1)})
+    wallet = funded(gateway, usdc="1", pyusd="1")
+    requirements = requirements_for(gateway, fee_payer, version, symbol, "12345")
+    payload = sdk_payment(server, wallet, requirements, version)
+    verdict = reference_verify(x402_python, server, fee_payer, payload, requirements)
     assert verdict == {"isValid": True, "payer": str(wallet.pubkey())}
 
 
@@ -179,17 +190,7 @@ def test_reference_facilitator_refuses_an_underpayment(
     )
     required = requirements_for(gateway, fee_payer, 2, "USDC", "1001")
     payload["accepted"] = required
-    verdict = run_reference(
-        x402_python,
-        "ref_verify.py",
-        {
-            "rpc_url": server.rpc_url,
-            "fee_payer_secret": str(fee_payer),
-            "network": DEVNET,
-            "payload": payload,
-            "requirements": required,
-        },
-    )
+    verdict = reference_verify(x402_python, server, fee_payer, payload, required)
     assert verdict["isValid"] is False
     assert verdict["invalidReason"] == "invalid_exact_svm_payload_amount_insufficient"
 
