@@ -1,8 +1,14 @@
 """The effects the sans-I/O payment flow yields, and the context it runs in.
 
-A driver runs the flow: for :class:`RpcCall` it performs the JSON-RPC batch and resumes the
-flow with the parsed results; for :class:`Resend` it sends the original HTTP request again with
-the extra headers and resumes with the answer as an :class:`HttpReply`.
+A driver runs the flow and resumes it with each effect's result:
+
+* :class:`RpcCall` - perform the JSON-RPC batch; the parsed results.
+* :class:`Resend` - send the request that got the 402 again with the extra headers; the answer
+  as an :class:`HttpReply`, or :class:`NoAnswer` when none came (timeout, reset).
+* :class:`Pause` - wait that long; None.
+* :class:`Approve` - ask the owner's ``approve`` callback; its answer (True to go ahead).
+* :class:`FindPayment`, :class:`Reserve`, :class:`Record` - read and write the payment
+  journal; the journal's answer.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from solders.account import Account
@@ -19,11 +26,26 @@ from solders.pubkey import Pubkey
 
 from ._jsonrpc import RpcRequest, latest_blockhash_request, multiple_accounts_request
 from ._limits import SpendingRules
+from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
 from .solana_utils import MintInfo
 from .wallet import Signer
 
-__all__ = ["ChainCache", "Effect", "HttpReply", "PaymentContext", "Resend", "RpcCall", "read_chain"]
+__all__ = [
+    "Approve",
+    "ChainCache",
+    "Effect",
+    "FindPayment",
+    "HttpReply",
+    "NoAnswer",
+    "Pause",
+    "PaymentContext",
+    "Record",
+    "Resend",
+    "Reserve",
+    "RpcCall",
+    "read_chain",
+]
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,57 @@ class Resend:
     receipt: PaymentReceipt
 
 
-Effect = RpcCall | Resend
+@dataclass(frozen=True)
+class NoAnswer:
+    """What a :class:`Resend` got when no HTTP answer came back: ``problem`` says why."""
+
+    problem: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Effect: wait ``seconds`` (with the driver's injectable sleep)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Approve:
+    """Effect: ask the owner's ``approve`` callback about ``offer``; resume with its answer."""
+
+    offer: PaymentOffer
+
+
+@dataclass(frozen=True)
+class FindPayment:
+    """Effect: the journal's live payment of this invoice; resume with it or None."""
+
+    invoice_key: str
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Effect: atomically check the invoice is unpaid and the budget allows ``offer``, and
+    journal it as ``reserved``; resume with ``Reserved``, ``Existing`` or ``OverBudget``."""
+
+    offer: PaymentOffer
+    currency_key: str
+    invoice_key: str | None
+    budget: Decimal | None
+
+
+@dataclass(frozen=True)
+class Record:
+    """Effect: move journal row ``entry_id`` to ``state`` with ``fields`` (only from ``expect``
+    states when given); resume with the updated ``JournalEntry``, or None if it was not."""
+
+    entry_id: int
+    state: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    expect: tuple[str, ...] | None = None
+
+
+Effect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
 
 
 class ChainCache:

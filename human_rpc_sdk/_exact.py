@@ -12,7 +12,7 @@ has a token account (the exact scheme never creates one) and the amount is withi
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 
 from ._effects import Effect, PaymentContext, read_chain
+from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from ._x402 import Offer, PaymentRequired, refusal
@@ -56,21 +57,20 @@ class _Candidate:
 
 
 def quote_exact(
-    challenge: PaymentRequired, ctx: PaymentContext
+    challenge: PaymentRequired, ctx: PaymentContext, *, fresh_blockhash: bool = False
 ) -> Generator[Effect, Any, ExactQuote]:
-    """The offer to pay and what paying it takes; ``PaymentError`` listing every refusal if none."""
-    refusals: dict[int, str] = {}
+    """The offer to pay and what paying it takes; ``PaymentError`` listing every refusal if none.
+
+    With ``fresh_blockhash``, an offer's ``extra.recentBlockhash`` is not used (a replacement
+    payment must not reuse the blockhash that expired).
+    """
+    refusals: dict[int, Refusal] = {}
     accepted = set(KNOWN_MINTS[ctx.network].values()) | ctx.rules.accept_assets
     candidates: list[_Candidate] = []
     payer = ctx.signer.pubkey()
     keys: list[Pubkey] = [payer]
     for offer in challenge.offers:
-        why = refusal(offer, ctx.network)
-        if why is None and offer.asset not in accepted:
-            why = (
-                f"asset {offer.asset} is not a token this agent accepts on {ctx.network}; add it "
-                "with AutoAgent(accept_assets=[...]) if you trust it"
-            )
+        why = _refusal_before_chain(offer, ctx, accepted)
         if why is not None:
             refusals[offer.index] = why
             continue
@@ -88,7 +88,24 @@ def quote_exact(
             quotes.append(quote)
     if not quotes:
         raise _none_payable(challenge, refusals)
-    return min(quotes, key=lambda q: (q.display_amount, q.offer.index))
+    best = min(quotes, key=lambda q: (q.display_amount, q.offer.index))
+    if fresh_blockhash:
+        return replace(best, blockhash=blockhash)
+    return best
+
+
+def _refusal_before_chain(offer: Offer, ctx: PaymentContext, accepted: set[str]) -> Refusal | None:
+    why = refusal(offer, ctx.network)
+    if why is not None:
+        wrong_cluster = not offer.problem and offer.cluster not in (None, ctx.network)
+        return Refusal(why, "network" if wrong_cluster else None)
+    if offer.asset not in accepted:
+        return Refusal(
+            f"asset {offer.asset} is not a token this agent accepts on {ctx.network}; add it "
+            "with AutoAgent(accept_assets=[...]) if you trust it",
+            "accept_assets",
+        )
+    return None
 
 
 def _candidate_keys(
@@ -110,7 +127,7 @@ def _evaluate(
     ctx: PaymentContext,
     blockhash: Hash,
     payer: Pubkey,
-    refusals: dict[int, str],
+    refusals: dict[int, Refusal],
 ) -> ExactQuote | None:
     offer = candidate.offer
     info = candidate.known
@@ -119,7 +136,7 @@ def _evaluate(
         try:
             info = parse_mint(candidate.mint, accounts[position])
         except ValueError as exc:
-            refusals[offer.index] = str(exc)
+            refusals[offer.index] = Refusal(str(exc))
             return None
         ctx.cache.remember_mint(info)
         position += 1 + 2 * TOKEN_PROGRAMS.index(info.program_id)
@@ -129,22 +146,28 @@ def _evaluate(
         source = parse_token_account(accounts[position], info.program_id)
         payee = parse_token_account(accounts[position + 1], info.program_id)
     except ValueError as exc:
-        refusals[offer.index] = f"a token account is unusable: {exc}"
+        refusals[offer.index] = Refusal(f"a token account is unusable: {exc}")
         return None
     held = 0 if source is None else source.amount
-    why = ctx.rules.over_cap(symbol, offer.asset, display)
-    if why is not None:
-        refusals[offer.index] = why
+    destination = associated_token_address(
+        Pubkey.from_string(offer.pay_to), info.address, info.program_id
+    )
+    over = ctx.rules.over_cap(currency_key(ctx.network, symbol, offer.asset), display)
+    untrusted = ctx.rules.untrusted(offer.pay_to, str(destination))
+    if over is not None:
+        refusals[offer.index] = Refusal(over, "max_payment")
+    elif untrusted is not None:
+        refusals[offer.index] = Refusal(untrusted, "trusted_recipients")
     elif source is not None and is_frozen(source):
-        refusals[offer.index] = f"your {symbol} token account is frozen"
+        refusals[offer.index] = Refusal(f"your {symbol} token account is frozen")
     elif held < offer.amount:
         missing = from_base_units(offer.amount - held, info.decimals)
-        refusals[offer.index] = (
+        refusals[offer.index] = Refusal(
             f"wallet {payer} holds {format_amount(from_base_units(held, info.decimals))} {symbol}, "
             f"{format_amount(missing)} short of {format_amount(display)}"
         )
     elif payee is None:
-        refusals[offer.index] = (
+        refusals[offer.index] = Refusal(
             f"payTo {offer.pay_to} has no {symbol} token account, and the exact scheme cannot "
             "create one (the facilitator would refuse the payment)"
         )
@@ -155,26 +178,24 @@ def _evaluate(
             symbol=symbol,
             display_amount=display,
             blockhash=offer.recent_blockhash or blockhash,
-            destination=associated_token_address(
-                Pubkey.from_string(offer.pay_to), info.address, info.program_id
-            ),
+            destination=destination,
         )
     return None
 
 
-def _none_payable(challenge: PaymentRequired, refusals: dict[int, str]) -> PaymentError:
-    lines = "; ".join(f"offer {index}: {why}" for index, why in sorted(refusals.items()))
-    only_policy = refusals and all(
-        "max_payment" in why or "accept_assets" in why for why in refusals.values()
-    )
+def _none_payable(challenge: PaymentRequired, refusals: dict[int, Refusal]) -> PaymentError:
+    lines = "; ".join(f"offer {index}: {why.text}" for index, why in sorted(refusals.items()))
     message = (
         f"none of the {len(challenge.offers)} x402 payment offers can be paid ({lines}). "
         "Nothing was signed or paid"
     )
-    details = {"refusals": dict(refusals)}
-    if only_policy:
-        rule = (
-            "max_payment" if any("max_payment" in w for w in refusals.values()) else "accept_assets"
+    details = {
+        "refusals": {index: why.text for index, why in refusals.items()},
+        "rules": {index: why.rule for index, why in refusals.items() if why.rule},
+    }
+    rules = [why.rule for _, why in sorted(refusals.items())]
+    if rules and all(rules):
+        return PaymentPolicyError(
+            message, rule=str(rules[0]), reason="no_payable_offer", details=details
         )
-        return PaymentPolicyError(message, rule=rule, reason="no_payable_offer", details=details)
     return PaymentError(message, reason="no_payable_offer", details=details)

@@ -1,48 +1,68 @@
 """The 402 payment flow as a sans-I/O generator.
 
-:func:`pay` decides everything about paying one 402 answer: parse and validate the invoice,
-read the chain facts it needs, check the wallet can afford it, build and sign the transfer,
-encode the ``X-PAYMENT`` header and judge the server's answer. It performs no I/O. Instead it
-*yields effects* and is resumed with their results:
+:func:`pay` decides everything about paying one 402 answer and performs no I/O. It *yields
+effects* (see :mod:`._effects`) and is resumed with their results; a driver (``AutoAgent``
+over ``requests``) runs it. Time and randomness arrive through :class:`PaymentContext`.
 
-* :class:`RpcCall` - run these JSON-RPC requests (one batch); resume with the parsed results.
-* :class:`Resend` - send the original HTTP request again with these extra headers; resume with
-  the answer as an :class:`HttpReply`.
+The order of a payment, every step journaled before the next:
 
-A driver (``AutoAgent`` over ``requests``; later an async one) runs the generator. Time and
-randomness arrive through :class:`PaymentContext`, so tests drive the flow by hand.
+1. Read the 402: x402 v2 (``PAYMENT-REQUIRED``), x402 v1 (body with ``accepts``) or a HumanRPC
+   invoice; the body's size is bounded, the network pinned.
+2. An invoice already in the journal is never paid again: that same signed payment is sent
+   again (see :func:`_pay_again`).
+3. Price it against the chain (``_quote``, ``_exact``): balance, ``max_payment``,
+   ``trusted_recipients``, accepted assets.
+4. Ask the owner's ``approve`` callback.
+5. Reserve: in one journal transaction, check the invoice is unpaid and the budget allows it.
+6. Sign, and journal the signed payment (``signed``) *before* it leaves the process.
+7. Deliver it (:mod:`._delivery`): re-sending the very same payment after a timeout, a reset
+   or a 5xx; then judge the answer, and journal the outcome.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 import logging
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final, Protocol
 
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from ._effects import ChainCache, Effect, HttpReply, PaymentContext, Resend, RpcCall
+from ._delivery import PaymentOutcome, deliver, judge
+from ._effects import (
+    Approve,
+    ChainCache,
+    Effect,
+    FindPayment,
+    HttpReply,
+    PaymentContext,
+    Record,
+    Resend,
+    Reserve,
+    RpcCall,
+)
 from ._exact import quote_exact
 from ._headers import PAYMENT_HEADER, encode_payment_header
+from ._limits import currency_key
 from ._money import format_amount
-from ._quote import Quote, quote
-from ._receipts import PaymentReceipt
+from ._offer import PaymentOffer
+from ._quote import quote
+from ._records import Existing, JournalEntry, OverBudget
 from ._x402 import (
     COMPUTE_UNIT_LIMIT,
     COMPUTE_UNIT_PRICE,
     PaymentRequired,
     encode_payment,
     read_payment_required,
-    read_settlement,
 )
-from .exceptions import HumanRPCError, PaymentError
-from .invoices import Invoice
+from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
+from .invoices import FORMAT_LEGACY, Invoice
 from .solana_utils import build_exact_transfer, build_transfer, sign_transaction
 
 __all__ = [
+    "MAX_402_BODY_BYTES",
     "ChainCache",
     "HttpReply",
     "PaymentContext",
@@ -55,177 +75,310 @@ __all__ = [
 
 logger = logging.getLogger("human_rpc_sdk")
 
+MAX_402_BODY_BYTES: Final = 64 * 1024
+"""A 402 body larger than this is refused unread: no real invoice comes close."""
+
 
 @dataclass(frozen=True)
-class PaymentOutcome:
-    """How paying one 402 ended: the receipt, the server's answer, and the error to raise."""
+class Signed:
+    """A signed payment and what the journal keeps of it."""
 
-    receipt: PaymentReceipt
-    reply: HttpReply
-    error: PaymentError | None = None
+    headers: Mapping[str, str]
+    signature: str
+    transaction: VersionedTransaction
+    blockhash: str
+    fee_payer: str
+    fee_lamports: int = 0
+    rent_lamports: int = 0
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "headers": dict(self.headers),
+            "signature": self.signature or None,
+            "transaction_b64": base64.b64encode(bytes(self.transaction)).decode("ascii"),
+            "blockhash": self.blockhash,
+            "fee_payer": self.fee_payer,
+            "fee_lamports": self.fee_lamports,
+            "rent_lamports": self.rent_lamports,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A priced payment: what the rules and ``approve`` see, and how to sign it."""
+
+    offer: PaymentOffer
+    sign: Callable[[], Signed]
+
+
+class Payable(Protocol):
+    """One 402 answer's payment request, in whichever format it came."""
+
+    @property
+    def invoice_key(self) -> str | None:
+        """What identifies the invoice across requests (None: nothing does)."""
+
+    @property
+    def invoice(self) -> Mapping[str, Any]:
+        """The request as received, for error reports."""
+
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+        """Price the payment on the chain; ``fresh``: with a new blockhash (a replacement)."""
 
 
 def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect, Any, PaymentOutcome]:
     """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer."""
+    payable = _read(reply, ctx)
+    if payable.invoice_key is not None:
+        existing = yield FindPayment(payable.invoice_key)
+        if existing is not None:
+            return (yield from _pay_again(existing, payable, ctx))
+    return (yield from pay_new(payable, ctx, replaces=None))
+
+
+def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
+    if len(reply.body) > MAX_402_BODY_BYTES:
+        raise InvoiceValidationError(
+            f"the 402 answer from {reply.url} has a body of more than "
+            f"{MAX_402_BODY_BYTES // 1024} KiB, far larger than any invoice; it was not read. "
+            "Nothing was signed or paid",
+            reason="invoice_too_large",
+        )
     challenge = read_payment_required(reply.headers, reply.body)
     if challenge is not None:
-        return (yield from _pay_exact(challenge, reply, ctx))
+        return ExactPayable(challenge, reply.url)
     invoice = Invoice.from_body(reply.body, url=reply.url)
     invoice.validate(network=ctx.network)
-    quote_ = yield from quote(invoice, ctx)
-    transaction = sign_transaction(build_transfer(quote_.plan, quote_.blockhash), ctx.signer)
-    receipt = _receipt(invoice, quote_, transaction, reply.url, ctx)
-    _log_paying(receipt, reply.url)
-    header = encode_payment_header(transaction, ctx.network)
-    answer: HttpReply = yield Resend({PAYMENT_HEADER: header}, receipt)
-    return judge(answer, receipt, invoice.to_dict())
+    return InvoicePayable(invoice, reply.url)
 
 
-def _pay_exact(
-    challenge: PaymentRequired, reply: HttpReply, ctx: PaymentContext
+def pay_new(
+    payable: Payable, ctx: PaymentContext, *, replaces: int | None
 ) -> Generator[Effect, Any, PaymentOutcome]:
-    exact = yield from quote_exact(challenge, ctx)
-    offer = exact.offer
-    payer = ctx.signer.pubkey()
-    unsigned = build_exact_transfer(
-        payer=payer,
-        fee_payer=Pubkey.from_string(offer.fee_payer),
-        pay_to=Pubkey.from_string(offer.pay_to),
-        mint=exact.mint,
-        amount=offer.amount,
-        memo=offer.memo or ctx.nonce(),
-        recent_blockhash=exact.blockhash,
-        compute_unit_limit=COMPUTE_UNIT_LIMIT,
-        compute_unit_price=COMPUTE_UNIT_PRICE,
-    )
-    transaction = sign_transaction(unsigned, ctx.signer)
-    name, value = encode_payment(offer, transaction, challenge.resource)
-    receipt = PaymentReceipt(
-        url=reply.url,
-        amount=exact.display_amount,
-        currency=exact.symbol,
-        mint=offer.asset,
-        recipient=offer.pay_to,
-        reference=None,
-        network=ctx.network,
-        signature="",
-        time=ctx.now(),
-        atomic_amount=offer.amount,
-        payer=str(payer),
-        destination=str(exact.destination),
-        fee_lamports=0,
-        format=f"x402-v{offer.version}",
-    )
-    _log_paying(receipt, reply.url)
-    answer: HttpReply = yield Resend({name: value}, receipt)
-    return judge(answer, receipt, dict(offer.raw))
+    """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``."""
+    prepared = yield from payable.prepare(ctx, replaces is not None)
+    offer = replace(prepared.offer, replaces=replaces)
+    approved = yield Approve(offer)
+    if approved is not True:
+        raise PaymentPolicyError(
+            f"the approve callback declined to pay {_price(offer)} to {offer.recipient} for "
+            f"{offer.url}. Nothing was signed or paid",
+            rule="approve",
+            invoice=payable.invoice,
+            reason="not_approved",
+        )
+    key = currency_key(ctx.network, offer.currency, offer.mint)
+    reservation = yield Reserve(offer, key, payable.invoice_key, ctx.rules.budget_for(key))
+    if isinstance(reservation, OverBudget):
+        raise _over_budget(offer, key, reservation, payable)
+    if isinstance(reservation, Existing):
+        return (yield from _pay_again(reservation.entry, payable, ctx))
+    entry = reservation.entry
+    try:
+        signed = prepared.sign()
+    except Exception:
+        yield Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
+        raise
+    marked = yield Record(entry.id, "signed", signed.fields(), ("reserved",))
+    if marked is None:
+        raise PaymentError(
+            f"payment #{entry.id}'s reservation was released before it was sent (a recovery "
+            "judged its process gone). Nothing was sent; request the resource again",
+            invoice=payable.invoice,
+            reason="reservation_lost",
+        )
+    _log_paying(marked)
+    replay = replaces is None
+    return (yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new))
 
 
-def _log_paying(receipt: PaymentReceipt, url: str) -> None:
+def _pay_again(
+    existing: JournalEntry, payable: Payable, ctx: PaymentContext
+) -> Generator[Effect, Any, PaymentOutcome]:
+    """The invoice is in the journal already: send that same signed payment again."""
+    if existing.state == "reserved" or not existing.headers:
+        raise PaymentError(
+            f"this invoice is being paid right now (journal #{existing.id}, in another request "
+            "or process); wait for that payment. If its process died, agent.recover_payments() "
+            "releases it. Nothing more was paid",
+            invoice=payable.invoice,
+            reason="payment_in_progress",
+            details={"journal_id": existing.id},
+        )
     logger.info(
-        "paying %s %s to %s for %s (%s%s)",
+        "invoice already paid by journal #%s (%s, signature %s); sending that same payment again",
+        existing.id,
+        existing.state,
+        existing.receipt.signature or "(unsettled)",
+    )
+    return (yield from deliver(existing, payable, ctx, may_replace=True, pay_new=pay_new))
+
+
+# -- the formats ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoicePayable:
+    """A HumanRPC invoice (design document format, or the deployed service's ``payment``)."""
+
+    source: Invoice
+    url: str
+
+    @property
+    def invoice_key(self) -> str | None:
+        invoice = self.source
+        if invoice.format == FORMAT_LEGACY or not invoice.reference or invoice.amount is None:
+            return None
+        return "|".join(
+            (
+                invoice.network,
+                invoice.format,
+                invoice.recipient,
+                invoice.mint or "SOL",
+                format_amount(invoice.amount),
+                invoice.reference,
+            )
+        )
+
+    @property
+    def invoice(self) -> Mapping[str, Any]:
+        return self.source.to_dict()
+
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+        if fresh:
+            ctx.cache.forget_blockhash()
+        priced = yield from quote(self.source, ctx)
+        plan = priced.plan
+        offer = PaymentOffer(
+            url=self.url,
+            amount=priced.display_amount,
+            currency=self.source.currency,
+            mint=self.source.mint,
+            recipient=self.source.recipient,
+            destination=str(plan.destination),
+            network=ctx.network,
+            payer=str(plan.payer),
+            format=self.source.format,
+            atomic_amount=plan.amount,
+            fee_lamports=priced.fee_lamports + priced.rent_lamports,
+            reference=self.source.reference,
+            description=self.source.message or "",
+        )
+
+        def sign() -> Signed:
+            transaction = sign_transaction(build_transfer(plan, priced.blockhash), ctx.signer)
+            return Signed(
+                headers={PAYMENT_HEADER: encode_payment_header(transaction, ctx.network)},
+                signature=str(transaction.signatures[0]),
+                transaction=transaction,
+                blockhash=str(priced.blockhash),
+                fee_payer=str(plan.payer),
+                fee_lamports=priced.fee_lamports,
+                rent_lamports=priced.rent_lamports,
+            )
+
+        return Prepared(offer, sign)
+
+
+@dataclass(frozen=True)
+class ExactPayable:
+    """A standard x402 challenge (v1 or v2); the cheapest offer the agent can pay is paid."""
+
+    challenge: PaymentRequired
+    url: str
+    invoice_key: None = None
+
+    @property
+    def invoice(self) -> Mapping[str, Any]:
+        return {
+            "x402Version": self.challenge.version,
+            "accepts": [dict(o.raw) for o in self.challenge.offers],
+        }
+
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+        if fresh:
+            ctx.cache.forget_blockhash()
+        exact = yield from quote_exact(self.challenge, ctx, fresh_blockhash=fresh)
+        chosen = exact.offer
+        payer = ctx.signer.pubkey()
+        offer = PaymentOffer(
+            url=self.url,
+            amount=exact.display_amount,
+            currency=exact.symbol,
+            mint=chosen.asset,
+            recipient=chosen.pay_to,
+            destination=str(exact.destination),
+            network=ctx.network,
+            payer=str(payer),
+            format=f"x402-v{chosen.version}",
+            atomic_amount=chosen.amount,
+            description=_description(self.challenge, chosen.raw),
+        )
+
+        def sign() -> Signed:
+            unsigned = build_exact_transfer(
+                payer=payer,
+                fee_payer=Pubkey.from_string(chosen.fee_payer),
+                pay_to=Pubkey.from_string(chosen.pay_to),
+                mint=exact.mint,
+                amount=chosen.amount,
+                memo=chosen.memo or ctx.nonce(),
+                recent_blockhash=exact.blockhash,
+                compute_unit_limit=COMPUTE_UNIT_LIMIT,
+                compute_unit_price=COMPUTE_UNIT_PRICE,
+            )
+            transaction = sign_transaction(unsigned, ctx.signer)
+            name, value = encode_payment(chosen, transaction, self.challenge.resource)
+            return Signed(
+                headers={name: value},
+                signature="",  # the facilitator signs last: known from the settlement
+                transaction=transaction,
+                blockhash=str(exact.blockhash),
+                fee_payer=chosen.fee_payer,
+            )
+
+        return Prepared(offer, sign)
+
+
+def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
+    text = raw.get("description")
+    if not isinstance(text, str) and challenge.resource is not None:
+        text = challenge.resource.get("description")
+    return text[:500] if isinstance(text, str) else ""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _over_budget(
+    offer: PaymentOffer, key: str, over: OverBudget, payable: Payable
+) -> PaymentPolicyError:
+    label = offer.currency
+    return PaymentPolicyError(
+        f"refused by this agent's spending rules: paying {_price(offer)} would bring what its "
+        f"journal counts as spent in {label} from {format_amount(over.spent)} to "
+        f"{format_amount(over.spent + offer.amount)}, over the budget of "
+        f"{format_amount(over.limit)}. Nothing was signed or paid; raise it with "
+        f"agent.raise_budget({{{key!r}: '<amount>'}}) if you mean to spend more",
+        rule="budget",
+        invoice=payable.invoice,
+        details={"spent": over.spent, "limit": over.limit, "currency": key},
+    )
+
+
+def _price(offer: PaymentOffer) -> str:
+    return f"{format_amount(offer.amount)} {offer.currency}"
+
+
+def _log_paying(entry: JournalEntry) -> None:
+    receipt = entry.receipt
+    logger.info(
+        "paying %s %s to %s for %s (%s, journal #%s%s)",
         format_amount(receipt.amount),
         receipt.currency,
         receipt.recipient,
-        url,
+        receipt.url,
         receipt.format,
+        entry.id,
         f", signature {receipt.signature}" if receipt.signature else "",
-    )
-
-
-def judge(answer: HttpReply, receipt: PaymentReceipt, invoice: Mapping[str, Any]) -> PaymentOutcome:
-    """Decide whether the server accepted the payment carried by ``receipt``."""
-    settlement = read_settlement(answer.headers)
-    receipt = _settled(replace(receipt, http_status=answer.status), settlement, answer.url)
-    shown = receipt.signature or "(unsettled)"
-    if answer.status != 402:
-        logger.info("payment %s accepted: HTTP %s", shown, answer.status)
-        return PaymentOutcome(receipt, answer)
-    why = _refusal_reason(answer, settlement)
-    error = PaymentError(
-        f"the server at {answer.url} still answered 402 Payment Required after receiving "
-        f"payment {shown} ({why}). The SDK does not pay twice: look the payment up on chain "
-        "before retrying, and contact the service if the money moved",
-        invoice=invoice,
-        signature=receipt.signature or None,
-        reason="payment_refused",
-        details={"server_reason": why},
-    )
-    return PaymentOutcome(receipt, answer, error)
-
-
-def _settled(
-    receipt: PaymentReceipt, settlement: Mapping[str, Any] | None, url: str
-) -> PaymentReceipt:
-    """The receipt completed by the server's settlement response, when it sent one."""
-    if settlement is None:
-        return receipt
-    transaction = settlement.get("transaction")
-    signature = receipt.signature
-    if isinstance(transaction, str) and transaction:
-        if signature and transaction != signature:
-            logger.warning(
-                "server at %s reports settling transaction %s, not the one sent (%s)",
-                url,
-                transaction,
-                signature,
-            )
-        signature = signature or transaction
-    success = settlement.get("success")
-    reason = settlement.get("errorReason")
-    return replace(
-        receipt,
-        signature=signature,
-        settled=success if isinstance(success, bool) else None,
-        error_reason=reason[:200] if isinstance(reason, str) else None,
-    )
-
-
-def _refusal_reason(answer: HttpReply, settlement: Mapping[str, Any] | None) -> str:
-    if settlement and isinstance(settlement.get("errorReason"), str):
-        return str(settlement["errorReason"])[:200]
-    try:
-        fresh = read_payment_required(answer.headers, b"")
-    except HumanRPCError:
-        fresh = None
-    if fresh is not None and fresh.error:
-        return fresh.error[:200]
-    try:
-        document = json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
-        return "no reason given"
-    if isinstance(document, dict):
-        for key in ("reason", "error", "details"):
-            value = document.get(key)
-            if isinstance(value, dict):
-                value = value.get("reason") or value.get("message")
-            if isinstance(value, str) and value:
-                return value[:200]
-    return "no reason given"
-
-
-def _receipt(
-    invoice: Invoice,
-    quote: Quote,
-    transaction: VersionedTransaction,
-    url: str,
-    ctx: PaymentContext,
-) -> PaymentReceipt:
-    plan = quote.plan
-    return PaymentReceipt(
-        url=url,
-        amount=quote.display_amount,
-        currency=invoice.currency,
-        mint=invoice.mint,
-        recipient=invoice.recipient,
-        reference=invoice.reference,
-        network=invoice.network,
-        signature=str(transaction.signatures[0]),
-        time=ctx.now(),
-        atomic_amount=plan.amount,
-        payer=str(plan.payer),
-        destination=str(plan.destination),
-        fee_lamports=quote.fee_lamports,
-        rent_lamports=quote.rent_lamports,
-        format=invoice.format,
     )

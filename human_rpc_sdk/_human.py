@@ -31,7 +31,7 @@ class HumanClient:
 
     :param post: the agent's paying POST (answers a 402 by paying it).
     :param get: a plain GET (polling never pays).
-    :param payments: the agent's receipts, to report what a task cost.
+    :param last_payment: the payment the calling thread's last request made, if any.
     """
 
     def __init__(
@@ -40,7 +40,7 @@ class HumanClient:
         *,
         post: Callable[..., requests.Response],
         get: Callable[..., requests.Response],
-        payments: Callable[[], list[PaymentReceipt]],
+        last_payment: Callable[[], PaymentReceipt | None],
         timeout: float,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
@@ -48,7 +48,7 @@ class HumanClient:
         self.url = url
         self._post = post
         self._get = get
-        self._payments = payments
+        self._last_payment = last_payment
         self._timeout = timeout
         self._clock = clock
         self._sleep = sleep
@@ -67,7 +67,6 @@ class HumanClient:
     def create(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """Create a task; returns its id and what was paid for it (None if nothing was)."""
         url = self.endpoint()
-        paid_before = len(self._payments())
         try:
             response = self._post(url, json=body, timeout=self._timeout)
         except requests.RequestException as exc:
@@ -76,8 +75,8 @@ class HumanClient:
                 "human_rpc_url and that the service is up",
                 reason="unavailable",
             ) from exc
-        new_payments = self._payments()[paid_before:]
-        payment = _payment_json(new_payments[-1]) if new_payments else None
+        receipt = self._last_payment()
+        payment = _payment_json(receipt) if receipt is not None else None
         if response.status_code == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             raise HumanVerificationError(

@@ -14,19 +14,42 @@ from typing import Any, Final
 
 from solders.account_decoder import UiAccountEncoding
 from solders.commitment_config import CommitmentLevel
+from solders.hash import Hash
 from solders.pubkey import Pubkey
-from solders.rpc.config import RpcAccountInfoConfig, RpcContextConfig
-from solders.rpc.requests import GetLatestBlockhash, GetMultipleAccounts, batch_to_json
-from solders.rpc.responses import GetLatestBlockhashResp, GetMultipleAccountsResp
+from solders.rpc.config import (
+    RpcAccountInfoConfig,
+    RpcContextConfig,
+    RpcSignaturesForAddressConfig,
+    RpcSignatureStatusConfig,
+)
+from solders.rpc.requests import (
+    GetLatestBlockhash,
+    GetMultipleAccounts,
+    GetSignaturesForAddress,
+    GetSignatureStatuses,
+    IsBlockhashValid,
+    batch_to_json,
+)
+from solders.rpc.responses import (
+    GetLatestBlockhashResp,
+    GetMultipleAccountsResp,
+    GetSignaturesForAddressResp,
+    GetSignatureStatusesResp,
+    IsBlockhashValidResp,
+)
+from solders.signature import Signature
 
 from .exceptions import SolanaRPCError
 
 __all__ = [
     "RpcRequest",
+    "blockhash_valid_request",
     "decode_replies",
     "encode_batch",
     "latest_blockhash_request",
     "multiple_accounts_request",
+    "signature_statuses_request",
+    "signatures_for_address_request",
 ]
 
 COMMITMENT: Final = CommitmentLevel.Confirmed
@@ -54,6 +77,29 @@ def multiple_accounts_request(keys: Sequence[Pubkey], request_id: int = 0) -> Rp
 def latest_blockhash_request(request_id: int = 0) -> RpcRequest:
     config = RpcContextConfig(commitment=COMMITMENT)
     return RpcRequest(GetLatestBlockhash(config, id=request_id), GetLatestBlockhashResp)
+
+
+def blockhash_valid_request(blockhash: Hash, request_id: int = 0) -> RpcRequest:
+    config = RpcContextConfig(commitment=CommitmentLevel.Processed)
+    return RpcRequest(IsBlockhashValid(blockhash, config, id=request_id), IsBlockhashValidResp)
+
+
+def signature_statuses_request(signatures: Sequence[Signature], request_id: int = 0) -> RpcRequest:
+    """Statuses of ``signatures``, searching the node's whole history, not only recent slots."""
+    config = RpcSignatureStatusConfig(search_transaction_history=True)
+    return RpcRequest(
+        GetSignatureStatuses(list(signatures), config, id=request_id), GetSignatureStatusesResp
+    )
+
+
+def signatures_for_address_request(
+    address: Pubkey, limit: int = 1000, request_id: int = 0
+) -> RpcRequest:
+    """The newest transactions (up to ``limit``) that involve ``address``."""
+    config = RpcSignaturesForAddressConfig(limit=limit, commitment=CommitmentLevel.Confirmed)
+    return RpcRequest(
+        GetSignaturesForAddress(address, config, id=request_id), GetSignaturesForAddressResp
+    )
 
 
 def encode_batch(batch: Sequence[RpcRequest]) -> str:

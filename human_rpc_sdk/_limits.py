@@ -1,86 +1,237 @@
-"""The agent's spending rules: a ceiling per payment, and which assets x402 offers may use."""
+"""The agent's spending rules: ceilings per payment and in total, whom and what it may pay.
+
+Rules are keyed by *currency key*: ``"SOL"``, the symbol of a token this SDK knows on the
+agent's network (``"USDC"``), or the mint address of any other token. A token's symbol is
+trusted only where the SDK knows its mint; any other token is named by its mint, so a token
+calling itself "USDC" cannot borrow USDC's limits.
+
+Secure defaults apply when the caller sets nothing (see :data:`DEFAULT_MAX_PAYMENT` and
+:data:`DEFAULT_BUDGET`); the caller's settings are merged over them, and ``None`` removes a
+limit. A token without any ``max_payment`` entry is never paid.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from ._checks import is_pubkey
 from ._money import MoneyError, format_amount, parse_decimal
+from ._networks import KNOWN_MINTS, symbol_for_mint
 from .exceptions import SDKConfigurationError
 
-__all__ = ["SpendingRules"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_MAX_PAYMENT",
+    "Refusal",
+    "SpendingRules",
+    "currency_key",
+]
+
+_STABLECOINS: Final = ("USDC", "USDT", "PYUSD", "USDG")
+
+DEFAULT_MAX_PAYMENT: Final[Mapping[str, Decimal]] = MappingProxyType(
+    {"SOL": Decimal("0.1"), **{symbol: Decimal("1") for symbol in _STABLECOINS}}
+)
+"""The most one payment may cost when the caller sets no ``max_payment``."""
+
+DEFAULT_BUDGET: Final[Mapping[str, Decimal]] = MappingProxyType(
+    {"SOL": Decimal("1"), **{symbol: Decimal("10") for symbol in _STABLECOINS}}
+)
+"""The most all payments recorded in one journal may cost when the caller sets no ``budget``."""
+
+
+def currency_key(network: str, currency: str, mint: str | None) -> str:
+    """The key rules use for a payment: SOL, a known token's symbol, else the mint address."""
+    if mint is None:
+        return "SOL"
+    return symbol_for_mint(network, mint) or mint
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why one offer cannot be paid; ``rule`` names the spending rule when one refused it."""
+
+    text: str
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
 class SpendingRules:
-    """Validated spending rules.
+    """Validated spending rules for one network.
 
-    ``max_payment`` maps a currency symbol (``"USDC"``, ``"SOL"``) or a mint address to the
-    most one payment may cost, in display units. ``accept_assets`` lists mints an x402 offer
-    may ask for besides the tokens this SDK knows on the agent's network.
+    ``max_payment`` and ``budget`` map currency keys to a ceiling in display units, or to
+    None for no ceiling. ``accept_assets`` lists mints an x402 offer may ask for besides the
+    tokens this SDK knows. ``trusted_recipients``, when set, are the only wallets or token
+    accounts that may be paid.
     """
 
-    max_payment: Mapping[str, Decimal] = field(default_factory=dict)
+    network: str = "devnet"
+    max_payment: Mapping[str, Decimal | None] = field(
+        default_factory=lambda: dict(DEFAULT_MAX_PAYMENT)
+    )
+    budget: Mapping[str, Decimal | None] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
     accept_assets: frozenset[str] = frozenset()
+    trusted_recipients: frozenset[str] | None = None
 
     @classmethod
-    def build(cls, max_payment: Any = None, accept_assets: Any = None) -> SpendingRules:
+    def build(
+        cls,
+        network: str = "devnet",
+        *,
+        max_payment: Any = None,
+        budget: Any = None,
+        accept_assets: Any = None,
+        trusted_recipients: Any = None,
+    ) -> SpendingRules:
         """Check the caller's settings. Raises ``SDKConfigurationError`` naming the parameter."""
-        caps: dict[str, Decimal] = {}
-        if max_payment is not None:
-            if not isinstance(max_payment, Mapping):
-                raise SDKConfigurationError(
-                    'max_payment must map currencies to amounts, e.g. {"USDC": "1", "SOL": "0.01"}',
-                    parameter="max_payment",
-                )
-            for key, value in max_payment.items():
-                if not isinstance(key, str) or not key.strip():
-                    raise SDKConfigurationError(
-                        "max_payment keys must be currency symbols or mint addresses "
-                        f"(got {key!r})",
-                        parameter="max_payment",
-                    )
-                try:
-                    caps[_key(key)] = parse_decimal(value)
-                except MoneyError as exc:
-                    raise SDKConfigurationError(
-                        f"max_payment[{key!r}] {exc}", parameter="max_payment"
-                    ) from None
-        mints: set[str] = set()
-        if accept_assets is not None:
-            if isinstance(accept_assets, str) or not isinstance(accept_assets, Iterable):
-                raise SDKConfigurationError(
-                    "accept_assets must be a list of mint addresses", parameter="accept_assets"
-                )
-            for mint in accept_assets:
-                if not isinstance(mint, str) or not is_pubkey(mint):
-                    raise SDKConfigurationError(
-                        f"accept_assets holds {mint!r}, which is not a mint address",
-                        parameter="accept_assets",
-                    )
-                mints.add(mint)
-        return cls(caps, frozenset(mints))
+        return cls(
+            network=network,
+            max_payment=_merged(network, DEFAULT_MAX_PAYMENT, max_payment, "max_payment"),
+            budget=_merged(network, DEFAULT_BUDGET, budget, "budget"),
+            accept_assets=frozenset(_addresses(accept_assets, "accept_assets", "mint")),
+            trusted_recipients=(
+                None
+                if trusted_recipients is None
+                else _trusted(_addresses(trusted_recipients, "trusted_recipients", "address"))
+            ),
+        )
 
-    def cap(self, symbol: str, mint: str | None) -> Decimal | None:
-        """The ceiling for a payment in ``symbol`` / ``mint`` (a mint rule wins), or None."""
-        if mint is not None and mint in self.max_payment:
-            return self.max_payment[mint]
-        return self.max_payment.get(symbol.upper())
+    # -- per payment -------------------------------------------------------------------
 
-    def over_cap(self, symbol: str, mint: str | None, amount: Decimal) -> str | None:
-        """Why ``amount`` breaks the ceiling, or None when it does not."""
-        ceiling = self.cap(symbol, mint)
+    def over_cap(self, key: str, amount: Decimal) -> str | None:
+        """Why ``amount`` of ``key`` breaks ``max_payment``, or None when it does not."""
+        if key not in self.max_payment:
+            return (
+                f"max_payment sets no ceiling for {key}, so this agent does not pay in it; add "
+                f'max_payment={{"{key}": "<most one payment may cost>"}} if you trust this token'
+            )
+        ceiling = self.max_payment[key]
         if ceiling is None or amount <= ceiling:
             return None
         return (
-            f"{format_amount(amount)} {symbol} is more than max_payment allows for {symbol} "
-            f"({format_amount(ceiling)})"
+            f"{format_amount(amount)} {_label(key)} is more than max_payment allows for "
+            f"{_label(key)} ({format_amount(ceiling)})"
         )
 
+    def untrusted(self, recipient: str, destination: str) -> str | None:
+        """Why paying ``recipient`` (its account ``destination``) is refused, or None."""
+        if self.trusted_recipients is None:
+            return None
+        if recipient in self.trusted_recipients or destination in self.trusted_recipients:
+            return None
+        return (
+            f"the recipient {recipient} is not in trusted_recipients; add it (or its token "
+            f"account {destination}) if you mean to pay it"
+            if destination != recipient
+            else f"the recipient {recipient} is not in trusted_recipients; add it if you mean "
+            "to pay it"
+        )
 
-def _key(text: str) -> str:
-    text = text.strip()
-    return text if is_pubkey(text) else text.upper()
+    def budget_for(self, key: str) -> Decimal | None:
+        """The lifetime ceiling for ``key``, or None when it has none."""
+        return self.budget.get(key)
+
+    # -- run-time changes --------------------------------------------------------------
+
+    def raised(self, amounts: Any) -> SpendingRules:
+        """These rules with the budget of each currency in ``amounts`` raised by that amount."""
+        if not isinstance(amounts, Mapping) or not amounts:
+            raise SDKConfigurationError(
+                'raise_budget takes a mapping of currencies to amounts, e.g. {"USDC": "5"}',
+                parameter="amounts",
+            )
+        budget = dict(self.budget)
+        for raw_key, value in amounts.items():
+            key = _key(self.network, raw_key, "raise_budget")
+            try:
+                extra = parse_decimal(value)
+            except MoneyError as exc:
+                raise SDKConfigurationError(
+                    f"raise_budget[{raw_key!r}] {exc}", parameter="amounts"
+                ) from None
+            current = budget.get(key)
+            if current is None:
+                raise SDKConfigurationError(
+                    f"{key} has no budget (payments in it are limited by max_payment only), "
+                    "so there is nothing to raise",
+                    parameter="amounts",
+                )
+            budget[key] = current + extra
+        return replace(self, budget=budget)
+
+
+def _merged(
+    network: str, defaults: Mapping[str, Decimal], given: Any, name: str
+) -> dict[str, Decimal | None]:
+    merged: dict[str, Decimal | None] = dict(defaults)
+    if given is None:
+        return merged
+    if not isinstance(given, Mapping):
+        raise SDKConfigurationError(
+            f'{name} must map currencies to amounts, e.g. {{"USDC": "1", "SOL": "0.01"}}',
+            parameter=name,
+        )
+    for raw_key, value in given.items():
+        key = _key(network, raw_key, name)
+        if value is None:
+            merged[key] = None
+            continue
+        try:
+            merged[key] = parse_decimal(value)
+        except MoneyError as exc:
+            raise SDKConfigurationError(f"{name}[{raw_key!r}] {exc}", parameter=name) from None
+    return merged
+
+
+def _key(network: str, raw: Any, name: str) -> str:
+    """A caller's currency key: SOL, a symbol known on ``network``, or a mint address."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise SDKConfigurationError(
+            f"{name} keys must be currency symbols or mint addresses (got {raw!r})",
+            parameter=name,
+        )
+    text = raw.strip()
+    if is_pubkey(text):
+        return currency_key(network, text, text)
+    symbol = text.upper()
+    if symbol == "SOL" or symbol in KNOWN_MINTS[network]:
+        return symbol
+    raise SDKConfigurationError(
+        f"{name} names {text!r}, which is not a token this SDK knows on {network}; name the "
+        "token by its mint address instead",
+        parameter=name,
+    )
+
+
+def _addresses(value: Any, name: str, what: str) -> set[str]:
+    if value is None:
+        return set()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise SDKConfigurationError(f"{name} must be a list of {what}es", parameter=name)
+    found: set[str] = set()
+    for item in value:
+        text = str(item) if not isinstance(item, str) and hasattr(item, "__bytes__") else item
+        if not isinstance(text, str) or not is_pubkey(text):
+            raise SDKConfigurationError(
+                f"{name} holds {item!r}, which is not a Solana {what}", parameter=name
+            )
+        found.add(text)
+    return found
+
+
+def _trusted(addresses: set[str]) -> frozenset[str]:
+    if not addresses:
+        raise SDKConfigurationError(
+            "trusted_recipients is empty, so this agent could pay no one; list the wallets it "
+            "may pay, or pass None to allow any recipient",
+            parameter="trusted_recipients",
+        )
+    return frozenset(addresses)
+
+
+def _label(key: str) -> str:
+    return key if len(key) < 32 else f"token {key}"

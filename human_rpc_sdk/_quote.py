@@ -19,6 +19,7 @@ from solders.pubkey import Pubkey
 from solders.rent import Rent
 
 from ._effects import Effect, PaymentContext, read_chain
+from ._limits import currency_key
 from ._money import format_amount, from_base_units
 from ._networks import SOL_DECIMALS
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
@@ -98,6 +99,7 @@ def _sol_quote(
 ) -> Quote:
     lamports = invoice.base_units(SOL_DECIMALS)
     _check_cap(invoice, ctx, from_base_units(lamports, SOL_DECIMALS))
+    _check_trust(invoice, ctx, recipient)
     payee = accounts[1]
     if payee is not None and payee.executable:
         raise _unpayable(
@@ -159,6 +161,7 @@ def _token_quote(
     amount = invoice.base_units(info.decimals)
     display = from_base_units(amount, info.decimals)
     _check_cap(invoice, ctx, display)
+    _check_trust(invoice, ctx, destination)
     source = _token_account(invoice, accounts[offset], info, "your token account")
     payee = _token_account(invoice, accounts[offset + 1], info, "the recipient's token account")
     held = 0 if source is None else source.amount
@@ -207,14 +210,24 @@ def _token_quote(
 
 
 def _check_cap(invoice: Invoice, ctx: PaymentContext, amount: Decimal) -> None:
-    why = ctx.rules.over_cap(invoice.currency, invoice.mint, amount)
+    why = ctx.rules.over_cap(currency_key(ctx.network, invoice.currency, invoice.mint), amount)
     if why is not None:
         raise PaymentPolicyError(
-            f"refused by this agent's spending rules: {why}. Nothing was signed or paid; raise "
-            "max_payment if this price is expected",
+            f"refused by this agent's spending rules: {why}. Nothing was signed or paid",
             rule="max_payment",
             invoice=invoice.to_dict(),
             details={"amount": amount, "currency": invoice.currency},
+        )
+
+
+def _check_trust(invoice: Invoice, ctx: PaymentContext, destination: Pubkey) -> None:
+    why = ctx.rules.untrusted(invoice.recipient, str(destination))
+    if why is not None:
+        raise PaymentPolicyError(
+            f"refused by this agent's spending rules: {why}. Nothing was signed or paid",
+            rule="trusted_recipients",
+            invoice=invoice.to_dict(),
+            details={"recipient": invoice.recipient, "destination": str(destination)},
         )
 
 

@@ -9,16 +9,28 @@ from decimal import Decimal
 from ._money import from_base_units
 from ._networks import SOL_DECIMALS
 
-__all__ = ["PaymentReceipt"]
+__all__ = ["STATES", "PaymentReceipt"]
+
+STATES = ("reserved", "signed", "submitted", "accepted", "refused", "failed")
+"""A journaled payment's states, in order:
+
+* ``reserved`` - it passed every spending rule and its budget is reserved; nothing is signed.
+* ``signed`` - signed and journaled; it is about to leave the process (or left before a crash).
+* ``submitted`` - sent, but no definite answer came back (timeouts, resets, 5xx).
+* ``accepted`` - the server served the paid request, or the chain shows the payment landed.
+* ``refused`` - the server answered with an error (402 again, or another 4xx).
+* ``failed`` - no money moved and none can: never sent, or expired without landing.
+"""
 
 
 @dataclass(frozen=True)
 class PaymentReceipt:
-    """One payment that left this agent.
+    """One payment this agent made, as its payment journal records it.
 
-    A receipt exists once the signed transaction was handed to the server. ``accepted`` tells
-    whether the server then served the paid request (HTTP status below 400); when it is False,
-    look ``signature`` up on chain before paying again.
+    A receipt exists once the signed transaction was journaled, before it left the process.
+    ``state`` is its last known state (see :data:`STATES`); ``accepted`` tells whether the
+    payment went through (the server served the paid request, or the chain shows it landed).
+    When it is False, ``landed`` says what the chain showed, if it was checked.
     """
 
     url: str
@@ -52,7 +64,15 @@ class PaymentReceipt:
     settled: bool | None = None
     """The server's settlement response said success (True) or failure (False); None: none sent."""
     error_reason: str | None = None
-    """The settlement's error reason, when it failed."""
+    """The settlement's error reason (or the SDK's), when it failed."""
+    id: int | None = None
+    """The payment's row in the journal."""
+    state: str | None = None
+    """``signed``, ``submitted``, ``accepted``, ``refused`` or ``failed`` (see ``STATES``)."""
+    landed: bool | None = None
+    """True: the transaction is on chain; False: it never landed and never can; None: unknown."""
+    replaces: int | None = None
+    """The journal id of the payment of the same invoice this one replaced."""
 
     @property
     def fee(self) -> Decimal:
@@ -61,4 +81,7 @@ class PaymentReceipt:
 
     @property
     def accepted(self) -> bool:
+        """The payment went through: the server accepted it, or it landed on chain."""
+        if self.state is not None:
+            return self.state == "accepted"
         return self.http_status is not None and 200 <= self.http_status < 400

@@ -17,25 +17,30 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.cookies import extract_cookies_to_jar, merge_cookies
-from requests.utils import rewind_body
 from solders.pubkey import Pubkey
 
 from ._checks import positive_seconds
-from ._flow import ChainCache, HttpReply, PaymentContext, PaymentOutcome, Resend, RpcCall, pay
+from ._effects import ChainCache, PaymentContext
+from ._flow import PaymentOutcome, pay
 from ._human import HumanClient
+from ._journal import MEMORY, Journal, default_journal_path, process_alive
 from ._jsonrpc import multiple_accounts_request
 from ._limits import SpendingRules
 from ._money import from_base_units
 from ._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
+from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
+from ._records import PENDING, BudgetLine
+from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
+from ._sync import Driver, PaidRequest, ensure_replayable, reply_of
 from ._tasks import Verdict, task_body
-from .exceptions import PaymentError, ReiteratorConfigurationError, SDKConfigurationError
+from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
 from .reiterator import ReiteratorConfig, ReiteratorManager, validate
 from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer
@@ -69,7 +74,18 @@ class AutoAgent:
     :param base_delay: seconds before the first resubmission.
     :param signer: pay with an external signer (KMS, hardware wallet) instead of a key.
     :param max_payment: the most one payment may cost, per currency symbol or mint address,
-        e.g. ``{"USDC": "1", "SOL": "0.01"}``; a dearer payment raises ``PaymentPolicyError``.
+        e.g. ``{"USDC": "1", "SOL": "0.01"}``, merged over the defaults (0.1 SOL, 1 of each
+        known stablecoin); ``None`` as a value removes a ceiling. A token without a ceiling is
+        never paid. A dearer payment raises ``PaymentPolicyError`` (``rule="max_payment"``).
+    :param budget: the most all payments recorded in the journal may cost, per currency,
+        merged over the defaults (1 SOL, 10 of each known stablecoin); raise it at run time
+        with :meth:`raise_budget`.
+    :param trusted_recipients: when set, the only wallets (or token accounts) paid.
+    :param approve: called with a :class:`PaymentOffer` before anything is signed; only
+        ``True`` lets the payment go ahead.
+    :param journal_path: the SQLite payment journal; defaults to ``$HUMAN_RPC_JOURNAL``, else
+        one file per wallet and network under ``$XDG_STATE_HOME/human-rpc-sdk``. ``":memory:"``
+        keeps it in this process only (no crash safety).
     :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
         ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
@@ -91,6 +107,10 @@ class AutoAgent:
         signer: Any = None,
         session: requests.Session | None = None,
         max_payment: Mapping[str, Any] | None = None,
+        budget: Mapping[str, Any] | None = None,
+        trusted_recipients: Any = None,
+        approve: Callable[[PaymentOffer], object] | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
         accept_assets: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
@@ -114,24 +134,39 @@ class AutoAgent:
         self._reiterator = _reiterator(
             reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
         )
-        self._rules = SpendingRules.build(max_payment, accept_assets)
+        self._rules = SpendingRules.build(
+            network,
+            max_payment=max_payment,
+            budget=budget,
+            accept_assets=accept_assets,
+            trusted_recipients=trusted_recipients,
+        )
+        if approve is not None and not callable(approve):
+            raise SDKConfigurationError(
+                "approve must be a function taking a PaymentOffer and returning True or False",
+                parameter="approve",
+            )
         self._signer: Signer = load_signer(solana_private_key, signer)
+        self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
         self.session = session or requests.Session()
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout)
+        self._journal = Journal(self.journal_path)
+        self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
         self._cache = ChainCache()
         self._clock = clock
         self._nonce = nonce
         self._lock = threading.Lock()
-        self._payments: list[PaymentReceipt] = []
+        self._local = threading.local()
         self._human = HumanClient(
             self.human_rpc_url,
             post=self.post,
             get=self.session.get,
-            payments=lambda: self.payments,
+            last_payment=self._last_payment,
             timeout=self.timeout,
             clock=clock,
             sleep=sleep,
         )
+        self._warn_of_open_payments()
 
     # -- identity and history ---------------------------------------------------------------
 
@@ -142,9 +177,63 @@ class AutoAgent:
 
     @property
     def payments(self) -> list[PaymentReceipt]:
-        """A receipt for every payment this agent sent, oldest first (a copy)."""
+        """A receipt for every payment in the journal that was signed, oldest first.
+
+        The journal outlives the process: after a restart this still lists what was paid
+        (by every agent sharing the journal). ``receipt.state`` and ``receipt.accepted`` tell
+        how each ended.
+        """
+        return [entry.receipt for entry in self._journal.entries() if entry.transaction is not None]
+
+    def pending_payments(self) -> list[PaymentReceipt]:
+        """Payments whose outcome is unknown: signed (or reserved) but never answered.
+
+        Call :meth:`recover_payments` to settle them against the chain.
+        """
+        return [entry.receipt for entry in self._journal.entries(PENDING)]
+
+    def recover_payments(self) -> list[PaymentReceipt]:
+        """Look every open payment up on chain and journal what was learnt.
+
+        A payment found on chain becomes ``accepted``; one that provably never landed (its
+        blockhash expired) becomes ``failed`` and its budget is released; the rest stay open.
+        Safe to call at any time, from any process sharing the journal.
+
+        :returns: the receipts of the payments examined, as they are now.
+        :raises SolanaRPCError: when the RPC node cannot answer (nothing is changed).
+        """
+        entries = [e for e in self._journal.entries() if needs_recovery(e)]
+        flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
+        return self._driver.run(flow)
+
+    @property
+    def budget(self) -> dict[str, BudgetLine]:
+        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``."""
+        return self._journal.budget(self.network, self._rules.budget)
+
+    def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
+        """Raise the budget of each currency by an amount: ``raise_budget({"USDC": "5"})``.
+
+        What was spent stays spent; only the ceiling moves. Returns the new :attr:`budget`.
+        """
         with self._lock:
-            return list(self._payments)
+            self._rules = self._rules.raised(amounts)
+        return self.budget
+
+    def _warn_of_open_payments(self) -> None:
+        open_ = self.pending_payments()
+        if open_:
+            logger.warning(
+                "the payment journal %s holds %d payment(s) with no known outcome (journal ids "
+                "%s); call agent.recover_payments() to settle them against the chain",
+                self.journal_path,
+                len(open_),
+                ", ".join(str(r.id) for r in open_[:10]),
+            )
+
+    def _last_payment(self) -> PaymentReceipt | None:
+        receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)
+        return receipt
 
     def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
         """The wallet's balance in display units, read from the chain.
@@ -287,8 +376,10 @@ class AutoAgent:
         """Send a request like :meth:`requests.Session.request`; pay a 402 answer and retry once.
 
         :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid).
+        :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
+        self._local.receipt = None
         prepared = self.session.prepare_request(
             requests.Request(
                 method=method.upper(),
@@ -311,10 +402,12 @@ class AutoAgent:
             "allow_redirects": allow_redirects,
             **settings,
         }
-        response = self.session.send(prepared, **send_kwargs)
+        # Streamed, so that a 402 body is read with a bound; other answers are read as asked.
+        response = self.session.send(prepared, **{**send_kwargs, "stream": True})
+        reply = reply_of(response, consume=not send_kwargs.get("stream", False))
         if response.status_code != 402:
             return response
-        return self._pay_and_resend(prepared, response, send_kwargs)
+        return self._pay(response, reply, send_kwargs)
 
     def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, params=params, **kwargs)
@@ -341,9 +434,10 @@ class AutoAgent:
         return self.request("OPTIONS", url, **kwargs)
 
     def close(self) -> None:
-        """Close the HTTP sessions."""
+        """Close the HTTP sessions and the journal."""
         self.session.close()
         self._rpc.session.close()
+        self._journal.close()
 
     def __enter__(self) -> AutoAgent:
         return self
@@ -364,88 +458,35 @@ class AutoAgent:
             rules=self._rules,
         )
 
-    def _pay_and_resend(
-        self,
-        prepared: requests.PreparedRequest,
-        challenge: requests.Response,
-        send_kwargs: dict[str, Any],
+    def _pay(
+        self, challenge: requests.Response, reply: Any, send_kwargs: dict[str, Any]
     ) -> requests.Response:
-        _ensure_replayable(prepared)
-        flow = pay(_reply(challenge), self._context())
-        final = challenge
-        try:
-            effect = next(flow)
-            while True:
-                if isinstance(effect, RpcCall):
-                    result: Any = self._rpc.call(effect.requests)
-                else:
-                    final = self._resend(prepared, challenge, effect, send_kwargs)
-                    result = _reply(final)
-                effect = flow.send(result)
-        except StopIteration as stop:
-            outcome: PaymentOutcome = stop.value
-        self._record(outcome.receipt)
+        # The retry goes to the request that got the 402: after redirects, the last one.
+        request = challenge.request
+        ensure_replayable(request)
+        paid = PaidRequest(self.session, request, challenge, send_kwargs)
+        outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
+        self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error
-        return final
-
-    def _resend(
-        self,
-        prepared: requests.PreparedRequest,
-        challenge: requests.Response,
-        effect: Resend,
-        send_kwargs: dict[str, Any],
-    ) -> requests.Response:
-        retry = prepared.copy()
-        retry.headers.update(effect.headers)
-        # Cookies the 402 set (a server may bind its invoice to a session) go with the retry,
-        # as requests does when it follows a redirect.
-        retry.headers.pop("Cookie", None)
-        jar = retry._cookies  # type: ignore[attr-defined]
-        extract_cookies_to_jar(jar, challenge.request, challenge.raw)  # type: ignore[no-untyped-call]
-        merge_cookies(jar, self.session.cookies)  # type: ignore[no-untyped-call]
-        retry.prepare_cookies(jar)
-        if getattr(retry, "_body_position", None) is not None:
-            rewind_body(retry)
-        try:
-            return self.session.send(retry, **send_kwargs)
-        except requests.RequestException as exc:
-            self._record(effect.receipt)
-            shown = effect.receipt.signature or f"({effect.receipt.format}, unsettled)"
-            raise PaymentError(
-                f"the payment {shown} was sent to {prepared.url} but no answer came back "
-                f"({type(exc).__name__}). The SDK does not pay twice: check on chain whether the "
-                "money moved before retrying",
-                signature=effect.receipt.signature or None,
-                reason="no_answer_after_payment",
-            ) from exc
-
-    def _record(self, receipt: PaymentReceipt) -> None:
-        with self._lock:
-            self._payments.append(receipt)
+        return paid.response or challenge
 
 
-def _reply(response: requests.Response) -> HttpReply:
-    return HttpReply(
-        status=response.status_code,
-        headers=response.headers,
-        body=response.content or b"",
-        url=response.url,
-    )
+RESERVATION_TIMEOUT = 600.0
+"""Seconds after which an unsigned reservation is released by recovery, whoever made it."""
 
 
-def _ensure_replayable(prepared: requests.PreparedRequest) -> None:
-    body = prepared.body
-    if body is None or isinstance(body, bytes | str):
-        return
-    if getattr(prepared, "_body_position", None) is not None:
-        return
-    raise PaymentError(
-        f"{prepared.url} asks for payment, but the request body was a stream that is already "
-        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
-        "the body as bytes or a seekable file",
-        reason="body_not_replayable",
-    )
+def _journal_path(value: Any, network: str, address: str) -> str:
+    if value is None:
+        return str(default_journal_path(network, address))
+    if isinstance(value, str) and value == MEMORY:
+        return MEMORY
+    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+        raise SDKConfigurationError(
+            f"journal_path must be a file path or ':memory:' (got {value!r})",
+            parameter="journal_path",
+        )
+    return str(Path(value).expanduser())
 
 
 # -- argument validation --------------------------------------------------------------------

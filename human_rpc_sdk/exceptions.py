@@ -7,8 +7,10 @@ Every error the SDK raises derives from :class:`HumanRPCError`::
     │   └── ReiteratorConfigurationError
     ├── InvoiceValidationError          remote: the 402 answer is malformed or not payable here
     ├── TransactionBuildError           local: the transfer could not be built or signed
+    │   └── NetworkMismatchError        the invoice is for another network (also a policy refusal)
     ├── PaymentError                    the payment could not be made, or was not accepted
     │   ├── PaymentPolicyError          local: a spending rule of this agent refused it
+    │   │   └── NetworkMismatchError    (the network is pinned; see above)
     │   └── SolanaRPCError              the Solana RPC node failed or answered with an error
     ├── HumanVerificationError          the HumanRPC task API failed or timed out
     ├── ReiteratorMaxAttemptsError      the humans kept rejecting until max_attempts
@@ -18,7 +20,8 @@ Messages say what went wrong and what to do about it. Structured fields are attr
 (``reason`` is a stable machine-readable code). No exception ever carries key material: the
 SDK builds every message itself and never formats a key, a seed or a signed payload into one.
 Exceptions survive a pickle round trip (``args`` is always ``(message,)`` and the fields live
-in ``__dict__``), so they can cross process boundaries.
+in ``__dict__``; :meth:`HumanRPCError.__reduce__` rebuilds them without calling ``__init__``),
+so they can cross process boundaries.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "HumanRPCError",
     "HumanVerificationError",
     "InvoiceValidationError",
+    "NetworkMismatchError",
     "PaymentError",
     "PaymentPolicyError",
     "ReiteratorConfigurationError",
@@ -65,6 +69,16 @@ class HumanRPCError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls cls(*args), which fails for required keyword fields.
+        return (_rebuild, (type(self), self.message), dict(self.__dict__))
+
+
+def _rebuild(cls: type[HumanRPCError], message: str) -> HumanRPCError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
 
 
 class SDKConfigurationError(HumanRPCError):
@@ -161,6 +175,31 @@ class PaymentPolicyError(PaymentError):
     ) -> None:
         super().__init__(message, invoice=invoice, reason=reason, details=details)
         self.rule = rule
+
+
+class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
+    """The invoice or offer is for another Solana network than the agent's: never paid.
+
+    Both an :class:`InvoiceValidationError` (``field`` names the network field) and a
+    :class:`PaymentPolicyError` (``rule == "network"``): the agent's network is pinned.
+    """
+
+    default_reason = "wrong_network"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        invoice: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        HumanRPCError.__init__(self, message, reason=reason, details=details)
+        self.field = field
+        self.invoice = dict(invoice) if invoice is not None else None
+        self.signature = None
+        self.rule = "network"
 
 
 class SolanaRPCError(PaymentError):

@@ -32,7 +32,7 @@ from solders.pubkey import Pubkey
 from ._money import MoneyError, format_amount, from_base_units, parse_base_units, parse_decimal
 from ._money import to_base_units as _to_base_units
 from ._networks import KNOWN_MINTS, NETWORKS, SOL_DECIMALS, symbol_for_mint
-from .exceptions import InvoiceValidationError
+from .exceptions import InvoiceValidationError, NetworkMismatchError
 
 __all__ = ["FORMAT_HUMANRPC", "FORMAT_LEGACY", "Invoice"]
 
@@ -114,13 +114,13 @@ class Invoice:
         """
         terms = self._checked()
         if network is not None and terms.network != network:
-            _reject(
-                self._field("network"),
-                f"is {terms.network!r} but this agent pays on {network!r}. Nothing was "
+            field = self._field("network")
+            raise NetworkMismatchError(
+                f"{field} is {terms.network!r} but this agent pays on {network!r}. Nothing was "
                 f"signed or paid; create the AutoAgent with network={terms.network!r} "
                 "to pay this invoice",
-                self._data,
-                reason="wrong_network",
+                field=field,
+                invoice=self._data,
             )
 
     def _checked(self) -> _Terms:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,11 +33,24 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.fixture(scope="session")
+def journal_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where agents built without journal_path keep their journals during the tests."""
+    return tmp_path_factory.mktemp("state")
+
+
 @pytest.fixture(autouse=True)
-def _no_ambient_wallet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never pick up a developer's real key or RPC endpoint from the environment."""
-    for name in ("SOLANA_PRIVATE_KEY", "SOLANA_KEYPAIR_PATH", "SOLANA_RPC_URL", "HUMAN_RPC_URL"):
+def _no_ambient_wallet(monkeypatch: pytest.MonkeyPatch, journal_home: Path) -> None:
+    """Tests never pick up a developer's real key, RPC endpoint or payment journal."""
+    for name in (
+        "SOLANA_PRIVATE_KEY",
+        "SOLANA_KEYPAIR_PATH",
+        "SOLANA_RPC_URL",
+        "HUMAN_RPC_URL",
+        "HUMAN_RPC_JOURNAL",
+    ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(journal_home))
 
 
 @pytest.fixture(scope="session")
@@ -257,3 +271,56 @@ def human_agent(server: GatewayServer, usdc: str = "20", **options: Any) -> Auto
     return AutoAgent(
         wallet, rpc_url=server.rpc_url, human_rpc_url=f"{server.url}/api/v1/tasks", **options
     )
+
+
+class Books:
+    """Answers a hand-driven flow's bookkeeping effects as the driver does: ``approve`` (yes
+    unless told otherwise), an in-memory journal, pauses (recorded, not waited)."""
+
+    def __init__(self, approve: Callable[[Any], object] | None = None) -> None:
+        from human_rpc_sdk._journal import Journal
+
+        self.journal = Journal(":memory:")
+        self.approve = approve
+        self.offers: list[Any] = []
+        self.pauses: list[float] = []
+
+    def handles(self, effect: object) -> bool:
+        from human_rpc_sdk._effects import Approve, FindPayment, Pause, Record, Reserve
+
+        return isinstance(effect, Approve | FindPayment | Pause | Record | Reserve)
+
+    def answer(self, effect: Any) -> Any:
+        from human_rpc_sdk._effects import Approve, FindPayment, Pause, Record, Reserve
+
+        if isinstance(effect, Approve):
+            self.offers.append(effect.offer)
+            return True if self.approve is None else self.approve(effect.offer)
+        if isinstance(effect, Pause):
+            self.pauses.append(effect.seconds)
+            return None
+        if isinstance(effect, FindPayment):
+            return self.journal.find(effect.invoice_key)
+        if isinstance(effect, Reserve):
+            return self.journal.reserve(
+                effect.offer,
+                currency_key=effect.currency_key,
+                invoice_key=effect.invoice_key,
+                budget=effect.budget,
+            )
+        assert isinstance(effect, Record)
+        return self.journal.mark(effect.entry_id, effect.state, effect.fields, expect=effect.expect)
+
+
+def booked(flow: Generator[Any, Any, Any], books: Books | None = None) -> Generator[Any, Any, Any]:
+    """``flow`` with its bookkeeping answered by ``books``: only RpcCall and Resend come out."""
+    books = books or Books()
+    value: Any = None
+    first = True
+    while True:
+        try:
+            effect = next(flow) if first else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        first = False
+        value = books.answer(effect) if books.handles(effect) else (yield effect)

@@ -17,6 +17,8 @@ from human_rpc_sdk import Invoice, InvoiceValidationError
 from human_rpc_sdk._flow import ChainCache, HttpReply, PaymentContext, RpcCall, pay
 from human_rpc_sdk.wallet import KeypairSigner
 
+from .conftest import booked
+
 DEVNET_USDC = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
 RECIPIENT = str(Keypair.from_seed(b"r" * 32).pubkey())
 
@@ -208,7 +210,7 @@ def _ctx() -> PaymentContext:
 
 def _first_effect(body: object) -> object:
     reply = HttpReply(402, CaseInsensitiveDict(), json.dumps(body).encode(), "http://x/paid")
-    return next(pay(reply, _ctx()))
+    return next(booked(pay(reply, _ctx())))
 
 
 # **Feature: human-rpc-python-sdk, Property 3: For any 402 response containing invoice data, the

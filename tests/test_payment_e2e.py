@@ -83,7 +83,7 @@ def test_creates_the_payees_token_account_when_absent(
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(2)})
     payee = Keypair().pubkey()
-    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"})
     response = agent.get(shop.price_url("USDC", "1.5", payee))
     assert response.status_code == 200
     assert gateway.balance(payee, "USDC") == Decimal("1.5")
@@ -178,22 +178,26 @@ def test_server_answering_402_after_payment_gets_paid_once(
     assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
 
 
-def test_payment_refused_by_the_gateway_moves_nothing(funded_wallet: Funder) -> None:
-    """A payment with an expired blockhash is refused with its reason; balances stay."""
+def test_an_expired_blockhash_is_replaced_once_and_paid_once(funded_wallet: Funder) -> None:
+    """Refused for an expired blockhash that provably never landed: re-signed once, paid once."""
     clock = FakeClock()
     with serve_in_thread(clock=clock) as running:
         gateway = running.gateway
         wallet = Keypair()
         gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        agent = AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=":memory:")
         assert agent.get(f"{running.url}/api/v1/premium/sol").status_code == 200
         clock.now += 61  # > 150 slots: the agent's cached blockhash is no longer valid
-        with pytest.raises(PaymentError) as caught:
-            agent.get(f"{running.url}/api/v1/premium/sol")
-        assert "blockhash_expired" in str(caught.value)
-        assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
-        assert len(agent.payments) == 2
-        assert not agent.payments[1].accepted
+        assert agent.get(f"{running.url}/api/v1/premium/sol").status_code == 200
+        assert gateway.balance(wallet.pubkey()) == 1 - 2 * (Decimal("0.001") + FEE)
+        first, expired, replacement = agent.payments
+        assert (first.state, expired.state, replacement.state) == ("accepted", "failed", "accepted")
+        assert expired.landed is False
+        assert expired.error_reason is not None
+        assert "replaced" in expired.error_reason
+        assert replacement.replaces == expired.id
+        assert replacement.signature != expired.signature
+        assert agent.budget["SOL"].spent == Decimal("0.002")
 
 
 def test_memo_references_are_settled(funded_wallet: Funder) -> None:

@@ -28,6 +28,9 @@ from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 from stub_gateway.instructions import decompile
 
+from .conftest import booked
+from .test_flow import UNLIMITED
+
 CACHE = ChainCache()
 keys = st.binary(min_size=32, max_size=32).map(lambda b: Keypair.from_seed(b).pubkey())
 
@@ -100,8 +103,9 @@ def test_property_4_transfer_pays_exactly_the_invoice(
         clock=lambda: 0.0,  # one blockhash for the whole run; the ledger keeps it valid 60 s
         now=lambda: datetime.now(UTC),
         nonce=lambda: "nonce",
+        rules=UNLIMITED,
     )
-    flow = pay(challenge(gateway, spec, payee), context)
+    flow = booked(pay(challenge(gateway, spec, payee), context))
     effect = next(flow)
     while isinstance(effect, RpcCall):
         effect = flow.send(rpc.call(effect.requests))

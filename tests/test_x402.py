@@ -39,6 +39,8 @@ from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 from stub_gateway.instructions import decompile
 
+from .conftest import booked
+
 DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 MAINNET = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 NONCE = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -102,7 +104,7 @@ def context(
 def drive(server: GatewayServer, reply: HttpReply, ctx: PaymentContext) -> Resend:
     """Run the pure flow with the gateway's RPC until it wants to send the payment."""
     rpc = RpcClient(server.rpc_url)
-    flow = pay(reply, ctx)
+    flow = booked(pay(reply, ctx))
     effect = next(flow)
     while isinstance(effect, RpcCall):
         effect = flow.send(rpc.call(effect.requests))
@@ -209,8 +211,9 @@ def test_refusals_name_every_offer(server: GatewayServer, gateway: Gateway) -> N
         offer(gateway, payTo=stranger),
         offer(gateway, amount="999999999"),
     ]
+    uncapped = SpendingRules.build(max_payment={"USDC": None})
     with pytest.raises(PaymentError) as caught:
-        drive(server, challenge(2, accepts), context(wallet_on(gateway)))
+        drive(server, challenge(2, accepts), context(wallet_on(gateway), uncapped))
     refusals = caught.value.details["refusals"]
     assert set(refusals) == set(range(6))
     assert "only 'exact'" in refusals[0]
@@ -237,7 +240,7 @@ def test_cheapest_payable_offer_wins(server: GatewayServer, gateway: Gateway) ->
 
 def test_max_payment_refuses_dear_offers(server: GatewayServer, gateway: Gateway) -> None:
     """An offer above max_payment is refused by policy (PaymentPolicyError naming the rule)."""
-    rules = SpendingRules.build({"USDC": "0.005"})
+    rules = SpendingRules.build(max_payment={"USDC": "0.005"})
     with pytest.raises(PaymentPolicyError) as caught:
         drive(server, challenge(2, [offer(gateway)]), context(wallet_on(gateway), rules))
     assert caught.value.rule == "max_payment"

@@ -29,6 +29,7 @@ from human_rpc_sdk._rpc import RpcClient
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 
+from .conftest import booked
 from .test_x402 import DEVNET, offer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +122,7 @@ def sdk_payment(
         nonce=lambda: "d1c5a4bd0a7f4c1e8f3b2a6d9e0c7b15",
     )
     rpc = RpcClient(server.rpc_url)
-    flow = pay(HttpReply(402, headers, body, "http://x/paid"), context)
+    flow = booked(pay(HttpReply(402, headers, body, "http://x/paid"), context))
     effect = next(flow)
     while isinstance(effect, RpcCall):
         effect = flow.send(rpc.call(effect.requests))

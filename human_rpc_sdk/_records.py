@@ -1,0 +1,88 @@
+"""What the payment journal holds and answers (pure data; the SQLite store is ``_journal``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ._receipts import PaymentReceipt
+
+__all__ = [
+    "PENDING",
+    "BudgetLine",
+    "Existing",
+    "JournalEntry",
+    "OverBudget",
+    "Reserved",
+]
+
+PENDING = ("reserved", "signed", "submitted")
+"""States whose outcome the server has not told: the money may or may not have moved."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One journal row: the receipt, plus what it takes to re-send or look up the payment.
+
+    ``headers`` hold the signed payment (public once sent, but never logged or shown).
+    """
+
+    receipt: PaymentReceipt
+    invoice_key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    transaction: str | None = field(default=None, repr=False)
+    """The signed transaction, base64 (x402: without the facilitator's signature)."""
+    blockhash: str | None = None
+    fee_payer: str | None = None
+    """Who signs the transaction's first slot: the payer, or an x402 facilitator."""
+    pid: int | None = None
+    host: str | None = None
+    process: str | None = None
+    age: float = 0.0
+    """Seconds since the row was last written."""
+
+    @property
+    def id(self) -> int:
+        return self.receipt.id or 0
+
+    @property
+    def state(self) -> str:
+        return self.receipt.state or "reserved"
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The payment passed the budget and has a journal row in state ``reserved``."""
+
+    entry: JournalEntry
+
+
+@dataclass(frozen=True)
+class Existing:
+    """The same invoice is already in the journal: re-send that payment, never sign another."""
+
+    entry: JournalEntry
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    """The budget would be exceeded: ``spent`` (pending included) plus this payment > ``limit``."""
+
+    spent: Decimal
+    limit: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """One currency's lifetime budget: its ceiling, what the journal counts as spent, the rest.
+
+    ``spent`` counts every payment that may have moved money (all states but ``failed``).
+    """
+
+    limit: Decimal | None
+    spent: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.limit is None else max(self.limit - self.spent, Decimal(0))

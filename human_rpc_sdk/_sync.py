@@ -1,0 +1,269 @@
+"""The synchronous driver: runs the sans-I/O flows over ``requests``, the RPC and the journal.
+
+:class:`Driver` performs each effect a flow yields and resumes the flow with the result; an
+SDK error raised while performing one is thrown *into* the flow, so the flow decides what it
+means (a failed chain check after a refusal, say, is not worth losing the refusal for).
+
+The HTTP side is here too: reading a 402 body with a bound, sending the paid request again,
+and following redirects so that a payment header is only ever sent to the origin that asked
+for the payment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.cookies import extract_cookies_to_jar, merge_cookies
+from requests.utils import rewind_body
+
+from ._effects import (
+    Approve,
+    Effect,
+    FindPayment,
+    HttpReply,
+    NoAnswer,
+    Pause,
+    Record,
+    Resend,
+    Reserve,
+    RpcCall,
+)
+from ._flow import MAX_402_BODY_BYTES
+from ._journal import Journal
+from ._offer import PaymentOffer
+from ._rpc import RpcClient
+from .exceptions import HumanRPCError, PaymentError, PaymentPolicyError
+
+__all__ = ["PAYMENT_HEADERS", "Driver", "PaidRequest", "read_bounded", "reply_of"]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+T = TypeVar("T")
+
+PAYMENT_HEADERS: Final = ("X-PAYMENT", "PAYMENT-SIGNATURE")
+"""Request headers that carry a payment: never sent to another origin."""
+_NO_ANSWER: Final = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.TooManyRedirects,
+)
+
+
+class Driver:
+    """Performs effects: JSON-RPC, pauses, the ``approve`` callback and the journal."""
+
+    def __init__(
+        self,
+        *,
+        rpc: RpcClient,
+        journal: Journal,
+        approve: Callable[[PaymentOffer], object] | None,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.rpc = rpc
+        self.journal = journal
+        self.approve = approve
+        self.sleep = sleep
+
+    def run(
+        self,
+        flow: Generator[Effect, Any, T],
+        resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
+    ) -> T:
+        """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
+        try:
+            effect = next(flow)
+            while True:
+                try:
+                    result = self._perform(effect, resend)
+                except HumanRPCError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
+    def _perform(
+        self, effect: Effect, resend: Callable[[Resend], HttpReply | NoAnswer] | None
+    ) -> Any:
+        if isinstance(effect, RpcCall):
+            return self.rpc.call(effect.requests)
+        if isinstance(effect, Resend):
+            if resend is None:
+                raise TypeError("this flow cannot send HTTP requests")
+            return resend(effect)
+        if isinstance(effect, Pause):
+            self.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Approve):
+            return self._ask(effect.offer)
+        if isinstance(effect, FindPayment):
+            return self.journal.find(effect.invoice_key)
+        if isinstance(effect, Reserve):
+            return self.journal.reserve(
+                effect.offer,
+                currency_key=effect.currency_key,
+                invoice_key=effect.invoice_key,
+                budget=effect.budget,
+            )
+        if isinstance(effect, Record):
+            return self.journal.mark(
+                effect.entry_id, effect.state, effect.fields, expect=effect.expect
+            )
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _ask(self, offer: PaymentOffer) -> bool:
+        if self.approve is None:
+            return True
+        try:
+            answer = self.approve(offer)
+        except Exception as exc:
+            raise PaymentPolicyError(
+                f"the approve callback raised {type(exc).__name__} while judging a payment of "
+                f"{offer.amount} {offer.currency} to {offer.recipient}; treated as a refusal. "
+                "Nothing was signed or paid",
+                rule="approve",
+                reason="approve_failed",
+            ) from exc
+        return answer is True
+
+
+class PaidRequest:
+    """Sends one request again with a payment attached, as many times as the flow asks.
+
+    ``request`` is the request that got the 402 (the last one of a redirect chain). The
+    payment goes to that request's origin only.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        request: requests.PreparedRequest,
+        challenge: requests.Response,
+        send_kwargs: dict[str, Any],
+    ) -> None:
+        self.session = session
+        self.request = request
+        self.challenge = challenge
+        self.send_kwargs = send_kwargs
+        self.response: requests.Response | None = None
+
+    def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
+        retry = self.request.copy()
+        retry.headers.update(effect.headers)
+        # Cookies the 402 set (a server may bind its invoice to a session) go with the retry,
+        # as requests does when it follows a redirect.
+        retry.headers.pop("Cookie", None)
+        jar = retry._cookies  # type: ignore[attr-defined]
+        extract_cookies_to_jar(jar, self.challenge.request, self.challenge.raw)  # type: ignore[no-untyped-call]
+        merge_cookies(jar, self.session.cookies)  # type: ignore[no-untyped-call]
+        retry.prepare_cookies(jar)
+        if getattr(retry, "_body_position", None) is not None:
+            rewind_body(retry)
+        try:
+            response = self._send(retry)
+        except _NO_ANSWER as exc:
+            logger.debug("paid request to %s: no answer (%s)", retry.url, type(exc).__name__)
+            return NoAnswer(type(exc).__name__)
+        self.response = response
+        return reply_of(response, consume=not self.send_kwargs.get("stream", False))
+
+    def _send(self, request: requests.PreparedRequest) -> requests.Response:
+        """Send, following redirects the caller allows; payment headers stay on the origin."""
+        kwargs = {**self.send_kwargs, "allow_redirects": False, "stream": True}
+        origin = _origin(request.url)
+        response = self.session.send(request, **kwargs)
+        hops = 0
+        while response.is_redirect and self.send_kwargs.get("allow_redirects", True):
+            hops += 1
+            if hops > self.session.max_redirects:
+                raise requests.TooManyRedirects(
+                    f"Exceeded {self.session.max_redirects} redirects.", response=response
+                )
+            read_bounded(response, MAX_402_BODY_BYTES)
+            follow = next(
+                self.session.resolve_redirects(
+                    response, request, yield_requests=True, **_adapter_kwargs(kwargs)
+                )
+            )
+            if _origin(follow.url) != origin:
+                stripped = [name for name in PAYMENT_HEADERS if follow.headers.pop(name, None)]
+                if stripped:
+                    logger.warning(
+                        "the paid request to %s was redirected to another origin (%s); the "
+                        "payment was not sent there",
+                        origin,
+                        _origin(follow.url),
+                    )
+            request = follow
+            response = self.session.send(request, **kwargs)
+        return response
+
+
+def reply_of(response: requests.Response, *, consume: bool) -> HttpReply:
+    """The flow's view of ``response``: a 402 body is read with a bound, others as asked."""
+    if response.status_code == 402:
+        body = read_bounded(response, MAX_402_BODY_BYTES)
+    elif consume:
+        body = response.content or b""
+    else:
+        body = b""
+    return HttpReply(
+        status=response.status_code, headers=response.headers, body=body, url=response.url
+    )
+
+
+def read_bounded(response: requests.Response, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the body (more means too large); the rest is not read."""
+    if response._content_consumed:  # type: ignore[attr-defined]
+        return response.content or b""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(16_384):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+    except requests.RequestException as exc:
+        raise PaymentError(
+            f"the 402 answer from {response.url} broke off while being read "
+            f"({type(exc).__name__}). Nothing was paid",
+            reason="invoice_unreadable",
+        ) from exc
+    finally:
+        response.close()
+    body = b"".join(chunks)[: limit + 1]
+    response._content = body
+    response._content_consumed = True  # type: ignore[attr-defined]
+    return body
+
+
+def ensure_replayable(prepared: requests.PreparedRequest) -> None:
+    body = prepared.body
+    if body is None or isinstance(body, bytes | str):
+        return
+    if getattr(prepared, "_body_position", None) is not None:
+        return
+    raise PaymentError(
+        f"{prepared.url} asks for payment, but the request body was a stream that is already "
+        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
+        "the body as bytes or a seekable file",
+        reason="body_not_replayable",
+    )
+
+
+def _origin(url: str | None) -> tuple[str, str, int | None]:
+    parts = urlsplit(url or "")
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _adapter_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in ("allow_redirects",)}
