@@ -11,7 +11,9 @@
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
+from ._records import BudgetLine
 from ._tasks import Verdict
 from .agent import AutoAgent
 from .decorator import GuardResponse, guard
@@ -19,6 +21,7 @@ from .exceptions import (
     HumanRPCError,
     HumanVerificationError,
     InvoiceValidationError,
+    NetworkMismatchError,
     PaymentError,
     PaymentPolicyError,
     ReiteratorConfigurationError,
@@ -42,13 +45,16 @@ logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 
 __all__ = [
     "AutoAgent",
+    "BudgetLine",
     "GuardResponse",
     "HumanRPCError",
     "HumanVerificationError",
     "Invoice",
     "InvoiceValidationError",
     "KeypairSigner",
+    "NetworkMismatchError",
     "PaymentError",
+    "PaymentOffer",
     "PaymentPolicyError",
     "PaymentReceipt",
     "ReiteratorConfigurationError",

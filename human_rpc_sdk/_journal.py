@@ -237,7 +237,8 @@ class Journal:
                     return Existing(self._entry(row))
             if offer.replaces is not None:
                 db.execute(
-                    "UPDATE payments SET state = 'failed', error = ?, landed = 0, updated = ?, "
+                    "UPDATE payments SET state = 'failed', landed = 0, "
+                    "error = ? || COALESCE(' (refused: ' || error || ')', ''), updated = ?, "
                     "updated_unix = ? WHERE id = ?",
                     (REPLACED, *_stamp(now), offer.replaces),
                 )

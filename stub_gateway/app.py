@@ -7,6 +7,7 @@ Routes:
 * ``GET /api/v1/info`` - network, RPC URL, payee, mints and prices.
 * ``GET /api/v1/premium/<sol|usdc|pyusd>`` - paywalled resources: 402 with a fresh HumanRPC
   invoice, or, with ``?format=legacy``, the deployed service's ``payment`` body.
+* ``GET|POST|DELETE /api/v1/faults`` - arm injected failures (see :mod:`.faults`).
 
 Any Flask view can be paywalled the same way with :meth:`Gateway.require_payment`.
 """
@@ -37,9 +38,12 @@ from human_rpc_sdk._networks import NETWORKS
 from human_rpc_sdk.solana_utils import associated_token_address, parse_token_account
 
 from ._http import json_error, jsonable
+from .fault_routes import add_fault_routes, after_payment, challenge_fault, redirect_fault
+from .faults import Faults
 from .genesis import DEFAULT_SEED, Genesis, create_genesis
 from .ledger import Ledger
 from .payments import PaymentDesk, Price, Refusal, Settlement
+from .replies import PaidReplies
 from .rpc import RpcDispatcher
 from .task_routes import add_task_routes
 from .tasks import ConsensusRule, ReviewPolicy, TaskBoard
@@ -87,10 +91,14 @@ class Gateway:
         task_price: Price = DEFAULT_TASK_PRICE,
         x402_price: Price = DEFAULT_X402_PRICE,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - slow answers must wait
     ) -> None:
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}")
         self.network = network
+        self.faults = Faults()
+        self.replies = PaidReplies(clock)
+        self.sleep = sleep
         self.ledger = Ledger(clock=clock)
         self.genesis: Genesis = create_genesis(
             self.ledger, network=network, seed=seed, treasury_token_accounts=treasury_token_accounts
@@ -177,7 +185,8 @@ class Gateway:
     def require_payment(self, price: Price | Callable[[], Price]) -> Callable[[F], F]:
         """Paywall a Flask view: 402 with an invoice until a valid ``X-PAYMENT`` settles.
 
-        The settlement is available to the view as ``flask.g.settlement``.
+        The settlement is available to the view as ``flask.g.settlement``. The very same paid
+        request sent again within two minutes gets the same answer (see :mod:`.replies`).
         """
 
         def decorator(view: F) -> F:
@@ -193,23 +202,30 @@ class Gateway:
                     )
                 header = request.headers.get(PAYMENT_HEADER)
                 if header is None:
-                    return self._challenge(current, legacy)
-                outcome = (
-                    self.desk.settle_legacy(header, current)
-                    if legacy
-                    else self.desk.settle(header, request.path, current)
-                )
-                if isinstance(outcome, Refusal):
-                    return self._refuse(outcome, current, legacy)
-                g.settlement = outcome
-                response = make_response(view(*args, **kwargs))
-                response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
-                    success=True,
-                    transaction=outcome.signature,
-                    network=self.network,
-                    payer=outcome.payer,
-                )
-                return response
+                    return challenge_fault(self) or self._challenge(current, legacy)
+                moved = redirect_fault(self)
+                if moved is not None:
+                    return moved
+                key = self.replies.key(header)
+                response = self.replies.get(key)
+                if response is None:
+                    outcome = (
+                        self.desk.settle_legacy(header, current)
+                        if legacy
+                        else self.desk.settle(header, request.path, current)
+                    )
+                    if isinstance(outcome, Refusal):
+                        return self._refuse(outcome, current, legacy)
+                    g.settlement = outcome
+                    response = make_response(view(*args, **kwargs))
+                    response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
+                        success=True,
+                        transaction=outcome.signature,
+                        network=self.network,
+                        payer=outcome.payer,
+                    )
+                    self.replies.put(key, response)
+                return after_payment(self, response, lambda: self._challenge(current, legacy))
 
             return wrapped  # type: ignore[return-value]
 
@@ -228,7 +244,11 @@ class Gateway:
         if legacy:
             body = self.desk.legacy_body(price)
         else:
-            body = self.desk.issue(price, request.path).body(self.network)
+            overcharge = self.faults.take("overcharge")
+            if overcharge is not None:
+                price = Price(price.amount * overcharge.factor, price.currency, price.recipient)
+            invoice = self.desk.issue(price, request.path, overcharged=overcharge is not None)
+            body = invoice.body(self.network)
         response = jsonify(jsonable(body))
         response.status_code = 402
         return response
@@ -263,6 +283,12 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
 
     @app.post("/rpc")
     def rpc() -> Response:
+        failure = gateway.faults.take("rpc_error")
+        if failure is not None:
+            return json_error(failure.status, "injected_fault", "the RPC node is unavailable")
+        slow = gateway.faults.take("rpc_slow")
+        if slow is not None:
+            gateway.sleep(slow.seconds)
         return jsonify(gateway.rpc.handle(request.get_data()))
 
     @app.post("/api/v1/faucet")
@@ -365,6 +391,7 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
 
     add_task_routes(app, gateway)
     add_x402_routes(app, gateway)
+    add_fault_routes(app, gateway)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

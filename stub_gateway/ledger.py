@@ -4,8 +4,9 @@ LiteSVM executes transactions exactly as a validator would (signatures, fees, re
 System, Token, Token-2022, Associated Token Account and Memo programs), but knows a single
 blockhash at a time. :class:`Ledger` adds a slot clock (one slot per 400 ms of the injected
 clock), a new blockhash each slot, and Solana's rule that a blockhash stays usable for 150
-slots. It also keeps each transaction's status so ``getSignatureStatuses`` can answer. All
-access goes through one lock: LiteSVM is not thread-safe and the gateway serves threads.
+slots. It also keeps each transaction's status, and which transactions touched each address,
+so ``getSignatureStatuses`` and ``getSignaturesForAddress`` can answer. All access goes
+through one lock: LiteSVM is not thread-safe and the gateway serves threads.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Ledger:
             {self._svm.latest_blockhash(): GENESIS_SLOT}
         )
         self._statuses: dict[Signature, Execution] = {}
+        self._history: dict[Pubkey, list[Signature]] = {}
 
     # -- time ----------------------------------------------------------------------------
 
@@ -168,12 +170,29 @@ class Ledger:
                 return early
             result = self._svm.send_transaction(transaction)
             execution = self._execution(transaction.signatures[0], result)
-            self._statuses.setdefault(execution.signature, execution)
+            self._remember(execution, transaction.message.account_keys)
             return execution
 
     def status(self, signature: Signature) -> Execution | None:
         with self._lock:
             return self._statuses.get(signature)
+
+    def history(
+        self, address: Pubkey, *, limit: int, before: Signature | None = None
+    ) -> list[Execution]:
+        """The newest ``limit`` transactions that involved ``address`` (older than ``before``)."""
+        with self._lock:
+            signatures = list(reversed(self._history.get(address, [])))
+            if before is not None and before in signatures:
+                signatures = signatures[signatures.index(before) + 1 :]
+            return [self._statuses[s] for s in signatures[:limit]]
+
+    def _remember(self, execution: Execution, keys: Sequence[Pubkey]) -> None:
+        if execution.signature in self._statuses:
+            return
+        self._statuses[execution.signature] = execution
+        for key in keys:
+            self._history.setdefault(key, []).append(execution.signature)
 
     def _precheck(self, transaction: VersionedTransaction) -> Execution | None:
         signature = transaction.signatures[0]
@@ -210,7 +229,7 @@ class Ledger:
                 # The same airdrop twice in one slot is the same transaction: use a new blockhash.
                 self._new_blockhash()
                 execution = self._airdrop_once(address, lamports)
-            self._statuses.setdefault(execution.signature, execution)
+            self._remember(execution, [address])
             return execution
 
     def _airdrop_once(self, address: Pubkey, lamports: int) -> Execution:

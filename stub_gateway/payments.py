@@ -76,6 +76,9 @@ class Invoice:
     issued: float
     expires: float
     paid_by: str | None = None
+    overcharged: bool = False
+    """Issued above the resource's price on purpose (the ``overcharge`` fault): its own price
+    is what settles it."""
 
     def body(self, network: str, message: str | None = None) -> dict[str, Any]:
         """The design document's 402 body for this invoice."""
@@ -144,7 +147,7 @@ class PaymentDesk:
 
     # -- issuing ---------------------------------------------------------------------------
 
-    def issue(self, price: Price, resource: str) -> Invoice:
+    def issue(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
         """A fresh invoice with a unique reference for ``resource``."""
         recipient = price.recipient or self.genesis.treasury
         token = None if price.currency.upper() == "SOL" else self.genesis.token(price.currency)
@@ -169,6 +172,7 @@ class PaymentDesk:
             destination=destination,
             issued=now,
             expires=now + self.invoice_ttl,
+            overcharged=overcharged,
         )
         with self._lock:
             self._invoices[reference] = invoice
@@ -268,7 +272,11 @@ class PaymentDesk:
             return Refusal(
                 "wrong_resource", f"the invoice was issued for {invoice.resource}, not {resource}"
             )
-        if price is not None and not _same_price(invoice, price, self.genesis.treasury):
+        if (
+            price is not None
+            and not invoice.overcharged
+            and not _same_price(invoice, price, self.genesis.treasury)
+        ):
             return Refusal(
                 "price_changed",
                 "the request now costs something else than its invoice; request a new invoice",

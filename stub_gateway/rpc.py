@@ -4,8 +4,8 @@ Results are produced with solders' response types wherever they serialize the re
 so any Solana client (solana-py, solders, web3.js) parses them. Batches are supported.
 Methods: getLatestBlockhash, isBlockhashValid, getAccountInfo, getMultipleAccounts,
 getBalance, getTokenAccountBalance, getMinimumBalanceForRentExemption, simulateTransaction,
-sendTransaction, getSignatureStatuses, requestAirdrop, getHealth, getVersion, getSlot,
-getBlockHeight, getGenesisHash.
+sendTransaction, getSignatureStatuses, getSignaturesForAddress, requestAirdrop, getHealth,
+getVersion, getSlot, getBlockHeight, getGenesisHash.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
     GetSignatureStatusesResp,
+    RpcConfirmedTransactionStatusWithSignature,
     RpcResponseContext,
     RpcSimulateTransactionResult,
 )
@@ -82,6 +83,7 @@ class RpcDispatcher:
             "simulateTransaction": self._simulate,
             "sendTransaction": self._send,
             "getSignatureStatuses": self._signature_statuses,
+            "getSignaturesForAddress": self._signatures_for_address,
             "requestAirdrop": self._airdrop,
             "getHealth": lambda params: "ok",
             "getVersion": lambda params: {
@@ -240,6 +242,25 @@ class RpcDispatcher:
             )
         resp = GetSignatureStatusesResp(statuses, RpcResponseContext(self.ledger.slot()))
         return json.loads(resp.to_json())["result"]
+
+    def _signatures_for_address(self, params: list[Any]) -> Any:
+        address = _pubkey(_param(params, 0))
+        config = _config(params, 1)
+        limit = config.get("limit") or 1000
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise RpcError(INVALID_PARAMS, "Invalid limit; max 1000")
+        before = config.get("before")
+        executions = self.ledger.history(
+            address, limit=limit, before=None if before is None else _signature(before)
+        )
+        return [
+            json.loads(
+                RpcConfirmedTransactionStatusWithSignature(
+                    e.signature, e.slot, e.err, None, None, TransactionConfirmationStatus.Finalized
+                ).to_json()
+            )
+            for e in executions
+        ]
 
     def _airdrop(self, params: list[Any]) -> Any:
         address = _pubkey(_param(params, 0))

@@ -9,7 +9,9 @@
 
 Answers follow the reference resource server (``PROTOCOL.md`` sections 1-2): a refused payment
 gets a fresh challenge whose ``error`` is the verify reason; a failed settlement gets 402 with a
-settlement header saying ``success: false`` and the ``errorReason``.
+settlement header saying ``success: false`` and the ``errorReason``. The very same paid request
+sent again within two minutes (a client retrying after a lost answer) gets the same answer
+(see :mod:`.replies`); any other reuse of a payment is a ``duplicate_settlement``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from human_rpc_sdk._headers import b64json, unb64json
 from human_rpc_sdk._money import format_amount, to_base_units
 
 from ._http import json_error
+from .fault_routes import after_payment, challenge_fault, redirect_fault
 from .payments import Price
 
 if TYPE_CHECKING:
@@ -82,33 +85,50 @@ def require_x402(
             resource = {"url": url, "description": description, "mimeType": "application/json"}
             payload = _payment(version)
             if payload is None:
-                return _challenge(version, wanted, resource, "Payment required")
+                return challenge_fault(gateway, x402_version=version) or _challenge(
+                    version, wanted, resource, "Payment required"
+                )
             if version == 2 and not _matches(payload.get("accepted"), wanted):
                 return _challenge(version, wanted, resource, "No matching payment requirements")
-            facilitator = gateway.facilitator
-            if facilitator.already_settled(payload):
-                return _settle_failed(version, wanted, facilitator.settle(payload, wanted))
-            verification = facilitator.verify(payload, wanted)
-            if not verification.is_valid:
-                reason = verification.invalid_reason or "invalid_payment"
-                return _challenge(version, wanted, resource, reason)
-            settlement = facilitator.settle(payload, wanted)
-            if not settlement["success"]:
-                return _settle_failed(version, wanted, settlement)
-            g.x402_settlement = settlement
-            response = make_response(view(*args, **kwargs))
-            response.headers[_response_header(version)] = b64json(settlement)
-            response.headers["Cache-Control"] = "private"
-            return response
+            moved = redirect_fault(gateway)
+            if moved is not None:
+                return moved
+            key = gateway.replies.key(_payment_header(version) or "")
+            response = gateway.replies.get(key)
+            if response is None:
+                facilitator = gateway.facilitator
+                if facilitator.already_settled(payload):
+                    return _settle_failed(version, wanted, facilitator.settle(payload, wanted))
+                verification = facilitator.verify(payload, wanted)
+                if not verification.is_valid:
+                    reason = verification.invalid_reason or "invalid_payment"
+                    return _challenge(version, wanted, resource, reason)
+                settlement = facilitator.settle(payload, wanted)
+                if not settlement["success"]:
+                    return _settle_failed(version, wanted, settlement)
+                g.x402_settlement = settlement
+                response = make_response(view(*args, **kwargs))
+                response.headers[_response_header(version)] = b64json(settlement)
+                response.headers["Cache-Control"] = "private"
+                gateway.replies.put(key, response)
+            return after_payment(
+                gateway,
+                response,
+                lambda: _challenge(version, wanted, resource, "Payment required"),
+            )
 
         return wrapped  # type: ignore[return-value]
 
     return decorator
 
 
+def _payment_header(version: int) -> str | None:
+    return request.headers.get("PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT")
+
+
 def _payment(version: int) -> Mapping[str, Any] | None:
     """The payment payload sent with this request, or None (absent or undecodable)."""
-    value = request.headers.get("PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT")
+    value = _payment_header(version)
     if not value or len(value) > 16_384:
         return None
     try:

@@ -10,7 +10,9 @@ from human_rpc_sdk import (
     HumanRPCError,
     HumanVerificationError,
     InvoiceValidationError,
+    NetworkMismatchError,
     PaymentError,
+    PaymentPolicyError,
     ReiteratorConfigurationError,
     ReiteratorMaxAttemptsError,
     ReiteratorRateLimitError,
@@ -25,6 +27,8 @@ ALL = [
     InvoiceValidationError("m", field="invoice.amount", invoice={"amount": "0"}, reason="x"),
     TransactionBuildError("m"),
     PaymentError("m", invoice={"a": 1}, signature="sig", details={"missing": "1"}),
+    PaymentPolicyError("m", rule="budget", details={"spent": "1"}),
+    NetworkMismatchError("m", field="invoice.network", invoice={"network": "testnet"}),
     SolanaRPCError("m", method="getBalance", code=-32602),
     HumanVerificationError("m", task_id="t1"),
     ReiteratorMaxAttemptsError("m", attempts=3, last_result={"decision": "no"}),
@@ -54,6 +58,15 @@ def test_hierarchy_matches_the_design() -> None:
     assert issubclass(ReiteratorConfigurationError, SDKConfigurationError)
     assert issubclass(SolanaRPCError, PaymentError)
     assert not issubclass(InvoiceValidationError, PaymentError)
+
+
+def test_a_wrong_network_is_an_invoice_error_and_a_policy_refusal() -> None:
+    """The pinned network: caught as InvoiceValidationError or PaymentPolicyError(rule)."""
+    error = NetworkMismatchError("m", field="invoice.network")
+    assert isinstance(error, InvoiceValidationError)
+    assert isinstance(error, PaymentPolicyError)
+    assert (error.rule, error.field) == ("network", "invoice.network")
+    assert error.reason == "wrong_network"
 
 
 def test_fields_are_attributes() -> None:

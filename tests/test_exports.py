@@ -10,13 +10,16 @@ def test_sdk_exports_exactly_the_public_names() -> None:
     """__all__ lists the public API, sorted, and every name exists."""
     expected = {
         "AutoAgent",
+        "BudgetLine",
         "GuardResponse",
         "HumanRPCError",
         "HumanVerificationError",
         "Invoice",
         "InvoiceValidationError",
         "KeypairSigner",
+        "NetworkMismatchError",
         "PaymentError",
+        "PaymentOffer",
         "PaymentPolicyError",
         "PaymentReceipt",
         "ReiteratorConfigurationError",

@@ -426,9 +426,18 @@ def test_legacy_overpayment_within_tolerance_is_accepted(
 
 
 def test_legacy_replay_is_refused(server: GatewayServer, gateway: Gateway, payer: Keypair) -> None:
-    """A legacy payment settles once; presenting it again is refused by the ledger."""
+    """A legacy payment settles once; presented on another request it is refused by the
+    ledger (the very same request gets its cached answer, nothing executes)."""
     tx = signed(server, legacy_plan(gateway, payer, "SOL"), payer)
     assert present(server, "/api/v1/premium/sol?format=legacy", tx).status_code == 200
+    balances = snapshot(gateway, payer.pubkey(), gateway.treasury)
+    assert present(server, "/api/v1/premium/sol?format=legacy", tx).status_code == 200
+    assert snapshot(gateway, payer.pubkey(), gateway.treasury) == balances
     refused(
-        server, gateway, payer, "/api/v1/premium/sol?format=legacy", tx, "duplicate_transaction"
+        server,
+        gateway,
+        payer,
+        "/api/v1/premium/sol?format=legacy&again=1",
+        tx,
+        "duplicate_transaction",
     )

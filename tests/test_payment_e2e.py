@@ -135,28 +135,40 @@ def test_insufficient_funds_moves_nothing(
     assert agent.payments == []
 
 
-def test_a_replayed_payment_is_refused(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
-) -> None:
-    """The same X-PAYMENT again, or for another invoice's resource, is refused; nothing moves."""
-    wallet = funded_wallet(sol="1")
-    agent = agent_for(wallet)
-    capture = PaymentCapture()
-    agent.session.mount("http://", capture)
-    assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
-    (header,) = capture.headers
-    after_first = (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury))
-    replay = requests.get(
-        f"{server.url}/api/v1/premium/sol", headers={"X-PAYMENT": header}, timeout=10
-    )
-    assert replay.status_code == 402
-    assert replay.json()["reason"] == "invoice_already_paid"
-    elsewhere = requests.get(
-        f"{server.url}/api/v1/premium/usdc", headers={"X-PAYMENT": header}, timeout=10
-    )
-    assert elsewhere.status_code == 402
-    assert elsewhere.json()["reason"] == "wrong_resource"
-    assert (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury)) == after_first
+def test_a_replayed_payment_is_refused_unless_it_is_the_same_request() -> None:
+    """The same X-PAYMENT on another request is refused; the very same request within two
+    minutes gets the very same answer (a client retrying a lost one); later it is refused.
+    Money moves once."""
+    clock = FakeClock()
+    with serve_in_thread(clock=clock) as running:
+        gateway = running.gateway
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        capture = PaymentCapture()
+        agent.session.mount("http://", capture)
+        first = agent.get(f"{running.url}/api/v1/premium/sol")
+        assert first.status_code == 200
+        (header,) = capture.headers
+        after_first = (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury))
+
+        def present(path: str) -> requests.Response:
+            return requests.get(f"{running.url}{path}", headers={"X-PAYMENT": header}, timeout=10)
+
+        same = present("/api/v1/premium/sol")
+        assert (same.status_code, same.content) == (200, first.content)
+        elsewhere = present("/api/v1/premium/usdc")
+        assert elsewhere.status_code == 402
+        assert elsewhere.json()["reason"] == "wrong_resource"
+        other_query = present("/api/v1/premium/sol?page=2")
+        assert other_query.status_code == 402
+        assert other_query.json()["reason"] == "invoice_already_paid"
+        clock.now += 121
+        late = present("/api/v1/premium/sol")
+        assert late.status_code == 402
+        assert late.json()["reason"] == "invoice_already_paid"
+        assert (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury)) == after_first
+        assert len(gateway.desk.settlements) == 1
 
 
 def test_server_answering_402_after_payment_gets_paid_once(

@@ -339,10 +339,12 @@ def test_sdk_pays_the_gateways_x402_routes(
     assert fees_before - gateway.balance(fee_payer) == Decimal("0.000010001")
 
 
-def present(server: GatewayServer, version: int, header_value: str) -> requests.Response:
+def present(
+    server: GatewayServer, version: int, header_value: str, query: str = ""
+) -> requests.Response:
     name = "PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT"
     return requests.get(
-        f"{server.url}/x402/v{version}/premium", headers={name: header_value}, timeout=10
+        f"{server.url}/x402/v{version}/premium{query}", headers={name: header_value}, timeout=10
     )
 
 
@@ -361,15 +363,21 @@ def error_of(response: requests.Response) -> str:
 def test_a_replayed_payment_is_a_duplicate_settlement(
     server: GatewayServer, gateway: Gateway, version: int
 ) -> None:
-    """The same payment twice: the second is refused (duplicate_settlement); nothing moves."""
+    """The same payment on another request is refused (duplicate_settlement); the very same
+    request again gets the very same answer (a client retrying a lost one). Money moves once."""
     wallet = wallet_on(gateway)
     resend = drive(server, challenge(version, [offer(gateway, version=version)]), context(wallet))
     (value,) = resend.headers.values()
-    assert present(server, version, value).status_code == 200
+    first = present(server, version, value)
+    assert first.status_code == 200
     after = gateway.balance(wallet.pubkey(), "USDC")
-    again = present(server, version, value)
+    again = present(server, version, value, query="?page=2")
     assert again.status_code == 402
     assert error_of(again) == "duplicate_settlement"
+    same = present(server, version, value)
+    assert (same.status_code, same.content) == (200, first.content)
+    name = "PAYMENT-RESPONSE" if version == 2 else "X-PAYMENT-RESPONSE"
+    assert same.headers[name] == first.headers[name]
     assert gateway.balance(wallet.pubkey(), "USDC") == after
 
 
@@ -583,8 +591,8 @@ def test_property_malformed_challenges_never_pay(
         drive(server, reply, context(wallet))
 
 
-def test_a_refused_x402_payment_is_reported_and_not_repeated() -> None:
-    """The facilitator refuses (stale blockhash): PaymentError with its reason; one attempt only."""
+def test_an_expired_x402_payment_is_replaced_once() -> None:
+    """Refused for a stale blockhash, and not among the payer's transactions: re-signed once."""
     from stub_gateway import serve_in_thread
 
     from .conftest import FakeClock
@@ -596,9 +604,12 @@ def test_a_refused_x402_payment_is_reported_and_not_repeated() -> None:
         agent = AutoAgent(wallet, rpc_url=running.rpc_url)
         assert agent.get(f"{running.url}/x402/v2/premium").status_code == 200
         clock.now += 61  # the agent's cached blockhash is now past its 150 slots
-        with pytest.raises(PaymentError) as caught:
-            agent.get(f"{running.url}/x402/v2/premium")
-        assert caught.value.reason == "payment_refused"
-        assert "transaction_simulation_failed" in str(caught.value)
-        assert [p.settled for p in agent.payments] == [True, None]
-        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+        assert agent.get(f"{running.url}/x402/v2/premium").status_code == 200
+        first, expired, replacement = agent.payments
+        assert (first.settled, replacement.settled) == (True, True)
+        assert expired.error_reason is not None
+        assert "replaced" in expired.error_reason
+        assert "transaction_simulation_failed" in expired.error_reason
+        assert (expired.state, expired.landed) == ("failed", False)
+        assert replacement.replaces == expired.id
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.98")
