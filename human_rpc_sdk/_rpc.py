@@ -3,20 +3,29 @@
 solana-py 0.40+ ships only an async client, so the synchronous driver speaks JSON-RPC itself:
 :mod:`._jsonrpc` encodes requests and checks and parses replies; this module moves the bytes.
 Several requests travel as one JSON-RPC batch: one HTTP round trip.
+
+Transient failures (connection errors, read timeouts, HTTP 429 and 5xx) are retried by the
+HTTP stack itself, urllib3's :class:`~urllib3.util.Retry`, with a short exponential backoff
+and ``Retry-After`` honoured up to a few seconds; JSON-RPC reads are safe to repeat. When the
+retries are spent the failure is reported as a ``SolanaRPCError``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import requests
+from requests.adapters import HTTPAdapter
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc.responses import GetLatestBlockhashResp
+from urllib3 import BaseHTTPResponse
+from urllib3.exceptions import InvalidHeader
+from urllib3.util import Retry
 
 from ._jsonrpc import (
     RpcRequest,
@@ -28,11 +37,60 @@ from ._jsonrpc import (
 from .exceptions import SolanaRPCError
 from .solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
 
-__all__ = ["RpcClient", "RpcStats"]
+__all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 
 logger = logging.getLogger(__name__)
 
 _USER_AGENT: Final = "human-rpc-sdk"
+MAX_RETRY_AFTER: Final = 5.0
+
+
+class _Retry(Retry):
+    """urllib3's Retry, honouring ``Retry-After`` for at most :data:`MAX_RETRY_AFTER` seconds
+    (a malformed one is ignored) and waiting with an injectable ``pause``."""
+
+    def __init__(self, *args: Any, pause: Callable[[float], None] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.pause = pause
+
+    def new(self, **kw: Any) -> _Retry:
+        fresh = super().new(**kw)
+        fresh.pause = self.pause
+        return fresh
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:
+            return None
+        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        if self.pause is None:
+            super().sleep(response)
+            return
+        wanted = None
+        if self.respect_retry_after_header and response is not None:
+            wanted = self.get_retry_after(response)
+        seconds = wanted or self.get_backoff_time()
+        if seconds > 0:
+            self.pause(seconds)
+
+
+RPC_RETRY: Final = _Retry(
+    total=4,
+    connect=3,
+    read=2,
+    status=3,
+    other=0,
+    backoff_factor=0.1,
+    backoff_max=2.0,
+    status_forcelist=(429, 500, 502, 503, 504),
+    allowed_methods=frozenset({"POST"}),
+    raise_on_status=False,
+    respect_retry_after_header=True,
+)
+"""How the RPC transport retries: at most 3 more tries per failure kind, 4 in all."""
 
 
 @dataclass
@@ -55,15 +113,29 @@ class RpcClient:
 
     :param url: the RPC endpoint.
     :param timeout: seconds for each HTTP round trip.
-    :param session: a ``requests.Session`` to reuse; one is created when omitted.
+    :param session: a ``requests.Session`` to reuse; one is created when omitted, retrying
+        transient failures with :data:`RPC_RETRY`.
+    :param sleep: how that session waits between retries (``time.sleep`` when None).
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 10.0, session: requests.Session | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            retry = RPC_RETRY.new()
+            retry.pause = sleep
+            adapter = HTTPAdapter(max_retries=retry)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.session.headers.setdefault("User-Agent", _USER_AGENT)
         self.stats = RpcStats()
         self._stats_lock = threading.Lock()

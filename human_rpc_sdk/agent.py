@@ -149,7 +149,7 @@ class AutoAgent:
         self._signer: Signer = load_signer(solana_private_key, signer)
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
         self.session = session or requests.Session()
-        self._rpc = RpcClient(self.rpc_url, timeout=self.timeout)
+        self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
         self._journal = Journal(self.journal_path)
         self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
         self._cache = ChainCache()

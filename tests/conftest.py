@@ -188,7 +188,7 @@ def responder() -> Iterator[str]:
     """A plain server whose /respond answers with the status, headers and body it is sent.
 
     POST /respond with JSON {"status": int, "headers": {...}, "body": "<base64>"}.
-    /fixed/<status>/<urlsafe base64 body>[/...] always answers that status and body.
+    /fixed/<status>[/<urlsafe base64 body>[/...]] always answers that status and body.
     /flaky/<key>/<n>/<body>/... answers 503 n times, then 200 with the body.
     """
     import base64
@@ -206,9 +206,10 @@ def responder() -> Iterator[str]:
             headers=spec.get("headers", {}),
         )
 
+    @app.route("/fixed/<int:status>", methods=["GET", "POST"])
     @app.route("/fixed/<int:status>/<body>", methods=["GET", "POST"])
     @app.route("/fixed/<int:status>/<body>/<path:rest>", methods=["GET", "POST"])
-    def fixed(status: int, body: str, rest: str = "") -> Response:
+    def fixed(status: int, body: str = "", rest: str = "") -> Response:
         """Always the same answer, whatever is asked (a broken or hostile service)."""
         return Response(
             base64.urlsafe_b64decode(body), status=status, content_type="application/json"

@@ -25,6 +25,8 @@ from human_rpc_sdk import (
 )
 from stub_gateway import Gateway, GatewayServer
 
+from .conftest import FakeClock
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
@@ -112,14 +114,19 @@ def test_property_8_rpc_failures(
     status, body = answer
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-    rpc_url = f"{responder}/fixed/{status}/{base64.urlsafe_b64encode(body).decode()}"
-    agent = AutoAgent(wallet, rpc_url=rpc_url)
+    encoded = base64.urlsafe_b64encode(body).decode()
+    rpc_url = f"{responder}/fixed/{status}" + (f"/{encoded}" if encoded else "")
+    clock = FakeClock()
+    agent = AutoAgent(wallet, rpc_url=rpc_url, sleep=clock.sleep)
     with pytest.raises(HumanRPCError) as caught:
         agent.get(f"{server.url}/api/v1/premium/sol")
     check_descriptive(caught.value)
     assert isinstance(caught.value, SolanaRPCError)
     assert "Nothing was paid" in str(caught.value)
     assert gateway.balance(wallet.pubkey()) == 1
+    # Transient statuses were retried by the transport with a bounded backoff; others were not.
+    retried = status in (429, 500, 502, 503, 504)
+    assert clock.sleeps == ([0.2, 0.4] if retried else [])
 
 
 # **Feature: human-rpc-python-sdk, Property 8: For any error condition (invalid keys, malformed
