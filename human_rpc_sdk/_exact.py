@@ -25,7 +25,7 @@ from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from ._x402 import Offer, PaymentRequired, refusal
-from .exceptions import PaymentError, PaymentPolicyError
+from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
 from .solana_utils import (
     TOKEN_PROGRAMS,
     MintInfo,
@@ -98,7 +98,7 @@ def _refusal_before_chain(offer: Offer, ctx: PaymentContext, accepted: set[str])
     why = refusal(offer, ctx.network)
     if why is not None:
         wrong_cluster = not offer.problem and offer.cluster not in (None, ctx.network)
-        return Refusal(why, "network" if wrong_cluster else None)
+        return Refusal(why, "network" if wrong_cluster else None, malformed=bool(offer.problem))
     if offer.asset not in accepted:
         return Refusal(
             f"asset {offer.asset} is not a token this agent accepts on {ctx.network}; add it "
@@ -183,7 +183,9 @@ def _evaluate(
     return None
 
 
-def _none_payable(challenge: PaymentRequired, refusals: dict[int, Refusal]) -> PaymentError:
+def _none_payable(
+    challenge: PaymentRequired, refusals: dict[int, Refusal]
+) -> PaymentError | InvoiceValidationError:
     lines = "; ".join(f"offer {index}: {why.text}" for index, why in sorted(refusals.items()))
     message = (
         f"none of the {len(challenge.offers)} x402 payment offers can be paid ({lines}). "
@@ -193,6 +195,13 @@ def _none_payable(challenge: PaymentRequired, refusals: dict[int, Refusal]) -> P
         "refusals": {index: why.text for index, why in refusals.items()},
         "rules": {index: why.rule for index, why in refusals.items() if why.rule},
     }
+    if refusals and all(why.malformed for why in refusals.values()):
+        return InvoiceValidationError(
+            f"the 402 answer's x402 offers are all malformed ({lines}). Nothing was signed or "
+            "paid; the service sent a challenge this agent cannot read",
+            reason="malformed_x402",
+            details=details,
+        )
     rules = [why.rule for _, why in sorted(refusals.items())]
     if rules and all(rules):
         return PaymentPolicyError(

@@ -53,10 +53,12 @@ def currency_key(network: str, currency: str, mint: str | None) -> str:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why one offer cannot be paid; ``rule`` names the spending rule when one refused it."""
+    """Why one offer cannot be paid; ``rule`` names the spending rule when one refused it,
+    ``malformed`` says the offer itself is not a valid offer."""
 
     text: str
     rule: str | None = None
+    malformed: bool = False
 
 
 @dataclass(frozen=True)

@@ -246,15 +246,17 @@ class FakeClock:
 
 
 class PaymentCapture(requests.adapters.HTTPAdapter):
-    """A transport adapter that remembers every X-PAYMENT header sent through it."""
+    """A transport adapter that remembers every payment header (X-PAYMENT, PAYMENT-SIGNATURE)
+    sent through it, whether or not an answer came back."""
 
     def __init__(self) -> None:
         super().__init__()
         self.headers: list[str] = []
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if "X-PAYMENT" in request.headers:
-            self.headers.append(request.headers["X-PAYMENT"])
+        for name in ("X-PAYMENT", "PAYMENT-SIGNATURE"):
+            if name in request.headers:
+                self.headers.append(request.headers[name])
         return super().send(request, **kwargs)
 
 
