@@ -60,7 +60,7 @@ class Driver:
     def __init__(
         self,
         *,
-        rpc: RpcClient,
+        rpc: RpcClient | None,
         journal: Journal,
         approve: Callable[[PaymentOffer], object] | None,
         sleep: Callable[[float], None],
@@ -93,11 +93,17 @@ class Driver:
         self, effect: Effect, resend: Callable[[Resend], HttpReply | NoAnswer] | None
     ) -> Any:
         if isinstance(effect, RpcCall):
+            if self.rpc is None:
+                raise TypeError("this driver has no RPC client")
             return self.rpc.call(effect.requests)
         if isinstance(effect, Resend):
             if resend is None:
                 raise TypeError("this flow cannot send HTTP requests")
             return resend(effect)
+        return self.keep_books(effect)
+
+    def keep_books(self, effect: Effect) -> Any:
+        """Perform a bookkeeping effect: a pause, the approve callback, or the journal."""
         if isinstance(effect, Pause):
             self.sleep(effect.seconds)
             return None

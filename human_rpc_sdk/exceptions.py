@@ -181,7 +181,8 @@ class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
     """The invoice or offer is for another Solana network than the agent's: never paid.
 
     Both an :class:`InvoiceValidationError` (``field`` names the network field) and a
-    :class:`PaymentPolicyError` (``rule == "network"``): the agent's network is pinned.
+    :class:`PaymentPolicyError` (``rule == "network"``): the agent's network is pinned. (Its
+    bases' initialisers chain through each other, so it sets its fields itself.)
     """
 
     default_reason = "wrong_network"

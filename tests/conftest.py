@@ -12,8 +12,9 @@ import pytest
 import requests
 from hypothesis import HealthCheck, settings
 from solders.keypair import Keypair
+from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent
+from human_rpc_sdk import AutoAgent, KeypairSigner
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
 # The design document asks for at least 100 examples per property; CI runs more.
@@ -277,42 +278,42 @@ def human_agent(server: GatewayServer, usdc: str = "20", **options: Any) -> Auto
 
 
 class Books:
-    """Answers a hand-driven flow's bookkeeping effects as the driver does: ``approve`` (yes
-    unless told otherwise), an in-memory journal, pauses (recorded, not waited)."""
+    """Answers a hand-driven flow's bookkeeping effects with the real driver: ``approve``
+    (yes unless told otherwise), an in-memory journal, pauses (recorded, not waited)."""
 
     def __init__(self, approve: Callable[[Any], object] | None = None) -> None:
         from human_rpc_sdk._journal import Journal
+        from human_rpc_sdk._sync import Driver
 
         self.journal = Journal(":memory:")
-        self.approve = approve
         self.offers: list[Any] = []
         self.pauses: list[float] = []
 
-    def handles(self, effect: object) -> bool:
-        from human_rpc_sdk._effects import Approve, FindPayment, Pause, Record, Reserve
+        def ask(offer: Any) -> object:
+            self.offers.append(offer)
+            return True if approve is None else approve(offer)
 
-        return isinstance(effect, Approve | FindPayment | Pause | Record | Reserve)
+        self.driver = Driver(rpc=None, journal=self.journal, approve=ask, sleep=self.pauses.append)
+
+    def handles(self, effect: object) -> bool:
+        from human_rpc_sdk._effects import Resend, RpcCall
+
+        return not isinstance(effect, RpcCall | Resend)
 
     def answer(self, effect: Any) -> Any:
-        from human_rpc_sdk._effects import Approve, FindPayment, Pause, Record, Reserve
+        return self.driver.keep_books(effect)
 
-        if isinstance(effect, Approve):
-            self.offers.append(effect.offer)
-            return True if self.approve is None else self.approve(effect.offer)
-        if isinstance(effect, Pause):
-            self.pauses.append(effect.seconds)
-            return None
-        if isinstance(effect, FindPayment):
-            return self.journal.find(effect.invoice_key)
-        if isinstance(effect, Reserve):
-            return self.journal.reserve(
-                effect.offer,
-                currency_key=effect.currency_key,
-                invoice_key=effect.invoice_key,
-                budget=effect.budget,
-            )
-        assert isinstance(effect, Record)
-        return self.journal.mark(effect.entry_id, effect.state, effect.fields, expect=effect.expect)
+
+class CountingSigner(KeypairSigner):
+    """A signer that counts its signatures."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        super().__init__(keypair)
+        self.count = 0
+
+    def sign_message(self, message: bytes) -> Signature:
+        self.count += 1
+        return super().sign_message(message)
 
 
 def booked(flow: Generator[Any, Any, Any], books: Books | None = None) -> Generator[Any, Any, Any]:

@@ -18,27 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 from solders.keypair import Keypair
-from solders.signature import Signature
 
 from human_rpc_sdk import InvoiceValidationError, PaymentPolicyError
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
 from human_rpc_sdk._rpc import RpcClient
-from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 
-from .conftest import booked
-
-
-class SigningCounter(KeypairSigner):
-    def __init__(self, keypair: Keypair) -> None:
-        super().__init__(keypair)
-        self.count = 0
-
-    def sign_message(self, message: bytes) -> Signature:
-        self.count += 1
-        return super().sign_message(message)
-
+from .conftest import CountingSigner, booked
 
 _WALLETS: dict[int, Keypair] = {}
 
@@ -54,7 +41,7 @@ def funded(gateway: Gateway) -> Keypair:
 
 def attempt(server: GatewayServer, reply: HttpReply) -> tuple[BaseException | None, int, bool]:
     """Run the flow on ``reply`` against the gateway's RPC: (error, signatures, resent)."""
-    signer = SigningCounter(funded(server.gateway))
+    signer = CountingSigner(funded(server.gateway))
     ctx = PaymentContext(
         signer=signer,
         network="devnet",

@@ -21,15 +21,14 @@ from typing import Any
 import pytest
 import requests
 from solders.keypair import Keypair
-from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent, KeypairSigner, PaymentError
+from human_rpc_sdk import AutoAgent, PaymentError
 from human_rpc_sdk._journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Existing, OverBudget, Reserved
 from stub_gateway import GatewayServer, serve_in_thread
 
-from .conftest import PaymentCapture
+from .conftest import CountingSigner, PaymentCapture
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.001")
@@ -146,18 +145,6 @@ def test_reserving_refuses_a_second_payment_and_checks_the_budget() -> None:
         Reserved,
     )
     assert journal.mark(second.entry.id, "accepted", expect=("reserved",)) is None
-
-
-class CountingSigner(KeypairSigner):
-    """A signer that counts its signatures."""
-
-    def __init__(self, keypair: Keypair) -> None:
-        super().__init__(keypair)
-        self.count = 0
-
-    def sign_message(self, message: bytes) -> Signature:
-        self.count += 1
-        return super().sign_message(message)
 
 
 def test_an_invoice_is_never_paid_twice(
