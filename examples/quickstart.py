@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 import requests
 from solders.keypair import Keypair
@@ -23,7 +25,7 @@ def main() -> int:
     # The SDK logs each payment it makes on the "human_rpc_sdk" logger.
     logging.basicConfig(level=logging.INFO, format="  [log] %(message)s")
 
-    with serve_in_thread() as gateway:
+    with serve_in_thread() as gateway, tempfile.TemporaryDirectory() as folder:
         print(f"Stub HumanRPC gateway running at {gateway.url} (Solana RPC at {gateway.rpc_url})")
 
         wallet = Keypair()  # a brand-new agent wallet
@@ -35,7 +37,13 @@ def main() -> int:
         faucet.raise_for_status()
         print(f"Funded new wallet {wallet.pubkey()} with {faucet.json()['funded']}")
 
-        with AutoAgent(wallet, rpc_url=gateway.rpc_url, network="devnet") as agent:
+        # Every payment is journaled (SQLite) before it is sent. A real agent keeps the default
+        # journal, one per wallet under ~/.local/state/human-rpc-sdk; this throwaway wallet's
+        # journal goes with the temporary folder.
+        journal = Path(folder) / "payments.sqlite3"
+        with AutoAgent(
+            wallet, rpc_url=gateway.rpc_url, network="devnet", journal_path=journal
+        ) as agent:
             before = {currency: agent.balance(currency) for currency in ("SOL", "USDC")}
             for name in ("sol", "usdc"):
                 url = f"{gateway.url}/api/v1/premium/{name}"

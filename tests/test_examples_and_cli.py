@@ -46,6 +46,17 @@ def test_guarded_classifier_runs_reject_then_approve() -> None:
     assert "attempt 1 of 3: rejected" in done.stderr
 
 
+def test_safe_spending_walks_through_every_rule() -> None:
+    """examples/safe_spending.py: paid, declined, re-sent once, over budget, recovered."""
+    done = run_example("safe_spending.py")
+    assert "refused by rule 'approve'; nothing signed" in done.stdout
+    assert "HTTP 200, the same payment sent twice, paid once" in done.stdout
+    assert "refused by rule 'budget': 0.10 of 0.12 USDC already spent" in done.stdout
+    assert "accepted, landed=True" in done.stdout
+    assert "USDC budget: 0.15 spent of 0.22, 0.07 left" in done.stdout
+    assert "Wallet USDC: 0.85" in done.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
