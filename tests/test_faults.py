@@ -355,3 +355,32 @@ def test_faults_are_armed_listed_and_cleared_over_http(hostile: GatewayServer) -
     assert "unknown fault" in bad.json()["error"]["message"]
     assert requests.delete(base, timeout=5).json() == {"armed": []}
     assert hostile.gateway.faults.armed() == []
+
+
+def test_a_402_reached_through_a_redirect_is_paid_only_where_it_was_asked(
+    payer: Payer,
+) -> None:
+    """Redirected from one host to the gateway's paywall: the payment goes to the gateway,
+    the host that redirected never sees it."""
+    app = Flask("front")
+    seen: list[dict[str, str]] = []
+
+    @app.get("/buy")
+    def buy() -> Response:
+        seen.append(dict(request.headers))
+        response = Response(status=302)
+        response.headers["Location"] = payer.url()
+        return response
+
+    front = GatewayServer(app).start()
+    try:
+        response = payer.agent.get(f"{front.url}/buy")
+    finally:
+        front.stop()
+    assert response.status_code == 200
+    assert response.url == payer.url()
+    assert len(seen) == 1
+    assert not {"X-PAYMENT", "PAYMENT-SIGNATURE"} & {k.upper() for k in seen[0]}
+    assert len(payer.headers) == 1
+    assert payer.sol_spent() == PRICE + FEE
+    assert [row[0] for row in payer.rows()] == ["accepted"]
