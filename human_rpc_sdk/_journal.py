@@ -173,11 +173,6 @@ class Journal:
             ).fetchone()
         return None if row is None else self._entry(row)
 
-    def get(self, entry_id: int) -> JournalEntry | None:
-        with self._reading() as db:
-            row = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
-        return None if row is None else self._entry(row)
-
     def entries(self, states: Iterable[str] | None = None) -> list[JournalEntry]:
         """Every row (oldest first), or those in ``states``."""
         with self._reading() as db:
@@ -191,11 +186,6 @@ class Journal:
                     wanted,
                 ).fetchall()
         return [self._entry(row) for row in rows]
-
-    def spent(self, network: str, currency_key: str) -> Decimal:
-        """What the journal counts as spent in ``currency_key``: every row but ``failed`` ones."""
-        with self._reading() as db:
-            return _spent(db, network, currency_key)
 
     def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
         """Each currency's budget line: the limits given, and every currency spent in."""
