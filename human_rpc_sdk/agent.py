@@ -200,7 +200,8 @@ class AutoAgent:
         Safe to call at any time, from any process sharing the journal.
 
         :returns: the receipts of the payments examined, as they are now.
-        :raises SolanaRPCError: when the RPC node cannot answer (nothing is changed).
+        :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
+            payments examined before that is kept, the rest stay open.
         """
         entries = [e for e in self._journal.entries() if needs_recovery(e)]
         flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
