@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ def test_a_shared_budget_is_never_overspent(server: GatewayServer, tmp_path: Pat
     journal = tmp_path / "shared.sqlite3"
     budget = {"SOL": str(K * PRICE)}
     url = f"{server.url}/api/v1/premium/sol"
-    go = tmp_path / "go"
     treasury_before = gateway.balance(gateway.treasury)
     job = {
         "url": url,
@@ -45,20 +43,20 @@ def test_a_shared_budget_is_never_overspent(server: GatewayServer, tmp_path: Pat
         "journal": str(journal),
         "budget": budget,
         "attempts": PROCESS_ATTEMPTS,
-        "go": str(go),
+        "wait": True,
     }
     env = {**os.environ, "SOLANA_PRIVATE_KEY": str(wallet)}
-    ready = [tmp_path / f"ready-{n}" for n in range(PROCESSES)]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.workers.payer", json.dumps({**job, "ready": str(r)})],
+            [sys.executable, "-m", "tests.workers.payer", json.dumps(job)],
             cwd=ROOT,
             env=env,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for r in ready
+        for _ in range(PROCESSES)
     ]
     agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal, budget=budget)
     start = threading.Barrier(THREADS + 1)
@@ -85,15 +83,18 @@ def test_a_shared_budget_is_never_overspent(server: GatewayServer, tmp_path: Pat
     threads = [threading.Thread(target=attempt) for _ in range(THREADS)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 30
-    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
-        time.sleep(0.005)  # noqa: TID251 - waiting for the other processes to be ready
-    go.touch()
+    for worker in workers:  # each has built its agent and waits for the signal
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
     start.wait()
     for thread in threads:
         thread.join(timeout=60)
     for worker in workers:
-        out, errors = worker.communicate(timeout=60)
+        out, errors = worker.communicate(timeout=60)  # closes stdin too
         assert worker.returncode == 0, errors
         result = json.loads(out.strip().splitlines()[-1])
         counts["paid"] += result["paid"]

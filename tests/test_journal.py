@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -255,13 +254,25 @@ def test_a_broken_journal_stops_payments(server: GatewayServer, tmp_path: Path) 
 # -- a real crash ---------------------------------------------------------------------------------
 
 
+class Stall:
+    """The gateway's sleep for slow answers: says it started, then waits to be released."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.started.set()
+        self.release.wait(seconds)
+
+
 @pytest.fixture
-def stalling() -> Iterator[tuple[GatewayServer, threading.Event]]:
-    """A gateway whose slow answers wait until the test releases them."""
-    release = threading.Event()
-    with serve_in_thread(sleep=lambda seconds: release.wait(seconds)) as running:
-        yield running, release
-        release.set()
+def stalling() -> Iterator[tuple[GatewayServer, Stall]]:
+    """A gateway whose slow answers (after a settlement) wait until the test releases them."""
+    stall = Stall()
+    with serve_in_thread(sleep=stall) as running:
+        yield running, stall
+        stall.release.set()
 
 
 def run_worker(job: dict[str, Any], key: Keypair) -> subprocess.Popen[str]:
@@ -277,11 +288,11 @@ def run_worker(job: dict[str, Any], key: Keypair) -> subprocess.Popen[str]:
 
 
 def test_a_crash_after_paying_is_recovered_from_the_journal(
-    stalling: tuple[GatewayServer, threading.Event], tmp_path: Path
+    stalling: tuple[GatewayServer, Stall], tmp_path: Path
 ) -> None:
     """A process is killed (SIGKILL) after its payment settled but before the answer came:
     a new agent on its journal sees the payment pending, and recovery finds it on chain."""
-    server, release = stalling
+    server, stall = stalling
     gateway = server.gateway
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
@@ -293,13 +304,12 @@ def test_a_crash_after_paying_is_recovered_from_the_journal(
         "journal": str(journal),
     }
     child = run_worker(job, wallet)
-    deadline = time.monotonic() + 20
-    while not gateway.desk.settlements and time.monotonic() < deadline:
-        time.sleep(0.01)  # noqa: TID251 - waiting for another process
+    settled = stall.started.wait(timeout=30)  # the payment settled; its answer is stalled
     child.send_signal(signal.SIGKILL)
     _, errors = child.communicate(timeout=10)
-    release.set()
-    assert gateway.desk.settlements, errors
+    stall.release.set()
+    assert settled, errors
+    assert len(gateway.desk.settlements) == 1
 
     (row,) = rows(journal)
     assert row["state"] == "signed"

@@ -2,18 +2,15 @@
 
     python -m tests.workers.payer '{"url": ..., "rpc_url": ..., "journal": ..., ...}'
 
-The key comes from SOLANA_PRIVATE_KEY. Once its agent is built it creates the file named by
-"ready" and waits for the file named by "go" (when given), then requests "url" "attempts"
-times, and prints one JSON line: how many were paid, refused by the budget, or failed
-otherwise.
+The key comes from SOLANA_PRIVATE_KEY. With "wait" set, once its agent is built it prints
+"ready" and waits for a line on stdin before starting. It requests "url" "attempts" times
+and prints one JSON line: how many were paid, refused by the budget, or failed otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from pathlib import Path
 
 from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentPolicyError
 
@@ -21,12 +18,9 @@ from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentPolicyError
 def main() -> None:
     job = json.loads(sys.argv[1])
     agent = AutoAgent(rpc_url=job["rpc_url"], journal_path=job["journal"], budget=job.get("budget"))
-    if job.get("ready"):
-        Path(job["ready"]).touch()
-    go = job.get("go")
-    deadline = time.monotonic() + 30
-    while go and not Path(go).exists() and time.monotonic() < deadline:
-        time.sleep(0.005)  # noqa: TID251 - a separate process waiting for its start signal
+    if job.get("wait"):
+        print("ready", flush=True)
+        sys.stdin.readline()  # the start signal
     paid = budget = 0
     other: list[str] = []
     for _ in range(job.get("attempts", 1)):
