@@ -23,12 +23,16 @@ from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
 from .exceptions import HumanRPCError, PaymentError, SolanaRPCError
 
-__all__ = ["REDELIVERY_PAUSES", "PaymentOutcome", "deliver", "judge"]
+__all__ = ["REDELIVERY_PAUSES", "PaymentOutcome", "deliver", "judge", "record_outcome"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
 REDELIVERY_PAUSES: Final = (0.25, 0.5, 1.0)
 """Seconds to wait before each re-send of a payment that got no definite answer."""
+OUTCOME_WRITE_PAUSES: Final = (0.25, 1.0)
+"""Seconds to wait before writing a payment's outcome to the journal again."""
+OUTCOME_BUSY_SECONDS: Final = 2.0
+"""How long each outcome write waits for a journal another process holds locked."""
 _OPEN: Final = ("signed", "submitted", "refused")
 
 
@@ -83,14 +87,14 @@ def deliver(
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
         state = "accepted" if answer.status < 400 else "refused"
-        recorded = yield Record(entry.id, state, fields, _OPEN)
+        recorded = yield from record_outcome(Record(entry.id, state, fields, _OPEN))
         return _with_receipt(outcome, recorded)
     landed, signature = yield from _landed(entry)
     if landed is not None:
         fields["landed"] = landed
     if signature and not fields.get("signature"):
         fields["signature"] = signature
-    recorded = yield Record(entry.id, "refused", fields, _OPEN)
+    recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
     if landed is False and may_replace:
         logger.warning(
             "payment #%s was refused and its blockhash expired before it landed; paying the "
@@ -115,7 +119,7 @@ def _unanswered(
     fields: dict[str, Any] = {"error": f"no definite answer: {problem}"[:200]}
     if answer is not None:
         fields["http_status"] = answer.status
-    yield Record(entry.id, "submitted", fields, ("signed", "submitted"))
+    yield from record_outcome(Record(entry.id, "submitted", fields, ("signed", "submitted")))
     shown = entry.receipt.signature or "(signed by the facilitator on settlement)"
     sends = 1 + len(REDELIVERY_PAUSES)
     return PaymentError(
@@ -128,6 +132,38 @@ def _unanswered(
         reason="no_answer_after_payment",
         details={"journal_id": entry.id, "problem": problem},
     )
+
+
+def record_outcome(record: Record) -> Generator[Effect, Any, JournalEntry | None]:
+    """Journal what the server answered; the answer is never lost to a journal failure.
+
+    Once the server has answered, money may have moved: the caller gets the answer whatever
+    happens to the journal. The write is tried a few times (each waiting a bounded time for a
+    journal another process holds locked); if it still fails the row stays open, a warning
+    says so, and ``recover_payments()`` completes it from the chain.
+    """
+    problem = ""
+    for pause in (0.0, *OUTCOME_WRITE_PAUSES):
+        if pause:
+            yield Pause(pause)
+        try:
+            recorded: JournalEntry | None = yield replace(record, busy_seconds=OUTCOME_BUSY_SECONDS)
+        except PaymentError as exc:
+            if exc.reason != "journal_unavailable":
+                raise
+            problem = str(exc)
+            continue
+        return recorded
+    logger.warning(
+        "the outcome of payment #%s (%s) could not be journaled, after %d tries: %s. The "
+        "server's answer is returned all the same; agent.recover_payments() completes the row "
+        "from the chain once the journal can be written",
+        record.entry_id,
+        record.state,
+        1 + len(OUTCOME_WRITE_PAUSES),
+        problem,
+    )
+    return None
 
 
 def _answer_fields(receipt: PaymentReceipt) -> dict[str, Any]:

@@ -24,10 +24,17 @@ from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 
-from ._jsonrpc import RpcRequest, latest_blockhash_request, multiple_accounts_request
+from ._jsonrpc import (
+    RpcRequest,
+    genesis_hash_request,
+    latest_blockhash_request,
+    multiple_accounts_request,
+)
 from ._limits import SpendingRules
+from ._networks import chain_name, genesis_problem
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
+from .exceptions import NetworkMismatchError
 from .solana_utils import MintInfo
 from .wallet import Signer
 
@@ -44,6 +51,7 @@ __all__ = [
     "Resend",
     "Reserve",
     "RpcCall",
+    "check_chain",
     "read_chain",
 ]
 
@@ -113,6 +121,10 @@ class Reserve:
     currency_key: str
     invoice_key: str | None
     budget: Decimal | None
+    sol_budget: Decimal | None = None
+    """The SOL budget, which the payment's fee and rent count against."""
+    genesis_hash: str | None = None
+    """The chain the payment is made on, journaled with it."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,8 @@ class Record:
     state: str
     fields: Mapping[str, Any] = field(default_factory=dict)
     expect: tuple[str, ...] | None = None
+    busy_seconds: float | None = None
+    """How long to wait for a journal another process holds locked (None: the default)."""
 
 
 Effect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
@@ -141,6 +155,8 @@ class ChainCache:
         self._lock = threading.Lock()
         self._blockhash: tuple[Hash, float] | None = None
         self._mints: dict[Pubkey, MintInfo] = {}
+        self.genesis_hash: str | None = None
+        """The genesis hash of the chain the RPC node serves, once read and accepted."""
 
     def blockhash(self, now: float) -> Hash | None:
         with self._lock:
@@ -170,19 +186,41 @@ def read_chain(
 ) -> Generator[Effect, Any, tuple[list[Account | None], Hash]]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
-    The cached blockhash is used while fresh; otherwise one is fetched in the same batch.
+    The cached blockhash is used while fresh; otherwise one is fetched in the same batch. The
+    first read also asks which chain the node serves (its genesis hash): a chain that is not
+    the agent's network stops the payment before anything is signed.
+
+    :raises NetworkMismatchError: the RPC node serves another chain than ``ctx.network``.
     """
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
     batch = [multiple_accounts_request(keys, 0)]
     if blockhash is None:
         batch.append(latest_blockhash_request(1))
+    if ctx.cache.genesis_hash is None:
+        batch.append(genesis_hash_request(2))
     results = yield RpcCall(tuple(batch))
+    if ctx.cache.genesis_hash is None:
+        check_chain(str(results[-1].value), ctx.network)
+        ctx.cache.genesis_hash = str(results[-1].value)
     accounts: list[Account | None] = list(results[0].value)
     if blockhash is None:
         blockhash = results[1].value.blockhash
         ctx.cache.remember_blockhash(blockhash, now)
     return accounts, blockhash
+
+
+def check_chain(genesis_hash: str, network: str) -> None:
+    """Refuse to pay on a chain other than ``network`` (see ``genesis_problem``)."""
+    problem = genesis_problem(network, genesis_hash)
+    if problem is not None:
+        raise NetworkMismatchError(
+            f"{problem} (genesis hash {genesis_hash}): this agent pays only on {network}. "
+            "Nothing was signed or paid; point rpc_url (or SOLANA_RPC_URL) at a "
+            f"{network} node, or create the agent with network= the chain's name",
+            reason="wrong_chain",
+            details={"genesis_hash": genesis_hash, "chain": chain_name(genesis_hash)},
+        )
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ __all__ = [
 
 logger = logging.getLogger("human_rpc_sdk")
 
+SOL: Final = "SOL"
 MAX_402_BODY_BYTES: Final = 64 * 1024
 """A 402 body larger than this is refused unread: no real invoice comes close."""
 
@@ -168,9 +169,16 @@ def pay_new(
             reason="not_approved",
         )
     key = currency_key(ctx.network, offer.currency, offer.mint)
-    reservation = yield Reserve(offer, key, payable.invoice_key, ctx.rules.budget_for(key))
+    reservation = yield Reserve(
+        offer,
+        key,
+        payable.invoice_key,
+        ctx.rules.budget_for(key),
+        sol_budget=ctx.rules.budget_for(SOL),
+        genesis_hash=ctx.cache.genesis_hash,
+    )
     if isinstance(reservation, OverBudget):
-        raise _over_budget(offer, key, reservation, payable)
+        raise _over_budget(offer, reservation, payable)
     if isinstance(reservation, Existing):
         return (yield from _pay_again(reservation.entry, payable, ctx))
     entry = reservation.entry
@@ -350,14 +358,17 @@ def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _over_budget(
-    offer: PaymentOffer, key: str, over: OverBudget, payable: Payable
-) -> PaymentPolicyError:
-    label = offer.currency
+def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> PaymentPolicyError:
+    key = over.currency_key
+    own = currency_key(offer.network, offer.currency, offer.mint)
+    label = offer.currency if key == own else key
+    what = _price(offer)
+    if label != offer.currency:
+        what += f" (and {format_amount(over.cost)} {label} in network fees and rent)"
     return PaymentPolicyError(
-        f"refused by this agent's spending rules: paying {_price(offer)} would bring what its "
+        f"refused by this agent's spending rules: paying {what} would bring what its "
         f"journal counts as spent in {label} from {format_amount(over.spent)} to "
-        f"{format_amount(over.spent + offer.amount)}, over the budget of "
+        f"{format_amount(over.spent + over.cost)}, over the budget of "
         f"{format_amount(over.limit)}. Nothing was signed or paid; raise it with "
         f"agent.raise_budget({{{key!r}: '<amount>'}}) if you mean to spend more",
         rule="budget",

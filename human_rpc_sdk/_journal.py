@@ -7,18 +7,28 @@ budget allows the payment, then inserts the row; SQLite's write lock makes that 
 threads and processes sharing the file. Writes are ``synchronous=FULL``: a row that was
 committed survives a crash or power loss, so the signed payment is on disk before it is sent.
 
+Every payment does constant work, however long the history: the budget reads running totals
+(one row per network and currency, kept in the same transactions as the payments), recovery
+reads only open rows, and opening a journal whose schema is current takes no write lock.
+
+The file is its owner's: a journal (or its folder) owned by another user, writable by group or
+others, or reached through a symbolic link is refused, since whoever can write it can erase
+what the budget counts.
+
 The journal holds public payment data and signed transactions, never a key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import secrets
 import socket
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -37,7 +47,7 @@ logger = logging.getLogger("human_rpc_sdk")
 
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -76,13 +86,26 @@ CREATE TABLE IF NOT EXISTS payments (
     replaces      INTEGER REFERENCES payments(id),
     pid           INTEGER,
     host          TEXT,
-    process       TEXT
+    process       TEXT,
+    genesis_hash  TEXT
+);
+CREATE TABLE IF NOT EXISTS totals (
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    spent         TEXT NOT NULL,
+    PRIMARY KEY (network, currency_key)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_one_per_invoice
     ON payments(invoice_key) WHERE invoice_key IS NOT NULL AND state != 'failed';
 CREATE INDEX IF NOT EXISTS payments_spending ON payments(network, currency_key, state);
 CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
+CREATE INDEX IF NOT EXISTS payments_unsettled ON payments(landed, state);
 """
+
+_ADDED_COLUMNS: Final = (("genesis_hash", "TEXT"),)
+"""Columns added since schema version 1: a journal of an older version gains them on opening."""
+SOL_KEY: Final = "SOL"
+_LAMPORTS: Final = Decimal(10) ** 9
 
 # Columns a caller may set when moving a row to another state.
 _UPDATABLE: Final = frozenset(
@@ -120,7 +143,8 @@ class Journal:
 
     Thread-safe; several processes may share one file.
 
-    :raises SDKConfigurationError: when the file cannot be created or opened.
+    :raises SDKConfigurationError: when the file cannot be created or opened, or is not safely
+        the current user's own.
     """
 
     def __init__(
@@ -129,6 +153,8 @@ class Journal:
         self.path = str(path)
         self._now = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        if self.path != MEMORY:
+            _check_ownership(self.path)
         try:
             self._db = self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -139,20 +165,15 @@ class Journal:
             ) from None
 
     def _open(self) -> sqlite3.Connection:
-        if self.path != MEMORY:
-            file = Path(self.path)
-            file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            file.touch(mode=0o600, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         if self.path != MEMORY:
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
-        with _immediate(db):
-            for statement in _statements():
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if _version(db) != SCHEMA_VERSION:  # current: no write lock taken
+            with _immediate(db):
+                _migrate(db, self.path)
         return db
 
     def close(self) -> None:
@@ -187,19 +208,32 @@ class Journal:
                 ).fetchall()
         return [self._entry(row) for row in rows]
 
+    def unsettled(self) -> list[JournalEntry]:
+        """The rows the chain could still tell something about: every row not known to have
+        landed, except reservations already released (oldest first).
+
+        Reads only those rows (an index on ``landed``), never the settled history.
+        """
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM payments WHERE (landed IS NULL OR landed = 0) "
+                "AND NOT (state = 'failed' AND transaction_b64 IS NULL) ORDER BY id"
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
     def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
         """Each currency's budget line: the limits given, and every currency spent in."""
         with self._reading() as db:
-            keys = {
-                row[0]
+            spent = {
+                row[0]: Decimal(row[1])
                 for row in db.execute(
-                    "SELECT DISTINCT currency_key FROM payments WHERE network = ?", (network,)
+                    "SELECT currency_key, spent FROM totals WHERE network = ?", (network,)
                 )
             }
-            return {
-                key: BudgetLine(limits.get(key), _spent(db, network, key))
-                for key in sorted(set(limits) | keys)
-            }
+        return {
+            key: BudgetLine(limits.get(key), spent.get(key, Decimal(0)))
+            for key in sorted(set(limits) | set(spent))
+        }
 
     # -- writing -----------------------------------------------------------------------
 
@@ -210,13 +244,22 @@ class Journal:
         currency_key: str,
         invoice_key: str | None,
         budget: Decimal | None,
+        sol_budget: Decimal | None = None,
+        genesis_hash: str | None = None,
     ) -> Reserved | Existing | OverBudget:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row.
+
+        The payment counts against ``budget`` in its currency, and its network fee and rent
+        against ``sol_budget`` (the SOL budget; for a SOL payment, ``budget`` is that one). The
+        check reads the running totals: the same work at the first payment and the millionth.
 
         With ``offer.replaces``, that earlier payment becomes ``failed`` in the same
         transaction (it could no longer land), so its budget goes to the replacement.
         """
         now = self._now()
+        limits = {currency_key: budget}
+        if currency_key != SOL_KEY:
+            limits[SOL_KEY] = sol_budget
         with self._writing() as db:
             if invoice_key is not None:
                 row = db.execute(
@@ -226,23 +269,30 @@ class Journal:
                 if row is not None and row["id"] != offer.replaces:
                     return Existing(self._entry(row))
             if offer.replaces is not None:
-                db.execute(
-                    "UPDATE payments SET state = 'failed', landed = 0, "
+                _update(
+                    db,
+                    offer.replaces,
+                    "state = 'failed', landed = 0, "
                     "error = ? || COALESCE(' (refused: ' || error || ')', ''), updated = ?, "
-                    "updated_unix = ? WHERE id = ?",
-                    (REPLACED, *_stamp(now), offer.replaces),
+                    "updated_unix = ?",
+                    [REPLACED, *_stamp(now)],
                 )
-            if budget is not None:
-                spent = _spent(db, offer.network, currency_key)
-                if spent + offer.amount > budget:
+            cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
+            for (network, key), amount in cost.items():
+                limit = limits.get(key)
+                if limit is None:
+                    continue
+                spent = _total(db, network, key)
+                if spent + amount > limit:
                     db.execute("ROLLBACK")
-                    return OverBudget(spent, budget)
+                    return OverBudget(spent, limit, key, amount)
             cursor = db.execute(
                 "INSERT INTO payments (invoice_key, state, created, updated, updated_unix, url, "
                 "network, format, currency, currency_key, amount, atomic_amount, mint, recipient, "
-                "destination, reference, payer, fee_lamports, replaces, pid, host, process) "
+                "destination, reference, payer, fee_lamports, replaces, pid, host, process, "
+                "genesis_hash) "
                 "VALUES (?, 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?)",
+                "?, ?)",
                 (
                     invoice_key,
                     now.isoformat(),
@@ -264,9 +314,11 @@ class Journal:
                     os.getpid(),
                     socket.gethostname(),
                     _PROCESS,
+                    genesis_hash,
                 ),
             )
             row = db.execute("SELECT * FROM payments WHERE id = ?", (cursor.lastrowid,)).fetchone()
+            _add(db, _counted(row))
             return Reserved(self._entry(row))
 
     def mark(
@@ -276,11 +328,13 @@ class Journal:
         fields: Mapping[str, Any] | None = None,
         *,
         expect: Iterable[str] | None = None,
+        busy_seconds: float | None = None,
     ) -> JournalEntry | None:
         """Move a row to ``state`` with ``fields``; only from ``expect`` states when given.
 
         Returns the updated entry, or None when the row was not in an expected state (another
-        process, or a recovery, got there first).
+        process, or a recovery, got there first). ``busy_seconds``: how long to wait for a
+        journal another connection holds locked (default: 30 s).
         """
         if state not in STATES:
             raise ValueError(f"unknown journal state {state!r}")
@@ -290,21 +344,13 @@ class Journal:
             raise ValueError(f"journal fields cannot be set: {sorted(unknown)}")
         if "headers" in values and values["headers"] is not None:
             values["headers"] = json.dumps(dict(values["headers"]))
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        sql = "UPDATE payments SET state = ?, updated = ?, updated_unix = ?"
-        sql += f", {assignments}" if assignments else ""
+        assignments = ", ".join(
+            ["state = ?", "updated = ?", "updated_unix = ?", *(f"{name} = ?" for name in values)]
+        )
         params: list[Any] = [state, *_stamp(self._now()), *values.values()]
-        sql += " WHERE id = ?"
-        params.append(entry_id)
-        if expect is not None:
-            allowed = tuple(expect)
-            sql += f" AND state IN ({', '.join('?' * len(allowed))})"
-            params += allowed
-        with self._writing() as db:
-            if db.execute(sql, params).rowcount == 0:
-                return None
-            row = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
-            return self._entry(row)
+        with self._writing(busy_seconds) as db:
+            row = _update(db, entry_id, assignments, params, expect)
+            return None if row is None else self._entry(row)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -317,11 +363,18 @@ class Journal:
                 raise self._failure("read", exc) from None
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self, busy_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            db = self._db
             try:
-                with _immediate(self._db):
-                    yield self._db
+                if busy_seconds is not None:
+                    db.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
+                try:
+                    with _immediate(db):
+                        yield db
+                finally:
+                    if busy_seconds is not None:
+                        db.execute("PRAGMA busy_timeout = 30000")
             except sqlite3.Error as exc:
                 raise self._failure("write", exc) from None
 
@@ -329,7 +382,7 @@ class Journal:
         return PaymentError(
             f"could not {what} the payment journal at {self.path} ({type(exc).__name__}: "
             f"{exc}). Payments stop until the journal works again, so none goes unrecorded; "
-            "check the disk and the file's permissions",
+            "check the disk and the file's permissions, and whether another process holds it",
             reason="journal_unavailable",
         )
 
@@ -373,6 +426,7 @@ class Journal:
             host=row["host"],
             process=row["process"],
             age=max(0.0, self._now().timestamp() - updated),
+            genesis_hash=row["genesis_hash"],
         )
 
 
@@ -413,12 +467,167 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("COMMIT")
 
 
-def _spent(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
-    rows = db.execute(
-        "SELECT amount FROM payments WHERE network = ? AND currency_key = ? AND state != 'failed'",
-        (network, currency_key),
+# -- running totals -------------------------------------------------------------------------
+
+Totals = dict[tuple[str, str], Decimal]
+
+
+def _cost(network: str, currency_key: str, amount: Decimal, lamports: int) -> Totals:
+    """What one payment counts against the budgets: its amount in its currency, and the SOL it
+    costs on top (network fee, priority fee, rent) against SOL."""
+    cost: Totals = {(network, currency_key): amount}
+    if lamports:
+        sol = (network, SOL_KEY)
+        cost[sol] = cost.get(sol, Decimal(0)) + Decimal(lamports) / _LAMPORTS
+    return cost
+
+
+def _counted(row: sqlite3.Row | None) -> Totals:
+    """What a row counts against the budgets now: everything but a payment that failed (it
+    moved no money and never can)."""
+    if row is None or row["state"] == "failed":
+        return {}
+    lamports = int(row["fee_lamports"] or 0) + int(row["rent_lamports"] or 0)
+    return _cost(row["network"], row["currency_key"], Decimal(row["amount"]), lamports)
+
+
+def _add(db: sqlite3.Connection, amounts: Totals, sign: int = 1) -> None:
+    for (network, key), amount in amounts.items():
+        if not amount:
+            continue
+        total = _total(db, network, key) + sign * amount
+        db.execute(
+            "INSERT INTO totals (network, currency_key, spent) VALUES (?, ?, ?) "
+            "ON CONFLICT (network, currency_key) DO UPDATE SET spent = excluded.spent",
+            (network, key, str(total)),
+        )
+
+
+def _total(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
+    row = db.execute(
+        "SELECT spent FROM totals WHERE network = ? AND currency_key = ?", (network, currency_key)
+    ).fetchone()
+    return Decimal(0) if row is None else Decimal(row[0])
+
+
+def _update(
+    db: sqlite3.Connection,
+    entry_id: int,
+    assignments: str,
+    params: list[Any],
+    expect: Iterable[str] | None = None,
+) -> sqlite3.Row | None:
+    """Update one row (inside a write transaction) and move the running totals with it."""
+    before = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
+    sql = f"UPDATE payments SET {assignments} WHERE id = ?"  # noqa: S608 - fixed column names
+    values = [*params, entry_id]
+    if expect is not None:
+        allowed = tuple(expect)
+        sql += f" AND state IN ({', '.join('?' * len(allowed))})"
+        values += allowed
+    if db.execute(sql, values).rowcount == 0:
+        return None
+    after: sqlite3.Row = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
+    _add(db, _counted(before), -1)
+    _add(db, _counted(after))
+    return after
+
+
+def rebuild_totals(db: sqlite3.Connection) -> None:
+    """Recount the running totals from every row (once, when a journal is migrated)."""
+    db.execute("DELETE FROM totals")
+    totals: Totals = {}
+    for row in db.execute("SELECT * FROM payments WHERE state != 'failed'"):
+        for key, amount in _counted(row).items():
+            totals[key] = totals.get(key, Decimal(0)) + amount
+    db.executemany(
+        "INSERT INTO totals (network, currency_key, spent) VALUES (?, ?, ?)",
+        [(network, key, str(amount)) for (network, key), amount in totals.items()],
     )
-    return sum((Decimal(row[0]) for row in rows), Decimal(0))
+
+
+# -- schema and file --------------------------------------------------------------------------
+
+
+def _version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    """Create the schema, or bring an older one up to date (inside a write transaction)."""
+    version = _version(db)  # again, under the lock: another process may have done it
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise SDKConfigurationError(
+            f"the payment journal at {path} was written by a newer human-rpc-sdk (schema "
+            f"{version}, this one knows {SCHEMA_VERSION}); upgrade the SDK, or pass "
+            "journal_path= another file",
+            parameter="journal_path",
+        )
+    statements = _statements()
+    for statement in statements:
+        if statement.startswith("CREATE TABLE"):
+            db.execute(statement)
+    present = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE payments ADD COLUMN {name} {kind}")
+    for statement in statements:
+        if not statement.startswith("CREATE TABLE"):
+            db.execute(statement)
+    rebuild_totals(db)
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _check_ownership(path: str) -> None:
+    """Refuse a journal another user could write: the folder and the file must be the current
+    user's, writable by nobody else, and neither may be reached through a symbolic link."""
+    file = Path(path)
+    folder = file.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_owned(folder, os.lstat(folder), "folder")
+        descriptor = os.open(
+            file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IRUSR | stat.S_IWUSR
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _unsafe(path, "is a symbolic link") from None
+        raise SDKConfigurationError(
+            f"cannot open the payment journal at {path} ({type(exc).__name__}: {exc}); pass "
+            "journal_path= a writable file, or set HUMAN_RPC_JOURNAL",
+            parameter="journal_path",
+        ) from None
+    try:
+        _check_owned(file, os.fstat(descriptor), "file")
+    finally:
+        os.close(descriptor)
+    for suffix in ("-wal", "-shm"):
+        companion = Path(f"{path}{suffix}")
+        with contextlib.suppress(FileNotFoundError):
+            _check_owned(companion, os.lstat(companion), "file")
+
+
+def _check_owned(path: Path, info: os.stat_result, what: str) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise _unsafe(str(path), "is a symbolic link")
+    if info.st_uid != os.geteuid():
+        raise _unsafe(str(path), f"is a {what} owned by another user (uid {info.st_uid})")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _unsafe(
+            str(path), f"is a {what} other users can write (mode {stat.S_IMODE(info.st_mode):o})"
+        )
+
+
+def _unsafe(path: str, problem: str) -> SDKConfigurationError:
+    return SDKConfigurationError(
+        f"refusing the payment journal: {path} {problem}. Whoever can write the journal can erase "
+        "what the budget counts; keep it in a folder only you can write (chmod 700 on the "
+        "folder, 600 on the file, owned by you, no symbolic link), or pass journal_path= another "
+        "file",
+        parameter="journal_path",
+    )
 
 
 def _stamp(now: datetime) -> tuple[str, float]:

@@ -23,6 +23,7 @@ from solders.rpc.config import (
     RpcSignatureStatusConfig,
 )
 from solders.rpc.requests import (
+    GetGenesisHash,
     GetLatestBlockhash,
     GetMultipleAccounts,
     GetSignaturesForAddress,
@@ -31,6 +32,7 @@ from solders.rpc.requests import (
     batch_to_json,
 )
 from solders.rpc.responses import (
+    GetGenesisHashResp,
     GetLatestBlockhashResp,
     GetMultipleAccountsResp,
     GetSignaturesForAddressResp,
@@ -46,6 +48,7 @@ __all__ = [
     "blockhash_valid_request",
     "decode_replies",
     "encode_batch",
+    "genesis_hash_request",
     "latest_blockhash_request",
     "multiple_accounts_request",
     "signature_statuses_request",
@@ -77,6 +80,11 @@ def multiple_accounts_request(keys: Sequence[Pubkey], request_id: int = 0) -> Rp
 def latest_blockhash_request(request_id: int = 0) -> RpcRequest:
     config = RpcContextConfig(commitment=COMMITMENT)
     return RpcRequest(GetLatestBlockhash(config, id=request_id), GetLatestBlockhashResp)
+
+
+def genesis_hash_request(request_id: int = 0) -> RpcRequest:
+    """The chain's genesis hash: which chain the node serves, whatever it is called."""
+    return RpcRequest(GetGenesisHash(id=request_id), GetGenesisHashResp)
 
 
 def blockhash_valid_request(blockhash: Hash, request_id: int = 0) -> RpcRequest:

@@ -43,6 +43,40 @@ KNOWN_MINTS: Final = MappingProxyType(
 
 SOL_DECIMALS: Final = 9
 
+# What getGenesisHash answers on each public cluster: the chain's identity, which no label can
+# fake. Any other hash is a local chain (a test validator, the stub gateway).
+GENESIS_HASHES: Final = MappingProxyType(
+    {
+        "mainnet-beta": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
+        "devnet": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG",
+        "testnet": "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
+    }
+)
+
+
+def chain_name(genesis_hash: str) -> str:
+    """A cluster's name for its genesis hash, or "a local chain (<hash>)"."""
+    for cluster, known in GENESIS_HASHES.items():
+        if known == genesis_hash:
+            return cluster
+    return f"a local chain ({genesis_hash})"
+
+
+def genesis_problem(network: str, genesis_hash: str) -> str | None:
+    """Why an agent pinned to ``network`` must not pay on the chain with ``genesis_hash``.
+
+    A known cluster must be the agent's own; ``mainnet-beta`` must be mainnet itself; any
+    other (unknown) hash is a local chain, which a devnet, testnet or localnet agent may use.
+    """
+    actual = next((c for c, known in GENESIS_HASHES.items() if known == genesis_hash), None)
+    if actual == network:
+        return None
+    if actual is not None:
+        return f"the RPC node serves {actual}, not {network}"
+    if network == "mainnet-beta":
+        return f"the RPC node serves {chain_name(genesis_hash)}, not mainnet-beta"
+    return None
+
 
 def symbol_for_mint(network: str, mint: str) -> str | None:
     """The well-known symbol of ``mint`` on ``network``, if it has one."""

@@ -41,6 +41,8 @@ class JournalEntry:
     process: str | None = None
     age: float = 0.0
     """Seconds since the row was last written."""
+    genesis_hash: str | None = None
+    """The genesis hash of the chain the payment was made on (None: not recorded)."""
 
     @property
     def id(self) -> int:
@@ -67,17 +69,21 @@ class Existing:
 
 @dataclass(frozen=True)
 class OverBudget:
-    """The budget would be exceeded: ``spent`` (pending included) plus this payment > ``limit``."""
+    """The budget of ``currency_key`` would be exceeded: ``spent`` (pending included) plus
+    ``cost`` (what this payment costs in that currency) > ``limit``."""
 
     spent: Decimal
     limit: Decimal
+    currency_key: str = ""
+    cost: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
 class BudgetLine:
     """One currency's lifetime budget: its ceiling, what the journal counts as spent, the rest.
 
-    ``spent`` counts every payment that may have moved money (all states but ``failed``).
+    ``spent`` counts every payment that may have moved money (all states but ``failed``); the
+    SOL line also counts the network fees, priority fees and rent every payment costs.
     """
 
     limit: Decimal | None

@@ -7,6 +7,9 @@ when the server refused money it took); provably never landed, it is ``failed`` 
 is released; otherwise it stays open, to be asked again later. A ``reserved`` row holds no
 signature and cannot move money: it is released once the process that reserved it is gone
 (or it is older than ``stale_after`` seconds, far beyond the milliseconds signing takes).
+
+Only the chain a payment was made on can judge it: the node's genesis hash is read first, and
+a payment journaled on another chain is left as it is, with a warning naming its chain.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import logging
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ._effects import Effect, Record
+from ._effects import Effect, Record, RpcCall
+from ._jsonrpc import genesis_hash_request
 from ._landing import landing
+from ._networks import chain_name
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
 
@@ -40,7 +45,21 @@ def recover(
 ) -> Generator[Effect, Any, list[PaymentReceipt]]:
     """Check each of ``entries`` on chain and journal what was learnt; their receipts back."""
     receipts: list[PaymentReceipt] = []
+    chain = ""
+    if any(entry.state != "reserved" for entry in entries):
+        (genesis,) = yield RpcCall((genesis_hash_request(),))
+        chain = str(genesis.value)
     for entry in entries:
+        if entry.state != "reserved" and entry.genesis_hash and entry.genesis_hash != chain:
+            logger.warning(
+                "payment #%s was made on %s, but the RPC node serves %s: it was not judged. "
+                "Recover it with an agent whose rpc_url points at that chain",
+                entry.id,
+                chain_name(entry.genesis_hash),
+                chain_name(chain),
+            )
+            receipts.append(entry.receipt)
+            continue
         if entry.state == "reserved":
             if alive(entry) and entry.age < stale_after:
                 receipts.append(entry.receipt)

@@ -117,10 +117,16 @@ class Driver:
                 currency_key=effect.currency_key,
                 invoice_key=effect.invoice_key,
                 budget=effect.budget,
+                sol_budget=effect.sol_budget,
+                genesis_hash=effect.genesis_hash,
             )
         if isinstance(effect, Record):
             return self.journal.mark(
-                effect.entry_id, effect.state, effect.fields, expect=effect.expect
+                effect.entry_id,
+                effect.state,
+                effect.fields,
+                expect=effect.expect,
+                busy_seconds=effect.busy_seconds,
             )
         raise TypeError(f"unknown effect {effect!r}")
 

@@ -203,7 +203,7 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        entries = [e for e in self._journal.entries() if needs_recovery(e)]
+        entries = [e for e in self._journal.unsettled() if needs_recovery(e)]
         flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
         return self._driver.run(flow)
 

@@ -15,12 +15,14 @@ Any Flask view can be paywalled the same way with :meth:`Gateway.require_payment
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 
 from flask import Flask, Response, g, jsonify, make_response, request
+from solders.hash import Hash
 from solders.pubkey import Pubkey
 from spl.token.instructions import create_idempotent_associated_token_account, mint_to_checked
 from spl.token.models import MintToCheckedParams
@@ -90,6 +92,7 @@ class Gateway:
         rate_limit: tuple[int, float] | None = None,
         task_price: Price = DEFAULT_TASK_PRICE,
         x402_price: Price = DEFAULT_X402_PRICE,
+        genesis_hash: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - slow answers must wait
     ) -> None:
@@ -110,7 +113,10 @@ class Gateway:
             reference_style=reference_style,
             clock=clock,
         )
-        self.rpc = RpcDispatcher(self.ledger, network)
+        # A chain of its own: like a fresh local validator, every ledger has its own genesis
+        # hash, so clients can tell it from devnet (and from another gateway's ledger).
+        self.genesis_hash = genesis_hash or str(Hash(secrets.token_bytes(32)))
+        self.rpc = RpcDispatcher(self.ledger, network, self.genesis_hash)
         self.prices = dict(prices or DEFAULT_PRICES)
         if voters is not None and (voters < 1 or voters > 101):
             raise ValueError("voters must be between 1 and 101")

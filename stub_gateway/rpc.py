@@ -48,13 +48,6 @@ SEND_TRANSACTION_PREFLIGHT_FAILURE: Final = -32002
 MAX_BATCH: Final = 100
 MAX_AIRDROP_LAMPORTS: Final = 1_000 * 10**9
 
-_GENESIS_HASHES: Final = {
-    "mainnet-beta": "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d",
-    "devnet": "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG",
-    "testnet": "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
-}
-
-
 class RpcError(Exception):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -66,8 +59,9 @@ class RpcError(Exception):
 class RpcDispatcher:
     """Answers JSON-RPC documents (single or batch) from a :class:`Ledger`."""
 
-    def __init__(self, ledger: Ledger, network: str) -> None:
+    def __init__(self, ledger: Ledger, network: str, genesis_hash: str) -> None:
         self.ledger = ledger
+        self.genesis_hash = genesis_hash
         self.network = network
         self._count_lock = threading.Lock()
         self.requests_served = 0
@@ -280,7 +274,7 @@ class RpcDispatcher:
         return str(execution.signature)
 
     def _genesis_hash(self, params: list[Any]) -> Any:
-        return _GENESIS_HASHES.get(self.network, "GH7ome3EiwEr7tu9JuTh2dpYWBJK3z69Xm1ZE3MEE6JC")
+        return self.genesis_hash
 
 
 # -- encoding helpers -----------------------------------------------------------------------

@@ -44,6 +44,7 @@ from human_rpc_sdk._headers import (
     encode_payment_response,
 )
 from human_rpc_sdk._limits import SpendingRules
+from human_rpc_sdk._networks import GENESIS_HASHES
 from human_rpc_sdk.solana_utils import (
     TOKEN_2022_PROGRAM_ID,
     TOKEN_PROGRAM_ID,
@@ -67,6 +68,13 @@ UNLIMITED = SpendingRules.build(
 )
 
 
+def checked_cache() -> ChainCache:
+    """A cache that already knows the node serves devnet (its genesis hash was read)."""
+    cache = ChainCache()
+    cache.genesis_hash = GENESIS_HASHES["devnet"]
+    return cache
+
+
 def context(
     cache: ChainCache | None = None,
     clock: FakeClock | None = None,
@@ -75,7 +83,7 @@ def context(
     return PaymentContext(
         signer=KeypairSigner(PAYER),
         network="devnet",
-        cache=cache or ChainCache(),
+        cache=cache or checked_cache(),
         clock=clock or FakeClock(1000.0),
         now=lambda: datetime(2026, 11, 21, tzinfo=UTC),
         nonce=iter(f"nonce-{i}" for i in range(1000)).__next__,
@@ -191,7 +199,7 @@ def test_blockhash_is_reused_within_its_ttl_only() -> None:
 
 def test_mint_is_read_once_then_cached() -> None:
     """The first token payment reads the mint and both programs' accounts; later ones do not."""
-    cache = ChainCache()
+    cache = checked_cache()
     gen = paying(challenge(), context(cache))
     first = next(gen)
     assert isinstance(first, RpcCall)

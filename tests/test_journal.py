@@ -137,7 +137,7 @@ def test_reserving_refuses_a_second_payment_and_checks_the_budget() -> None:
     over = journal.reserve(
         offer_for(), currency_key="SOL", invoice_key=None, budget=Decimal("0.002")
     )
-    assert over == OverBudget(Decimal("0.002"), Decimal("0.002"))
+    assert over == OverBudget(Decimal("0.002"), Decimal("0.002"), "SOL", Decimal("0.001"))
     assert journal.mark(second.entry.id, "failed", expect=("reserved",)) is not None
     assert isinstance(
         journal.reserve(offer_for(), currency_key="SOL", invoice_key=None, budget=Decimal("0.002")),

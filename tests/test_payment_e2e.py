@@ -209,7 +209,7 @@ def test_an_expired_blockhash_is_replaced_once_and_paid_once(funded_wallet: Fund
         assert "replaced" in expired.error_reason
         assert replacement.replaces == expired.id
         assert replacement.signature != expired.signature
-        assert agent.budget["SOL"].spent == Decimal("0.002")
+        assert agent.budget["SOL"].spent == 2 * (Decimal("0.001") + FEE)
 
 
 def test_memo_references_are_settled(funded_wallet: Funder) -> None:
