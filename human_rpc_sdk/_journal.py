@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS payments (
     error         TEXT,
     landed        INTEGER,
     replaces      INTEGER REFERENCES payments(id),
+    last_valid_block_height INTEGER,
+    blockhash_slot INTEGER,
+    landed_proof  TEXT,
     pid           INTEGER,
     host          TEXT,
     process       TEXT
@@ -83,6 +86,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS payments_one_per_invoice
 CREATE INDEX IF NOT EXISTS payments_spending ON payments(network, currency_key, state);
 CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
 """
+
+# Columns added after the first schema: (name, SQL type), for the migration of older files.
+_ADDED_COLUMNS: Final = (
+    ("last_valid_block_height", "INTEGER"),
+    ("blockhash_slot", "INTEGER"),
+    ("landed_proof", "TEXT"),
+)
 
 # Columns a caller may set when moving a row to another state.
 _UPDATABLE: Final = frozenset(
@@ -98,6 +108,10 @@ _UPDATABLE: Final = frozenset(
         "landed",
         "fee_lamports",
         "rent_lamports",
+        "last_valid_block_height",
+        "blockhash_slot",
+        "landed_proof",
+        "invoice_key",
     }
 )
 
@@ -214,7 +228,8 @@ class Journal:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row.
 
         With ``offer.replaces``, that earlier payment becomes ``failed`` in the same
-        transaction (it could no longer land), so its budget goes to the replacement.
+        transaction (it could no longer land), so its budget goes to the replacement. Its
+        ``landed`` is left as the chain check recorded it: a replacement follows only a proof.
         """
         now = self._now()
         with self._writing() as db:
@@ -227,7 +242,7 @@ class Journal:
                     return Existing(self._entry(row))
             if offer.replaces is not None:
                 db.execute(
-                    "UPDATE payments SET state = 'failed', landed = 0, "
+                    "UPDATE payments SET state = 'failed', "
                     "error = ? || COALESCE(' (refused: ' || error || ')', ''), updated = ?, "
                     "updated_unix = ? WHERE id = ?",
                     (REPLACED, *_stamp(now), offer.replaces),
@@ -368,6 +383,9 @@ class Journal:
             headers=headers,
             transaction=row["transaction_b64"],
             blockhash=row["blockhash"],
+            last_valid_block_height=row["last_valid_block_height"],
+            blockhash_slot=row["blockhash_slot"],
+            landed_proof=row["landed_proof"],
             fee_payer=row["fee_payer"],
             pid=row["pid"],
             host=row["host"],
