@@ -8,19 +8,40 @@ after settling; a HumanRPC server that keeps the payment and answers 402 half a 
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, Response, jsonify, request
+from solders.epoch_info import EpochInfo
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.rpc.responses import (
+    GetEpochInfoResp,
+    GetSignaturesForAddressResp,
+    GetSignatureStatusesResp,
+    RpcResponseContext,
+)
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
+from solders.transaction_status import TransactionConfirmationStatus, TransactionStatus
 
-from human_rpc_sdk import AutoAgent, PaymentError
+from human_rpc_sdk import AutoAgent, PaymentError, SolanaRPCError
+from human_rpc_sdk._effects import FindPayment, Record, RpcCall
 from human_rpc_sdk._headers import b64json, decode_payment_header, unb64json
+from human_rpc_sdk._landing import Landing, landing
+from human_rpc_sdk._receipts import PaymentReceipt
+from human_rpc_sdk._records import JournalEntry
+from human_rpc_sdk._recovery import needs_recovery, recover
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 from stub_gateway._http import jsonable
 from stub_gateway.x402_routes import requirements_for
@@ -288,3 +309,178 @@ def test_stub_rpc_block_height_and_min_context_slot(tmp_path: Path) -> None:
             assert error["message"] == "Minimum context slot has not been reached"
         reached = {"minContextSlot": epoch["absoluteSlot"]}
         assert call("getEpochInfo", reached)["result"]["blockHeight"] == epoch["blockHeight"]
+
+
+# -- the proof, driven by hand (the pure core) ------------------------------------------------
+
+LAST_VALID = 2_000
+ISSUED_AT = 1_500
+
+
+def signed_entry(*, signature: bool = True, facts: bool = True, **receipt: Any) -> JournalEntry:
+    """A journaled, signed SOL payment over a blockhash fetched at slot ``ISSUED_AT``."""
+    payer = Keypair()
+    message = MessageV0.try_compile(
+        payer.pubkey(),
+        [transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=PAYEE, lamports=1))],
+        [],
+        Hash.new_unique(),
+    )
+    transaction = VersionedTransaction(message, [payer])
+    fields: dict[str, Any] = {
+        "url": "http://shop/item",
+        "amount": Decimal("0.001"),
+        "currency": "SOL",
+        "mint": None,
+        "recipient": str(PAYEE),
+        "reference": None,
+        "network": "devnet",
+        "signature": str(transaction.signatures[0]) if signature else "",
+        "time": datetime(2026, 11, 26, tzinfo=UTC),
+        "atomic_amount": 1,
+        "payer": str(payer.pubkey()),
+        "destination": str(PAYEE),
+        "fee_lamports": 5000,
+        "id": 7,
+        "state": "refused",
+        "http_status": 402,
+    }
+    fields.update(receipt)
+    return JournalEntry(
+        receipt=PaymentReceipt(**fields),
+        invoice_key="devnet|humanrpc|x",
+        transaction=base64.b64encode(bytes(transaction)).decode(),
+        blockhash=str(message.recent_blockhash),
+        last_valid_block_height=LAST_VALID if facts else None,
+        blockhash_slot=ISSUED_AT if facts else None,
+        fee_payer=str(payer.pubkey()),
+    )
+
+
+PAYEE = Keypair().pubkey()
+
+
+def epoch(slot: int, height: int) -> GetEpochInfoResp:
+    return GetEpochInfoResp(EpochInfo(0, slot, 432_000, slot, height, 0))
+
+
+def statuses(found: bool, slot: int) -> GetSignatureStatusesResp:
+    status = TransactionStatus(slot, None, None, None, TransactionConfirmationStatus.Finalized)
+    return GetSignatureStatusesResp([status if found else None], RpcResponseContext(slot))
+
+
+def drive(flow: Generator[Any, Any, Any], *answers: Any) -> tuple[Any, list[RpcCall]]:
+    """Run ``flow``, answering each RpcCall with the next answer (an exception is thrown in)."""
+    asked: list[RpcCall] = []
+    effect = next(flow)
+    pending = list(answers)
+    try:
+        while True:
+            asked.append(effect)
+            answer = pending.pop(0)
+            if isinstance(answer, BaseException):
+                effect = flow.throw(answer)
+            else:
+                effect = flow.send([answer])
+    except StopIteration as stop:
+        return stop.value, asked
+
+
+def params(call: RpcCall) -> list[Any]:
+    document: list[Any] = json.loads(call.requests[0].body.to_json())["params"]
+    return document
+
+
+BEHIND = SolanaRPCError("behind", method="getEpochInfo", code=-32016)
+
+
+@pytest.mark.parametrize(
+    ("epoch_answer", "lookup_slot"),
+    [
+        (BEHIND, 2_300),  # the node has not reached the blockhash's slot: it proves nothing
+        (epoch(1_600, LAST_VALID), 2_300),  # not past the last valid block height yet
+        (epoch(2_200, LAST_VALID + 1), 2_199),  # the lookup came from a node behind the proof
+    ],
+)
+def test_without_the_whole_proof_the_landing_is_unknown(
+    epoch_answer: Any, lookup_slot: int
+) -> None:
+    """No replacement-worthy "never landed" unless every part of the proof holds."""
+    entry = signed_entry()
+    chain, asked = drive(landing(entry), epoch_answer, statuses(False, lookup_slot))
+    assert chain == Landing(None)
+    assert params(asked[0])[0]["minContextSlot"] == ISSUED_AT
+    assert [c.requests[0].method for c in asked] == ["getEpochInfo", "getSignatureStatuses"]
+
+
+def test_a_proven_expiry_is_never_landed_with_its_proof() -> None:
+    """Past the last valid block height at slot A, not found by a node at A: never landed."""
+    chain, _ = drive(landing(signed_entry()), epoch(2_200, LAST_VALID + 1), statuses(False, 2_200))
+    assert chain.landed is False
+    assert f"last valid block height {LAST_VALID}" in chain.proof
+
+
+def test_found_is_landed_whatever_the_blockhash() -> None:
+    """A transaction the node has is landed, even from a node behind the blockhash's slot."""
+    entry = signed_entry()
+    chain, _ = drive(landing(entry), BEHIND, statuses(True, 2_300))
+    assert chain == Landing(True, entry.receipt.signature)
+
+
+def test_a_server_chosen_blockhash_is_never_proven_expired() -> None:
+    """No recorded last valid block height: the chain is only asked whether it landed."""
+    chain, asked = drive(landing(signed_entry(facts=False)), statuses(False, 9_999_999))
+    assert chain == Landing(None)
+    assert [c.requests[0].method for c in asked] == ["getSignatureStatuses"]
+
+
+def test_x402_history_search_for_a_proof_asks_a_node_that_far() -> None:
+    """Without a signature, the payer's history is searched with minContextSlot = slot A."""
+    history = GetSignaturesForAddressResp([])
+    chain, asked = drive(
+        landing(signed_entry(signature=False)), epoch(2_200, LAST_VALID + 1), history
+    )
+    assert chain.landed is False
+    assert params(asked[1])[1]["minContextSlot"] == 2_200
+
+
+def test_recovery_re_examines_every_row_that_could_have_landed() -> None:
+    """Unproven failed and refused rows are open for recovery; proven or unsigned ones not."""
+    assert needs_recovery(signed_entry(state="failed", landed=False))
+    assert needs_recovery(signed_entry(state="refused", landed=False))
+    assert needs_recovery(signed_entry(state="refused"))
+    assert not needs_recovery(signed_entry(state="refused", landed=True))
+    proven = replace(signed_entry(state="failed", landed=False), landed_proof="past it")
+    assert not needs_recovery(proven)
+    assert not needs_recovery(replace(signed_entry(state="failed"), transaction=None))
+
+
+def test_a_revived_row_leaves_its_invoice_to_the_live_replacement() -> None:
+    """A failed row that landed comes back as refused; the invoice's live row keeps the key."""
+    entry = signed_entry(state="failed", landed=False)
+    flow = recover([entry], alive=lambda e: True, stale_after=60)
+    effect = next(flow)
+    effect = flow.send([epoch(1_600, LAST_VALID)])
+    effect = flow.send([statuses(True, 1_600)])
+    assert isinstance(effect, FindPayment)
+    record = flow.send(signed_entry(state="accepted"))
+    assert isinstance(record, Record)
+    assert (record.state, record.expect) == ("refused", ("failed",))
+    assert record.fields["landed"] is True
+    assert record.fields["invoice_key"] is None
+
+
+def test_a_replacement_is_never_signed_over_the_expired_blockhash() -> None:
+    """A node still offering the expired blockhash as the latest: no replacement is signed."""
+    from human_rpc_sdk._flow import _read, pay_new
+
+    from .test_flow import SOL, accounts_reply, blockhash_reply, challenge, context, wallet
+
+    ctx = context()
+    expired = Hash.new_unique()
+    payable = _read(challenge(currency="SOL", amount="0.001"), ctx)
+    flow = pay_new(payable, ctx, replaces=7, expired_blockhash=str(expired))
+    assert isinstance(next(flow), RpcCall)
+    with pytest.raises(PaymentError) as caught:
+        flow.send([accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(expired)])
+    assert caught.value.reason == "no_fresh_blockhash"
