@@ -3,9 +3,11 @@
 A paid request that gets no definite answer (a timeout, a reset connection, a 5xx) is sent
 again with *the same* signed payment, a few times with growing pauses: the payment's
 transaction can land at most once, so re-sending it never pays twice. A 402 after payment is
-a refusal; the chain is then asked whether the payment landed anyway. If it provably never
-landed and never can (its blockhash expired), the invoice is paid once more with a fresh
-blockhash, journaled as the replacement of the first payment.
+a refusal; the chain is then asked whether the payment landed anyway. Only if it provably
+never landed and never can (see :mod:`._landing`: a node that has seen the blockhash reports a
+block height past its ``lastValidBlockHeight``) is the invoice paid once more, with a fresh
+blockhash, journaled as the replacement of the first payment; otherwise the payment stays open
+for ``recover_payments()``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend
-from ._landing import landing
+from ._landing import Landing, landing
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
@@ -89,28 +91,40 @@ def deliver(
         state = "accepted" if answer.status < 400 else "refused"
         recorded = yield from record_outcome(Record(entry.id, state, fields, _OPEN))
         return _with_receipt(outcome, recorded)
-    landed, signature = yield from _landed(entry)
-    if landed is not None:
-        fields["landed"] = landed
-    if signature and not fields.get("signature"):
-        fields["signature"] = signature
+    chain = yield from _landed(entry)
+    if chain.landed is not None:
+        fields["landed"] = chain.landed
+    if chain.proof:
+        fields["landed_proof"] = chain.proof
+    if chain.signature and not fields.get("signature"):
+        fields["signature"] = chain.signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
-    if landed is False and may_replace:
+    if chain.landed is False and chain.proof and may_replace:
         logger.warning(
-            "payment #%s was refused and its blockhash expired before it landed; paying the "
-            "same invoice once more with a fresh blockhash",
+            "payment #%s was refused and provably never landed (%s); paying the same invoice "
+            "once more with a fresh blockhash",
+            entry.id,
+            chain.proof,
+        )
+        return (
+            yield from pay_new(payable, ctx, replaces=entry.id, expired_blockhash=entry.blockhash)
+        )
+    if chain.landed is None:
+        logger.warning(
+            "payment #%s was refused, and the chain does not prove yet whether it landed; it is "
+            "not paid again: agent.recover_payments() settles it once the chain can tell",
             entry.id,
         )
-        return (yield from pay_new(payable, ctx, replaces=entry.id))
     return _with_receipt(outcome, recorded)
 
 
-def _landed(entry: JournalEntry) -> Generator[Effect, Any, tuple[bool | None, str]]:
+def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
+    """What the chain says of ``entry``; unknown when it cannot be asked."""
     try:
         return (yield from landing(entry))
     except SolanaRPCError as exc:
         logger.warning("could not check payment #%s on chain: %s", entry.id, exc.reason)
-        return None, ""
+        return Landing(None)
 
 
 def _unanswered(

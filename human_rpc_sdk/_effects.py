@@ -14,11 +14,12 @@ A driver runs the flow and resumes it with each effect's result:
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from solders.account import Account
 from solders.hash import Hash
@@ -40,6 +41,7 @@ from .wallet import Signer
 
 __all__ = [
     "Approve",
+    "BlockhashFacts",
     "ChainCache",
     "Effect",
     "FindPayment",
@@ -143,17 +145,36 @@ class Record:
 Effect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
 
 
+@dataclass(frozen=True)
+class BlockhashFacts:
+    """A blockhash the agent fetched itself, with what the node said alongside it.
+
+    ``last_valid_block_height``: transactions signed over it can land up to that block height;
+    ``slot``: the slot the node answered at (``context.slot``), which it had reached. Together
+    they are what a later expiry proof is checked against (see :mod:`._landing`).
+    """
+
+    blockhash: Hash
+    last_valid_block_height: int
+    slot: int
+
+
+_FETCHED_KEPT: Final = 64
+
+
 class ChainCache:
     """Chain facts worth keeping between payments: a recent blockhash and mint data.
 
     A blockhash stays usable for about 60 seconds on chain; it is reused for ``blockhash_ttl``
     seconds, well inside that. Mint decimals and token programs never change and are kept.
+    The facts of the last blockhashes fetched are kept too, for the payments signed over them.
     """
 
     def __init__(self, *, blockhash_ttl: float = 20.0) -> None:
         self.blockhash_ttl = blockhash_ttl
         self._lock = threading.Lock()
         self._blockhash: tuple[Hash, float] | None = None
+        self._fetched: OrderedDict[Hash, BlockhashFacts] = OrderedDict()
         self._mints: dict[Pubkey, MintInfo] = {}
         self.genesis_hash: str | None = None
         """The genesis hash of the chain the RPC node serves, once read and accepted."""
@@ -164,9 +185,21 @@ class ChainCache:
                 return None
             return self._blockhash[0]
 
-    def remember_blockhash(self, blockhash: Hash, now: float) -> None:
+    def remember_blockhash(
+        self, blockhash: Hash, now: float, facts: BlockhashFacts | None = None
+    ) -> None:
         with self._lock:
             self._blockhash = (blockhash, now)
+            if facts is not None and facts.blockhash == blockhash:
+                self._fetched[blockhash] = facts
+                self._fetched.move_to_end(blockhash)
+                while len(self._fetched) > _FETCHED_KEPT:
+                    self._fetched.popitem(last=False)
+
+    def fetched(self, blockhash: Hash) -> BlockhashFacts | None:
+        """What the node said with ``blockhash`` when this agent fetched it (None: it did not)."""
+        with self._lock:
+            return self._fetched.get(blockhash)
 
     def forget_blockhash(self) -> None:
         with self._lock:
@@ -205,8 +238,10 @@ def read_chain(
         ctx.cache.genesis_hash = str(results[-1].value)
     accounts: list[Account | None] = list(results[0].value)
     if blockhash is None:
-        blockhash = results[1].value.blockhash
-        ctx.cache.remember_blockhash(blockhash, now)
+        latest = results[1]
+        blockhash = latest.value.blockhash
+        facts = BlockhashFacts(blockhash, latest.value.last_valid_block_height, latest.context.slot)
+        ctx.cache.remember_blockhash(blockhash, now, facts)
     return accounts, blockhash
 
 

@@ -33,6 +33,7 @@ from solders.transaction import VersionedTransaction
 from ._delivery import PaymentOutcome, deliver, judge
 from ._effects import (
     Approve,
+    BlockhashFacts,
     ChainCache,
     Effect,
     FindPayment,
@@ -91,9 +92,14 @@ class Signed:
     fee_payer: str
     fee_lamports: int = 0
     rent_lamports: int = 0
+    facts: BlockhashFacts | None = None
+    """What the agent's node said with the blockhash (None: the server chose it)."""
 
     def fields(self) -> dict[str, Any]:
+        facts = self.facts
         return {
+            "last_valid_block_height": None if facts is None else facts.last_valid_block_height,
+            "blockhash_slot": None if facts is None else facts.slot,
             "headers": dict(self.headers),
             "signature": self.signature or None,
             "transaction_b64": base64.b64encode(bytes(self.transaction)).decode("ascii"),
@@ -110,6 +116,8 @@ class Prepared:
 
     offer: PaymentOffer
     sign: Callable[[], Signed]
+    blockhash: str = ""
+    """The blockhash it will be signed over."""
 
 
 class Payable(Protocol):
@@ -154,10 +162,27 @@ def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
 
 
 def pay_new(
-    payable: Payable, ctx: PaymentContext, *, replaces: int | None
+    payable: Payable,
+    ctx: PaymentContext,
+    *,
+    replaces: int | None,
+    expired_blockhash: str | None = None,
 ) -> Generator[Effect, Any, PaymentOutcome]:
-    """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``."""
+    """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``.
+
+    A replacement (``replaces``) is never signed over ``expired_blockhash``, the blockhash of
+    the payment it replaces: the same blockhash could make the very same transaction.
+    """
     prepared = yield from payable.prepare(ctx, replaces is not None)
+    if expired_blockhash is not None and prepared.blockhash == expired_blockhash:
+        raise PaymentError(
+            f"payment #{replaces} expired without landing, but the RPC node still offers its "
+            f"blockhash {expired_blockhash} as the latest one, so it was not replaced. Nothing "
+            "more was paid; request the resource again in a few seconds",
+            invoice=payable.invoice,
+            reason="no_fresh_blockhash",
+            details={"journal_id": replaces},
+        )
     offer = replace(prepared.offer, replaces=replaces)
     approved = yield Approve(offer)
     if approved is not True:
@@ -283,9 +308,10 @@ class InvoicePayable:
                 fee_payer=str(plan.payer),
                 fee_lamports=priced.fee_lamports,
                 rent_lamports=priced.rent_lamports,
+                facts=ctx.cache.fetched(priced.blockhash),
             )
 
-        return Prepared(offer, sign)
+        return Prepared(offer, sign, str(priced.blockhash))
 
 
 @dataclass(frozen=True)
@@ -322,6 +348,9 @@ class ExactPayable:
             atomic_amount=chosen.amount,
             description=_description(self.challenge, chosen.raw),
         )
+        # A blockhash the server chose comes with no lastValidBlockHeight the agent observed:
+        # such a payment can never be proven expired, so it is never replaced.
+        server_chosen = not fresh and exact.blockhash == chosen.recent_blockhash
 
         def sign() -> Signed:
             unsigned = build_exact_transfer(
@@ -343,9 +372,10 @@ class ExactPayable:
                 transaction=transaction,
                 blockhash=str(exact.blockhash),
                 fee_payer=chosen.fee_payer,
+                facts=None if server_chosen else ctx.cache.fetched(exact.blockhash),
             )
 
-        return Prepared(offer, sign)
+        return Prepared(offer, sign, str(exact.blockhash))
 
 
 def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:

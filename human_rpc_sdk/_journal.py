@@ -84,6 +84,9 @@ CREATE TABLE IF NOT EXISTS payments (
     error         TEXT,
     landed        INTEGER,
     replaces      INTEGER REFERENCES payments(id),
+    last_valid_block_height INTEGER,
+    blockhash_slot INTEGER,
+    landed_proof  TEXT,
     pid           INTEGER,
     host          TEXT,
     process       TEXT,
@@ -102,7 +105,12 @@ CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
 CREATE INDEX IF NOT EXISTS payments_unsettled ON payments(landed, state);
 """
 
-_ADDED_COLUMNS: Final = (("genesis_hash", "TEXT"),)
+_ADDED_COLUMNS: Final = (
+    ("last_valid_block_height", "INTEGER"),
+    ("blockhash_slot", "INTEGER"),
+    ("landed_proof", "TEXT"),
+    ("genesis_hash", "TEXT"),
+)
 """Columns added since schema version 1: a journal of an older version gains them on opening."""
 SOL_KEY: Final = "SOL"
 _LAMPORTS: Final = Decimal(10) ** 9
@@ -121,6 +129,10 @@ _UPDATABLE: Final = frozenset(
         "landed",
         "fee_lamports",
         "rent_lamports",
+        "last_valid_block_height",
+        "blockhash_slot",
+        "landed_proof",
+        "invoice_key",
     }
 )
 
@@ -210,14 +222,15 @@ class Journal:
 
     def unsettled(self) -> list[JournalEntry]:
         """The rows the chain could still tell something about: every row not known to have
-        landed, except reservations already released (oldest first).
+        landed, except released reservations and proven failures (oldest first).
 
         Reads only those rows (an index on ``landed``), never the settled history.
         """
         with self._reading() as db:
             rows = db.execute(
-                "SELECT * FROM payments WHERE (landed IS NULL OR landed = 0) "
-                "AND NOT (state = 'failed' AND transaction_b64 IS NULL) ORDER BY id"
+                "SELECT * FROM payments WHERE (landed IS NULL OR landed = 0) AND NOT "
+                "(state = 'failed' AND (transaction_b64 IS NULL OR landed_proof IS NOT NULL)) "
+                "ORDER BY id"
             ).fetchall()
         return [self._entry(row) for row in rows]
 
@@ -254,7 +267,8 @@ class Journal:
         check reads the running totals: the same work at the first payment and the millionth.
 
         With ``offer.replaces``, that earlier payment becomes ``failed`` in the same
-        transaction (it could no longer land), so its budget goes to the replacement.
+        transaction (it could no longer land), so its budget goes to the replacement. Its
+        ``landed`` is left as the chain check recorded it: a replacement follows only a proof.
         """
         now = self._now()
         limits = {currency_key: budget}
@@ -272,7 +286,7 @@ class Journal:
                 _update(
                     db,
                     offer.replaces,
-                    "state = 'failed', landed = 0, "
+                    "state = 'failed', "
                     "error = ? || COALESCE(' (refused: ' || error || ')', ''), updated = ?, "
                     "updated_unix = ?",
                     [REPLACED, *_stamp(now)],
@@ -421,6 +435,9 @@ class Journal:
             headers=headers,
             transaction=row["transaction_b64"],
             blockhash=row["blockhash"],
+            last_valid_block_height=row["last_valid_block_height"],
+            blockhash_slot=row["blockhash_slot"],
+            landed_proof=row["landed_proof"],
             fee_payer=row["fee_payer"],
             pid=row["pid"],
             host=row["host"],

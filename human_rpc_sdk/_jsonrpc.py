@@ -23,6 +23,7 @@ from solders.rpc.config import (
     RpcSignatureStatusConfig,
 )
 from solders.rpc.requests import (
+    GetEpochInfo,
     GetGenesisHash,
     GetLatestBlockhash,
     GetMultipleAccounts,
@@ -32,6 +33,7 @@ from solders.rpc.requests import (
     batch_to_json,
 )
 from solders.rpc.responses import (
+    GetEpochInfoResp,
     GetGenesisHashResp,
     GetLatestBlockhashResp,
     GetMultipleAccountsResp,
@@ -44,10 +46,12 @@ from solders.signature import Signature
 from .exceptions import SolanaRPCError
 
 __all__ = [
+    "MIN_CONTEXT_SLOT_NOT_REACHED",
     "RpcRequest",
     "blockhash_valid_request",
     "decode_replies",
     "encode_batch",
+    "epoch_info_request",
     "genesis_hash_request",
     "latest_blockhash_request",
     "multiple_accounts_request",
@@ -56,6 +60,8 @@ __all__ = [
 ]
 
 COMMITMENT: Final = CommitmentLevel.Confirmed
+MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
+"""The error code of a node asked for a ``minContextSlot`` it has not reached yet."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,12 @@ def blockhash_valid_request(blockhash: Hash, request_id: int = 0) -> RpcRequest:
     return RpcRequest(IsBlockhashValid(blockhash, config, id=request_id), IsBlockhashValidResp)
 
 
+def epoch_info_request(min_context_slot: int | None = None, request_id: int = 0) -> RpcRequest:
+    """The node's slot and block height; a node behind ``min_context_slot`` answers -32016."""
+    config = RpcContextConfig(commitment=COMMITMENT, min_context_slot=min_context_slot)
+    return RpcRequest(GetEpochInfo(config, id=request_id), GetEpochInfoResp)
+
+
 def signature_statuses_request(signatures: Sequence[Signature], request_id: int = 0) -> RpcRequest:
     """Statuses of ``signatures``, searching the node's whole history, not only recent slots."""
     config = RpcSignatureStatusConfig(search_transaction_history=True)
@@ -101,10 +113,17 @@ def signature_statuses_request(signatures: Sequence[Signature], request_id: int 
 
 
 def signatures_for_address_request(
-    address: Pubkey, limit: int = 1000, request_id: int = 0
+    address: Pubkey,
+    limit: int = 1000,
+    request_id: int = 0,
+    *,
+    min_context_slot: int | None = None,
 ) -> RpcRequest:
-    """The newest transactions (up to ``limit``) that involve ``address``."""
-    config = RpcSignaturesForAddressConfig(limit=limit, commitment=CommitmentLevel.Confirmed)
+    """The newest transactions (up to ``limit``) that involve ``address``, from a node that
+    has reached ``min_context_slot`` (-32016 from one that has not)."""
+    config = RpcSignaturesForAddressConfig(
+        limit=limit, commitment=CommitmentLevel.Confirmed, min_context_slot=min_context_slot
+    )
     return RpcRequest(
         GetSignaturesForAddress(address, config, id=request_id), GetSignaturesForAddressResp
     )

@@ -1,9 +1,20 @@
 """Did a journaled payment land on chain? (pure: the chain's answers arrive as effect results)
 
-A transaction can land only while its blockhash is valid. So the blockhash is checked *first*
-and the transaction looked up *second*: "blockhash expired" then "not found" proves the
-payment never landed and never can, and only then may the same invoice be paid with a new
-transaction.
+"Not found" alone proves nothing: a lagging node, or another node behind a load balancer, has
+not seen a transaction that landed a moment ago, and answers ``isBlockhashValid`` false for a
+blockhash newer than its own view. So a payment is judged never landed only with a proof:
+
+1. when the agent fetched the blockhash itself, it recorded the ``lastValidBlockHeight`` and
+   the slot its node answered at (``getLatestBlockhash``'s ``context.slot``);
+2. ``getEpochInfo`` with ``minContextSlot`` = that slot (a node behind it answers -32016 and so
+   proves nothing) reports a block height past that ``lastValidBlockHeight``, at slot A: no
+   block from then on can hold the transaction;
+3. the transaction is not found by a node that has reached slot A (the reply's
+   ``context.slot``, or ``minContextSlot`` = A for a history search).
+
+Without all three the answer is "unknown": the payment may still land, and it is never paid
+again automatically. A blockhash the server chose (x402 ``extra.recentBlockhash``) has no
+recorded height, so such a payment is only ever found landed, or stays open.
 
 The transaction is found by its signature when it is known. An x402 transaction's id is the
 facilitator's signature, unknown to the agent until settlement; it is then found among the
@@ -16,9 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
-from solders.hash import Hash
 from solders.message import to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -26,58 +37,125 @@ from solders.transaction import VersionedTransaction
 
 from ._effects import Effect, RpcCall
 from ._jsonrpc import (
-    blockhash_valid_request,
+    MIN_CONTEXT_SLOT_NOT_REACHED,
+    RpcRequest,
+    epoch_info_request,
     signature_statuses_request,
     signatures_for_address_request,
 )
 from ._records import JournalEntry
+from .exceptions import SolanaRPCError
 
 __all__ = ["HISTORY_LIMIT", "Landing", "landing"]
 
 HISTORY_LIMIT = 1000
 
-Landing = tuple[bool | None, str]
-"""(True: on chain and succeeded; False: never landed and never can (or failed on chain);
-None: unknown, it may still land) and the signature found, if any."""
+
+@dataclass(frozen=True)
+class Landing:
+    """What the chain says of a payment's transaction.
+
+    ``landed``: True, on chain and succeeded; False, proven never landed and never able to
+    (or failed on chain), with ``proof`` saying how; None, unknown: it may still land.
+    ``signature``: the transaction's signature when it was found.
+    """
+
+    landed: bool | None
+    signature: str = ""
+    proof: str = ""
+
+
+@dataclass(frozen=True)
+class _Expired:
+    """A node at ``slot`` reported ``block_height``, past the blockhash's last valid height."""
+
+    block_height: int
+    slot: int
 
 
 def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
-    """Whether ``entry``'s transaction landed; see :data:`Landing`."""
+    """Whether ``entry``'s transaction landed; see :class:`Landing`."""
     transaction = _transaction(entry)
     if transaction is None or entry.blockhash is None:
-        return None, ""  # nothing signed, or a row written by a newer SDK: not ours to judge
-    (valid,) = yield RpcCall((blockhash_valid_request(Hash.from_string(entry.blockhash)),))
-    expired = not valid.value
+        return Landing(None)  # nothing signed, or a row written by a newer SDK: not ours to judge
+    expired = yield from _expiry(entry)
     signature = entry.receipt.signature
     if signature:
-        (statuses,) = yield RpcCall(
-            (signature_statuses_request([Signature.from_string(signature)]),)
-        )
-        status = statuses.value[0]
-        if status is not None:
-            return status.err is None, signature
-    else:
-        found = yield from _search_history(entry, transaction)
-        if found is not None:
-            return found
-    return (False, "") if expired else (None, "")
+        return (yield from _by_signature(entry, signature, expired))
+    return (yield from _in_history(entry, transaction, expired))
 
 
-def _search_history(
-    entry: JournalEntry, transaction: VersionedTransaction
-) -> Generator[Effect, Any, Landing | None]:
-    if not entry.fee_payer:
+def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
+    """Proof that the blockhash expired, from a node that has seen it; else None."""
+    last_valid, slot = entry.last_valid_block_height, entry.blockhash_slot
+    if last_valid is None or slot is None:
         return None
+    epoch = yield from _ask(epoch_info_request(slot))
+    if epoch is None:
+        return None
+    info = epoch.value
+    if info.absolute_slot < slot or info.block_height <= last_valid:
+        return None
+    return _Expired(info.block_height, info.absolute_slot)
+
+
+def _by_signature(
+    entry: JournalEntry, signature: str, expired: _Expired | None
+) -> Generator[Effect, Any, Landing]:
+    statuses = yield from _ask(signature_statuses_request([Signature.from_string(signature)]))
+    if statuses is None:
+        return Landing(None)
+    status = statuses.value[0]
+    if status is not None:
+        if status.err is None:
+            return Landing(True, signature)
+        return Landing(False, signature, f"failed on chain at slot {status.slot}: {status.err}")
+    if expired is not None and statuses.context.slot >= expired.slot:
+        return Landing(False, "", _proof(entry, expired, statuses.context.slot))
+    return Landing(None)
+
+
+def _in_history(
+    entry: JournalEntry, transaction: VersionedTransaction, expired: _Expired | None
+) -> Generator[Effect, Any, Landing]:
+    if not entry.fee_payer:
+        return Landing(None)
     message = to_bytes_versioned(transaction.message)
     fee_payer = Pubkey.from_string(entry.fee_payer)
     payer = Pubkey.from_string(entry.receipt.payer)
-    (history,) = yield RpcCall((signatures_for_address_request(payer, HISTORY_LIMIT),))
+    seen_at = None if expired is None else expired.slot
+    request = signatures_for_address_request(payer, HISTORY_LIMIT, min_context_slot=seen_at)
+    history = yield from _ask(request)
+    if history is None:
+        return Landing(None)
     for item in history.value:
         if item.signature.verify(fee_payer, message):
-            return item.err is None, str(item.signature)
-    if len(history.value) >= HISTORY_LIMIT:
-        return None, ""  # the page is full: older transactions were not searched
-    return None
+            found = str(item.signature)
+            if item.err is None:
+                return Landing(True, found)
+            return Landing(False, found, f"failed on chain at slot {item.slot}: {item.err}")
+    if len(history.value) >= HISTORY_LIMIT or expired is None:
+        return Landing(None)  # a full page leaves older transactions unsearched
+    return Landing(False, "", _proof(entry, expired, expired.slot))
+
+
+def _ask(request: RpcRequest) -> Generator[Effect, Any, Any]:
+    """The reply to ``request``; None from a node that has not reached its minContextSlot."""
+    try:
+        (reply,) = yield RpcCall((request,))
+    except SolanaRPCError as exc:
+        if exc.code == MIN_CONTEXT_SLOT_NOT_REACHED:
+            return None
+        raise
+    return reply
+
+
+def _proof(entry: JournalEntry, expired: _Expired, searched_at: int) -> str:
+    return (
+        f"block height {expired.block_height} at slot {expired.slot} is past the blockhash's "
+        f"last valid block height {entry.last_valid_block_height}, and a node at slot "
+        f"{searched_at} does not have the transaction"
+    )
 
 
 def _transaction(entry: JournalEntry) -> VersionedTransaction | None:

@@ -34,6 +34,13 @@ class JournalEntry:
     transaction: str | None = field(default=None, repr=False)
     """The signed transaction, base64 (x402: without the facilitator's signature)."""
     blockhash: str | None = None
+    last_valid_block_height: int | None = None
+    """The block height the blockhash is usable until, as the agent's node said when the agent
+    fetched it; None when the server chose the blockhash (or for older rows)."""
+    blockhash_slot: int | None = None
+    """The slot that node had reached then (None with ``last_valid_block_height``)."""
+    landed_proof: str | None = None
+    """What the chain showed when ``landed`` was set to False (None: never proven)."""
     fee_payer: str | None = None
     """Who signs the transaction's first slot: the payer, or an x402 facilitator."""
     pid: int | None = None

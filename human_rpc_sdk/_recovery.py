@@ -1,10 +1,13 @@
 """Settling the journal's open payments against the chain (pure; run by ``recover_payments``).
 
-A payment whose outcome the server never told (``reserved``, ``signed``, ``submitted``), or
-that the server refused without the chain having been asked, is looked up (see
-:mod:`._landing`): on chain, it is ``accepted`` (or stays ``refused``, now marked as landed,
-when the server refused money it took); provably never landed, it is ``failed`` and its budget
-is released; otherwise it stays open, to be asked again later. A ``reserved`` row holds no
+Every payment that could still have landed is looked up (see :mod:`._landing`): one whose
+outcome the server never told (``reserved``, ``signed``, ``submitted``), one the server refused
+while the chain has not shown it landed, and a ``failed`` one whose failure was never proven
+(older SDKs failed a payment on an ``isBlockhashValid`` false, which a lagging node also
+answers). On chain, it is ``accepted`` (or ``refused``, marked as landed, when the server
+refused money it took; a wrongly failed one comes back and counts against the budget again);
+provably never landed, it is ``failed`` with the proof and its budget is released; otherwise
+it stays as it is, to be asked again later. A ``reserved`` row holds no
 signature and cannot move money: it is released once the process that reserved it is gone
 (or it is older than ``stale_after`` seconds, far beyond the milliseconds signing takes).
 
@@ -18,9 +21,9 @@ import logging
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ._effects import Effect, Record, RpcCall
+from ._effects import Effect, FindPayment, Record, RpcCall
 from ._jsonrpc import genesis_hash_request
-from ._landing import landing
+from ._landing import Landing, landing
 from ._networks import chain_name
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
@@ -34,7 +37,11 @@ def needs_recovery(entry: JournalEntry) -> bool:
     """Whether the chain could still tell something about ``entry``."""
     if entry.state in ("reserved", "signed", "submitted"):
         return True
-    return entry.state == "refused" and entry.receipt.landed is None
+    if entry.state == "refused":
+        return entry.receipt.landed is not True
+    if entry.state == "failed":
+        return bool(entry.transaction) and not entry.landed_proof
+    return False
 
 
 def recover(
@@ -77,18 +84,48 @@ def recover(
 
 
 def _settle(entry: JournalEntry) -> Generator[Effect, Any, JournalEntry | None]:
-    landed, signature = yield from landing(entry)
-    if landed is None:
+    if entry.receipt.landed is False and entry.landed_proof:
+        chain = Landing(False, "", entry.landed_proof)  # proven when it was refused
+    else:
+        chain = yield from landing(entry)
+    if chain.landed is None:
         return None
-    fields: dict[str, Any] = {"landed": landed}
-    if signature and not entry.receipt.signature:
-        fields["signature"] = signature
-    if landed:
-        state = "refused" if entry.state == "refused" else "accepted"
-        logger.info("payment #%s landed on chain (%s)", entry.id, signature)
+    fields: dict[str, Any] = {"landed": chain.landed}
+    if chain.signature and not entry.receipt.signature:
+        fields["signature"] = chain.signature
+    if chain.landed:
+        state = "refused" if _refused(entry) else "accepted"
+        if entry.state == "failed":
+            fields.update((yield from _revived(entry)))
+            logger.warning(
+                "payment #%s was marked failed, but it landed on chain (%s): it counts against "
+                "the budget again",
+                entry.id,
+                chain.signature,
+            )
+        else:
+            logger.info("payment #%s landed on chain (%s)", entry.id, chain.signature)
     else:
         state = "failed"
+        fields["landed_proof"] = chain.proof
         fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
         logger.info("payment #%s never landed and no longer can: released", entry.id)
     updated: JournalEntry | None = yield Record(entry.id, state, fields, (entry.state,))
     return updated
+
+
+def _refused(entry: JournalEntry) -> bool:
+    """The server answered the payment with an error (a ``failed`` row keeps its status)."""
+    if entry.state == "refused":
+        return True
+    status = entry.receipt.http_status
+    return entry.state == "failed" and status is not None and status >= 400
+
+
+def _revived(entry: JournalEntry) -> Generator[Effect, Any, dict[str, Any]]:
+    """Fields for a ``failed`` row that landed after all. If its invoice has another live
+    payment (an older SDK's replacement, which landed too), that one stays the invoice's."""
+    if entry.invoice_key is None:
+        return {}
+    live = yield FindPayment(entry.invoice_key)
+    return {} if live is None else {"invoice_key": None}

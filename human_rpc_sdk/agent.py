@@ -195,8 +195,12 @@ class AutoAgent:
     def recover_payments(self) -> list[PaymentReceipt]:
         """Look every open payment up on chain and journal what was learnt.
 
-        A payment found on chain becomes ``accepted``; one that provably never landed (its
-        blockhash expired) becomes ``failed`` and its budget is released; the rest stay open.
+        Open payments include refused ones the chain has not shown landed, and failed ones
+        whose failure was never proven. A payment found on chain becomes ``accepted`` (or
+        ``refused``, marked landed, when the server refused it), counted against the budget;
+        one proven never landed (a node that has seen its blockhash is past the blockhash's
+        last valid block height, and has no such transaction) becomes ``failed`` and its
+        budget is released; the rest stay open.
         Safe to call at any time, from any process sharing the journal.
 
         :returns: the receipts of the payments examined, as they are now.

@@ -4,7 +4,10 @@ LiteSVM executes transactions exactly as a validator would (signatures, fees, re
 System, Token, Token-2022, Associated Token Account and Memo programs), but knows a single
 blockhash at a time. :class:`Ledger` adds a slot clock (one slot per 400 ms of the injected
 clock), a new blockhash each slot, and Solana's rule that a blockhash stays usable for 150
-slots. It also keeps each transaction's status, and which transactions touched each address,
+blocks (its ``lastValidBlockHeight``). Block heights are not slots: the ledger starts at slot
+``GENESIS_SLOT`` with block height ``GENESIS_BLOCK_HEIGHT``, as if the slots between had been
+skipped, so a client that mixes the two units is caught; after that every slot has a block.
+It also keeps each transaction's status, and which transactions touched each address,
 so ``getSignatureStatuses`` and ``getSignaturesForAddress`` can answer. All access goes
 through one lock: LiteSVM is not thread-safe and the gateway serves threads.
 """
@@ -33,7 +36,9 @@ __all__ = ["Execution", "Ledger"]
 
 SLOT_SECONDS: Final = 0.4
 BLOCKHASH_VALIDITY_SLOTS: Final = 150
-GENESIS_SLOT: Final = 1
+GENESIS_SLOT: Final = 1_000
+GENESIS_BLOCK_HEIGHT: Final = 800
+SLOTS_PER_EPOCH: Final = 432_000
 FAUCET_POOL_LAMPORTS: Final = 10**18  # a billion SOL for airdrops
 
 
@@ -84,6 +89,7 @@ class Ledger:
         self._clock = clock
         self._started = clock()
         self._slot = GENESIS_SLOT
+        # Every usable blockhash and the slot it was issued at, oldest first.
         self._blockhashes: OrderedDict[Hash, int] = OrderedDict(
             {self._svm.latest_blockhash(): GENESIS_SLOT}
         )
@@ -104,18 +110,56 @@ class Ledger:
         self._slot = slot
         self._svm.expire_blockhash()
         self._blockhashes[self._svm.latest_blockhash()] = slot
+        height = _block_height(slot)
         while self._blockhashes:
             oldest, issued = next(iter(self._blockhashes.items()))
-            if issued + BLOCKHASH_VALIDITY_SLOTS >= slot:
+            if _last_valid_height(issued) >= height:
                 break
             del self._blockhashes[oldest]
+
+    def block_height(self) -> int:
+        """The number of blocks below the newest one (not a slot: see the module docstring)."""
+        with self._lock:
+            self._tick()
+            return _block_height(self._slot)
+
+    def epoch_info(self) -> dict[str, int]:
+        """``getEpochInfo``'s answer: slot, block height, epoch and transaction count."""
+        with self._lock:
+            self._tick()
+            return {
+                "absoluteSlot": self._slot,
+                "blockHeight": _block_height(self._slot),
+                "epoch": self._slot // SLOTS_PER_EPOCH,
+                "slotIndex": self._slot % SLOTS_PER_EPOCH,
+                "slotsInEpoch": SLOTS_PER_EPOCH,
+                "transactionCount": len(self._statuses),
+            }
 
     def latest_blockhash(self) -> tuple[Hash, int, int]:
         """The newest blockhash, the last block height it is valid at, and the current slot."""
         with self._lock:
             self._tick()
             blockhash = self._svm.latest_blockhash()
-            return blockhash, self._blockhashes[blockhash] + BLOCKHASH_VALIDITY_SLOTS, self._slot
+            return blockhash, _last_valid_height(self._blockhashes[blockhash]), self._slot
+
+    def blockhash_issued(self, blockhash: Hash) -> int | None:
+        """The slot ``blockhash`` was issued at, while it is usable (None: unknown or expired)."""
+        with self._lock:
+            self._tick()
+            return self._blockhashes.get(blockhash)
+
+    def blockhash_at(self, slot: int) -> tuple[Hash, int, int] | None:
+        """The newest usable blockhash issued at or before ``slot``, its last valid block
+        height and its slot: what a node that has reached only ``slot`` calls the latest."""
+        with self._lock:
+            self._tick()
+            found = None
+            for blockhash, issued in self._blockhashes.items():
+                if issued > slot:
+                    break
+                found = (blockhash, _last_valid_height(issued), issued)
+            return found
 
     def is_blockhash_valid(self, blockhash: Hash) -> bool:
         with self._lock:
@@ -261,3 +305,12 @@ class Ledger:
         """Issue another blockhash within the current slot (it stays valid like the others)."""
         self._svm.expire_blockhash()
         self._blockhashes[self._svm.latest_blockhash()] = self._slot
+
+
+def _block_height(slot: int) -> int:
+    return GENESIS_BLOCK_HEIGHT + slot - GENESIS_SLOT
+
+
+def _last_valid_height(issued_slot: int) -> int:
+    """A blockhash issued at ``issued_slot`` is usable until this block height, inclusive."""
+    return _block_height(issued_slot) + BLOCKHASH_VALIDITY_SLOTS

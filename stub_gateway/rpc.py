@@ -5,7 +5,11 @@ so any Solana client (solana-py, solders, web3.js) parses them. Batches are supp
 Methods: getLatestBlockhash, isBlockhashValid, getAccountInfo, getMultipleAccounts,
 getBalance, getTokenAccountBalance, getMinimumBalanceForRentExemption, simulateTransaction,
 sendTransaction, getSignatureStatuses, getSignaturesForAddress, requestAirdrop, getHealth,
-getVersion, getSlot, getBlockHeight, getGenesisHash.
+getVersion, getSlot, getBlockHeight, getEpochInfo, getGenesisHash.
+
+The methods that take ``minContextSlot`` on a real node honour it: asked for a slot the ledger
+has not reached, they answer error -32016, as Agave does. (This ledger is never behind, so
+that happens only for a future slot; ``tests/lagging_rpc.py`` plays a node that lags.)
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 SEND_TRANSACTION_PREFLIGHT_FAILURE: Final = -32002
+MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
 MAX_BATCH: Final = 100
 MAX_AIRDROP_LAMPORTS: Final = 1_000 * 10**9
 
@@ -84,8 +89,9 @@ class RpcDispatcher:
                 "solana-core": f"2.2.0-litesvm (solders {solders.__version__})",
                 "feature-set": 0,
             },
-            "getSlot": lambda params: self.ledger.slot(),
-            "getBlockHeight": lambda params: self.ledger.slot(),
+            "getSlot": self._slot,
+            "getBlockHeight": self._block_height,
+            "getEpochInfo": self._epoch_info,
             "getGenesisHash": self._genesis_hash,
         }
 
@@ -132,20 +138,51 @@ class RpcDispatcher:
     def _context(self) -> dict[str, Any]:
         return {"apiVersion": "2.2.0", "slot": self.ledger.slot()}
 
+    def _reached(self, config: dict[str, Any]) -> None:
+        """Refuse, as a node does, a ``minContextSlot`` beyond the slot this ledger reached."""
+        wanted = config.get("minContextSlot")
+        if wanted is None:
+            return
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 0:
+            raise RpcError(INVALID_PARAMS, "Invalid params: minContextSlot must be a slot number")
+        slot = self.ledger.slot()
+        if wanted > slot:
+            raise RpcError(
+                MIN_CONTEXT_SLOT_NOT_REACHED,
+                "Minimum context slot has not been reached",
+                {"contextSlot": slot},
+            )
+
+    def _slot(self, params: list[Any]) -> Any:
+        self._reached(_config(params, 0))
+        return self.ledger.slot()
+
+    def _block_height(self, params: list[Any]) -> Any:
+        self._reached(_config(params, 0))
+        return self.ledger.block_height()
+
+    def _epoch_info(self, params: list[Any]) -> Any:
+        self._reached(_config(params, 0))
+        return self.ledger.epoch_info()
+
     def _latest_blockhash(self, params: list[Any]) -> Any:
-        blockhash, last_valid, _ = self.ledger.latest_blockhash()
+        self._reached(_config(params, 0))
+        blockhash, last_valid, slot = self.ledger.latest_blockhash()
         return {
-            "context": self._context(),
+            "context": {"apiVersion": "2.2.0", "slot": slot},
             "value": {"blockhash": str(blockhash), "lastValidBlockHeight": last_valid},
         }
 
     def _is_blockhash_valid(self, params: list[Any]) -> Any:
         blockhash = _hash(_param(params, 0))
+        self._reached(_config(params, 1))
         return {"context": self._context(), "value": self.ledger.is_blockhash_valid(blockhash)}
 
     def _account_info(self, params: list[Any]) -> Any:
         address = _pubkey(_param(params, 0))
-        encoding = _encoding(_config(params, 1))
+        config = _config(params, 1)
+        self._reached(config)
+        encoding = _encoding(config)
         return {
             "context": self._context(),
             "value": _account_json(self.ledger.account(address), encoding),
@@ -157,11 +194,14 @@ class RpcDispatcher:
             raise RpcError(
                 INVALID_PARAMS, "Invalid params: expected an array of at most 100 addresses"
             )
-        encoding = _encoding(_config(params, 1))
+        config = _config(params, 1)
+        self._reached(config)
+        encoding = _encoding(config)
         accounts = [_account_json(self.ledger.account(_pubkey(k)), encoding) for k in keys]
         return {"context": self._context(), "value": accounts}
 
     def _balance(self, params: list[Any]) -> Any:
+        self._reached(_config(params, 1))
         return {
             "context": self._context(),
             "value": self.ledger.balance(_pubkey(_param(params, 0))),
@@ -189,12 +229,14 @@ class RpcDispatcher:
 
     def _simulate(self, params: list[Any]) -> Any:
         config = _config(params, 1)
+        self._reached(config)
         transaction = _transaction(_param(params, 0), config.get("encoding", "base58"))
         execution = self.ledger.simulate(transaction)
         return {"context": self._context(), "value": _simulation_json(execution)}
 
     def _send(self, params: list[Any]) -> Any:
         config = _config(params, 1)
+        self._reached(config)
         transaction = _transaction(_param(params, 0), config.get("encoding", "base58"))
         if not config.get("skipPreflight", False):
             preflight = self.ledger.simulate(transaction)
@@ -240,6 +282,7 @@ class RpcDispatcher:
     def _signatures_for_address(self, params: list[Any]) -> Any:
         address = _pubkey(_param(params, 0))
         config = _config(params, 1)
+        self._reached(config)
         limit = config.get("limit") or 1000
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise RpcError(INVALID_PARAMS, "Invalid limit; max 1000")

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from requests.structures import CaseInsensitiveDict
 from solders.account import Account
+from solders.epoch_info import EpochInfo
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
+    GetEpochInfoResp,
     GetLatestBlockhashResp,
     GetMultipleAccountsResp,
     GetSignatureStatusesResp,
-    IsBlockhashValidResp,
     RpcBlockhash,
     RpcResponseContext,
 )
@@ -404,11 +405,12 @@ def test_second_402_after_paying_is_an_error_with_the_signature() -> None:
         }
     )
     check = gen.send(HttpReply(402, headers, b"{}", "http://shop/item"))
-    # A refusal: the chain is asked whether the payment landed anyway (blockhash first).
+    # A refusal: the chain is asked whether the payment landed anyway: first whether a node
+    # that has seen the blockhash's slot (1) is past its last valid block height (200).
     assert isinstance(check, RpcCall)
-    assert [r.method for r in check.requests] == ["isBlockhashValid"]
-    # solders' stub omits the context argument that the runtime requires.
-    lookup = gen.send([IsBlockhashValidResp(True, RpcResponseContext(1))])  # type: ignore[call-arg]
+    assert [r.method for r in check.requests] == ["getEpochInfo"]
+    assert json.loads(check.requests[0].body.to_json())["params"][0]["minContextSlot"] == 1
+    lookup = gen.send([GetEpochInfoResp(EpochInfo(0, 0, 432_000, 5, 200, 3))])
     assert isinstance(lookup, RpcCall)
     assert [r.method for r in lookup.requests] == ["getSignatureStatuses"]
     with pytest.raises(StopIteration) as done:
