@@ -60,6 +60,7 @@ def deliver(
     """Send ``entry``'s payment until a definite answer comes, then judge and journal it."""
     answer: HttpReply | None = None
     problem = ""
+    chain = _Chain(entry)
     for pause in (0.0, *REDELIVERY_PAUSES):
         if pause:
             logger.warning(
@@ -74,10 +75,14 @@ def deliver(
             answer, problem = None, result.problem
         elif result.status >= 500:
             answer, problem = result, f"HTTP {result.status}"
+        elif (yield from chain.paid_not_served(result)):
+            answer, problem = result, f"HTTP 402, {_refusal_reason(result, None)}"
         else:
             answer = result
             break
     else:
+        if chain.refusal is not None:
+            return (yield from _undelivered(entry, payable, chain.refusal, chain.found, problem))
         raise (yield from _unanswered(entry, payable, problem, answer))
     outcome = judge(answer, entry.receipt, payable.invoice, entry.id)
     fields = _answer_fields(outcome.receipt)
@@ -99,6 +104,89 @@ def deliver(
         )
         return (yield from pay_new(payable, ctx, replaces=entry.id))
     return _with_receipt(outcome, recorded)
+
+
+ALREADY_PAID: Final = ("already", "duplicate", "replay")
+"""Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
+x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
+
+
+class _Chain:
+    """What the chain says of a payment a server refused as already paid (asked once)."""
+
+    def __init__(self, entry: JournalEntry) -> None:
+        self.entry = entry
+        self.landing: tuple[bool | None, str] | None = None
+        self.refusal: HttpReply | None = None
+        """The last "already paid" refusal of the payment, once the chain showed it landed."""
+
+    @property
+    def found(self) -> str:
+        """The signature the chain check found ("" if none)."""
+        return "" if self.landing is None else self.landing[1]
+
+    def paid_not_served(self, answer: HttpReply) -> Generator[Effect, Any, bool]:
+        """``answer`` refuses the payment as already paid, and it did land: send it again.
+
+        The server has the money and (a gateway still serving the first copy, or one that
+        lost its answer) may yet deliver: the same payment is re-sent, never a new one.
+        """
+        if answer.status != 402 or not _already_paid(answer):
+            return False
+        if self.landing is None:
+            self.landing = yield from _landed(self.entry)
+        if self.landing[0] is not True:
+            return False
+        logger.warning(
+            "payment #%s landed on chain, but %s refused it as already paid without serving it",
+            self.entry.id,
+            answer.url,
+        )
+        self.refusal = answer
+        return True
+
+
+def _already_paid(answer: HttpReply) -> bool:
+    reason = _refusal_reason(answer, read_settlement(answer.headers)).lower()
+    return any(word in reason for word in ALREADY_PAID)
+
+
+def _undelivered(
+    entry: JournalEntry, payable: _Payable, refusal: HttpReply, found: str, problem: str
+) -> Generator[Effect, Any, PaymentOutcome]:
+    """The payment landed, the server kept refusing it as already paid: not delivered.
+
+    The row becomes ``refused`` with ``landed=1`` and the error ``paid_not_delivered``: the
+    server did not serve what was paid for (``refused``, as for any refusal of money it took),
+    the chain shows the money moved (``landed``, so the budget counts it and recovery, which
+    only asks about payments whose landing is unknown, leaves the row as the truth it is).
+    ``submitted`` would be wrong: an answer did come, and recovery would turn the row into
+    ``accepted``, as if the paid request had been served. The invoice stays taken, so a later
+    402 for the same invoice re-sends this payment instead of paying again.
+    """
+    refused = judge(refusal, entry.receipt, payable.invoice, entry.id)
+    why = refused.error.details["server_reason"] if refused.error else "already paid"
+    fields = _answer_fields(refused.receipt)
+    fields.update(landed=True, error=f"paid_not_delivered: {why}"[:200])
+    signature = refused.receipt.signature or found
+    if signature:
+        fields["signature"] = signature
+    recorded = yield Record(entry.id, "refused", fields, _OPEN)
+    receipt = entry.receipt if recorded is None else recorded.receipt
+    sends = 1 + len(REDELIVERY_PAUSES)
+    error = PaymentError(
+        f"payment #{entry.id} ({signature or 'signature unknown'}) landed on chain, but "
+        f"{entry.receipt.url} did not deliver what it paid for: {sends} sends of that same "
+        f"payment were refused as already paid or went unanswered (last: {problem}). Nothing was "
+        "paid twice. The journal keeps the payment (agent.payments: state refused, landed; "
+        "agent.recover_payments() needs nothing more from the chain): contact the service "
+        "with the signature to get what was paid for",
+        invoice=payable.invoice,
+        signature=signature or None,
+        reason="paid_not_delivered",
+        details={"journal_id": entry.id, "server_reason": why, "receipt": receipt},
+    )
+    return PaymentOutcome(receipt, refusal, error)
 
 
 def _landed(entry: JournalEntry) -> Generator[Effect, Any, tuple[bool | None, str]]:
