@@ -6,6 +6,12 @@ transaction can land at most once, so re-sending it never pays twice. A 402 afte
 a refusal; the chain is then asked whether the payment landed anyway. If it provably never
 landed and never can (its blockhash expired), the invoice is paid once more with a fresh
 blockhash, journaled as the replacement of the first payment.
+
+A 402 that refuses the payment as *already paid* (``invoice_already_paid``,
+``duplicate_settlement``) while the chain shows it landed is not a refusal to believe: the
+server has the money and may still be serving the first copy, so the same payment is sent
+again on the same schedule; if the request is still not served, the error says the payment
+landed and was not delivered (``paid_not_delivered``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ logger = logging.getLogger("human_rpc_sdk")
 REDELIVERY_PAUSES: Final = (0.25, 0.5, 1.0)
 """Seconds to wait before each re-send of a payment that got no definite answer."""
 _OPEN: Final = ("signed", "submitted", "refused")
+ALREADY_PAID: Final = ("already", "duplicate", "replay")
+"""Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
+x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ def deliver(
         elif result.status >= 500:
             answer, problem = result, f"HTTP {result.status}"
         elif (yield from chain.paid_not_served(result)):
-            answer, problem = result, f"HTTP 402, {_refusal_reason(result, None)}"
+            answer, problem = result, f"HTTP 402, {_server_reason(result)}"
         else:
             answer = result
             break
@@ -104,11 +113,6 @@ def deliver(
         )
         return (yield from pay_new(payable, ctx, replaces=entry.id))
     return _with_receipt(outcome, recorded)
-
-
-ALREADY_PAID: Final = ("already", "duplicate", "replay")
-"""Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
-x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
 
 
 class _Chain:
@@ -147,8 +151,12 @@ class _Chain:
 
 
 def _already_paid(answer: HttpReply) -> bool:
-    reason = _refusal_reason(answer, read_settlement(answer.headers)).lower()
+    reason = _server_reason(answer).lower()
     return any(word in reason for word in ALREADY_PAID)
+
+
+def _server_reason(answer: HttpReply) -> str:
+    return _refusal_reason(answer, read_settlement(answer.headers))
 
 
 def _undelivered(
@@ -177,10 +185,11 @@ def _undelivered(
     error = PaymentError(
         f"payment #{entry.id} ({signature or 'signature unknown'}) landed on chain, but "
         f"{entry.receipt.url} did not deliver what it paid for: {sends} sends of that same "
-        f"payment were refused as already paid or went unanswered (last: {problem}). Nothing was "
-        "paid twice. The journal keeps the payment (agent.payments: state refused, landed; "
-        "agent.recover_payments() needs nothing more from the chain): contact the service "
-        "with the signature to get what was paid for",
+        f"payment were refused as already paid or went unanswered (last: {problem}). The money "
+        "moved once; nothing was paid twice. The journal keeps the payment as landed and not "
+        f"delivered (journal #{entry.id} in agent.payments; agent.recover_payments() has "
+        "nothing more to learn from the chain): contact the service with this signature to "
+        "get what was paid for",
         invoice=payable.invoice,
         signature=signature or None,
         reason="paid_not_delivered",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,12 +19,15 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Response, g, jsonify
+import urllib3
+from flask import Flask, Response, g, jsonify
 from solders.keypair import Keypair
 from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent, PaymentError
+from human_rpc_sdk import AutoAgent, PaymentError, SDKConfigurationError
+from human_rpc_sdk._sync import PaidRequest
 from stub_gateway import Gateway, GatewayServer, Price, create_app
+from stub_gateway.replies import PaidReplies
 
 from .conftest import FakeClock, PaymentCapture
 
@@ -275,3 +279,110 @@ def test_concurrent_copies_of_a_paid_request_settle_once(
     if route == "humanrpc":
         assert len(shop.gateway.desk.settlements) == settlements + 1
     assert payer.rows() == [("accepted", amount(route), 1, None)]
+
+
+# -- the gateway's registry of paid requests in flight, by hand ------------------------------
+
+
+class Copy(threading.Thread):
+    """A copy of paid request ``key`` arriving in the gateway: what it is told to answer, or
+    None when it is the one to serve it."""
+
+    def __init__(self, app: Flask, replies: PaidReplies, key: str) -> None:
+        super().__init__(daemon=True)
+        self.app, self.replies, self.key = app, replies, key
+        self.answer: tuple[int, Any] | None = None
+        self.served = False
+
+    def run(self) -> None:
+        with self.app.test_request_context("/paid"), self.replies.serving(self.key) as serving:
+            if serving.reply is None:
+                self.served = True
+                serving.keep(jsonify({"content": "served by a later copy"}))
+            else:
+                self.answer = (serving.reply.status_code, serving.reply.get_json())
+
+
+@pytest.fixture
+def registry() -> tuple[Flask, PaidReplies]:
+    return Flask("registry"), PaidReplies(time.monotonic, join_timeout=30)
+
+
+def test_a_copy_that_waits_in_vain_is_told_to_send_again(
+    registry: tuple[Flask, PaidReplies],
+) -> None:
+    """The first copy still runs after join_timeout: the re-send gets 503 with Retry-After,
+    not a refusal; the first copy's answer is then kept for the next re-send."""
+    app, replies = registry
+    replies.join_timeout = 0.1
+    with app.test_request_context("/paid"), replies.serving("k") as first:
+        assert first.reply is None
+        waiting = Copy(app, replies, "k")
+        waiting.start()
+        waiting.join(timeout=10)
+        assert waiting.answer is not None
+        assert waiting.answer[0] == 503
+        assert waiting.answer[1]["reason"] == "paid_request_in_progress"
+        first.keep(jsonify({"content": "paid"}))
+    later = Copy(app, replies, "k")
+    later.run()
+    assert later.answer == (200, {"content": "paid"})
+
+
+def test_a_copy_waiting_on_a_failed_first_copy_gets_a_500(
+    registry: tuple[Flask, PaidReplies],
+) -> None:
+    """The first copy raises after settling: the copy that joined it is woken at once with
+    HTTP 500 (not left waiting); nothing is kept, so a later copy is judged afresh."""
+    app, replies = registry
+    waiting = Copy(app, replies, "k")
+    with (  # noqa: PT012 - the failure must happen while the copy waits
+        pytest.raises(RuntimeError),
+        app.test_request_context("/paid"),
+        replies.serving("k") as first,
+    ):
+        assert first.reply is None
+        waiting.start()
+        assert replies.wait_for_joins(1, timeout=10)
+        raise RuntimeError("the view failed")
+    waiting.join(timeout=10)
+    assert waiting.answer is not None
+    assert waiting.answer[0] == 500
+    assert waiting.answer[1]["reason"] == "paid_request_failed"
+    assert replies.get("k") is None
+
+
+def test_a_copy_waiting_on_a_refused_first_copy_is_judged_itself(
+    registry: tuple[Flask, PaidReplies],
+) -> None:
+    """The first copy settled nothing (its payment was refused): the copy that joined it is
+    then served (judged) itself, as if it had come first."""
+    app, replies = registry
+    waiting = Copy(app, replies, "k")
+    with app.test_request_context("/paid"), replies.serving("k") as first:
+        assert first.reply is None
+        waiting.start()
+        assert replies.wait_for_joins(1, timeout=10)
+    waiting.join(timeout=10)
+    assert waiting.served
+    assert waiting.answer is None
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "60", True, None])
+def test_paid_timeout_is_validated(value: Any) -> None:
+    """paid_timeout must be a positive number of seconds: anything else is refused when the
+    agent is built, naming the parameter."""
+    with pytest.raises(SDKConfigurationError) as caught:
+        AutoAgent(Keypair(), journal_path=":memory:", paid_timeout=value)
+    assert caught.value.parameter == "paid_timeout"
+
+
+def test_paid_timeout_bounds_the_paid_read_only() -> None:
+    """The paid sends read for paid_timeout; connecting keeps the caller's deadline."""
+    session = requests.Session()
+    prepared = requests.Request("GET", "http://127.0.0.1:9/").prepare()
+    challenge = requests.Response()
+    for given, connect in [(1.5, 1.5), ((0.5, 2.0), 0.5), (urllib3.Timeout(connect=0.7), 0.7)]:
+        paid = PaidRequest(session, prepared, challenge, {"timeout": given}, paid_timeout=60)
+        assert paid.send_kwargs["timeout"] == (connect, 60)
+    assert AutoAgent(Keypair(), journal_path=":memory:").paid_timeout == 60
