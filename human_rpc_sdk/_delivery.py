@@ -8,6 +8,12 @@ never landed and never can (see :mod:`._landing`: a node that has seen the block
 block height past its ``lastValidBlockHeight``) is the invoice paid once more, with a fresh
 blockhash, journaled as the replacement of the first payment; otherwise the payment stays open
 for ``recover_payments()``.
+
+A 402 that refuses the payment as *already paid* (``invoice_already_paid``,
+``duplicate_settlement``) while the chain shows it landed is not a refusal to believe: the
+server has the money and may still be serving the first copy, so the same payment is sent
+again on the same schedule; if the request is still not served, the error says the payment
+landed and was not delivered (``paid_not_delivered``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ OUTCOME_WRITE_PAUSES: Final = (0.25, 1.0)
 OUTCOME_BUSY_SECONDS: Final = 2.0
 """How long each outcome write waits for a journal another process holds locked."""
 _OPEN: Final = ("signed", "submitted", "refused")
+ALREADY_PAID: Final = ("already", "duplicate", "replay")
+"""Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
+x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ def deliver(
     """Send ``entry``'s payment until a definite answer comes, then judge and journal it."""
     answer: HttpReply | None = None
     problem = ""
+    already = _Chain(entry)
     for pause in (0.0, *REDELIVERY_PAUSES):
         if pause:
             logger.warning(
@@ -80,10 +90,16 @@ def deliver(
             answer, problem = None, result.problem
         elif result.status >= 500:
             answer, problem = result, f"HTTP {result.status}"
+        elif (yield from already.paid_not_served(result)):
+            answer, problem = result, f"HTTP 402, {_server_reason(result)}"
         else:
             answer = result
             break
     else:
+        if already.refusal is not None:
+            return (
+                yield from _undelivered(entry, payable, already.refusal, already.found, problem)
+            )
         raise (yield from _unanswered(entry, payable, problem, answer))
     outcome = judge(answer, entry.receipt, payable.invoice, entry.id)
     fields = _answer_fields(outcome.receipt)
@@ -91,7 +107,7 @@ def deliver(
         state = "accepted" if answer.status < 400 else "refused"
         recorded = yield from record_outcome(Record(entry.id, state, fields, _OPEN))
         return _with_receipt(outcome, recorded)
-    chain = yield from _landed(entry)
+    chain = already.landing or (yield from _landed(entry))
     if chain.landed is not None:
         fields["landed"] = chain.landed
     if chain.proof:
@@ -116,6 +132,89 @@ def deliver(
             entry.id,
         )
     return _with_receipt(outcome, recorded)
+
+
+class _Chain:
+    """What the chain says of a payment a server refused as already paid (asked once)."""
+
+    def __init__(self, entry: JournalEntry) -> None:
+        self.entry = entry
+        self.landing: Landing | None = None
+        self.refusal: HttpReply | None = None
+        """The last "already paid" refusal of the payment, once the chain showed it landed."""
+
+    @property
+    def found(self) -> str:
+        """The signature the chain check found ("" if none)."""
+        return "" if self.landing is None else self.landing.signature
+
+    def paid_not_served(self, answer: HttpReply) -> Generator[Effect, Any, bool]:
+        """``answer`` refuses the payment as already paid, and it did land: send it again.
+
+        The server has the money and (a gateway still serving the first copy, or one that
+        lost its answer) may yet deliver: the same payment is re-sent, never a new one.
+        """
+        if answer.status != 402 or not _already_paid(answer):
+            return False
+        if self.landing is None:
+            self.landing = yield from _landed(self.entry)
+        if self.landing.landed is not True:
+            return False
+        logger.warning(
+            "payment #%s landed on chain, but %s refused it as already paid without serving it",
+            self.entry.id,
+            answer.url,
+        )
+        self.refusal = answer
+        return True
+
+
+def _already_paid(answer: HttpReply) -> bool:
+    reason = _server_reason(answer).lower()
+    return any(word in reason for word in ALREADY_PAID)
+
+
+def _server_reason(answer: HttpReply) -> str:
+    return _refusal_reason(answer, read_settlement(answer.headers))
+
+
+def _undelivered(
+    entry: JournalEntry, payable: _Payable, refusal: HttpReply, found: str, problem: str
+) -> Generator[Effect, Any, PaymentOutcome]:
+    """The payment landed, the server kept refusing it as already paid: not delivered.
+
+    The row becomes ``refused`` with ``landed=1`` and the error ``paid_not_delivered``: the
+    server did not serve what was paid for (``refused``, as for any refusal of money it took),
+    the chain shows the money moved (``landed``, so the budget counts it and recovery, which
+    only asks about payments whose landing is unknown, leaves the row as the truth it is).
+    ``submitted`` would be wrong: an answer did come, and recovery would turn the row into
+    ``accepted``, as if the paid request had been served. The invoice stays taken, so a later
+    402 for the same invoice re-sends this payment instead of paying again.
+    """
+    refused = judge(refusal, entry.receipt, payable.invoice, entry.id)
+    why = refused.error.details["server_reason"] if refused.error else "already paid"
+    fields = _answer_fields(refused.receipt)
+    fields.update(landed=True, error=f"paid_not_delivered: {why}"[:200])
+    signature = refused.receipt.signature or found
+    if signature:
+        fields["signature"] = signature
+    recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
+    receipt = entry.receipt if recorded is None else recorded.receipt
+    sends = 1 + len(REDELIVERY_PAUSES)
+    error = PaymentError(
+        f"payment #{entry.id} ({signature or 'signature unknown'}) landed on chain, but "
+        f"{entry.receipt.url} did not deliver what it paid for: {sends} sends of that same "
+        f"payment were refused as already paid or went unanswered (last: {problem}). The money "
+        "moved once; nothing was paid twice. The journal keeps the payment as landed and not "
+        f"delivered (journal #{entry.id} in agent.payments; agent.recover_payments() has "
+        "nothing more to learn from the chain): contact the service with this signature to "
+        "get what was paid for",
+        invoice=payable.invoice,
+        signature=signature or None,
+        reason="paid_not_delivered",
+        details={"journal_id": entry.id, "server_reason": why, "receipt": receipt},
+    )
+    return PaymentOutcome(receipt, refusal, error)
 
 
 def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:

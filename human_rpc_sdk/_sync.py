@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
@@ -150,7 +151,9 @@ class PaidRequest:
     """Sends one request again with a payment attached, as many times as the flow asks.
 
     ``request`` is the request that got the 402 (the last one of a redirect chain). The
-    payment goes to that request's origin only.
+    payment goes to that request's origin only. ``paid_timeout``, when given, is the read
+    deadline of each paid send (a paid view may take longer than an unpaid answer); the
+    connect deadline stays the caller's.
     """
 
     def __init__(
@@ -159,11 +162,16 @@ class PaidRequest:
         request: requests.PreparedRequest,
         challenge: requests.Response,
         send_kwargs: dict[str, Any],
+        *,
+        paid_timeout: float | None = None,
     ) -> None:
         self.session = session
         self.request = request
         self.challenge = challenge
         self.send_kwargs = send_kwargs
+        if paid_timeout is not None:
+            timeout = (_connect_timeout(send_kwargs.get("timeout"), paid_timeout), paid_timeout)
+            self.send_kwargs = {**send_kwargs, "timeout": timeout}
         self.response: requests.Response | None = None
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
@@ -269,6 +277,19 @@ def ensure_replayable(prepared: requests.PreparedRequest) -> None:
         "the body as bytes or a seekable file",
         reason="body_not_replayable",
     )
+
+
+def _connect_timeout(timeout: Any, fallback: float) -> float | None:
+    """The connect part of a ``requests`` timeout (a number, a pair, or urllib3's Timeout)."""
+    if isinstance(timeout, tuple | list) and len(timeout) == 2:
+        connect: Any = timeout[0]
+    elif isinstance(timeout, urllib3.Timeout):
+        connect = timeout.connect_timeout
+    else:
+        connect = timeout
+    if connect is None or isinstance(connect, int | float):
+        return connect
+    return fallback
 
 
 def _origin(url: str | None) -> tuple[str, str, int | None]:

@@ -52,6 +52,8 @@ logger = logging.getLogger("human_rpc_sdk")
 ENV_RPC_URL = "SOLANA_RPC_URL"
 ENV_HUMAN_RPC_URL = "HUMAN_RPC_URL"
 BACKOFF_STRATEGIES = ("exponential", "linear", "fixed")
+DEFAULT_PAID_TIMEOUT = 60.0
+"""Seconds the agent waits for the answer to a paid request, unless told otherwise."""
 
 
 class AutoAgent:
@@ -89,6 +91,10 @@ class AutoAgent:
     :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
         ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
+    :param paid_timeout: seconds to wait for the answer to a *paid* request (default 60).
+        A paid view may work longer than an unpaid one answers, and a payment that settled
+        must not be given up on after ``timeout``; ``timeout`` (the agent's, or a call's
+        ``timeout=``) still bounds the unpaid request and connecting.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
 
@@ -112,6 +118,7 @@ class AutoAgent:
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
         accept_assets: Any = None,
+        paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -123,6 +130,7 @@ class AutoAgent:
             )
         self.network = network
         self.timeout = positive_seconds(timeout, "timeout")
+        self.paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
         self.rpc_url = (
             _url(rpc_url, "rpc_url")
             or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
@@ -469,7 +477,9 @@ class AutoAgent:
         # The retry goes to the request that got the 402: after redirects, the last one.
         request = challenge.request
         ensure_replayable(request)
-        paid = PaidRequest(self.session, request, challenge, send_kwargs)
+        paid = PaidRequest(
+            self.session, request, challenge, send_kwargs, paid_timeout=self.paid_timeout
+        )
         outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
         self._local.receipt = outcome.receipt
         if outcome.error is not None:

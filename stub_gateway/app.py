@@ -192,7 +192,8 @@ class Gateway:
         """Paywall a Flask view: 402 with an invoice until a valid ``X-PAYMENT`` settles.
 
         The settlement is available to the view as ``flask.g.settlement``. The very same paid
-        request sent again within two minutes gets the same answer (see :mod:`.replies`).
+        request sent again within two minutes gets the same answer, and one sent while the
+        first is still being served waits for that answer (see :mod:`.replies`).
         """
 
         def decorator(view: F) -> F:
@@ -212,25 +213,25 @@ class Gateway:
                 moved = redirect_fault(self)
                 if moved is not None:
                     return moved
-                key = self.replies.key(header)
-                response = self.replies.get(key)
-                if response is None:
-                    outcome = (
-                        self.desk.settle_legacy(header, current)
-                        if legacy
-                        else self.desk.settle(header, request.path, current)
-                    )
-                    if isinstance(outcome, Refusal):
-                        return self._refuse(outcome, current, legacy)
-                    g.settlement = outcome
-                    response = make_response(view(*args, **kwargs))
-                    response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
-                        success=True,
-                        transaction=outcome.signature,
-                        network=self.network,
-                        payer=outcome.payer,
-                    )
-                    self.replies.put(key, response)
+                with self.replies.serving(self.replies.key(header)) as serving:
+                    response = serving.reply
+                    if response is None:
+                        outcome = (
+                            self.desk.settle_legacy(header, current)
+                            if legacy
+                            else self.desk.settle(header, request.path, current)
+                        )
+                        if isinstance(outcome, Refusal):
+                            return self._refuse(outcome, current, legacy)
+                        g.settlement = outcome
+                        response = make_response(view(*args, **kwargs))
+                        response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
+                            success=True,
+                            transaction=outcome.signature,
+                            network=self.network,
+                            payer=outcome.payer,
+                        )
+                        serving.keep(response)
                 return after_payment(self, response, lambda: self._challenge(current, legacy))
 
             return wrapped  # type: ignore[return-value]

@@ -5,21 +5,35 @@ very same request with the very same payment again. The payment already settled,
 it again must fail; instead the gateway answers with exactly what it answered the first time.
 Only the *same* request matches (method, path with query, body, and payment header): the same
 payment on another request, or after the window, is refused as the replay it is.
+
+The first copy may still be running when the re-send arrives (a view slower than the client's
+read deadline). The re-send then *joins* it: it waits for the first copy's answer and gets that
+same answer, up to ``join_timeout`` seconds; it is never settled, nor refused as a replay,
+while the first runs. If the first copy fails after settling (the view raised), whoever joined
+it gets an HTTP 500 saying so; if it settled nothing (the payment was refused), the next copy
+is judged afresh, so it is refused for the same reason. A copy that waited ``join_timeout``
+seconds in vain is answered 503 with ``Retry-After``: send it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Final
 
 from flask import Response, request
 
-__all__ = ["REPLAY_WINDOW", "PaidReplies"]
+from ._http import json_error
+
+__all__ = ["JOIN_TIMEOUT", "REPLAY_WINDOW", "PaidReplies", "Serving"]
 
 REPLAY_WINDOW: Final = 120.0
+JOIN_TIMEOUT: Final = 60.0
+"""Seconds a re-send waits for the first copy of its paid request to be answered."""
 
 
 @dataclass(frozen=True)
@@ -29,15 +43,58 @@ class _Reply:
     headers: list[tuple[str, str]]
     body: bytes
 
+    @classmethod
+    def of(cls, at: float, response: Response) -> _Reply:
+        return cls(at, response.status_code, list(response.headers.items()), response.get_data())
+
+    def response(self) -> Response:
+        return Response(self.body, status=self.status, headers=self.headers)
+
+
+@dataclass
+class _Flight:
+    """A paid request being served: whoever joins it waits for ``done``."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: _Reply | None = None
+    """The answer for those who joined: the paid answer, or a 500 when the view failed."""
+
+
+@dataclass
+class Serving:
+    """What :meth:`PaidReplies.serving` hands the paywall.
+
+    ``reply`` is an answer to give as it is (the first copy's answer, or a 503 after waiting
+    in vain); when None, this copy is the one to serve: settle, run the view, then
+    :meth:`keep` the answer.
+    """
+
+    reply: Response | None
+    _keep: Callable[[Response], None]
+
+    def keep(self, response: Response) -> None:
+        """Remember the paid answer for re-sends (and hand it to those who joined)."""
+        self._keep(response)
+
 
 class PaidReplies:
     """Answers to paid requests, by request and payment, for ``window`` seconds."""
 
-    def __init__(self, clock: Callable[[], float], window: float = REPLAY_WINDOW) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        window: float = REPLAY_WINDOW,
+        *,
+        join_timeout: float = JOIN_TIMEOUT,
+    ) -> None:
         self._clock = clock
         self._window = window
-        self._lock = threading.Lock()
-        self._replies: dict[str, _Reply] = {}
+        self.join_timeout = join_timeout
+        self._changed = threading.Condition()
+        self._replies: OrderedDict[str, _Reply] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self.joins = 0
+        """How many re-sends joined a paid request in flight (for tests and diagnostics)."""
 
     @staticmethod
     def key(payment_header: str) -> str:
@@ -50,17 +107,102 @@ class PaidReplies:
 
     def get(self, key: str) -> Response | None:
         """The answer given to this very request, if it was paid within the window."""
-        now = self._clock()
-        with self._lock:
-            self._replies = {k: r for k, r in self._replies.items() if now - r.at < self._window}
-            reply = self._replies.get(key)
-        if reply is None:
-            return None
-        return Response(reply.body, status=reply.status, headers=reply.headers)
+        with self._changed:
+            reply = self._kept(key)
+        return None if reply is None else reply.response()
 
     def put(self, key: str, response: Response) -> None:
-        reply = _Reply(
-            self._clock(), response.status_code, list(response.headers.items()), response.get_data()
-        )
-        with self._lock:
+        """Remember ``response`` as the answer to the paid request ``key``."""
+        self._keep(key, response)
+
+    @contextlib.contextmanager
+    def serving(self, key: str) -> Iterator[Serving]:
+        """Serve the paid request ``key`` once, however many copies of it arrive.
+
+        The first copy gets ``Serving(reply=None)`` and serves the request; copies that
+        arrive while it runs wait for its answer (see the module docstring).
+        """
+        answer, flight = self._wait_turn(key)
+        if flight is None:
+            yield Serving(answer, _ignore)
+            return
+        kept: list[_Reply] = []
+        try:
+            yield Serving(None, lambda response: kept.append(self._keep(key, response)))
+        except BaseException:
+            kept.append(_Reply.of(self._clock(), _failed()))
+            raise
+        finally:
+            self._land(key, flight, kept[0] if kept else None)
+
+    def wait_for_joins(self, count: int, timeout: float) -> bool:
+        """Wait until :attr:`joins` reaches ``count`` (tests synchronise on it); False if not."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.joins >= count, timeout)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _wait_turn(self, key: str) -> tuple[Response | None, _Flight | None]:
+        """The answer to give this copy, or (None, the flight it now leads)."""
+        while True:
+            with self._changed:
+                kept = self._kept(key)
+                if kept is not None:
+                    return kept.response(), None
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+                    return None, flight
+                self.joins += 1
+                self._changed.notify_all()
+            if not flight.done.wait(self.join_timeout):
+                return _still_running(self.join_timeout), None
+            if flight.reply is not None:
+                return flight.reply.response(), None
+            # The first copy settled nothing (its payment was refused): judge this one afresh.
+
+    def _keep(self, key: str, response: Response) -> _Reply:
+        reply = _Reply.of(self._clock(), response)
+        with self._changed:
             self._replies[key] = reply
+            self._replies.move_to_end(key)
+        return reply
+
+    def _land(self, key: str, flight: _Flight, reply: _Reply | None) -> None:
+        with self._changed:
+            flight.reply = reply
+            del self._flights[key]
+            flight.done.set()
+
+    def _kept(self, key: str) -> _Reply | None:
+        """The kept answer to ``key``; drops expired answers, oldest first (lock held)."""
+        now = self._clock()
+        while self._replies:
+            oldest = next(iter(self._replies.values()))
+            if now - oldest.at < self._window:
+                break
+            self._replies.popitem(last=False)
+        return self._replies.get(key)
+
+
+def _ignore(response: Response) -> None:
+    """A copy that was answered without serving keeps nothing."""
+
+
+def _failed() -> Response:
+    return json_error(
+        500,
+        "paid_request_failed",
+        "the payment settled, then serving the paid request failed; it is not charged again",
+    )
+
+
+def _still_running(seconds: float) -> Response:
+    response = json_error(
+        503,
+        "paid_request_in_progress",
+        f"this paid request is still being served after {seconds:g} s; send the very same "
+        "request again later to get its answer (it will not be charged twice)",
+    )
+    response.headers["Retry-After"] = "1"
+    return response

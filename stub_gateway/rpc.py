@@ -53,6 +53,7 @@ MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
 MAX_BATCH: Final = 100
 MAX_AIRDROP_LAMPORTS: Final = 1_000 * 10**9
 
+
 class RpcError(Exception):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message)

@@ -10,8 +10,9 @@
 Answers follow the reference resource server (``PROTOCOL.md`` sections 1-2): a refused payment
 gets a fresh challenge whose ``error`` is the verify reason; a failed settlement gets 402 with a
 settlement header saying ``success: false`` and the ``errorReason``. The very same paid request
-sent again within two minutes (a client retrying after a lost answer) gets the same answer
-(see :mod:`.replies`); any other reuse of a payment is a ``duplicate_settlement``.
+sent again within two minutes (a client retrying after a lost answer) gets the same answer,
+and one sent while the first is still being served waits for that answer (see
+:mod:`.replies`); any other reuse of a payment is a ``duplicate_settlement``.
 """
 
 from __future__ import annotations
@@ -94,23 +95,24 @@ def require_x402(
             if moved is not None:
                 return moved
             key = gateway.replies.key(_payment_header(version) or "")
-            response = gateway.replies.get(key)
-            if response is None:
-                facilitator = gateway.facilitator
-                if facilitator.already_settled(payload):
-                    return _settle_failed(version, wanted, facilitator.settle(payload, wanted))
-                verification = facilitator.verify(payload, wanted)
-                if not verification.is_valid:
-                    reason = verification.invalid_reason or "invalid_payment"
-                    return _challenge(version, wanted, resource, reason)
-                settlement = facilitator.settle(payload, wanted)
-                if not settlement["success"]:
-                    return _settle_failed(version, wanted, settlement)
-                g.x402_settlement = settlement
-                response = make_response(view(*args, **kwargs))
-                response.headers[_response_header(version)] = b64json(settlement)
-                response.headers["Cache-Control"] = "private"
-                gateway.replies.put(key, response)
+            with gateway.replies.serving(key) as serving:
+                response = serving.reply
+                if response is None:
+                    facilitator = gateway.facilitator
+                    if facilitator.already_settled(payload):
+                        return _settle_failed(version, wanted, facilitator.settle(payload, wanted))
+                    verification = facilitator.verify(payload, wanted)
+                    if not verification.is_valid:
+                        reason = verification.invalid_reason or "invalid_payment"
+                        return _challenge(version, wanted, resource, reason)
+                    settlement = facilitator.settle(payload, wanted)
+                    if not settlement["success"]:
+                        return _settle_failed(version, wanted, settlement)
+                    g.x402_settlement = settlement
+                    response = make_response(view(*args, **kwargs))
+                    response.headers[_response_header(version)] = b64json(settlement)
+                    response.headers["Cache-Control"] = "private"
+                    serving.keep(response)
             return after_payment(
                 gateway,
                 response,
