@@ -113,6 +113,10 @@ class Reserve:
     currency_key: str
     invoice_key: str | None
     budget: Decimal | None
+    sol_cost: Decimal = Decimal(0)
+    """What the payment costs in SOL: its amount if in SOL, plus network fees and rent."""
+    sol_budget: Decimal | None = None
+    """The SOL budget, which counts fees and rent of every payment besides SOL amounts."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import base64
 import logging
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, Final, Protocol
 
 from solders.pubkey import Pubkey
@@ -46,7 +47,8 @@ from ._effects import (
 from ._exact import quote_exact
 from ._headers import PAYMENT_HEADER, encode_payment_header
 from ._limits import currency_key
-from ._money import format_amount
+from ._money import format_amount, from_base_units
+from ._networks import SOL_DECIMALS
 from ._offer import PaymentOffer
 from ._quote import quote
 from ._records import Existing, JournalEntry, OverBudget
@@ -168,7 +170,14 @@ def pay_new(
             reason="not_approved",
         )
     key = currency_key(ctx.network, offer.currency, offer.mint)
-    reservation = yield Reserve(offer, key, payable.invoice_key, ctx.rules.budget_for(key))
+    reservation = yield Reserve(
+        offer,
+        key,
+        payable.invoice_key,
+        ctx.rules.budget_for(key),
+        sol_cost=sol_cost(offer, key),
+        sol_budget=ctx.rules.budget_for("SOL"),
+    )
     if isinstance(reservation, OverBudget):
         raise _over_budget(offer, key, reservation, payable)
     if isinstance(reservation, Existing):
@@ -312,6 +321,7 @@ class ExactPayable:
             payer=str(payer),
             format=f"x402-v{chosen.version}",
             atomic_amount=chosen.amount,
+            fee_lamports=exact.fee_lamports,
             description=_description(self.challenge, chosen.raw),
         )
 
@@ -335,6 +345,7 @@ class ExactPayable:
                 transaction=transaction,
                 blockhash=str(exact.blockhash),
                 fee_payer=chosen.fee_payer,
+                fee_lamports=exact.fee_lamports,
             )
 
         return Prepared(offer, sign)
@@ -350,14 +361,23 @@ def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def sol_cost(offer: PaymentOffer, key: str) -> Decimal:
+    """The SOL a payment costs the agent: its amount if in SOL, plus network fees and rent."""
+    fees = from_base_units(offer.fee_lamports, SOL_DECIMALS)
+    return offer.amount + fees if key == "SOL" else fees
+
+
 def _over_budget(
     offer: PaymentOffer, key: str, over: OverBudget, payable: Payable
 ) -> PaymentPolicyError:
     label = offer.currency
+    cost = offer.amount
+    if over.currency == "SOL":  # the SOL budget, which counts fees and rent too
+        label, key, cost = "SOL (fees and rent included)", "SOL", sol_cost(offer, key)
     return PaymentPolicyError(
         f"refused by this agent's spending rules: paying {_price(offer)} would bring what its "
         f"journal counts as spent in {label} from {format_amount(over.spent)} to "
-        f"{format_amount(over.spent + offer.amount)}, over the budget of "
+        f"{format_amount(over.spent + cost)}, over the budget of "
         f"{format_amount(over.limit)}. Nothing was signed or paid; raise it with "
         f"agent.raise_budget({{{key!r}: '<amount>'}}) if you mean to spend more",
         rule="budget",

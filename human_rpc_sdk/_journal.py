@@ -197,7 +197,10 @@ class Journal:
                 )
             }
             return {
-                key: BudgetLine(limits.get(key), _spent(db, network, key))
+                key: BudgetLine(
+                    limits.get(key),
+                    _sol_spent(db, network) if key == "SOL" else _spent(db, network, key),
+                )
                 for key in sorted(set(limits) | keys)
             }
 
@@ -210,6 +213,8 @@ class Journal:
         currency_key: str,
         invoice_key: str | None,
         budget: Decimal | None,
+        sol_cost: Decimal = Decimal(0),
+        sol_budget: Decimal | None = None,
     ) -> Reserved | Existing | OverBudget:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row.
 
@@ -237,6 +242,11 @@ class Journal:
                 if spent + offer.amount > budget:
                     db.execute("ROLLBACK")
                     return OverBudget(spent, budget)
+            if sol_budget is not None:  # fees and rent are SOL spent too
+                sol_spent = _sol_spent(db, offer.network)
+                if sol_spent + sol_cost > sol_budget:
+                    db.execute("ROLLBACK")
+                    return OverBudget(sol_spent, sol_budget, "SOL")
             cursor = db.execute(
                 "INSERT INTO payments (invoice_key, state, created, updated, updated_unix, url, "
                 "network, format, currency, currency_key, amount, atomic_amount, mint, recipient, "
@@ -419,6 +429,16 @@ def _spent(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
         (network, currency_key),
     )
     return sum((Decimal(row[0]) for row in rows), Decimal(0))
+
+
+def _sol_spent(db: sqlite3.Connection, network: str) -> Decimal:
+    """SOL amounts plus the network fees and rent of every payment that may have moved money."""
+    (lamports,) = db.execute(
+        "SELECT COALESCE(SUM(fee_lamports + rent_lamports), 0) FROM payments "
+        "WHERE network = ? AND state != 'failed'",
+        (network,),
+    ).fetchone()
+    return _spent(db, network, "SOL") + Decimal(int(lamports)).scaleb(-9)
 
 
 def _stamp(now: datetime) -> tuple[str, float]:

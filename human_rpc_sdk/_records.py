@@ -71,6 +71,8 @@ class OverBudget:
 
     spent: Decimal
     limit: Decimal
+    currency: str | None = None
+    """The budget exceeded: the payment's currency (None), or ``"SOL"`` for its fees and rent."""
 
 
 @dataclass(frozen=True)

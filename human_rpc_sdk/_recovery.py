@@ -15,7 +15,10 @@ import logging
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ._effects import Effect, Record
+from solders.signature import Signature
+
+from ._effects import Effect, Record, RpcCall
+from ._jsonrpc import signature_statuses_request
 from ._landing import landing
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
@@ -29,6 +32,8 @@ def needs_recovery(entry: JournalEntry) -> bool:
     """Whether the chain could still tell something about ``entry``."""
     if entry.state in ("reserved", "signed", "submitted"):
         return True
+    if entry.state == "accepted":  # served by the server, but did it land? (s6: token mints)
+        return entry.receipt.landed is None and entry.transaction is not None
     return entry.state == "refused" and entry.receipt.landed is None
 
 
@@ -69,7 +74,18 @@ def _settle(entry: JournalEntry) -> Generator[Effect, Any, JournalEntry | None]:
         logger.info("payment #%s landed on chain (%s)", entry.id, signature)
     else:
         state = "failed"
-        fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
+        if signature:  # it executed and failed: no money moved, whatever the server said
+            fields["error"] = yield from _chain_error(signature)
+        else:
+            fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
         logger.info("payment #%s never landed and no longer can: released", entry.id)
     updated: JournalEntry | None = yield Record(entry.id, state, fields, (entry.state,))
     return updated
+
+
+def _chain_error(signature: str) -> Generator[Effect, Any, str]:
+    """What the chain says went wrong with the transaction ``signature`` (s6: failed on chain)."""
+    (statuses,) = yield RpcCall((signature_statuses_request([Signature.from_string(signature)]),))
+    status = statuses.value[0]
+    error = "unknown error" if status is None or status.err is None else str(status.err)
+    return f"failed on chain: {error}"[:200]

@@ -117,6 +117,8 @@ class Driver:
                 currency_key=effect.currency_key,
                 invoice_key=effect.invoice_key,
                 budget=effect.budget,
+                sol_cost=effect.sol_cost,
+                sol_budget=effect.sol_budget,
             )
         if isinstance(effect, Record):
             return self.journal.mark(

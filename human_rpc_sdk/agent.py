@@ -89,6 +89,16 @@ class AutoAgent:
     :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
         ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
+    :param create_token_accounts: let the agent pay the rent (about 0.002 SOL) of a token
+        account for a payee that has none. Off by default: such a payment is refused
+        (``PaymentPolicyError``, ``rule="create_token_accounts"``) unless the payee is in
+        ``trusted_recipients``.
+    :param allow_token_extensions: per mint (address, or a known symbol), the risky
+        Token-2022 extensions to accept, e.g. ``{"<mint>": ["transfer_fee"]}``; any of
+        ``transfer_fee``, ``transfer_hook``, ``permanent_delegate``, ``non_transferable``,
+        ``default_account_state``. A mint with any other of them is refused
+        (``PaymentPolicyError``, ``rule="token_extensions"``); a ``max_payment`` entry does
+        not allow them.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
 
@@ -112,6 +122,8 @@ class AutoAgent:
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
         accept_assets: Any = None,
+        create_token_accounts: bool = False,
+        allow_token_extensions: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -140,6 +152,8 @@ class AutoAgent:
             budget=budget,
             accept_assets=accept_assets,
             trusted_recipients=trusted_recipients,
+            create_token_accounts=create_token_accounts,
+            allow_token_extensions=allow_token_extensions,
         )
         if approve is not None and not callable(approve):
             raise SDKConfigurationError(

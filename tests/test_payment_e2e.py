@@ -83,7 +83,9 @@ def test_creates_the_payees_token_account_when_absent(
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(2)})
     payee = Keypair().pubkey()
-    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"})
+    agent = AutoAgent(
+        wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"}, create_token_accounts=True
+    )
     response = agent.get(shop.price_url("USDC", "1.5", payee))
     assert response.status_code == 200
     assert gateway.balance(payee, "USDC") == Decimal("1.5")
@@ -209,7 +211,7 @@ def test_an_expired_blockhash_is_replaced_once_and_paid_once(funded_wallet: Fund
         assert "replaced" in expired.error_reason
         assert replacement.replaces == expired.id
         assert replacement.signature != expired.signature
-        assert agent.budget["SOL"].spent == Decimal("0.002")
+        assert agent.budget["SOL"].spent == 2 * (Decimal("0.001") + FEE)  # fees count too
 
 
 def test_memo_references_are_settled(funded_wallet: Funder) -> None:
