@@ -77,6 +77,7 @@ class AutoAgent:
         e.g. ``{"USDC": "1", "SOL": "0.01"}``, merged over the defaults (0.1 SOL, 1 of each
         known stablecoin); ``None`` as a value removes a ceiling. A token without a ceiling is
         never paid. A dearer payment raises ``PaymentPolicyError`` (``rule="max_payment"``).
+        The SOL ceiling (and the SOL ``budget``) counts network fees and rent too.
     :param budget: the most all payments recorded in the journal may cost, per currency,
         merged over the defaults (1 SOL, 10 of each known stablecoin); raise it at run time
         with :meth:`raise_budget`.

@@ -20,6 +20,7 @@ from stub_gateway import GatewayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.001")
+COST = PRICE + Decimal("0.000005")  # the SOL budget counts each payment's network fee too
 K = 6
 THREADS = 16
 THREAD_ATTEMPTS = 2
@@ -34,7 +35,7 @@ def test_a_shared_budget_is_never_overspent(server: GatewayServer, tmp_path: Pat
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     journal = tmp_path / "shared.sqlite3"
-    budget = {"SOL": str(K * PRICE)}
+    budget = {"SOL": str(K * COST)}
     url = f"{server.url}/api/v1/premium/sol"
     treasury_before = gateway.balance(gateway.treasury)
     job = {
@@ -107,5 +108,5 @@ def test_a_shared_budget_is_never_overspent(server: GatewayServer, tmp_path: Pat
     with sqlite3.connect(journal) as db:
         states = [row[0] for row in db.execute("SELECT state FROM payments")]
     assert states == ["accepted"] * K
-    assert agent.budget["SOL"].spent == K * PRICE
+    assert agent.budget["SOL"].spent == K * COST
     agent.close()
