@@ -20,7 +20,7 @@ from solders.pubkey import Pubkey
 
 from human_rpc_sdk import AutoAgent, PaymentPolicyError
 from human_rpc_sdk._headers import PAYMENT_HEADER
-from human_rpc_sdk.solana_utils import associated_token_address
+from human_rpc_sdk.solana_utils import associated_token_address, network_fee
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 from stub_gateway.payments import Refusal
 
@@ -201,3 +201,11 @@ def test_a_sol_payment_counts_its_fee_against_max_payment(drain: Drain, tmp_path
     assert "0.001005 SOL" in str(caught.value)
     assert gateway.ledger.balance(wallet.pubkey()) == before
     assert rows(journal) == []
+
+
+def test_network_fee_counts_signatures_and_the_priority_fee() -> None:
+    """5000 lamports a signature, plus compute-unit limit x price (micro-lamports), rounded up."""
+    assert network_fee(1) == FEE
+    assert network_fee(2) == 2 * FEE
+    assert network_fee(1, 20_000, 1) == FEE + 1  # x402's 20,000 units at 1 micro-lamport
+    assert network_fee(1, 200_000, 50_000) == FEE + 10_000

@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response, g, jsonify, request
+from hypothesis import given
+from hypothesis import strategies as st
+from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountParams, create_account
+from solders.token.state import Mint
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import TOKEN_2022_PROGRAM_ID
 from spl.token.instructions import (
@@ -338,13 +342,35 @@ def test_malformed_extension_data_is_not_a_mint(world: World) -> None:
     token = world.token("FEE50")
     account = world.gateway.ledger.account(token.mint)
     assert account is not None
-    from solders.account import Account
-
     data = bytearray(bytes(account.data))
     data[168:170] = (4000).to_bytes(2, "little")  # the first entry's length
     broken = Account(account.lamports, bytes(data), account.owner, account.executable)
     with pytest.raises(ValueError, match="truncated"):
         parse_mint(token.mint, broken)
+
+
+@given(tail=st.binary(max_size=400), kind=st.integers(0, 40), length=st.integers(0, 200))
+def test_parse_mint_reads_any_extension_data_or_says_why_not(
+    tail: bytes, kind: int, length: int
+) -> None:
+    """Any bytes after a Token-2022 mint's account type: a MintInfo, or a ValueError."""
+    base = bytes(Mint(mint_authority=None, supply=0, decimals=6, is_initialized=True))
+    entry = kind.to_bytes(2, "little") + length.to_bytes(2, "little")
+    for data in (base + tail, base + bytes(83) + b"\x01" + entry + tail):
+        account = Account(1, data, T22, False)
+        try:
+            info = parse_mint(Pubkey.default(), account)
+        except ValueError:
+            continue
+        assert info.decimals == 6
+        assert token_account_size(info) >= 170
+        assert set(info.extensions.risks(None)) <= {
+            "transfer_fee",
+            "transfer_hook",
+            "permanent_delegate",
+            "non_transferable",
+            "default_account_state",
+        }
 
 
 @pytest.mark.parametrize("symbol", ["FEE50", "FEE0", "HOOK", "DELEGATE", "SOULBOUND", "FROZEN"])
