@@ -5,8 +5,10 @@ network, an accepted asset (a token this SDK knows on the network, or one in
 ``accept_assets``). One JSON-RPC round trip then reads, for every candidate, the mint (unless
 cached), the payer's and the payee's token accounts under both token programs, and a blockhash
 when the offer brings none. A candidate is payable when the payer holds the amount, the payee
-has a token account (the exact scheme never creates one) and the amount is within
-``max_payment``. The cheapest payable offer, in display units, wins.
+has a token account (the exact scheme never creates one), the amount is within
+``max_payment``, and the mint has no risky Token-2022 extension the caller did not allow
+(``allow_token_extensions``). The cheapest payable offer, in display units, wins. The
+facilitator pays the network fees, so the agent's fee is 0 unless it is the fee payer itself.
 """
 
 from __future__ import annotations
