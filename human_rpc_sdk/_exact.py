@@ -5,8 +5,10 @@ network, an accepted asset (a token this SDK knows on the network, or one in
 ``accept_assets``). One JSON-RPC round trip then reads, for every candidate, the mint (unless
 cached), the payer's and the payee's token accounts under both token programs, and a blockhash
 when the offer brings none. A candidate is payable when the payer holds the amount, the payee
-has a token account (the exact scheme never creates one) and the amount is within
-``max_payment``. The cheapest payable offer, in display units, wins.
+has a token account (the exact scheme never creates one), the amount is within
+``max_payment``, and the mint has no risky Token-2022 extension the caller did not allow
+(``allow_token_extensions``). The cheapest payable offer, in display units, wins. The
+facilitator pays the network fees, so the agent's fee is 0 unless it is the fee payer itself.
 """
 
 from __future__ import annotations
@@ -19,18 +21,21 @@ from typing import Any
 from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
+from solders.sysvar import CLOCK
 
 from ._effects import Effect, PaymentContext, read_chain
 from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
-from ._networks import KNOWN_MINTS, symbol_for_mint
-from ._x402 import Offer, PaymentRequired, refusal
+from ._networks import KNOWN_MINTS, SOL_DECIMALS, symbol_for_mint
+from ._x402 import COMPUTE_UNIT_LIMIT, COMPUTE_UNIT_PRICE, Offer, PaymentRequired, refusal
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
 from .solana_utils import (
     TOKEN_PROGRAMS,
     MintInfo,
     associated_token_address,
     is_frozen,
+    network_fee,
+    parse_epoch,
     parse_mint,
     parse_token_account,
 )
@@ -46,6 +51,8 @@ class ExactQuote:
     display_amount: Decimal
     blockhash: Hash
     destination: Pubkey
+    fee_lamports: int = 0
+    """What the agent pays in network fees: 0, as the facilitator pays them (``feePayer``)."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,14 @@ def quote_exact(
         keys += _candidate_keys(payer, Pubkey.from_string(offer.pay_to), mint, known)
     if not candidates:
         raise _none_payable(challenge, refusals)
-    accounts, blockhash = yield from read_chain(keys, ctx)
+    # An uncached mint may carry Token-2022 extensions: the Clock sysvar (last) tells which of
+    # its transfer fees applies now.
+    with_clock = any(c.known is None for c in candidates)
+    accounts, blockhash = yield from read_chain([*keys, CLOCK] if with_clock else keys, ctx)
+    epoch = parse_epoch(accounts[-1]) if with_clock else None
     quotes: list[ExactQuote] = []
     for candidate in candidates:
-        quote = _evaluate(candidate, accounts, ctx, blockhash, payer, refusals)
+        quote = _evaluate(candidate, accounts, ctx, (blockhash, epoch), payer, refusals)
         if quote is not None:
             quotes.append(quote)
     if not quotes:
@@ -125,20 +136,22 @@ def _evaluate(
     candidate: _Candidate,
     accounts: list[Account | None],
     ctx: PaymentContext,
-    blockhash: Hash,
+    chain: tuple[Hash, int | None],
     payer: Pubkey,
     refusals: dict[int, Refusal],
 ) -> ExactQuote | None:
     offer = candidate.offer
     info = candidate.known
     position = candidate.first_key
+    blockhash, epoch = chain
     if info is None:
         try:
             info = parse_mint(candidate.mint, accounts[position])
         except ValueError as exc:
             refusals[offer.index] = Refusal(str(exc))
             return None
-        ctx.cache.remember_mint(info)
+        if info.cacheable:  # a mint with extensions is read afresh: they may change
+            ctx.cache.remember_mint(info)
         position += 1 + 2 * TOKEN_PROGRAMS.index(info.program_id)
     symbol = symbol_for_mint(ctx.network, offer.asset) or offer.asset
     display = from_base_units(offer.amount, info.decimals)
@@ -152,14 +165,25 @@ def _evaluate(
     destination = associated_token_address(
         Pubkey.from_string(offer.pay_to), info.address, info.program_id
     )
+    fee = _agent_fee(offer, payer)
     over = ctx.rules.over_cap(currency_key(ctx.network, symbol, offer.asset), display)
+    over_sol = ctx.rules.over_cap("SOL", from_base_units(fee, SOL_DECIMALS)) if fee else None
     untrusted = ctx.rules.untrusted(offer.pay_to, str(destination))
+    extensions = ctx.rules.refused_extensions(offer.asset, info.extensions.risks(epoch))
     if over is not None:
         refusals[offer.index] = Refusal(over, "max_payment")
+    elif over_sol is not None:
+        refusals[offer.index] = Refusal(f"the network fee: {over_sol}", "max_payment")
     elif untrusted is not None:
         refusals[offer.index] = Refusal(untrusted, "trusted_recipients")
+    elif extensions is not None:
+        refusals[offer.index] = Refusal(extensions, "token_extensions")
+    elif info.extensions.paused:
+        refusals[offer.index] = Refusal(f"the mint {offer.asset} is paused")
     elif source is not None and is_frozen(source):
         refusals[offer.index] = Refusal(f"your {symbol} token account is frozen")
+    elif payee is not None and is_frozen(payee):
+        refusals[offer.index] = Refusal(f"payTo's {symbol} token account is frozen")
     elif held < offer.amount:
         missing = from_base_units(offer.amount - held, info.decimals)
         refusals[offer.index] = Refusal(
@@ -179,8 +203,16 @@ def _evaluate(
             display_amount=display,
             blockhash=offer.recent_blockhash or blockhash,
             destination=destination,
+            fee_lamports=fee,
         )
     return None
+
+
+def _agent_fee(offer: Offer, payer: Pubkey) -> int:
+    """The facilitator (``extra.feePayer``) pays the fees, unless that is the agent itself."""
+    if offer.fee_payer != str(payer):
+        return 0
+    return network_fee(1, COMPUTE_UNIT_LIMIT, COMPUTE_UNIT_PRICE)
 
 
 def _none_payable(

@@ -346,6 +346,7 @@ class ExactPayable:
             payer=str(payer),
             format=f"x402-v{chosen.version}",
             atomic_amount=chosen.amount,
+            fee_lamports=exact.fee_lamports,
             description=_description(self.challenge, chosen.raw),
         )
         # A blockhash the server chose comes with no lastValidBlockHeight the agent observed:
@@ -372,6 +373,7 @@ class ExactPayable:
                 transaction=transaction,
                 blockhash=str(exact.blockhash),
                 fee_payer=chosen.fee_payer,
+                fee_lamports=exact.fee_lamports,
                 facts=None if server_chosen else ctx.cache.fetched(exact.blockhash),
             )
 

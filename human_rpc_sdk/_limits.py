@@ -22,6 +22,7 @@ from ._checks import is_pubkey
 from ._money import MoneyError, format_amount, parse_decimal
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from .exceptions import SDKConfigurationError
+from .solana_utils import TOKEN_EXTENSION_NAMES
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -78,6 +79,10 @@ class SpendingRules:
     budget: Mapping[str, Decimal | None] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
     accept_assets: frozenset[str] = frozenset()
     trusted_recipients: frozenset[str] | None = None
+    create_token_accounts: bool = False
+    """Whether the agent may pay the rent of a token account for a payee it does not trust."""
+    token_extensions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Per mint address, the risky Token-2022 extensions the caller accepts."""
 
     @classmethod
     def build(
@@ -88,8 +93,15 @@ class SpendingRules:
         budget: Any = None,
         accept_assets: Any = None,
         trusted_recipients: Any = None,
+        create_token_accounts: Any = False,
+        allow_token_extensions: Any = None,
     ) -> SpendingRules:
         """Check the caller's settings. Raises ``SDKConfigurationError`` naming the parameter."""
+        if not isinstance(create_token_accounts, bool):
+            raise SDKConfigurationError(
+                f"create_token_accounts must be True or False (got {create_token_accounts!r})",
+                parameter="create_token_accounts",
+            )
         return cls(
             network=network,
             max_payment=_merged(network, DEFAULT_MAX_PAYMENT, max_payment, "max_payment"),
@@ -100,6 +112,8 @@ class SpendingRules:
                 if trusted_recipients is None
                 else _trusted(_addresses(trusted_recipients, "trusted_recipients", "address"))
             ),
+            create_token_accounts=create_token_accounts,
+            token_extensions=_extension_opt_ins(network, allow_token_extensions),
         )
 
     # -- per payment -------------------------------------------------------------------
@@ -131,6 +145,34 @@ class SpendingRules:
             if destination != recipient
             else f"the recipient {recipient} is not in trusted_recipients; add it if you mean "
             "to pay it"
+        )
+
+    def refused_extensions(self, mint: str, risks: Mapping[str, str]) -> str | None:
+        """Why a mint's risky Token-2022 extensions (``risks``, by opt-in name) are refused."""
+        allowed = self.token_extensions.get(mint, frozenset())
+        refused = sorted(set(risks) - allowed)
+        if not refused:
+            return None
+        what = "; ".join(f"{name}: {risks[name]}" for name in refused)
+        names = ", ".join(repr(name) for name in refused)
+        return (
+            f"the token {mint} is a Token-2022 mint with {what}. This agent refuses such mints "
+            f'unless told otherwise: pass AutoAgent(allow_token_extensions={{"{mint}": '
+            f"[{names}]}}) if you accept that (a max_payment entry is not enough)"
+        )
+
+    def may_create_account(self, recipient: str, destination: str, rent: str) -> str | None:
+        """Why the agent may not pay ``rent`` SOL to create ``recipient``'s token account."""
+        if self.create_token_accounts:
+            return None
+        trusted = self.trusted_recipients or frozenset()
+        if recipient in trusted or destination in trusted:
+            return None
+        return (
+            f"the recipient {recipient} has no token account ({destination}) for this token, and "
+            f"creating it would cost this agent {rent} SOL of rent, which the recipient can take "
+            "back by closing the account; pass AutoAgent(create_token_accounts=True), or list "
+            "the recipient in trusted_recipients, to allow it"
         )
 
     def budget_for(self, key: str) -> Decimal | None:
@@ -223,6 +265,40 @@ def _addresses(value: Any, name: str, what: str) -> set[str]:
             )
         found.add(text)
     return found
+
+
+def _extension_opt_ins(network: str, given: Any) -> dict[str, frozenset[str]]:
+    name = "allow_token_extensions"
+    example = '{"<mint address>": ["transfer_fee"]}'
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise SDKConfigurationError(
+            f"{name} must map mint addresses to lists of extension names, e.g. {example}",
+            parameter=name,
+        )
+    opt_ins: dict[str, frozenset[str]] = {}
+    for raw_key, names in given.items():
+        key = _key(network, raw_key, name)
+        mint = KNOWN_MINTS[network].get(key, key)
+        if mint == "SOL":
+            raise SDKConfigurationError(f"{name} is for token mints, not SOL", parameter=name)
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            raise SDKConfigurationError(
+                f"{name}[{raw_key!r}] must be a list of extension names, e.g. {example}",
+                parameter=name,
+            )
+        items = list(names)
+        chosen = frozenset(n for n in items if isinstance(n, str) and n in TOKEN_EXTENSION_NAMES)
+        unknown = [repr(n)[:60] for n in items if not isinstance(n, str) or n not in chosen]
+        if unknown:
+            raise SDKConfigurationError(
+                f"{name}[{raw_key!r}] names {', '.join(unknown)}; the extensions that can be "
+                f"allowed are {', '.join(TOKEN_EXTENSION_NAMES)}",
+                parameter=name,
+            )
+        opt_ins[mint] = opt_ins.get(mint, frozenset()) | chosen
+    return opt_ins
 
 
 def _trusted(addresses: set[str]) -> frozenset[str]:

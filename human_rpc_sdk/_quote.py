@@ -17,6 +17,7 @@ from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rent import Rent
+from solders.sysvar import CLOCK
 
 from ._effects import Effect, PaymentContext, read_chain
 from ._limits import currency_key
@@ -25,24 +26,24 @@ from ._networks import SOL_DECIMALS
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
 from .invoices import FORMAT_LEGACY, Invoice
 from .solana_utils import (
-    LAMPORTS_PER_SIGNATURE,
-    TOKEN_2022_PROGRAM_ID,
     TOKEN_PROGRAMS,
     MintInfo,
     TransferPlan,
     associated_token_address,
     is_frozen,
+    network_fee,
+    parse_epoch,
     parse_mint,
     parse_token_account,
     split_reference,
+    token_account_rent,
 )
 
 __all__ = ["WALLET_RENT_MINIMUM", "Quote", "quote"]
 
 _RENT: Final = Rent.default()
 WALLET_RENT_MINIMUM: Final = _RENT.minimum_balance(0)
-# A Token-2022 associated account carries the ImmutableOwner extension: 170 bytes, not 165.
-_TOKEN_ACCOUNT_BYTES: Final = {TOKEN_2022_PROGRAM_ID: 170}
+_SIGNATURES: Final = 1  # a HumanRPC payment is signed by the payer alone, with no priority fee
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote
         # payee's token accounts under *both* token programs, so one round trip suffices.
         mint = Pubkey.from_string(invoice.mint)
         known = ctx.cache.mint(mint)
+        # An uncached mint may carry Token-2022 extensions: the Clock sysvar (last) tells
+        # which of its transfer fees applies now.
         programs = (known.program_id,) if known else TOKEN_PROGRAMS
         keys = [payer] if known else [payer, mint]
         for program in programs:
@@ -74,6 +77,8 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote
                 associated_token_address(payer, mint, program),
                 associated_token_address(recipient, mint, program),
             ]
+        if known is None:
+            keys.append(CLOCK)
     accounts, blockhash = yield from read_chain(keys, ctx)
     if invoice.mint is None:
         return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
@@ -98,7 +103,8 @@ def _sol_quote(
     blockhash: Hash,
 ) -> Quote:
     lamports = invoice.base_units(SOL_DECIMALS)
-    _check_cap(invoice, ctx, from_base_units(lamports, SOL_DECIMALS))
+    fee = network_fee(_SIGNATURES)
+    _check_sol_cost(invoice, ctx, lamports + fee, "the amount plus the network fee")
     _check_trust(invoice, ctx, recipient)
     payee = accounts[1]
     if payee is not None and payee.executable:
@@ -112,7 +118,6 @@ def _sol_quote(
             f"with less than {_sol(WALLET_RENT_MINIMUM)} SOL; this {_sol(lamports)} SOL "
             "transfer would fail",
         )
-    fee = LAMPORTS_PER_SIGNATURE
     _check_lamports(
         invoice, payer, accounts[0], lamports + fee, f"{_sol(lamports)} SOL plus the fee"
     )
@@ -139,19 +144,10 @@ def _token_quote(
     info: MintInfo | None,
 ) -> Quote:
     mint_key = Pubkey.from_string(str(invoice.mint))
+    epoch: int | None = None
     if info is None:
-        try:
-            info = parse_mint(mint_key, accounts[1])
-        except ValueError as exc:
-            field_name = "payment.mint" if invoice.format == FORMAT_LEGACY else "invoice.mint"
-            raise InvoiceValidationError(
-                f"{field_name}: {exc}. Nothing was signed or paid; the invoice names a token "
-                f"that cannot be paid on {ctx.network}",
-                field=field_name,
-                invoice=invoice.to_dict(),
-                reason="bad_mint",
-            ) from None
-        ctx.cache.remember_mint(info)
+        info = _read_mint(invoice, ctx, mint_key, accounts[1])
+        epoch = parse_epoch(accounts[-1])
         offset = 2 + 2 * TOKEN_PROGRAMS.index(info.program_id)
     else:
         offset = 1
@@ -162,6 +158,7 @@ def _token_quote(
     display = from_base_units(amount, info.decimals)
     _check_cap(invoice, ctx, display)
     _check_trust(invoice, ctx, destination)
+    _check_extensions(invoice, ctx, info, epoch)
     source = _token_account(invoice, accounts[offset], info, "your token account")
     payee = _token_account(invoice, accounts[offset + 1], info, "the recipient's token account")
     held = 0 if source is None else source.amount
@@ -170,6 +167,13 @@ def _token_quote(
             invoice,
             f"your {invoice.currency} token account {source_key} is frozen by the mint's authority",
         )
+    if payee is not None and is_frozen(payee):
+        raise _unpayable(
+            invoice,
+            f"the recipient's {invoice.currency} token account {destination} is frozen by the "
+            "mint's authority, so a payment into it would fail",
+        )
+    rent = 0 if payee is not None else _creation_rent(invoice, ctx, info, destination)
     if held < amount:
         missing = from_base_units(amount - held, info.decimals)
         raise _insufficient(
@@ -181,15 +185,11 @@ def _token_quote(
             missing=missing,
             currency=invoice.currency,
         )
-    rent = (
-        0
-        if payee is not None
-        else _RENT.minimum_balance(_TOKEN_ACCOUNT_BYTES.get(info.program_id, 165))
-    )
-    fee = LAMPORTS_PER_SIGNATURE
+    fee = network_fee(_SIGNATURES)
     what = "the network fee" + (
         " and the rent of the recipient's new token account" if rent else ""
     )
+    _check_sol_cost(invoice, ctx, fee + rent, what)
     _check_lamports(invoice, payer, accounts[0], fee + rent, what)
     legacy = invoice.format == FORMAT_LEGACY
     reference, memo = _binding(invoice, ctx)
@@ -217,6 +217,77 @@ def _check_cap(invoice: Invoice, ctx: PaymentContext, amount: Decimal) -> None:
             rule="max_payment",
             invoice=invoice.to_dict(),
             details={"amount": amount, "currency": invoice.currency},
+        )
+
+
+def _read_mint(
+    invoice: Invoice, ctx: PaymentContext, mint: Pubkey, account: Account | None
+) -> MintInfo:
+    try:
+        info = parse_mint(mint, account)
+    except ValueError as exc:
+        field_name = "payment.mint" if invoice.format == FORMAT_LEGACY else "invoice.mint"
+        raise InvoiceValidationError(
+            f"{field_name}: {exc}. Nothing was signed or paid; the invoice names a token "
+            f"that cannot be paid on {ctx.network}",
+            field=field_name,
+            invoice=invoice.to_dict(),
+            reason="bad_mint",
+        ) from None
+    if info.cacheable:  # a mint with extensions is read afresh: its authority may change them
+        ctx.cache.remember_mint(info)
+    return info
+
+
+def _check_extensions(
+    invoice: Invoice, ctx: PaymentContext, info: MintInfo, epoch: int | None
+) -> None:
+    extensions = info.extensions
+    risks = extensions.risks(epoch)
+    why = ctx.rules.refused_extensions(str(info.address), risks)
+    if why is not None:
+        raise PaymentPolicyError(
+            f"refused by this agent's spending rules: {why}. Nothing was signed or paid",
+            rule="token_extensions",
+            invoice=invoice.to_dict(),
+            details={"mint": str(info.address), "extensions": sorted(risks)},
+        )
+    if extensions.paused:
+        raise _unpayable(invoice, f"the mint {info.address} is paused: no transfer can succeed")
+
+
+def _creation_rent(
+    invoice: Invoice, ctx: PaymentContext, info: MintInfo, destination: Pubkey
+) -> int:
+    """The rent of the payee's token account this payment would create, if it may."""
+    rent = token_account_rent(info)
+    why = ctx.rules.may_create_account(invoice.recipient, str(destination), _sol(rent))
+    if why is not None:
+        raise PaymentPolicyError(
+            f"refused by this agent's spending rules: {why}. Nothing was signed or paid",
+            rule="create_token_accounts",
+            invoice=invoice.to_dict(),
+            details={"recipient": invoice.recipient, "rent_lamports": rent},
+        )
+    if info.extensions.default_frozen:
+        raise _unpayable(
+            invoice,
+            f"the recipient has no {invoice.currency} token account, and the mint creates new "
+            "ones frozen, so a payment into it would fail",
+        )
+    return rent
+
+
+def _check_sol_cost(invoice: Invoice, ctx: PaymentContext, lamports: int, what: str) -> None:
+    """Fees and rent are SOL spent: they count against the SOL ``max_payment``."""
+    why = ctx.rules.over_cap("SOL", from_base_units(lamports, SOL_DECIMALS))
+    if why is not None:
+        raise PaymentPolicyError(
+            f"refused by this agent's spending rules: {why} (the SOL this payment costs is "
+            f"{what}). Nothing was signed or paid",
+            rule="max_payment",
+            invoice=invoice.to_dict(),
+            details={"amount": from_base_units(lamports, SOL_DECIMALS), "currency": "SOL"},
         )
 
 

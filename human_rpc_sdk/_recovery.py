@@ -37,6 +37,8 @@ def needs_recovery(entry: JournalEntry) -> bool:
     """Whether the chain could still tell something about ``entry``."""
     if entry.state in ("reserved", "signed", "submitted"):
         return True
+    if entry.state == "accepted":  # served by the server, but did it land?
+        return entry.receipt.landed is None and entry.transaction is not None
     if entry.state == "refused":
         return entry.receipt.landed is not True
     if entry.state == "failed":
@@ -108,7 +110,10 @@ def _settle(entry: JournalEntry) -> Generator[Effect, Any, JournalEntry | None]:
     else:
         state = "failed"
         fields["landed_proof"] = chain.proof
-        fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
+        if chain.signature:  # it executed and failed: no money moved, whatever the server said
+            fields["error"] = chain.proof[:200]
+        else:
+            fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
         logger.info("payment #%s never landed and no longer can: released", entry.id)
     updated: JournalEntry | None = yield Record(entry.id, state, fields, (entry.state,))
     return updated

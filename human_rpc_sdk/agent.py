@@ -79,6 +79,7 @@ class AutoAgent:
         e.g. ``{"USDC": "1", "SOL": "0.01"}``, merged over the defaults (0.1 SOL, 1 of each
         known stablecoin); ``None`` as a value removes a ceiling. A token without a ceiling is
         never paid. A dearer payment raises ``PaymentPolicyError`` (``rule="max_payment"``).
+        The SOL ceiling (and the SOL ``budget``) counts network fees and rent too.
     :param budget: the most all payments recorded in the journal may cost, per currency,
         merged over the defaults (1 SOL, 10 of each known stablecoin); raise it at run time
         with :meth:`raise_budget`.
@@ -95,6 +96,16 @@ class AutoAgent:
         A paid view may work longer than an unpaid one answers, and a payment that settled
         must not be given up on after ``timeout``; ``timeout`` (the agent's, or a call's
         ``timeout=``) still bounds the unpaid request and connecting.
+    :param create_token_accounts: let the agent pay the rent (about 0.002 SOL) of a token
+        account for a payee that has none. Off by default: such a payment is refused
+        (``PaymentPolicyError``, ``rule="create_token_accounts"``) unless the payee is in
+        ``trusted_recipients``.
+    :param allow_token_extensions: per mint (address, or a known symbol), the risky
+        Token-2022 extensions to accept, e.g. ``{"<mint>": ["transfer_fee"]}``; any of
+        ``transfer_fee``, ``transfer_hook``, ``permanent_delegate``, ``non_transferable``,
+        ``default_account_state``. A mint with any other of them is refused
+        (``PaymentPolicyError``, ``rule="token_extensions"``); a ``max_payment`` entry does
+        not allow them.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
 
@@ -119,6 +130,8 @@ class AutoAgent:
         journal_path: str | os.PathLike[str] | None = None,
         accept_assets: Any = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
+        create_token_accounts: bool = False,
+        allow_token_extensions: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -148,6 +161,8 @@ class AutoAgent:
             budget=budget,
             accept_assets=accept_assets,
             trusted_recipients=trusted_recipients,
+            create_token_accounts=create_token_accounts,
+            allow_token_extensions=allow_token_extensions,
         )
         if approve is not None and not callable(approve):
             raise SDKConfigurationError(

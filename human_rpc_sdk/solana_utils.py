@@ -19,15 +19,17 @@ travels in an SPL Memo instruction placed just before the transfer.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from solders.account import Account
+from solders.clock import Clock
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.message import Message, MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
+from solders.rent import Rent
 from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import TransferParams as SystemTransferParams
@@ -56,8 +58,11 @@ __all__ = [
     "MEMO_PROGRAM_ID",
     "SYSTEM_PROGRAM_ID",
     "TOKEN_2022_PROGRAM_ID",
+    "TOKEN_EXTENSION_NAMES",
     "TOKEN_PROGRAM_ID",
+    "MintExtensions",
     "MintInfo",
+    "TransferFee",
     "TransferPlan",
     "associated_token_address",
     "build_exact_transfer",
@@ -65,16 +70,107 @@ __all__ = [
     "build_spl_transfer",
     "build_transfer",
     "decode_transaction",
+    "network_fee",
+    "parse_epoch",
     "parse_mint",
     "parse_token_account",
     "sign_and_serialize_transaction",
     "sign_transaction",
+    "token_account_rent",
+    "token_account_size",
 ]
 
 TOKEN_PROGRAMS: Final = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
 LAMPORTS_PER_SIGNATURE: Final = 5_000
 MINT_SIZE: Final = 82
 TOKEN_ACCOUNT_SIZE: Final = 165
+_RENT: Final = Rent.default()
+_SYSVAR_OWNER: Final = Pubkey.from_string("Sysvar1111111111111111111111111111111111111")
+
+
+@dataclass(frozen=True)
+class TransferFee:
+    """A Token-2022 transfer fee: ``basis_points`` of each transfer, at most ``maximum_fee``
+    base units, from ``epoch`` on. The fee is withheld from what the payee receives."""
+
+    epoch: int
+    maximum_fee: int
+    basis_points: int
+
+    def fee(self, amount: int) -> int:
+        """The base units withheld from a transfer of ``amount`` (rounded up, as on chain)."""
+        if self.basis_points == 0 or amount == 0:
+            return 0
+        return min(-(-amount * self.basis_points // 10_000), self.maximum_fee)
+
+    @property
+    def charges(self) -> bool:
+        return self.basis_points > 0 and self.maximum_fee > 0
+
+
+@dataclass(frozen=True)
+class MintExtensions:
+    """What a Token-2022 mint's extensions change about paying with it (empty: nothing).
+
+    ``types`` lists every extension type number the mint carries, known or not. Transfer
+    fees, hooks, permanent delegates, non-transferable and default-frozen mints change what a
+    payee receives, whether a plain transfer can succeed, or who controls the tokens.
+    """
+
+    types: tuple[int, ...] = ()
+    older_transfer_fee: TransferFee | None = None
+    newer_transfer_fee: TransferFee | None = None
+    transfer_hook_program: Pubkey | None = None
+    permanent_delegate: Pubkey | None = None
+    default_frozen: bool = False
+    non_transferable: bool = False
+    paused: bool = False
+
+    def transfer_fee(self, epoch: int | None) -> TransferFee | None:
+        """The fee that applies in ``epoch``; with no epoch known, the dearer of the two."""
+        older, newer = self.older_transfer_fee, self.newer_transfer_fee
+        if older is None or newer is None:
+            return None
+        if epoch is None:
+            return max(older, newer, key=lambda f: (f.basis_points, f.maximum_fee))
+        return newer if epoch >= newer.epoch else older
+
+    def risks(self, epoch: int | None) -> dict[str, str]:
+        """The extensions that make a payment risky, by opt-in name, each with what it does."""
+        found: dict[str, str] = {}
+        fee = self.transfer_fee(epoch)
+        if fee is not None and fee.charges:
+            found["transfer_fee"] = (
+                f"a transfer fee of {fee.basis_points / 100:g}% (at most {fee.maximum_fee} base "
+                "units) withheld from what the payee receives"
+            )
+        if self.transfer_hook_program is not None:
+            found["transfer_hook"] = (
+                f"a transfer hook that runs program {self.transfer_hook_program} on every "
+                "transfer (a plain transfer without its accounts fails on chain)"
+            )
+        if self.permanent_delegate is not None:
+            found["permanent_delegate"] = (
+                f"a permanent delegate ({self.permanent_delegate}) that can move or burn tokens "
+                "from any account of this mint"
+            )
+        if self.non_transferable:
+            found["non_transferable"] = "non-transferable tokens (any transfer fails on chain)"
+        if self.default_frozen:
+            found["default_account_state"] = (
+                "new token accounts that start frozen (a payment into one fails on chain)"
+            )
+        return found
+
+
+TOKEN_EXTENSION_NAMES: Final = (
+    "default_account_state",
+    "non_transferable",
+    "permanent_delegate",
+    "transfer_fee",
+    "transfer_hook",
+)
+"""Token-2022 extensions an agent refuses unless allowed per mint (``allow_token_extensions``)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +180,12 @@ class MintInfo:
     address: Pubkey
     program_id: Pubkey
     decimals: int
+    extensions: MintExtensions = field(default_factory=MintExtensions)
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether nothing about the mint can change (no extensions an authority may update)."""
+        return not self.extensions.types
 
 
 @dataclass(frozen=True)
@@ -129,7 +231,139 @@ def parse_mint(address: Pubkey, account: Account | None) -> MintInfo:
         raise ValueError(f"{address} is not an SPL token mint (unreadable mint data)") from None
     if not mint.is_initialized:
         raise ValueError(f"mint {address} is not initialized")
-    return MintInfo(address=address, program_id=account.owner, decimals=mint.decimals)
+    extensions = MintExtensions()
+    if account.owner == TOKEN_2022_PROGRAM_ID and len(data) > MINT_SIZE:
+        extensions = _mint_extensions(address, data)
+    return MintInfo(
+        address=address,
+        program_id=account.owner,
+        decimals=mint.decimals,
+        extensions=extensions,
+    )
+
+
+# -- Token-2022 extensions ------------------------------------------------------------------
+# Layouts from the spl-token-2022 sources (interface/src/extension): after the 82-byte mint,
+# zero padding to 165 bytes, one account-type byte (1 = mint), then TLV entries: u16 type,
+# u16 length, value. Extension type numbers and the account extensions a mint requires:
+
+_UNINITIALIZED: Final = 0
+_TRANSFER_FEE_CONFIG: Final = 1
+_TRANSFER_FEE_AMOUNT: Final = 2
+_DEFAULT_ACCOUNT_STATE: Final = 6
+_IMMUTABLE_OWNER: Final = 7
+_NON_TRANSFERABLE: Final = 9
+_PERMANENT_DELEGATE: Final = 12
+_NON_TRANSFERABLE_ACCOUNT: Final = 13
+_TRANSFER_HOOK: Final = 14
+_TRANSFER_HOOK_ACCOUNT: Final = 15
+_PAUSABLE: Final = 26
+_PAUSABLE_ACCOUNT: Final = 27
+_ACCOUNT_TYPE_MINT: Final = 1
+_ACCOUNT_FROZEN: Final = 2
+_MULTISIG_SIZE: Final = 355
+# Value sizes of the account extensions, and those each mint extension requires.
+_ACCOUNT_EXTENSION_BYTES: Final = {
+    _TRANSFER_FEE_AMOUNT: 8,
+    _IMMUTABLE_OWNER: 0,
+    _NON_TRANSFERABLE_ACCOUNT: 0,
+    _TRANSFER_HOOK_ACCOUNT: 1,
+    _PAUSABLE_ACCOUNT: 0,
+}
+_REQUIRED_ACCOUNT_EXTENSIONS: Final = {
+    _TRANSFER_FEE_CONFIG: (_TRANSFER_FEE_AMOUNT,),
+    _NON_TRANSFERABLE: (_NON_TRANSFERABLE_ACCOUNT, _IMMUTABLE_OWNER),
+    _TRANSFER_HOOK: (_TRANSFER_HOOK_ACCOUNT,),
+    _PAUSABLE: (_PAUSABLE_ACCOUNT,),
+}
+
+
+def _mint_extensions(address: Pubkey, data: bytes) -> MintExtensions:
+    if len(data) <= TOKEN_ACCOUNT_SIZE or any(data[MINT_SIZE:TOKEN_ACCOUNT_SIZE]):
+        raise ValueError(f"mint {address} has malformed Token-2022 extension data")
+    if data[TOKEN_ACCOUNT_SIZE] != _ACCOUNT_TYPE_MINT:
+        raise ValueError(f"{address} is a Token-2022 account but not a mint")
+    found: dict[str, Any] = {}
+    types: list[int] = []
+    start = TOKEN_ACCOUNT_SIZE + 1
+    while start + 4 <= len(data):
+        kind = int.from_bytes(data[start : start + 2], "little")
+        length = int.from_bytes(data[start + 2 : start + 4], "little")
+        if kind == _UNINITIALIZED:
+            break
+        value = data[start + 4 : start + 4 + length]
+        if len(value) != length:
+            raise ValueError(f"mint {address} has a truncated Token-2022 extension ({kind})")
+        types.append(kind)
+        found.update(_read_extension(kind, value))
+        start += 4 + length
+    return MintExtensions(types=tuple(types), **found)
+
+
+def _read_extension(kind: int, value: bytes) -> dict[str, Any]:
+    if kind == _TRANSFER_FEE_CONFIG and len(value) >= 108:
+        return {
+            "older_transfer_fee": _transfer_fee(value[72:90]),
+            "newer_transfer_fee": _transfer_fee(value[90:108]),
+        }
+    if kind == _TRANSFER_HOOK and len(value) >= 64:
+        return {"transfer_hook_program": _optional_key(value[32:64])}
+    if kind == _PERMANENT_DELEGATE and len(value) >= 32:
+        return {"permanent_delegate": _optional_key(value[:32])}
+    if kind == _DEFAULT_ACCOUNT_STATE and len(value) >= 1:
+        return {"default_frozen": value[0] == _ACCOUNT_FROZEN}
+    if kind == _NON_TRANSFERABLE:
+        return {"non_transferable": True}
+    if kind == _PAUSABLE and len(value) >= 33:
+        return {"paused": value[32] != 0}
+    return {}
+
+
+def _transfer_fee(raw: bytes) -> TransferFee:
+    return TransferFee(
+        epoch=int.from_bytes(raw[0:8], "little"),
+        maximum_fee=int.from_bytes(raw[8:16], "little"),
+        basis_points=int.from_bytes(raw[16:18], "little"),
+    )
+
+
+def _optional_key(raw: bytes) -> Pubkey | None:
+    return None if not any(raw) else Pubkey.from_bytes(raw)
+
+
+def token_account_size(mint: MintInfo) -> int:
+    """Bytes of a new associated token account for ``mint``: 165 for the Token program; for
+    Token-2022, the base account, the account-type byte, and the ImmutableOwner extension plus
+    every account extension the mint's extensions require (as ``GetAccountDataSize``)."""
+    if mint.program_id != TOKEN_2022_PROGRAM_ID:
+        return TOKEN_ACCOUNT_SIZE
+    needed = {_IMMUTABLE_OWNER}
+    for kind in mint.extensions.types:
+        needed.update(_REQUIRED_ACCOUNT_EXTENSIONS.get(kind, ()))
+    size = TOKEN_ACCOUNT_SIZE + 1 + sum(4 + _ACCOUNT_EXTENSION_BYTES[k] for k in needed)
+    return size + 2 if size == _MULTISIG_SIZE else size
+
+
+def token_account_rent(mint: MintInfo) -> int:
+    """Lamports that make a new associated token account for ``mint`` rent-exempt."""
+    return _RENT.minimum_balance(token_account_size(mint))
+
+
+def parse_epoch(account: Account | None) -> int | None:
+    """The epoch in the Clock sysvar's account data; None when it is missing or unreadable."""
+    if account is None or account.owner != _SYSVAR_OWNER:
+        return None
+    try:
+        return int(Clock.from_bytes(bytes(account.data)).epoch)
+    except ValueError:
+        return None
+
+
+def network_fee(signatures: int, compute_unit_limit: int = 0, compute_unit_price: int = 0) -> int:
+    """Lamports a transaction costs its fee payer: the base fee per signature plus the
+    priority fee (compute-unit limit times price in micro-lamports, rounded up)."""
+    priority = -(-compute_unit_limit * compute_unit_price // 1_000_000)
+    return LAMPORTS_PER_SIGNATURE * signatures + priority
 
 
 def parse_token_account(account: Account | None, program_id: Pubkey) -> TokenAccount | None:

@@ -66,6 +66,7 @@ SOL = 10**9
 UNLIMITED = SpendingRules.build(
     max_payment=dict.fromkeys(("SOL", "USDC", "PYUSD")),
     budget=dict.fromkeys(("SOL", "USDC", "PYUSD")),
+    create_token_accounts=True,
 )
 
 
@@ -204,7 +205,7 @@ def test_mint_is_read_once_then_cached() -> None:
     gen = paying(challenge(), context(cache))
     first = next(gen)
     assert isinstance(first, RpcCall)
-    assert len(json.loads(first.requests[0].body.to_json())["params"][0]) == 6
+    assert len(json.loads(first.requests[0].body.to_json())["params"][0]) == 7  # + Clock
     gen.send([token_state(10**6), blockhash_reply(Hash.new_unique())])
     second = next(paying(challenge(), context(cache)))
     assert isinstance(second, RpcCall)
@@ -259,7 +260,9 @@ def test_token_2022_mint_uses_its_program_for_accounts() -> None:
     resend = run_until_resend(
         paying(
             challenge(currency="PYUSD2", mint=mint),
-            context(rules=SpendingRules.build(max_payment={mint: None})),
+            context(
+                rules=SpendingRules.build(max_payment={mint: None}, create_token_accounts=True)
+            ),
         ),
         [state, blockhash_reply(Hash.new_unique())],
     )

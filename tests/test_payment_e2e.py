@@ -83,7 +83,9 @@ def test_creates_the_payees_token_account_when_absent(
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(2)})
     payee = Keypair().pubkey()
-    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"})
+    agent = AutoAgent(
+        wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"}, create_token_accounts=True
+    )
     response = agent.get(shop.price_url("USDC", "1.5", payee))
     assert response.status_code == 200
     assert gateway.balance(payee, "USDC") == Decimal("1.5")

@@ -92,7 +92,7 @@ def test_secure_defaults_cap_each_payment(wallet: Wallet, shop: Shop) -> None:
     assert DEFAULT_MAX_PAYMENT["USDC"] == Decimal("1")
     assert {k: line.limit for k, line in agent.budget.items()} == dict(DEFAULT_BUDGET)
     error = refused(wallet, agent, shop.price_url("SOL", "0.2"), "max_payment")
-    assert "0.2 SOL is more than max_payment allows for SOL (0.1)" in str(error)
+    assert "0.200005 SOL is more than max_payment allows for SOL (0.1)" in str(error)
     refused(wallet, agent, shop.price_url("USDC", "1.5"), "max_payment")
     assert agent.get(shop.price_url("USDC", "1")).status_code == 200
 
