@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from solders.account import Account
 from solders.hash import Hash
@@ -32,6 +32,7 @@ from .solana_utils import MintInfo
 from .wallet import Signer
 
 __all__ = [
+    "MAX_ACCOUNTS_PER_CALL",
     "Approve",
     "ChainCache",
     "Effect",
@@ -46,6 +47,10 @@ __all__ = [
     "RpcCall",
     "read_chain",
 ]
+
+
+MAX_ACCOUNTS_PER_CALL: Final = 100
+"""The most addresses one ``getMultipleAccounts`` call may name (Solana's RPC limit)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Resend:
     ``receipt`` describes the payment the headers carry: from here on, money may move.
     """
 
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # a signed payment: never in a repr
     receipt: PaymentReceipt
 
 
@@ -170,17 +175,25 @@ def read_chain(
 ) -> Generator[Effect, Any, tuple[list[Account | None], Hash]]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
-    The cached blockhash is used while fresh; otherwise one is fetched in the same batch.
+    Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses
+    (the node's limit for ``getMultipleAccounts``); the list follows ``keys``. The cached
+    blockhash is used while fresh; otherwise one is fetched in the same batch.
     """
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
-    batch = [multiple_accounts_request(keys, 0)]
+    unique = list(dict.fromkeys(keys))
+    chunks = [
+        unique[i : i + MAX_ACCOUNTS_PER_CALL] for i in range(0, len(unique), MAX_ACCOUNTS_PER_CALL)
+    ]
+    batch = [multiple_accounts_request(chunk, n) for n, chunk in enumerate(chunks)]
     if blockhash is None:
-        batch.append(latest_blockhash_request(1))
+        batch.append(latest_blockhash_request(len(chunks)))
     results = yield RpcCall(tuple(batch))
-    accounts: list[Account | None] = list(results[0].value)
+    found = [account for reply in results[: len(chunks)] for account in reply.value]
+    by_key: dict[Pubkey, Account | None] = dict(zip(unique, found, strict=True))
+    accounts = [by_key[key] for key in keys]
     if blockhash is None:
-        blockhash = results[1].value.blockhash
+        blockhash = results[len(chunks)].value.blockhash
         ctx.cache.remember_blockhash(blockhash, now)
     return accounts, blockhash
 

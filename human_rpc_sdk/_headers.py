@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from solders.transaction import VersionedTransaction
@@ -32,7 +32,7 @@ MAX_HEADER_CHARS: Final = 16_384
 @dataclass(frozen=True)
 class PaymentHeader:
     network: str
-    transaction: VersionedTransaction
+    transaction: VersionedTransaction = field(repr=False)  # signed: never in a repr
 
 
 def encode_payment_header(transaction: VersionedTransaction, network: str) -> str:

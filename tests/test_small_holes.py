@@ -1,0 +1,231 @@
+"""Issue 8, section 8: the smaller holes.
+
+* an x402 offer naming the agent as fee payer, or any invoice paying the agent itself, is
+  refused before anything is signed;
+* ``timeout`` bounds the whole read of a 402 body and of a paid answer;
+* a 402 with many offers is paid (account reads deduplicated and chunked), up to a cap;
+* no signed payment in a ``repr``, no key in a traceback's captured locals.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from human_rpc_sdk import AutoAgent, InvoiceValidationError, PaymentError
+from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._x402 import MAX_OFFERS, read_payment_required
+from stub_gateway import Gateway, GatewayServer
+
+from .conftest import PaymentCapture, Shop
+
+DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
+
+
+# -- a resource server that offers whatever a test registers ----------------------------------
+
+
+@dataclass
+class OfferShop:
+    """A gateway whose ``/offers/<key>`` answers an x402 402 (v2, or v1 past 16 KiB of offers)
+    with the offers registered under ``key``, and settles a payment of any of them through the
+    gateway's facilitator."""
+
+    server: GatewayServer
+    offers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    payments: list[str] = field(default_factory=list)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.server.gateway
+
+    def url(self, key: str, accepts: list[dict[str, Any]]) -> str:
+        self.offers[key] = accepts
+        return f"{self.server.url}/offers/{key}"
+
+    def offer(self, amount: int, *, version: int = 2, **changes: Any) -> dict[str, Any]:
+        """A valid USDC offer to the treasury, with ``changes`` applied."""
+        entry: dict[str, Any] = {
+            "scheme": "exact",
+            "network": DEVNET if version == 2 else "solana-devnet",
+            "asset": str(self.gateway.genesis.token("USDC").mint),
+            "payTo": str(self.gateway.treasury),
+            "maxTimeoutSeconds": 300,
+            "extra": {"feePayer": self.gateway.facilitator.fee_payer_address},
+        }
+        if version == 2:
+            entry["amount"] = str(amount)
+        else:
+            entry.update(maxAmountRequired=str(amount), resource="", description="", mimeType="")
+        entry.update(changes)
+        return entry
+
+
+def _offer_shop() -> OfferShop:
+    from flask import Response, jsonify, request
+
+    from stub_gateway import create_app
+
+    app = create_app(Gateway())
+    shop = OfferShop(GatewayServer(app).start())
+
+    def challenge(accepts: list[dict[str, Any]]) -> Response:
+        if accepts[0]["network"] != DEVNET:
+            response = jsonify({"x402Version": 1, "error": "pay", "accepts": accepts})
+        else:
+            document = {"x402Version": 2, "resource": {"url": request.url}, "accepts": accepts}
+            response = jsonify({})
+            response.headers["PAYMENT-REQUIRED"] = b64json(document)
+        response.status_code = 402
+        return response
+
+    @app.get("/offers/<key>")
+    def offers(key: str) -> Response:
+        accepts = shop.offers[key]
+        header = request.headers.get("PAYMENT-SIGNATURE") or request.headers.get("X-PAYMENT")
+        if header is None:
+            return challenge(accepts)
+        shop.payments.append(header)
+        payment = unb64json(header, "payment")
+        facilitator = shop.gateway.facilitator
+        paid = [a for a in accepts if facilitator.verify(payment, a).is_valid]
+        if not paid:
+            return jsonify({"error": "not one of our offers"}), 400  # type: ignore[return-value]
+        settlement = facilitator.settle(payment, paid[0])
+        return jsonify(settlement), 200 if settlement["success"] else 402  # type: ignore[return-value]
+
+    return shop
+
+
+@pytest.fixture(scope="module")
+def offer_shop() -> Iterator[OfferShop]:
+    made = _offer_shop()
+    yield made
+    made.server.stop()
+
+
+def journal_rows(path: Path) -> list[tuple[Any, ...]]:
+    """The journal's payments, read with a connection of the test's own."""
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT state, amount, recipient FROM payments").fetchall()
+
+
+def wallet_of(gateway: Gateway, sol: str = "1", usdc: str = "1") -> Keypair:
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(sol), "USDC": Decimal(usdc)})
+    return wallet
+
+
+def balances(gateway: Gateway, owner: Pubkey | str) -> tuple[Decimal, Decimal]:
+    return gateway.balance(owner, "SOL"), gateway.balance(owner, "USDC")
+
+
+# -- paying itself --------------------------------------------------------------------------------
+
+
+def test_x402_offers_naming_the_agent_as_fee_payer_or_payee_are_refused(
+    offer_shop: OfferShop, tmp_path: Path
+) -> None:
+    """extra.feePayer or payTo = the agent: each offer refused with a reason, nothing signed."""
+    wallet = wallet_of(offer_shop.gateway)
+    me = str(wallet.pubkey())
+    url = offer_shop.url(
+        "self",
+        [offer_shop.offer(1000, extra={"feePayer": me}), offer_shop.offer(1000, payTo=me)],
+    )
+    capture = PaymentCapture()
+    journal = tmp_path / "journal.db"
+    agent = AutoAgent(wallet, rpc_url=offer_shop.server.rpc_url, journal_path=journal)
+    agent.session.mount("http://", capture)
+    before = balances(offer_shop.gateway, me)
+    with pytest.raises(PaymentError) as caught:
+        agent.get(url)
+    agent.close()
+    refusals = caught.value.details["refusals"]
+    assert "extra.feePayer is this agent's own address" in refusals[0]
+    assert "payTo is this agent's own address" in refusals[1]
+    assert capture.headers == []
+    assert balances(offer_shop.gateway, me) == before
+    assert journal_rows(journal) == []
+
+
+def test_a_humanrpc_invoice_paying_the_agent_itself_is_refused(shop: Shop, tmp_path: Path) -> None:
+    """A HumanRPC invoice whose recipient is the agent: InvoiceValidationError, nothing signed."""
+    wallet = wallet_of(shop.gateway)
+    me = str(wallet.pubkey())
+    capture = PaymentCapture()
+    journal = tmp_path / "journal.db"
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, journal_path=journal)
+    agent.session.mount("http://", capture)
+    before = balances(shop.gateway, me)
+    with pytest.raises(InvoiceValidationError) as caught:
+        agent.get(shop.price_url("SOL", "0.001", me))
+    agent.close()
+    assert caught.value.reason == "pays_itself"
+    assert capture.headers == []
+    assert balances(shop.gateway, me) == before
+    assert journal_rows(journal) == []
+
+
+# -- many offers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [30, MAX_OFFERS])
+def test_a_402_with_many_offers_pays_the_cheapest(
+    offer_shop: OfferShop, tmp_path: Path, count: int
+) -> None:
+    """30 (and 64) valid offers to as many payees: read in chunks, the cheapest one paid."""
+    gateway = offer_shop.gateway
+    payees = [Keypair().pubkey() for _ in range(count)]
+    for payee in payees:
+        gateway.fund(payee, {"USDC": Decimal("0.000001")})
+    cheapest = count // 2 + 1
+    amounts = [5000 + 10 * ((i - cheapest) % count) for i in range(count)]
+    version = 2 if count <= 30 else 1  # 64 offers do not fit the 16 KiB v2 header
+    accepts = [
+        offer_shop.offer(a, version=version, payTo=str(p))
+        for a, p in zip(amounts, payees, strict=True)
+    ]
+    accepts.append(dict(accepts[3]))  # the same offer twice: its accounts are read once
+    wallet = wallet_of(gateway)
+    journal = tmp_path / "journal.db"
+    agent = AutoAgent(wallet, rpc_url=offer_shop.server.rpc_url, journal_path=journal)
+    payee_before = gateway.balance(payees[cheapest], "USDC")
+    response = agent.get(offer_shop.url(f"many-{count}", accepts))
+    agent.close()
+    assert response.status_code == 200, response.text
+    assert response.json()["success"] is True
+    assert gateway.balance(payees[cheapest], "USDC") - payee_before == Decimal("0.005")
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.995")
+    assert journal_rows(journal) == [("accepted", "0.005", str(payees[cheapest]))]
+
+
+def test_offers_beyond_the_cap_are_refused_unread() -> None:
+    """Offers past the 64th are refused with a reason naming the cap; the rest are read."""
+    entry = {
+        "scheme": "exact",
+        "network": "solana-devnet",
+        "maxAmountRequired": "1",
+        "asset": str(Keypair().pubkey()),
+        "payTo": str(Keypair().pubkey()),
+        "maxTimeoutSeconds": 60,
+        "extra": {"feePayer": str(Keypair().pubkey())},
+    }
+    document = {"x402Version": 1, "error": "pay", "accepts": [entry] * 70}
+    challenge = read_payment_required({}, json.dumps(document).encode())
+    assert challenge is not None
+    assert [o.problem for o in challenge.offers[:MAX_OFFERS]] == [None] * MAX_OFFERS
+    for beyond in challenge.offers[MAX_OFFERS:]:
+        assert beyond.problem is not None
+        assert f"first {MAX_OFFERS} offers" in beyond.problem
