@@ -38,7 +38,7 @@ from ._receipts import PaymentReceipt
 from ._records import PENDING, BudgetLine
 from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
-from ._sync import Driver, PaidRequest, ensure_replayable, reply_of
+from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of
 from ._tasks import Verdict, task_body
 from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
 from .reiterator import ReiteratorConfig, ReiteratorManager, validate
@@ -403,9 +403,16 @@ class AutoAgent:
             "allow_redirects": allow_redirects,
             **settings,
         }
-        # Streamed, so that a 402 body is read with a bound; other answers are read as asked.
+        # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
+        # body within the timeout); other answers are read as asked.
+        deadline = deadline_of(send_kwargs["timeout"], self._clock)
         response = self.session.send(prepared, **{**send_kwargs, "stream": True})
-        reply = reply_of(response, consume=not send_kwargs.get("stream", False))
+        reply = reply_of(
+            response,
+            consume=not send_kwargs.get("stream", False),
+            deadline=deadline,
+            clock=self._clock,
+        )
         if response.status_code != 402:
             return response
         return self._pay(response, reply, send_kwargs)
@@ -465,7 +472,7 @@ class AutoAgent:
         # The retry goes to the request that got the 402: after redirects, the last one.
         request = challenge.request
         ensure_replayable(request)
-        paid = PaidRequest(self.session, request, challenge, send_kwargs)
+        paid = PaidRequest(self.session, request, challenge, send_kwargs, clock=self._clock)
         outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
         self._local.receipt = outcome.receipt
         if outcome.error is not None:

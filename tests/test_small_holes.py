@@ -9,8 +9,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import select
+import socket
+import socketserver
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
@@ -229,3 +235,155 @@ def test_offers_beyond_the_cap_are_refused_unread() -> None:
     for beyond in challenge.offers[MAX_OFFERS:]:
         assert beyond.problem is not None
         assert f"first {MAX_OFFERS} offers" in beyond.problem
+
+
+# -- a whole-read deadline ---------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    """One connection to the trickling proxy: what it sent, and whether the client hung up."""
+
+    payment: str | None = None
+    trickled: int = 0
+    hung_up: threading.Event = field(default_factory=threading.Event)
+
+
+class TrickleProxy(socketserver.ThreadingTCPServer):
+    """A raw-socket proxy in front of a gateway: answers with ``status`` are sent one body byte
+    per ``pace`` seconds (headers at once); other answers go through whole."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, upstream: str, status: int, pace: float) -> None:
+        super().__init__(("127.0.0.1", 0), _TrickleHandler)
+        self.upstream = upstream
+        self.status = status
+        self.pace = pace
+        self.served: list[Served] = []
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _TrickleHandler(socketserver.BaseRequestHandler):
+    server: TrickleProxy
+
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        method, path, headers, body = _read_request(conn)
+        served = Served(payment=headers.get("x-payment") or headers.get("payment-signature"))
+        self.server.served.append(served)
+        upstream = requests.request(
+            method,
+            self.server.upstream + path,
+            headers={k: v for k, v in headers.items() if k not in ("host", "connection")},
+            data=body,
+            timeout=10,
+        )
+        content = upstream.content
+        head = [f"HTTP/1.1 {upstream.status_code} X"]
+        for name, value in upstream.headers.items():
+            if name.lower() not in ("content-length", "content-encoding", "connection"):
+                head.append(f"{name}: {value}")
+        head += [f"Content-Length: {len(content)}", "Connection: close", "", ""]
+        conn.sendall("\r\n".join(head).encode())
+        if upstream.status_code != self.server.status:
+            conn.sendall(content)
+            return
+        for byte in content:
+            conn.sendall(bytes([byte]))
+            served.trickled += 1
+            readable, _, _ = select.select([conn], [], [], self.server.pace)
+            if readable and not _peek(conn):
+                served.hung_up.set()
+                return
+
+
+def _peek(conn: socket.socket) -> bytes:
+    try:
+        return conn.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return b""
+
+
+def _read_request(conn: socket.socket) -> tuple[str, str, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        body += conn.recv(65536)
+    return method, path, headers, body
+
+
+@pytest.fixture
+def trickle(shop: Shop) -> Iterator[Any]:
+    """Start a trickling proxy in front of the shop: ``trickle(status, pace)``."""
+    made: list[TrickleProxy] = []
+
+    def start(status: int, pace: float) -> TrickleProxy:
+        proxy = TrickleProxy(shop.url, status, pace)
+        proxy.thread.start()
+        made.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in made:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_timeout_bounds_the_whole_read_of_a_402_body(
+    shop: Shop, trickle: Any, tmp_path: Path
+) -> None:
+    """A 402 body sent one byte per 0.5 s: get(timeout=1) stops reading; nothing is paid."""
+    proxy = trickle(402, 0.5)
+    wallet = wallet_of(shop.gateway)
+    journal = tmp_path / "journal.db"
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, journal_path=journal)
+    before = balances(shop.gateway, wallet.pubkey())
+    with pytest.raises(PaymentError) as caught:
+        agent.get(f"{proxy.url}{shop.price_url('SOL', '0.001')[len(shop.url) :]}", timeout=1)
+    agent.close()
+    assert caught.value.reason == "invoice_too_slow"
+    (served,) = proxy.served
+    assert served.hung_up.wait(5)
+    assert served.trickled < 10  # of a body of more than 300 bytes
+    assert balances(shop.gateway, wallet.pubkey()) == before
+    assert journal_rows(journal) == []
+
+
+def test_timeout_bounds_the_whole_read_of_a_paid_answer(
+    shop: Shop, trickle: Any, tmp_path: Path
+) -> None:
+    """A paid answer sent one byte per 0.25 s: no answer, so the same payment is re-sent on
+    _delivery's schedule; it lands once, and each read stops at the deadline."""
+    proxy = trickle(200, 0.25)
+    wallet = wallet_of(shop.gateway)
+    journal = tmp_path / "journal.db"
+    options: dict[str, Any] = {"sleep": lambda seconds: None}
+    if "paid_timeout" in inspect.signature(AutoAgent).parameters:
+        options["paid_timeout"] = 0.6  # the paid request's own deadline, where it exists
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, journal_path=journal, **options)
+    treasury = shop.gateway.balance(shop.gateway.treasury)
+    with pytest.raises(PaymentError) as caught:
+        agent.get(f"{proxy.url}{shop.price_url('SOL', '0.001')[len(shop.url) :]}", timeout=0.6)
+    agent.close()
+    assert caught.value.reason in ("no_answer_after_payment", "paid_not_delivered")
+    unpaid, *paid = proxy.served
+    assert unpaid.payment is None
+    assert len(paid) == 4
+    assert len({s.payment for s in paid}) == 1  # the same payment every time
+    for served in paid:
+        assert served.hung_up.wait(5)
+        assert served.trickled < 10
+    assert shop.gateway.balance(shop.gateway.treasury) - treasury == Decimal("0.001")
+    assert [row[:2] for row in journal_rows(journal)] == [("submitted", "0.001")]
