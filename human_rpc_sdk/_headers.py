@@ -107,7 +107,7 @@ def unb64json(value: str, name: str) -> dict[str, Any]:
         try:
             document = json.loads(base64.b64decode(padded, altchars=alphabet, validate=True))
             break
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+        except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
             continue
     else:
         raise ValueError(f"the {name} header is not base64-encoded JSON")

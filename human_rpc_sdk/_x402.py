@@ -105,7 +105,7 @@ def read_payment_required(headers: Mapping[str, str], body: bytes) -> PaymentReq
         return _challenge(document, 2)
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(document, dict) and document.get("x402Version") == 1 and "accepts" in document:
         return _challenge(document, 1)

@@ -9,8 +9,8 @@ again with the payment attached.
 from __future__ import annotations
 
 import logging
-import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from solders.pubkey import Pubkey
 
-from ._checks import positive_seconds
+from ._checks import http_url, is_duration, positive_seconds, request_timeout, show
 from ._effects import ChainCache, PaymentContext
 from ._flow import PaymentOutcome, pay
 from ._human import HumanClient
@@ -118,7 +117,7 @@ class AutoAgent:
     ) -> None:
         if network not in NETWORKS:
             raise SDKConfigurationError(
-                f"network must be one of {', '.join(NETWORKS)} (got {network!r})",
+                f"network must be one of {', '.join(NETWORKS)} (got {show(network)})",
                 parameter="network",
             )
         self.network = network
@@ -141,6 +140,7 @@ class AutoAgent:
             accept_assets=accept_assets,
             trusted_recipients=trusted_recipients,
         )
+        _callables(clock=clock, sleep=sleep, nonce=nonce)
         if approve is not None and not callable(approve):
             raise SDKConfigurationError(
                 "approve must be a function taking a PaymentOffer and returning True or False",
@@ -148,7 +148,7 @@ class AutoAgent:
             )
         self._signer: Signer = load_signer(solana_private_key, signer)
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
-        self.session = session or requests.Session()
+        self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
         self._journal = Journal(self.journal_path)
         self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
@@ -244,6 +244,9 @@ class AutoAgent:
         :raises SDKConfigurationError: for an unknown symbol without ``mint``.
         :raises SolanaRPCError: when the RPC node fails.
         """
+        currency = _text(currency, "currency")
+        if mint is not None:
+            mint = _text(mint, "mint")
         payer = self._signer.pubkey()
         if mint is None and currency.upper() == "SOL":
             (reply,) = self._rpc.call([multiple_accounts_request([payer])])
@@ -334,7 +337,7 @@ class AutoAgent:
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task (after a timeout, say). Nothing is paid."""
-        return self._human.wait(task_id, positive_seconds(timeout, "timeout"))
+        return self._human.wait(_text(task_id, "task_id"), positive_seconds(timeout, "timeout"))
 
     @property
     def reiterator(self) -> ReiteratorManager:
@@ -381,20 +384,28 @@ class AutoAgent:
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
         self._local.receipt = None
-        prepared = self.session.prepare_request(
-            requests.Request(
-                method=method.upper(),
-                url=url,
-                headers=dict(headers) if headers is not None else None,
-                files=files,
-                data=data or {},
-                json=json,
-                params=params or {},
-                auth=auth,
-                cookies=cookies,
-                hooks=hooks,
+        timeout = request_timeout(timeout)
+        try:
+            prepared = self.session.prepare_request(
+                requests.Request(
+                    method=_method(method),
+                    url=_text(url, "url"),
+                    headers=dict(headers) if headers is not None else None,
+                    files=files,
+                    data=data or {},
+                    json=json,
+                    params=params or {},
+                    auth=auth,
+                    cookies=cookies,
+                    hooks=hooks,
+                )
             )
-        )
+        except (requests.RequestException, ValueError, TypeError) as exc:
+            raise SDKConfigurationError(
+                f"the request to {url[:100]!r} cannot be sent as given: {type(exc).__name__}: "
+                f"{str(exc)[:200]}. Nothing was sent",
+                parameter="url",
+            ) from exc
         settings = self.session.merge_environment_settings(
             prepared.url, proxies or {}, stream, verify, cert
         )
@@ -489,12 +500,21 @@ def _journal_path(value: Any, network: str, address: str) -> str:
         return str(default_journal_path(network, address))
     if isinstance(value, str) and value == MEMORY:
         return MEMORY
-    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise SDKConfigurationError(
-            f"journal_path must be a file path or ':memory:' (got {value!r})",
+            "journal_path must be a file path (text without NUL characters) or ':memory:' "
+            f"(got a {type(value).__name__})",
             parameter="journal_path",
         )
-    return str(Path(value).expanduser())
+    try:
+        return str(Path(text).expanduser())
+    except RuntimeError:  # '~someone' with no such user, or no home directory
+        raise SDKConfigurationError(
+            f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
+            "give the path in full",
+            parameter="journal_path",
+        ) from None
 
 
 # -- argument validation --------------------------------------------------------------------
@@ -509,18 +529,45 @@ def _pubkey(value: str, name: str) -> Pubkey:
         ) from None
 
 
-def _url(value: str | None, name: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
+def _url(value: Any, name: str) -> str | None:
+    return http_url(value, name)
+
+
+def _session(value: Any) -> requests.Session:
+    if value is None:
+        return requests.Session()
+    if not isinstance(value, requests.Session):
         raise SDKConfigurationError(
-            f"{name} must be an http(s) URL (got {type(value).__name__})", parameter=name
+            f"session must be a requests.Session (got a {type(value).__name__})",
+            parameter="session",
         )
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    return value
+
+
+def _callables(**functions: Any) -> None:
+    for name, function in functions.items():
+        if not callable(function):
+            raise SDKConfigurationError(
+                f"{name} must be a function (got a {type(function).__name__})", parameter=name
+            )
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise SDKConfigurationError(
-            f"{name} must be an http(s) URL such as 'https://api.devnet.solana.com' "
-            f"(got {value[:100]!r})",
+            f"method must be an HTTP method such as 'GET' or 'POST' (got {show(value, 40)})",
+            parameter="method",
+        )
+    return value.upper()
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise SDKConfigurationError(
+            f"{name} must be text without NUL characters (got a {type(value).__name__})",
             parameter=name,
         )
     return value
@@ -540,13 +587,10 @@ def _reiterator(
     """The agent's reiterator, its settings validated under the agent's parameter names."""
     if not isinstance(enabled, bool):
         raise ReiteratorConfigurationError(
-            f"reiterator must be True or False (got {enabled!r})", parameter="reiterator"
+            f"reiterator must be True or False (got a {type(enabled).__name__})",
+            parameter="reiterator",
         )
-    ceiling = (
-        max(60.0, base_delay)
-        if isinstance(base_delay, int | float) and math.isfinite(base_delay)
-        else 60.0
-    )
+    ceiling = max(60.0, base_delay) if is_duration(base_delay) else 60.0
     config = ReiteratorConfig(
         max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
     )

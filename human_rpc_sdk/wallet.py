@@ -294,7 +294,7 @@ def _quietly(fn: Callable[..., T], *args: Any) -> T | None:
     """
     try:
         return fn(*args)
-    except (ValueError, OSError, TypeError):
+    except (ValueError, OSError, TypeError, RecursionError):
         return None
 
 

@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
+import math
 import select
 import socket
 import socketserver
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -24,15 +26,26 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from human_rpc_sdk import AutoAgent, InvoiceValidationError, PaymentError
+from human_rpc_sdk import (
+    AutoAgent,
+    HumanRPCError,
+    Invoice,
+    InvoiceValidationError,
+    PaymentError,
+    ReiteratorManager,
+    SDKConfigurationError,
+    guard,
+)
 from human_rpc_sdk._headers import b64json, unb64json
 from human_rpc_sdk._x402 import MAX_OFFERS, read_payment_required
 from stub_gateway import Gateway, GatewayServer
 
-from .conftest import PaymentCapture, Shop
+from .conftest import CountingSigner, FakeClock, PaymentCapture, Shop
 
 DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 
@@ -387,3 +400,240 @@ def test_timeout_bounds_the_whole_read_of_a_paid_answer(
         assert served.trickled < 10
     assert shop.gateway.balance(shop.gateway.treasury) - treasury == Decimal("0.001")
     assert [row[:2] for row in journal_rows(journal)] == [("submitted", "0.001")]
+
+
+# -- hostile arguments ----------------------------------------------------------------------------
+
+HOSTILE_VALUES: list[Any] = [
+    10**400,
+    -(10**400),
+    10**5000,  # too long even to print (Python's int-to-str limit)
+    2**64,
+    math.inf,
+    -math.inf,
+    math.nan,
+    1e308,
+    -1.0,
+    0,
+    True,
+    None,
+    "",
+    "\x00",
+    "a\x00b",
+    "http://[::1",
+    "http://[::1/x",
+    "~nouser/j",
+    "~nouser_s8_holes/j",
+    b"\x00",
+    [],
+    {},
+    (),
+    ("SOL",),
+    object(),
+    "[" * 5000,
+]
+hostile = st.one_of(
+    st.sampled_from(HOSTILE_VALUES),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=10),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers() | st.floats(), max_size=2),
+)
+
+AGENT_OPTIONS = (
+    "solana_private_key",
+    "rpc_url",
+    "human_rpc_url",
+    "network",
+    "timeout",
+    "reiterator",
+    "max_retry_attempts",
+    "backoff_strategy",
+    "base_delay",
+    "signer",
+    "session",
+    "max_payment",
+    "budget",
+    "trusted_recipients",
+    "approve",
+    "journal_path",
+    "accept_assets",
+    "clock",
+    "sleep",
+    "nonce",
+)
+REITERATOR_OPTIONS = (
+    "max_attempts",
+    "backoff_strategy",
+    "base_delay",
+    "max_delay",
+    "jitter",
+    "retry_on_no_consensus",
+    "raise_on_max_attempts",
+)
+GUARD_OPTIONS = (
+    "threshold",
+    "agent_id",
+    "reward",
+    "timeout",
+    "agent",
+    "confidence",
+    "question",
+    "currency",
+    "on_reject",
+    "on_no_consensus",
+    "on_timeout",
+    "on_unavailable",
+)
+ASK_OPTIONS = (
+    "answer",
+    "confidence",
+    "context",
+    "reward",
+    "currency",
+    "agent_id",
+    "task_type",
+    "category",
+    "reasoning",
+    "timeout",
+)
+INVOICE = {
+    "invoice": {
+        "amount": "0.001",
+        "currency": "SOL",
+        "network": "devnet",
+        "recipient": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",
+    }
+}
+
+
+def public_calls(agent: AutoAgent, url: str) -> dict[str, Callable[[Any], object]]:
+    """Every public callable, with one argument left to the hostile value."""
+    calls: dict[str, Callable[[Any], object]] = {}
+    key = Keypair()
+
+    def keyword(
+        function: Callable[..., object], name: str, **fixed: Any
+    ) -> Callable[[Any], object]:
+        return lambda value: function(**fixed, **{name: value})
+
+    def build(**options: Any) -> None:
+        AutoAgent(**{"solana_private_key": key, "journal_path": ":memory:", **options}).close()
+
+    for name in AGENT_OPTIONS:
+        calls[f"AutoAgent({name}=)"] = keyword(build, name)
+    for name in REITERATOR_OPTIONS:
+        calls[f"ReiteratorManager({name}=)"] = keyword(ReiteratorManager, name)
+        calls[f"configure({name}=)"] = keyword(ReiteratorManager().configure, name)
+    for name in GUARD_OPTIONS:
+        calls[f"guard({name}=)"] = keyword(lambda **o: guard(**{"agent": agent, **o})(len), name)
+    for name in ASK_OPTIONS:
+        calls[f"ask_human_rpc({name}=)"] = keyword(agent.ask_human_rpc, name, text="q?")
+    calls.update(
+        {
+            "calculate_delay": lambda v: ReiteratorManager().calculate_delay(v),
+            "should_retry(result)": lambda v: ReiteratorManager().should_retry(v, 1),
+            "should_retry(attempt)": lambda v: ReiteratorManager().should_retry(
+                {"outcome": "rejected"}, v
+            ),
+            "execute_with_retry": lambda v: ReiteratorManager().execute_with_retry(v),
+            "guard(func)": lambda v: guard(v),
+            "guarded call": lambda v: guard(agent=agent, threshold=0.5)(lambda: v)(),
+            "ask_human_rpc(text)": lambda v: agent.ask_human_rpc(v),
+            "wait_for_verdict(task_id)": lambda v: agent.wait_for_verdict(v, timeout=0.01),
+            "wait_for_verdict(timeout)": lambda v: agent.wait_for_verdict("t", timeout=v),
+            "balance(currency)": lambda v: agent.balance(v),
+            "balance(mint)": lambda v: agent.balance("X", mint=v),
+            "raise_budget": lambda v: agent.raise_budget(v),
+            "raise_budget(amount)": lambda v: agent.raise_budget({"SOL": v}),
+            "request(method)": lambda v: agent.request(v, url),
+            "get(url)": lambda v: agent.get(v),
+            "get(timeout)": lambda v: agent.get(url, timeout=v),
+            "get(headers)": lambda v: agent.get(url, headers={"X-Test": v}),
+            "post(json)": lambda v: agent.post(url, json=v),
+            "Invoice()": lambda v: Invoice(v).validate(),
+            "Invoice.from_body": lambda v: Invoice.from_body(v),
+            "Invoice.validate(network)": lambda v: Invoice(INVOICE).validate(network=v),
+            "Invoice.base_units": lambda v: Invoice(INVOICE).base_units(v),
+            "Invoice.display_amount": lambda v: Invoice(INVOICE).display_amount(v),
+        }
+    )
+    return calls
+
+
+# **Feature: human-rpc-python-sdk, Property 8: For any error condition (invalid keys, malformed
+# invoices, RPC failures, payment failures), the system should raise SDK-specific exceptions with
+# descriptive messages**
+@given(data=st.data())
+def test_property_hostile_arguments_raise_sdk_errors_and_sign_nothing(
+    responder: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    data: st.DataObject,
+) -> None:
+    """Any public callable given a hostile argument (huge ints, inf, NaN, NUL, wrong types):
+    only HumanRPCError subclasses escape, and nothing is signed."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # a journal_path that is valid lands here
+    clock = FakeClock()
+    signer = CountingSigner(Keypair())
+    agent = AutoAgent(
+        signer=signer,
+        rpc_url="http://127.0.0.1:9",
+        human_rpc_url="http://127.0.0.1:9/api/v1/tasks",
+        journal_path=":memory:",
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    calls = public_calls(agent, f"{responder}/fixed/200")
+    name = data.draw(st.sampled_from(sorted(calls)), label="callable")
+    value = data.draw(hostile, label="value")
+    escaped: BaseException | None = None
+    try:
+        calls[name](value)
+    except Exception as error:  # noqa: BLE001 - the property inspects whatever escaped
+        escaped = error
+    finally:
+        agent.close()
+    assert signer.count == 0
+    if isinstance(escaped, requests.ConnectionError | requests.Timeout):
+        # A valid request that was sent: its transport errors are requests' own, as ever.
+        assert name.startswith(("get(", "post(", "request(")), escaped
+    elif escaped is not None:
+        assert isinstance(escaped, HumanRPCError), f"{name}: {type(escaped).__name__}: {escaped}"
+        assert len(str(escaped)) >= 20
+
+
+@pytest.mark.parametrize(
+    ("call", "parameter"),
+    [
+        (lambda: AutoAgent(Keypair(), timeout=10**400), "timeout"),
+        (lambda: AutoAgent(Keypair(), rpc_url="http://[::1"), "rpc_url"),
+        (lambda: AutoAgent(Keypair(), human_rpc_url="http://[::1"), "human_rpc_url"),
+        (lambda: AutoAgent(Keypair(), journal_path="journal\x00.db"), "journal_path"),
+        (lambda: AutoAgent(Keypair(), journal_path="~nouser_s8_holes/j"), "journal_path"),
+        (lambda: AutoAgent(Keypair(), session="str"), "session"),  # type: ignore[arg-type]
+        (lambda: AutoAgent(Keypair(), journal_path=":memory:").balance(5), "currency"),  # type: ignore[arg-type]
+        (lambda: ReiteratorManager(max_delay=1e308), "max_delay"),
+        (lambda: ReiteratorManager().configure(max_delay=1e308), "max_delay"),
+        (lambda: ReiteratorManager(base_delay=10**400), "base_delay"),
+        (lambda: guard(threshold=10**400), "threshold"),
+    ],
+)
+def test_the_reported_hostile_arguments_are_configuration_errors(
+    call: Callable[[], object], parameter: str
+) -> None:
+    """Each value the issue names: SDKConfigurationError naming the parameter, when built."""
+    with pytest.raises(SDKConfigurationError) as caught:
+        call()
+    assert caught.value.parameter == parameter
+
+
+def test_a_deeply_nested_402_body_is_refused(responder: str) -> None:
+    """A 402 body of 60,000 '[' (JSON nesting past Python's recursion limit): an SDK error."""
+    agent = AutoAgent(Keypair(), rpc_url="http://127.0.0.1:9", journal_path=":memory:")
+    spec = {"status": 402, "body": base64.b64encode(b"[" * 60_000).decode()}
+    with pytest.raises(InvoiceValidationError):
+        agent.post(f"{responder}/respond", json=spec)
+    agent.close()
