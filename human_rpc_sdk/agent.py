@@ -147,6 +147,8 @@ class AutoAgent:
                 parameter="approve",
             )
         self._signer: Signer = load_signer(solana_private_key, signer)
+        # Parsed: the secret text leaves this frame, whose locals a traceback may capture.
+        del solana_private_key
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
         self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)

@@ -13,11 +13,13 @@ import base64
 import inspect
 import json
 import math
+import os
 import select
 import socket
 import socketserver
 import sqlite3
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,12 +32,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 
 from human_rpc_sdk import (
     AutoAgent,
     HumanRPCError,
     Invoice,
     InvoiceValidationError,
+    KeypairSigner,
     PaymentError,
     ReiteratorManager,
     SDKConfigurationError,
@@ -637,3 +641,135 @@ def test_a_deeply_nested_402_body_is_refused(responder: str) -> None:
     with pytest.raises(InvoiceValidationError):
         agent.post(f"{responder}/respond", json=spec)
     agent.close()
+
+
+# -- secrets in reprs and tracebacks --------------------------------------------------------------
+
+
+def secret_forms(wallet: Keypair) -> list[str]:
+    """The secret key as a caller may have given it, or as code may hold it."""
+    raw = bytes(wallet)
+    return [
+        str(wallet),  # base58 of the 64 bytes
+        json.dumps(list(raw)),
+        json.dumps(list(raw), separators=(",", ":")),
+        raw.hex(),
+        raw[:32].hex(),
+        repr(raw),
+        repr(raw[:32]),
+    ]
+
+
+def rendered(error: BaseException) -> str:
+    """The SDK's frames of the error's traceback (and of its chained errors) as a crash
+    reporter capturing locals would print them; the test's own frames hold the key, of course."""
+    report = traceback.TracebackException.from_exception(error, capture_locals=True)
+    lines: list[str] = []
+    seen: set[int] = set()
+    pending = [report]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            if f"{os.sep}human_rpc_sdk{os.sep}" in frame.filename:
+                lines += [f"{frame.name}: {k} = {v}" for k, v in (frame.locals or {}).items()]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return "\n".join(lines)
+
+
+def caught(call: Callable[[], object]) -> BaseException:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - any error will do: its traceback is examined
+        return error
+    raise AssertionError("nothing was raised")
+
+
+def test_the_resend_effect_shows_no_signed_payment(shop: Shop, tmp_path: Path) -> None:
+    """The Resend effect and the Signed payment: repr shows the receipt, never the headers."""
+    from human_rpc_sdk._effects import Resend
+    from human_rpc_sdk._flow import Signed
+
+    wallet = wallet_of(shop.gateway)
+    capture = PaymentCapture()
+    agent = AutoAgent(wallet, rpc_url=shop.rpc_url, journal_path=tmp_path / "j.db")
+    agent.session.mount("http://", capture)
+    seen: list[str] = []
+    run = agent._driver.run
+
+    def watching(flow: Any, resend: Any = None) -> Any:
+        def spy(effect: Resend) -> Any:
+            seen.append(repr(effect))
+            return resend(effect)
+
+        return run(flow, spy if resend else None)
+
+    agent._driver.run = watching  # type: ignore[method-assign]
+    assert agent.get(shop.price_url("SOL", "0.001")).status_code == 200
+    agent.close()
+    (header,) = capture.headers
+    (shown,) = seen
+    assert "receipt=" in shown
+    assert header not in shown
+    assert header[:40] not in shown
+    assert not Signed.__dataclass_fields__["headers"].repr
+    assert not Signed.__dataclass_fields__["transaction"].repr
+
+
+@pytest.mark.parametrize("form", ["base58", "json", "keyfile"])
+def test_no_key_in_captured_locals_of_an_error_after_parsing_it(tmp_path: Path, form: str) -> None:
+    """The constructor fails after reading the key (a journal_path that is a directory): the
+    traceback's captured locals hold no form of the secret."""
+    wallet = Keypair()
+    key: Any = {"base58": str(wallet), "json": json.dumps(list(bytes(wallet)))}.get(form)
+    if form == "keyfile":
+        keyfile = tmp_path / "id.json"
+        keyfile.write_text(json.dumps(list(bytes(wallet))))
+        keyfile.chmod(0o600)
+        key = str(keyfile)
+    (tmp_path / "journal").mkdir()
+    error = caught(lambda: AutoAgent(key, journal_path=tmp_path / "journal", session="x"))
+    assert isinstance(error, SDKConfigurationError)
+    text = rendered(error)
+    assert "__init__: " in text  # the constructor's frame was captured
+    for secret in secret_forms(wallet):
+        assert secret not in text
+
+
+def test_no_key_in_captured_locals_of_a_payment_error(shop: Shop, tmp_path: Path) -> None:
+    """Insufficient funds, raised deep in the payment flow: no form of the secret in any
+    frame's captured locals."""
+    wallet = Keypair()
+    shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal("0.01")})
+    agent = AutoAgent(str(wallet), rpc_url=shop.rpc_url, journal_path=tmp_path / "j.db")
+    url = shop.price_url("USDC", "0.5")
+    error = caught(lambda: agent.get(url))
+    agent.close()
+    assert isinstance(error, PaymentError)
+    assert error.reason == "insufficient_funds"
+    text = rendered(error)
+    assert "KeypairSigner(pubkey=" in text  # the signer was in scope, and shown safely
+    for secret in secret_forms(wallet):
+        assert secret not in text
+
+
+def test_no_key_in_captured_locals_when_the_signer_fails(shop: Shop, tmp_path: Path) -> None:
+    """A signer that fails while signing (a KMS outage): no form of the secret in the
+    traceback's captured locals, and the reservation is released."""
+    wallet = wallet_of(shop.gateway)
+
+    class Outage(KeypairSigner):
+        def sign_message(self, message: bytes) -> Signature:
+            raise SDKConfigurationError("the signing service is down", parameter="signer")
+
+    agent = AutoAgent(signer=Outage(wallet), rpc_url=shop.rpc_url, journal_path=tmp_path / "j.db")
+    url = shop.price_url("SOL", "0.001")
+    error = caught(lambda: agent.get(url))
+    agent.close()
+    assert isinstance(error, SDKConfigurationError)
+    text = rendered(error)
+    for secret in secret_forms(wallet):
+        assert secret not in text
+    assert [row[0] for row in journal_rows(tmp_path / "j.db")] == ["failed"]
