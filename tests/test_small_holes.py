@@ -730,7 +730,7 @@ def test_no_key_in_captured_locals_of_an_error_after_parsing_it(tmp_path: Path, 
         keyfile.chmod(0o600)
         key = str(keyfile)
     (tmp_path / "journal").mkdir()
-    error = caught(lambda: AutoAgent(key, journal_path=tmp_path / "journal", session="x"))
+    error = caught(lambda: AutoAgent(key, journal_path=tmp_path / "journal"))
     assert isinstance(error, SDKConfigurationError)
     text = rendered(error)
     assert "__init__: " in text  # the constructor's frame was captured
