@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 from solders.pubkey import Pubkey
 
 from ._checks import http_url, is_duration, positive_seconds, request_timeout, show
@@ -386,12 +387,13 @@ class AutoAgent:
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
         self._local.receipt = None
-        timeout = request_timeout(timeout)
+        if not isinstance(timeout, urllib3.Timeout):  # requests takes urllib3's as it is
+            timeout = request_timeout(timeout)
         try:
             prepared = self.session.prepare_request(
                 requests.Request(
                     method=_method(method),
-                    url=_text(url, "url"),
+                    url=url,
                     headers=dict(headers) if headers is not None else None,
                     files=files,
                     data=data or {},
@@ -404,7 +406,7 @@ class AutoAgent:
             )
         except (requests.RequestException, ValueError, TypeError) as exc:
             raise SDKConfigurationError(
-                f"the request to {url[:100]!r} cannot be sent as given: {type(exc).__name__}: "
+                f"the request to {show(url)} cannot be sent as given: {type(exc).__name__}: "
                 f"{str(exc)[:200]}. Nothing was sent",
                 parameter="url",
             ) from exc
