@@ -147,9 +147,10 @@ class AutoAgent:
                 "approve must be a function taking a PaymentOffer and returning True or False",
                 parameter="approve",
             )
-        self._signer: Signer = load_signer(solana_private_key, signer)
-        # Parsed: the secret text leaves this frame, whose locals a traceback may capture.
-        del solana_private_key
+        try:
+            self._signer: Signer = load_signer(solana_private_key, signer)
+        finally:  # the key's text leaves this frame, whose locals a traceback may capture
+            del solana_private_key
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
         self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
@@ -279,9 +280,11 @@ class AutoAgent:
         return self._rpc.stats
 
     def __repr__(self) -> str:
-        return (
-            f"AutoAgent(address={self.address}, network={self.network!r}, rpc_url={self.rpc_url!r})"
-        )
+        # Safe on an agent whose constructor failed half-way (a traceback capturing locals).
+        signer = getattr(self, "_signer", None)
+        address = signer.pubkey() if signer is not None else "(no wallet yet)"
+        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
+        return f"AutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
 
     # -- human verification ---------------------------------------------------------------
 

@@ -773,3 +773,27 @@ def test_no_key_in_captured_locals_when_the_signer_fails(shop: Shop, tmp_path: P
     for secret in secret_forms(wallet):
         assert secret not in text
     assert [row[0] for row in journal_rows(tmp_path / "j.db")] == ["failed"]
+
+
+@pytest.mark.parametrize("case", ["key_and_signer", "one_character_off", "environment"])
+def test_no_key_text_in_captured_locals_of_a_key_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+) -> None:
+    """A key refused while being read (given with a signer too, or one character off, or from
+    $SOLANA_PRIVATE_KEY with an unusable journal): the SDK's frames hold none of its text."""
+    wallet = Keypair()
+    text = str(wallet)
+    options: dict[str, Any] = {"journal_path": ":memory:"}
+    if case == "key_and_signer":
+        options.update(solana_private_key=text, signer=Keypair())
+    elif case == "one_character_off":
+        options.update(solana_private_key=text[:-1] + ("1" if text[-1] != "1" else "2"))
+    else:
+        monkeypatch.setenv("SOLANA_PRIVATE_KEY", text)
+        (tmp_path / "journal").mkdir()
+        options.update(journal_path=tmp_path / "journal")
+    error = caught(lambda: AutoAgent(**options))
+    assert isinstance(error, SDKConfigurationError)
+    shown = rendered(error)
+    for secret in [*secret_forms(wallet), text[:-1]]:
+        assert secret not in shown
