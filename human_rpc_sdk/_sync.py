@@ -310,12 +310,17 @@ class WholeReadTimeout(requests.exceptions.ReadTimeout):
 def deadline_of(timeout: Any, clock: Callable[[], float]) -> float | None:
     """The ``clock()`` time by which an answer sent with ``timeout`` must be read in full.
 
-    A number bounds the whole exchange; ``(connect, read)`` the sum of both; None (or a value
-    ``requests`` reads otherwise) sets no deadline.
+    A number bounds the whole exchange; ``(connect, read)`` (or urllib3's ``Timeout``) the sum
+    of its parts, a ``None`` part counting nothing; no number at all sets no deadline.
     """
-    parts = timeout if isinstance(timeout, tuple) else (timeout,)
+    if isinstance(timeout, urllib3.Timeout):
+        parts: tuple[Any, ...] = (timeout.total,)
+        if timeout.total is None:
+            parts = (timeout.connect_timeout, timeout.read_timeout)
+    else:
+        parts = tuple(timeout) if isinstance(timeout, tuple | list) else (timeout,)
     numbers = [p for p in parts if isinstance(p, int | float) and not isinstance(p, bool)]
-    if not numbers or len(numbers) != len(parts):
+    if not numbers:
         return None
     return clock() + float(sum(numbers))
 

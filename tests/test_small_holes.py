@@ -797,3 +797,41 @@ def test_no_key_text_in_captured_locals_of_a_key_error(
     shown = rendered(error)
     for secret in [*secret_forms(wallet), text[:-1]]:
         assert secret not in shown
+
+
+class _Drip:
+    """A response body that yields one byte per read and moves the clock on each read."""
+
+    def __init__(self, clock: FakeClock, step: float) -> None:
+        self.clock, self.step, self.reads = clock, step, 0
+        self.closed = False
+
+    def read1(self, amount: int, decode_content: bool = True) -> bytes:
+        self.reads += 1
+        self.clock.now += self.step
+        return b"{"
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("timeout", [2, (1.0, 1.0), (None, 2)])
+def test_the_whole_read_deadline_follows_the_injected_clock(timeout: Any) -> None:
+    """read_bounded stops a body that never ends once the injected clock passes the deadline
+    the request's timeout sets (2 s here), after a bounded number of reads; nothing waits."""
+    from human_rpc_sdk._sync import deadline_of, read_bounded
+
+    clock = FakeClock(start=50.0)
+    response = requests.Response()
+    response.status_code, response.url = 402, "http://x/paid"
+    response.raw = _Drip(clock, 0.25)
+    deadline = deadline_of(timeout, clock)
+    assert deadline == 52.0
+    with pytest.raises(PaymentError) as caught:
+        read_bounded(response, 65_536, deadline=deadline, clock=clock)
+    assert caught.value.reason == "invoice_too_slow"
+    assert response.raw.reads == 9  # 8 reads reach the deadline, the 9th passes it
+    assert response.raw.closed
