@@ -392,27 +392,20 @@ class AutoAgent:
         self._local.receipt = None
         if not isinstance(timeout, urllib3.Timeout):  # requests takes urllib3's as it is
             timeout = request_timeout(timeout)
-        try:
-            prepared = self.session.prepare_request(
-                requests.Request(
-                    method=_method(method),
-                    url=url,
-                    headers=dict(headers) if headers is not None else None,
-                    files=files,
-                    data=data or {},
-                    json=json,
-                    params=params or {},
-                    auth=auth,
-                    cookies=cookies,
-                    hooks=hooks,
-                )
+        prepared = self._prepare(
+            requests.Request(
+                method=_method(method),
+                url=url if isinstance(url, str | bytes) else f"<{type(url).__name__}>",
+                headers=headers,
+                files=files,
+                data=data or {},
+                json=json,
+                params=params or {},
+                auth=auth,
+                cookies=cookies,
+                hooks=hooks,
             )
-        except (requests.RequestException, ValueError, TypeError) as exc:
-            raise SDKConfigurationError(
-                f"the request to {show(url)} cannot be sent as given: {type(exc).__name__}: "
-                f"{str(exc)[:200]}. Nothing was sent",
-                parameter="url",
-            ) from exc
+        )
         settings = self.session.merge_environment_settings(
             prepared.url, proxies or {}, stream, verify, cert
         )
@@ -434,6 +427,25 @@ class AutoAgent:
         if response.status_code != 402:
             return response
         return self._pay(response, reply, send_kwargs)
+
+    def _prepare(self, request: requests.Request) -> requests.PreparedRequest:
+        """``request`` prepared by the session, or ``SDKConfigurationError`` if it cannot be sent
+        as given (a URL that does not parse, a scheme no adapter serves, a header http.client
+        cannot encode); nothing was sent."""
+        try:
+            prepared = self.session.prepare_request(request)
+            self.session.get_adapter(prepared.url or "")
+            for name, value in prepared.headers.items():
+                for text in (name, value):
+                    if isinstance(text, str):
+                        text.encode("latin-1")
+        except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+            raise SDKConfigurationError(
+                f"the request to {show(request.url)} cannot be sent as given: "
+                f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent",
+                parameter="url",
+            ) from exc
+        return prepared
 
     def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, params=params, **kwargs)

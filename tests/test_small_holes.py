@@ -585,7 +585,7 @@ def test_property_hostile_arguments_raise_sdk_errors_and_sign_nothing(
     agent = AutoAgent(
         signer=signer,
         rpc_url="http://127.0.0.1:9",
-        human_rpc_url="http://127.0.0.1:9/api/v1/tasks",
+        human_rpc_url=f"{responder}/nowhere/api/v1/tasks",  # 404 at once, not a retried outage
         journal_path=":memory:",
         clock=clock,
         sleep=clock.sleep,
