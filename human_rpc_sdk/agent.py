@@ -124,11 +124,11 @@ class AutoAgent:
         self.network = network
         self.timeout = positive_seconds(timeout, "timeout")
         self.rpc_url = (
-            _url(rpc_url, "rpc_url")
-            or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
+            http_url(rpc_url, "rpc_url")
+            or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
             or DEFAULT_RPC_URLS[network]
         )
-        self.human_rpc_url = _url(human_rpc_url, "human_rpc_url") or _url(
+        self.human_rpc_url = http_url(human_rpc_url, "human_rpc_url") or http_url(
             os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL
         )
         self._reiterator = _reiterator(
@@ -395,7 +395,7 @@ class AutoAgent:
         prepared = self._prepare(
             requests.Request(
                 method=_method(method),
-                url=url if isinstance(url, str | bytes) else f"<{type(url).__name__}>",
+                url=_request_url(url),
                 headers=headers,
                 files=files,
                 data=data or {},
@@ -548,10 +548,6 @@ def _pubkey(value: str, name: str) -> Pubkey:
         ) from None
 
 
-def _url(value: Any, name: str) -> str | None:
-    return http_url(value, name)
-
-
 def _session(value: Any) -> requests.Session:
     if value is None:
         return requests.Session()
@@ -569,6 +565,16 @@ def _callables(**functions: Any) -> None:
             raise SDKConfigurationError(
                 f"{name} must be a function (got a {type(function).__name__})", parameter=name
             )
+
+
+def _request_url(value: Any) -> str | bytes:
+    if not isinstance(value, str | bytes):
+        raise SDKConfigurationError(
+            f"url must be text such as 'https://api.example.com/premium' "
+            f"(got a {type(value).__name__})",
+            parameter="url",
+        )
+    return value
 
 
 def _method(value: Any) -> str:
