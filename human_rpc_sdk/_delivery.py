@@ -362,7 +362,7 @@ def _refusal_reason(answer: HttpReply, settlement: Mapping[str, Any] | None) -> 
         return fresh.error[:200]
     try:
         document = json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "no reason given"
     if isinstance(document, dict):
         for key in ("reason", "error", "details"):

@@ -35,11 +35,12 @@ from ._limits import SpendingRules
 from ._networks import chain_name, genesis_problem
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
-from .exceptions import NetworkMismatchError
+from .exceptions import NetworkMismatchError, SolanaRPCError
 from .solana_utils import MintInfo
 from .wallet import Signer
 
 __all__ = [
+    "MAX_ACCOUNTS_PER_CALL",
     "Approve",
     "BlockhashFacts",
     "ChainCache",
@@ -56,6 +57,10 @@ __all__ = [
     "check_chain",
     "read_chain",
 ]
+
+
+MAX_ACCOUNTS_PER_CALL: Final = 100
+"""The most addresses one ``getMultipleAccounts`` call may name (Solana's RPC limit)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class Resend:
     ``receipt`` describes the payment the headers carry: from here on, money may move.
     """
 
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # a signed payment: never in a repr
     receipt: PaymentReceipt
 
 
@@ -219,26 +224,42 @@ def read_chain(
 ) -> Generator[Effect, Any, tuple[list[Account | None], Hash]]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
-    The cached blockhash is used while fresh; otherwise one is fetched in the same batch. The
-    first read also asks which chain the node serves (its genesis hash): a chain that is not
-    the agent's network stops the payment before anything is signed.
+    Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses
+    (the node's limit for ``getMultipleAccounts``); the list follows ``keys``. The cached
+    blockhash is used while fresh; otherwise one is fetched in the same batch. The first read
+    also asks which chain the node serves (its genesis hash): a chain that is not the agent's
+    network stops the payment before anything is signed.
 
     :raises NetworkMismatchError: the RPC node serves another chain than ``ctx.network``.
     """
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
-    batch = [multiple_accounts_request(keys, 0)]
+    unique = list(dict.fromkeys(keys))
+    chunks = [
+        unique[i : i + MAX_ACCOUNTS_PER_CALL] for i in range(0, len(unique), MAX_ACCOUNTS_PER_CALL)
+    ]
+    batch = [multiple_accounts_request(chunk, n) for n, chunk in enumerate(chunks)]
     if blockhash is None:
-        batch.append(latest_blockhash_request(1))
+        batch.append(latest_blockhash_request(len(chunks)))
     if ctx.cache.genesis_hash is None:
-        batch.append(genesis_hash_request(2))
+        batch.append(genesis_hash_request(len(chunks) + 1))
     results = yield RpcCall(tuple(batch))
     if ctx.cache.genesis_hash is None:
         check_chain(str(results[-1].value), ctx.network)
         ctx.cache.genesis_hash = str(results[-1].value)
-    accounts: list[Account | None] = list(results[0].value)
+    found = [account for reply in results[: len(chunks)] for account in reply.value]
+    if len(found) != len(unique):
+        raise SolanaRPCError(
+            f"the Solana RPC node answered getMultipleAccounts with {len(found)} accounts for "
+            f"{len(unique)} addresses. Check that rpc_url points at a Solana JSON-RPC endpoint. "
+            "Nothing was paid",
+            method="getMultipleAccounts",
+            reason="rpc_bad_reply",
+        )
+    by_key: dict[Pubkey, Account | None] = dict(zip(unique, found, strict=True))
+    accounts = [by_key[key] for key in keys]
     if blockhash is None:
-        latest = results[1]
+        latest = results[len(chunks)]
         blockhash = latest.value.blockhash
         facts = BlockhashFacts(blockhash, latest.value.last_valid_block_height, latest.context.slot)
         ctx.cache.remember_blockhash(blockhash, now, facts)

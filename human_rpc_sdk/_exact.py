@@ -27,7 +27,14 @@ from ._effects import Effect, PaymentContext, read_chain
 from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, SOL_DECIMALS, symbol_for_mint
-from ._x402 import COMPUTE_UNIT_LIMIT, COMPUTE_UNIT_PRICE, Offer, PaymentRequired, refusal
+from ._x402 import (
+    COMPUTE_UNIT_LIMIT,
+    COMPUTE_UNIT_PRICE,
+    Offer,
+    PaymentRequired,
+    refusal,
+    self_refusal,
+)
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
 from .solana_utils import (
     TOKEN_PROGRAMS,
@@ -110,6 +117,9 @@ def _refusal_before_chain(offer: Offer, ctx: PaymentContext, accepted: set[str])
     if why is not None:
         wrong_cluster = not offer.problem and offer.cluster not in (None, ctx.network)
         return Refusal(why, "network" if wrong_cluster else None, malformed=bool(offer.problem))
+    why = self_refusal(offer, str(ctx.signer.pubkey()))
+    if why is not None:
+        return Refusal(why)
     if offer.asset not in accepted:
         return Refusal(
             f"asset {offer.asset} is not a token this agent accepts on {ctx.network}; add it "

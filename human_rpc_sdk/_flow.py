@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from solders.pubkey import Pubkey
@@ -85,9 +85,9 @@ MAX_402_BODY_BYTES: Final = 64 * 1024
 class Signed:
     """A signed payment and what the journal keeps of it."""
 
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # the signed payment: never in a repr
     signature: str
-    transaction: VersionedTransaction
+    transaction: VersionedTransaction = field(repr=False)
     blockhash: str
     fee_payer: str
     fee_lamports: int = 0
@@ -158,7 +158,21 @@ def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
         return ExactPayable(challenge, reply.url)
     invoice = Invoice.from_body(reply.body, url=reply.url)
     invoice.validate(network=ctx.network)
+    _refuse_paying_itself(invoice, str(ctx.signer.pubkey()))
     return InvoicePayable(invoice, reply.url)
+
+
+def _refuse_paying_itself(invoice: Invoice, agent: str) -> None:
+    if invoice.recipient != agent:
+        return
+    name = "payment.recipientWallet" if invoice.format == FORMAT_LEGACY else "invoice.recipient"
+    raise InvoiceValidationError(
+        f"{name} is this agent's own address {agent}: the agent would pay itself (only the fees "
+        "would move). Nothing was signed or paid",
+        field=name,
+        invoice=invoice.to_dict(),
+        reason="pays_itself",
+    )
 
 
 def pay_new(

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from solders.transaction import VersionedTransaction
@@ -32,7 +32,7 @@ MAX_HEADER_CHARS: Final = 16_384
 @dataclass(frozen=True)
 class PaymentHeader:
     network: str
-    transaction: VersionedTransaction
+    transaction: VersionedTransaction = field(repr=False)  # signed: never in a repr
 
 
 def encode_payment_header(transaction: VersionedTransaction, network: str) -> str:
@@ -107,7 +107,7 @@ def unb64json(value: str, name: str) -> dict[str, Any]:
         try:
             document = json.loads(base64.b64decode(padded, altchars=alphabet, validate=True))
             break
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+        except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
             continue
     else:
         raise ValueError(f"the {name} header is not base64-encoded JSON")

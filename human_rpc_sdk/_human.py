@@ -196,7 +196,7 @@ def retry_after_seconds(header: str | None, default: float = 1.0) -> float:
 def _json(response: requests.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -187,7 +187,7 @@ class RpcClient:
             )
         try:
             return reply.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SolanaRPCError(
                 f"the Solana RPC node at {self.url} answered {methods} with a body that is not "
                 "JSON; check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",

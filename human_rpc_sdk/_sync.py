@@ -12,7 +12,8 @@ for the payment.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,7 +40,15 @@ from ._offer import PaymentOffer
 from ._rpc import RpcClient
 from .exceptions import HumanRPCError, PaymentError, PaymentPolicyError
 
-__all__ = ["PAYMENT_HEADERS", "Driver", "PaidRequest", "read_bounded", "reply_of"]
+__all__ = [
+    "PAYMENT_HEADERS",
+    "Driver",
+    "PaidRequest",
+    "WholeReadTimeout",
+    "deadline_of",
+    "read_bounded",
+    "reply_of",
+]
 
 logger = logging.getLogger("human_rpc_sdk")
 
@@ -53,6 +62,7 @@ _NO_ANSWER: Final = (
     requests.exceptions.ChunkedEncodingError,
     requests.TooManyRedirects,
 )
+_CHUNK_BYTES: Final = 16_384
 
 
 class Driver:
@@ -164,6 +174,7 @@ class PaidRequest:
         send_kwargs: dict[str, Any],
         *,
         paid_timeout: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session = session
         self.request = request
@@ -172,6 +183,7 @@ class PaidRequest:
         if paid_timeout is not None:
             timeout = (_connect_timeout(send_kwargs.get("timeout"), paid_timeout), paid_timeout)
             self.send_kwargs = {**send_kwargs, "timeout": timeout}
+        self.clock = clock
         self.response: requests.Response | None = None
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
@@ -186,13 +198,19 @@ class PaidRequest:
         retry.prepare_cookies(jar)
         if getattr(retry, "_body_position", None) is not None:
             rewind_body(retry)
+        # The whole answer must arrive within the timeout: a trickle is no answer either.
+        deadline = deadline_of(self.send_kwargs.get("timeout"), self.clock)
+        consume = not self.send_kwargs.get("stream", False)
         try:
             response = self._send(retry)
+            reply = reply_of(
+                response, consume=consume, deadline=deadline, clock=self.clock, paid=True
+            )
         except _NO_ANSWER as exc:
             logger.debug("paid request to %s: no answer (%s)", retry.url, type(exc).__name__)
             return NoAnswer(type(exc).__name__)
         self.response = response
-        return reply_of(response, consume=not self.send_kwargs.get("stream", False))
+        return reply
 
     def _send(self, request: requests.PreparedRequest) -> requests.Response:
         """Send, following redirects the caller allows; payment headers stay on the origin."""
@@ -226,10 +244,28 @@ class PaidRequest:
         return response
 
 
-def reply_of(response: requests.Response, *, consume: bool) -> HttpReply:
-    """The flow's view of ``response``: a 402 body is read with a bound, others as asked."""
+def reply_of(
+    response: requests.Response,
+    *,
+    consume: bool,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    paid: bool = False,
+) -> HttpReply:
+    """The flow's view of ``response``: a 402 body is read with a bound, others as asked.
+
+    ``deadline`` (a ``clock()`` time) bounds the whole read of a 402 body and, with ``paid``, of
+    any body: past it the read stops and the connection is closed. With ``paid`` a body that
+    breaks off or comes too late raises the ``requests`` error (the caller treats it as no
+    answer: the payment is sent again); otherwise a 402 body that does raises ``PaymentError``.
+    """
     if response.status_code == 402:
-        body = read_bounded(response, MAX_402_BODY_BYTES)
+        if paid:
+            body = _read(response, MAX_402_BODY_BYTES, deadline, clock)
+        else:
+            body = read_bounded(response, MAX_402_BODY_BYTES, deadline=deadline, clock=clock)
+    elif consume and paid and deadline is not None:
+        body = _read(response, None, deadline, clock)
     elif consume:
         body = response.content or b""
     else:
@@ -239,30 +275,126 @@ def reply_of(response: requests.Response, *, consume: bool) -> HttpReply:
     )
 
 
-def read_bounded(response: requests.Response, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes of the body (more means too large); the rest is not read."""
-    if response._content_consumed:  # type: ignore[attr-defined]
-        return response.content or b""
-    chunks: list[bytes] = []
-    size = 0
+def read_bounded(
+    response: requests.Response,
+    limit: int,
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> bytes:
+    """At most ``limit + 1`` bytes of the body (more means too large); the rest is not read.
+
+    :raises PaymentError: when the body breaks off, or is not all there by ``deadline`` (a
+        ``clock()`` time); nothing was paid.
+    """
     try:
-        for chunk in response.iter_content(16_384):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
+        return _read(response, limit, deadline, clock)
+    except WholeReadTimeout as exc:
+        raise PaymentError(
+            f"the 402 answer from {response.url} did not arrive in full within the request's "
+            f"timeout (the agent stopped reading its trickling body after {exc.seconds:.3g} s). "
+            "Nothing was paid; retry, or raise timeout= if the service is that slow",
+            reason="invoice_too_slow",
+        ) from None
     except requests.RequestException as exc:
         raise PaymentError(
             f"the 402 answer from {response.url} broke off while being read "
             f"({type(exc).__name__}). Nothing was paid",
             reason="invoice_unreadable",
         ) from exc
+
+
+class WholeReadTimeout(requests.exceptions.ReadTimeout):
+    """The body was still arriving when the request's whole-read deadline passed.
+
+    ``seconds``: how long the body had been read when the agent stopped.
+    """
+
+    def __init__(self, seconds: float, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            f"the body was still arriving after {seconds:.3g} s of reading, past the deadline",
+            *args,
+            **kwargs,
+        )
+        self.seconds = seconds
+
+
+def deadline_of(timeout: Any, clock: Callable[[], float]) -> float | None:
+    """The ``clock()`` time by which an answer sent with ``timeout`` must be read in full.
+
+    A number bounds the whole exchange; ``(connect, read)`` (or urllib3's ``Timeout``) the sum
+    of its parts, a ``None`` part counting nothing; no number at all sets no deadline.
+    """
+    if isinstance(timeout, urllib3.Timeout):
+        parts: tuple[Any, ...] = (timeout.total,)
+        if timeout.total is None:
+            parts = (timeout.connect_timeout, timeout.read_timeout)
+    else:
+        parts = tuple(timeout) if isinstance(timeout, tuple | list) else (timeout,)
+    numbers = [p for p in parts if isinstance(p, int | float) and not isinstance(p, bool)]
+    if not numbers:
+        return None
+    return clock() + float(sum(numbers))
+
+
+def _read(
+    response: requests.Response,
+    limit: int | None,
+    deadline: float | None,
+    clock: Callable[[], float],
+) -> bytes:
+    """The body (at most ``limit + 1`` bytes, the rest unread), read by ``deadline``."""
+    if response._content_consumed:  # type: ignore[attr-defined]
+        return response.content or b""
+    chunks: list[bytes] = []
+    size = 0
+    complete = False
+    try:
+        for chunk in _chunks(response, deadline, clock):
+            chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                break
+        else:
+            complete = True
     finally:
-        response.close()
-    body = b"".join(chunks)[: limit + 1]
+        if not complete or limit is not None:
+            response.close()
+    body = b"".join(chunks)
+    if limit is not None:
+        body = body[: limit + 1]
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]
     return body
+
+
+def _chunks(
+    response: requests.Response, deadline: float | None, clock: Callable[[], float]
+) -> Iterator[bytes]:
+    """The body in pieces as they arrive; past ``deadline``, :class:`WholeReadTimeout`.
+
+    ``iter_content`` blocks until a whole chunk has arrived, however slowly; ``read1`` returns
+    what has come, so the deadline is checked between every few bytes of a trickle.
+    """
+    raw = response.raw
+    if deadline is None or not callable(getattr(raw, "read1", None)):
+        yield from response.iter_content(_CHUNK_BYTES)
+        return
+    start = clock()
+    while True:
+        if clock() > deadline:
+            raise WholeReadTimeout(clock() - start, response=response)
+        try:
+            chunk = raw.read1(_CHUNK_BYTES, decode_content=True)
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise requests.ConnectionError(exc) from exc
+        if not chunk:
+            return
+        yield chunk
 
 
 def ensure_replayable(prepared: requests.PreparedRequest) -> None:

@@ -9,12 +9,12 @@ document's ``approve``/``reject``, and every final state is one of four outcomes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TypedDict, TypeGuard
 
+from ._checks import finite_number, show
 from ._money import MoneyError, format_amount, parse_decimal
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
@@ -93,14 +93,14 @@ def task_body(
         raise SDKConfigurationError(f"text is longer than {MAX_TEXT} characters", parameter="text")
     if confidence is not None and not is_confidence(confidence):
         raise SDKConfigurationError(
-            f"confidence must be a number between 0 and 1 (got {confidence!r})",
+            f"confidence must be a number between 0 and 1 (got {show(confidence)})",
             parameter="confidence",
         )
     if context is not None and not isinstance(context, Mapping):
         raise SDKConfigurationError(
             "context must be a mapping (a JSON object)", parameter="context"
         )
-    conclusion = None if answer is None else (answer if isinstance(answer, str) else repr(answer))
+    conclusion = None if answer is None else _conclusion(answer)
     data: dict[str, Any] = {"userQuery": text, "agentConclusion": conclusion}
     if confidence is not None:
         data["confidence"] = data["aiConfidence"] = float(confidence)
@@ -124,6 +124,19 @@ def task_body(
     return body
 
 
+def _conclusion(answer: Any) -> str:
+    if isinstance(answer, str):
+        return answer
+    try:
+        return repr(answer)
+    except ValueError:  # an int too long to print
+        raise SDKConfigurationError(
+            f"answer cannot be shown to reviewers: it is a {type(answer).__name__} too long to "
+            "print; pass it as text",
+            parameter="answer",
+        ) from None
+
+
 def reward_amount(reward: Any) -> Decimal:
     """A reward in display units (``"0.05"``), strictly parsed. Raises ``SDKConfigurationError``."""
     try:
@@ -134,12 +147,8 @@ def reward_amount(reward: Any) -> Decimal:
 
 def is_confidence(value: object) -> TypeGuard[float]:
     """A real number in [0, 1] (not a bool, not NaN)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and 0 <= value <= 1
-    )
+    number = finite_number(value)
+    return number is not None and 0 <= number <= 1
 
 
 def parse_task(document: Any, task_id: str) -> TaskSnapshot:

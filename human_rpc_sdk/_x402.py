@@ -49,6 +49,12 @@ MAX_MEMO_BYTES: Final = 256
 COMPUTE_UNIT_LIMIT: Final = 20_000
 COMPUTE_UNIT_PRICE: Final = 1  # micro-lamports per compute unit, as the reference client
 _DIGITS: Final = re.compile(r"[0-9]+")
+MAX_OFFERS: Final = 64
+"""Offers of one challenge that are considered; the rest are refused unread."""
+_BEYOND_CAP: Final = (
+    f"it comes after the first {MAX_OFFERS} offers, and this agent considers no more than "
+    f"{MAX_OFFERS} offers of one 402 answer"
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ def read_payment_required(headers: Mapping[str, str], body: bytes) -> PaymentReq
         return _challenge(document, 2)
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(document, dict) and document.get("x402Version") == 1 and "accepts" in document:
         return _challenge(document, 1)
@@ -124,7 +130,12 @@ def _challenge(document: Mapping[str, Any], version: int) -> PaymentRequired:
     error = document.get("error")
     return PaymentRequired(
         version=version,
-        offers=tuple(_offer(entry, index, version) for index, entry in enumerate(accepts)),
+        offers=tuple(
+            _offer(entry, index, version)
+            if index < MAX_OFFERS
+            else _unusable(index, version, {}, _BEYOND_CAP)
+            for index, entry in enumerate(accepts)
+        ),
         resource=resource if isinstance(resource, Mapping) else None,
         error=error if isinstance(error, str) else None,
     )
@@ -214,6 +225,18 @@ def refusal(offer: Offer, cluster: str) -> str | None:
         return f"network {offer.network!r} is not a Solana network"
     if offer.cluster != cluster:
         return f"network {offer.network!r} is {offer.cluster}, but this agent pays on {cluster}"
+    return None
+
+
+def self_refusal(offer: Offer, agent: str) -> str | None:
+    """Why ``offer`` would make the agent ``agent`` pay itself or its own fees, or None."""
+    if offer.fee_payer == agent:
+        return (
+            f"extra.feePayer is this agent's own address {agent}: the agent would sign as the "
+            "fee payer, paying network fees no limit counts, with no facilitator involved"
+        )
+    if offer.pay_to == agent:
+        return f"payTo is this agent's own address {agent}: the agent would pay itself"
     return None
 
 

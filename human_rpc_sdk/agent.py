@@ -9,8 +9,8 @@ again with the payment attached.
 from __future__ import annotations
 
 import logging
-import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from solders.pubkey import Pubkey
 
-from ._checks import positive_seconds
+from ._checks import http_url, is_duration, positive_seconds, request_timeout, show
 from ._effects import ChainCache, PaymentContext
 from ._flow import PaymentOutcome, pay
 from ._human import HumanClient
@@ -38,7 +38,7 @@ from ._receipts import PaymentReceipt
 from ._records import PENDING, BudgetLine
 from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
-from ._sync import Driver, PaidRequest, ensure_replayable, reply_of
+from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of
 from ._tasks import Verdict, task_body
 from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
 from .reiterator import ReiteratorConfig, ReiteratorManager, validate
@@ -138,18 +138,18 @@ class AutoAgent:
     ) -> None:
         if network not in NETWORKS:
             raise SDKConfigurationError(
-                f"network must be one of {', '.join(NETWORKS)} (got {network!r})",
+                f"network must be one of {', '.join(NETWORKS)} (got {show(network)})",
                 parameter="network",
             )
         self.network = network
         self.timeout = positive_seconds(timeout, "timeout")
         self.paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
         self.rpc_url = (
-            _url(rpc_url, "rpc_url")
-            or _url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
+            http_url(rpc_url, "rpc_url")
+            or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
             or DEFAULT_RPC_URLS[network]
         )
-        self.human_rpc_url = _url(human_rpc_url, "human_rpc_url") or _url(
+        self.human_rpc_url = http_url(human_rpc_url, "human_rpc_url") or http_url(
             os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL
         )
         self._reiterator = _reiterator(
@@ -164,14 +164,18 @@ class AutoAgent:
             create_token_accounts=create_token_accounts,
             allow_token_extensions=allow_token_extensions,
         )
+        _callables(clock=clock, sleep=sleep, nonce=nonce)
         if approve is not None and not callable(approve):
             raise SDKConfigurationError(
                 "approve must be a function taking a PaymentOffer and returning True or False",
                 parameter="approve",
             )
-        self._signer: Signer = load_signer(solana_private_key, signer)
+        try:
+            self._signer: Signer = load_signer(solana_private_key, signer)
+        finally:  # the key's text leaves this frame, whose locals a traceback may capture
+            del solana_private_key
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
-        self.session = session or requests.Session()
+        self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
         self._journal = Journal(self.journal_path)
         self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
@@ -271,6 +275,9 @@ class AutoAgent:
         :raises SDKConfigurationError: for an unknown symbol without ``mint``.
         :raises SolanaRPCError: when the RPC node fails.
         """
+        currency = _text(currency, "currency")
+        if mint is not None:
+            mint = _text(mint, "mint")
         payer = self._signer.pubkey()
         if mint is None and currency.upper() == "SOL":
             (reply,) = self._rpc.call([multiple_accounts_request([payer])])
@@ -300,9 +307,11 @@ class AutoAgent:
         return self._rpc.stats
 
     def __repr__(self) -> str:
-        return (
-            f"AutoAgent(address={self.address}, network={self.network!r}, rpc_url={self.rpc_url!r})"
-        )
+        # Safe on an agent whose constructor failed half-way (a traceback capturing locals).
+        signer = getattr(self, "_signer", None)
+        address = signer.pubkey() if signer is not None else "(no wallet yet)"
+        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
+        return f"AutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
 
     # -- human verification ---------------------------------------------------------------
 
@@ -361,7 +370,7 @@ class AutoAgent:
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task (after a timeout, say). Nothing is paid."""
-        return self._human.wait(task_id, positive_seconds(timeout, "timeout"))
+        return self._human.wait(_text(task_id, "task_id"), positive_seconds(timeout, "timeout"))
 
     @property
     def reiterator(self) -> ReiteratorManager:
@@ -408,11 +417,13 @@ class AutoAgent:
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
         self._local.receipt = None
-        prepared = self.session.prepare_request(
+        if not isinstance(timeout, urllib3.Timeout):  # requests takes urllib3's as it is
+            timeout = request_timeout(timeout)
+        prepared = self._prepare(
             requests.Request(
-                method=method.upper(),
-                url=url,
-                headers=dict(headers) if headers is not None else None,
+                method=_method(method),
+                url=_request_url(url),
+                headers=headers,
                 files=files,
                 data=data or {},
                 json=json,
@@ -430,12 +441,38 @@ class AutoAgent:
             "allow_redirects": allow_redirects,
             **settings,
         }
-        # Streamed, so that a 402 body is read with a bound; other answers are read as asked.
+        # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
+        # body within the timeout); other answers are read as asked.
+        deadline = deadline_of(send_kwargs["timeout"], self._clock)
         response = self.session.send(prepared, **{**send_kwargs, "stream": True})
-        reply = reply_of(response, consume=not send_kwargs.get("stream", False))
+        reply = reply_of(
+            response,
+            consume=not send_kwargs.get("stream", False),
+            deadline=deadline,
+            clock=self._clock,
+        )
         if response.status_code != 402:
             return response
         return self._pay(response, reply, send_kwargs)
+
+    def _prepare(self, request: requests.Request) -> requests.PreparedRequest:
+        """``request`` prepared by the session, or ``SDKConfigurationError`` if it cannot be sent
+        as given (a URL that does not parse, a scheme no adapter serves, a header http.client
+        cannot encode); nothing was sent."""
+        try:
+            prepared = self.session.prepare_request(request)
+            self.session.get_adapter(prepared.url or "")
+            for name, value in prepared.headers.items():
+                for text in (name, value):
+                    if isinstance(text, str):
+                        text.encode("latin-1")
+        except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+            raise SDKConfigurationError(
+                f"the request to {show(request.url)} cannot be sent as given: "
+                f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent",
+                parameter="url",
+            ) from exc
+        return prepared
 
     def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, params=params, **kwargs)
@@ -493,7 +530,12 @@ class AutoAgent:
         request = challenge.request
         ensure_replayable(request)
         paid = PaidRequest(
-            self.session, request, challenge, send_kwargs, paid_timeout=self.paid_timeout
+            self.session,
+            request,
+            challenge,
+            send_kwargs,
+            paid_timeout=self.paid_timeout,
+            clock=self._clock,
         )
         outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
         self._local.receipt = outcome.receipt
@@ -511,12 +553,21 @@ def _journal_path(value: Any, network: str, address: str) -> str:
         return str(default_journal_path(network, address))
     if isinstance(value, str) and value == MEMORY:
         return MEMORY
-    if not isinstance(value, str | os.PathLike) or not str(value).strip():
+    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise SDKConfigurationError(
-            f"journal_path must be a file path or ':memory:' (got {value!r})",
+            "journal_path must be a file path (text without NUL characters) or ':memory:' "
+            f"(got a {type(value).__name__})",
             parameter="journal_path",
         )
-    return str(Path(value).expanduser())
+    try:
+        return str(Path(text).expanduser())
+    except RuntimeError:  # '~someone' with no such user, or no home directory
+        raise SDKConfigurationError(
+            f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
+            "give the path in full",
+            parameter="journal_path",
+        ) from None
 
 
 # -- argument validation --------------------------------------------------------------------
@@ -531,18 +582,51 @@ def _pubkey(value: str, name: str) -> Pubkey:
         ) from None
 
 
-def _url(value: str | None, name: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
+def _session(value: Any) -> requests.Session:
+    if value is None:
+        return requests.Session()
+    if not isinstance(value, requests.Session):
         raise SDKConfigurationError(
-            f"{name} must be an http(s) URL (got {type(value).__name__})", parameter=name
+            f"session must be a requests.Session (got a {type(value).__name__})",
+            parameter="session",
         )
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    return value
+
+
+def _callables(**functions: Any) -> None:
+    for name, function in functions.items():
+        if not callable(function):
+            raise SDKConfigurationError(
+                f"{name} must be a function (got a {type(function).__name__})", parameter=name
+            )
+
+
+def _request_url(value: Any) -> str | bytes:
+    if not isinstance(value, str | bytes):
         raise SDKConfigurationError(
-            f"{name} must be an http(s) URL such as 'https://api.devnet.solana.com' "
-            f"(got {value[:100]!r})",
+            f"url must be text such as 'https://api.example.com/premium' "
+            f"(got a {type(value).__name__})",
+            parameter="url",
+        )
+    return value
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise SDKConfigurationError(
+            f"method must be an HTTP method such as 'GET' or 'POST' (got {show(value, 40)})",
+            parameter="method",
+        )
+    return value.upper()
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise SDKConfigurationError(
+            f"{name} must be text without NUL characters (got a {type(value).__name__})",
             parameter=name,
         )
     return value
@@ -562,13 +646,10 @@ def _reiterator(
     """The agent's reiterator, its settings validated under the agent's parameter names."""
     if not isinstance(enabled, bool):
         raise ReiteratorConfigurationError(
-            f"reiterator must be True or False (got {enabled!r})", parameter="reiterator"
+            f"reiterator must be True or False (got a {type(enabled).__name__})",
+            parameter="reiterator",
         )
-    ceiling = (
-        max(60.0, base_delay)
-        if isinstance(base_delay, int | float) and math.isfinite(base_delay)
-        else 60.0
-    )
+    ceiling = max(60.0, base_delay) if is_duration(base_delay) else 60.0
     config = ReiteratorConfig(
         max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
     )

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, overload
 
-from ._checks import positive_seconds
+from ._checks import positive_seconds, show
 from ._tasks import APPROVED, REJECTED, is_confidence, reward_amount
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
@@ -203,9 +203,9 @@ class _Checker:
             level, where = getattr(result, "confidence", None), "the result's .confidence attribute"
         if not is_confidence(level):
             raise HumanVerificationError(
-                f"{self.name}() returned no usable confidence: {where} is {level!r}, not a number "
-                "between 0 and 1. Return {'answer': ..., 'confidence': 0.7}, (answer, 0.7), an "
-                "object with .confidence, or pass guard(confidence=...) to read it",
+                f"{self.name}() returned no usable confidence: {where} is {show(level)}, not a "
+                "number between 0 and 1. Return {'answer': ..., 'confidence': 0.7}, (answer, 0.7), "
+                "an object with .confidence, or pass guard(confidence=...) to read it",
                 reason="invalid_confidence",
             )
         return float(level)
@@ -223,7 +223,7 @@ class _Checker:
         for value in (*args, *kwargs.values()):
             if isinstance(value, str) and value.strip():
                 return value[:_MAX_QUESTION]
-        shown = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        shown = ", ".join([*map(_repr, args), *(f"{k}={_repr(v)}" for k, v in kwargs.items())])
         return f"Is this the right result of {self.name}({shown})?"[:_MAX_QUESTION]
 
     def agent(self) -> AutoAgent:
@@ -299,10 +299,18 @@ class _Checker:
 # -- argument validation --------------------------------------------------------------------
 
 
+def _repr(value: Any) -> str:
+    """``repr(value)``, or its type when it cannot be printed (an int of 5000 digits)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<{type(value).__name__} too long to print>"
+
+
 def _threshold(threshold: Any) -> float:
     if not is_confidence(threshold):
         raise SDKConfigurationError(
-            f"threshold must be a number between 0 and 1 (got {threshold!r})",
+            f"threshold must be a number between 0 and 1 (got {show(threshold)})",
             parameter="threshold",
         )
     return float(threshold)
@@ -311,7 +319,7 @@ def _threshold(threshold: Any) -> float:
 def _policy(value: Any, name: str) -> str:
     if value not in POLICIES:
         raise SDKConfigurationError(
-            f"{name} must be 'raise' or 'return' (got {value!r})", parameter=name
+            f"{name} must be 'raise' or 'return' (got {show(value)})", parameter=name
         )
     return str(value)
 

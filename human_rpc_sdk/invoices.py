@@ -32,7 +32,7 @@ from solders.pubkey import Pubkey
 from ._money import MoneyError, format_amount, from_base_units, parse_base_units, parse_decimal
 from ._money import to_base_units as _to_base_units
 from ._networks import KNOWN_MINTS, NETWORKS, SOL_DECIMALS, symbol_for_mint
-from .exceptions import InvoiceValidationError, NetworkMismatchError
+from .exceptions import InvoiceValidationError, NetworkMismatchError, SDKConfigurationError
 
 __all__ = ["FORMAT_HUMANRPC", "FORMAT_LEGACY", "Invoice"]
 
@@ -95,7 +95,7 @@ class Invoice:
         """Parse a 402 answer's JSON body. Numbers become ``Decimal``; nothing is validated yet."""
         try:
             data = json.loads(body, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
             data = None
         if not isinstance(data, dict):
             raise InvoiceValidationError(
@@ -112,6 +112,11 @@ class Invoice:
 
         :raises InvoiceValidationError: naming the first offending field.
         """
+        if network is not None and not isinstance(network, str):
+            raise SDKConfigurationError(
+                f"network must be a network name such as 'devnet' (got a {type(network).__name__})",
+                parameter="network",
+            )
         terms = self._checked()
         if network is not None and terms.network != network:
             field = self._field("network")
@@ -198,8 +203,12 @@ class Invoice:
         terms = self._checked()
         if decimals is None:
             if terms.mint is not None:
-                raise TypeError("base_units() needs the mint's decimals for a token invoice")
+                raise SDKConfigurationError(
+                    "base_units() needs the mint's decimals for a token invoice",
+                    parameter="decimals",
+                )
             decimals = SOL_DECIMALS
+        _check_decimals(decimals)
         if terms.atomic_amount is not None:
             self._check_display_amount(terms, decimals)
             return terms.atomic_amount
@@ -451,6 +460,15 @@ def _message(value: Any) -> str | None:
     return value[:_MAX_MESSAGE_CHARS]
 
 
+def _check_decimals(decimals: Any) -> None:
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 255:
+        raise SDKConfigurationError(
+            "decimals must be a whole number from 0 to 255, the mint's decimals "
+            f"(got a {type(decimals).__name__})",
+            parameter="decimals",
+        )
+
+
 def _reject(
     field: str,
     problem: str,
@@ -462,5 +480,8 @@ def _reject(
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__} too long to print>"
     return text if len(text) <= 60 else text[:57] + "..."

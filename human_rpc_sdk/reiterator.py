@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from ._checks import is_duration
+from ._checks import MAX_SECONDS, is_duration, show
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED
 from .exceptions import (
     HumanRPCError,
@@ -70,7 +70,9 @@ def validate(config: ReiteratorConfig, names: Mapping[str, str] | None = None) -
 
     def fail(field: str, rule: str, value: Any) -> None:
         name = names.get(field, field)
-        raise ReiteratorConfigurationError(f"{name} must be {rule} (got {value!r})", parameter=name)
+        raise ReiteratorConfigurationError(
+            f"{name} must be {rule} (got {show(value)})", parameter=name
+        )
 
     attempts = config.max_attempts
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -80,7 +82,7 @@ def validate(config: ReiteratorConfig, names: Mapping[str, str] | None = None) -
     for field in ("base_delay", "max_delay"):
         value = getattr(config, field)
         if not is_duration(value):
-            fail(field, "a non-negative, finite number of seconds", value)
+            fail(field, f"a number of seconds between 0 and {MAX_SECONDS:.0f}", value)
     if config.max_delay < config.base_delay:
         fail("max_delay", f"at least base_delay ({config.base_delay})", config.max_delay)
     if not is_duration(config.jitter) or config.jitter > 1:
@@ -203,7 +205,12 @@ class ReiteratorManager:
 
     def should_retry(self, result: Mapping[str, Any], attempt_count: int) -> bool:
         """Whether ``result`` (after ``attempt_count`` submissions) calls for another one."""
-        return self._should_retry(self._config, result, attempt_count)
+        if not isinstance(result, Mapping):
+            raise ReiteratorConfigurationError(
+                f"result must be a verdict mapping (got a {type(result).__name__})",
+                parameter="result",
+            )
+        return self._should_retry(self._config, result, _attempt(attempt_count))
 
     @staticmethod
     def _should_retry(
@@ -218,7 +225,7 @@ class ReiteratorManager:
 
     def calculate_delay(self, attempt_count: int) -> float:
         """Seconds to wait after submission ``attempt_count`` (1-based), capped at max_delay."""
-        return self._delay(self._config, attempt_count)
+        return self._delay(self._config, _attempt(attempt_count))
 
     def _delay(self, config: ReiteratorConfig, attempt_count: int) -> float:
         attempt = max(1, attempt_count)
@@ -238,6 +245,11 @@ class ReiteratorManager:
 
     def execute_with_retry(self, task_func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``task_func(*args, **kwargs)`` until approved or out of attempts (see module)."""
+        if not callable(task_func):
+            raise ReiteratorConfigurationError(
+                f"task_func must be a function (got a {type(task_func).__name__})",
+                parameter="task_func",
+            )
         config = self._config  # a sequence keeps the configuration it started with
         with self._lock:
             self._in_flight += 1
@@ -373,6 +385,15 @@ class ReiteratorManager:
             f"backoff_strategy={c.backoff_strategy!r}, base_delay={c.base_delay}, "
             f"max_delay={c.max_delay}, enabled={self.enabled})"
         )
+
+
+def _attempt(count: Any) -> int:
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ReiteratorConfigurationError(
+            f"attempt_count must be a whole number (got a {type(count).__name__})",
+            parameter="attempt_count",
+        )
+    return count
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -129,6 +129,18 @@ def load_signer(
     :param signer: an object with ``pubkey()`` and ``sign_message(bytes)`` (KMS, hardware).
     :raises SDKConfigurationError: when no source is configured or the key is malformed.
     """
+    try:
+        return _load_signer(solana_private_key, signer, environ)
+    except SDKConfigurationError as exc:
+        error = exc
+    finally:
+        del solana_private_key, environ
+    # Raised afresh from this frame, which no longer holds the key: the frames that parsed it
+    # (their locals hold its text) are not in the traceback a crash reporter may capture.
+    raise error.with_traceback(None)
+
+
+def _load_signer(solana_private_key: Any, signer: Any, environ: Mapping[str, str] | None) -> Signer:
     if signer is not None and solana_private_key is not None:
         raise SDKConfigurationError(
             "pass either solana_private_key or signer, not both",
@@ -294,7 +306,7 @@ def _quietly(fn: Callable[..., T], *args: Any) -> T | None:
     """
     try:
         return fn(*args)
-    except (ValueError, OSError, TypeError):
+    except (ValueError, OSError, TypeError, RecursionError):
         return None
 
 

@@ -29,7 +29,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 
 import human_rpc_sdk._flow as flow_module
-from human_rpc_sdk import InvoiceValidationError, PaymentError
+from human_rpc_sdk import InvoiceValidationError, PaymentError, SolanaRPCError
 from human_rpc_sdk._flow import (
     ChainCache,
     HttpReply,
@@ -151,6 +151,7 @@ def token_state(payer_usdc: int, payee_has_account: bool = True) -> GetMultipleA
         token_account(PAYEE, 0) if payee_has_account else None,
         None,
         None,
+        None,  # the Clock sysvar (for a Token-2022 mint's transfer fee epoch): not needed here
     )
 
 
@@ -255,6 +256,7 @@ def test_token_2022_mint_uses_its_program_for_accounts() -> None:
         None,
         token_account(PAYER.pubkey(), 10**6, TOKEN_2022_PROGRAM_ID),
         None,
+        None,  # the Clock sysvar
     )
     mint = str(Keypair().pubkey())
     resend = run_until_resend(
@@ -340,6 +342,7 @@ def test_frozen_token_account_is_reported() -> None:
         None,
         None,
         None,
+        None,  # the Clock sysvar
     )
     gen = paying(challenge(), context())
     next(gen)
@@ -355,7 +358,7 @@ def test_mint_that_is_not_a_mint_is_an_invoice_error() -> None:
     with pytest.raises(InvoiceValidationError) as caught:
         gen.send(
             [
-                accounts_reply(wallet(SOL), wallet(5), None, None, None, None),
+                accounts_reply(wallet(SOL), wallet(5), None, None, None, None, None),
                 blockhash_reply(Hash.new_unique()),
             ]
         )
@@ -477,3 +480,12 @@ def test_the_core_does_no_io(module: str) -> None:
         "agent",
     }
     assert not imported & banned
+
+
+def test_a_node_answering_fewer_accounts_than_asked_is_an_rpc_error() -> None:
+    """A node that answers getMultipleAccounts short: SolanaRPCError, nothing signed."""
+    gen = paying(challenge(currency="SOL", amount="0.25"), context())
+    next(gen)
+    with pytest.raises(SolanaRPCError) as caught:
+        gen.send([accounts_reply(wallet(SOL)), blockhash_reply(Hash.new_unique())])
+    assert caught.value.reason == "rpc_bad_reply"
