@@ -42,6 +42,7 @@ unit: $(STAMP) $(X402_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_payment.py
+	$(BIN)/python benchmarks/bench_journal.py
 
 gateway: $(STAMP)
 	$(BIN)/python -m stub_gateway --host 127.0.0.1 --port 8402

@@ -554,7 +554,9 @@ def rebuild_totals(db: sqlite3.Connection) -> None:
     """Recount the running totals from every row (once, when a journal is migrated)."""
     db.execute("DELETE FROM totals")
     totals: Totals = {}
-    for row in db.execute("SELECT * FROM payments WHERE state != 'failed'"):
+    rows = db.cursor()
+    rows.row_factory = sqlite3.Row
+    for row in rows.execute("SELECT * FROM payments WHERE state != 'failed'"):
         for key, amount in _counted(row).items():
             totals[key] = totals.get(key, Decimal(0)) + amount
     db.executemany(
