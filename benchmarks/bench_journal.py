@@ -106,8 +106,12 @@ def main() -> None:
             started = time.perf_counter()
             fill(path, size)
             print(f"filled {size:,} rows in {time.perf_counter() - started:.1f} s")
+
+            def open_journal(path: Path = path) -> None:
+                Journal(path).close()
+
             results.setdefault("open the journal", {})[size] = timed(
-                lambda path=path: Journal(path).close(), min(args.samples, 50)
+                open_journal, min(args.samples, 50)
             )
             journal = Journal(path)
             budget = Decimal(10**6)
