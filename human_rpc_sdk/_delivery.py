@@ -75,7 +75,7 @@ def deliver(
     """Send ``entry``'s payment until a definite answer comes, then judge and journal it."""
     answer: HttpReply | None = None
     problem = ""
-    already = _Chain(entry)
+    already = _AlreadyPaid(entry)
     for pause in (0.0, *REDELIVERY_PAUSES):
         if pause:
             logger.warning(
@@ -134,7 +134,7 @@ def deliver(
     return _with_receipt(outcome, recorded)
 
 
-class _Chain:
+class _AlreadyPaid:
     """What the chain says of a payment a server refused as already paid (asked once)."""
 
     def __init__(self, entry: JournalEntry) -> None:

@@ -501,8 +501,14 @@ def _cost(network: str, currency_key: str, amount: Decimal, lamports: int) -> To
 
 def _counted(row: sqlite3.Row | None) -> Totals:
     """What a row counts against the budgets now: everything but a payment that failed (it
-    moved no money and never can)."""
-    if row is None or row["state"] == "failed":
+    moved no money and never can), except the network fee of one that executed and failed on
+    chain (the fee payer pays it all the same)."""
+    if row is None:
+        return {}
+    if row["state"] == "failed":
+        proof = row["landed_proof"] or ""
+        if proof.startswith("failed on chain") and row["fee_lamports"]:
+            return _cost(row["network"], SOL_KEY, Decimal(0), int(row["fee_lamports"]))
         return {}
     lamports = int(row["fee_lamports"] or 0) + int(row["rent_lamports"] or 0)
     return _cost(row["network"], row["currency_key"], Decimal(row["amount"]), lamports)
@@ -556,7 +562,9 @@ def rebuild_totals(db: sqlite3.Connection) -> None:
     totals: Totals = {}
     rows = db.cursor()
     rows.row_factory = sqlite3.Row
-    for row in rows.execute("SELECT * FROM payments WHERE state != 'failed'"):
+    for row in rows.execute(
+        "SELECT * FROM payments WHERE state != 'failed' OR landed_proof LIKE 'failed on chain%'"
+    ):
         for key, amount in _counted(row).items():
             totals[key] = totals.get(key, Decimal(0)) + amount
     db.executemany(

@@ -77,10 +77,13 @@ def recount(path: Path | str, db: sqlite3.Connection | None = None) -> dict[str,
     own = db is None
     db = db or sqlite3.connect(path)
     spent: dict[str, Decimal] = {}
-    for key, amount, state, fee, rent in db.execute(
-        "SELECT currency_key, amount, state, fee_lamports, rent_lamports FROM payments"
+    for key, amount, state, fee, rent, proof in db.execute(
+        "SELECT currency_key, amount, state, fee_lamports, rent_lamports, landed_proof "
+        "FROM payments"
     ):
-        if state == "failed":
+        if state == "failed":  # nothing moved, but a transaction that ran paid its fee
+            if fee and (proof or "").startswith("failed on chain"):
+                spent["SOL"] = spent.get("SOL", Decimal(0)) + Decimal(fee) / 10**9
             continue
         spent[key] = spent.get(key, Decimal(0)) + Decimal(amount)
         if fee + rent:
@@ -99,7 +102,11 @@ operation = st.one_of(
         st.booleans(),
     ),
     st.tuples(
-        st.just("mark"), st.integers(0, 30), st.sampled_from(STATES), st.integers(0, 3_000_000)
+        st.just("mark"),
+        st.integers(0, 30),
+        st.sampled_from(STATES),
+        st.integers(0, 3_000_000),
+        st.sampled_from([None, "failed on chain at slot 9: hook", "expired at height 900"]),
     ),
 )
 
@@ -107,8 +114,9 @@ operation = st.one_of(
 # Property (journal): the running totals the budget reads are always a recount of the rows.
 @given(st.lists(operation, max_size=25))
 def test_running_totals_always_equal_a_recount(ops: list[tuple[Any, ...]]) -> None:
-    """Property: whatever reservations, state changes, fee changes and replacements happen,
-    the running totals the budget reads equal a recount of every row."""
+    """Property: whatever reservations, state changes, fee changes, proofs and replacements
+    happen, the running totals the budget reads equal a recount of every row (a payment that
+    failed on chain still counts its network fee)."""
     journal = Journal(":memory:")
     ids: list[int] = []
     for op in ops:
@@ -124,8 +132,8 @@ def test_running_totals_always_equal_a_recount(ops: list[tuple[Any, ...]]) -> No
             assert isinstance(made, Reserved)
             ids.append(made.entry.id)
         elif ids:
-            _, index, state, fee = op
-            journal.mark(ids[index % len(ids)], state, {"fee_lamports": fee})
+            _, index, state, fee, proof = op
+            journal.mark(ids[index % len(ids)], state, {"fee_lamports": fee, "landed_proof": proof})
     budget = {k: line.spent for k, line in journal.budget("devnet", {}).items() if line.spent}
     assert budget == recount(":memory:", journal._db)
 

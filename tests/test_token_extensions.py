@@ -520,6 +520,7 @@ def test_a_failed_hook_payment_a_server_accepted_is_not_accepted_after_recovery(
         assert rows(journal)[0]["state"] == "accepted"  # what the server said
         (recovered,) = paying.recover_payments()
         assert paying.recover_payments() == []  # settled: nothing left to examine
+        assert paying.budget["SOL"].spent == Decimal(FEE) / 10**9  # its fee; no amount, no rent
     assert (recovered.state, recovered.landed, recovered.accepted) == ("failed", False, False)
     assert recovered.error_reason is not None
     assert recovered.error_reason.startswith("failed on chain")
