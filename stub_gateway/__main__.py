@@ -35,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--seed",
-        default=DEFAULT_SEED,
-        help="seed for the gateway's keys; same seed, same addresses",
+        default=None,
+        help="seed for the gateway's keys and genesis hash; same seed, same addresses and "
+        f"chain identity (default: addresses from {DEFAULT_SEED!r}, a new genesis hash)",
     )
     parser.add_argument(
         "--invoice-ttl",

@@ -42,7 +42,7 @@ from human_rpc_sdk.solana_utils import associated_token_address, parse_token_acc
 from ._http import json_error, jsonable
 from .fault_routes import add_fault_routes, after_payment, challenge_fault, redirect_fault
 from .faults import Faults
-from .genesis import DEFAULT_SEED, Genesis, create_genesis
+from .genesis import DEFAULT_SEED, Genesis, create_genesis, genesis_hash_for
 from .ledger import Ledger
 from .payments import PaymentDesk, Price, Refusal, Settlement
 from .replies import PaidReplies
@@ -79,7 +79,7 @@ class Gateway:
         self,
         *,
         network: str = "devnet",
-        seed: str = DEFAULT_SEED,
+        seed: str | None = None,
         prices: Mapping[str, Price] | None = None,
         invoice_ttl: float = 300.0,
         reference_style: str = "pubkey",
@@ -104,7 +104,10 @@ class Gateway:
         self.sleep = sleep
         self.ledger = Ledger(clock=clock)
         self.genesis: Genesis = create_genesis(
-            self.ledger, network=network, seed=seed, treasury_token_accounts=treasury_token_accounts
+            self.ledger,
+            network=network,
+            seed=seed or DEFAULT_SEED,
+            treasury_token_accounts=treasury_token_accounts,
         )
         self.desk = PaymentDesk(
             self.ledger,
@@ -113,9 +116,13 @@ class Gateway:
             reference_style=reference_style,
             clock=clock,
         )
-        # A chain of its own: like a fresh local validator, every ledger has its own genesis
-        # hash, so clients can tell it from devnet (and from another gateway's ledger).
-        self.genesis_hash = genesis_hash or str(Hash(secrets.token_bytes(32)))
+        # A chain of its own, never devnet's: stable for an explicit seed (the same addresses,
+        # the same chain identity), otherwise new for every ledger, like a fresh local
+        # validator, so clients can tell one gateway's chain from another's.
+        if genesis_hash is None:
+            fresh = str(Hash(secrets.token_bytes(32)))
+            genesis_hash = genesis_hash_for(seed) if seed is not None else fresh
+        self.genesis_hash = genesis_hash
         self.rpc = RpcDispatcher(self.ledger, network, self.genesis_hash)
         self.prices = dict(prices or DEFAULT_PRICES)
         if voters is not None and (voters < 1 or voters > 101):
@@ -344,6 +351,7 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
         return jsonify(
             {
                 "network": gateway.network,
+                "genesis_hash": gateway.genesis_hash,
                 "rpc_url": f"{base}/rpc",
                 "recipient": str(gateway.treasury),
                 "mints": {

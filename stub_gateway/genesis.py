@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from solders.account import Account
+from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.token.state import Mint
@@ -24,7 +25,14 @@ from human_rpc_sdk._networks import KNOWN_MINTS
 
 from .ledger import Ledger
 
-__all__ = ["DEFAULT_SEED", "Genesis", "Token", "create_genesis", "derive_keypair"]
+__all__ = [
+    "DEFAULT_SEED",
+    "Genesis",
+    "Token",
+    "create_genesis",
+    "derive_keypair",
+    "genesis_hash_for",
+]
 
 DEFAULT_SEED: Final = "human-rpc-stub"
 _AUTHORITY_LAMPORTS: Final = 1_000 * 10**9
@@ -54,6 +62,11 @@ class Genesis:
 
     def token(self, symbol: str) -> Token:
         return self.tokens[symbol.upper()]
+
+
+def genesis_hash_for(seed: str) -> str:
+    """The chain's genesis hash for ``seed``: the same seed, the same chain identity."""
+    return str(Hash(hashlib.sha256(f"human-rpc-stub/{seed}/genesis".encode()).digest()))
 
 
 def derive_keypair(seed: str, role: str) -> Keypair:
