@@ -63,6 +63,10 @@ class Execution:
     post_accounts: tuple[Account | None, ...] = field(default=(), repr=False)
     replacement: tuple[Hash, int] | None = None
     """For a simulation with the blockhash replaced: the blockhash used, its last valid height."""
+    inner: tuple[Any, ...] = field(default=(), repr=False)
+    """The inner instructions (LiteSVM's ``InnerInstruction`` lists), one list per instruction."""
+    simulated_accounts: tuple[tuple[Pubkey, Account], ...] = field(default=(), repr=False)
+    """For a successful simulation: the transaction's accounts as it would leave them."""
 
     @property
     def ok(self) -> bool:
@@ -241,7 +245,8 @@ class Ledger:
             finally:
                 self._svm.with_sigverify(True)
             execution = self._execution(transaction.signatures[0], result)
-            return replace(execution, replacement=replacement)
+            touched = tuple(result.post_accounts()) if hasattr(result, "post_accounts") else ()
+            return replace(execution, replacement=replacement, simulated_accounts=touched)
 
     def execute(self, transaction: VersionedTransaction) -> Execution:
         """Execute ``transaction``: on success its effects are committed; a failure still
@@ -308,6 +313,7 @@ class Ledger:
             units=meta.compute_units_consumed(),
             slot=self._slot,
             fee=meta.fee(),
+            inner=tuple(meta.inner_instructions()),
         )
 
     # -- the gateway's own operations ------------------------------------------------------

@@ -311,10 +311,36 @@ class RpcDispatcher:
             )
         if sig_verify and replace_blockhash:
             raise RpcError(INVALID_PARAMS, "sigVerify may not be used with replaceRecentBlockhash")
+        wanted = config.get("accounts")
+        if wanted is not None and (
+            not isinstance(wanted, dict)
+            or not isinstance(wanted.get("addresses"), list)
+            or len(wanted["addresses"]) > len(transaction.message.account_keys)
+        ):
+            raise RpcError(
+                INVALID_PARAMS,
+                'Invalid params: accounts must be {"addresses": [...]}, at most the '
+                "transaction's number of accounts",
+            )
         execution = self.ledger.simulate(
             transaction, sig_verify=sig_verify, replace_blockhash=replace_blockhash
         )
-        return {"context": self._context(), "value": _simulation_json(execution)}
+        value = _simulation_json(execution)
+        keys = list(transaction.message.account_keys)
+        if config.get("innerInstructions") is True:
+            value["innerInstructions"] = _inner_json(execution, keys, parsed=False)
+        if wanted is not None and execution.ok:
+            encoding = _encoding(wanted)
+            touched = dict(execution.simulated_accounts)
+
+            def after(address: Pubkey) -> Account | None:
+                account = touched[address] if address in touched else self.ledger.account(address)
+                return None if account is None or _is_empty(account) else account
+
+            value["accounts"] = [
+                self._account_json(after(_pubkey(a)), encoding) for a in wanted["addresses"]
+            ]
+        return {"context": self._context(), "value": value}
 
     def _send(self, params: list[Any]) -> Any:
         config = _config(params, 1)
@@ -412,13 +438,13 @@ class RpcDispatcher:
             "slot": execution.slot,
             "blockTime": None,
             "transaction": _transaction_json(transaction, encoding),
-            "meta": self._meta_json(execution),
+            "meta": self._meta_json(execution, parsed=encoding == "jsonParsed"),
         }
         if supported is not None:
             document["version"] = version
         return document
 
-    def _meta_json(self, execution: Execution) -> dict[str, Any]:
+    def _meta_json(self, execution: Execution, *, parsed: bool) -> dict[str, Any]:
         err = _err_json(execution)
         meta: dict[str, Any] = {
             "err": err,
@@ -426,7 +452,9 @@ class RpcDispatcher:
             "fee": execution.fee,
             "preBalances": [0 if a is None else a.lamports for a in execution.pre_accounts],
             "postBalances": [0 if a is None else a.lamports for a in execution.post_accounts],
-            "innerInstructions": [],
+            "innerInstructions": _inner_json(
+                execution, list(transaction_keys(execution)), parsed=parsed
+            ),
             "logMessages": execution.logs,
             "preTokenBalances": self._token_balances(execution, execution.pre_accounts),
             "postTokenBalances": self._token_balances(execution, execution.post_accounts),
@@ -594,6 +622,44 @@ def _simulation_json(execution: Execution) -> Any:
         }
     )
     return document
+
+
+def transaction_keys(execution: Execution) -> list[Pubkey]:
+    return [] if execution.transaction is None else list(execution.transaction.message.account_keys)
+
+
+def _is_empty(account: Account) -> bool:
+    return account.lamports == 0 and not account.data and not account.executable
+
+
+def _inner_json(execution: Execution, keys: list[Pubkey], *, parsed: bool) -> list[Any]:
+    """Agave's ``innerInstructions``: for each instruction that made any, the instructions it
+    invoked (``jsonParsed`` names programs and accounts, as Agave does for programs it does not
+    parse)."""
+    groups = []
+    for index, group in enumerate(execution.inner):
+        if not group:
+            continue
+        instructions = []
+        for inner in group:
+            compiled = inner.instruction()
+            data = base58.b58encode(bytes(compiled.data)).decode("ascii")
+            if parsed:
+                entry: dict[str, Any] = {
+                    "programId": str(keys[compiled.program_id_index]),
+                    "accounts": [str(keys[a]) for a in compiled.accounts],
+                    "data": data,
+                }
+            else:
+                entry = {
+                    "programIdIndex": compiled.program_id_index,
+                    "accounts": list(compiled.accounts),
+                    "data": data,
+                }
+            entry["stackHeight"] = inner.stack_height()
+            instructions.append(entry)
+        groups.append({"index": index, "instructions": instructions})
+    return groups
 
 
 def _err_json(execution: Execution) -> Any:

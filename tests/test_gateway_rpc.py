@@ -56,6 +56,7 @@ from solders.rpc.responses import (
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
+from spl.token.instructions import create_associated_token_account
 
 from human_rpc_sdk.solana_utils import associated_token_address
 from stub_gateway import Gateway, GatewayServer
@@ -576,3 +577,44 @@ def test_fee_for_message(server: GatewayServer, funded_wallet: Funder) -> None:
         encoded = base64.b64encode(to_bytes_versioned(message)).decode("ascii")
         assert rpc(server, "getFeeForMessage", encoded)["value"] == fee
     assert rpc_error(server, "getFeeForMessage", "not base64!")["code"] == -32602
+
+
+def test_inner_instructions_and_accounts_after_simulation(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder
+) -> None:
+    """simulateTransaction answers innerInstructions when asked and the accounts as the
+    transaction would leave them ("accounts"); getTransaction lists the inner instructions."""
+    payer = funded_wallet(sol="1")
+    owner = Keypair().pubkey()
+    token = gateway.genesis.token("USDC")
+    address = associated_token_address(owner, token.mint, token.program_id)
+    ix = create_associated_token_account(payer.pubkey(), owner, token.mint, token.program_id)
+    blockhash = Hash.from_string(rpc(server, "getLatestBlockhash")["value"]["blockhash"])
+    tx = VersionedTransaction(MessageV0.try_compile(payer.pubkey(), [ix], [], blockhash), [payer])
+    config = {
+        "encoding": "base64",
+        "innerInstructions": True,
+        "accounts": {"addresses": [str(address)], "encoding": "jsonParsed"},
+    }
+    value = rpc(server, "simulateTransaction", b64(tx), config)["value"]
+    assert value["err"] is None, value
+    keys = [str(k) for k in tx.message.account_keys]
+    (group,) = value["innerInstructions"]
+    assert group["index"] == 0
+    invoked = {keys[i["programIdIndex"]] for i in group["instructions"]}
+    assert {"11111111111111111111111111111111", str(token.program_id)} <= invoked
+    (after,) = value["accounts"]
+    info = after["data"]["parsed"]["info"]
+    assert (info["owner"], info["tokenAmount"]["amount"]) == (str(owner), "0")
+    assert rpc(server, "getAccountInfo", str(address))["value"] is None  # nothing committed
+    plain = rpc(server, "simulateTransaction", b64(tx), {"encoding": "base64"})["value"]
+    assert (plain["innerInstructions"], plain["accounts"]) == (None, None)
+    signature = parse(server, SendVersionedTransaction(tx, SEND), SendTransactionResp).value
+    found = rpc(
+        server,
+        "getTransaction",
+        str(signature),
+        {"maxSupportedTransactionVersion": 0, "encoding": "jsonParsed"},
+    )
+    (landed,) = found["meta"]["innerInstructions"]
+    assert "11111111111111111111111111111111" in {i["programId"] for i in landed["instructions"]}
