@@ -10,8 +10,13 @@ getBlockHeight, getEpochInfo, getGenesisHash.
 
 As on Agave, ``simulateTransaction`` checks signatures only when asked (``sigVerify``), so a
 transaction the fee payer has not signed yet simulates, and ``replaceRecentBlockhash`` runs it
-over the newest blockhash and says which in ``replacementBlockhash``. ``jsonParsed`` parses
-Token and Token-2022 mints and token accounts (:mod:`.parsed`) and falls back to base64.
+over the newest blockhash and says which in ``replacementBlockhash``; it answers
+``innerInstructions`` and the ``accounts`` as the transaction would leave them when asked.
+``jsonParsed`` parses Token and Token-2022 mints and token accounts (:mod:`.parsed`) and falls
+back to base64. ``getTransaction`` keeps what a node keeps: the fee, balances and token
+balances before and after, logs and inner instructions (not for airdrops, which have no
+transaction of their own here). There is no WebSocket endpoint: clients confirm by polling
+``getSignatureStatuses``.
 
 The methods that take ``minContextSlot`` on a real node honour it: asked for a slot the ledger
 has not reached, they answer error -32016, as Agave does. (This ledger is never behind, so
