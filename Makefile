@@ -10,6 +10,10 @@ STAMP  := $(VENV)/.installed
 X402_VENV  := .venv-x402
 X402_STAMP := $(X402_VENV)/.installed
 X402_PKG   := x402[svm,flask,requests,httpx]==2.25.0
+# The official JavaScript packages (@solana/kit, @x402/*), pinned by package-lock.json and
+# installed with npm ci for the interoperability tests in tests/test_js_interop.py.
+JS_DIR   := tests/interop/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
 
 .PHONY: demo test lint typecheck unit bench gateway clean
 
@@ -25,6 +29,10 @@ $(X402_STAMP): Makefile
 	$(X402_VENV)/bin/python -m pip install --quiet "$(X402_PKG)"
 	touch $(X402_STAMP)
 
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
 
@@ -37,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(X402_STAMP)
+unit: $(STAMP) $(X402_STAMP) $(JS_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -48,4 +56,4 @@ gateway: $(STAMP)
 	$(BIN)/python -m stub_gateway --host 127.0.0.1 --port 8402
 
 clean:
-	rm -rf $(VENV) $(X402_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(X402_VENV) $(JS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

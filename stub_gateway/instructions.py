@@ -27,6 +27,7 @@ __all__ = [
     "Unacceptable",
     "check_signatures",
     "decompile",
+    "exact_transaction",
     "legacy_instructions",
     "read_payment",
     "read_transfer",
@@ -105,6 +106,22 @@ def decompile(message: Message | MessageV0) -> list[Instruction] | None:
             Instruction(keys[compiled.program_id_index], bytes(compiled.data), accounts)
         )
     return instructions
+
+
+def exact_transaction(raw: bytes) -> VersionedTransaction:
+    """The transaction ``raw`` is, and nothing more: raises ``ValueError`` when it is not one
+    or has bytes after its end.
+
+    ``VersionedTransaction.from_bytes`` stops at the transaction's end and ignores the rest, so
+    the same payment could be presented in any number of byte forms; a payment must be exactly
+    the bytes it serialises to.
+    """
+    transaction = VersionedTransaction.from_bytes(raw)
+    if bytes(transaction) != raw:
+        raise ValueError(
+            f"the transaction is {len(bytes(transaction))} bytes but {len(raw)} were sent"
+        )
+    return transaction
 
 
 def check_signatures(transaction: VersionedTransaction) -> None:

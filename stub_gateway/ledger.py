@@ -7,9 +7,11 @@ clock), a new blockhash each slot, and Solana's rule that a blockhash stays usab
 blocks (its ``lastValidBlockHeight``). Block heights are not slots: the ledger starts at slot
 ``GENESIS_SLOT`` with block height ``GENESIS_BLOCK_HEIGHT``, as if the slots between had been
 skipped, so a client that mixes the two units is caught; after that every slot has a block.
-It also keeps each transaction's status, and which transactions touched each address,
-so ``getSignatureStatuses`` and ``getSignaturesForAddress`` can answer. All access goes
-through one lock: LiteSVM is not thread-safe and the gateway serves threads.
+It also keeps each transaction, its status, fee and the balances before and after, and which
+transactions touched each address, so ``getSignatureStatuses``, ``getSignaturesForAddress``
+and ``getTransaction`` can answer. Simulation can skip signature checks and replace the
+blockhash, as ``simulateTransaction``'s ``sigVerify`` and ``replaceRecentBlockhash`` ask.
+All access goes through one lock: LiteSVM is not thread-safe and the gateway serves threads.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from solders.account import Account
@@ -26,7 +28,7 @@ from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import MessageV0
+from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
@@ -52,6 +54,19 @@ class Execution:
     logs: list[str]
     units: int
     slot: int
+    fee: int = 0
+    """Lamports charged to the fee payer (0 when refused before execution)."""
+    transaction: VersionedTransaction | None = field(default=None, repr=False)
+    """The executed transaction (None for airdrops and refusals)."""
+    pre_accounts: tuple[Account | None, ...] = field(default=(), repr=False)
+    """Each of the transaction's static account keys before execution, in key order."""
+    post_accounts: tuple[Account | None, ...] = field(default=(), repr=False)
+    replacement: tuple[Hash, int] | None = None
+    """For a simulation with the blockhash replaced: the blockhash used, its last valid height."""
+    inner: tuple[Any, ...] = field(default=(), repr=False)
+    """The inner instructions (LiteSVM's ``InnerInstruction`` lists), one list per instruction."""
+    simulated_accounts: tuple[tuple[Pubkey, Account], ...] = field(default=(), repr=False)
+    """For a successful simulation: the transaction's accounts as it would leave them."""
 
     @property
     def ok(self) -> bool:
@@ -182,6 +197,11 @@ class Ledger:
         account = self.account(address)
         return 0 if account is None else account.lamports
 
+    def program_accounts(self, program_id: Pubkey) -> list[tuple[Pubkey, Account]]:
+        """Every account owned by ``program_id``, with its address."""
+        with self._lock:
+            return list(self._svm.get_program_accounts(program_id))
+
     def minimum_balance(self, size: int) -> int:
         with self._lock:
             return self._svm.minimum_balance_for_rent_exemption(size)
@@ -193,15 +213,40 @@ class Ledger:
 
     # -- transactions --------------------------------------------------------------------
 
-    def simulate(self, transaction: VersionedTransaction) -> Execution:
-        """Run ``transaction`` without committing anything."""
+    def simulate(
+        self,
+        transaction: VersionedTransaction,
+        *,
+        sig_verify: bool = True,
+        replace_blockhash: bool = False,
+    ) -> Execution:
+        """Run ``transaction`` without committing anything.
+
+        ``sig_verify=False`` skips the signature checks, so a transaction that only some of
+        its signers have signed yet (the client, not the fee payer) simulates, as on a node.
+        ``replace_blockhash`` runs it over the newest blockhash instead of its own (and so
+        cannot check signatures); the result says which blockhash was used.
+        """
+        if replace_blockhash and sig_verify:
+            raise ValueError("the blockhash can be replaced only without signature checks")
         with self._lock:
             self._tick()
+            replacement = None
+            if replace_blockhash:
+                blockhash = self._svm.latest_blockhash()
+                replacement = (blockhash, _last_valid_height(self._blockhashes[blockhash]))
+                transaction = _with_blockhash(transaction, blockhash)
             early = self._precheck(transaction)
             if early is not None:
                 return early
-            result = self._svm.simulate_transaction(transaction)
-            return self._execution(transaction.signatures[0], result)
+            self._svm.with_sigverify(sig_verify)
+            try:
+                result = self._svm.simulate_transaction(transaction)
+            finally:
+                self._svm.with_sigverify(True)
+            execution = self._execution(transaction.signatures[0], result)
+            touched = tuple(result.post_accounts()) if hasattr(result, "post_accounts") else ()
+            return replace(execution, replacement=replacement, simulated_accounts=touched)
 
     def execute(self, transaction: VersionedTransaction) -> Execution:
         """Execute ``transaction``: on success its effects are committed; a failure still
@@ -212,9 +257,16 @@ class Ledger:
             early = self._precheck(transaction)
             if early is not None:
                 return early
+            keys = list(transaction.message.account_keys)
+            before = tuple(self._svm.get_account(key) for key in keys)
             result = self._svm.send_transaction(transaction)
-            execution = self._execution(transaction.signatures[0], result)
-            self._remember(execution, transaction.message.account_keys)
+            execution = replace(
+                self._execution(transaction.signatures[0], result),
+                transaction=transaction,
+                pre_accounts=before,
+                post_accounts=tuple(self._svm.get_account(key) for key in keys),
+            )
+            self._remember(execution, keys)
             return execution
 
     def status(self, signature: Signature) -> Execution | None:
@@ -260,6 +312,8 @@ class Ledger:
             logs=list(meta.logs()),
             units=meta.compute_units_consumed(),
             slot=self._slot,
+            fee=meta.fee(),
+            inner=tuple(meta.inner_instructions()),
         )
 
     # -- the gateway's own operations ------------------------------------------------------
@@ -305,6 +359,29 @@ class Ledger:
         """Issue another blockhash within the current slot (it stays valid like the others)."""
         self._svm.expire_blockhash()
         self._blockhashes[self._svm.latest_blockhash()] = self._slot
+
+
+def _with_blockhash(transaction: VersionedTransaction, blockhash: Hash) -> VersionedTransaction:
+    """``transaction`` over ``blockhash`` (its signatures no longer verify)."""
+    message = transaction.message
+    if isinstance(message, MessageV0):
+        rebuilt: Message | MessageV0 = MessageV0(
+            message.header,
+            list(message.account_keys),
+            blockhash,
+            list(message.instructions),
+            list(message.address_table_lookups),
+        )
+    else:
+        rebuilt = Message.new_with_compiled_instructions(
+            message.header.num_required_signatures,
+            message.header.num_readonly_signed_accounts,
+            message.header.num_readonly_unsigned_accounts,
+            list(message.account_keys),
+            blockhash,
+            list(message.instructions),
+        )
+    return VersionedTransaction.populate(rebuilt, list(transaction.signatures))
 
 
 def _block_height(slot: int) -> int:

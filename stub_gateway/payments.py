@@ -18,6 +18,7 @@ Every refusal has a machine-readable ``reason`` and moves no money.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_PROGRAM_ID
 
-from human_rpc_sdk._headers import PaymentHeader, decode_payment_header
+from human_rpc_sdk._headers import PaymentHeader, decode_payment_header, unb64json
 from human_rpc_sdk._money import format_amount, to_base_units
 from human_rpc_sdk.solana_utils import associated_token_address
 
@@ -41,6 +42,7 @@ from .instructions import (
     Transfer,
     Unacceptable,
     check_signatures,
+    exact_transaction,
     legacy_instructions,
     read_payment,
     read_transfer,
@@ -396,9 +398,13 @@ def _same_price(invoice: Invoice, price: Price, treasury: Pubkey) -> bool:
 
 def _decode(header_value: str) -> PaymentHeader | Refusal:
     try:
-        return decode_payment_header(header_value)
+        header = decode_payment_header(header_value)
+        # The header parsed, so this is its transaction's base64: it must hold nothing more.
+        serialized = unb64json(header_value, "X-PAYMENT")["payload"]["serializedTransaction"]
+        exact_transaction(base64.b64decode(serialized, validate=True))
     except ValueError as exc:
         return Refusal("invalid_payment_header", str(exc))
+    return header
 
 
 def _check_side_instructions(payment: Payment, invoice: Invoice) -> Refusal | None:

@@ -3,9 +3,20 @@
 Results are produced with solders' response types wherever they serialize the real format,
 so any Solana client (solana-py, solders, web3.js) parses them. Batches are supported.
 Methods: getLatestBlockhash, isBlockhashValid, getAccountInfo, getMultipleAccounts,
-getBalance, getTokenAccountBalance, getMinimumBalanceForRentExemption, simulateTransaction,
-sendTransaction, getSignatureStatuses, getSignaturesForAddress, requestAirdrop, getHealth,
-getVersion, getSlot, getBlockHeight, getEpochInfo, getGenesisHash.
+getBalance, getTokenAccountBalance, getTokenAccountsByOwner, getMinimumBalanceForRentExemption,
+getFeeForMessage, simulateTransaction, sendTransaction, getSignatureStatuses,
+getSignaturesForAddress, getTransaction, requestAirdrop, getHealth, getVersion, getSlot,
+getBlockHeight, getEpochInfo, getGenesisHash.
+
+As on Agave, ``simulateTransaction`` checks signatures only when asked (``sigVerify``), so a
+transaction the fee payer has not signed yet simulates, and ``replaceRecentBlockhash`` runs it
+over the newest blockhash and says which in ``replacementBlockhash``; it answers
+``innerInstructions`` and the ``accounts`` as the transaction would leave them when asked.
+``jsonParsed`` parses Token and Token-2022 mints and token accounts (:mod:`.parsed`) and falls
+back to base64. ``getTransaction`` keeps what a node keeps: the fee, balances and token
+balances before and after, logs and inner instructions (not for airdrops, which have no
+transaction of their own here). There is no WebSocket endpoint: clients confirm by polling
+``getSignatureStatuses``.
 
 The methods that take ``minContextSlot`` on a real node honour it: asked for a slot the ledger
 has not reached, they answer error -32016, as Agave does. (This ledger is never behind, so
@@ -25,6 +36,7 @@ import solders
 from solders.account import Account
 from solders.account_decoder import UiTokenAmount
 from solders.hash import Hash
+from solders.message import Message, MessageV0, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
     GetSignatureStatusesResp,
@@ -38,9 +50,11 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionConfirmationStatus, TransactionStatus
 
 from human_rpc_sdk._money import format_amount, from_base_units
-from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, parse_mint
+from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, network_fee, parse_mint
 
+from .instructions import COMPUTE_BUDGET_PROGRAM_ID
 from .ledger import Execution, Ledger
+from .parsed import parse_account
 
 __all__ = ["RpcDispatcher"]
 
@@ -50,6 +64,7 @@ METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 SEND_TRANSACTION_PREFLIGHT_FAILURE: Final = -32002
 MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
+UNSUPPORTED_TRANSACTION_VERSION: Final = -32015
 MAX_BATCH: Final = 100
 MAX_AIRDROP_LAMPORTS: Final = 1_000 * 10**9
 
@@ -79,6 +94,9 @@ class RpcDispatcher:
             "getMultipleAccounts": self._multiple_accounts,
             "getBalance": self._balance,
             "getTokenAccountBalance": self._token_account_balance,
+            "getTokenAccountsByOwner": self._token_accounts_by_owner,
+            "getFeeForMessage": self._fee_for_message,
+            "getTransaction": self._transaction,
             "getMinimumBalanceForRentExemption": self._minimum_balance,
             "simulateTransaction": self._simulate,
             "sendTransaction": self._send,
@@ -186,7 +204,7 @@ class RpcDispatcher:
         encoding = _encoding(config)
         return {
             "context": self._context(),
-            "value": _account_json(self.ledger.account(address), encoding),
+            "value": self._account_json(self.ledger.account(address), encoding),
         }
 
     def _multiple_accounts(self, params: list[Any]) -> Any:
@@ -198,7 +216,7 @@ class RpcDispatcher:
         config = _config(params, 1)
         self._reached(config)
         encoding = _encoding(config)
-        accounts = [_account_json(self.ledger.account(_pubkey(k)), encoding) for k in keys]
+        accounts = [self._account_json(self.ledger.account(_pubkey(k)), encoding) for k in keys]
         return {"context": self._context(), "value": accounts}
 
     def _balance(self, params: list[Any]) -> Any:
@@ -222,18 +240,112 @@ class RpcDispatcher:
         amount = UiTokenAmount(float(ui), decimals, str(token.amount), format_amount(ui))
         return {"context": self._context(), "value": json.loads(amount.to_json())}
 
+    def _token_accounts_by_owner(self, params: list[Any]) -> Any:
+        owner = _pubkey(_param(params, 0))
+        selector = _param(params, 1)
+        config = _config(params, 2)
+        self._reached(config)
+        encoding = _encoding(config)
+        if not isinstance(selector, dict) or len(selector) != 1:
+            raise RpcError(INVALID_PARAMS, 'Invalid params: expected {"mint"} or {"programId"}')
+        if "mint" in selector:
+            wanted = _pubkey(selector["mint"])
+            mint_account = self.ledger.account(wanted)
+            if mint_account is None or mint_account.owner not in TOKEN_PROGRAMS:
+                raise RpcError(INVALID_PARAMS, "Invalid param: could not find mint")
+            mint: Pubkey | None = wanted
+            programs = [mint_account.owner]
+        elif "programId" in selector:
+            mint = None
+            program = _pubkey(selector["programId"])
+            if program not in TOKEN_PROGRAMS:
+                raise RpcError(INVALID_PARAMS, "Invalid param: unrecognized Token program id")
+            programs = [program]
+        else:
+            raise RpcError(INVALID_PARAMS, 'Invalid params: expected {"mint"} or {"programId"}')
+        found = []
+        for program in programs:
+            for address, account in self.ledger.program_accounts(program):
+                data = bytes(account.data)
+                if len(data) < 165:
+                    continue
+                try:
+                    token = TokenAccount.from_bytes(data[:165])
+                except ValueError:
+                    continue
+                if len(data) > 165 and data[165] != 2:
+                    continue  # a Token-2022 mint with extensions, not a token account
+                if token.owner != owner or (mint is not None and token.mint != mint):
+                    continue
+                found.append(
+                    {"pubkey": str(address), "account": self._account_json(account, encoding)}
+                )
+        return {"context": self._context(), "value": found}
+
     def _minimum_balance(self, params: list[Any]) -> Any:
         size = _param(params, 0)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 10 * 1024 * 1024:
             raise RpcError(INVALID_PARAMS, "Invalid params: data length must be an integer")
         return self.ledger.minimum_balance(size)
 
+    def _fee_for_message(self, params: list[Any]) -> Any:
+        encoded = _param(params, 0)
+        self._reached(_config(params, 1))
+        if not isinstance(encoded, str) or len(encoded) > 4096:
+            raise RpcError(INVALID_PARAMS, "Invalid params: message must be a base64 string")
+        try:
+            message = from_bytes_versioned(base64.b64decode(encoded, validate=True))
+        except Exception:  # noqa: BLE001 - any decoding failure is the caller's malformed input
+            raise RpcError(INVALID_PARAMS, "failed to deserialize the message") from None
+        if not isinstance(message, Message | MessageV0):
+            raise RpcError(INVALID_PARAMS, "Invalid params: unsupported message version")
+        fee = None
+        if self.ledger.is_blockhash_valid(message.recent_blockhash):
+            fee = _message_fee(message)
+        return {"context": self._context(), "value": fee}
+
     def _simulate(self, params: list[Any]) -> Any:
         config = _config(params, 1)
         self._reached(config)
         transaction = _transaction(_param(params, 0), config.get("encoding", "base58"))
-        execution = self.ledger.simulate(transaction)
-        return {"context": self._context(), "value": _simulation_json(execution)}
+        sig_verify = config.get("sigVerify", False)
+        replace_blockhash = config.get("replaceRecentBlockhash", False)
+        if not isinstance(sig_verify, bool) or not isinstance(replace_blockhash, bool):
+            raise RpcError(
+                INVALID_PARAMS, "Invalid params: sigVerify and replaceRecentBlockhash are booleans"
+            )
+        if sig_verify and replace_blockhash:
+            raise RpcError(INVALID_PARAMS, "sigVerify may not be used with replaceRecentBlockhash")
+        wanted = config.get("accounts")
+        if wanted is not None and (
+            not isinstance(wanted, dict)
+            or not isinstance(wanted.get("addresses"), list)
+            or len(wanted["addresses"]) > len(transaction.message.account_keys)
+        ):
+            raise RpcError(
+                INVALID_PARAMS,
+                'Invalid params: accounts must be {"addresses": [...]}, at most the '
+                "transaction's number of accounts",
+            )
+        execution = self.ledger.simulate(
+            transaction, sig_verify=sig_verify, replace_blockhash=replace_blockhash
+        )
+        value = _simulation_json(execution)
+        keys = list(transaction.message.account_keys)
+        if config.get("innerInstructions") is True:
+            value["innerInstructions"] = _inner_json(execution, keys, parsed=False)
+        if wanted is not None and execution.ok:
+            encoding = _encoding(wanted)
+            touched = dict(execution.simulated_accounts)
+
+            def after(address: Pubkey) -> Account | None:
+                account = touched[address] if address in touched else self.ledger.account(address)
+                return None if account is None or _is_empty(account) else account
+
+            value["accounts"] = [
+                self._account_json(after(_pubkey(a)), encoding) for a in wanted["addresses"]
+            ]
+        return {"context": self._context(), "value": value}
 
     def _send(self, params: list[Any]) -> Any:
         config = _config(params, 1)
@@ -299,6 +411,115 @@ class RpcDispatcher:
             )
             for e in executions
         ]
+
+    def _transaction(self, params: list[Any]) -> Any:
+        signature = _signature(_param(params, 0))
+        config = params[1] if len(params) > 1 else None
+        if isinstance(config, str):  # the old form: the encoding alone
+            config = {"encoding": config}
+        config = _config([config], 0)
+        encoding = config.get("encoding") or "json"
+        if encoding not in ("json", "jsonParsed", "base64", "base58"):
+            raise RpcError(INVALID_PARAMS, f"Invalid params: unsupported encoding {encoding}")
+        commitment = config.get("commitment")
+        if commitment == "processed":
+            raise RpcError(INVALID_PARAMS, "Method does not support commitment below `confirmed`")
+        supported = config.get("maxSupportedTransactionVersion")
+        execution = self.ledger.status(signature)
+        if execution is None or execution.transaction is None:
+            return None
+        transaction = execution.transaction
+        version: Any = "legacy"
+        if isinstance(transaction.message, MessageV0):
+            version = 0
+            if supported is None or (isinstance(supported, int) and supported < 0):
+                raise RpcError(
+                    UNSUPPORTED_TRANSACTION_VERSION,
+                    "Transaction version (0) is not supported by the requesting client. Please "
+                    "try the request again with the following configuration parameter: "
+                    '"maxSupportedTransactionVersion": 0',
+                )
+        document: dict[str, Any] = {
+            "slot": execution.slot,
+            "blockTime": None,
+            "transaction": _transaction_json(transaction, encoding),
+            "meta": self._meta_json(execution, parsed=encoding == "jsonParsed"),
+        }
+        if supported is not None:
+            document["version"] = version
+        return document
+
+    def _meta_json(self, execution: Execution, *, parsed: bool) -> dict[str, Any]:
+        err = _err_json(execution)
+        meta: dict[str, Any] = {
+            "err": err,
+            "status": {"Ok": None} if err is None else {"Err": err},
+            "fee": execution.fee,
+            "preBalances": [0 if a is None else a.lamports for a in execution.pre_accounts],
+            "postBalances": [0 if a is None else a.lamports for a in execution.post_accounts],
+            "innerInstructions": _inner_json(
+                execution, list(transaction_keys(execution)), parsed=parsed
+            ),
+            "logMessages": execution.logs,
+            "preTokenBalances": self._token_balances(execution, execution.pre_accounts),
+            "postTokenBalances": self._token_balances(execution, execution.post_accounts),
+            "rewards": [],
+            "loadedAddresses": {"writable": [], "readonly": []},
+            "computeUnitsConsumed": execution.units,
+        }
+        return meta
+
+    def _token_balances(
+        self, execution: Execution, accounts: tuple[Account | None, ...]
+    ) -> list[dict[str, Any]]:
+        balances = []
+        for index, account in enumerate(accounts):
+            if account is None:
+                continue
+            parsed = parse_account(account, self._mint_decimals)
+            if parsed is None or parsed["parsed"]["type"] != "account":
+                continue
+            info = parsed["parsed"]["info"]
+            balances.append(
+                {
+                    "accountIndex": index,
+                    "mint": info["mint"],
+                    "owner": info["owner"],
+                    "programId": str(account.owner),
+                    "uiTokenAmount": info["tokenAmount"],
+                }
+            )
+        return balances
+
+    def _mint_decimals(self, mint: Pubkey) -> int | None:
+        try:
+            return parse_mint(mint, self.ledger.account(mint)).decimals
+        except ValueError:
+            return None
+
+    def _account_json(self, account: Account | None, encoding: str) -> Any:
+        if account is None:
+            return None
+        data = bytes(account.data)
+        encoded: Any = None
+        if encoding == "jsonParsed":
+            encoded = parse_account(account, self._mint_decimals)
+        if encoded is not None:
+            pass
+        elif encoding == "binary":
+            encoded = base58.b58encode(data).decode("ascii")
+        elif encoding == "base58":
+            encoded = [base58.b58encode(data).decode("ascii"), "base58"]
+        else:  # base64, and jsonParsed for data it cannot parse (as a node does)
+            encoded = [base64.b64encode(data).decode("ascii"), "base64"]
+        return {
+            "lamports": account.lamports,
+            "data": encoded,
+            "owner": str(account.owner),
+            "executable": account.executable,
+            "rentEpoch": account.rent_epoch,
+            "space": len(data),
+        }
 
     def _airdrop(self, params: list[Any]) -> Any:
         address = _pubkey(_param(params, 0))
@@ -391,28 +612,147 @@ def _transaction(value: Any, encoding: str) -> VersionedTransaction:
         raise RpcError(INVALID_PARAMS, "failed to deserialize the transaction") from None
 
 
-def _account_json(account: Account | None, encoding: str) -> Any:
-    if account is None:
-        return None
-    data = bytes(account.data)
-    if encoding == "binary":
-        encoded: Any = base58.b58encode(data).decode("ascii")
-    elif encoding == "base58":
-        encoded = [base58.b58encode(data).decode("ascii"), "base58"]
-    else:  # base64; jsonParsed falls back to it, as a node does for data it cannot parse
-        encoded = [base64.b64encode(data).decode("ascii"), "base64"]
-    return {
-        "lamports": account.lamports,
-        "data": encoded,
-        "owner": str(account.owner),
-        "executable": account.executable,
-        "rentEpoch": account.rent_epoch,
-        "space": len(data),
-    }
-
-
 def _simulation_json(execution: Execution) -> Any:
     result = RpcSimulateTransactionResult(
         execution.err, execution.logs, None, execution.units, None
     )
-    return json.loads(result.to_json())
+    document: dict[str, Any] = json.loads(result.to_json())
+    document["fee"] = execution.fee if execution.logs or execution.ok else None
+    document["replacementBlockhash"] = (
+        None
+        if execution.replacement is None
+        else {
+            "blockhash": str(execution.replacement[0]),
+            "lastValidBlockHeight": execution.replacement[1],
+        }
+    )
+    return document
+
+
+def transaction_keys(execution: Execution) -> list[Pubkey]:
+    return [] if execution.transaction is None else list(execution.transaction.message.account_keys)
+
+
+def _is_empty(account: Account) -> bool:
+    return account.lamports == 0 and not account.data and not account.executable
+
+
+def _inner_json(execution: Execution, keys: list[Pubkey], *, parsed: bool) -> list[Any]:
+    """Agave's ``innerInstructions``: for each instruction that made any, the instructions it
+    invoked (``jsonParsed`` names programs and accounts, as Agave does for programs it does not
+    parse)."""
+    groups = []
+    for index, group in enumerate(execution.inner):
+        if not group:
+            continue
+        instructions = []
+        for inner in group:
+            compiled = inner.instruction()
+            data = base58.b58encode(bytes(compiled.data)).decode("ascii")
+            if parsed:
+                entry: dict[str, Any] = {
+                    "programId": str(keys[compiled.program_id_index]),
+                    "accounts": [str(keys[a]) for a in compiled.accounts],
+                    "data": data,
+                }
+            else:
+                entry = {
+                    "programIdIndex": compiled.program_id_index,
+                    "accounts": list(compiled.accounts),
+                    "data": data,
+                }
+            entry["stackHeight"] = inner.stack_height()
+            instructions.append(entry)
+        groups.append({"index": index, "instructions": instructions})
+    return groups
+
+
+def _err_json(execution: Execution) -> Any:
+    """The transaction error in the wire format (None on success)."""
+    return _simulation_json(execution)["err"]
+
+
+def _message_fee(message: Message | MessageV0) -> int:
+    """What the message costs its fee payer: signatures plus the priority fee, as a node
+    reckons it from the compute-budget instructions (a limit of 200,000 units per other
+    instruction, at most 1,400,000, when none is set)."""
+    keys = list(message.account_keys)
+    limit: int | None = None
+    price = 0
+    others = 0
+    for compiled in message.instructions:
+        data = bytes(compiled.data)
+        if keys[compiled.program_id_index] != COMPUTE_BUDGET_PROGRAM_ID:
+            others += 1
+        elif data[:1] == b"\x02" and len(data) >= 5:
+            limit = int.from_bytes(data[1:5], "little")
+        elif data[:1] == b"\x03" and len(data) >= 9:
+            price = int.from_bytes(data[1:9], "little")
+    if limit is None:
+        limit = min(200_000 * others, 1_400_000)
+    return network_fee(message.header.num_required_signatures, min(limit, 1_400_000), price)
+
+
+def _transaction_json(transaction: VersionedTransaction, encoding: str) -> Any:
+    raw = bytes(transaction)
+    if encoding == "base64":
+        return [base64.b64encode(raw).decode("ascii"), "base64"]
+    if encoding == "base58":
+        return [base58.b58encode(raw).decode("ascii"), "base58"]
+    message = transaction.message
+    keys = [str(k) for k in message.account_keys]
+    header = message.header
+    instructions: list[dict[str, Any]] = [
+        {
+            "programIdIndex": ix.program_id_index,
+            "accounts": list(ix.accounts),
+            "data": base58.b58encode(bytes(ix.data)).decode("ascii"),
+            "stackHeight": None,
+        }
+        for ix in message.instructions
+    ]
+    account_keys: list[Any] = keys
+    if encoding == "jsonParsed":
+        signed = header.num_required_signatures
+        writable_signed = signed - header.num_readonly_signed_accounts
+        writable_end = len(keys) - header.num_readonly_unsigned_accounts
+        account_keys = [
+            {
+                "pubkey": key,
+                "signer": i < signed,
+                "writable": i < writable_signed if i < signed else i < writable_end,
+                "source": "transaction",
+            }
+            for i, key in enumerate(keys)
+        ]
+        instructions = [
+            {
+                "programId": keys[ix.program_id_index],
+                "accounts": [keys[a] for a in ix.accounts],
+                "data": base58.b58encode(bytes(ix.data)).decode("ascii"),
+                "stackHeight": None,
+            }
+            for ix in message.instructions
+        ]
+    body: dict[str, Any] = {
+        "accountKeys": account_keys,
+        "header": {
+            "numRequiredSignatures": header.num_required_signatures,
+            "numReadonlySignedAccounts": header.num_readonly_signed_accounts,
+            "numReadonlyUnsignedAccounts": header.num_readonly_unsigned_accounts,
+        },
+        "recentBlockhash": str(message.recent_blockhash),
+        "instructions": instructions,
+    }
+    if encoding == "jsonParsed":
+        del body["header"]
+    if isinstance(message, MessageV0):
+        body["addressTableLookups"] = [
+            {
+                "accountKey": str(lookup.account_key),
+                "writableIndexes": list(lookup.writable_indexes),
+                "readonlyIndexes": list(lookup.readonly_indexes),
+            }
+            for lookup in message.address_table_lookups
+        ]
+    return {"signatures": [str(sig) for sig in transaction.signatures], "message": body}

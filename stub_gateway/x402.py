@@ -3,7 +3,12 @@
 :class:`ExactFacilitator` verifies a payment the way the reference Python facilitator (x402
 2.25.0) does, rule by rule in its order and with its ``invalidReason`` codes (``PROTOCOL.md``
 section 3.2), and adds the specification's fee-payer isolation: the facilitator's key may not
-appear in any instruction. Settling re-verifies, refuses a transaction seen in the last 120
+appear in any instruction. Where the v2 specification is stricter than that reference, it
+follows the specification, as the official TypeScript facilitator (``@x402/svm``) does: the
+transfer MUST equal the required amount, so an overpayment is refused
+(``invalid_exact_svm_payload_amount_mismatch``; the Python reference accepts it), and a
+transaction with bytes after its end is not a transaction (the same payment cannot be
+re-presented in new byte forms). Settling re-verifies, refuses a transaction seen in the last 120
 seconds (``duplicate_settlement``), co-signs as fee payer and executes on the ledger.
 """
 
@@ -25,7 +30,7 @@ from spl.memo.constants import MEMO_PROGRAM_ID
 from human_rpc_sdk._networks import x402_names
 from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
 
-from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile
+from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile, exact_transaction
 from .ledger import Ledger
 
 __all__ = ["ExactFacilitator", "Verification"]
@@ -193,8 +198,15 @@ class ExactFacilitator:
             return _invalid(
                 "invalid_payment_requirements", "the required amount is not a digit string"
             )
-        if int.from_bytes(data[1:9], "little") < int(required):
+        paid = int.from_bytes(data[1:9], "little")
+        if paid < int(required):
             return _invalid(f"{_P}_amount_insufficient", payer=payer)
+        if paid > int(required):
+            return _invalid(
+                f"{_P}_amount_mismatch",
+                f"the transfer is {paid} base units; the exact scheme requires {required}",
+                payer,
+            )
         signed = self._co_sign(transaction)
         simulation = self.ledger.simulate(signed)
         if not simulation.ok:
@@ -266,7 +278,7 @@ def _decode(text: Any) -> VersionedTransaction | None:
     if not isinstance(text, str):
         return None
     try:
-        return VersionedTransaction.from_bytes(base64.b64decode(text, validate=True))
+        return exact_transaction(base64.b64decode(text, validate=True))
     except Exception:  # noqa: BLE001 - any undecodable payload is simply not a transaction
         return None
 

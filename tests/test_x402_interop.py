@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from requests.structures import CaseInsensitiveDict
 from solders.keypair import Keypair
 
@@ -194,6 +195,34 @@ def test_reference_facilitator_refuses_an_underpayment(
     verdict = reference_verify(x402_python, server, fee_payer, payload, required)
     assert verdict["isValid"] is False
     assert verdict["invalidReason"] == "invalid_exact_svm_payload_amount_insufficient"
+
+
+def test_reference_facilitator_accepts_an_overpayment_the_gateway_refuses(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> None:
+    """Where the reference 2.25.0 is looser than the v2 spec ("amount MUST equal"), the
+    gateway's facilitator follows the spec (and @x402/svm): one base unit too many is valid
+    for the reference and amount_mismatch for the gateway."""
+    fee_payer = Keypair()
+    gateway.fund(fee_payer.pubkey(), {"SOL": Decimal(1)})
+    wallet = funded(gateway)
+    payload = sdk_payment(
+        server, wallet, requirements_for(gateway, fee_payer, 2, "USDC", "1001"), 2
+    )
+    required = requirements_for(gateway, fee_payer, 2, "USDC", "1000")
+    payload["accepted"] = required
+    verdict = reference_verify(x402_python, server, fee_payer, payload, required)
+    assert verdict == {"isValid": True, "payer": str(wallet.pubkey())}
+    ours = offer(gateway, amount="1000")
+    payload = sdk_payment(server, wallet, offer(gateway, amount="1001"), 2)
+    payload["accepted"] = ours
+    body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": ours}
+    answer = requests.post(f"{server.url}/facilitator/verify", json=body, timeout=10).json()
+    assert (answer["isValid"], answer["invalidReason"]) == (
+        False,
+        "invalid_exact_svm_payload_amount_mismatch",
+    )
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1
 
 
 @pytest.fixture
