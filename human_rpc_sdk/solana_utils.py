@@ -651,12 +651,16 @@ def sign_and_serialize_transaction(transaction: VersionedTransaction, keypair: A
 
 
 def decode_transaction(serialized: str) -> VersionedTransaction:
-    """Decode a base64 transaction (legacy or v0). Raises ``ValueError`` when it is not one."""
+    """Decode a base64 transaction (legacy or v0), exactly: bytes after its end are refused,
+    so one payment has one byte form. Raises ``ValueError`` when it is not one."""
     try:
         raw = base64.b64decode(serialized, validate=True)
-        return VersionedTransaction.from_bytes(raw)
+        transaction = VersionedTransaction.from_bytes(raw)
     except ValueError:
         raise ValueError("not a base64-encoded Solana transaction") from None
+    if bytes(transaction) != raw:
+        raise ValueError("not a base64-encoded Solana transaction: bytes follow its end")
+    return transaction
 
 
 # -- argument helpers -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from human_rpc_sdk.solana_utils import (
     TransferPlan,
     associated_token_address,
     build_transfer,
+    decode_transaction,
     sign_transaction,
     split_reference,
 )
@@ -258,3 +259,13 @@ def test_property_10_serialization_round_trip(plan: TransferPlan, blockhash: Has
     assert header.network == "devnet"
     if plan.legacy:
         assert Transaction.from_bytes(bytes(signed)).message == signed.message
+
+
+def test_a_transaction_with_bytes_after_its_end_is_not_a_payment_header() -> None:
+    """One payment, one byte form: a header whose transaction has trailing bytes is refused."""
+    signed = sign_transaction(build_sol_transfer(PAYER, str(PAYEE), 1234, BLOCKHASH), PAYER)
+    exact = encode_payment_header(signed, "devnet")
+    assert decode_payment_header(exact).transaction == signed
+    padded = base64.b64encode(bytes(signed) + b"\0").decode()
+    with pytest.raises(ValueError, match="bytes follow its end"):
+        decode_transaction(padded)
