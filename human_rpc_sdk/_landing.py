@@ -80,9 +80,25 @@ def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
         return Landing(None)  # nothing signed, or a row written by a newer SDK: not ours to judge
     expired = yield from _expiry(entry)
     signature = entry.receipt.signature
-    if signature:
+    if signature and _signs(entry, transaction, signature):
         return (yield from _by_signature(entry, signature, expired))
     return (yield from _in_history(entry, transaction, expired))
+
+
+def _signs(entry: JournalEntry, transaction: VersionedTransaction, signature: str) -> bool:
+    """Whether ``signature`` is ``transaction``'s own (the fee payer's, over its message).
+
+    An x402 row's signature comes from the server's settlement header: a made-up one (never
+    on chain, so "not found" after expiry) must not judge the payment; the history search does.
+    """
+    if not entry.fee_payer:
+        return True  # an older row: its signature is the one the agent signed with
+    try:
+        found = Signature.from_string(signature)
+        fee_payer = Pubkey.from_string(entry.fee_payer)
+    except ValueError:
+        return False
+    return found.verify(fee_payer, to_bytes_versioned(transaction.message))
 
 
 def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
