@@ -24,8 +24,10 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend
+from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend, RpcCall
+from ._jsonrpc import genesis_hash_request
 from ._landing import Landing, landing
+from ._networks import chain_name
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
@@ -218,8 +220,20 @@ def _undelivered(
 
 
 def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
-    """What the chain says of ``entry``; unknown when it cannot be asked."""
+    """What the chain says of ``entry``; unknown when it cannot be asked, or when the node
+    serves another chain than the payment's (one that never saw it proves nothing)."""
     try:
+        if entry.genesis_hash:
+            (genesis,) = yield RpcCall((genesis_hash_request(),))
+            if str(genesis.value) != entry.genesis_hash:
+                logger.warning(
+                    "payment #%s was made on %s, but the RPC node now serves %s: it is not "
+                    "judged there (agent.recover_payments() with an rpc_url of its chain does)",
+                    entry.id,
+                    chain_name(entry.genesis_hash),
+                    chain_name(str(genesis.value)),
+                )
+                return Landing(None)
         return (yield from landing(entry))
     except SolanaRPCError as exc:
         logger.warning("could not check payment #%s on chain: %s", entry.id, exc.reason)
