@@ -114,7 +114,7 @@ def deliver(
         fields["landed"] = chain.landed
     if chain.proof:
         fields["landed_proof"] = chain.proof
-    if chain.signature and not fields.get("signature"):
+    if chain.signature:  # found on chain: truer than what a settlement header claims
         fields["signature"] = chain.signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
     if chain.landed is False and chain.proof and may_replace:
@@ -197,7 +197,7 @@ def _undelivered(
     why = refused.error.details["server_reason"] if refused.error else "already paid"
     fields = _answer_fields(refused.receipt)
     fields.update(landed=True, error=f"paid_not_delivered: {why}"[:200])
-    signature = refused.receipt.signature or found
+    signature = found or refused.receipt.signature  # the chain's, over the server's claim
     if signature:
         fields["signature"] = signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))

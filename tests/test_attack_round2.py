@@ -16,12 +16,13 @@ import pytest
 import requests
 from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
+from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentPolicyError
+from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentError, PaymentPolicyError
 from human_rpc_sdk._headers import b64json, decode_payment_header, unb64json
 from stub_gateway import Gateway, GatewayServer, Price
 from stub_gateway._http import jsonable
-from stub_gateway.x402_routes import require_x402
+from stub_gateway.x402_routes import require_x402, requirements_for
 
 from .conftest import FakeClock
 from .test_replacement_proof import gateway_app, serve
@@ -265,4 +266,69 @@ def test_a_payment_after_a_chain_swap_is_journaled_with_its_own_chain(tmp_path: 
             agent.recover_payments()
             assert all(r["landed"] != 0 for r in rows(journal))
             assert agent.budget["SOL"].spent == spent
+            agent.close()
+
+
+def add_duplicate_liar(app: Flask, gateway: Gateway, price: Price, fake: str) -> None:
+    """``GET /x402-dup``: x402 v2; a payment is settled (it lands, the money is kept) and
+    answered 402 ``duplicate_settlement``, the settlement header naming ``fake``."""
+
+    @app.get("/x402-dup")
+    def dup() -> Response:
+        wanted = requirements_for(gateway, price, 2, request.base_url, "dup")
+        header = request.headers.get("PAYMENT-SIGNATURE")
+        if header is not None:
+            payload = unb64json(header, "payment")
+            if not gateway.facilitator.already_settled(payload):
+                assert gateway.facilitator.settle(payload, wanted)["success"]
+            response = jsonify({})
+            response.status_code = 402
+            response.headers["PAYMENT-RESPONSE"] = b64json(
+                {
+                    "success": False,
+                    "errorReason": "duplicate_settlement",
+                    "transaction": fake,
+                    "network": wanted["network"],
+                }
+            )
+            return response
+        document = {
+            "x402Version": 2,
+            "error": "Payment required",
+            "resource": {"url": request.base_url, "description": "dup"},
+            "accepts": [wanted],
+        }
+        response = jsonify({})
+        response.headers["PAYMENT-REQUIRED"] = b64json(document)
+        response.status_code = 402
+        return response
+
+
+def test_paid_not_delivered_names_the_transaction_that_landed(tmp_path: Path) -> None:
+    """A server settles the payment, then refuses it as a duplicate naming a made-up
+    transaction: the error (paid_not_delivered) and the journal must name the transaction
+    that landed, which the agent found on chain, not the server's invention."""
+    clock = FakeClock()
+    price = Price(USDC, "USDC")
+    fake = str(Keypair().sign_message(b"not the payment"))
+    with gateway_app(clock) as (gateway, app):
+        add_duplicate_liar(app, gateway, price, fake)
+        with serve(app) as server:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(
+                wallet, rpc_url=server.rpc_url, journal_path=journal, sleep=clock.sleep
+            )
+            with pytest.raises(PaymentError) as caught:
+                agent.get(f"{server.url}/x402-dup")
+            assert caught.value.reason == "paid_not_delivered"
+            assert gateway.balance(wallet.pubkey(), "USDC") == 1 - USDC
+            (row,) = rows(journal)
+            assert (row["state"], row["landed"]) == ("refused", 1)
+            landed = gateway.ledger.status(Signature.from_string(row["signature"]))
+            assert landed is not None
+            assert landed.ok
+            assert caught.value.signature == row["signature"]
+            recount(journal)
             agent.close()
