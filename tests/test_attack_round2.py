@@ -7,6 +7,10 @@ balances and journal rows.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +20,13 @@ import pytest
 import requests
 from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
+from solders.instruction import Instruction
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.system_program import TransferParams
+from solders.system_program import transfer as transfer_ix
+from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentError, PaymentPolicyError
 from human_rpc_sdk._headers import b64json, decode_payment_header, unb64json
@@ -25,6 +35,7 @@ from stub_gateway._http import jsonable
 from stub_gateway.x402_routes import require_x402, requirements_for
 
 from .conftest import FakeClock
+from .test_journal_safety import V1_SCHEMA
 from .test_replacement_proof import gateway_app, serve
 
 
@@ -56,6 +67,8 @@ def recount(journal: Path) -> dict[tuple[str, str], Decimal]:
 
 
 USDC = Decimal("0.01")
+TREASURY = Keypair.from_seed(bytes(32)).pubkey()
+MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 FEE = Decimal("0.000005")
 
 
@@ -332,3 +345,122 @@ def test_paid_not_delivered_names_the_transaction_that_landed(tmp_path: Path) ->
             assert caught.value.signature == row["signature"]
             recount(journal)
             agent.close()
+
+
+# -- a version-1 journal, in every state, then recovery -----------------------------------------
+
+
+def v1_row(
+    db: sqlite3.Connection,
+    state: str,
+    transaction: VersionedTransaction | None,
+    *,
+    invoice_key: str | None = None,
+    landed: int | None = None,
+    replaces: int | None = None,
+    pid: int | None = None,
+    error: str | None = None,
+    payer: Pubkey,
+) -> int:
+    """A row as the previous release wrote it (no lastValidBlockHeight, no genesis hash)."""
+    signed = transaction is not None
+    cursor = db.execute(
+        "INSERT INTO payments (invoice_key, state, created, updated, updated_unix, url, network, "
+        "format, currency, currency_key, amount, atomic_amount, recipient, destination, payer, "
+        "fee_lamports, signature, fee_payer, blockhash, transaction_b64, headers, landed, "
+        "replaces, pid, host, process, error) VALUES (?, ?, '2026-01-01T00:00:00+00:00', "
+        "'2026-01-01T00:00:00+00:00', 0, 'http://x', 'devnet', 'humanrpc', 'SOL', 'SOL', "
+        "'0.001', '1000000', ?, ?, ?, 5000, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'old', ?)",
+        (
+            invoice_key,
+            state,
+            str(TREASURY),
+            str(TREASURY),
+            str(payer),
+            str(transaction.signatures[0]) if signed else None,
+            str(payer) if signed else None,
+            str(transaction.message.recent_blockhash) if signed else None,
+            base64.b64encode(bytes(transaction)).decode() if signed else None,
+            json.dumps({"X-PAYMENT": "old"}) if signed else None,
+            landed,
+            replaces,
+            pid,
+            socket.gethostname(),
+            error,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def test_a_v1_journal_in_every_state_is_recovered_without_losing_a_landed_payment(
+    tmp_path: Path,
+) -> None:
+    """The previous release's journal, with real transactions: a payment it failed and
+    replaced although both landed (its isBlockhashValid rule), one it refused with landed=0
+    that landed, one signed and never sent, one accepted with landing unknown, and a
+    reservation of a dead process. Migration then recovery: every landed payment is counted
+    (the replaced one revived), nothing landed is failed, the totals equal a recount."""
+    clock = FakeClock()
+    with gateway_app(clock) as (gateway, app), serve(app) as server:
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+
+        def transfer(memo: str) -> VersionedTransaction:
+            blockhash, _last_valid, _slot = gateway.ledger.latest_blockhash()
+            message = MessageV0.try_compile(
+                wallet.pubkey(),
+                [
+                    transfer_ix(
+                        TransferParams(
+                            from_pubkey=wallet.pubkey(), to_pubkey=TREASURY, lamports=1_000_000
+                        )
+                    ),
+                    Instruction(MEMO, memo.encode(), []),
+                ],
+                [],
+                blockhash,
+            )
+            return VersionedTransaction(message, [wallet])
+
+        replaced, replacement, refused, unsent, accepted = (
+            transfer(m) for m in ("a", "b", "c", "d", "e")
+        )
+        for landed in (replaced, replacement, refused, accepted):
+            assert gateway.ledger.execute(landed).ok
+        path = tmp_path / "old.sqlite3"
+        with sqlite3.connect(path) as db:
+            db.executescript(V1_SCHEMA)
+            payer = wallet.pubkey()
+            first = v1_row(
+                db,
+                "failed",
+                replaced,
+                invoice_key="k1",
+                landed=0,
+                error="replaced: its blockhash expired before it landed",
+                payer=payer,
+            )
+            v1_row(db, "accepted", replacement, invoice_key="k1", replaces=first, payer=payer)
+            v1_row(db, "refused", refused, invoice_key="k2", landed=0, payer=payer)
+            v1_row(db, "signed", unsent, invoice_key="k3", pid=os.getpid(), payer=payer)
+            v1_row(db, "accepted", accepted, payer=payer)
+            v1_row(db, "reserved", None, invoice_key="k4", pid=99_999_999, payer=payer)
+            db.execute("PRAGMA user_version=1")
+        path.chmod(0o600)
+        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=path)
+        recount(path)
+        agent.recover_payments()
+        by_id = {row["id"]: row for row in rows(path)}
+        assert [(r["state"], r["landed"]) for r in by_id.values()] == [
+            ("accepted", 1),  # revived: it landed (its invoice stays the replacement's)
+            ("accepted", 1),
+            ("refused", 1),
+            ("signed", None),  # never sent, never provable (no recorded height): open
+            ("accepted", 1),
+            ("failed", 0),  # the dead process's reservation, never signed
+        ]
+        counted = recount(path)
+        assert counted[("devnet", "SOL")] == 5 * (Decimal("0.001") + FEE)
+        assert agent.budget["SOL"].spent == 5 * (Decimal("0.001") + FEE)
+        agent.close()
