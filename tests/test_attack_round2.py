@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask, Response, jsonify, request
-from solders.keypair import Keypair
 from solders.instruction import Instruction
+from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
