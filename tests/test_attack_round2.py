@@ -363,7 +363,15 @@ def v1_row(
     payer: Pubkey,
 ) -> int:
     """A row as the previous release wrote it (no lastValidBlockHeight, no genesis hash)."""
-    signed = transaction is not None
+    signed = None
+    if transaction is not None:
+        signed = (
+            str(transaction.signatures[0]),
+            str(payer),
+            str(transaction.message.recent_blockhash),
+            base64.b64encode(bytes(transaction)).decode(),
+            json.dumps({"X-PAYMENT": "old"}),
+        )
     cursor = db.execute(
         "INSERT INTO payments (invoice_key, state, created, updated, updated_unix, url, network, "
         "format, currency, currency_key, amount, atomic_amount, recipient, destination, payer, "
@@ -377,11 +385,7 @@ def v1_row(
             str(TREASURY),
             str(TREASURY),
             str(payer),
-            str(transaction.signatures[0]) if signed else None,
-            str(payer) if signed else None,
-            str(transaction.message.recent_blockhash) if signed else None,
-            base64.b64encode(bytes(transaction)).decode() if signed else None,
-            json.dumps({"X-PAYMENT": "old"}) if signed else None,
+            *(signed or (None,) * 5),
             landed,
             replaces,
             pid,
