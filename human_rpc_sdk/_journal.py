@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from ._offer import PaymentOffer
 from ._receipts import STATES, PaymentReceipt
-from ._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from ._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import PaymentError, SDKConfigurationError
 
 __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
@@ -501,9 +501,14 @@ def _cost(network: str, currency_key: str, amount: Decimal, lamports: int) -> To
 
 def _counted(row: sqlite3.Row | None) -> Totals:
     """What a row counts against the budgets now: everything but a payment that failed (it
-    moved no money and never can)."""
-    if row is None or row["state"] == "failed":
+    moved no money and never can), save the network fee of one that executed and failed on
+    chain (the fee was charged all the same)."""
+    if row is None:
         return {}
+    if row["state"] == "failed":
+        if not str(row["landed_proof"] or "").startswith(FAILED_ON_CHAIN):
+            return {}
+        return {(row["network"], SOL_KEY): Decimal(int(row["fee_lamports"] or 0)) / _LAMPORTS}
     lamports = int(row["fee_lamports"] or 0) + int(row["rent_lamports"] or 0)
     return _cost(row["network"], row["currency_key"], Decimal(row["amount"]), lamports)
 
@@ -554,7 +559,7 @@ def rebuild_totals(db: sqlite3.Connection) -> None:
     """Recount the running totals from every row (once, when a journal is migrated)."""
     db.execute("DELETE FROM totals")
     totals: Totals = {}
-    for row in db.execute("SELECT * FROM payments WHERE state != 'failed'"):
+    for row in db.execute("SELECT * FROM payments"):  # _counted knows what a row counts
         for key, amount in _counted(row).items():
             totals[key] = totals.get(key, Decimal(0)) + amount
     db.executemany(

@@ -43,7 +43,7 @@ from ._jsonrpc import (
     signature_statuses_request,
     signatures_for_address_request,
 )
-from ._records import JournalEntry
+from ._records import FAILED_ON_CHAIN, JournalEntry
 from .exceptions import SolanaRPCError
 
 __all__ = ["HISTORY_LIMIT", "Landing", "landing"]
@@ -125,7 +125,7 @@ def _by_signature(
     if status is not None:
         if status.err is None:
             return Landing(True, signature)
-        return Landing(False, signature, f"failed on chain at slot {status.slot}: {status.err}")
+        return Landing(False, signature, f"{FAILED_ON_CHAIN} at slot {status.slot}: {status.err}")
     if expired is not None and statuses.context.slot >= expired.slot:
         return Landing(False, "", _proof(entry, expired, statuses.context.slot))
     return Landing(None)
@@ -149,7 +149,7 @@ def _in_history(
             found = str(item.signature)
             if item.err is None:
                 return Landing(True, found)
-            return Landing(False, found, f"failed on chain at slot {item.slot}: {item.err}")
+            return Landing(False, found, f"{FAILED_ON_CHAIN} at slot {item.slot}: {item.err}")
     if len(history.value) >= HISTORY_LIMIT or expired is None:
         return Landing(None)  # a full page leaves older transactions unsearched
     return Landing(False, "", _proof(entry, expired, expired.slot))

@@ -53,6 +53,9 @@ def recount(journal: Path) -> dict[tuple[str, str], Decimal]:
     counted: dict[tuple[str, str], Decimal] = {}
     for row in rows(journal):
         if row["state"] == "failed":
+            if (row["landed_proof"] or "").startswith("failed on chain"):  # its fee was paid
+                sol = (row["network"], "SOL")
+                counted[sol] = counted.get(sol, Decimal(0)) + Decimal(row["fee_lamports"]) / 10**9
             continue
         key = (row["network"], row["currency_key"])
         counted[key] = counted.get(key, Decimal(0)) + Decimal(row["amount"])
@@ -67,6 +70,8 @@ def recount(journal: Path) -> dict[tuple[str, str], Decimal]:
 
 
 USDC = Decimal("0.01")
+KEEP = 890_880 + 20_000
+"""Lamports the owner's other payment leaves: rent-exempt, short of any invoice here."""
 TREASURY = Keypair.from_seed(bytes(32)).pubkey()
 MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 FEE = Decimal("0.000005")
@@ -468,3 +473,60 @@ def test_a_v1_journal_in_every_state_is_recovered_without_losing_a_landed_paymen
         assert counted[("devnet", "SOL")] == 5 * (Decimal("0.001") + FEE)
         assert agent.budget["SOL"].spent == 5 * (Decimal("0.001") + FEE)
         agent.close()
+
+
+# -- a transaction that executes and fails still pays its fee ------------------------------------
+
+
+def add_front_run(app: Flask, gateway: Gateway, price: Price, spend: Any) -> None:
+    """``GET /front-run``: a HumanRPC invoice; when the payment arrives, ``spend()`` first
+    spends the payer's SOL (its owner's other payment, landing first), then the payment is
+    executed (it fails on chain, and its fee is charged) and answered 402."""
+
+    @app.get("/front-run")
+    def front_run() -> Response:
+        header = request.headers.get("X-PAYMENT")
+        if header is not None:
+            spend()
+            execution = gateway.ledger.execute(decode_payment_header(header).transaction)
+            assert not execution.ok
+        invoice = gateway.desk.issue(price, request.path)
+        response = jsonify(jsonable(invoice.body(gateway.network)))
+        response.status_code = 402
+        return response
+
+
+def test_the_fee_of_a_payment_that_failed_on_chain_counts_against_the_budget(
+    tmp_path: Path,
+) -> None:
+    """The payment executes and fails on chain (the wallet's SOL was spent first): no SOL
+    reached the payee, but the network fee left the wallet; the SOL budget must count it
+    (before: a failed row counted nothing, so failing payments drained fees uncounted)."""
+    clock = FakeClock()
+    price = Price(Decimal("0.001"), "SOL")
+    wallet = Keypair()
+    with gateway_app(clock) as (gateway, app):
+
+        def spend() -> None:
+            left = gateway.ledger.balance(wallet.pubkey()) - KEEP - 5000  # and its own fee
+            blockhash, _last_valid, _slot = gateway.ledger.latest_blockhash()
+            move = transfer_ix(
+                TransferParams(from_pubkey=wallet.pubkey(), to_pubkey=TREASURY, lamports=left)
+            )
+            message = MessageV0.try_compile(wallet.pubkey(), [move], [], blockhash)
+            assert gateway.ledger.execute(VersionedTransaction(message, [wallet])).ok
+
+        add_front_run(app, gateway, price, spend)
+        with serve(app) as server:
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal("0.01")})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+            with pytest.raises(HumanRPCError):
+                agent.get(f"{server.url}/front-run")
+            agent.recover_payments()
+            executed = [r for r in rows(journal) if r["transaction_b64"]]
+            assert gateway.ledger.balance(wallet.pubkey()) == KEEP - 5000 * len(executed)
+            assert all(r["state"] == "failed" for r in executed)
+            recount(journal)
+            assert agent.budget["SOL"].spent == 5000 * Decimal(len(executed)) / 10**9
+            agent.close()
