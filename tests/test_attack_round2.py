@@ -35,6 +35,7 @@ from stub_gateway._http import jsonable
 from stub_gateway.x402_routes import require_x402, requirements_for
 
 from .conftest import FakeClock
+from .lagging_rpc import LaggingRpc
 from .test_journal_safety import V1_SCHEMA
 from .test_replacement_proof import gateway_app, serve
 
@@ -529,4 +530,64 @@ def test_the_fee_of_a_payment_that_failed_on_chain_counts_against_the_budget(
             assert all(r["state"] == "failed" for r in executed)
             recount(journal)
             assert agent.budget["SOL"].spent == 5000 * Decimal(len(executed)) / 10**9
+            agent.close()
+
+
+# -- an RPC node whose history does not reach back to the payment -------------------------------
+
+
+class PrunedRpc(LaggingRpc):
+    """An up-to-date node whose ledger history starts at ``first`` (restarted from a recent
+    snapshot, or one that keeps only recent slots): transactions of older slots are simply
+    not found, and ``minimumLedgerSlot`` says so."""
+
+    def __init__(self, upstream: str, ledger: Any, first: list[int]) -> None:
+        super().__init__(upstream, ledger, lag=0)
+        self.first = first
+        self._handlers["getSignatureStatuses"] = self._pruned_statuses
+        self._handlers["getSignaturesForAddress"] = self._pruned_history
+        self._handlers["minimumLedgerSlot"] = lambda call, view: self.first[0]
+
+    def _pruned_statuses(self, call: dict[str, Any], view: int) -> Any:
+        result = self._forward(call)
+        result["value"] = [
+            None if status is None or status["slot"] < self.first[0] else status
+            for status in result["value"]
+        ]
+        return result
+
+    def _pruned_history(self, call: dict[str, Any], view: int) -> Any:
+        return [item for item in self._forward(call) if item["slot"] >= self.first[0]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the expiry proof never asks how far back the node's history goes "
+    "(minimumLedgerSlot / getFirstAvailableBlock): a node whose history starts after the "
+    "payment's blockhash slot answers 'not found', and recovery marks a landed payment "
+    "failed (landed=0, budget released). Needs a new RPC call in _landing, in the stub RPC "
+    "and in every hand-driven flow test",
+)
+def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
+    """A payment lands and is served with no settlement header (landing unknown). Much later
+    recovery asks a node whose history begins after the payment's slot: its 'not found'
+    is no proof; the row stays open and counted."""
+    clock = FakeClock()
+    price = Price(Decimal("0.001"), "SOL")
+    with gateway_app(clock) as (gateway, app):
+        add_sticky_invoice(app, gateway, price)
+        with serve(app) as server, PrunedRpc(server.rpc_url, gateway.ledger, [0]) as node:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=node.url, journal_path=journal)
+            assert agent.get(f"{server.url}/sticky").status_code == 200
+            clock.now += 120  # the blockhash expired long ago
+            node.first[0] = gateway.ledger.slot()  # a node restarted from a fresh snapshot
+            agent.recover_payments()
+            (row,) = rows(journal)
+            assert row["landed"] != 0
+            assert row["state"] != "failed"
+            assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
+            assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
             agent.close()
