@@ -548,6 +548,10 @@ class PrunedRpc(LaggingRpc):
         self._handlers["getSignaturesForAddress"] = self._pruned_history
         self._handlers["minimumLedgerSlot"] = lambda call, view: self.first[0]
 
+    def __enter__(self) -> PrunedRpc:
+        super().__enter__()
+        return self
+
     def _pruned_statuses(self, call: dict[str, Any], view: int) -> Any:
         result = self._forward(call)
         result["value"] = [
