@@ -10,8 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,12 +34,13 @@ from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentError, PaymentPolicyError
 from human_rpc_sdk._headers import b64json, decode_payment_header, unb64json
-from stub_gateway import Gateway, GatewayServer, Price
+from stub_gateway import Gateway, GatewayServer, Price, serve_in_thread
 from stub_gateway._http import jsonable
 from stub_gateway.x402_routes import require_x402, requirements_for
 
 from .conftest import FakeClock
 from .lagging_rpc import LaggingRpc
+from .test_journal import ROOT, Stall, run_worker
 from .test_journal_safety import V1_SCHEMA
 from .test_replacement_proof import gateway_app, serve
 
@@ -595,3 +600,86 @@ def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
             assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
             agent.close()
+
+
+# -- kill -9 after an x402 settlement, then two processes recover at once -----------------------
+
+RECOVER = """
+import json, sys
+from human_rpc_sdk import AutoAgent
+agent = AutoAgent(rpc_url=sys.argv[1], journal_path=sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps([[r.state, r.landed] for r in agent.recover_payments()]), flush=True)
+"""
+
+
+@pytest.fixture
+def stalled() -> Iterator[tuple[GatewayServer, Stall]]:
+    """A gateway whose slow answers (after a settlement) wait until the test releases them."""
+    stall = Stall()
+    with serve_in_thread(sleep=stall) as running:
+        yield running, stall
+        stall.release.set()
+
+
+def test_x402_killed_after_settling_then_recovered_by_two_processes_at_once(
+    stalled: tuple[GatewayServer, Stall], tmp_path: Path
+) -> None:
+    """An x402 payment settles (the facilitator signs: the agent never learns the
+    signature), its process is killed with SIGKILL before the answer. Two processes then
+    recover the journal at the same moment: the payment is found in the payer's history,
+    landed, counted once; the totals equal a recount; the USDC moved once."""
+    server, stall = stalled
+    gateway = server.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+    journal = tmp_path / "journal.sqlite3"
+    gateway.faults.slow_after_payment(60)
+    job = {
+        "url": f"{server.url}/x402/v2/premium",
+        "rpc_url": server.rpc_url,
+        "journal": str(journal),
+    }
+    child = run_worker(job, wallet)
+    settled = stall.started.wait(timeout=30)
+    child.send_signal(signal.SIGKILL)
+    _, errors = child.communicate(timeout=10)
+    stall.release.set()
+    assert settled, errors
+    (row,) = rows(journal)
+    assert (row["state"], row["signature"]) == ("signed", None)
+    paid = 1 - gateway.balance(wallet.pubkey(), "USDC")
+    assert paid > 0
+
+    env = {**os.environ, "SOLANA_PRIVATE_KEY": str(wallet)}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECOVER, server.rpc_url, str(journal)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    results = [worker.communicate(timeout=60) for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], results
+    (row,) = rows(journal)
+    assert (row["state"], row["landed"]) == ("accepted", 1)
+    assert row["signature"]
+    landed = gateway.ledger.status(Signature.from_string(row["signature"]))
+    assert landed is not None
+    assert landed.ok
+    counted = recount(journal)
+    assert counted[("devnet", "USDC")] == paid
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - paid
