@@ -26,7 +26,7 @@ from typing import Any, Final, Protocol
 
 from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend, RpcCall
 from ._jsonrpc import genesis_hash_request
-from ._landing import Landing, landing
+from ._landing import Landing, landing, signed_by_fee_payer
 from ._networks import chain_name
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
@@ -103,7 +103,7 @@ def deliver(
                 yield from _undelivered(entry, payable, already.refusal, already.found, problem)
             )
         raise (yield from _unanswered(entry, payable, problem, answer))
-    outcome = judge(answer, entry.receipt, payable.invoice, entry.id)
+    outcome = judge(answer, entry.receipt, payable.invoice, entry.id, entry=entry)
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
         state = "accepted" if answer.status < 400 else "refused"
@@ -193,7 +193,7 @@ def _undelivered(
     ``accepted``, as if the paid request had been served. The invoice stays taken, so a later
     402 for the same invoice re-sends this payment instead of paying again.
     """
-    refused = judge(refusal, entry.receipt, payable.invoice, entry.id)
+    refused = judge(refusal, entry.receipt, payable.invoice, entry.id, entry=entry)
     why = refused.error.details["server_reason"] if refused.error else "already paid"
     fields = _answer_fields(refused.receipt)
     fields.update(landed=True, error=f"paid_not_delivered: {why}"[:200])
@@ -315,10 +315,14 @@ def judge(
     receipt: PaymentReceipt,
     invoice: Mapping[str, Any],
     journal_id: int | None = None,
+    *,
+    entry: JournalEntry | None = None,
 ) -> PaymentOutcome:
-    """Decide whether the server accepted the payment carried by ``receipt``."""
+    """Decide whether the server accepted the payment carried by ``receipt`` (journaled as
+    ``entry``: a settlement naming another transaction than its own is then not believed)."""
     settlement = read_settlement(answer.headers)
-    receipt = _settled(replace(receipt, http_status=answer.status), settlement, answer.url)
+    receipt = replace(receipt, http_status=answer.status)
+    receipt = _settled(receipt, settlement, answer.url, entry)
     shown = receipt.signature or "(unsettled)"
     if answer.status != 402:
         logger.info("payment %s answered: HTTP %s", shown, answer.status)
@@ -339,13 +343,22 @@ def judge(
 
 
 def _settled(
-    receipt: PaymentReceipt, settlement: Mapping[str, Any] | None, url: str
+    receipt: PaymentReceipt,
+    settlement: Mapping[str, Any] | None,
+    url: str,
+    entry: JournalEntry | None = None,
 ) -> PaymentReceipt:
-    """The receipt completed by the server's settlement response, when it sent one."""
+    """The receipt completed by the server's settlement response, when it sent one.
+
+    An x402 payment's signature is learnt from the settlement; one that is not the fee
+    payer's signature over the message the agent signed (``entry``'s) is a false claim:
+    neither it nor the settlement's ``success`` is kept (the chain is asked instead).
+    """
     if settlement is None:
         return receipt
     transaction = settlement.get("transaction")
     signature = receipt.signature
+    success = settlement.get("success")
     if isinstance(transaction, str) and transaction:
         if signature and transaction != signature:
             logger.warning(
@@ -354,8 +367,16 @@ def _settled(
                 transaction,
                 signature,
             )
+        elif not signature and entry is not None and not signed_by_fee_payer(entry, transaction):
+            logger.warning(
+                "server at %s names transaction %s as the settlement of payment #%s, but it is "
+                "not the transaction the agent signed; the claim is ignored",
+                url,
+                transaction[:100],
+                entry.id,
+            )
+            transaction, success = "", None
         signature = signature or transaction[:100]
-    success = settlement.get("success")
     reason = settlement.get("errorReason")
     return replace(
         receipt,

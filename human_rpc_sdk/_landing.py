@@ -46,7 +46,7 @@ from ._jsonrpc import (
 from ._records import FAILED_ON_CHAIN, JournalEntry
 from .exceptions import SolanaRPCError
 
-__all__ = ["HISTORY_LIMIT", "Landing", "landing"]
+__all__ = ["HISTORY_LIMIT", "Landing", "landing", "signed_by_fee_payer"]
 
 HISTORY_LIMIT = 1000
 
@@ -83,6 +83,12 @@ def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
     if signature and _signs(entry, transaction, signature):
         return (yield from _by_signature(entry, signature, expired))
     return (yield from _in_history(entry, transaction, expired))
+
+
+def signed_by_fee_payer(entry: JournalEntry, signature: str) -> bool:
+    """Whether ``signature`` is the transaction of ``entry`` (see :func:`_signs`)."""
+    transaction = _transaction(entry)
+    return transaction is not None and _signs(entry, transaction, signature)
 
 
 def _signs(entry: JournalEntry, transaction: VersionedTransaction, signature: str) -> bool:

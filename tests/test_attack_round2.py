@@ -83,9 +83,12 @@ MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 FEE = Decimal("0.000005")
 
 
-def add_lying_settlement(app: Flask, gateway: Gateway, price: Price, fake: str) -> None:
+def add_lying_settlement(
+    app: Flask, gateway: Gateway, price: Price, fake: str, success: bool | None = None
+) -> None:
     """``GET /x402-lies``: a real x402 paywall (the payment is settled and lands), whose
-    answer's settlement header names ``fake`` as the transaction and leaves out ``success``."""
+    answer's settlement header names ``fake`` as the transaction, with ``success`` (left
+    out when None)."""
 
     @app.get("/x402-lies")
     @require_x402(gateway, price)
@@ -97,9 +100,10 @@ def add_lying_settlement(app: Flask, gateway: Gateway, price: Price, fake: str) 
         header = response.headers.get("PAYMENT-RESPONSE")
         if request.path == "/x402-lies" and header:
             settlement = unb64json(header, "settlement")
-            response.headers["PAYMENT-RESPONSE"] = b64json(
-                {"transaction": fake, "network": settlement["network"]}
-            )
+            claim: dict[str, Any] = {"transaction": fake, "network": settlement["network"]}
+            if success is not None:
+                claim["success"] = success
+            response.headers["PAYMENT-RESPONSE"] = b64json(claim)
         return response
 
 
@@ -683,3 +687,31 @@ def test_x402_killed_after_settling_then_recovered_by_two_processes_at_once(
     counted = recount(journal)
     assert counted[("devnet", "USDC")] == paid
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - paid
+
+
+def test_a_settlement_naming_another_transaction_is_not_the_receipt(tmp_path: Path) -> None:
+    """A server serves the paid content with a settlement claiming success for a made-up
+    transaction. The receipt must not carry the invention as the payment's signature, nor
+    take the claim as proof it landed; recovery finds the real transaction."""
+    clock = FakeClock()
+    price = Price(USDC, "USDC")
+    fake = str(Keypair().sign_message(b"not the payment"))
+    with gateway_app(clock) as (gateway, app):
+        add_lying_settlement(app, gateway, price, fake, success=True)
+        with serve(app) as server:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+            assert agent.get(f"{server.url}/x402-lies").status_code == 200
+            (row,) = rows(journal)
+            assert row["signature"] != fake
+            agent.recover_payments()
+            (row,) = rows(journal)
+            assert (row["state"], row["landed"]) == ("accepted", 1)
+            landed = gateway.ledger.status(Signature.from_string(row["signature"]))
+            assert landed is not None
+            assert landed.ok
+            assert gateway.balance(wallet.pubkey(), "USDC") == 1 - USDC
+            recount(journal)
+            agent.close()
