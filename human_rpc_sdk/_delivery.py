@@ -362,11 +362,13 @@ def _settled(
     if isinstance(transaction, str) and transaction:
         if signature and transaction != signature:
             logger.warning(
-                "server at %s reports settling transaction %s, not the one sent (%s)",
+                "server at %s reports settling transaction %s, not the one sent (%s); its "
+                "claim of success is not the payment's",
                 url,
-                transaction,
+                transaction[:100],
                 signature,
             )
+            success = None
         elif not signature and entry is not None and not signed_by_fee_payer(entry, transaction):
             logger.warning(
                 "server at %s names transaction %s as the settlement of payment #%s, but it is "

@@ -715,3 +715,52 @@ def test_a_settlement_naming_another_transaction_is_not_the_receipt(tmp_path: Pa
             assert gateway.balance(wallet.pubkey(), "USDC") == 1 - USDC
             recount(journal)
             agent.close()
+
+
+def add_claims_without_executing(app: Flask, gateway: Gateway, price: Price) -> None:
+    """``GET /claims``: a HumanRPC invoice; the payment is never executed, but the answer is
+    200 with a settlement claiming success for another transaction."""
+
+    @app.get("/claims")
+    def claims() -> Response:
+        if request.headers.get("X-PAYMENT") is not None:
+            response = jsonify({"content": "served"})
+            response.headers["PAYMENT-RESPONSE"] = b64json(
+                {
+                    "success": True,
+                    "transaction": str(Keypair().sign_message(b"another")),
+                    "network": "solana:devnet",
+                }
+            )
+            return response
+        invoice = gateway.desk.issue(price, request.path)
+        response = jsonify(jsonable(invoice.body(gateway.network)))
+        response.status_code = 402
+        return response
+
+
+def test_a_success_claimed_for_another_transaction_is_no_landing(tmp_path: Path) -> None:
+    """The server never executes the payment but claims success for another transaction:
+    the claim is not the payment's, so its landing stays unknown; once its blockhash
+    expired, recovery proves it never landed and releases its budget (before: landed=1,
+    counted for ever, never looked at again)."""
+    clock = FakeClock()
+    price = Price(Decimal("0.001"), "SOL")
+    with gateway_app(clock) as (gateway, app):
+        add_claims_without_executing(app, gateway, price)
+        with serve(app) as server:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+            assert agent.get(f"{server.url}/claims").status_code == 200
+            (row,) = rows(journal)
+            assert row["landed"] is None
+            clock.now += 61
+            agent.recover_payments()
+            (row,) = rows(journal)
+            assert (row["state"], row["landed"]) == ("failed", 0)
+            assert agent.budget["SOL"].spent == 0
+            assert gateway.balance(wallet.pubkey()) == 1
+            recount(journal)
+            agent.close()
