@@ -301,7 +301,7 @@ def _answer_fields(receipt: PaymentReceipt) -> dict[str, Any]:
     }
     if receipt.signature:
         fields["signature"] = receipt.signature
-    if receipt.settled:
+    if receipt.settled and receipt.signature:  # a claim of success about no transaction is none
         fields["landed"] = True
     return fields
 

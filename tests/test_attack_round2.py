@@ -689,13 +689,17 @@ def test_x402_killed_after_settling_then_recovered_by_two_processes_at_once(
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - paid
 
 
-def test_a_settlement_naming_another_transaction_is_not_the_receipt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "fake", [str(Keypair().sign_message(b"not the payment")), ""], ids=["made-up", "none"]
+)
+def test_a_settlement_naming_another_transaction_is_not_the_receipt(
+    tmp_path: Path, fake: str
+) -> None:
     """A server serves the paid content with a settlement claiming success for a made-up
-    transaction. The receipt must not carry the invention as the payment's signature, nor
-    take the claim as proof it landed; recovery finds the real transaction."""
+    transaction (or naming none). The receipt must not carry the invention as the payment's
+    signature, nor take the claim as proof it landed; recovery finds the real transaction."""
     clock = FakeClock()
     price = Price(USDC, "USDC")
-    fake = str(Keypair().sign_message(b"not the payment"))
     with gateway_app(clock) as (gateway, app):
         add_lying_settlement(app, gateway, price, fake, success=True)
         with serve(app) as server:
