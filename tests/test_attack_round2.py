@@ -805,3 +805,60 @@ def test_a_payment_written_by_a_previous_release_counts_against_the_budget(
             agent.get(f"{server.url}/api/v1/premium/sol")
         assert gateway.balance(wallet.pubkey()) == 1
         agent.close()
+
+
+# -- many x402 offers, with fee payer and payTo tricks -------------------------------------------
+
+
+def test_many_offers_with_self_payer_and_self_payee_tricks_pay_one_valid_offer(
+    tmp_path: Path,
+) -> None:
+    """32 offers: the cheapest ones name the agent as fee payer or as payTo, some repeat, some
+    ask for an asset the agent does not accept; exactly one valid offer (the cheapest of them)
+    is paid, once, to the facilitator's payee."""
+    clock = FakeClock()
+    price = Price(USDC, "USDC")
+    wallet = Keypair()
+    agent_key = str(wallet.pubkey())
+    with gateway_app(clock) as (gateway, app):
+
+        @app.get("/many")
+        @require_x402(gateway, price)
+        def many() -> Response:
+            return jsonify({"content": "paid for"})
+
+        @app.after_request
+        def offers(response: Response) -> Response:
+            header = response.headers.get("PAYMENT-REQUIRED")
+            if request.path != "/many" or not header:
+                return response
+            document = unb64json(header, "challenge")
+            (real,) = document["accepts"]
+            tricks = []
+            for n in range(10):
+                cheap = {**real, "amount": str(1 + n), "extra": {**real["extra"]}}
+                cheap["extra"]["feePayer"] = agent_key
+                tricks.append(cheap)
+                tricks.append({**real, "amount": str(1 + n), "payTo": agent_key})
+                tricks.append({**real, "amount": "1", "asset": str(Keypair().pubkey())})
+            document["accepts"] = [*tricks, real, {**real, "amount": str(10**9)}]
+            response.headers["PAYMENT-REQUIRED"] = b64json(document)
+            return response
+
+        with serve(app) as server:
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+            treasury = gateway.balance(gateway.treasury, "USDC")
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+            assert agent.get(f"{server.url}/many").status_code == 200
+            assert gateway.balance(wallet.pubkey(), "USDC") == 1 - USDC
+            assert gateway.balance(gateway.treasury, "USDC") - treasury == USDC
+            assert gateway.balance(wallet.pubkey()) == 1  # the facilitator paid the fee
+            (row,) = rows(journal)
+            assert (row["state"], row["amount"], row["recipient"]) == (
+                "accepted",
+                "0.01",
+                str(gateway.treasury),
+            )
+            recount(journal)
+            agent.close()
