@@ -862,3 +862,57 @@ def test_many_offers_with_self_payer_and_self_payee_tricks_pay_one_valid_offer(
             )
             recount(journal)
             agent.close()
+
+
+# -- a lagging node and a server that refuses as "already paid" --------------------------------
+
+
+def add_already_paid_keeper(app: Flask, gateway: Gateway, price: Price) -> None:
+    """``GET /keeper``: one HumanRPC invoice; the first payment is executed (kept), and every
+    paid request is answered 402 ``invoice_already_paid``, never served."""
+    state: dict[str, Any] = {"invoice": None}
+
+    @app.get("/keeper")
+    def keeper() -> Response:
+        if state["invoice"] is None:
+            state["invoice"] = gateway.desk.issue(price, request.path)
+        header = request.headers.get("X-PAYMENT")
+        if header is not None:
+            transaction = decode_payment_header(header).transaction
+            if gateway.ledger.status(transaction.signatures[0]) is None:
+                assert gateway.ledger.execute(transaction).ok
+            response = jsonify({"status": "payment_required", "reason": "invoice_already_paid"})
+        else:
+            response = jsonify(jsonable(state["invoice"].body(gateway.network)))
+        response.status_code = 402
+        return response
+
+
+def test_a_lagging_node_and_already_paid_refusals_pay_once(tmp_path: Path) -> None:
+    """A node 3 slots late cannot yet see the kept payment: the refusal is journaled with
+    landing unknown and nothing is paid again. Once the node catches up, the same invoice
+    re-sends the same payment: paid_not_delivered, landed, one payment on the ledger."""
+    clock = FakeClock()
+    price = Price(Decimal("0.001"), "SOL")
+    with gateway_app(clock) as (gateway, app):
+        add_already_paid_keeper(app, gateway, price)
+        with serve(app) as server, LaggingRpc(server.rpc_url, gateway.ledger, lag=3) as node:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=node.url, journal_path=journal, sleep=clock.sleep)
+            with pytest.raises(PaymentError) as first:
+                agent.get(f"{server.url}/keeper")
+            assert first.value.reason == "payment_refused"
+            (row,) = rows(journal)
+            assert (row["state"], row["landed"]) == ("refused", None)
+            clock.now += 5 * 0.4  # the node catches up
+            with pytest.raises(PaymentError) as second:
+                agent.get(f"{server.url}/keeper")
+            assert second.value.reason == "paid_not_delivered"
+            (row,) = rows(journal)
+            assert (row["state"], row["landed"]) == ("refused", 1)
+            assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+            assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
+            recount(journal)
+            agent.close()
