@@ -41,7 +41,7 @@ from stub_gateway.x402_routes import require_x402, requirements_for
 from .conftest import FakeClock
 from .lagging_rpc import LaggingRpc
 from .test_journal import ROOT, Stall, run_worker
-from .test_journal_safety import V1_SCHEMA
+from .test_journal_safety import V1_SCHEMA, Locker
 from .test_replacement_proof import gateway_app, serve
 
 
@@ -915,4 +915,60 @@ def test_a_lagging_node_and_already_paid_refusals_pay_once(tmp_path: Path) -> No
             assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
             assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             recount(journal)
+            agent.close()
+
+
+# -- the journal is locked when the refusal comes ----------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="when the outcome write fails the server's answer lives only in the raised error: "
+    "the row stays 'signed', and recover_payments() can only learn from the chain that it "
+    "landed, so it journals 'accepted' a payment the server refused. Keeping the answer "
+    "needs somewhere to write it other than the locked journal",
+)
+def test_a_refusal_the_journal_could_not_record_is_not_recovered_as_accepted(
+    tmp_path: Path,
+) -> None:
+    """The server keeps the payment (it lands) and answers 402, while another process holds
+    the journal's write lock: the caller gets payment_refused; after the lock is gone,
+    recovery must not journal the payment as accepted (served)."""
+    clock = FakeClock()
+    price = Price(Decimal("0.001"), "SOL")
+    journal = tmp_path / "journal.sqlite3"
+    locker = Locker(journal)
+    with gateway_app(clock) as (gateway, app):
+
+        @app.get("/keeps-and-locks")
+        def keeps_and_locks() -> Response:
+            header = request.headers.get("X-PAYMENT")
+            if header is not None:
+                transaction = decode_payment_header(header).transaction
+                assert gateway.ledger.execute(transaction).ok
+                locker.take()
+                response = jsonify({"status": "payment_required", "reason": "we_lost_it"})
+            else:
+                invoice = gateway.desk.issue(price, request.path)
+                response = jsonify(jsonable(invoice.body(gateway.network)))
+            response.status_code = 402
+            return response
+
+        with serve(app) as server:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+            agent = AutoAgent(
+                wallet, rpc_url=server.rpc_url, journal_path=journal, sleep=clock.sleep
+            )
+            try:
+                with pytest.raises(PaymentError) as caught:
+                    agent.get(f"{server.url}/keeps-and-locks")
+            finally:
+                locker.release()
+            assert caught.value.reason == "payment_refused"
+            assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+            agent.recover_payments()
+            (row,) = rows(journal)
+            assert row["landed"] == 1
+            assert row["state"] == "refused"
             agent.close()
