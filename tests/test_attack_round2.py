@@ -8,6 +8,7 @@ balances and journal rows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -971,4 +972,53 @@ def test_a_refusal_the_journal_could_not_record_is_not_recovered_as_accepted(
             (row,) = rows(journal)
             assert row["landed"] == 1
             assert row["state"] == "refused"
+            agent.close()
+
+
+# -- an x402 offer with a fixed memo ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="with a fixed extra.memo and the blockhash cached for 20 s, two x402 payments of the "
+    "same offer are byte-identical transactions: the second is a replay that moves no money, "
+    "yet the journal counts both against the budget (each 'landed'). Needs a per-payment "
+    "unique element the facilitator accepts, or a fresh blockhash per memo'd payment",
+)
+def test_two_payments_of_an_offer_with_a_fixed_memo_are_two_transactions(
+    tmp_path: Path,
+) -> None:
+    """An x402 paywall whose offer carries a fixed memo, requested twice in a row: each
+    journaled payment must be a transaction of its own, or the budget counts money that never
+    moved."""
+    clock = FakeClock()
+    price = Price(USDC, "USDC")
+    with gateway_app(clock) as (gateway, app):
+
+        @app.get("/memo")
+        @require_x402(gateway, price)
+        def memo() -> Response:
+            return jsonify({"content": "paid for"})
+
+        @app.after_request
+        def fixed_memo(response: Response) -> Response:
+            header = response.headers.get("PAYMENT-REQUIRED")
+            if request.path == "/memo" and header:
+                document = unb64json(header, "challenge")
+                document["accepts"][0]["extra"]["memo"] = "order-42"
+                response.headers["PAYMENT-REQUIRED"] = b64json(document)
+            return response
+
+        with serve(app) as server:
+            wallet = Keypair()
+            gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+            journal = tmp_path / "journal.sqlite3"
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+            for _ in range(2):  # a refused replay is the server's answer: the books must agree
+                with contextlib.suppress(HumanRPCError):
+                    agent.get(f"{server.url}/memo")
+            moved = 1 - gateway.balance(wallet.pubkey(), "USDC")
+            assert agent.budget["USDC"].spent == moved
+            first, second = rows(journal)
+            assert first["transaction_b64"] != second["transaction_b64"]
             agent.close()
