@@ -24,8 +24,10 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend
-from ._landing import Landing, landing
+from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend, RpcCall
+from ._jsonrpc import genesis_hash_request
+from ._landing import Landing, landing, signed_by_fee_payer
+from ._networks import chain_name
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
@@ -101,7 +103,7 @@ def deliver(
                 yield from _undelivered(entry, payable, already.refusal, already.found, problem)
             )
         raise (yield from _unanswered(entry, payable, problem, answer))
-    outcome = judge(answer, entry.receipt, payable.invoice, entry.id)
+    outcome = judge(answer, entry.receipt, payable.invoice, entry.id, entry=entry)
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
         state = "accepted" if answer.status < 400 else "refused"
@@ -112,7 +114,7 @@ def deliver(
         fields["landed"] = chain.landed
     if chain.proof:
         fields["landed_proof"] = chain.proof
-    if chain.signature and not fields.get("signature"):
+    if chain.signature:  # found on chain: truer than what a settlement header claims
         fields["signature"] = chain.signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
     if chain.landed is False and chain.proof and may_replace:
@@ -191,11 +193,11 @@ def _undelivered(
     ``accepted``, as if the paid request had been served. The invoice stays taken, so a later
     402 for the same invoice re-sends this payment instead of paying again.
     """
-    refused = judge(refusal, entry.receipt, payable.invoice, entry.id)
+    refused = judge(refusal, entry.receipt, payable.invoice, entry.id, entry=entry)
     why = refused.error.details["server_reason"] if refused.error else "already paid"
     fields = _answer_fields(refused.receipt)
     fields.update(landed=True, error=f"paid_not_delivered: {why}"[:200])
-    signature = refused.receipt.signature or found
+    signature = found or refused.receipt.signature  # the chain's, over the server's claim
     if signature:
         fields["signature"] = signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
@@ -218,8 +220,20 @@ def _undelivered(
 
 
 def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
-    """What the chain says of ``entry``; unknown when it cannot be asked."""
+    """What the chain says of ``entry``; unknown when it cannot be asked, or when the node
+    serves another chain than the payment's (one that never saw it proves nothing)."""
     try:
+        if entry.genesis_hash:
+            (genesis,) = yield RpcCall((genesis_hash_request(),))
+            if str(genesis.value) != entry.genesis_hash:
+                logger.warning(
+                    "payment #%s was made on %s, but the RPC node now serves %s: it is not "
+                    "judged there (agent.recover_payments() with an rpc_url of its chain does)",
+                    entry.id,
+                    chain_name(entry.genesis_hash),
+                    chain_name(str(genesis.value)),
+                )
+                return Landing(None)
         return (yield from landing(entry))
     except SolanaRPCError as exc:
         logger.warning("could not check payment #%s on chain: %s", entry.id, exc.reason)
@@ -287,7 +301,7 @@ def _answer_fields(receipt: PaymentReceipt) -> dict[str, Any]:
     }
     if receipt.signature:
         fields["signature"] = receipt.signature
-    if receipt.settled:
+    if receipt.settled and receipt.signature:  # a claim of success about no transaction is none
         fields["landed"] = True
     return fields
 
@@ -301,10 +315,14 @@ def judge(
     receipt: PaymentReceipt,
     invoice: Mapping[str, Any],
     journal_id: int | None = None,
+    *,
+    entry: JournalEntry | None = None,
 ) -> PaymentOutcome:
-    """Decide whether the server accepted the payment carried by ``receipt``."""
+    """Decide whether the server accepted the payment carried by ``receipt`` (journaled as
+    ``entry``: a settlement naming another transaction than its own is then not believed)."""
     settlement = read_settlement(answer.headers)
-    receipt = _settled(replace(receipt, http_status=answer.status), settlement, answer.url)
+    receipt = replace(receipt, http_status=answer.status)
+    receipt = _settled(receipt, settlement, answer.url, entry)
     shown = receipt.signature or "(unsettled)"
     if answer.status != 402:
         logger.info("payment %s answered: HTTP %s", shown, answer.status)
@@ -325,23 +343,42 @@ def judge(
 
 
 def _settled(
-    receipt: PaymentReceipt, settlement: Mapping[str, Any] | None, url: str
+    receipt: PaymentReceipt,
+    settlement: Mapping[str, Any] | None,
+    url: str,
+    entry: JournalEntry | None = None,
 ) -> PaymentReceipt:
-    """The receipt completed by the server's settlement response, when it sent one."""
+    """The receipt completed by the server's settlement response, when it sent one.
+
+    An x402 payment's signature is learnt from the settlement; one that is not the fee
+    payer's signature over the message the agent signed (``entry``'s) is a false claim:
+    neither it nor the settlement's ``success`` is kept (the chain is asked instead).
+    """
     if settlement is None:
         return receipt
     transaction = settlement.get("transaction")
     signature = receipt.signature
+    success = settlement.get("success")
     if isinstance(transaction, str) and transaction:
         if signature and transaction != signature:
             logger.warning(
-                "server at %s reports settling transaction %s, not the one sent (%s)",
+                "server at %s reports settling transaction %s, not the one sent (%s); its "
+                "claim of success is not the payment's",
                 url,
-                transaction,
+                transaction[:100],
                 signature,
             )
+            success = None
+        elif not signature and entry is not None and not signed_by_fee_payer(entry, transaction):
+            logger.warning(
+                "server at %s names transaction %s as the settlement of payment #%s, but it is "
+                "not the transaction the agent signed; the claim is ignored",
+                url,
+                transaction[:100],
+                entry.id,
+            )
+            transaction, success = "", None
         signature = signature or transaction[:100]
-    success = settlement.get("success")
     reason = settlement.get("errorReason")
     return replace(
         receipt,

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from ._offer import PaymentOffer
 from ._receipts import STATES, PaymentReceipt
-from ._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from ._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import PaymentError, SDKConfigurationError
 
 __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
@@ -501,15 +501,14 @@ def _cost(network: str, currency_key: str, amount: Decimal, lamports: int) -> To
 
 def _counted(row: sqlite3.Row | None) -> Totals:
     """What a row counts against the budgets now: everything but a payment that failed (it
-    moved no money and never can), except the network fee of one that executed and failed on
-    chain (the fee payer pays it all the same)."""
+    moved no money and never can), save the network fee of one that executed and failed on
+    chain (the fee was charged all the same)."""
     if row is None:
         return {}
     if row["state"] == "failed":
-        proof = row["landed_proof"] or ""
-        if proof.startswith("failed on chain") and row["fee_lamports"]:
-            return _cost(row["network"], SOL_KEY, Decimal(0), int(row["fee_lamports"]))
-        return {}
+        if not str(row["landed_proof"] or "").startswith(FAILED_ON_CHAIN):
+            return {}
+        return {(row["network"], SOL_KEY): Decimal(int(row["fee_lamports"] or 0)) / _LAMPORTS}
     lamports = int(row["fee_lamports"] or 0) + int(row["rent_lamports"] or 0)
     return _cost(row["network"], row["currency_key"], Decimal(row["amount"]), lamports)
 

@@ -43,10 +43,10 @@ from ._jsonrpc import (
     signature_statuses_request,
     signatures_for_address_request,
 )
-from ._records import JournalEntry
+from ._records import FAILED_ON_CHAIN, JournalEntry
 from .exceptions import SolanaRPCError
 
-__all__ = ["HISTORY_LIMIT", "Landing", "landing"]
+__all__ = ["HISTORY_LIMIT", "Landing", "landing", "signed_by_fee_payer"]
 
 HISTORY_LIMIT = 1000
 
@@ -80,9 +80,31 @@ def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
         return Landing(None)  # nothing signed, or a row written by a newer SDK: not ours to judge
     expired = yield from _expiry(entry)
     signature = entry.receipt.signature
-    if signature:
+    if signature and _signs(entry, transaction, signature):
         return (yield from _by_signature(entry, signature, expired))
     return (yield from _in_history(entry, transaction, expired))
+
+
+def signed_by_fee_payer(entry: JournalEntry, signature: str) -> bool:
+    """Whether ``signature`` is the transaction of ``entry`` (see :func:`_signs`)."""
+    transaction = _transaction(entry)
+    return transaction is not None and _signs(entry, transaction, signature)
+
+
+def _signs(entry: JournalEntry, transaction: VersionedTransaction, signature: str) -> bool:
+    """Whether ``signature`` is ``transaction``'s own (the fee payer's, over its message).
+
+    An x402 row's signature comes from the server's settlement header: a made-up one (never
+    on chain, so "not found" after expiry) must not judge the payment; the history search does.
+    """
+    if not entry.fee_payer:
+        return True  # an older row: its signature is the one the agent signed with
+    try:
+        found = Signature.from_string(signature)
+        fee_payer = Pubkey.from_string(entry.fee_payer)
+    except ValueError:
+        return False
+    return found.verify(fee_payer, to_bytes_versioned(transaction.message))
 
 
 def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
@@ -109,7 +131,7 @@ def _by_signature(
     if status is not None:
         if status.err is None:
             return Landing(True, signature)
-        return Landing(False, signature, f"failed on chain at slot {status.slot}: {status.err}")
+        return Landing(False, signature, f"{FAILED_ON_CHAIN} at slot {status.slot}: {status.err}")
     if expired is not None and statuses.context.slot >= expired.slot:
         return Landing(False, "", _proof(entry, expired, statuses.context.slot))
     return Landing(None)
@@ -133,7 +155,7 @@ def _in_history(
             found = str(item.signature)
             if item.err is None:
                 return Landing(True, found)
-            return Landing(False, found, f"failed on chain at slot {item.slot}: {item.err}")
+            return Landing(False, found, f"{FAILED_ON_CHAIN} at slot {item.slot}: {item.err}")
     if len(history.value) >= HISTORY_LIMIT or expired is None:
         return Landing(None)  # a full page leaves older transactions unsearched
     return Landing(False, "", _proof(entry, expired, expired.slot))

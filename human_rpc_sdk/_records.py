@@ -9,6 +9,7 @@ from decimal import Decimal
 from ._receipts import PaymentReceipt
 
 __all__ = [
+    "FAILED_ON_CHAIN",
     "PENDING",
     "BudgetLine",
     "Existing",
@@ -19,6 +20,8 @@ __all__ = [
 
 PENDING = ("reserved", "signed", "submitted")
 """States whose outcome the server has not told: the money may or may not have moved."""
+FAILED_ON_CHAIN = "failed on chain"
+"""How the proof of a transaction that executed and failed begins: its fee was paid."""
 
 
 @dataclass(frozen=True)

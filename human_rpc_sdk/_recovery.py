@@ -93,7 +93,7 @@ def _settle(entry: JournalEntry) -> Generator[Effect, Any, JournalEntry | None]:
     if chain.landed is None:
         return None
     fields: dict[str, Any] = {"landed": chain.landed}
-    if chain.signature and not entry.receipt.signature:
+    if chain.signature and chain.signature != entry.receipt.signature:
         fields["signature"] = chain.signature
     if chain.landed:
         state = "refused" if _refused(entry) else "accepted"

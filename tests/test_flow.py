@@ -19,6 +19,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
     GetEpochInfoResp,
+    GetGenesisHashResp,
     GetLatestBlockhashResp,
     GetMultipleAccountsResp,
     GetSignatureStatusesResp,
@@ -410,9 +411,13 @@ def test_second_402_after_paying_is_an_error_with_the_signature() -> None:
             )
         }
     )
-    check = gen.send(HttpReply(402, headers, b"{}", "http://shop/item"))
-    # A refusal: the chain is asked whether the payment landed anyway: first whether a node
+    chain = gen.send(HttpReply(402, headers, b"{}", "http://shop/item"))
+    # A refusal: the chain is asked whether the payment landed anyway: first whether the node
+    # serves the payment's chain at all (another chain proves nothing), then whether a node
     # that has seen the blockhash's slot (1) is past its last valid block height (200).
+    assert isinstance(chain, RpcCall)
+    assert [r.method for r in chain.requests] == ["getGenesisHash"]
+    check = gen.send([GetGenesisHashResp(Hash.from_string(GENESIS_HASHES["devnet"]))])
     assert isinstance(check, RpcCall)
     assert [r.method for r in check.requests] == ["getEpochInfo"]
     assert json.loads(check.requests[0].body.to_json())["params"][0]["minContextSlot"] == 1
