@@ -266,15 +266,19 @@ def record_outcome(record: Record) -> Generator[Effect, Any, JournalEntry | None
 
     Once the server has answered, money may have moved: the caller gets the answer whatever
     happens to the journal. The write is tried a few times (each waiting a bounded time for a
-    journal another process holds locked); if it still fails the row stays open, a warning
-    says so, and ``recover_payments()`` completes it from the chain.
+    journal another process holds locked); if it still fails, the journal keeps it in this
+    process and writes it before its next write (``recover_payments()`` included), so what
+    the server said is not lost; a warning says so. Only if the process ends first does
+    ``recover_payments()`` have the chain alone to go by.
     """
     problem = ""
     for pause in (0.0, *OUTCOME_WRITE_PAUSES):
         if pause:
             yield Pause(pause)
         try:
-            recorded: JournalEntry | None = yield replace(record, busy_seconds=OUTCOME_BUSY_SECONDS)
+            recorded: JournalEntry | None = yield replace(
+                record, busy_seconds=OUTCOME_BUSY_SECONDS, keep=True
+            )
         except PaymentError as exc:
             if exc.reason != "journal_unavailable":
                 raise
@@ -283,8 +287,8 @@ def record_outcome(record: Record) -> Generator[Effect, Any, JournalEntry | None
         return recorded
     logger.warning(
         "the outcome of payment #%s (%s) could not be journaled, after %d tries: %s. The "
-        "server's answer is returned all the same; agent.recover_payments() completes the row "
-        "from the chain once the journal can be written",
+        "server's answer is returned all the same; the outcome is written with the journal's "
+        "next write (agent.recover_payments() writes it, and settles the row from the chain)",
         record.entry_id,
         record.state,
         1 + len(OUTCOME_WRITE_PAUSES),

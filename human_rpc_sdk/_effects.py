@@ -145,6 +145,8 @@ class Record:
     expect: tuple[str, ...] | None = None
     busy_seconds: float | None = None
     """How long to wait for a journal another process holds locked (None: the default)."""
+    keep: bool = False
+    """If the write fails, keep it in this process and write it at the next write that can."""
 
 
 Effect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record

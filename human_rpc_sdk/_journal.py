@@ -98,12 +98,24 @@ CREATE TABLE IF NOT EXISTS totals (
     spent         TEXT NOT NULL,
     PRIMARY KEY (network, currency_key)
 );
+CREATE TABLE IF NOT EXISTS counters (
+    name          TEXT PRIMARY KEY,
+    value         INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('writes', 0), ('counted', 0);
+CREATE TRIGGER IF NOT EXISTS payments_inserted AFTER INSERT ON payments
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+CREATE TRIGGER IF NOT EXISTS payments_updated AFTER UPDATE ON payments
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+CREATE TRIGGER IF NOT EXISTS payments_deleted AFTER DELETE ON payments
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
 CREATE UNIQUE INDEX IF NOT EXISTS payments_one_per_invoice
     ON payments(invoice_key) WHERE invoice_key IS NOT NULL AND state != 'failed';
 CREATE INDEX IF NOT EXISTS payments_spending ON payments(network, currency_key, state);
 CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
 CREATE INDEX IF NOT EXISTS payments_unsettled ON payments(landed, state);
-"""
+CREATE INDEX IF NOT EXISTS payments_replaces ON payments(replaces);
+"""  # noqa: S608 - a fixed text (the state names), no input
 
 _ADDED_COLUMNS: Final = (
     ("last_valid_block_height", "INTEGER"),
@@ -165,6 +177,8 @@ class Journal:
         self.path = str(path)
         self._now = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
+        self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
+        """Outcomes that could not be written yet, by row: written before the next write."""
         if self.path != MEMORY:
             _check_ownership(self.path)
         try:
@@ -189,6 +203,16 @@ class Journal:
         return db
 
     def close(self) -> None:
+        """Close the file, writing first any outcome kept from a failed write."""
+        try:
+            self.flush()
+        except PaymentError as exc:
+            logger.warning(
+                "closing the payment journal with %d payment outcome(s) unwritten (%s); "
+                "agent.recover_payments() settles those payments from the chain",
+                len(self._deferred),
+                exc.reason,
+            )
         with self._lock:
             self._db.close()
 
@@ -343,12 +367,15 @@ class Journal:
         *,
         expect: Iterable[str] | None = None,
         busy_seconds: float | None = None,
+        keep: bool = False,
     ) -> JournalEntry | None:
         """Move a row to ``state`` with ``fields``; only from ``expect`` states when given.
 
         Returns the updated entry, or None when the row was not in an expected state (another
         process, or a recovery, got there first). ``busy_seconds``: how long to wait for a
-        journal another connection holds locked (default: 30 s).
+        journal another connection holds locked (default: 30 s). ``keep``: if the write
+        fails, keep it in this process and write it first thing at the next write that
+        succeeds (an outcome the server told must not be lost to a held lock).
         """
         if state not in STATES:
             raise ValueError(f"unknown journal state {state!r}")
@@ -362,9 +389,25 @@ class Journal:
             ["state = ?", "updated = ?", "updated_unix = ?", *(f"{name} = ?" for name in values)]
         )
         params: list[Any] = [state, *_stamp(self._now()), *values.values()]
-        with self._writing(busy_seconds) as db:
-            row = _update(db, entry_id, assignments, params, expect)
-            return None if row is None else self._entry(row)
+        allowed = None if expect is None else tuple(expect)
+        try:
+            with self._writing(busy_seconds) as db:
+                row = _update(db, entry_id, assignments, params, allowed)
+                return None if row is None else self._entry(row)
+        except PaymentError:
+            if keep:
+                with self._lock:
+                    self._deferred[entry_id] = (assignments, params, allowed)
+            raise
+
+    def flush(self) -> None:
+        """Write the outcomes kept from failed writes (see ``mark(keep=True)``), if any.
+
+        :raises PaymentError: ``journal_unavailable`` while the journal still cannot be written.
+        """
+        if self._deferred:
+            with self._writing():
+                pass  # _writing writes them first
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -385,12 +428,31 @@ class Journal:
                     db.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
                 try:
                     with _immediate(db):
+                        _recount_if_written_elsewhere(db)
+                        flushed = self._flush_deferred(db)
                         yield db
+                        committed = db.in_transaction  # False: the body rolled back
+                        if committed:
+                            db.execute(
+                                "UPDATE counters SET value = (SELECT value FROM counters "
+                                "WHERE name = 'writes') WHERE name = 'counted'"
+                            )
+                    if committed:
+                        for entry_id in flushed:
+                            self._deferred.pop(entry_id, None)
                 finally:
                     if busy_seconds is not None:
                         db.execute("PRAGMA busy_timeout = 30000")
             except sqlite3.Error as exc:
                 raise self._failure("write", exc) from None
+
+    def _flush_deferred(self, db: sqlite3.Connection) -> list[int]:
+        """Inside a write transaction: write the outcomes kept from earlier failed writes;
+        which rows (forgotten only once the transaction commits)."""
+        for entry_id, (assignments, params, expect) in self._deferred.items():
+            _update(db, entry_id, assignments, params, expect)
+            logger.info("journaled the outcome of payment #%s, kept since a failed write", entry_id)
+        return list(self._deferred)
 
     def _failure(self, what: str, exc: sqlite3.Error) -> PaymentError:
         return PaymentError(
@@ -467,7 +529,15 @@ def process_alive(entry: JournalEntry) -> bool:
 
 
 def _statements() -> list[str]:
-    return [s.strip() for s in _SCHEMA.split(";") if s.strip()]
+    """The schema's statements (a trigger's body keeps its own semicolons)."""
+    statements: list[str] = []
+    current = ""
+    for line in _SCHEMA.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
 
 
 @contextlib.contextmanager
@@ -555,6 +625,27 @@ def _update(
     return after
 
 
+def _recount_if_written_elsewhere(db: sqlite3.Connection) -> None:
+    """Recount the totals if rows changed without them (inside a write transaction).
+
+    Triggers count every write to ``payments``, whoever makes it; this SDK's writes also keep
+    the totals and mark the count as counted. A difference means a write that did not: a
+    process of an older release still running on the journal, or a hand edit. The totals are
+    then recounted from the rows before anything is decided on them.
+    """
+    writes, counted = (
+        db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+        for name in ("writes", "counted")
+    )
+    if writes != counted:
+        logger.warning(
+            "the payment journal was written without its running totals (%d write(s), by an "
+            "older release or by hand); recounting them from the payments",
+            writes - counted,
+        )
+        rebuild_totals(db)
+
+
 def rebuild_totals(db: sqlite3.Connection) -> None:
     """Recount the running totals from every row (once, when a journal is migrated)."""
     db.execute("DELETE FROM totals")
@@ -603,6 +694,10 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         if not statement.startswith("CREATE TABLE"):
             db.execute(statement)
     rebuild_totals(db)
+    db.execute(
+        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'writes') "
+        "WHERE name = 'counted'"
+    )
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

@@ -138,6 +138,7 @@ class Driver:
                 effect.fields,
                 expect=effect.expect,
                 busy_seconds=effect.busy_seconds,
+                keep=effect.keep,
             )
         raise TypeError(f"unknown effect {effect!r}")
 

@@ -234,6 +234,7 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
+        self._journal.flush()  # outcomes a held lock kept from the journal go in first
         entries = [e for e in self._journal.unsettled() if needs_recovery(e)]
         flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
         return self._driver.run(flow)

@@ -774,14 +774,6 @@ def test_a_success_claimed_for_another_transaction_is_no_landing(tmp_path: Path)
 # -- an upgrade: a process of the previous release still writes the migrated journal ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the running totals are kept only by this SDK's own writes: a process of the "
-    "previous release still running on the journal (its reserve inserts rows and scans them, "
-    "and it never checks user_version) adds payments the totals never count, so the upgraded "
-    "agent pays past its budget. Needs SQLite triggers to keep the totals, or a guard the "
-    "old release trips over",
-)
 def test_a_payment_written_by_a_previous_release_counts_against_the_budget(
     tmp_path: Path,
 ) -> None:
@@ -922,13 +914,6 @@ def test_a_lagging_node_and_already_paid_refusals_pay_once(tmp_path: Path) -> No
 # -- the journal is locked when the refusal comes ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the outcome write fails the server's answer lives only in the raised error: "
-    "the row stays 'signed', and recover_payments() can only learn from the chain that it "
-    "landed, so it journals 'accepted' a payment the server refused. Keeping the answer "
-    "needs somewhere to write it other than the locked journal",
-)
 def test_a_refusal_the_journal_could_not_record_is_not_recovered_as_accepted(
     tmp_path: Path,
 ) -> None:

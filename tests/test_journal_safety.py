@@ -422,7 +422,8 @@ def test_a_locked_journal_after_settlement_still_returns_the_answer(
 ) -> None:
     """The journal is locked by another process between the payment and its answer, and
     stays locked: the caller still gets the paid answer (never journal_unavailable, never a
-    second payment); the row stays open with a warning, and recovery completes it."""
+    second payment), with a warning; the outcome is kept in the process and written by the
+    next journal write (here recovery's), not lost."""
     server, hook = locking
     path = tmp_path / "j.sqlite3"
     hook.locker = Locker(path)
@@ -439,10 +440,11 @@ def test_a_locked_journal_after_settlement_still_returns_the_answer(
     assert server.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
     hook.locker.release()
     (row,) = rows(path)
-    assert row["state"] == "signed"
-    (recovered,) = agent.recover_payments()
-    assert (recovered.state, recovered.landed) == ("accepted", True)
-    assert [r["state"] for r in rows(path)] == ["accepted"]
+    assert row["state"] == "signed"  # the outcome waits in this process for the next write
+    assert agent.recover_payments() == []  # which writes it: nothing left to ask the chain
+    assert [(r["state"], r["landed"], r["http_status"]) for r in rows(path)] == [
+        ("accepted", 1, 200)
+    ]
     assert agent.budget["SOL"].spent == PRICE + FEE
     assert server.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
     agent.close()
