@@ -118,6 +118,9 @@ class Prepared:
     sign: Callable[[], Signed]
     blockhash: str = ""
     """The blockhash it will be signed over."""
+    invoice_key: str | None = None
+    """What identifies this very payment when nothing else in it varies (an x402 offer with a
+    fixed memo): the same key, the same transaction bytes, which are never paid twice."""
 
 
 class Payable(Protocol):
@@ -211,7 +214,7 @@ def pay_new(
     reservation = yield Reserve(
         offer,
         key,
-        payable.invoice_key,
+        prepared.invoice_key or payable.invoice_key,
         ctx.rules.budget_for(key),
         sol_budget=ctx.rules.budget_for(SOL),
         genesis_hash=ctx.cache.genesis_hash,
@@ -391,7 +394,27 @@ class ExactPayable:
                 facts=None if server_chosen else ctx.cache.fetched(exact.blockhash),
             )
 
-        return Prepared(offer, sign, str(exact.blockhash))
+        # A fixed memo leaves nothing random in the transaction: the same offer paid over the
+        # same blockhash is byte for byte the same transaction, which can land only once. It
+        # is then the same payment, re-sent, never a second one counted against the budget.
+        same_bytes = (
+            None
+            if not chosen.memo
+            else "|".join(
+                (
+                    "x402",
+                    ctx.network,
+                    str(payer),
+                    chosen.fee_payer,
+                    chosen.pay_to,
+                    chosen.asset,
+                    str(chosen.amount),
+                    chosen.memo,
+                    str(exact.blockhash),
+                )
+            )
+        )
+        return Prepared(offer, sign, str(exact.blockhash), same_bytes)
 
 
 def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:

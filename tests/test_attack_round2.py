@@ -963,19 +963,15 @@ def test_a_refusal_the_journal_could_not_record_is_not_recovered_as_accepted(
 # -- an x402 offer with a fixed memo ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with a fixed extra.memo and the blockhash cached for 20 s, two x402 payments of the "
-    "same offer are byte-identical transactions: the second is a replay that moves no money, "
-    "yet the journal counts both against the budget (each 'landed'). Needs a per-payment "
-    "unique element the facilitator accepts, or a fresh blockhash per memo'd payment",
-)
-def test_two_payments_of_an_offer_with_a_fixed_memo_are_two_transactions(
-    tmp_path: Path,
+@pytest.mark.parametrize("new_blockhash", [False, True])
+def test_an_offer_with_a_fixed_memo_is_never_counted_twice(
+    tmp_path: Path, new_blockhash: bool
 ) -> None:
-    """An x402 paywall whose offer carries a fixed memo, requested twice in a row: each
-    journaled payment must be a transaction of its own, or the budget counts money that never
-    moved."""
+    """An x402 paywall whose offer carries a fixed memo, requested twice within one blockhash:
+    the second payment would be the same bytes (nothing random left in it), a replay that
+    moves nothing. It is the same payment: journaled once, re-sent, and the books agree with
+    the ledger; every live row is a transaction of its own. Over a new blockhash, the second
+    request is a new transaction: paid and counted twice, as the ledger says."""
     clock = FakeClock()
     price = Price(USDC, "USDC")
     with gateway_app(clock) as (gateway, app):
@@ -1002,8 +998,14 @@ def test_two_payments_of_an_offer_with_a_fixed_memo_are_two_transactions(
             for _ in range(2):  # a refused replay is the server's answer: the books must agree
                 with contextlib.suppress(HumanRPCError):
                     agent.get(f"{server.url}/memo")
+                if new_blockhash:
+                    clock.now += 0.4  # the next slot, a new blockhash
+                    gateway.ledger.slot()
+                    agent._cache.forget_blockhash()
+            payments = 2 if new_blockhash else 1
             moved = 1 - gateway.balance(wallet.pubkey(), "USDC")
+            assert moved == payments * USDC
             assert agent.budget["USDC"].spent == moved
-            first, second = rows(journal)
-            assert first["transaction_b64"] != second["transaction_b64"]
+            live = [r for r in rows(journal) if r["state"] != "failed"]
+            assert len({r["transaction_b64"] for r in live}) == len(live) == payments
             agent.close()
