@@ -475,7 +475,7 @@ def test_a_replacement_is_never_signed_over_the_expired_blockhash() -> None:
     """A node still offering the expired blockhash as the latest: no replacement is signed."""
     from human_rpc_sdk._flow import _read, pay_new
 
-    from .test_flow import SOL, accounts_reply, blockhash_reply, challenge, context, wallet
+    from .test_flow import SOL, accounts_reply, challenge, context, latest, wallet
 
     ctx = context()
     expired = Hash.new_unique()
@@ -483,5 +483,5 @@ def test_a_replacement_is_never_signed_over_the_expired_blockhash() -> None:
     flow = pay_new(payable, ctx, replaces=7, expired_blockhash=str(expired))
     assert isinstance(next(flow), RpcCall)
     with pytest.raises(PaymentError) as caught:
-        flow.send([accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(expired)])
+        flow.send([accounts_reply(wallet(SOL), wallet(1)), *latest(expired)])
     assert caught.value.reason == "no_fresh_blockhash"
