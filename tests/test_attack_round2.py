@@ -569,14 +569,6 @@ class PrunedRpc(LaggingRpc):
         return [item for item in self._forward(call) if item["slot"] >= self.first[0]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the expiry proof never asks how far back the node's history goes "
-    "(minimumLedgerSlot / getFirstAvailableBlock): a node whose history starts after the "
-    "payment's blockhash slot answers 'not found', and recovery marks a landed payment "
-    "failed (landed=0, budget released). Needs a new RPC call in _landing, in the stub RPC "
-    "and in every hand-driven flow test",
-)
 def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
     """A payment lands and is served with no settlement header (landing unknown). Much later
     recovery asks a node whose history begins after the payment's slot: its 'not found'
@@ -594,11 +586,16 @@ def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
             clock.now += 120  # the blockhash expired long ago
             node.first[0] = gateway.ledger.slot()  # a node restarted from a fresh snapshot
             agent.recover_payments()
+            assert "minimumLedgerSlot" in node.calls  # asked how far back its history goes
             (row,) = rows(journal)
             assert row["landed"] != 0
             assert row["state"] != "failed"
             assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+            node.first[0] = 0  # a node with the whole history finds it
+            (found,) = agent.recover_payments()
+            assert (found.state, found.landed) == ("accepted", True)
+            assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             agent.close()
 
 
