@@ -586,12 +586,12 @@ def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
             clock.now += 120  # the blockhash expired long ago
             node.first[0] = gateway.ledger.slot()  # a node restarted from a fresh snapshot
             agent.recover_payments()
-            assert "minimumLedgerSlot" in node.calls  # asked how far back its history goes
             (row,) = rows(journal)
             assert row["landed"] != 0
             assert row["state"] != "failed"
             assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+            assert "minimumLedgerSlot" in node.calls  # asked how far back its history goes
             node.first[0] = 0  # a node with the whole history finds it
             (found,) = agent.recover_payments()
             assert (found.state, found.landed) == ("accepted", True)
