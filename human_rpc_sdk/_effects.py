@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from solders.account import Account
 from solders.hash import Hash
@@ -44,6 +44,7 @@ __all__ = [
     "Approve",
     "BlockhashFacts",
     "ChainCache",
+    "ChainRead",
     "Effect",
     "FindPayment",
     "HttpReply",
@@ -159,11 +160,15 @@ class BlockhashFacts:
     ``last_valid_block_height``: transactions signed over it can land up to that block height;
     ``slot``: the slot the node answered at (``context.slot``), which it had reached. Together
     they are what a later expiry proof is checked against (see :mod:`._landing`).
+    ``genesis_hash``: the chain the node served in that same batch. A transaction can land only
+    on the chain whose blockhash it carries, so this is the chain of every payment signed over
+    it, whatever the node serves later (a load balancer may switch chains).
     """
 
     blockhash: Hash
     last_valid_block_height: int
     slot: int
+    genesis_hash: str
 
 
 _FETCHED_KEPT: Final = 64
@@ -183,8 +188,6 @@ class ChainCache:
         self._blockhash: tuple[Hash, float] | None = None
         self._fetched: OrderedDict[Hash, BlockhashFacts] = OrderedDict()
         self._mints: dict[Pubkey, MintInfo] = {}
-        self.genesis_hash: str | None = None
-        """The genesis hash of the chain the RPC node serves, once read and accepted."""
 
     def blockhash(self, now: float) -> Hash | None:
         with self._lock:
@@ -221,16 +224,31 @@ class ChainCache:
             self._mints[info.address] = info
 
 
+class ChainRead(NamedTuple):
+    """What :func:`read_chain` read in one round trip."""
+
+    accounts: list[Account | None]
+    """The accounts, in the order of the keys asked (None: no account there)."""
+    blockhash: Hash
+    """A usable blockhash the agent fetched (its facts: ``ChainCache.fetched``)."""
+    genesis_hash: str | None
+    """The chain the node served in this batch, checked against the agent's network; None
+    when it was not asked (the cached blockhash's facts name its chain)."""
+
+
 def read_chain(
-    keys: list[Pubkey], ctx: PaymentContext
-) -> Generator[Effect, Any, tuple[list[Account | None], Hash]]:
+    keys: list[Pubkey], ctx: PaymentContext, *, ask_chain: bool = False
+) -> Generator[Effect, Any, ChainRead]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
     Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses
     (the node's limit for ``getMultipleAccounts``); the list follows ``keys``. The cached
-    blockhash is used while fresh; otherwise one is fetched in the same batch. The first read
-    also asks which chain the node serves (its genesis hash): a chain that is not the agent's
-    network stops the payment before anything is signed.
+    blockhash is used while fresh; otherwise one is fetched in the same batch, with the chain
+    the node serves (its genesis hash), remembered with the blockhash: a node behind a load
+    balancer may serve another chain tomorrow, and a payment signed over the blockhash can land
+    only on the chain it came from. ``ask_chain`` asks the genesis hash even with a cached
+    blockhash (for a payment over a blockhash the server chose). A chain that is not the
+    agent's network stops the payment before anything is signed.
 
     :raises NetworkMismatchError: the RPC node serves another chain than ``ctx.network``.
     """
@@ -242,13 +260,14 @@ def read_chain(
     ]
     batch = [multiple_accounts_request(chunk, n) for n, chunk in enumerate(chunks)]
     if blockhash is None:
-        batch.append(latest_blockhash_request(len(chunks)))
-    if ctx.cache.genesis_hash is None:
-        batch.append(genesis_hash_request(len(chunks) + 1))
+        batch.append(latest_blockhash_request(len(batch)))
+    with_chain = blockhash is None or ask_chain
+    if with_chain:
+        batch.append(genesis_hash_request(len(batch)))
     results = yield RpcCall(tuple(batch))
-    if ctx.cache.genesis_hash is None:
-        check_chain(str(results[-1].value), ctx.network)
-        ctx.cache.genesis_hash = str(results[-1].value)
+    genesis = str(results[-1].value) if with_chain else None
+    if genesis is not None:
+        check_chain(genesis, ctx.network)
     found = [account for reply in results[: len(chunks)] for account in reply.value]
     if len(found) != len(unique):
         raise SolanaRPCError(
@@ -263,9 +282,11 @@ def read_chain(
     if blockhash is None:
         latest = results[len(chunks)]
         blockhash = latest.value.blockhash
-        facts = BlockhashFacts(blockhash, latest.value.last_valid_block_height, latest.context.slot)
+        last_valid = latest.value.last_valid_block_height
+        chain = str(results[-1].value)  # asked with every blockhash fetched
+        facts = BlockhashFacts(blockhash, last_valid, latest.context.slot, chain)
         ctx.cache.remember_blockhash(blockhash, now, facts)
-    return accounts, blockhash
+    return ChainRead(accounts, blockhash, genesis)
 
 
 def check_chain(genesis_hash: str, network: str) -> None:

@@ -60,6 +60,9 @@ class ExactQuote:
     destination: Pubkey
     fee_lamports: int = 0
     """What the agent pays in network fees: 0, as the facilitator pays them (``feePayer``)."""
+    genesis_hash: str | None = None
+    """The chain the node served when the accounts were read (asked whenever an offer brings
+    its own blockhash: a payment over it is taken to be made on that chain)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,10 @@ def quote_exact(
     # An uncached mint may carry Token-2022 extensions: the Clock sysvar (last) tells which of
     # its transfer fees applies now.
     with_clock = any(c.known is None for c in candidates)
-    accounts, blockhash = yield from read_chain([*keys, CLOCK] if with_clock else keys, ctx)
+    server_blockhash = not fresh_blockhash and any(c.offer.recent_blockhash for c in candidates)
+    accounts, blockhash, genesis = yield from read_chain(
+        [*keys, CLOCK] if with_clock else keys, ctx, ask_chain=server_blockhash
+    )
     epoch = parse_epoch(accounts[-1]) if with_clock else None
     quotes: list[ExactQuote] = []
     for candidate in candidates:
@@ -107,6 +113,7 @@ def quote_exact(
     if not quotes:
         raise _none_payable(challenge, refusals)
     best = min(quotes, key=lambda q: (q.display_amount, q.offer.index))
+    best = replace(best, genesis_hash=genesis)
     if fresh_blockhash:
         return replace(best, blockhash=blockhash)
     return best

@@ -118,6 +118,8 @@ class Prepared:
     sign: Callable[[], Signed]
     blockhash: str = ""
     """The blockhash it will be signed over."""
+    genesis_hash: str | None = None
+    """The chain it can land on: the one that blockhash came from, journaled with it."""
     invoice_key: str | None = None
     """What identifies this very payment when nothing else in it varies (an x402 offer with a
     fixed memo): the same key, the same transaction bytes, which are never paid twice."""
@@ -217,7 +219,7 @@ def pay_new(
         prepared.invoice_key or payable.invoice_key,
         ctx.rules.budget_for(key),
         sol_budget=ctx.rules.budget_for(SOL),
-        genesis_hash=ctx.cache.genesis_hash,
+        genesis_hash=prepared.genesis_hash,
     )
     if isinstance(reservation, OverBudget):
         raise _over_budget(offer, reservation, payable)
@@ -315,6 +317,8 @@ class InvoicePayable:
             description=self.source.message or "",
         )
 
+        facts = ctx.cache.fetched(priced.blockhash)
+
         def sign() -> Signed:
             transaction = sign_transaction(build_transfer(plan, priced.blockhash), ctx.signer)
             return Signed(
@@ -325,10 +329,11 @@ class InvoicePayable:
                 fee_payer=str(plan.payer),
                 fee_lamports=priced.fee_lamports,
                 rent_lamports=priced.rent_lamports,
-                facts=ctx.cache.fetched(priced.blockhash),
+                facts=facts,
             )
 
-        return Prepared(offer, sign, str(priced.blockhash))
+        genesis = None if facts is None else facts.genesis_hash
+        return Prepared(offer, sign, str(priced.blockhash), genesis)
 
 
 @dataclass(frozen=True)
@@ -369,6 +374,10 @@ class ExactPayable:
         # A blockhash the server chose comes with no lastValidBlockHeight the agent observed:
         # such a payment can never be proven expired, so it is never replaced.
         server_chosen = not fresh and exact.blockhash == chosen.recent_blockhash
+        facts = None if server_chosen else ctx.cache.fetched(exact.blockhash)
+        # Such a payment can land only on the chain of its blockhash: for the server's, the
+        # chain the accounts were read on (asked in that batch); else the one it was fetched on.
+        genesis = exact.genesis_hash if facts is None else facts.genesis_hash
 
         def sign() -> Signed:
             unsigned = build_exact_transfer(
@@ -391,7 +400,7 @@ class ExactPayable:
                 blockhash=str(exact.blockhash),
                 fee_payer=chosen.fee_payer,
                 fee_lamports=exact.fee_lamports,
-                facts=None if server_chosen else ctx.cache.fetched(exact.blockhash),
+                facts=facts,
             )
 
         # A fixed memo leaves nothing random in the transaction: the same offer paid over the
@@ -414,7 +423,7 @@ class ExactPayable:
                 )
             )
         )
-        return Prepared(offer, sign, str(exact.blockhash), same_bytes)
+        return Prepared(offer, sign, str(exact.blockhash), genesis, same_bytes)
 
 
 def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from solders.rpc.requests import (
     GetSignaturesForAddress,
     GetSignatureStatuses,
     IsBlockhashValid,
+    MinimumLedgerSlot,
     batch_to_json,
 )
 from solders.rpc.responses import (
@@ -40,6 +41,7 @@ from solders.rpc.responses import (
     GetSignaturesForAddressResp,
     GetSignatureStatusesResp,
     IsBlockhashValidResp,
+    MinimumLedgerSlotResp,
 )
 from solders.signature import Signature
 
@@ -54,6 +56,7 @@ __all__ = [
     "epoch_info_request",
     "genesis_hash_request",
     "latest_blockhash_request",
+    "minimum_ledger_slot_request",
     "multiple_accounts_request",
     "signature_statuses_request",
     "signatures_for_address_request",
@@ -102,6 +105,11 @@ def epoch_info_request(min_context_slot: int | None = None, request_id: int = 0)
     """The node's slot and block height; a node behind ``min_context_slot`` answers -32016."""
     config = RpcContextConfig(commitment=COMMITMENT, min_context_slot=min_context_slot)
     return RpcRequest(GetEpochInfo(config, id=request_id), GetEpochInfoResp)
+
+
+def minimum_ledger_slot_request(request_id: int = 0) -> RpcRequest:
+    """The oldest slot the node still has in its ledger: it knows nothing of older ones."""
+    return RpcRequest(MinimumLedgerSlot(id=request_id), MinimumLedgerSlotResp)
 
 
 def signature_statuses_request(signatures: Sequence[Signature], request_id: int = 0) -> RpcRequest:

@@ -10,9 +10,13 @@ blockhash newer than its own view. So a payment is judged never landed only with
    proves nothing) reports a block height past that ``lastValidBlockHeight``, at slot A: no
    block from then on can hold the transaction;
 3. the transaction is not found by a node that has reached slot A (the reply's
-   ``context.slot``, or ``minContextSlot`` = A for a history search).
+   ``context.slot``, or ``minContextSlot`` = A for a history search);
+4. and whose history reaches back to the blockhash's slot: its ``minimumLedgerSlot``, asked in
+   the same batch as the search (so of the same node), is at or before that slot. A node
+   restarted from a recent snapshot, or one that keeps only recent slots, has never seen an
+   older transaction; one that cannot say how far back it goes proves nothing.
 
-Without all three the answer is "unknown": the payment may still land, and it is never paid
+Without all four the answer is "unknown": the payment may still land, and it is never paid
 again automatically. A blockhash the server chose (x402 ``extra.recentBlockhash``) has no
 recorded height, so such a payment is only ever found landed, or stays open.
 
@@ -40,6 +44,7 @@ from ._jsonrpc import (
     MIN_CONTEXT_SLOT_NOT_REACHED,
     RpcRequest,
     epoch_info_request,
+    minimum_ledger_slot_request,
     signature_statuses_request,
     signatures_for_address_request,
 )
@@ -67,10 +72,12 @@ class Landing:
 
 @dataclass(frozen=True)
 class _Expired:
-    """A node at ``slot`` reported ``block_height``, past the blockhash's last valid height."""
+    """A node at ``slot`` reported ``block_height``, past the last valid height of the
+    blockhash the agent fetched at slot ``since``."""
 
     block_height: int
     slot: int
+    since: int
 
 
 def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
@@ -118,13 +125,14 @@ def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
     info = epoch.value
     if info.absolute_slot < slot or info.block_height <= last_valid:
         return None
-    return _Expired(info.block_height, info.absolute_slot)
+    return _Expired(info.block_height, info.absolute_slot, slot)
 
 
 def _by_signature(
     entry: JournalEntry, signature: str, expired: _Expired | None
 ) -> Generator[Effect, Any, Landing]:
-    statuses = yield from _ask(signature_statuses_request([Signature.from_string(signature)]))
+    request = signature_statuses_request([Signature.from_string(signature)])
+    statuses, first = yield from _search(request, expired)
     if statuses is None:
         return Landing(None)
     status = statuses.value[0]
@@ -132,8 +140,9 @@ def _by_signature(
         if status.err is None:
             return Landing(True, signature)
         return Landing(False, signature, f"{FAILED_ON_CHAIN} at slot {status.slot}: {status.err}")
-    if expired is not None and statuses.context.slot >= expired.slot:
-        return Landing(False, "", _proof(entry, expired, statuses.context.slot))
+    searched_at = statuses.context.slot
+    if expired is not None and first is not None and searched_at >= expired.slot:
+        return Landing(False, "", _proof(expired, entry, searched_at, first))
     return Landing(None)
 
 
@@ -147,7 +156,7 @@ def _in_history(
     payer = Pubkey.from_string(entry.receipt.payer)
     seen_at = None if expired is None else expired.slot
     request = signatures_for_address_request(payer, HISTORY_LIMIT, min_context_slot=seen_at)
-    history = yield from _ask(request)
+    history, first = yield from _search(request, expired)
     if history is None:
         return Landing(None)
     for item in history.value:
@@ -156,9 +165,33 @@ def _in_history(
             if item.err is None:
                 return Landing(True, found)
             return Landing(False, found, f"{FAILED_ON_CHAIN} at slot {item.slot}: {item.err}")
-    if len(history.value) >= HISTORY_LIMIT or expired is None:
+    if len(history.value) >= HISTORY_LIMIT or expired is None or first is None:
         return Landing(None)  # a full page leaves older transactions unsearched
-    return Landing(False, "", _proof(entry, expired, expired.slot))
+    return Landing(False, "", _proof(expired, entry, expired.slot, first))
+
+
+def _search(
+    request: RpcRequest, expired: _Expired | None
+) -> Generator[Effect, Any, tuple[Any, int | None]]:
+    """The reply to the search ``request`` (None: see :func:`_ask`) and, with an expiry
+    proven, the searching node's ``minimumLedgerSlot`` when its history reaches back to the
+    blockhash's slot (None otherwise: its "not found" proves nothing).
+
+    The first slot is asked in the same batch as the search: one node answers both.
+    """
+    if expired is None:  # nothing to prove: a "not found" is unknown whatever the history
+        return (yield from _ask(request)), None
+    try:
+        reply, first = yield RpcCall((request, minimum_ledger_slot_request(request_id=1)))
+    except SolanaRPCError as exc:
+        if exc.method != "minimumLedgerSlot":
+            if exc.code == MIN_CONTEXT_SLOT_NOT_REACHED:
+                return None, None
+            raise
+        # A node that cannot say how far back it goes proves nothing, but what it finds counts.
+        return (yield from _ask(request)), None
+    reaches_back = first.value <= expired.since
+    return reply, first.value if reaches_back else None
 
 
 def _ask(request: RpcRequest) -> Generator[Effect, Any, Any]:
@@ -172,11 +205,12 @@ def _ask(request: RpcRequest) -> Generator[Effect, Any, Any]:
     return reply
 
 
-def _proof(entry: JournalEntry, expired: _Expired, searched_at: int) -> str:
+def _proof(expired: _Expired, entry: JournalEntry, searched_at: int, first: int) -> str:
     return (
         f"block height {expired.block_height} at slot {expired.slot} is past the blockhash's "
         f"last valid block height {entry.last_valid_block_height}, and a node at slot "
-        f"{searched_at} does not have the transaction"
+        f"{searched_at}, whose history begins at slot {first} (the blockhash is of slot "
+        f"{expired.since}), does not have the transaction"
     )
 
 

@@ -79,7 +79,7 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote
             ]
         if known is None:
             keys.append(CLOCK)
-    accounts, blockhash = yield from read_chain(keys, ctx)
+    accounts, blockhash, _ = yield from read_chain(keys, ctx)  # its chain: in its facts
     if invoice.mint is None:
         return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
     return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash, known)

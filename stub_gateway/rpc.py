@@ -6,7 +6,8 @@ Methods: getLatestBlockhash, isBlockhashValid, getAccountInfo, getMultipleAccoun
 getBalance, getTokenAccountBalance, getTokenAccountsByOwner, getMinimumBalanceForRentExemption,
 getFeeForMessage, simulateTransaction, sendTransaction, getSignatureStatuses,
 getSignaturesForAddress, getTransaction, requestAirdrop, getHealth, getVersion, getSlot,
-getBlockHeight, getEpochInfo, getGenesisHash.
+getBlockHeight, getEpochInfo, getGenesisHash, minimumLedgerSlot, getFirstAvailableBlock (this
+ledger keeps its whole history: both answer its first slot).
 
 As on Agave, ``simulateTransaction`` checks signatures only when asked (``sigVerify``), so a
 transaction the fee payer has not signed yet simulates, and ``replaceRecentBlockhash`` runs it
@@ -53,7 +54,7 @@ from human_rpc_sdk._money import format_amount, from_base_units
 from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, network_fee, parse_mint
 
 from .instructions import COMPUTE_BUDGET_PROGRAM_ID
-from .ledger import Execution, Ledger
+from .ledger import GENESIS_SLOT, Execution, Ledger
 from .parsed import parse_account
 
 __all__ = ["RpcDispatcher"]
@@ -112,6 +113,8 @@ class RpcDispatcher:
             "getBlockHeight": self._block_height,
             "getEpochInfo": self._epoch_info,
             "getGenesisHash": self._genesis_hash,
+            "minimumLedgerSlot": lambda params: GENESIS_SLOT,
+            "getFirstAvailableBlock": lambda params: GENESIS_SLOT,
         }
 
     def handle(self, raw: bytes) -> Any:

@@ -247,14 +247,6 @@ def test_an_rpc_swapped_to_another_chain_never_fails_a_payment_of_the_first(
             agent.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the genesis hash is read once per agent (ChainCache.genesis_hash): after its RPC "
-    "is swapped to another chain, new payments are made there and journaled with the first "
-    "chain's hash, so recovery judges them on the wrong chain and marks a landed one failed "
-    "(landed=0, budget released). Needs read_chain to re-check the genesis hash on every "
-    "batch, which changes every hand-driven flow test's RPC replies",
-)
 def test_a_payment_after_a_chain_swap_is_journaled_with_its_own_chain(tmp_path: Path) -> None:
     """Chain 1 first (the agent reads its genesis hash), then the load balancer serves chain 2
     and the agent pays a chain-2 HumanRPC paywall that answers 200 with no settlement header
@@ -295,6 +287,9 @@ def test_a_payment_after_a_chain_swap_is_journaled_with_its_own_chain(tmp_path: 
             agent.recover_payments()
             assert all(r["landed"] != 0 for r in rows(journal))
             assert agent.budget["SOL"].spent == spent
+            chains = [r["genesis_hash"] for r in rows(journal)]
+            if answer is not None:  # each payment is journaled with the chain it was made on
+                assert chains == [gateway.genesis_hash, other.genesis_hash]
             agent.close()
 
 
@@ -574,14 +569,6 @@ class PrunedRpc(LaggingRpc):
         return [item for item in self._forward(call) if item["slot"] >= self.first[0]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the expiry proof never asks how far back the node's history goes "
-    "(minimumLedgerSlot / getFirstAvailableBlock): a node whose history starts after the "
-    "payment's blockhash slot answers 'not found', and recovery marks a landed payment "
-    "failed (landed=0, budget released). Needs a new RPC call in _landing, in the stub RPC "
-    "and in every hand-driven flow test",
-)
 def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
     """A payment lands and is served with no settlement header (landing unknown). Much later
     recovery asks a node whose history begins after the payment's slot: its 'not found'
@@ -604,6 +591,11 @@ def test_a_node_without_the_history_proves_nothing(tmp_path: Path) -> None:
             assert row["state"] != "failed"
             assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+            assert "minimumLedgerSlot" in node.calls  # asked how far back its history goes
+            node.first[0] = 0  # a node with the whole history finds it
+            (found,) = agent.recover_payments()
+            assert (found.state, found.landed) == ("accepted", True)
+            assert agent.budget["SOL"].spent == Decimal("0.001") + FEE
             agent.close()
 
 

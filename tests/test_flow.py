@@ -71,13 +71,6 @@ UNLIMITED = SpendingRules.build(
 )
 
 
-def checked_cache() -> ChainCache:
-    """A cache that already knows the node serves devnet (its genesis hash was read)."""
-    cache = ChainCache()
-    cache.genesis_hash = GENESIS_HASHES["devnet"]
-    return cache
-
-
 def context(
     cache: ChainCache | None = None,
     clock: FakeClock | None = None,
@@ -86,7 +79,7 @@ def context(
     return PaymentContext(
         signer=KeypairSigner(PAYER),
         network="devnet",
-        cache=cache or checked_cache(),
+        cache=cache or ChainCache(),
         clock=clock or FakeClock(1000.0),
         now=lambda: datetime(2026, 11, 21, tzinfo=UTC),
         nonce=iter(f"nonce-{i}" for i in range(1000)).__next__,
@@ -134,6 +127,12 @@ def blockhash_reply(blockhash: Hash) -> GetLatestBlockhashResp:
     return GetLatestBlockhashResp(RpcBlockhash(blockhash, 200), RpcResponseContext(1))
 
 
+def latest(blockhash: Hash, genesis: str = GENESIS_HASHES["devnet"]) -> list[Any]:
+    """The replies to a new blockhash's fetch: getLatestBlockhash, then the getGenesisHash
+    asked with it (the chain the blockhash, and every payment over it, belongs to)."""
+    return [blockhash_reply(blockhash), GetGenesisHashResp(Hash.from_string(genesis))]
+
+
 def run_until_resend(gen: Generator[Any, Any, PaymentOutcome], *answers: Any) -> Resend:
     effect = next(gen)
     for answer in answers:
@@ -157,13 +156,18 @@ def token_state(payer_usdc: int, payee_has_account: bool = True) -> GetMultipleA
 
 
 def test_sol_payment_effects_and_receipt() -> None:
-    """SOL: one RPC batch (accounts + blockhash), then a resend carrying the signed transfer."""
+    """SOL: one RPC batch (accounts, blockhash and its chain), then a resend carrying the
+    signed transfer."""
     blockhash = Hash.new_unique()
     gen = paying(challenge(currency="SOL", amount="0.25"), context())
     first = next(gen)
     assert isinstance(first, RpcCall)
-    assert [r.method for r in first.requests] == ["getMultipleAccounts", "getLatestBlockhash"]
-    resend = gen.send([accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(blockhash)])
+    assert [r.method for r in first.requests] == [
+        "getMultipleAccounts",
+        "getLatestBlockhash",
+        "getGenesisHash",
+    ]
+    resend = gen.send([accounts_reply(wallet(SOL), wallet(1)), *latest(blockhash)])
     assert isinstance(resend, Resend)
     header = decode_payment_header(resend.headers["X-PAYMENT"])
     tx = header.transaction
@@ -189,7 +193,7 @@ def test_blockhash_is_reused_within_its_ttl_only() -> None:
     clock, cache = FakeClock(1000.0), ChainCache(blockhash_ttl=20)
     run_until_resend(
         paying(challenge(currency="SOL"), context(cache, clock)),
-        [accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(Hash.new_unique())],
+        [accounts_reply(wallet(SOL), wallet(1)), *latest(Hash.new_unique())],
     )
     clock.now += 19
     again = next(paying(challenge(currency="SOL"), context(cache, clock)))
@@ -198,17 +202,21 @@ def test_blockhash_is_reused_within_its_ttl_only() -> None:
     clock.now += 1
     later = next(paying(challenge(currency="SOL"), context(cache, clock)))
     assert isinstance(later, RpcCall)
-    assert [r.method for r in later.requests] == ["getMultipleAccounts", "getLatestBlockhash"]
+    assert [r.method for r in later.requests] == [
+        "getMultipleAccounts",
+        "getLatestBlockhash",
+        "getGenesisHash",
+    ]
 
 
 def test_mint_is_read_once_then_cached() -> None:
     """The first token payment reads the mint and both programs' accounts; later ones do not."""
-    cache = checked_cache()
+    cache = ChainCache()
     gen = paying(challenge(), context(cache))
     first = next(gen)
     assert isinstance(first, RpcCall)
     assert len(json.loads(first.requests[0].body.to_json())["params"][0]) == 7  # + Clock
-    gen.send([token_state(10**6), blockhash_reply(Hash.new_unique())])
+    gen.send([token_state(10**6), *latest(Hash.new_unique())])
     second = next(paying(challenge(), context(cache)))
     assert isinstance(second, RpcCall)
     keys = json.loads(second.requests[0].body.to_json())["params"][0]
@@ -222,7 +230,7 @@ def test_mint_is_read_once_then_cached() -> None:
 def test_token_payment_is_transfer_checked_to_the_payees_account() -> None:
     """USDC: TransferChecked of exactly the invoiced units to the payee's associated account."""
     resend = run_until_resend(
-        paying(challenge(), context()), [token_state(10**6), blockhash_reply(Hash.new_unique())]
+        paying(challenge(), context()), [token_state(10**6), *latest(Hash.new_unique())]
     )
     tx = decode_payment_header(resend.headers["X-PAYMENT"]).transaction
     instructions = decompile(tx.message)  # type: ignore[arg-type]
@@ -239,7 +247,7 @@ def test_missing_payee_account_is_created_and_its_rent_reported() -> None:
     """No payee token account: create it first; the receipt shows the rent the payer adds."""
     resend = run_until_resend(
         paying(challenge(), context()),
-        [token_state(10**6, payee_has_account=False), blockhash_reply(Hash.new_unique())],
+        [token_state(10**6, payee_has_account=False), *latest(Hash.new_unique())],
     )
     tx = decode_payment_header(resend.headers["X-PAYMENT"]).transaction
     instructions = decompile(tx.message)  # type: ignore[arg-type]
@@ -267,7 +275,7 @@ def test_token_2022_mint_uses_its_program_for_accounts() -> None:
                 rules=SpendingRules.build(max_payment={mint: None}, create_token_accounts=True)
             ),
         ),
-        [state, blockhash_reply(Hash.new_unique())],
+        [state, *latest(Hash.new_unique())],
     )
     tx = decode_payment_header(resend.headers["X-PAYMENT"]).transaction
     instructions = decompile(tx.message)  # type: ignore[arg-type]
@@ -281,7 +289,7 @@ def test_insufficient_tokens_name_the_wallet_and_the_shortfall() -> None:
     gen = paying(challenge(), context())
     next(gen)
     with pytest.raises(PaymentError) as caught:
-        gen.send([token_state(10_000), blockhash_reply(Hash.new_unique())])
+        gen.send([token_state(10_000), *latest(Hash.new_unique())])
     error = caught.value
     assert error.reason == "insufficient_funds"
     assert error.details == {
@@ -299,7 +307,7 @@ def test_insufficient_sol_counts_the_fee() -> None:
     gen = paying(challenge(currency="SOL", amount="0.5"), context())
     next(gen)
     with pytest.raises(PaymentError) as caught:
-        gen.send([accounts_reply(wallet(SOL // 2), wallet(1)), blockhash_reply(Hash.new_unique())])
+        gen.send([accounts_reply(wallet(SOL // 2), wallet(1)), *latest(Hash.new_unique())])
     assert caught.value.details["missing"] == Decimal("0.000005")
 
 
@@ -311,7 +319,7 @@ def test_payment_may_not_strand_the_payer_below_rent() -> None:
         gen.send(
             [
                 accounts_reply(wallet(SOL // 2 + 5_000 + 10), wallet(1)),
-                blockhash_reply(Hash.new_unique()),
+                *latest(Hash.new_unique()),
             ]
         )
     assert caught.value.details["missing"] == Decimal("0.00089087")
@@ -321,7 +329,7 @@ def test_emptying_the_wallet_exactly_is_allowed() -> None:
     """Spending the whole balance (price + fee) leaves 0, which Solana accepts."""
     run_until_resend(
         paying(challenge(currency="SOL", amount="0.5"), context()),
-        [accounts_reply(wallet(SOL // 2 + 5_000), wallet(1)), blockhash_reply(Hash.new_unique())],
+        [accounts_reply(wallet(SOL // 2 + 5_000), wallet(1)), *latest(Hash.new_unique())],
     )
 
 
@@ -330,7 +338,7 @@ def test_sol_below_rent_to_a_new_account_is_refused() -> None:
     gen = paying(challenge(currency="SOL", amount="0.0001"), context())
     next(gen)
     with pytest.raises(PaymentError, match="refuses to create one") as caught:
-        gen.send([accounts_reply(wallet(SOL), None), blockhash_reply(Hash.new_unique())])
+        gen.send([accounts_reply(wallet(SOL), None), *latest(Hash.new_unique())])
     assert caught.value.reason == "unpayable"
 
 
@@ -348,7 +356,7 @@ def test_frozen_token_account_is_reported() -> None:
     gen = paying(challenge(), context())
     next(gen)
     with pytest.raises(PaymentError, match="frozen"):
-        gen.send([state, blockhash_reply(Hash.new_unique())])
+        gen.send([state, *latest(Hash.new_unique())])
 
 
 def test_mint_that_is_not_a_mint_is_an_invoice_error() -> None:
@@ -360,7 +368,7 @@ def test_mint_that_is_not_a_mint_is_an_invoice_error() -> None:
         gen.send(
             [
                 accounts_reply(wallet(SOL), wallet(5), None, None, None, None, None),
-                blockhash_reply(Hash.new_unique()),
+                *latest(Hash.new_unique()),
             ]
         )
     assert caught.value.field == "invoice.mint"
@@ -381,13 +389,13 @@ def test_legacy_token_account_must_be_the_payees_associated_account() -> None:
     gen = paying(reply, context())
     next(gen)
     with pytest.raises(InvoiceValidationError) as caught:
-        gen.send([token_state(10**6), blockhash_reply(Hash.new_unique())])
+        gen.send([token_state(10**6), *latest(Hash.new_unique())])
     assert caught.value.field == "payment.tokenAccount"
 
 
 def test_payment_without_reference_carries_a_nonce_memo() -> None:
     """Two equal payments without a reference still differ (random memo)."""
-    state = [accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(Hash.new_unique())]
+    state = [accounts_reply(wallet(SOL), wallet(1)), *latest(Hash.new_unique())]
     ctx = context()
     one = run_until_resend(paying(challenge(currency="SOL"), ctx), state)
     two = run_until_resend(paying(challenge(currency="SOL"), ctx), state[:1])
@@ -398,7 +406,7 @@ def test_second_402_after_paying_is_an_error_with_the_signature() -> None:
     """Still 402 after paying: the outcome carries a PaymentError with signature and reason."""
     gen = paying(challenge(currency="SOL"), context())
     resend = run_until_resend(
-        gen, [accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(Hash.new_unique())]
+        gen, [accounts_reply(wallet(SOL), wallet(1)), *latest(Hash.new_unique())]
     )
     headers = CaseInsensitiveDict(
         {
@@ -492,5 +500,5 @@ def test_a_node_answering_fewer_accounts_than_asked_is_an_rpc_error() -> None:
     gen = paying(challenge(currency="SOL", amount="0.25"), context())
     next(gen)
     with pytest.raises(SolanaRPCError) as caught:
-        gen.send([accounts_reply(wallet(SOL)), blockhash_reply(Hash.new_unique())])
+        gen.send([accounts_reply(wallet(SOL)), *latest(Hash.new_unique())])
     assert caught.value.reason == "rpc_bad_reply"

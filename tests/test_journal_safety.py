@@ -570,8 +570,9 @@ def test_recovery_against_another_chain_refuses_to_judge(
         home.close()
 
 
-def test_the_genesis_hash_is_read_once_per_agent(server: GatewayServer) -> None:
-    """The chain check costs no extra round trip: it rides the first payment's batch."""
+def test_the_genesis_hash_rides_each_blockhash_fetch(server: GatewayServer) -> None:
+    """The chain check costs no extra round trip: it rides the batch that fetches a blockhash
+    (the chain a payment over that blockhash can land on), and only that batch."""
     wallet = Keypair()
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=":memory:")
@@ -587,6 +588,9 @@ def test_the_genesis_hash_is_read_once_per_agent(server: GatewayServer) -> None:
     for _ in range(3):
         assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
     assert len(bodies) == 3  # one round trip per payment
-    assert sum(b"getGenesisHash" in body for body in bodies) == 1
+    assert sum(b"getGenesisHash" in body for body in bodies) == 1  # the blockhash is reused
     assert b"getGenesisHash" in bodies[0]
+    assert [b"getGenesisHash" in body for body in bodies] == [
+        b"getLatestBlockhash" in body for body in bodies
+    ]
     agent.close()

@@ -30,6 +30,7 @@ from solders.rpc.responses import (
     GetGenesisHashResp,
     GetSignaturesForAddressResp,
     GetSignatureStatusesResp,
+    MinimumLedgerSlotResp,
     RpcResponseContext,
 )
 from solders.system_program import TransferParams, transfer
@@ -45,6 +46,7 @@ from human_rpc_sdk._records import JournalEntry
 from human_rpc_sdk._recovery import needs_recovery, recover
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 from stub_gateway._http import jsonable
+from stub_gateway.ledger import GENESIS_SLOT
 from stub_gateway.x402_routes import requirements_for
 
 from .conftest import FakeClock
@@ -311,6 +313,22 @@ def test_stub_rpc_block_height_and_min_context_slot(tmp_path: Path) -> None:
         assert call("getEpochInfo", reached)["result"]["blockHeight"] == epoch["blockHeight"]
 
 
+def test_stub_rpc_history_begins_at_the_ledgers_first_slot() -> None:
+    """minimumLedgerSlot and getFirstAvailableBlock: the ledger keeps its whole history, from
+    its first slot (before any blockhash it issued); a lagging node passes them through."""
+    import requests
+
+    clock = FakeClock()
+    with gateway_app(clock) as (gateway, app), serve(app) as server:
+        assert gateway.ledger.slot() > GENESIS_SLOT
+        with LaggingRpc(server.rpc_url, gateway.ledger, lag=LAG) as node:
+            for url in (server.rpc_url, node.url):
+                for method in ("minimumLedgerSlot", "getFirstAvailableBlock"):
+                    body = {"jsonrpc": "2.0", "id": 1, "method": method}
+                    answer = requests.post(url, json=body, timeout=10).json()
+                    assert answer["result"] == GENESIS_SLOT
+
+
 # -- the proof, driven by hand (the pure core) ------------------------------------------------
 
 LAST_VALID = 2_000
@@ -369,8 +387,18 @@ def statuses(found: bool, slot: int) -> GetSignatureStatusesResp:
     return GetSignatureStatusesResp([status if found else None], RpcResponseContext(slot))
 
 
+def first_slot(slot: int) -> MinimumLedgerSlotResp:
+    """``minimumLedgerSlot``: the node's history begins at ``slot``."""
+    return MinimumLedgerSlotResp(slot)
+
+
+WHOLE_HISTORY = first_slot(1_000)
+"""A node that has every slot since the blockhash's (ISSUED_AT)."""
+
+
 def drive(flow: Generator[Any, Any, Any], *answers: Any) -> tuple[Any, list[RpcCall]]:
-    """Run ``flow``, answering each RpcCall with the next answer (an exception is thrown in)."""
+    """Run ``flow``, answering each RpcCall with the next answer (an exception is thrown in;
+    a list answers a batch)."""
     asked: list[RpcCall] = []
     effect = next(flow)
     pending = list(answers)
@@ -381,7 +409,7 @@ def drive(flow: Generator[Any, Any, Any], *answers: Any) -> tuple[Any, list[RpcC
             if isinstance(answer, BaseException):
                 effect = flow.throw(answer)
             else:
-                effect = flow.send([answer])
+                effect = flow.send(answer if isinstance(answer, list) else [answer])
     except StopIteration as stop:
         return stop.value, asked
 
@@ -395,19 +423,20 @@ BEHIND = SolanaRPCError("behind", method="getEpochInfo", code=-32016)
 
 
 @pytest.mark.parametrize(
-    ("epoch_answer", "lookup_slot"),
+    ("epoch_answer", "lookup"),
     [
-        (BEHIND, 2_300),  # the node has not reached the blockhash's slot: it proves nothing
-        (epoch(1_600, LAST_VALID), 2_300),  # not past the last valid block height yet
-        (epoch(2_200, LAST_VALID + 1), 2_199),  # the lookup came from a node behind the proof
+        (BEHIND, statuses(False, 2_300)),  # the node has not reached the blockhash's slot
+        (epoch(1_600, LAST_VALID), statuses(False, 2_300)),  # not past the last valid height
+        # the lookup came from a node behind the proof
+        (epoch(2_200, LAST_VALID + 1), [statuses(False, 2_199), WHOLE_HISTORY]),
+        # the lookup came from a node whose history begins after the blockhash's slot
+        (epoch(2_200, LAST_VALID + 1), [statuses(False, 2_200), first_slot(ISSUED_AT + 1)]),
     ],
 )
-def test_without_the_whole_proof_the_landing_is_unknown(
-    epoch_answer: Any, lookup_slot: int
-) -> None:
+def test_without_the_whole_proof_the_landing_is_unknown(epoch_answer: Any, lookup: Any) -> None:
     """No replacement-worthy "never landed" unless every part of the proof holds."""
     entry = signed_entry()
-    chain, asked = drive(landing(entry), epoch_answer, statuses(False, lookup_slot))
+    chain, asked = drive(landing(entry), epoch_answer, lookup)
     assert chain == Landing(None)
     assert params(asked[0])[0]["minContextSlot"] == ISSUED_AT
     assert [c.requests[0].method for c in asked] == ["getEpochInfo", "getSignatureStatuses"]
@@ -415,9 +444,16 @@ def test_without_the_whole_proof_the_landing_is_unknown(
 
 def test_a_proven_expiry_is_never_landed_with_its_proof() -> None:
     """Past the last valid block height at slot A, not found by a node at A: never landed."""
-    chain, _ = drive(landing(signed_entry()), epoch(2_200, LAST_VALID + 1), statuses(False, 2_200))
+    chain, asked = drive(
+        landing(signed_entry()),
+        epoch(2_200, LAST_VALID + 1),
+        [statuses(False, 2_200), first_slot(ISSUED_AT)],
+    )
     assert chain.landed is False
     assert f"last valid block height {LAST_VALID}" in chain.proof
+    assert f"history begins at slot {ISSUED_AT}" in chain.proof
+    # the node's first slot is asked in the batch of the lookup: the node that says "not found"
+    assert [r.method for r in asked[1].requests] == ["getSignatureStatuses", "minimumLedgerSlot"]
 
 
 def test_found_is_landed_whatever_the_blockhash() -> None:
@@ -438,10 +474,43 @@ def test_x402_history_search_for_a_proof_asks_a_node_that_far() -> None:
     """Without a signature, the payer's history is searched with minContextSlot = slot A."""
     history = GetSignaturesForAddressResp([])
     chain, asked = drive(
-        landing(signed_entry(signature=False)), epoch(2_200, LAST_VALID + 1), history
+        landing(signed_entry(signature=False)),
+        epoch(2_200, LAST_VALID + 1),
+        [history, WHOLE_HISTORY],
     )
     assert chain.landed is False
     assert params(asked[1])[1]["minContextSlot"] == 2_200
+    assert [r.method for r in asked[1].requests] == [
+        "getSignaturesForAddress",
+        "minimumLedgerSlot",
+    ]
+
+
+def test_a_history_search_of_a_node_pruned_after_the_blockhash_proves_nothing() -> None:
+    """The payer's history from a node whose ledger begins after the blockhash's slot: an
+    empty page is no proof."""
+    history = GetSignaturesForAddressResp([])
+    chain, _ = drive(
+        landing(signed_entry(signature=False)),
+        epoch(2_200, LAST_VALID + 1),
+        [history, first_slot(ISSUED_AT + 1)],
+    )
+    assert chain == Landing(None)
+
+
+NO_FIRST_SLOT = SolanaRPCError("Method not found", method="minimumLedgerSlot", code=-32601)
+
+
+def test_a_node_that_cannot_say_where_its_history_begins_proves_nothing() -> None:
+    """minimumLedgerSlot refused: the lookup is asked alone; "not found" stays unknown, and a
+    transaction found is landed all the same."""
+    entry = signed_entry()
+    expired = epoch(2_200, LAST_VALID + 1)
+    chain, asked = drive(landing(entry), expired, NO_FIRST_SLOT, statuses(False, 2_200))
+    assert chain == Landing(None)
+    assert [r.method for r in asked[2].requests] == ["getSignatureStatuses"]
+    chain, _ = drive(landing(entry), expired, NO_FIRST_SLOT, statuses(True, 2_200))
+    assert chain == Landing(True, entry.receipt.signature)
 
 
 def test_recovery_re_examines_every_row_that_could_have_landed() -> None:
@@ -475,7 +544,7 @@ def test_a_replacement_is_never_signed_over_the_expired_blockhash() -> None:
     """A node still offering the expired blockhash as the latest: no replacement is signed."""
     from human_rpc_sdk._flow import _read, pay_new
 
-    from .test_flow import SOL, accounts_reply, blockhash_reply, challenge, context, wallet
+    from .test_flow import SOL, accounts_reply, challenge, context, latest, wallet
 
     ctx = context()
     expired = Hash.new_unique()
@@ -483,5 +552,5 @@ def test_a_replacement_is_never_signed_over_the_expired_blockhash() -> None:
     flow = pay_new(payable, ctx, replaces=7, expired_blockhash=str(expired))
     assert isinstance(next(flow), RpcCall)
     with pytest.raises(PaymentError) as caught:
-        flow.send([accounts_reply(wallet(SOL), wallet(1)), blockhash_reply(expired)])
+        flow.send([accounts_reply(wallet(SOL), wallet(1)), *latest(expired)])
     assert caught.value.reason == "no_fresh_blockhash"
