@@ -102,7 +102,14 @@ class Gateway:
         self.faults = Faults()
         self.replies = PaidReplies(clock)
         self.sleep = sleep
-        self.ledger = Ledger(clock=clock)
+        # A chain of its own, never devnet's: stable for an explicit seed (the same addresses,
+        # the same chain identity), otherwise new for every ledger, like a fresh local
+        # validator, so clients can tell one gateway's chain from another's.
+        if genesis_hash is None:
+            fresh = str(Hash(secrets.token_bytes(32)))
+            genesis_hash = genesis_hash_for(seed) if seed is not None else fresh
+        self.genesis_hash = genesis_hash
+        self.ledger = Ledger(clock=clock, chain=bytes(Hash.from_string(genesis_hash)))
         self.genesis: Genesis = create_genesis(
             self.ledger,
             network=network,
@@ -116,13 +123,6 @@ class Gateway:
             reference_style=reference_style,
             clock=clock,
         )
-        # A chain of its own, never devnet's: stable for an explicit seed (the same addresses,
-        # the same chain identity), otherwise new for every ledger, like a fresh local
-        # validator, so clients can tell one gateway's chain from another's.
-        if genesis_hash is None:
-            fresh = str(Hash(secrets.token_bytes(32)))
-            genesis_hash = genesis_hash_for(seed) if seed is not None else fresh
-        self.genesis_hash = genesis_hash
         self.rpc = RpcDispatcher(self.ledger, network, self.genesis_hash)
         self.prices = dict(prices or DEFAULT_PRICES)
         if voters is not None and (voters < 1 or voters > 101):

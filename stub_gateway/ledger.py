@@ -16,6 +16,8 @@ All access goes through one lock: LiteSVM is not thread-safe and the gateway ser
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -97,17 +99,21 @@ class Ledger:
     :param clock: monotonic seconds; inject a fake one to move slots forward in tests.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, chain: bytes = b"") -> None:
         self._lock = threading.RLock()
-        # Blockhash validity is enforced here (150 slots), not by LiteSVM (latest only).
+        # Blockhash validity is enforced here (150 slots), not by LiteSVM (latest only), and
+        # the blockhashes are the ledger's own: derived from ``chain`` (its genesis hash), so
+        # two ledgers never issue the same ones, as two clusters never do. (LiteSVM's own
+        # sequence is the same in every instance: one ledger could run another's transaction.)
         self._svm = LiteSVM().with_blockhash_check(False).with_lamports(FAUCET_POOL_LAMPORTS)
+        self._chain = chain or secrets.token_bytes(32)
+        self._issued = 0
+        self._latest = self._next_blockhash()
         self._clock = clock
         self._started = clock()
         self._slot = GENESIS_SLOT
         # Every usable blockhash and the slot it was issued at, oldest first.
-        self._blockhashes: OrderedDict[Hash, int] = OrderedDict(
-            {self._svm.latest_blockhash(): GENESIS_SLOT}
-        )
+        self._blockhashes: OrderedDict[Hash, int] = OrderedDict({self._latest: GENESIS_SLOT})
         self._statuses: dict[Signature, Execution] = {}
         self._history: dict[Pubkey, list[Signature]] = {}
 
@@ -123,8 +129,8 @@ class Ledger:
         if slot <= self._slot:
             return
         self._slot = slot
-        self._svm.expire_blockhash()
-        self._blockhashes[self._svm.latest_blockhash()] = slot
+        self._latest = self._next_blockhash()
+        self._blockhashes[self._latest] = slot
         height = _block_height(slot)
         while self._blockhashes:
             oldest, issued = next(iter(self._blockhashes.items()))
@@ -155,7 +161,7 @@ class Ledger:
         """The newest blockhash, the last block height it is valid at, and the current slot."""
         with self._lock:
             self._tick()
-            blockhash = self._svm.latest_blockhash()
+            blockhash = self._latest
             return blockhash, _last_valid_height(self._blockhashes[blockhash]), self._slot
 
     def blockhash_issued(self, blockhash: Hash) -> int | None:
@@ -233,7 +239,7 @@ class Ledger:
             self._tick()
             replacement = None
             if replace_blockhash:
-                blockhash = self._svm.latest_blockhash()
+                blockhash = self._latest
                 replacement = (blockhash, _last_valid_height(self._blockhashes[blockhash]))
                 transaction = _with_blockhash(transaction, blockhash)
             early = self._precheck(transaction)
@@ -351,14 +357,19 @@ class Ledger:
     def _compile(
         self, instructions: Sequence[Instruction], payer: Keypair, signers: Sequence[Keypair]
     ) -> VersionedTransaction:
-        blockhash = self._svm.latest_blockhash()
+        blockhash = self._latest
         message = MessageV0.try_compile(payer.pubkey(), list(instructions), [], blockhash)
         return VersionedTransaction(message, [payer, *signers])
 
     def _new_blockhash(self) -> None:
         """Issue another blockhash within the current slot (it stays valid like the others)."""
-        self._svm.expire_blockhash()
-        self._blockhashes[self._svm.latest_blockhash()] = self._slot
+        self._latest = self._next_blockhash()
+        self._blockhashes[self._latest] = self._slot
+
+    def _next_blockhash(self) -> Hash:
+        self._svm.expire_blockhash()  # LiteSVM's own, for its airdrops: a new one each time
+        self._issued += 1
+        return Hash(hashlib.sha256(self._chain + self._issued.to_bytes(8, "little")).digest())
 
 
 def _with_blockhash(transaction: VersionedTransaction, blockhash: Hash) -> VersionedTransaction:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import requests
 
 from human_rpc_sdk._networks import GENESIS_HASHES
@@ -40,3 +42,29 @@ def test_a_seeded_server_keeps_its_chain_across_restarts() -> None:
             hashes.append(requests.get(f"{running.url}/api/v1/info", timeout=5).json())
     assert hashes[0]["genesis_hash"] == hashes[1]["genesis_hash"]
     assert hashes[0]["recipient"] == hashes[1]["recipient"]
+
+
+def test_one_chain_never_runs_another_chains_transaction() -> None:
+    """Two ledgers issue blockhashes of their own (as two clusters do), so a transfer signed
+    for one is refused by the other: blockhash not found, nothing moved there."""
+    from solders.keypair import Keypair
+    from solders.message import MessageV0
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import VersionedTransaction
+
+    first, second = Gateway(), Gateway()
+    assert not {first.ledger.latest_blockhash()[0]} & {second.ledger.latest_blockhash()[0]}
+    payer, payee = Keypair(), Keypair()
+    for gateway in (first, second):
+        gateway.fund(payer.pubkey(), {"SOL": Decimal(1)})
+    move = transfer(
+        TransferParams(from_pubkey=payer.pubkey(), to_pubkey=payee.pubkey(), lamports=10**6)
+    )
+    message = MessageV0.try_compile(payer.pubkey(), [move], [], first.ledger.latest_blockhash()[0])
+    transaction = VersionedTransaction(message, [payer])
+    refused = second.ledger.execute(transaction)
+    assert not refused.ok
+    assert "blockhash" in refused.describe()
+    assert second.balance(payee.pubkey()) == 0
+    assert first.ledger.execute(transaction).ok
+    assert first.balance(payee.pubkey()) == Decimal("0.001")
