@@ -102,7 +102,7 @@ class RpcDispatcher:
             self.requests_served += 1
         try:
             document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error(None, RpcError(PARSE_ERROR, "Parse error"))
         if isinstance(document, list):
             if not document or len(document) > MAX_BATCH:
@@ -384,7 +384,9 @@ def _transaction(value: Any, encoding: str) -> VersionedTransaction:
             raw = base58.b58decode(value)
         else:
             raise RpcError(INVALID_PARAMS, f"Invalid params: unsupported encoding {encoding}")
-        return VersionedTransaction.from_bytes(raw)
+        transaction = VersionedTransaction.from_bytes(raw)
+        transaction.sanitize()  # as a real node: e.g. fewer signatures than the message needs
+        return transaction
     except RpcError:
         raise
     except Exception:  # noqa: BLE001 - any decoding failure is the caller's malformed input

@@ -105,7 +105,7 @@ def test_rpc_failures_are_retried_then_the_payment_goes_through(payer: Payer) ->
     assert payer.agent.get(payer.url()).status_code == 200
     assert payer.sol_spent() == PRICE + FEE
     assert payer.rows() == [("accepted", "0.001", 1)]
-    assert payer.gateway.faults.triggered.count("rpc_error") == 2
+    assert payer.gateway.faults.triggered.count("fail_rpc") == 2
 
 
 def test_an_rpc_node_that_keeps_failing_stops_the_payment(payer: Payer) -> None:
