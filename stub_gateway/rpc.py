@@ -24,7 +24,7 @@ import base58
 import solders
 from solders.account import Account
 from solders.account_decoder import UiTokenAmount
-from solders.hash import Hash
+from solders.hash import Hash, ParseHashError
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
     GetSignatureStatusesResp,
@@ -363,7 +363,7 @@ def _pubkey(value: Any) -> Pubkey:
 def _hash(value: Any) -> Hash:
     try:
         return Hash.from_string(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ParseHashError):  # ParseHashError is no ValueError
         raise RpcError(INVALID_PARAMS, "Invalid param: Invalid hash") from None
 
 

@@ -191,11 +191,6 @@ class TaskBoard:
         self._created_at: dict[str, list[float]] = {}
         self._script_position = 0
 
-    def __len__(self) -> int:
-        """How many tasks the board holds."""
-        with self._lock:
-            return len(self._tasks)
-
     def set_policy(self, policy: ReviewPolicy) -> None:
         """Switch the simulated reviewers for tasks created from now on (a script restarts)."""
         with self._lock:

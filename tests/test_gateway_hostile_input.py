@@ -11,7 +11,7 @@ import base64
 import json
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -35,8 +35,8 @@ from stub_gateway.faults import MODES
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GatewayServer]:
-    """A gateway of its own: the properties arm faults and create tasks."""
-    with serve_in_thread() as running:
+    """A gateway of its own (the properties arm faults and create tasks); people vote."""
+    with serve_in_thread(review_policy="manual") as running:
         yield running
 
 
@@ -74,7 +74,7 @@ def snapshot(gateway: Gateway, owners: list[Pubkey]) -> dict[str, Any]:
         assert account is not None
         state[f"{token.symbol} supply"] = int.from_bytes(account.data[36:44], "little")
     state["settlements"] = len(gateway.desk.settlements)
-    state["tasks"] = len(gateway.tasks)
+    state["tasks"] = len(gateway.tasks.all())
     return state
 
 
@@ -374,7 +374,7 @@ def route_calls(route: str, gateway: Gateway, keys: list[str]) -> st.SearchStrat
         )
         return st.builds(
             lambda task_id, body: Call("POST", f"/api/v1/tasks/{task_id}/votes", body),
-            st.sampled_from(["task_missing", "x"]),
+            st.sampled_from([NEW_TASK, NEW_TASK, NEW_TASK, "task_missing", "x"]),
             bodies(vote, keys),
         )
     assert route == "faults"
@@ -390,6 +390,8 @@ def route_calls(route: str, gateway: Gateway, keys: list[str]) -> st.SearchStrat
     )
 
 
+NEW_TASK = "{new_task}"
+"""In a path: a task created for this request (pending, waiting for people's votes)."""
 ROUTES = ["rpc", "faucet", "info", "premium", "x402", "facilitator", "tasks", "votes", "faults"]
 
 
@@ -418,6 +420,8 @@ def test_hostile_requests_are_answered_4xx_or_2xx_and_a_4xx_moves_nothing(
     JSON object and leaves every balance, supply and settlement as it was."""
     gateway = server.gateway
     call = data.draw(route_calls(route, gateway, _keys(gateway, owners)))
+    task = gateway.tasks.create({"text": "Is this right?"}, 0.5, None, "hostile")
+    call = replace(call, path=call.path.replace(NEW_TASK, task.id))
     before = snapshot(gateway, owners)
     response = send(session, server, call)
     assert response.status_code < 500, (call, response.status_code, response.text[:500])
@@ -425,6 +429,8 @@ def test_hostile_requests_are_answered_4xx_or_2xx_and_a_4xx_moves_nothing(
         assert_refused_as_json(response)
         assert snapshot(gateway, owners) == before, call
     gateway.faults.clear()
+    read = session.get(f"{server.url}/api/v1/tasks/{task.id}", timeout=30)
+    assert read.status_code == 200, (call, read.text[:500])  # whatever the votes it was given
 
 
 # -- the inputs that answered 500 ---------------------------------------------------------------
@@ -520,14 +526,14 @@ def test_a_reward_with_more_decimals_than_the_token_is_refused(
     server: GatewayServer, session: requests.Session, reward: str, currency: str
 ) -> None:
     """rewardAmount finer than the token's smallest unit: 400 bad_reward, no task."""
-    tasks = len(server.gateway.tasks)
+    tasks = len(server.gateway.tasks.all())
     response = session.post(
         f"{server.url}/api/v1/tasks",
         json={"text": "Is this right?", "rewardAmount": reward, "rewardCurrency": currency},
     )
     assert assert_json_error(response) == "bad_reward"
     assert currency in response.json()["error"]["message"]
-    assert len(server.gateway.tasks) == tasks
+    assert len(server.gateway.tasks.all()) == tasks
 
 
 @pytest.mark.parametrize("amount", ["²", "١٢٣", "1" * 5000, "1.5", "-5", " 5", 5])
