@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     from .app import create_app
-    from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_THREADS, GatewayServer
+    from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_THREADS, GatewayServer, raise_file_limit
 
     parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
     args = parser.parse_args(argv)
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit=_rate_limit(args.rate_limit),
             task_price=Price(args.task_price, "USDC"),
         )
+        raise_file_limit()  # thousands of idle connections must not exhaust the open files
         server = GatewayServer(
             app,
             host=args.host,

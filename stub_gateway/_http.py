@@ -10,11 +10,14 @@ from flask.json.provider import DefaultJSONProvider
 
 from human_rpc_sdk._money import format_amount
 
-__all__ = ["MAX_BODY", "JsonProvider", "json_error", "jsonable"]
+__all__ = ["MAX_BODY", "SOCKET_ENVIRON_KEY", "JsonProvider", "json_error", "jsonable"]
 
 MAX_BODY: Final = 1_048_576
 """The largest request body, in bytes: a JSON-RPC call or a task with its context is a few
 kilobytes. Larger ones are refused with 413 (by waitress before they are read)."""
+
+SOCKET_ENVIRON_KEY: Final = "stub_gateway.socket"
+"""Where GatewayServer puts the client's socket in the WSGI environ (``drop_after_payment``)."""
 
 
 class JsonProvider(DefaultJSONProvider):

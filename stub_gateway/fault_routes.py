@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ._http import json_error
+from ._http import SOCKET_ENVIRON_KEY, json_error
 from .faults import MODES, describe
 
 if TYPE_CHECKING:
@@ -82,9 +82,7 @@ def after_payment(
 def _drop_connection() -> None:
     """Close the client's connection without an answer (the settlement already happened)."""
     # waitress (GatewayServer) and werkzeug's development server each expose the socket.
-    connection = request.environ.get("stub_gateway.socket") or request.environ.get(
-        "werkzeug.socket"
-    )
+    connection = request.environ.get(SOCKET_ENVIRON_KEY) or request.environ.get("werkzeug.socket")
     if isinstance(connection, socket.socket):
         with contextlib.suppress(OSError):
             connection.shutdown(socket.SHUT_RDWR)

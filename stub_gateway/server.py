@@ -28,24 +28,20 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, WSGITask
 
+from ._http import MAX_BODY, SOCKET_ENVIRON_KEY
 from .app import Gateway, create_app
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["DEFAULT_MAX_BODY", "GatewayServer", "serve_in_thread"]
+__all__ = ["GatewayServer", "raise_file_limit", "serve_in_thread"]
 
 DEFAULT_THREADS: Final = 16
 DEFAULT_CONNECTION_LIMIT: Final = 10_000
 DEFAULT_IDLE_TIMEOUT: Final = 30
-DEFAULT_MAX_BODY: Final = 1_048_576
-"""Bytes: a JSON-RPC call or a task with its context is a few kilobytes."""
 MAX_HEADER_BYTES: Final = 65_536
-SOCKET_ENVIRON_KEY: Final = "stub_gateway.socket"
-"""The client's socket, so the ``drop_after_payment`` fault can drop the connection."""
 _FD_HEADROOM: Final = 64
 
-log = logging.getLogger(__name__)
 access_log = logging.getLogger("stub_gateway.access")
 
 
@@ -96,7 +92,7 @@ class GatewayServer:
     ``threads`` workers answer requests; ``connection_limit`` connections may be open at once
     (lowered to what the process's file limit allows); ``idle_timeout`` seconds closes an idle
     connection; ``max_body`` bytes is the largest request body (default: the app's
-    ``MAX_CONTENT_LENGTH``, which :func:`create_app` sets to :data:`DEFAULT_MAX_BODY`).
+    ``MAX_CONTENT_LENGTH``, which :func:`create_app` sets to :data:`._http.MAX_BODY`, 1 MiB).
     """
 
     def __init__(
@@ -121,7 +117,7 @@ class GatewayServer:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1 (got {value!r})")
         self.app = app
-        limit = max_body or app.config.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_BODY
+        limit = max_body or app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY
         application: WSGIApplication = app if quiet else _logged(app)
         self._server = _Server(
             application,
@@ -158,7 +154,8 @@ class GatewayServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"http://{host}:{self.port}"
 
     @property
     def rpc_url(self) -> str:
@@ -266,6 +263,21 @@ def _within_file_limit(connection_limit: int) -> int:
     if soft == resource.RLIM_INFINITY:
         return connection_limit
     return max(1, min(connection_limit, soft - _FD_HEADROOM))
+
+
+def raise_file_limit(connections: int = DEFAULT_CONNECTION_LIMIT) -> None:
+    """Let this process open enough files for ``connections`` (up to the hard limit), as
+    servers do at start-up; the CLI calls it, a library caller may."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _FD_HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _logged(app: WSGIApplication) -> WSGIApplication:
