@@ -138,6 +138,8 @@ class GatewayServer:
         )
         self._thread = threading.Thread(target=self._loop, name="stub-gateway", daemon=True)
         self._stopped = False
+        self._closing = False
+        self._closing_lock = threading.Lock()
 
     @property
     def gateway(self) -> Gateway:
@@ -199,7 +201,11 @@ class GatewayServer:
         # The event loop owns the sockets: closing them happens on its thread.
         server.trigger.pull_trigger(lambda: wasyncore.dispatcher.close(server))
         server.task_dispatcher.shutdown(timeout=grace)
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        with self._closing_lock:
+            # Under the lock the loop cannot see _closing (and close the trigger) before the
+            # trigger is pulled: a pull on a closed, maybe reused, descriptor is never made.
+            self._closing = True
+            server.trigger.pull_trigger()
         self._thread.join(timeout=5)
 
     def banner(self) -> str:
@@ -207,9 +213,15 @@ class GatewayServer:
         return banner(self)
 
     def _loop(self) -> None:
-        wasyncore.loop(
-            timeout=self._server.adj.asyncore_loop_timeout, map=self._server._map, use_poll=True
-        )
+        """waitress's event loop (``wasyncore.loop`` with poll), until :meth:`stop` closes it."""
+        socket_map = self._server._map
+        timeout = self._server.adj.asyncore_loop_timeout
+        while socket_map:
+            with self._closing_lock:
+                if self._closing:
+                    break
+            wasyncore.poll2(timeout, socket_map)
+        wasyncore.close_all(socket_map)
 
     def __enter__(self) -> GatewayServer:
         return self

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -275,13 +276,19 @@ def test_a_logged_request_is_one_plain_line(caplog: pytest.LogCaptureFixture) ->
     ]
 
 
-def test_start_and_stop_leave_no_thread_behind() -> None:
-    """Many gateways started and stopped (as the tests do): no thread or socket lingers."""
+def test_start_and_stop_leave_no_thread_or_socket_behind() -> None:
+    """Many gateways started and stopped, with keep-alive connections open: each stop is
+    clean, and no thread or file descriptor lingers."""
     before = threading.active_count()
-    for _ in range(5):
-        with serve_in_thread() as server:
+    files = Path("/proc/self/fd")
+    files_before = len(list(files.iterdir())) if files.exists() else 0
+    for _ in range(20):
+        with serve_in_thread() as server, requests.Session() as session:
             timed_info(server)
+            assert session.get(f"{server.url}/api/v1/info", timeout=5).status_code == 200
     assert wait_until(lambda: threading.active_count() == before)
+    if files.exists():
+        assert len(list(files.iterdir())) <= files_before
 
 
 def _answers(server: GatewayServer) -> bool:
