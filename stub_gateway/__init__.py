@@ -5,12 +5,22 @@ wallets from a faucet, and sells paywalled resources that answer 402 with HumanR
 and settle the payments on that ledger, as strictly as a real server would.
 
     python -m stub_gateway --port 8402
+
+The HTTP parts need the ``gateway`` extra (Flask and waitress): they are imported on first
+use, so ``python -m stub_gateway`` can say so in one line when it is missing.
 """
 
-from .app import DEFAULT_PRICES, Gateway, create_app
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from .genesis import DEFAULT_SEED
 from .payments import Price, Refusal, Settlement
-from .server import GatewayServer, serve_in_thread
+
+if TYPE_CHECKING:
+    from .app import DEFAULT_PRICES, Gateway, create_app
+    from .server import GatewayServer, serve_in_thread
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -23,3 +33,32 @@ __all__ = [
     "create_app",
     "serve_in_thread",
 ]
+
+INSTALL_HINT: Final = "pip install 'human-rpc-sdk[gateway]'"
+GATEWAY_EXTRA: Final = ("flask", "werkzeug", "waitress", "base58")
+"""The top-level modules the ``gateway`` extra installs."""
+_LAZY: Final = {
+    "DEFAULT_PRICES": "app",
+    "Gateway": "app",
+    "create_app": "app",
+    "GatewayServer": "server",
+    "serve_in_thread": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        imported = importlib.import_module(f".{module}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name not in GATEWAY_EXTRA:
+            raise
+        raise ModuleNotFoundError(
+            f"the stub gateway needs {exc.name}, from the gateway extra: {INSTALL_HINT}",
+            name=exc.name,
+        ) from exc
+    value = getattr(imported, name)
+    globals()[name] = value
+    return value

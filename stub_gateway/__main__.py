@@ -1,31 +1,94 @@
-"""``python -m stub_gateway``: serve a stub HumanRPC gateway until stopped."""
+"""``python -m stub_gateway``: serve a stub HumanRPC gateway until stopped (Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
+import signal
+import sys
 from collections.abc import Sequence
 from decimal import Decimal
+from types import FrameType
 
+from human_rpc_sdk._money import MoneyError, parse_decimal, to_base_units
 from human_rpc_sdk._networks import NETWORKS
 
-from .app import create_app
+from . import GATEWAY_EXTRA, INSTALL_HINT
 from .genesis import DEFAULT_SEED
 from .payments import Price
-from .server import GatewayServer
+
+USDC_DECIMALS = 6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    missing = _missing_extra()
+    if missing is not None:
+        # One line, not a traceback: the fix is an install command.
+        sys.stderr.write(
+            f"python -m stub_gateway needs {missing} (the gateway extra): {INSTALL_HINT}\n"
+        )
+        return 1
+    from .app import create_app
+    from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_THREADS, GatewayServer, raise_file_limit
+
+    parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        app = create_app(
+            network=args.network,
+            seed=args.seed,
+            invoice_ttl=args.invoice_ttl,
+            reference_style=args.reference_style,
+            review_policy=args.review_policy,
+            review_delay=args.review_delay,
+            voters=args.voters,
+            consensus_threshold=args.consensus_threshold,
+            task_ttl=args.task_ttl,
+            rate_limit=_rate_limit(args.rate_limit),
+            task_price=Price(args.task_price, "USDC"),
+        )
+        raise_file_limit()  # thousands of idle connections must not exhaust the open files
+        server = GatewayServer(
+            app,
+            host=args.host,
+            port=args.port,
+            quiet=args.quiet,
+            threads=args.threads,
+            idle_timeout=args.idle_timeout,
+        )
+    except (ValueError, ArithmeticError) as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        parser.exit(1, f"python -m stub_gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever(banner=True)
+    return 0
+
+
+def _missing_extra() -> str | None:
+    """The first module of the gateway extra that cannot be imported, or None."""
+    for name in GATEWAY_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return name
+    return None
+
+
+def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stub_gateway", description=__doc__)
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8402,
-        help="port to listen on (default 8402; 0 picks a free one)",
+        help="port to listen on, 0 to 65535 (default 8402; 0 picks a free one)",
     )
     parser.add_argument(
         "--network",
@@ -79,42 +142,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="at most N tasks per agent per SECONDS",
     )
     parser.add_argument(
-        "--task-price", default="0.05", help="default task reward in USDC (default 0.05)"
+        "--task-price",
+        type=_usdc,
+        default=Decimal("0.05"),
+        metavar="USDC",
+        help="default task reward in USDC, such as 0.05 (default 0.05)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=threads,
+        help=f"worker threads answering requests (default {threads})",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=idle_timeout,
+        metavar="SECONDS",
+        help=f"close a connection idle this long (default {idle_timeout})",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return parser
+
+
+def _port(text: str) -> int:
     try:
-        app = create_app(
-            network=args.network,
-            seed=args.seed,
-            invoice_ttl=args.invoice_ttl,
-            reference_style=args.reference_style,
-            review_policy=args.review_policy,
-            review_delay=args.review_delay,
-            voters=args.voters,
-            consensus_threshold=args.consensus_threshold,
-            task_ttl=args.task_ttl,
-            rate_limit=_rate_limit(args.rate_limit),
-            task_price=Price(Decimal(args.task_price), "USDC"),
-        )
-    except (ValueError, ArithmeticError) as exc:
-        parser.error(str(exc))
-    server = GatewayServer(app, host=args.host, port=args.port, quiet=args.quiet)
-    gateway = server.gateway
-    print(f"stub HumanRPC gateway on {server.url} ({gateway.network})")
-    print(f"  Solana RPC   {server.rpc_url}")
-    print(f"  treasury     {gateway.treasury}")
-    for token in gateway.genesis.tokens.values():
-        print(f"  {token.symbol:<12} {token.mint} ({token.decimals} decimals)")
-    faucet_body = '{"address": "<wallet>", "sol": 1, "usdc": 100}'
-    print(f"  faucet       curl -X POST {server.url}/api/v1/faucet \\")
-    print(f"                 -H 'Content-Type: application/json' -d '{faucet_body}'")
-    print(f"  tasks        {server.url}/api/v1/tasks  (reviewers: {args.review_policy})")
-    print(f"  try          curl -i {server.url}/api/v1/premium/usdc", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    return 0
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 0 to 65535, not {text!r}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _usdc(text: str) -> Decimal:
+    """A USDC amount: a plain decimal number with at most 6 decimals, such as 0.05."""
+    try:
+        amount = parse_decimal(text)
+        to_base_units(amount, USDC_DECIMALS)
+    except MoneyError:
+        raise argparse.ArgumentTypeError(
+            f"a price is an amount of USDC such as 0.05 or 1.25 (at most {USDC_DECIMALS} "
+            f"decimals, above zero), not {text!r}"
+        ) from None
+    return amount
 
 
 def _rate_limit(text: str | None) -> tuple[int, float] | None:
@@ -128,6 +209,11 @@ def _rate_limit(text: str | None) -> tuple[int, float] | None:
     if limit[0] < 1 or limit[1] <= 0:
         raise ValueError("--rate-limit needs a positive count and window")
     return limit
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM stops the server as Ctrl-C does: running requests finish, then it exits 0."""
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from flask import Response, jsonify
+from flask.json.provider import DefaultJSONProvider
 
 from human_rpc_sdk._money import format_amount
 
-__all__ = ["json_error", "jsonable"]
+__all__ = ["MAX_BODY", "SOCKET_ENVIRON_KEY", "JsonProvider", "json_error", "jsonable"]
+
+MAX_BODY: Final = 1_048_576
+"""The largest request body, in bytes: a JSON-RPC call or a task with its context is a few
+kilobytes. Larger ones are refused with 413 (by waitress before they are read)."""
+
+SOCKET_ENVIRON_KEY: Final = "stub_gateway.socket"
+"""Where GatewayServer puts the client's socket in the WSGI environ (``drop_after_payment``)."""
+
+
+class JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, except that JSON nested too deep to parse is malformed input (a 400 from
+    ``request.get_json``), not a ``RecursionError`` (a 500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
 
 
 def json_error(status: int, reason: str, message: str) -> Response:

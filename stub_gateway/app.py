@@ -39,7 +39,7 @@ from human_rpc_sdk._money import (
 from human_rpc_sdk._networks import NETWORKS
 from human_rpc_sdk.solana_utils import associated_token_address, parse_token_account
 
-from ._http import json_error, jsonable
+from ._http import MAX_BODY, JsonProvider, json_error, jsonable
 from .fault_routes import add_fault_routes, after_payment, challenge_fault, redirect_fault
 from .faults import Faults
 from .genesis import DEFAULT_SEED, Genesis, create_genesis, genesis_hash_for
@@ -131,6 +131,8 @@ class Gateway:
             raise ValueError("consensus_threshold must be above 0.5 and at most 1")
         self.task_price = task_price
         self.x402_price = x402_price
+        for price in (*self.prices.values(), task_price, x402_price):
+            self.base_units(price.currency, price.amount)
         self.facilitator = ExactFacilitator(
             self.ledger, self.genesis.fee_payer, network, clock=clock
         )
@@ -158,14 +160,34 @@ class Gateway:
         account = parse_token_account(self.ledger.account(address), token.program_id)
         return from_base_units(0 if account is None else account.amount, token.decimals)
 
+    def base_units(self, currency: str, amount: Decimal) -> int:
+        """``amount`` of ``currency`` (SOL or a token) in base units.
+
+        Raises ``MoneyError`` (a ``ValueError``) naming the currency when the amount is finer
+        than the currency's smallest unit, or ``ValueError`` for an unknown currency.
+        """
+        symbol = currency.upper()
+        if symbol != "SOL" and symbol not in self.genesis.tokens:
+            raise ValueError(
+                f"unknown currency {currency!r}; SOL, {', '.join(self.genesis.tokens)}"
+            )
+        decimals = 9 if symbol == "SOL" else self.genesis.token(symbol).decimals
+        try:
+            return to_base_units(amount, decimals)
+        except MoneyError as exc:
+            raise MoneyError(f"{symbol} {exc}") from None
+
     def fund(self, address: Pubkey, amounts: Mapping[str, Decimal]) -> list[str]:
-        """Give ``address`` these amounts (SOL by airdrop, tokens by MintTo); signatures back."""
+        """Give ``address`` these amounts (SOL by airdrop, tokens by MintTo); signatures back.
+
+        Every amount is checked before anything is funded: a bad one raises ``ValueError``
+        and funds none of them.
+        """
+        units = {c.upper(): self.base_units(c, a) for c, a in amounts.items() if a > 0}
         signatures = []
-        for currency, amount in amounts.items():
-            if amount <= 0:
-                continue
+        for currency, amount in units.items():
             if currency == "SOL":
-                result = self.ledger.airdrop(address, to_base_units(amount, 9))
+                result = self.ledger.airdrop(address, amount)
             else:
                 token = self.genesis.token(currency)
                 authority = self.genesis.authority
@@ -181,7 +203,7 @@ class Gateway:
                                 mint=token.mint,
                                 dest=destination,
                                 mint_authority=authority.pubkey(),
-                                amount=to_base_units(amount, token.decimals),
+                                amount=amount,
                                 decimals=token.decimals,
                             )
                         ),
@@ -293,14 +315,16 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
     """The Flask app of a stub gateway; ``options`` go to :class:`Gateway` when none is given."""
     gateway = gateway or Gateway(**options)
     app = Flask("stub_gateway")
+    app.json = JsonProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["stub_gateway"] = gateway
 
     @app.post("/rpc")
     def rpc() -> Response:
-        failure = gateway.faults.take("rpc_error")
+        failure = gateway.faults.take("fail_rpc")
         if failure is not None:
             return json_error(failure.status, "injected_fault", "the RPC node is unavailable")
-        slow = gateway.faults.take("rpc_slow")
+        slow = gateway.faults.take("slow_rpc")
         if slow is not None:
             gateway.sleep(slow.seconds)
         return jsonify(gateway.rpc.handle(request.get_data()))
@@ -325,6 +349,11 @@ def create_app(gateway: Gateway | None = None, **options: Any) -> Flask:
                 amount = default if raw is None else _faucet_amount(raw)
             except MoneyError as exc:
                 return json_error(400, "bad_amount", f"{currency.lower()} {exc}")
+            try:
+                if amount > 0:
+                    gateway.base_units(currency, amount)  # all checked before any is funded
+            except MoneyError as exc:
+                return json_error(400, "bad_amount", str(exc))
             if amount > FAUCET_LIMITS[currency]:
                 return json_error(
                     400,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ._http import json_error
-from .faults import MODES
+from ._http import SOCKET_ENVIRON_KEY, json_error
+from .faults import MODES, describe
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -81,19 +81,26 @@ def after_payment(
 
 def _drop_connection() -> None:
     """Close the client's connection without an answer (the settlement already happened)."""
-    connection = request.environ.get("werkzeug.socket")
+    # waitress (GatewayServer) and werkzeug's development server each expose the socket.
+    connection = request.environ.get(SOCKET_ENVIRON_KEY) or request.environ.get("werkzeug.socket")
     if isinstance(connection, socket.socket):
         with contextlib.suppress(OSError):
             connection.shutdown(socket.SHUT_RDWR)
 
 
 def add_fault_routes(app: Flask, gateway: Gateway) -> None:
-    """``GET``, ``POST`` and ``DELETE /api/v1/faults``."""
+    """``GET`` (the armed faults, and every mode's parameters), ``POST`` (arm one: ``{"mode":
+    "slow_rpc", "seconds": 2, "count": 1}``, the names of :class:`.faults.Faults`' methods) and
+    ``DELETE /api/v1/faults`` (clear them all)."""
 
     @app.get("/api/v1/faults")
     def list_faults() -> Response:
         return jsonify(
-            {"armed": [f.to_json() for f in gateway.faults.armed()], "modes": list(MODES)}
+            {
+                "armed": [f.to_json() for f in gateway.faults.armed()],
+                "modes": list(MODES),
+                "help": describe(),
+            }
         )
 
     @app.post("/api/v1/faults")
@@ -101,7 +108,10 @@ def add_fault_routes(app: Flask, gateway: Gateway) -> None:
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("mode"), str):
             return json_error(
-                400, "bad_request", f'send {{"mode": one of {", ".join(MODES)}, "count": 1, ...}}'
+                400,
+                "bad_request",
+                f'send {{"mode": one of {", ".join(MODES)}, "count": 1, ...}}; '
+                "GET /api/v1/faults lists each mode's parameters",
             )
         params = {k: v for k, v in body.items() if k != "mode"}
         try:

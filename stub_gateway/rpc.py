@@ -36,7 +36,7 @@ import base58
 import solders
 from solders.account import Account
 from solders.account_decoder import UiTokenAmount
-from solders.hash import Hash
+from solders.hash import Hash, ParseHashError
 from solders.message import Message, MessageV0, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.rpc.responses import (
@@ -123,7 +123,7 @@ class RpcDispatcher:
             self.requests_served += 1
         try:
             document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error(None, RpcError(PARSE_ERROR, "Parse error"))
         if isinstance(document, list):
             if not document or len(document) > MAX_BATCH:
@@ -587,7 +587,7 @@ def _pubkey(value: Any) -> Pubkey:
 def _hash(value: Any) -> Hash:
     try:
         return Hash.from_string(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ParseHashError):  # ParseHashError is no ValueError
         raise RpcError(INVALID_PARAMS, "Invalid param: Invalid hash") from None
 
 
@@ -608,7 +608,9 @@ def _transaction(value: Any, encoding: str) -> VersionedTransaction:
             raw = base58.b58decode(value)
         else:
             raise RpcError(INVALID_PARAMS, f"Invalid params: unsupported encoding {encoding}")
-        return VersionedTransaction.from_bytes(raw)
+        transaction = VersionedTransaction.from_bytes(raw)
+        transaction.sanitize()  # as a real node: e.g. fewer signatures than the message needs
+        return transaction
     except RpcError:
         raise
     except Exception:  # noqa: BLE001 - any decoding failure is the caller's malformed input

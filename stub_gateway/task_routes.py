@@ -37,6 +37,10 @@ def add_task_routes(app: Flask, gateway: Gateway) -> None:
             price = _task_price(body, gateway.task_price)
         except ValueError as exc:
             return json_error(400, "bad_reward", str(exc))
+        try:
+            gateway.base_units(price.currency, price.amount)
+        except ValueError as exc:
+            return json_error(400, "bad_reward", f"rewardAmount: {exc}")
         agent = str(body.get("agentName") or request.remote_addr or "anonymous")
         if PAYMENT_HEADER not in request.headers:
             wait = gateway.tasks.retry_after(agent)

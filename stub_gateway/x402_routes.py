@@ -241,4 +241,23 @@ def _facilitator_request() -> tuple[Mapping[str, Any], Mapping[str, Any]] | Resp
         return json_error(
             400, "bad_request", "paymentPayload and paymentRequirements must be objects"
         )
+    for field in ("amount", "maxAmountRequired"):
+        if field in requirements and not _is_base_units(requirements[field]):
+            return json_error(
+                400,
+                "bad_requirements",
+                f"paymentRequirements.{field} must be a whole number of base units written in "
+                'ASCII digits, at most 2^64 - 1, such as "10000"',
+            )
     return payload, requirements
+
+
+def _is_base_units(value: Any) -> bool:
+    """A u64 amount as x402 writes it: a string of ASCII digits (not "²", not 5,000 digits)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 20
+        and value.isascii()
+        and value.isdigit()
+        and int(value) < 2**64
+    )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,10 +105,126 @@ def test_gateway_command_line_serves_until_stopped() -> None:
         task = requests.post(f"http://127.0.0.1:{port}/api/v1/tasks", json={"text": "q"}, timeout=5)
         assert task.status_code == 402
         assert "reviewers: script:reject,approve" in banner
+        genesis = requests.post(
+            f"http://127.0.0.1:{port}/rpc",
+            json={"jsonrpc": "2.0", "id": 1, "method": "getGenesisHash"},
+            timeout=5,
+        ).json()["result"]
     finally:
         process.terminate()
-        process.communicate(timeout=10)
+        _, errors = process.communicate(timeout=10)
+    assert process.returncode == 0, errors  # SIGTERM stops it cleanly
     assert info["recipient"] in banner  # the banner names the treasury
+    assert f"genesis hash {genesis}" in banner
+    groups = ["Solana RPC", "info", "faucet", "premium", "x402", "facilitator", "tasks", "faults"]
+    for group in groups:
+        assert f"\n  {group} " in banner, group
+    for path in ("/api/v1/info", "/x402/v2/premium", "/facilitator/", "/api/v1/faults"):
+        assert f"http://127.0.0.1:{port}{path}" in banner, path
+
+
+def test_gateway_logs_are_plain_text_when_redirected() -> None:
+    """Each request is logged as one line without ANSI colour codes, even a 402 or a 404 whose
+    path carries an escape character."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stub_gateway", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        while "try" not in process.stdout.readline():
+            pass
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/api/v1/premium/sol", timeout=5).status_code == 402
+        assert requests.get(f"{base}/%1b[31mred", timeout=5).status_code == 404
+        assert requests.get(f"{base}/api/v1/info", timeout=5).status_code == 200
+    finally:
+        process.terminate()
+        out, errors = process.communicate(timeout=10)
+    assert '"GET /api/v1/premium/sol HTTP/1.1" 402' in errors, errors
+    assert '"GET /%1B%5B31mred HTTP/1.1" 404' in errors, errors
+    assert "\x1b" not in out + errors
+
+
+def run_cli(*args: str, hide: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stub_gateway`` with ``args``; ``hide`` makes a package uninstallable."""
+    command = [sys.executable, "-m", "stub_gateway", *args]
+    if hide is not None:
+        command = [sys.executable, "-c", HIDING_SHIM, hide, *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+
+
+# Runs the CLI as `python -m` does, in an interpreter where one package cannot be imported.
+HIDING_SHIM = """
+import runpy, sys
+hidden = sys.argv.pop(1)
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == hidden:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Hide())
+runpy.run_module("stub_gateway", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("hidden", ["flask", "waitress"])
+@pytest.mark.parametrize("args", [(), ("--help",)])
+def test_without_the_gateway_extra_the_cli_names_the_install_command(
+    hidden: str, args: tuple[str, ...]
+) -> None:
+    """Flask or waitress missing: one line naming pip install 'human-rpc-sdk[gateway]'."""
+    done = run_cli(*args, hide=hidden)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "pip install 'human-rpc-sdk[gateway]'" in done.stderr
+    assert hidden in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_importing_the_gateway_without_the_extra_names_the_install_command() -> None:
+    """``from stub_gateway import Gateway`` without Flask: an ImportError saying what to install."""
+    code = HIDING_SHIM.replace(
+        'runpy.run_module("stub_gateway", run_name="__main__", alter_sys=True)',
+        "from stub_gateway import Gateway",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "flask"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1
+    assert "ModuleNotFoundError: the stub gateway needs flask" in done.stderr
+    assert "pip install 'human-rpc-sdk[gateway]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--port", "99999"], "a port is a whole number from 0 to 65535"),
+        (["--port", "-1"], "a port is a whole number from 0 to 65535"),
+        (["--task-price", "abc"], "a price is an amount of USDC such as 0.05"),
+        (["--task-price", "0.0000001"], "at most 6 decimals"),
+        (["--threads", "0"], "at least 1"),
+    ],
+)
+def test_the_cli_says_what_a_good_value_looks_like(option: list[str], says: str) -> None:
+    """An out-of-range port or a price that is not a USDC amount: a usage error naming the form."""
+    done = run_cli(*option)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "decimal.ConversionSyntax" not in done.stderr
 
 
 def test_seed_gives_stable_addresses() -> None:

@@ -25,6 +25,7 @@ from human_rpc_sdk import (
     SolanaRPCError,
 )
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
+from stub_gateway.faults import MODES, Faults
 
 from .conftest import FakeClock, PaymentCapture
 
@@ -105,7 +106,7 @@ def test_rpc_failures_are_retried_then_the_payment_goes_through(payer: Payer) ->
     assert payer.agent.get(payer.url()).status_code == 200
     assert payer.sol_spent() == PRICE + FEE
     assert payer.rows() == [("accepted", "0.001", 1)]
-    assert payer.gateway.faults.triggered.count("rpc_error") == 2
+    assert payer.gateway.faults.triggered.count("fail_rpc") == 2
 
 
 def test_an_rpc_node_that_keeps_failing_stops_the_payment(payer: Payer) -> None:
@@ -357,6 +358,73 @@ def test_faults_are_armed_listed_and_cleared_over_http(hostile: GatewayServer) -
     assert "unknown fault" in bad.json()["error"]["message"]
     assert requests.delete(base, timeout=5).json() == {"armed": []}
     assert hostile.gateway.faults.armed() == []
+
+
+def test_the_http_modes_are_named_as_the_python_methods(hostile: GatewayServer) -> None:
+    """Each mode is armed over HTTP by the name of its Faults method (fail_rpc, slow_rpc, ...)."""
+    methods = {
+        name
+        for name in vars(Faults)
+        if not name.startswith("_") and name not in ("arm", "take", "armed", "clear")
+    }
+    assert methods == set(MODES)
+    base = f"{hostile.url}/api/v1/faults"
+    armed = requests.post(base, json={"mode": "slow_rpc", "seconds": 0.5, "count": 2}, timeout=5)
+    assert armed.status_code == 201
+    assert armed.json()["mode"] == "slow_rpc"
+    assert requests.post(base, json={"mode": "fail_rpc"}, timeout=5).json()["status"] == 503
+    assert {f.mode for f in hostile.gateway.faults.armed()} == {"slow_rpc", "fail_rpc"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "new"),
+    [({"mode": "rpc_error"}, "fail_rpc"), ({"mode": "rpc_slow", "seconds": 1}, "slow_rpc")],
+)
+def test_the_former_http_names_still_arm_their_fault(
+    hostile: GatewayServer, fault: dict[str, Any], new: str
+) -> None:
+    """rpc_error and rpc_slow (the former HTTP names) arm fail_rpc and slow_rpc."""
+    response = requests.post(f"{hostile.url}/api/v1/faults", json=fault, timeout=5)
+    assert response.status_code == 201
+    assert [f.mode for f in hostile.gateway.faults.armed()] == [new]
+
+
+@pytest.mark.parametrize(
+    ("fault", "needs"),
+    [
+        ({"mode": "slow_rpc"}, "seconds"),
+        ({"mode": "slow_after_payment", "count": 2}, "seconds"),
+        ({"mode": "redirect_payment", "status": 302}, "location"),
+    ],
+)
+def test_a_fault_without_its_required_parameter_is_refused(
+    hostile: GatewayServer, fault: dict[str, Any], needs: str
+) -> None:
+    """Arming a mode without a parameter it needs: 400 naming it, nothing armed; the same
+    from Python."""
+    response = requests.post(f"{hostile.url}/api/v1/faults", json=fault, timeout=5)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert f"{fault['mode']} needs {needs}" in message
+    assert hostile.gateway.faults.armed() == []
+    with pytest.raises(ValueError, match=f"needs {needs}"):
+        hostile.gateway.faults.arm(**fault)
+
+
+def test_the_fault_api_documents_every_mode_and_its_parameters(hostile: GatewayServer) -> None:
+    """GET /api/v1/faults says what each mode does, its parameters and which are required."""
+    listed = requests.get(f"{hostile.url}/api/v1/faults", timeout=5).json()
+    assert listed["modes"] == list(MODES)
+    assert set(listed["help"]) == set(MODES)
+    slow = listed["help"]["slow_rpc"]
+    assert slow["required"] == ["seconds"]
+    assert set(slow["parameters"]) == {"count", "seconds"}
+    assert "0 to 600" in slow["parameters"]["seconds"]
+    assert listed["help"]["redirect_payment"]["required"] == ["location"]
+    assert set(listed["help"]["fail_rpc"]["parameters"]) == {"count", "status"}
+    for mode in listed["help"].values():
+        assert mode["does"]
+        assert all(mode["parameters"].values())
 
 
 def test_a_402_reached_through_a_redirect_is_paid_only_where_it_was_asked(
