@@ -36,10 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from .state import StateError, chain_for, keep_state
+
     try:
+        saved = chain_for(args.state, network=args.network, seed=args.seed)
         app = create_app(
             network=args.network,
-            seed=args.seed,
+            seed=args.seed if saved is None else saved.seed,
+            genesis_hash=None if saved is None else saved.genesis_hash,
             invoice_ttl=args.invoice_ttl,
             reference_style=args.reference_style,
             review_policy=args.review_policy,
@@ -50,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit=_rate_limit(args.rate_limit),
             task_price=Price(args.task_price, "USDC"),
         )
+        keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
         server = GatewayServer(
             app,
@@ -59,13 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             idle_timeout=args.idle_timeout,
         )
+    except StateError as exc:
+        parser.exit(2, f"python -m stub_gateway: {exc}\n")
     except (ValueError, ArithmeticError) as exc:
         parser.error(str(exc))
     except OSError as exc:
         parser.exit(1, f"python -m stub_gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever(banner=True)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever(banner=True)
+    finally:
+        if keeper is not None:
+            keeper.close()  # the last save: a clean stop loses nothing
     return 0
 
 
@@ -162,6 +173,13 @@ def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
         help=f"close a connection idle this long (default {idle_timeout})",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="FILE",
+        help="keep the chain (accounts, transactions, invoices, tasks) in FILE across restarts: "
+        "loaded at start when it exists, saved every 5 s when changed and on shutdown",
+    )
     return parser
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from solders.account import Account
+from solders.address_lookup_table_account import ID as ADDRESS_LOOKUP_TABLE_ID
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -36,9 +38,21 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import TransactionErrorFieldless
 
-__all__ = ["Execution", "Ledger"]
+__all__ = ["ChainState", "Execution", "Ledger"]
 
 SLOT_SECONDS: Final = 0.4
+_SYSTEM_PROGRAM: Final = Pubkey.from_string("11111111111111111111111111111111")
+_RUNTIME_OWNERS: Final = frozenset(
+    Pubkey.from_string(owner)
+    for owner in (
+        "Sysvar1111111111111111111111111111111111111",
+        "NativeLoader1111111111111111111111111111111",
+        "BPFLoader1111111111111111111111111111111111",
+        "BPFLoader2111111111111111111111111111111111",
+        "BPFLoaderUpgradeab1e11111111111111111111111",
+        "LoaderV411111111111111111111111111111111111",
+    )
+)
 BLOCKHASH_VALIDITY_SLOTS: Final = 150
 GENESIS_SLOT: Final = 1_000
 GENESIS_BLOCK_HEIGHT: Final = 800
@@ -93,6 +107,24 @@ class Execution:
         return f"{self.err}{f': {detail}' if detail else ''}"
 
 
+@dataclass(frozen=True)
+class ChainState:
+    """Everything a ledger knows, taken at one moment (see :meth:`Ledger.snapshot`)."""
+
+    slot: int
+    issued: int
+    """How many blockhashes the ledger has issued (the next one derives from this count)."""
+    blockhashes: tuple[tuple[Hash, int], ...]
+    """The usable blockhashes and the slot each was issued at, oldest first."""
+    accounts: tuple[tuple[Pubkey, Account], ...]
+    """Every account the ledger knows of (written at genesis or touched by a transaction),
+    but programs and sysvars, which the runtime provides; a closed one as an empty account."""
+    executions: tuple[Execution, ...]
+    """Every executed transaction and airdrop, oldest first."""
+    history: dict[Pubkey, tuple[Signature, ...]]
+    """For each address, the signatures of the transactions that involved it, oldest first."""
+
+
 class Ledger:
     """A thread-safe local Solana ledger with realistic blockhash expiry.
 
@@ -116,6 +148,7 @@ class Ledger:
         self._blockhashes: OrderedDict[Hash, int] = OrderedDict({self._latest: GENESIS_SLOT})
         self._statuses: dict[Signature, Execution] = {}
         self._history: dict[Pubkey, list[Signature]] = {}
+        self._written: set[Pubkey] = set()  # addresses given by set_account (genesis state)
 
     # -- time ----------------------------------------------------------------------------
 
@@ -216,6 +249,61 @@ class Ledger:
         """Write an account directly (genesis state, like ``solana-test-validator --account``)."""
         with self._lock:
             self._svm.set_account(address, account)
+            self._written.add(address)
+
+    # -- keeping the chain across restarts -------------------------------------------------
+
+    def snapshot(self) -> ChainState:
+        """The whole ledger at this moment, consistent (taken under the ledger's lock)."""
+        with self._lock:
+            self._tick()
+            addresses = dict.fromkeys([*self._written, *self._history, *self._looked_up()])
+            accounts = []
+            for address in addresses:
+                account = self._svm.get_account(address) or Account(0, b"", _SYSTEM_PROGRAM)
+                if account.executable or account.owner in _RUNTIME_OWNERS:
+                    continue
+                accounts.append((address, account))
+            return ChainState(
+                slot=self._slot,
+                issued=self._issued,
+                blockhashes=tuple(self._blockhashes.items()),
+                accounts=tuple(accounts),
+                executions=tuple(self._statuses.values()),
+                history={a: tuple(s) for a, s in self._history.items()},
+            )
+
+    def restore(self, state: ChainState) -> None:
+        """Continue the chain ``state`` describes: its accounts, slot, blockhashes and
+        transactions replace this ledger's (which should be a fresh one of the same genesis)."""
+        with self._lock:
+            for address, account in state.accounts:
+                self._svm.set_account(address, account)
+            self._written.update(address for address, _ in state.accounts)
+            self._statuses = {e.signature: e for e in state.executions}
+            self._history = {a: list(s) for a, s in state.history.items()}
+            self._slot = max(state.slot, GENESIS_SLOT)
+            self._started = self._clock() - (self._slot - GENESIS_SLOT) * SLOT_SECONDS
+            self._issued = max(self._issued, state.issued)
+            self._blockhashes = OrderedDict(state.blockhashes)
+            self._new_blockhash()  # never reissue a blockhash of the previous run
+
+    def _looked_up(self) -> list[Pubkey]:
+        """The addresses transactions loaded through address lookup tables."""
+        found: list[Pubkey] = []
+        for execution in self._statuses.values():
+            message = None if execution.transaction is None else execution.transaction.message
+            if not isinstance(message, MessageV0):
+                continue
+            for lookup in message.address_table_lookups:
+                table = self._svm.get_account(lookup.account_key)
+                if table is None or table.owner != ADDRESS_LOOKUP_TABLE_ID:
+                    continue
+                addresses = AddressLookupTable.deserialize(bytes(table.data)).addresses
+                for index in (*lookup.writable_indexes, *lookup.readonly_indexes):
+                    if index < len(addresses):
+                        found.append(addresses[index])
+        return found
 
     # -- transactions --------------------------------------------------------------------
 

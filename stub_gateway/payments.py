@@ -19,9 +19,11 @@ Every refusal has a machine-readable ``reason`` and moves no money.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -210,6 +212,22 @@ class PaymentDesk:
     def invoice(self, reference: str) -> Invoice | None:
         with self._lock:
             return self._invoices.get(reference)
+
+    def now(self) -> float:
+        """The desk's clock (invoice times are read on it)."""
+        return self._clock()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[list[Invoice]]:
+        """Hold settlement still and yield a copy of every invoice (paid ones included), so a
+        snapshot of the ledger taken meanwhile agrees with which invoices are paid."""
+        with self._lock:
+            yield [dataclasses.replace(invoice) for invoice in self._invoices.values()]
+
+    def restore_invoices(self, invoices: Iterable[Invoice]) -> None:
+        """Know these invoices again (kept across a restart), paid ones staying paid."""
+        with self._lock:
+            self._invoices.update((invoice.reference, invoice) for invoice in invoices)
 
     # -- settling HumanRPC invoices ----------------------------------------------------------
 

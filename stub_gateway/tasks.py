@@ -14,10 +14,11 @@ lazily against the injected clock, so a fake clock drives it without threads or 
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -190,6 +191,17 @@ class TaskBoard:
         self._tasks: dict[str, Task] = {}
         self._created_at: dict[str, list[float]] = {}
         self._script_position = 0
+
+    def export(self) -> tuple[list[Task], int]:
+        """A copy of every task and how far the review script has gone (to keep them)."""
+        with self._lock:
+            return copy.deepcopy(list(self._tasks.values())), self._script_position
+
+    def restore_tasks(self, tasks: Iterable[Task], script_position: int) -> None:
+        """Know these tasks again (kept across a restart); the review script goes on."""
+        with self._lock:
+            self._tasks.update((task.id, task) for task in tasks)
+            self._script_position = max(self._script_position, script_position)
 
     def set_policy(self, policy: ReviewPolicy) -> None:
         """Switch the simulated reviewers for tasks created from now on (a script restarts)."""
