@@ -386,3 +386,44 @@ def test_price_is_kept_exactly(tmp_path: Path) -> None:
         invoice.token,
         invoice.destination,
     )
+
+
+class DiesAfterPaying(PaymentCapture):
+    """The paid request reaches the gateway and settles; then the gateway is restarted and
+    its answer is lost, as when a gateway is killed after executing a payment."""
+
+    def __init__(self, restart: Callable[[], None]) -> None:
+        super().__init__()
+        self.restart = restart
+        self.restarts = 0
+
+    def send(self, request: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        response = super().send(request, **kwargs)
+        if "X-PAYMENT" in request.headers:
+            if self.restarts == 0:
+                self.restarts += 1
+                self.restart()
+            raise requests.ConnectionError("the gateway went away before answering")
+        return response
+
+
+def test_a_client_recovers_a_payment_made_before_a_restart(running: Running) -> None:
+    """The answer to a paid request is lost to the restart: the agent's journal holds the
+    payment as pending, and recover_payments() finds it on the restarted chain."""
+    wallet = Keypair()
+    running.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=f"{running.url}/rpc")
+    agent.session.mount("http://", DiesAfterPaying(running.restart))
+    try:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK makes of it
+            agent.get(f"{running.url}/api/v1/premium/sol")
+        (pending,) = agent.pending_payments()
+        (recovered,) = agent.recover_payments()
+        journal = agent.payments
+    finally:
+        agent.close()
+    assert recovered.signature == pending.signature
+    assert recovered.accepted
+    assert [r.accepted for r in journal] == [True]
+    gateway = running.gateway
+    assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
