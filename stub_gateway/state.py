@@ -82,7 +82,6 @@ __all__ = [
 FORMAT: Final = "human-rpc-stub-gateway-state"
 VERSION: Final = 1
 SAVE_INTERVAL: Final = 5.0
-_VOLATILE: Final = ("saved_at",)
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +254,7 @@ class StateKeeper:
         self.gateway = gateway
         self.path = path
         self.interval = interval
-        self._last: dict[str, Any] | None = None
+        self._last: Any = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="state-keeper", daemon=True)
@@ -275,7 +274,7 @@ class StateKeeper:
         """Save now if anything changed since the last save; True when written."""
         with self._lock:
             document = snapshot(self.gateway)
-            comparable = {k: v for k, v in document.items() if k not in _VOLATILE}
+            comparable = _comparable(document)
             if comparable == self._last:
                 return False
             write_state(document, self.path)
@@ -326,6 +325,22 @@ def chain_for(
 
 
 # -- the pieces --------------------------------------------------------------------------
+
+
+def _comparable(document: dict[str, Any]) -> Any:
+    """What tells whether anything happened since the last save: the document without what
+    merely passing time changes (the slot, blockhashes, deadlines as seconds from now)."""
+    ledger = document["ledger"]
+    return (
+        ledger["accounts"],
+        ledger["transactions"],
+        [
+            {k: v for k, v in i.items() if k not in ("issued", "expires")}
+            for i in document["invoices"]
+        ],
+        [{k: v for k, v in t.items() if k not in _TASK_CLOCKS} for t in document["tasks"]["tasks"]],
+        document["tasks"]["script_position"],
+    )
 
 
 def _text(value: Any) -> str:

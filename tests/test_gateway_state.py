@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +28,7 @@ from stub_gateway import Gateway, GatewayServer, Price, create_app
 from stub_gateway.state import (
     FORMAT,
     StateError,
+    StateKeeper,
     read_state,
     restore,
     save_state,
@@ -427,3 +430,24 @@ def test_a_client_recovers_a_payment_made_before_a_restart(running: Running) -> 
     assert [r.accepted for r in journal] == [True]
     gateway = running.gateway
     assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
+
+
+def test_the_keeper_saves_changes_in_the_background_and_only_changes(tmp_path: Path) -> None:
+    """Without a clean shutdown (kill -9), the file still holds what happened up to the last
+    round; passing time alone (new slots, nearer deadlines) writes nothing."""
+    clock = FakeClock()
+    gateway = Gateway(seed=SEED, clock=clock)
+    gateway.desk.issue(Price(Decimal("0.001"), "SOL"), "/x")
+    path = tmp_path / "kept.json"
+    keeper = StateKeeper(gateway, path, interval=0.05).start()
+    try:
+        clock.now += 30
+        assert not keeper.save()  # only time passed
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(2)})
+        deadline = time.monotonic() + 20
+        while str(wallet.pubkey()) not in path.read_text() and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert restarted(path).balance(wallet.pubkey()) == 2  # close() was never called
+    finally:
+        keeper.close()
