@@ -299,7 +299,10 @@ class Ledger:
                 table = self._svm.get_account(lookup.account_key)
                 if table is None or table.owner != ADDRESS_LOOKUP_TABLE_ID:
                     continue
-                addresses = AddressLookupTable.deserialize(bytes(table.data)).addresses
+                try:
+                    addresses = AddressLookupTable.deserialize(bytes(table.data)).addresses
+                except ValueError:  # not (or no longer) a lookup table
+                    continue
                 for index in (*lookup.writable_indexes, *lookup.readonly_indexes):
                     if index < len(addresses):
                         found.append(addresses[index])
