@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from flask.json.provider import DefaultJSONProvider
 
 from human_rpc_sdk._money import format_amount
 
-__all__ = ["MAX_BODY", "SOCKET_ENVIRON_KEY", "JsonProvider", "json_error", "jsonable"]
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+__all__ = [
+    "EXTENSION",
+    "MAX_BODY",
+    "SOCKET_ENVIRON_KEY",
+    "JsonProvider",
+    "current_gateway",
+    "json_error",
+    "jsonable",
+]
 
 MAX_BODY: Final = 1_048_576
 """The largest request body, in bytes: a JSON-RPC call or a task with its context is a few
@@ -18,6 +29,15 @@ kilobytes. Larger ones are refused with 413 (by waitress before they are read)."
 
 SOCKET_ENVIRON_KEY: Final = "stub_gateway.socket"
 """Where GatewayServer puts the client's socket in the WSGI environ (``drop_after_payment``)."""
+
+EXTENSION: Final = "stub_gateway"
+"""Where :func:`.app.create_app` keeps the :class:`.gateway.Gateway` in ``app.extensions``."""
+
+
+def current_gateway() -> Gateway:
+    """The gateway the app serving this request was created for."""
+    gateway: Gateway = current_app.extensions[EXTENSION]
+    return gateway
 
 
 class JsonProvider(DefaultJSONProvider):

@@ -12,16 +12,16 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from ._http import SOCKET_ENVIRON_KEY, json_error
+from ._http import SOCKET_ENVIRON_KEY, current_gateway, json_error
 from .faults import MODES, describe
 
 if TYPE_CHECKING:
-    from .app import Gateway
+    from .gateway import Gateway
 
-__all__ = ["add_fault_routes", "after_payment", "challenge_fault", "redirect_fault"]
+__all__ = ["after_payment", "challenge_fault", "faults", "redirect_fault"]
 
 _MALFORMED = {
     "status": "payment_required",
@@ -88,39 +88,45 @@ def _drop_connection() -> None:
             connection.shutdown(socket.SHUT_RDWR)
 
 
-def add_fault_routes(app: Flask, gateway: Gateway) -> None:
-    """``GET`` (the armed faults, and every mode's parameters), ``POST`` (arm one: ``{"mode":
-    "slow_rpc", "seconds": 2, "count": 1}``, the names of :class:`.faults.Faults`' methods) and
-    ``DELETE /api/v1/faults`` (clear them all)."""
+faults = Blueprint("faults", __name__, url_prefix="/api/v1/faults")
+"""``GET`` (the armed faults, and every mode's parameters), ``POST`` (arm one: ``{"mode":
+"slow_rpc", "seconds": 2, "count": 1}``, the names of :class:`.faults.Faults`' methods) and
+``DELETE /api/v1/faults`` (clear them all)."""
 
-    @app.get("/api/v1/faults")
-    def list_faults() -> Response:
-        return jsonify(
-            {
-                "armed": [f.to_json() for f in gateway.faults.armed()],
-                "modes": list(MODES),
-                "help": describe(),
-            }
+
+@faults.get("")
+def list_faults() -> Response:
+    gateway = current_gateway()
+    return jsonify(
+        {
+            "armed": [f.to_json() for f in gateway.faults.armed()],
+            "modes": list(MODES),
+            "help": describe(),
+        }
+    )
+
+
+@faults.post("")
+def arm_fault() -> Any:
+    gateway = current_gateway()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("mode"), str):
+        return json_error(
+            400,
+            "bad_request",
+            f'send {{"mode": one of {", ".join(MODES)}, "count": 1, ...}}; '
+            "GET /api/v1/faults lists each mode's parameters",
         )
+    params = {k: v for k, v in body.items() if k != "mode"}
+    try:
+        fault = gateway.faults.arm(body["mode"], **params)
+    except (TypeError, ValueError) as exc:
+        return json_error(400, "bad_fault", str(exc))
+    return jsonify(fault.to_json()), 201
 
-    @app.post("/api/v1/faults")
-    def arm_fault() -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("mode"), str):
-            return json_error(
-                400,
-                "bad_request",
-                f'send {{"mode": one of {", ".join(MODES)}, "count": 1, ...}}; '
-                "GET /api/v1/faults lists each mode's parameters",
-            )
-        params = {k: v for k, v in body.items() if k != "mode"}
-        try:
-            fault = gateway.faults.arm(body["mode"], **params)
-        except (TypeError, ValueError) as exc:
-            return json_error(400, "bad_fault", str(exc))
-        return jsonify(fault.to_json()), 201
 
-    @app.delete("/api/v1/faults")
-    def clear_faults() -> Response:
-        gateway.faults.clear()
-        return jsonify({"armed": []})
+@faults.delete("")
+def clear_faults() -> Response:
+    gateway = current_gateway()
+    gateway.faults.clear()
+    return jsonify({"armed": []})

@@ -23,11 +23,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from flask import Response, request
-
-from ._http import json_error
+if TYPE_CHECKING:  # Flask is imported on use, so the Flask-free Gateway can hold a registry
+    from flask import Response
 
 __all__ = ["JOIN_TIMEOUT", "REPLAY_WINDOW", "PaidReplies", "Serving"]
 
@@ -48,6 +47,8 @@ class _Reply:
         return cls(at, response.status_code, list(response.headers.items()), response.get_data())
 
     def response(self) -> Response:
+        from flask import Response
+
         return Response(self.body, status=self.status, headers=self.headers)
 
 
@@ -99,6 +100,8 @@ class PaidReplies:
     @staticmethod
     def key(payment_header: str) -> str:
         """This request (method, path, query, body) paid with ``payment_header``."""
+        from flask import request
+
         digest = hashlib.sha256()
         for part in (request.method, request.full_path, payment_header):
             digest.update(part.encode("utf-8", "replace") + b"\0")
@@ -190,6 +193,8 @@ def _ignore(response: Response) -> None:
 
 
 def _failed() -> Response:
+    from ._http import json_error
+
     return json_error(
         500,
         "paid_request_failed",
@@ -198,6 +203,8 @@ def _failed() -> Response:
 
 
 def _still_running(seconds: float) -> Response:
+    from ._http import json_error
+
     response = json_error(
         503,
         "paid_request_in_progress",

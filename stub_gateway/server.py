@@ -29,7 +29,8 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, WSGITask
 
 from ._http import MAX_BODY, SOCKET_ENVIRON_KEY
-from .app import Gateway, create_app
+from .app import create_app
+from .gateway import Gateway
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

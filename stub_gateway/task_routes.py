@@ -4,97 +4,97 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from flask import Flask, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from human_rpc_sdk._headers import PAYMENT_HEADER
 from human_rpc_sdk._money import MoneyError, format_amount, parse_decimal
 
-from ._http import json_error
+from ._http import current_gateway, json_error
 from .payments import Price, Settlement
 from .tasks import VoteRejected
 
-if TYPE_CHECKING:
-    from .app import Gateway
-
-__all__ = ["add_task_routes"]
+__all__ = ["tasks"]
 
 MAX_TASK_REWARD: Final = Decimal(1000)
 MAX_TASK_TEXT: Final = 20_000
 
+tasks = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
+"""The HumanRPC task API: create (paid), read, vote."""
 
-def add_task_routes(app: Flask, gateway: Gateway) -> None:
-    """The HumanRPC task API: create (paid), read, vote."""
 
-    @app.post("/api/v1/tasks")
-    def create_task() -> Any:
-        body = request.get_json(silent=True)
-        problem = _task_problem(body)
-        if problem is not None or not isinstance(body, dict):
-            return json_error(400, "bad_task", problem or "expected a JSON object")
-        try:
-            price = _task_price(body, gateway.task_price)
-        except ValueError as exc:
-            return json_error(400, "bad_reward", str(exc))
-        try:
-            gateway.base_units(price.currency, price.amount)
-        except ValueError as exc:
-            return json_error(400, "bad_reward", f"rewardAmount: {exc}")
-        agent = str(body.get("agentName") or request.remote_addr or "anonymous")
-        if PAYMENT_HEADER not in request.headers:
-            wait = gateway.tasks.retry_after(agent)
-            if wait is not None:
-                response = json_error(
-                    429, "rate_limited", f"too many tasks; retry after {wait:.1f} s"
-                )
-                response.headers["Retry-After"] = str(math.ceil(wait))
-                return response
+@tasks.post("")
+def create_task() -> Any:
+    gateway = current_gateway()
+    body = request.get_json(silent=True)
+    problem = _task_problem(body)
+    if problem is not None or not isinstance(body, dict):
+        return json_error(400, "bad_task", problem or "expected a JSON object")
+    try:
+        price = _task_price(body, gateway.task_price)
+    except ValueError as exc:
+        return json_error(400, "bad_reward", str(exc))
+    try:
+        gateway.base_units(price.currency, price.amount)
+    except ValueError as exc:
+        return json_error(400, "bad_reward", f"rewardAmount: {exc}")
+    agent = str(body.get("agentName") or request.remote_addr or "anonymous")
+    if PAYMENT_HEADER not in request.headers:
+        wait = gateway.tasks.retry_after(agent)
+        if wait is not None:
+            response = json_error(429, "rate_limited", f"too many tasks; retry after {wait:.1f} s")
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
 
-        @gateway.require_payment(price)
-        def paid() -> Any:
-            settlement: Settlement = g.settlement
-            payment = {
-                "signature": settlement.signature,
-                "amount": format_amount(price.amount),
-                "currency": price.currency,
+    @gateway.require_payment(price)
+    def paid() -> Any:
+        settlement: Settlement = g.settlement
+        payment = {
+            "signature": settlement.signature,
+            "amount": format_amount(price.amount),
+            "currency": price.currency,
+        }
+        task = gateway.tasks.create(body, _certainty(body), payment, agent)
+        response = jsonify(
+            {
+                "status": "pending",
+                "task_id": task.id,
+                "consensus": task.consensus_json(),
+                "paymentDetails": payment,
             }
-            task = gateway.tasks.create(body, _certainty(body), payment, agent)
-            response = jsonify(
-                {
-                    "status": "pending",
-                    "task_id": task.id,
-                    "consensus": task.consensus_json(),
-                    "paymentDetails": payment,
-                }
+        )
+        response.status_code = 202
+        return response
+
+    return paid()
+
+
+@tasks.get("/<task_id>")
+def read_task(task_id: str) -> Any:
+    gateway = current_gateway()
+    task = gateway.tasks.get(task_id)
+    if task is None:
+        return json_error(404, "not_found", "Task not found")
+    return jsonify(task.to_json())
+
+
+@tasks.post("/<task_id>/votes")
+def vote(task_id: str) -> Any:
+    gateway = current_gateway()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return json_error(400, "bad_vote", "Invalid request body. Expected JSON.")
+    try:
+        return jsonify(
+            gateway.tasks.vote(
+                task_id, body.get("decision"), body.get("userId"), body.get("comment")
             )
-            response.status_code = 202
-            return response
-
-        return paid()
-
-    @app.get("/api/v1/tasks/<task_id>")
-    def read_task(task_id: str) -> Any:
-        task = gateway.tasks.get(task_id)
-        if task is None:
-            return json_error(404, "not_found", "Task not found")
-        return jsonify(task.to_json())
-
-    @app.post("/api/v1/tasks/<task_id>/votes")
-    def vote(task_id: str) -> Any:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            return json_error(400, "bad_vote", "Invalid request body. Expected JSON.")
-        try:
-            return jsonify(
-                gateway.tasks.vote(
-                    task_id, body.get("decision"), body.get("userId"), body.get("comment")
-                )
-            )
-        except VoteRejected as exc:
-            response = jsonify({"error": exc.message, **exc.body})
-            response.status_code = exc.status
-            return response
+        )
+    except VoteRejected as exc:
+        response = jsonify({"error": exc.message, **exc.body})
+        response.status_code = exc.status
+        return response
 
 
 def _task_problem(body: Any) -> str | None:

@@ -1,0 +1,358 @@
+"""The gateway's one paywall, for both payment kinds: HumanRPC invoices and standard x402.
+
+The skeleton (:func:`paywall`) is the same for every kind, so the in-flight and replay
+behaviour is too:
+
+1. the kind may refuse the request outright (HumanRPC: a legacy body in a currency it lacks);
+2. no usable payment: 402, or a malformed/huge one when such a fault is armed;
+3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer);
+4. ``redirect_payment`` may send the request elsewhere, unsettled;
+5. the very same paid request is served once (:mod:`.replies`): the first copy settles and
+   runs the view, copies in flight wait for its answer, re-sends get it again;
+6. the after-payment faults spoil the answer (:func:`.fault_routes.after_payment`).
+
+Each kind (a :class:`PaymentKind`) plugs in how to read, verify and settle its payment, how to
+receipt the answer, and how to answer 402.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from flask import Response, g, jsonify, make_response, request
+
+from human_rpc_sdk._headers import (
+    PAYMENT_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    b64json,
+    encode_payment_response,
+    unb64json,
+)
+from human_rpc_sdk._money import to_base_units
+
+from ._http import json_error, jsonable
+from .fault_routes import after_payment, challenge_fault, redirect_fault
+from .payments import Price, Refusal
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+__all__ = [
+    "HumanRpcPayment",
+    "PaymentKind",
+    "X402Payment",
+    "paywall",
+    "require_payment",
+    "require_x402",
+    "requirements_for",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_TIMEOUT_SECONDS: Final = 300
+_LEGACY_CURRENCIES: Final = ("SOL", "USDC")
+_IGNORED_EXTRA: Final = ("recentBlockhash", "lastValidBlockHeight")
+
+
+class PaymentKind:
+    """One request's payment of one kind; made afresh for every request the paywall sees."""
+
+    fault_version: int | None = None
+    """Which malformed 402 ``malformed_invoice`` sends: None (HumanRPC), 1 or 2 (x402)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def refuse_request(self) -> Response | None:
+        """An answer for a request this kind cannot serve at all, paid or not."""
+        return None
+
+    def payment(self) -> str | None:
+        """The payment header when the request carries a usable payment, else None."""
+        raise NotImplementedError
+
+    def refuse_payment(self) -> Response | None:
+        """An answer refusing the payment before anything settles (it does not fit)."""
+        return None
+
+    def settle(self) -> Response | None:
+        """Verify and settle the payment: None when it settled, else the answer refusing it."""
+        raise NotImplementedError
+
+    def receipt(self, response: Response) -> None:
+        """Mark the paid view's answer with the settlement."""
+        raise NotImplementedError
+
+    def challenge(self) -> Response:
+        """The 402 asking for payment."""
+        raise NotImplementedError
+
+
+def paywall(gateway: Gateway, kind: Callable[[], PaymentKind]) -> Callable[[F], F]:
+    """Paywall a Flask view with the payments ``kind()`` reads (see the module docstring)."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            paying = kind()
+            refused = paying.refuse_request()
+            if refused is not None:
+                return refused
+            header = paying.payment()
+            if header is None:
+                fault = challenge_fault(gateway, x402_version=paying.fault_version)
+                return fault or paying.challenge()
+            refused = paying.refuse_payment()
+            if refused is not None:
+                return refused
+            moved = redirect_fault(gateway)
+            if moved is not None:
+                return moved
+            with gateway.replies.serving(gateway.replies.key(header)) as serving:
+                response = serving.reply
+                if response is None:
+                    refused = paying.settle()
+                    if refused is not None:
+                        return refused
+                    response = make_response(view(*args, **kwargs))
+                    paying.receipt(response)
+                    serving.keep(response)
+            return after_payment(gateway, response, paying.challenge)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+# -- HumanRPC invoices ---------------------------------------------------------------------
+
+
+class HumanRpcPayment(PaymentKind):
+    """A HumanRPC invoice paid in ``X-PAYMENT`` (or the deployed service's legacy body)."""
+
+    def __init__(self, gateway: Gateway, price: Price) -> None:
+        super().__init__(gateway)
+        self.price = price
+        self.legacy = request.args.get("format") == "legacy"
+        self.receipt_header = ""
+
+    def refuse_request(self) -> Response | None:
+        if self.legacy and self.price.currency.upper() not in _LEGACY_CURRENCIES:
+            return json_error(
+                400,
+                "legacy_unsupported",
+                "the deployed service's payment format supports SOL and USDC only",
+            )
+        return None
+
+    def payment(self) -> str | None:
+        return request.headers.get(PAYMENT_HEADER)
+
+    def settle(self) -> Response | None:
+        desk, header = self.gateway.desk, self.payment() or ""
+        outcome = (
+            desk.settle_legacy(header, self.price)
+            if self.legacy
+            else desk.settle(header, request.path, self.price)
+        )
+        if isinstance(outcome, Refusal):
+            return self._refuse(outcome)
+        g.settlement = outcome
+        self.receipt_header = encode_payment_response(
+            success=True,
+            transaction=outcome.signature,
+            network=self.gateway.network,
+            payer=outcome.payer,
+        )
+        return None
+
+    def receipt(self, response: Response) -> None:
+        response.headers[PAYMENT_RESPONSE_HEADER] = self.receipt_header
+
+    def challenge(self) -> Response:
+        gateway, price = self.gateway, self.price
+        if self.legacy:
+            body = gateway.desk.legacy_body(price)
+        else:
+            overcharge = gateway.faults.take("overcharge")
+            if overcharge is not None:
+                price = Price(price.amount * overcharge.factor, price.currency, price.recipient)
+            invoice = gateway.desk.issue(price, request.path, overcharged=overcharge is not None)
+            body = invoice.body(gateway.network)
+        response = jsonify(jsonable(body))
+        response.status_code = 402
+        return response
+
+    def _refuse(self, refusal: Refusal) -> Response:
+        gateway = self.gateway
+        if self.legacy:
+            body: dict[str, Any] = {
+                "error": "Payment verification failed",
+                "details": refusal.message,
+            }
+        else:
+            invoice = gateway.desk.issue(self.price, request.path)
+            body = invoice.body(gateway.network, message=refusal.message)
+            body["error"] = {"reason": refusal.reason, "message": refusal.message}
+        body["reason"] = refusal.reason
+        response = jsonify(jsonable(body))
+        response.status_code = 402
+        response.headers[PAYMENT_RESPONSE_HEADER] = encode_payment_response(
+            success=False,
+            transaction="",
+            network=gateway.network,
+            payer=refusal.payer,
+            error_reason=refusal.reason,
+        )
+        return response
+
+
+def require_payment(gateway: Gateway, price: Price | Callable[[], Price]) -> Callable[[F], F]:
+    """Paywall a Flask view with HumanRPC invoices; the view reads ``flask.g.settlement``."""
+    return paywall(gateway, lambda: HumanRpcPayment(gateway, price() if callable(price) else price))
+
+
+# -- standard x402 "exact" -----------------------------------------------------------------
+
+
+def requirements_for(
+    gateway: Gateway, price: Price, version: int, url: str, description: str
+) -> dict[str, Any]:
+    """The ``accepts`` entry for ``price`` (an SPL token; exact payments are token transfers)."""
+    token = gateway.genesis.token(price.currency)
+    facilitator = gateway.facilitator
+    entry: dict[str, Any] = {
+        "scheme": "exact",
+        "network": facilitator.caip2 if version == 2 else facilitator.v1_network,
+        "asset": str(token.mint),
+        "payTo": str(price.recipient or gateway.treasury),
+        "maxTimeoutSeconds": MAX_TIMEOUT_SECONDS,
+        "extra": {"feePayer": facilitator.fee_payer_address},
+    }
+    amount = str(to_base_units(price.amount, token.decimals))
+    if version == 2:
+        entry["amount"] = amount
+        return entry
+    return {
+        **entry,
+        "maxAmountRequired": amount,
+        "resource": url,
+        "description": description,
+        "mimeType": "application/json",
+    }
+
+
+class X402Payment(PaymentKind):
+    """A standard x402 ``exact`` payment: v1 in ``X-PAYMENT``, v2 in ``PAYMENT-SIGNATURE``.
+
+    Answers follow the reference resource server (``PROTOCOL.md`` sections 1-2): a refused
+    payment gets a fresh challenge whose ``error`` is the verify reason; a failed settlement
+    gets 402 with a settlement header saying ``success: false`` and the ``errorReason``.
+    """
+
+    def __init__(self, gateway: Gateway, price: Price, version: int, description: str) -> None:
+        super().__init__(gateway)
+        self.fault_version = self.version = version
+        url = request.base_url
+        self.wanted = requirements_for(gateway, price, version, url, description)
+        self.resource = {"url": url, "description": description, "mimeType": "application/json"}
+        self.header = request.headers.get("PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT")
+        self.payload = _x402_payload(self.header, version)
+        self.settlement: dict[str, Any] = {}
+
+    def payment(self) -> str | None:
+        return None if self.payload is None else self.header
+
+    def refuse_payment(self) -> Response | None:
+        accepted = (self.payload or {}).get("accepted")
+        if self.version == 2 and not _matches(accepted, self.wanted):
+            return self._challenge("No matching payment requirements")
+        return None
+
+    def settle(self) -> Response | None:
+        facilitator, payload = self.gateway.facilitator, self.payload or {}
+        if facilitator.already_settled(payload):
+            return self._settle_failed(facilitator.settle(payload, self.wanted))
+        verification = facilitator.verify(payload, self.wanted)
+        if not verification.is_valid:
+            return self._challenge(verification.invalid_reason or "invalid_payment")
+        settlement = facilitator.settle(payload, self.wanted)
+        if not settlement["success"]:
+            return self._settle_failed(settlement)
+        g.x402_settlement = self.settlement = settlement
+        return None
+
+    def receipt(self, response: Response) -> None:
+        response.headers[self._response_header()] = b64json(self.settlement)
+        response.headers["Cache-Control"] = "private"
+
+    def challenge(self) -> Response:
+        return self._challenge("Payment required")
+
+    def _challenge(self, error: str) -> Response:
+        if self.version == 2:
+            document = {
+                "x402Version": 2,
+                "error": error,
+                "resource": self.resource,
+                "accepts": [self.wanted],
+            }
+            response = jsonify({})
+            response.headers["PAYMENT-REQUIRED"] = b64json(document)
+        else:
+            response = jsonify({"x402Version": 1, "error": error, "accepts": [self.wanted]})
+        response.status_code = 402
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _settle_failed(self, settlement: dict[str, Any]) -> Response:
+        body: dict[str, Any] = (
+            {}
+            if self.version == 2
+            else {"x402Version": 1, "error": settlement["errorReason"], "accepts": [self.wanted]}
+        )
+        response = jsonify(body)
+        response.status_code = 402
+        response.headers[self._response_header()] = b64json(settlement)
+        return response
+
+    def _response_header(self) -> str:
+        return "PAYMENT-RESPONSE" if self.version == 2 else "X-PAYMENT-RESPONSE"
+
+
+def require_x402(
+    gateway: Gateway, price: Price, *, version: int = 2, description: str = ""
+) -> Callable[[F], F]:
+    """Paywall a Flask view with standard x402 ``exact`` (v1 or v2), settled by the gateway.
+
+    The settlement response is available to the view as ``flask.g.x402_settlement``.
+    """
+    if version not in (1, 2):
+        raise ValueError("version must be 1 or 2")
+    return paywall(gateway, lambda: X402Payment(gateway, price, version, description))
+
+
+def _x402_payload(value: str | None, version: int) -> Mapping[str, Any] | None:
+    """The payment payload sent with this request, or None (absent or undecodable)."""
+    if not value or len(value) > 16_384:
+        return None
+    try:
+        document = unb64json(value, "payment")
+    except ValueError:
+        return None
+    return document if document.get("x402Version") == version else None
+
+
+def _matches(accepted: Any, wanted: Mapping[str, Any]) -> bool:
+    """The client's ``accepted`` echoes our offer (extra: ours must be a subset of theirs)."""
+    if not isinstance(accepted, Mapping):
+        return False
+    for key in ("scheme", "network", "amount", "asset", "payTo", "maxTimeoutSeconds"):
+        if accepted.get(key) != wanted.get(key):
+            return False
+    theirs = accepted.get("extra") or {}
+    if not isinstance(theirs, Mapping):
+        return False
+    return all(theirs.get(k) == v for k, v in wanted["extra"].items() if k not in _IGNORED_EXTRA)
