@@ -447,8 +447,9 @@ def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> Pay
         f"refused by this agent's spending rules: paying {what} would bring what its "
         f"journal counts as spent in {label} from {format_amount(over.spent)} to "
         f"{format_amount(over.spent + over.cost)}, over the budget of "
-        f"{format_amount(over.limit)}. Nothing was signed or paid; raise it with "
-        f"agent.raise_budget({{{key!r}: '<amount>'}}) if you mean to spend more",
+        f"{format_amount(over.limit)}. Nothing was signed or paid; if you mean to spend more, "
+        f"agent.raise_budget({{{key!r}: '<amount to add>'}}) adds to the budget (kept in "
+        "the journal)",
         rule="budget",
         invoice=payable.invoice,
         details={"spent": over.spent, "limit": over.limit, "currency": key},

@@ -9,7 +9,13 @@ committed survives a crash or power loss, so the signed payment is on disk befor
 
 Every payment does constant work, however long the history: the budget reads running totals
 (one row per network and currency, kept in the same transactions as the payments), recovery
-reads only open rows, and opening a journal whose schema is current takes no write lock.
+reads only open rows, one wallet's history reads only its rows (an index on the payer), and
+opening a journal whose schema is current takes no write lock.
+
+Budgets raised at run time are journaled too (``budget_raises``: the sum of the raises, per
+network and currency), so a new process sees the ceiling the last one was given. They belong
+to the journal, like the running totals they are compared with: every agent sharing the file
+gets its own configured budget plus the raises recorded.
 
 The file is its owner's: a journal (or its folder) owned by another user, writable by group or
 others, or reached through a symbolic link is refused, since whoever can write it can erase
@@ -47,7 +53,9 @@ logger = logging.getLogger("human_rpc_sdk")
 
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+"""2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``) and an
+index on the payer, for one wallet's history."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -98,6 +106,13 @@ CREATE TABLE IF NOT EXISTS totals (
     spent         TEXT NOT NULL,
     PRIMARY KEY (network, currency_key)
 );
+CREATE TABLE IF NOT EXISTS budget_raises (
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    raised        TEXT NOT NULL,
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (network, currency_key)
+);
 CREATE TABLE IF NOT EXISTS counters (
     name          TEXT PRIMARY KEY,
     value         INTEGER NOT NULL
@@ -115,6 +130,7 @@ CREATE INDEX IF NOT EXISTS payments_spending ON payments(network, currency_key, 
 CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
 CREATE INDEX IF NOT EXISTS payments_unsettled ON payments(landed, state);
 CREATE INDEX IF NOT EXISTS payments_replaces ON payments(replaces);
+CREATE INDEX IF NOT EXISTS payments_payer ON payments(payer, network, id);
 """  # noqa: S608 - a fixed text (the state names), no input
 
 _ADDED_COLUMNS: Final = (
@@ -244,6 +260,20 @@ class Journal:
                 ).fetchall()
         return [self._entry(row) for row in rows]
 
+    def payments(
+        self, payer: str, network: str, *, after: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """The signed payments of wallet ``payer`` on ``network`` with a journal id above
+        ``after``, oldest first, at most ``limit`` of them (an index: other wallets' rows and
+        older rows are not read)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM payments WHERE payer = ? AND network = ? AND id > ? "
+                "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT ?",
+                (payer, network, after, -1 if limit is None else limit),
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
     def unsettled(self) -> list[JournalEntry]:
         """The rows the chain could still tell something about: every row not known to have
         landed, except released reservations and proven failures (oldest first).
@@ -259,7 +289,8 @@ class Journal:
         return [self._entry(row) for row in rows]
 
     def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
-        """Each currency's budget line: the limits given, and every currency spent in."""
+        """Each currency's budget line: the limits given plus the raises journaled (a limit
+        of None stays None), and every currency spent in."""
         with self._reading() as db:
             spent = {
                 row[0]: Decimal(row[1])
@@ -267,12 +298,29 @@ class Journal:
                     "SELECT currency_key, spent FROM totals WHERE network = ?", (network,)
                 )
             }
+            raised = _raises(db, network)
         return {
-            key: BudgetLine(limits.get(key), spent.get(key, Decimal(0)))
+            key: BudgetLine(_plus(limits.get(key), raised.get(key)), spent.get(key, Decimal(0)))
             for key in sorted(set(limits) | set(spent))
         }
 
     # -- writing -----------------------------------------------------------------------
+
+    def raise_budget(self, network: str, amounts: Mapping[str, Decimal]) -> None:
+        """Add ``amounts`` (per currency key) to the budgets raised on ``network``, in one
+        transaction: raises from several processes add up."""
+        now = self._now().isoformat()
+        with self._writing() as db:
+            raised = _raises(db, network)
+            db.executemany(
+                "INSERT INTO budget_raises (network, currency_key, raised, updated) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (network, currency_key) "
+                "DO UPDATE SET raised = excluded.raised, updated = excluded.updated",
+                [
+                    (network, key, str(raised.get(key, Decimal(0)) + amount), now)
+                    for key, amount in amounts.items()
+                ],
+            )
 
     def reserve(
         self,
@@ -287,8 +335,9 @@ class Journal:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row.
 
         The payment counts against ``budget`` in its currency, and its network fee and rent
-        against ``sol_budget`` (the SOL budget; for a SOL payment, ``budget`` is that one). The
-        check reads the running totals: the same work at the first payment and the millionth.
+        against ``sol_budget`` (the SOL budget; for a SOL payment, ``budget`` is that one), each
+        plus the raises journaled for it (see :meth:`raise_budget`). The check reads the
+        running totals: the same work at the first payment and the millionth.
 
         With ``offer.replaces``, that earlier payment becomes ``failed`` in the same
         transaction (it could no longer land), so its budget goes to the replacement. Its
@@ -316,8 +365,9 @@ class Journal:
                     [REPLACED, *_stamp(now)],
                 )
             cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
+            raised = _raises(db, offer.network)
             for (network, key), amount in cost.items():
-                limit = limits.get(key)
+                limit = _plus(limits.get(key), raised.get(key))
                 if limit is None:
                     continue
                 spent = _total(db, network, key)
@@ -600,6 +650,20 @@ def _total(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
         "SELECT spent FROM totals WHERE network = ? AND currency_key = ?", (network, currency_key)
     ).fetchone()
     return Decimal(0) if row is None else Decimal(row[0])
+
+
+def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
+    return {
+        row[0]: Decimal(row[1])
+        for row in db.execute(
+            "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
+        )
+    }
+
+
+def _plus(limit: Decimal | None, raised: Decimal | None) -> Decimal | None:
+    """A configured ceiling plus the raises journaled; no ceiling stays none."""
+    return None if limit is None else limit + (raised or Decimal(0))
 
 
 def _update(

@@ -13,7 +13,7 @@ limit. A token without any ``max_payment`` entry is never paid.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
@@ -181,14 +181,16 @@ class SpendingRules:
 
     # -- run-time changes --------------------------------------------------------------
 
-    def raised(self, amounts: Any) -> SpendingRules:
-        """These rules with the budget of each currency in ``amounts`` raised by that amount."""
+    def increments(self, amounts: Any) -> dict[str, Decimal]:
+        """``raise_budget``'s argument checked: the amount to add to each currency's budget,
+        by currency key (amounts given twice for one currency add up)."""
         if not isinstance(amounts, Mapping) or not amounts:
             raise SDKConfigurationError(
-                'raise_budget takes a mapping of currencies to amounts, e.g. {"USDC": "5"}',
+                "raise_budget takes a mapping of currencies to the amounts to add to their "
+                'budgets, e.g. {"USDC": "5"}',
                 parameter="amounts",
             )
-        budget = dict(self.budget)
+        added: dict[str, Decimal] = {}
         for raw_key, value in amounts.items():
             key = _key(self.network, raw_key, "raise_budget")
             try:
@@ -197,15 +199,14 @@ class SpendingRules:
                 raise SDKConfigurationError(
                     f"raise_budget[{raw_key!r}] {exc}", parameter="amounts"
                 ) from None
-            current = budget.get(key)
-            if current is None:
+            if self.budget.get(key) is None:
                 raise SDKConfigurationError(
                     f"{key} has no budget (payments in it are limited by max_payment only), "
                     "so there is nothing to raise",
                     parameter="amounts",
                 )
-            budget[key] = current + extra
-        return replace(self, budget=budget)
+            added[key] = added.get(key, Decimal(0)) + extra
+        return added
 
 
 def _merged(

@@ -14,6 +14,7 @@ import re
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,7 +41,7 @@ from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
 from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of
 from ._tasks import Verdict, task_body
-from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
+from .exceptions import PendingPaymentsWarning, ReiteratorConfigurationError, SDKConfigurationError
 from .reiterator import ReiteratorConfig, ReiteratorManager, validate
 from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer
@@ -81,8 +82,9 @@ class AutoAgent:
         never paid. A dearer payment raises ``PaymentPolicyError`` (``rule="max_payment"``).
         The SOL ceiling (and the SOL ``budget``) counts network fees and rent too.
     :param budget: the most all payments recorded in the journal may cost, per currency,
-        merged over the defaults (1 SOL, 10 of each known stablecoin); raise it at run time
-        with :meth:`raise_budget`.
+        merged over the defaults (1 SOL, 10 of each known stablecoin); add to it at run time
+        with :meth:`raise_budget`, whose raises the journal keeps: the ceiling is this
+        ``budget`` plus every raise recorded in the journal on ``network``.
     :param trusted_recipients: when set, the only wallets (or token accounts) paid.
     :param approve: called with a :class:`PaymentOffer` before anything is signed; only
         ``True`` lets the payment go ahead.
@@ -182,7 +184,6 @@ class AutoAgent:
         self._cache = ChainCache()
         self._clock = clock
         self._nonce = nonce
-        self._lock = threading.Lock()
         self._local = threading.local()
         self._human = HumanClient(
             self.human_rpc_url,
@@ -204,18 +205,42 @@ class AutoAgent:
 
     @property
     def payments(self) -> list[PaymentReceipt]:
-        """A receipt for every payment in the journal that was signed, oldest first.
+        """A receipt for every payment this wallet signed on this network, oldest first.
 
-        The journal outlives the process: after a restart this still lists what was paid
-        (by every agent sharing the journal). ``receipt.state`` and ``receipt.accepted`` tell
-        how each ended.
+        Read from the journal, which outlives the process: after a restart this still lists
+        what the wallet paid. A journal shared by several wallets (or networks) lists only
+        this agent's ``address`` and ``network`` here. ``receipt.state`` and
+        ``receipt.accepted`` tell how each ended. Each access reads the journal again; for a
+        long history, :meth:`payments_since` reads only the newer ones.
         """
-        return [entry.receipt for entry in self._journal.entries() if entry.transaction is not None]
+        return self.payments_since()
+
+    def payments_since(self, after: int = 0, *, limit: int | None = None) -> list[PaymentReceipt]:
+        """The payments of :attr:`payments` whose journal id (``receipt.id``) is above
+        ``after``, oldest first, at most ``limit`` of them: pass the last id seen to get only
+        what is new. Reads only those rows.
+
+        :raises SDKConfigurationError: for a negative ``after`` or a ``limit`` below 1.
+        """
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise SDKConfigurationError(
+                f"after must be a journal id (an int, 0 for all; got {show(after)})",
+                parameter="after",
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise SDKConfigurationError(
+                f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
+            )
+        entries = self._journal.payments(self.address, self.network, after=after, limit=limit)
+        return [entry.receipt for entry in entries]
 
     def pending_payments(self) -> list[PaymentReceipt]:
         """Payments whose outcome is unknown: signed (or reserved) but never answered.
 
-        Call :meth:`recover_payments` to settle them against the chain.
+        Every such payment in the journal, whichever agent sharing it made it, since
+        :meth:`recover_payments` settles them all against the chain.
         """
         return [entry.receipt for entry in self._journal.entries(PENDING)]
 
@@ -241,28 +266,42 @@ class AutoAgent:
 
     @property
     def budget(self) -> dict[str, BudgetLine]:
-        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``."""
+        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``.
+
+        ``limit`` is the configured ``budget`` plus every :meth:`raise_budget` journaled;
+        ``spent`` counts every payment in the journal, whichever agent sharing it made it.
+        """
         return self._journal.budget(self.network, self._rules.budget)
 
     def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
-        """Raise the budget of each currency by an amount: ``raise_budget({"USDC": "5"})``.
+        """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the
+        USDC ceiling by 5 (from 10 to 15, say); it does not set it to 5.
 
-        What was spent stays spent; only the ceiling moves. Returns the new :attr:`budget`.
+        What was spent stays spent; only the ceiling moves. The raise is written to the
+        journal, so it lasts: an agent built later on the same journal (in this process or a
+        new one) gets its configured ``budget`` plus every raise recorded on this network.
+        Agents sharing a journal share its raises, as they share what it counts as spent.
+        Returns the new :attr:`budget`.
+
+        :raises SDKConfigurationError: for an amount that is not a positive number, or a
+            currency with no budget (``budget={"X": None}``).
+        :raises PaymentError: ``journal_unavailable`` when the journal cannot be written.
         """
-        with self._lock:
-            self._rules = self._rules.raised(amounts)
+        self._journal.raise_budget(self.network, self._rules.increments(amounts))
         return self.budget
 
     def _warn_of_open_payments(self) -> None:
+        """Tell the owner, with no logging set up (a warning) and on the logger."""
         open_ = self.pending_payments()
         if open_:
-            logger.warning(
-                "the payment journal %s holds %d payment(s) with no known outcome (journal ids "
-                "%s); call agent.recover_payments() to settle them against the chain",
-                self.journal_path,
-                len(open_),
-                ", ".join(str(r.id) for r in open_[:10]),
+            text = (
+                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with no "
+                f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
+                "money may or may not have moved: call agent.recover_payments() to settle them "
+                "against the chain"
             )
+            logger.warning("%s", text)
+            warnings.warn(text, PendingPaymentsWarning, stacklevel=3)
 
     def _last_payment(self) -> PaymentReceipt | None:
         receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)

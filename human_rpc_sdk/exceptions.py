@@ -22,6 +22,9 @@ SDK builds every message itself and never formats a key, a seed or a signed payl
 Exceptions survive a pickle round trip (``args`` is always ``(message,)`` and the fields live
 in ``__dict__``; :meth:`HumanRPCError.__reduce__` rebuilds them without calling ``__init__``),
 so they can cross process boundaries.
+
+One warning category is not an error: :class:`PendingPaymentsWarning` (a ``UserWarning``)
+tells the owner of a restarted agent that its journal holds payments of unknown outcome.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "NetworkMismatchError",
     "PaymentError",
     "PaymentPolicyError",
+    "PendingPaymentsWarning",
     "ReiteratorConfigurationError",
     "ReiteratorMaxAttemptsError",
     "ReiteratorRateLimitError",
@@ -279,3 +283,13 @@ class ReiteratorRateLimitError(HumanRPCError):
     ) -> None:
         super().__init__(message, reason=reason, details=details)
         self.retry_after = retry_after
+
+
+class PendingPaymentsWarning(UserWarning):
+    """The payment journal holds payments whose outcome is unknown (signed or reserved, never
+    answered): a process stopped while paying. Issued when an agent is built on such a journal,
+    with no logging set up; ``agent.recover_payments()`` settles them against the chain.
+
+    Silence it, once you handle pending payments yourself, with
+    ``warnings.simplefilter("ignore", PendingPaymentsWarning)``.
+    """

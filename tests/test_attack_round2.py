@@ -33,7 +33,13 @@ from solders.system_program import TransferParams
 from solders.system_program import transfer as transfer_ix
 from solders.transaction import VersionedTransaction
 
-from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentError, PaymentPolicyError
+from human_rpc_sdk import (
+    AutoAgent,
+    HumanRPCError,
+    PaymentError,
+    PaymentPolicyError,
+    PendingPaymentsWarning,
+)
 from human_rpc_sdk._headers import b64json, decode_payment_header, unb64json
 from stub_gateway import Gateway, GatewayServer, Price, serve_in_thread
 from stub_gateway._http import jsonable
@@ -463,7 +469,8 @@ def test_a_v1_journal_in_every_state_is_recovered_without_losing_a_landed_paymen
             v1_row(db, "reserved", None, invoice_key="k4", pid=99_999_999, payer=payer)
             db.execute("PRAGMA user_version=1")
         path.chmod(0o600)
-        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=path)
+        with pytest.warns(PendingPaymentsWarning, match="holds 2 payment"):
+            agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=path)
         recount(path)
         agent.recover_payments()
         by_id = {row["id"]: row for row in rows(path)}

@@ -22,6 +22,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "PaymentOffer",
         "PaymentPolicyError",
         "PaymentReceipt",
+        "PendingPaymentsWarning",
         "ReiteratorConfigurationError",
         "ReiteratorManager",
         "ReiteratorMaxAttemptsError",

@@ -22,6 +22,7 @@ from human_rpc_sdk import (
     InvoiceValidationError,
     PaymentError,
     PaymentPolicyError,
+    PendingPaymentsWarning,
     SolanaRPCError,
 )
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
@@ -178,7 +179,10 @@ def test_no_answer_at_all_leaves_a_pending_payment_that_recovery_settles(payer: 
     assert payer.rows() == [("submitted", "0.001", None)]
     payer.agent.close()
 
-    restarted = AutoAgent(payer.wallet, rpc_url=payer.server.rpc_url, journal_path=payer.journal)
+    with pytest.warns(PendingPaymentsWarning, match="recover_payments"):
+        restarted = AutoAgent(
+            payer.wallet, rpc_url=payer.server.rpc_url, journal_path=payer.journal
+        )
     (pending,) = restarted.pending_payments()
     assert pending.signature == caught.value.signature
     (recovered,) = restarted.recover_payments()

@@ -21,7 +21,7 @@ import pytest
 import requests
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, PaymentError
+from human_rpc_sdk import AutoAgent, PaymentError, PendingPaymentsWarning
 from human_rpc_sdk._journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Existing, OverBudget, Reserved
@@ -205,7 +205,8 @@ def test_a_payment_being_made_elsewhere_is_not_made_again(
         }
     }
     body = base64.urlsafe_b64encode(json.dumps(invoice).encode()).decode()
-    agent = AutoAgent(Keypair(), rpc_url=server.rpc_url, journal_path=journal_path)
+    with pytest.warns(PendingPaymentsWarning):  # the other process's payment
+        agent = AutoAgent(Keypair(), rpc_url=server.rpc_url, journal_path=journal_path)
     with pytest.raises(PaymentError) as caught:
         agent.get(f"{responder}/fixed/402/{body}")
     assert caught.value.reason == "payment_in_progress"
@@ -225,7 +226,8 @@ def test_an_abandoned_reservation_is_released_by_recovery(tmp_path: Path) -> Non
     )
     with sqlite3.connect(path) as db:
         db.execute("UPDATE payments SET pid = ?, process = 'gone'", (int(dead.stdout),))
-    agent = AutoAgent(Keypair(), journal_path=path)
+    with pytest.warns(PendingPaymentsWarning):
+        agent = AutoAgent(Keypair(), journal_path=path)
     assert [r.state for r in agent.pending_payments()] == ["reserved"]
     (released,) = agent.recover_payments()
     assert (released.state, released.landed) == ("failed", False)
@@ -313,7 +315,8 @@ def test_a_crash_after_paying_is_recovered_from_the_journal(
 
     (row,) = rows(journal)
     assert row["state"] == "signed"
-    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+    with pytest.warns(PendingPaymentsWarning):
+        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
     (pending,) = agent.pending_payments()
     assert pending.signature == gateway.desk.settlements[0].signature
     (recovered,) = agent.recover_payments()

@@ -28,6 +28,7 @@ from human_rpc_sdk import (
     AutoAgent,
     NetworkMismatchError,
     PaymentError,
+    PendingPaymentsWarning,
     SDKConfigurationError,
 )
 from human_rpc_sdk._journal import SCHEMA_VERSION, Journal
@@ -555,7 +556,8 @@ def test_recovery_against_another_chain_refuses_to_judge(
         assert (row["state"], row["genesis_hash"]) == ("submitted", first.gateway.genesis_hash)
 
         clock.now += 61  # the blockhash has expired on the first chain, too
-        elsewhere = AutoAgent(wallet, rpc_url=other.rpc_url, journal_path=path)
+        with pytest.warns(PendingPaymentsWarning):
+            elsewhere = AutoAgent(wallet, rpc_url=other.rpc_url, journal_path=path)
         with caplog.at_level(logging.WARNING, logger="human_rpc_sdk"):
             (judged,) = elsewhere.recover_payments()
         assert (judged.state, judged.landed) == ("submitted", None)
@@ -563,7 +565,8 @@ def test_recovery_against_another_chain_refuses_to_judge(
         assert elsewhere.budget["SOL"].spent == PRICE + FEE
         elsewhere.close()
 
-        home = AutoAgent(wallet, rpc_url=first.rpc_url, journal_path=path)
+        with pytest.warns(PendingPaymentsWarning):  # still open
+            home = AutoAgent(wallet, rpc_url=first.rpc_url, journal_path=path)
         (found,) = home.recover_payments()
         assert (found.state, found.landed) == ("accepted", True)
         assert first.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
