@@ -90,7 +90,9 @@ CREATE TABLE IF NOT EXISTS payments (
     pid           INTEGER,
     host          TEXT,
     process       TEXT,
-    genesis_hash  TEXT
+    genesis_hash  TEXT,
+    task_id       TEXT,
+    task_outcome  TEXT
 );
 CREATE TABLE IF NOT EXISTS totals (
     network       TEXT NOT NULL,
@@ -122,6 +124,8 @@ _ADDED_COLUMNS: Final = (
     ("blockhash_slot", "INTEGER"),
     ("landed_proof", "TEXT"),
     ("genesis_hash", "TEXT"),
+    ("task_id", "TEXT"),
+    ("task_outcome", "TEXT"),
 )
 """Columns added since schema version 1: a journal of an older version gains them on opening."""
 SOL_KEY: Final = "SOL"
@@ -145,6 +149,8 @@ _UPDATABLE: Final = frozenset(
         "blockhash_slot",
         "landed_proof",
         "invoice_key",
+        "task_id",
+        "task_outcome",
     }
 )
 
@@ -490,6 +496,8 @@ class Journal:
             state=row["state"],
             landed=None if landed is None else bool(landed),
             replaces=row["replaces"],
+            task_id=_column(row, "task_id"),
+            task_outcome=_column(row, "task_outcome"),
         )
         return JournalEntry(
             receipt=receipt,
@@ -507,6 +515,11 @@ class Journal:
             age=max(0.0, self._now().timestamp() - updated),
             genesis_hash=row["genesis_hash"],
         )
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column added since schema version 2 (None in a file not migrated yet)."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 - a Row, not a dict
 
 
 def owned_by_this_process(entry: JournalEntry) -> bool:
