@@ -54,8 +54,9 @@ logger = logging.getLogger("human_rpc_sdk")
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
 MEMORY: Final = ":memory:"
 SCHEMA_VERSION: Final = 3
-"""2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``) and an
-index on the payer, for one wallet's history."""
+"""2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
+index on the payer for one wallet's history, and the paid human tasks (``task_id``,
+``task_outcome``)."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -98,7 +99,9 @@ CREATE TABLE IF NOT EXISTS payments (
     pid           INTEGER,
     host          TEXT,
     process       TEXT,
-    genesis_hash  TEXT
+    genesis_hash  TEXT,
+    task_id       TEXT,
+    task_outcome  TEXT
 );
 CREATE TABLE IF NOT EXISTS totals (
     network       TEXT NOT NULL,
@@ -131,6 +134,8 @@ CREATE INDEX IF NOT EXISTS payments_state ON payments(state);
 CREATE INDEX IF NOT EXISTS payments_unsettled ON payments(landed, state);
 CREATE INDEX IF NOT EXISTS payments_replaces ON payments(replaces);
 CREATE INDEX IF NOT EXISTS payments_payer ON payments(payer, network, id);
+CREATE INDEX IF NOT EXISTS payments_open_tasks ON payments(task_id)
+    WHERE task_id IS NOT NULL AND task_outcome IS NULL;
 """  # noqa: S608 - a fixed text (the state names), no input
 
 _ADDED_COLUMNS: Final = (
@@ -138,6 +143,8 @@ _ADDED_COLUMNS: Final = (
     ("blockhash_slot", "INTEGER"),
     ("landed_proof", "TEXT"),
     ("genesis_hash", "TEXT"),
+    ("task_id", "TEXT"),
+    ("task_outcome", "TEXT"),
 )
 """Columns added since schema version 1: a journal of an older version gains them on opening."""
 SOL_KEY: Final = "SOL"
@@ -161,6 +168,8 @@ _UPDATABLE: Final = frozenset(
         "blockhash_slot",
         "landed_proof",
         "invoice_key",
+        "task_id",
+        "task_outcome",
     }
 )
 
@@ -271,6 +280,16 @@ class Journal:
                 "SELECT * FROM payments WHERE payer = ? AND network = ? AND id > ? "
                 "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT ?",
                 (payer, network, after, -1 if limit is None else limit),
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    def open_tasks(self) -> list[JournalEntry]:
+        """Rows of payments that paid a human task whose verdict is not recorded (oldest
+        first); an index holds only those rows."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT * FROM payments WHERE task_id IS NOT NULL AND task_outcome IS NULL "
+                "ORDER BY id"
             ).fetchall()
         return [self._entry(row) for row in rows]
 
@@ -540,6 +559,8 @@ class Journal:
             state=row["state"],
             landed=None if landed is None else bool(landed),
             replaces=row["replaces"],
+            task_id=_column(row, "task_id"),
+            task_outcome=_column(row, "task_outcome"),
         )
         return JournalEntry(
             receipt=receipt,
@@ -557,6 +578,11 @@ class Journal:
             age=max(0.0, self._now().timestamp() - updated),
             genesis_hash=row["genesis_hash"],
         )
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column added since schema version 2 (None in a file not migrated yet)."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 - a Row, not a dict
 
 
 def owned_by_this_process(entry: JournalEntry) -> bool:

@@ -73,6 +73,11 @@ class PaymentReceipt:
     """True: the transaction is on chain; False: it never landed and never can; None: unknown."""
     replaces: int | None = None
     """The journal id of the payment of the same invoice this one replaced."""
+    task_id: str | None = None
+    """The HumanRPC task this payment created (``ask_human_rpc``, ``@guard``), if any."""
+    task_outcome: str | None = None
+    """That task's verdict (``approved``, ``rejected``, ``no_consensus``, ``expired``) once the
+    agent received it; None while the task is undecided (see ``AutoAgent.pending_tasks``)."""
 
     @property
     def fee(self) -> Decimal:

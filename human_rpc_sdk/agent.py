@@ -41,7 +41,12 @@ from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
 from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of
 from ._tasks import Verdict, task_body
-from .exceptions import PendingPaymentsWarning, ReiteratorConfigurationError, SDKConfigurationError
+from .exceptions import (
+    PaymentError,
+    PendingPaymentsWarning,
+    ReiteratorConfigurationError,
+    SDKConfigurationError,
+)
 from .reiterator import ReiteratorConfig, ReiteratorManager, validate
 from .solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from .wallet import Signer, load_signer
@@ -398,19 +403,88 @@ class AutoAgent:
         )
         seconds = positive_seconds(timeout, "timeout")
         self._human.endpoint()
+        deadline = self._clock() + seconds
         if self._reiterator.enabled:
-            return self._reiterator.execute_with_retry(self._ask_once, body, seconds)
-        return self._ask_once(body, seconds)
+            return self._reiterator.execute_until(deadline, self._ask_once, body, deadline)
+        return self._ask_once(body, deadline)
 
-    def _ask_once(self, body: dict[str, Any], timeout: float) -> Verdict:
+    def _ask_once(self, body: dict[str, Any], deadline: float) -> Verdict:
+        self._local.receipt = None  # what this POST pays, not what an earlier request paid
         task_id, payment = self._human.create(body)
-        verdict = self._human.wait(task_id, timeout)
+        receipt = self._last_payment()
+        if receipt is not None:
+            self._journal_task(receipt, task_id)
+        verdict = self._human.wait(task_id, max(0.0, deadline - self._clock()))
+        self._journal_verdict(task_id, verdict["outcome"], receipt)
         verdict["payment"] = payment or verdict["payment"]
         return verdict
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
-        """Wait for the verdict of an existing task (after a timeout, say). Nothing is paid."""
-        return self._human.wait(_text(task_id, "task_id"), positive_seconds(timeout, "timeout"))
+        """Wait for the verdict of an existing task; nothing is paid.
+
+        Use it after a ``timeout`` error, or to resume a task a crashed or interrupted process
+        paid for (see :meth:`pending_tasks`). The verdict is recorded in the journal, and the
+        task leaves :meth:`pending_tasks`.
+        """
+        task_id = _text(task_id, "task_id")
+        verdict = self._human.wait(task_id, positive_seconds(timeout, "timeout"))
+        self._journal_verdict(task_id, verdict["outcome"], None)
+        return verdict
+
+    def pending_tasks(self) -> list[PaymentReceipt]:
+        """Tasks paid for but not decided yet, as the receipts of the payments that created them.
+
+        ``receipt.task_id`` is the task; resume it with :meth:`wait_for_verdict` instead of
+        asking (and paying) again. A task stays here from the moment its payment is journaled
+        with its id (before the agent starts waiting) until an agent sharing the journal
+        receives its verdict: after a ``timeout`` error, a crash or an interrupt
+        (``KeyboardInterrupt``) during :meth:`ask_human_rpc` or a ``@guard`` call.
+        """
+        return [entry.receipt for entry in self._journal.open_tasks()]
+
+    def _journal_task(self, receipt: PaymentReceipt, task_id: str) -> None:
+        """Write the task's id on the row of the payment that created it (before waiting)."""
+        if receipt.id is None or receipt.state is None:
+            return
+        try:
+            entry = self._journal.mark(
+                receipt.id, receipt.state, {"task_id": task_id}, expect=(receipt.state,)
+            )
+        except PaymentError as exc:
+            entry = None
+            logger.warning("task %s: could not journal it with its payment (%s)", task_id, exc)
+        if entry is None:
+            logger.warning(
+                "task %s is paid (journal id %s) but not journaled with its payment; if this "
+                "process stops before the verdict, resume with agent.wait_for_verdict(%r)",
+                task_id,
+                receipt.id,
+                task_id,
+            )
+
+    def _journal_verdict(self, task_id: str, outcome: str, receipt: PaymentReceipt | None) -> None:
+        """Record the verdict on the task's payment row: it leaves :meth:`pending_tasks`.
+
+        ``receipt``: the payment this process made for the task (written directly); without
+        it, or when its row moved on meanwhile, the rows pending with ``task_id`` are looked up.
+        """
+        if receipt is not None and self._mark_outcome(receipt, outcome, task_id):
+            return
+        for row in self.pending_tasks():
+            if row.task_id == task_id:
+                self._mark_outcome(row, outcome, task_id)
+
+    def _mark_outcome(self, row: PaymentReceipt, outcome: str, task_id: str) -> bool:
+        if row.id is None or row.state is None:
+            return False
+        try:
+            entry = self._journal.mark(
+                row.id, row.state, {"task_outcome": outcome}, expect=(row.state,)
+            )
+        except PaymentError as exc:
+            logger.warning("task %s: could not journal its verdict (%s)", task_id, exc)
+            return True  # the journal cannot be written: looking further would not help
+        return entry is not None and entry.receipt.task_id == task_id
 
     @property
     def reiterator(self) -> ReiteratorManager:

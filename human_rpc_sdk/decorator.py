@@ -13,9 +13,9 @@ nothing touches the network. Below it, the question and the answer go to HumanRP
                        "outcome": "approved", "task_id": "task_..."}}
 
 What happens when the humans reject the answer, reach no consensus, take longer than
-``timeout``, or cannot be reached is up to the caller: ``"raise"`` (the default) raises
-:class:`~human_rpc_sdk.HumanVerificationError`; ``"return"`` returns the response above with
-``"verified": False`` and the reason.
+``timeout`` (or let the task expire on the service), or cannot be reached is up to the
+caller: ``"raise"`` (the default) raises :class:`~human_rpc_sdk.HumanVerificationError`;
+``"return"`` returns the response above with ``"verified": False`` and the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, overload
 
 from ._checks import positive_seconds, show
-from ._tasks import APPROVED, REJECTED, is_confidence, reward_amount
+from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED, is_confidence, reward_amount
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
 if TYPE_CHECKING:
@@ -42,6 +42,12 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 POLICIES: Final = ("raise", "return")
 _MAX_QUESTION: Final = 2_000
+_EVENTS: Final = {
+    REJECTED: ("rejected", "on_reject"),
+    NO_CONSENSUS: ("no_consensus", "on_no_consensus"),
+    EXPIRED: ("timeout", "on_timeout"),
+}
+"""A verdict that is not an approval: the event it is and the option that decides it."""
 
 
 class HumanVerdict(TypedDict):
@@ -119,6 +125,8 @@ def guard(
     :param question: builds the reviewers' question from the call's arguments; by default the
         first string argument, else the call itself.
     :param on_reject, on_no_consensus, on_timeout, on_unavailable: ``"raise"`` or ``"return"``.
+        ``on_timeout`` covers both no verdict within ``timeout`` and a task that expired on
+        the service (``reason="timeout"``).
     :raises SDKConfigurationError: at decoration, for any invalid argument.
     """
     settings = _Settings(
@@ -267,11 +275,15 @@ class _Checker:
             return GuardResponse(
                 answer=answer, confidence=level, human_verdict=human, verified=True, reason=None
             )
-        event = "rejected" if verdict["outcome"] == REJECTED else "no_consensus"
-        option = "on_reject" if event == "rejected" else "on_no_consensus"
+        event, option = _EVENTS.get(verdict["outcome"], ("no_consensus", "on_no_consensus"))
         said = f", {verdict['comment']!r}" if verdict["comment"] else ""
+        why = (
+            "the task expired on the service before the reviewers decided"
+            if verdict["outcome"] == EXPIRED
+            else "the human reviewers did not approve the answer"
+        )
         error = HumanVerificationError(
-            f"the human reviewers did not approve the answer of {self.name}() (task "
+            f"{why} of {self.name}() (task "
             f"{verdict['task_id']}: {verdict['outcome']}{said}). Pass {option}='return' to get "
             "the answer marked unverified instead",
             task_id=verdict["task_id"],

@@ -10,12 +10,13 @@ arguments until the humans approve, the attempts run out, or an error stops it:
 * no consensus, or expired: returned as such (a paid resubmission only with
   ``retry_on_no_consensus``);
 * rate limited (429): waits ``Retry-After`` and tries again, counting the attempt;
-  :class:`~human_rpc_sdk.ReiteratorRateLimitError` when waiting would pass ``max_delay`` or
-  the attempts;
+  :class:`~human_rpc_sdk.ReiteratorRateLimitError` when waiting would pass ``max_delay``, the
+  attempts, or the call's deadline (:meth:`ReiteratorManager.execute_until`);
 * any other error: re-raised unchanged.
 
 Configuration changes (:meth:`ReiteratorManager.configure`) apply to the sequences that start
-afterwards; a sequence in flight keeps the configuration it started with. The clock, sleep and
+afterwards; a sequence in flight keeps the configuration it started with. Waits longer than a
+second are logged at INFO (``human_rpc_sdk.reiterator``). The clock, sleep and
 randomness are parameters, so tests never wait.
 """
 
@@ -245,6 +246,18 @@ class ReiteratorManager:
 
     def execute_with_retry(self, task_func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``task_func(*args, **kwargs)`` until approved or out of attempts (see module)."""
+        return self.execute_until(None, task_func, *args, **kwargs)
+
+    def execute_until(
+        self, deadline: float | None, task_func: Callable[..., R], *args: Any, **kwargs: Any
+    ) -> R:
+        """:meth:`execute_with_retry`, finished by ``deadline`` (on the manager's clock).
+
+        No wait passes the deadline: a ``Retry-After`` longer than the time left raises
+        :class:`~human_rpc_sdk.ReiteratorRateLimitError` at once (with ``retry_after``), and a
+        rejection whose backoff would pass it is returned as the result (no resubmission).
+        ``None``: no deadline.
+        """
         if not callable(task_func):
             raise ReiteratorConfigurationError(
                 f"task_func must be a function (got a {type(task_func).__name__})",
@@ -265,13 +278,23 @@ class ReiteratorManager:
                     if not (isinstance(exc, HumanRPCError) and exc.reason == "rate_limited"):
                         self._set_last("error")
                         raise  # unchanged: the caller sees the original error
-                    self._wait_out_rate_limit(config, exc, attempt)
+                    self._wait_out_rate_limit(config, exc, attempt, deadline)
                     continue
                 outcome = outcome_of(result) if isinstance(result, Mapping) else APPROVED
                 self._record(result, outcome, attempt, config)
                 if outcome == APPROVED or not self._should_retry(config, result, attempt):  # type: ignore[arg-type]
                     return self._finish(config, result, outcome, attempt)
-                self._pause(self._delay(config, attempt), attempt, config, "negative consensus")
+                delay = self._delay(config, attempt)
+                if deadline is not None and delay >= deadline - self._clock():
+                    logger.info(
+                        "reiterator: %s after attempt %d, but resubmitting in %.3g s would pass "
+                        "the call's timeout; returning it",
+                        outcome,
+                        attempt,
+                        delay,
+                    )
+                    return result
+                self._pause(delay, attempt, config, "negative consensus")
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -311,11 +334,24 @@ class ReiteratorManager:
         return result
 
     def _wait_out_rate_limit(
-        self, config: ReiteratorConfig, exc: HumanRPCError, attempt: int
+        self,
+        config: ReiteratorConfig,
+        exc: HumanRPCError,
+        attempt: int,
+        deadline: float | None = None,
     ) -> None:
         retry_after = exc.details.get("retry_after")
         wait = float(retry_after) if is_duration(retry_after) else config.base_delay
         self._set_last("rate_limited")
+        left = None if deadline is None else deadline - self._clock()
+        if left is not None and wait >= left:
+            raise ReiteratorRateLimitError(
+                f"the HumanRPC service is rate limiting task creation (HTTP 429, Retry-After "
+                f"{wait:g} s) and waiting would pass the call's timeout ({max(left, 0):.3g} s "
+                f"left); nothing was paid for this attempt. Try again after {wait:g} s, or pass "
+                "a longer timeout",
+                retry_after=wait,
+            ) from exc
         if attempt >= config.max_attempts or wait > config.max_delay:
             why = (
                 f"all {config.max_attempts} attempts are used"
@@ -332,7 +368,8 @@ class ReiteratorManager:
     def _pause(self, delay: float, attempt: int, config: ReiteratorConfig, why: str) -> None:
         with self._lock:
             self._next_retry = self._now() + timedelta(seconds=delay)
-        logger.debug(
+        logger.log(
+            logging.INFO if delay > 1 else logging.DEBUG,
             "reiterator: %s; resubmitting in %.3f s (attempt %d of %d next)",
             why,
             delay,

@@ -1,4 +1,4 @@
-"""The HumanRPC task API routes: create a task (paid), read it, vote on it."""
+"""The HumanRPC task API routes: create a task (paid), list and read tasks, vote on one."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ __all__ = ["tasks"]
 
 MAX_TASK_REWARD: Final = Decimal(1000)
 MAX_TASK_TEXT: Final = 20_000
+TASK_STATES: Final = ("pending", "completed", "expired")
+DEFAULT_LIST_LIMIT: Final = 100
+MAX_LIST_LIMIT: Final = 1000
 
 tasks = Blueprint("tasks", __name__, url_prefix="/api/v1/tasks")
 """The HumanRPC task API: create (paid), read, vote."""
@@ -68,6 +71,22 @@ def create_task() -> Any:
         return response
 
     return paid()
+
+
+@tasks.get("")
+def list_tasks() -> Any:
+    """The tasks, oldest first; ``?status=pending`` (or completed, expired) filters them, so a
+    person acting as reviewer finds what to judge. ``?limit=`` caps the list (default 100)."""
+    status = request.args.get("status") or None
+    if status is not None and status not in TASK_STATES:
+        return json_error(400, "bad_status", f"status must be one of {', '.join(TASK_STATES)}")
+    limit_text = request.args.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+        return json_error(400, "bad_limit", f"limit must be a whole number 1..{MAX_LIST_LIMIT}")
+    found = current_gateway().tasks.all(status)
+    return jsonify(
+        {"tasks": [task.to_json() for task in found[: int(limit_text)]], "total": len(found)}
+    )
 
 
 @tasks.get("/<task_id>")

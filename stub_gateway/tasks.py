@@ -131,6 +131,25 @@ class Task:
     def no(self) -> int:
         return sum(v.decision == "no" for v in self.votes)
 
+    @property
+    def answer(self) -> Any:
+        """The AI's answer as submitted (``context.data.agentConclusion``), for reviewers."""
+        return self._data().get("agentConclusion")
+
+    @property
+    def submitted_confidence(self) -> Any:
+        """The AI's confidence as submitted (``aiConfidence`` or ``confidence``), or None."""
+        for source in (self._data(), self.request):
+            for key in ("aiConfidence", "confidence"):
+                if source.get(key) is not None:
+                    return source[key]
+        return None
+
+    def _data(self) -> Mapping[str, Any]:
+        context = self.request.get("context")
+        data = context.get("data") if isinstance(context, Mapping) else None
+        return data if isinstance(data, Mapping) else {}
+
     def consensus_json(self) -> dict[str, Any]:
         return {
             "aiCertainty": self.ai_certainty,
@@ -149,6 +168,9 @@ class Task:
             "status": self.status,
             "result": self.result,
             "text": self.text,
+            "answer": self.answer,
+            "aiConfidence": self.submitted_confidence,
+            "context": self.request.get("context"),
             "agentName": self.request.get("agentName"),
             "createdAt": _iso(self.created),
             "updatedAt": _iso(self.updated or self.created),
@@ -271,11 +293,12 @@ class TaskBoard:
                 self._advance(task)
             return task
 
-    def all(self) -> list[Task]:
+    def all(self, status: str | None = None) -> list[Task]:
+        """Every task (``status``: only those in it), oldest first."""
         with self._lock:
             for task in self._tasks.values():
                 self._advance(task)
-            return list(self._tasks.values())
+            return [t for t in self._tasks.values() if status is None or t.status == status]
 
     def vote(
         self, task_id: str, decision: Any, user_id: Any = None, comment: Any = None
