@@ -18,6 +18,7 @@ from ._tasks import Verdict
 from .agent import AutoAgent
 from .decorator import GuardResponse, guard
 from .exceptions import (
+    ConnectionFailedError,
     HumanRPCError,
     HumanVerificationError,
     InvoiceValidationError,
@@ -47,6 +48,7 @@ logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 __all__ = [
     "AutoAgent",
     "BudgetLine",
+    "ConnectionFailedError",
     "GuardResponse",
     "HumanRPCError",
     "HumanVerificationError",

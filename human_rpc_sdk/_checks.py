@@ -70,8 +70,9 @@ def request_timeout(timeout: Any) -> Any:
     return positive_seconds(timeout, "timeout")
 
 
-def http_url(value: Any, name: str) -> str | None:
-    """An http(s) URL with a host, or None for None/""; ``SDKConfigurationError`` otherwise."""
+def http_url(value: Any, name: str, example: str = "https://api.devnet.solana.com") -> str | None:
+    """An http(s) URL with a host, or None for None/""; ``SDKConfigurationError`` otherwise
+    (its message shows ``example``, a URL of the kind ``name`` expects)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -81,8 +82,7 @@ def http_url(value: Any, name: str) -> str | None:
     if _well_formed(value):
         return value
     raise SDKConfigurationError(
-        f"{name} must be an http(s) URL such as 'https://api.devnet.solana.com' "
-        f"(got {show(value)})",
+        f"{name} must be an http(s) URL such as {example!r} (got {show(value)})",
         parameter=name,
     )
 

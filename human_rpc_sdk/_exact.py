@@ -32,10 +32,16 @@ from ._x402 import (
     COMPUTE_UNIT_PRICE,
     Offer,
     PaymentRequired,
+    network_refusal,
     refusal,
     self_refusal,
 )
-from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
+from .exceptions import (
+    InvoiceValidationError,
+    NetworkMismatchError,
+    PaymentError,
+    PaymentPolicyError,
+)
 from .solana_utils import (
     TOKEN_PROGRAMS,
     MintInfo,
@@ -96,7 +102,7 @@ def quote_exact(
         candidates.append(_Candidate(offer, mint, known, len(keys)))
         keys += _candidate_keys(payer, Pubkey.from_string(offer.pay_to), mint, known)
     if not candidates:
-        raise _none_payable(challenge, refusals)
+        raise _none_payable(challenge, refusals, ctx.network)
     # An uncached mint may carry Token-2022 extensions: the Clock sysvar (last) tells which of
     # its transfer fees applies now.
     with_clock = any(c.known is None for c in candidates)
@@ -111,7 +117,7 @@ def quote_exact(
         if quote is not None:
             quotes.append(quote)
     if not quotes:
-        raise _none_payable(challenge, refusals)
+        raise _none_payable(challenge, refusals, ctx.network)
     best = min(quotes, key=lambda q: (q.display_amount, q.offer.index))
     best = replace(best, genesis_hash=genesis)
     if fresh_blockhash:
@@ -122,8 +128,9 @@ def quote_exact(
 def _refusal_before_chain(offer: Offer, ctx: PaymentContext, accepted: set[str]) -> Refusal | None:
     why = refusal(offer, ctx.network)
     if why is not None:
-        wrong_cluster = not offer.problem and offer.cluster not in (None, ctx.network)
-        return Refusal(why, "network" if wrong_cluster else None, malformed=bool(offer.problem))
+        if network_refusal(offer, ctx.network) is not None:
+            return Refusal(why, "network")
+        return Refusal(why, malformed=bool(offer.problem))
     why = self_refusal(offer, str(ctx.signer.pubkey()))
     if why is not None:
         return Refusal(why)
@@ -233,7 +240,7 @@ def _agent_fee(offer: Offer, payer: Pubkey) -> int:
 
 
 def _none_payable(
-    challenge: PaymentRequired, refusals: dict[int, Refusal]
+    challenge: PaymentRequired, refusals: dict[int, Refusal], network: str
 ) -> PaymentError | InvoiceValidationError:
     lines = "; ".join(f"offer {index}: {why.text}" for index, why in sorted(refusals.items()))
     message = (
@@ -252,6 +259,17 @@ def _none_payable(
             details=details,
         )
     rules = [why.rule for _, why in sorted(refusals.items())]
+    if rules and all(rule == "network" for rule in rules):
+        return NetworkMismatchError(
+            f"none of the {len(challenge.offers)} x402 payment offers is for solana "
+            f"{network} ({lines}). Nothing was signed or paid; this agent pays only on "
+            f"{network} (AutoAgent(network=...) names it)",
+            invoice={
+                "x402Version": challenge.version,
+                "accepts": [dict(offer.raw) for offer in challenge.offers],
+            },
+            details=details,
+        )
     if rules and all(rules):
         return PaymentPolicyError(
             message, rule=str(rules[0]), reason="no_payable_offer", details=details

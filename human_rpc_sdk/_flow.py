@@ -58,7 +58,7 @@ from ._x402 import (
     encode_payment,
     read_payment_required,
 )
-from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError
+from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError, ServerResponse
 from .invoices import FORMAT_LEGACY, Invoice
 from .solana_utils import build_exact_transfer, build_transfer, sign_transaction
 
@@ -141,13 +141,25 @@ class Payable(Protocol):
 
 
 def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect, Any, PaymentOutcome]:
-    """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer."""
-    payable = _read(reply, ctx)
-    if payable.invoice_key is not None:
-        existing = yield FindPayment(payable.invoice_key)
-        if existing is not None:
-            return (yield from _pay_again(existing, payable, ctx))
-    return (yield from pay_new(payable, ctx, replaces=None))
+    """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer.
+
+    An :class:`InvoiceValidationError` (nothing signed) carries ``reply`` as its ``response``.
+    """
+    try:
+        payable = _read(reply, ctx)
+        if payable.invoice_key is not None:
+            existing = yield FindPayment(payable.invoice_key)
+            if existing is not None:
+                return (yield from _pay_again(existing, payable, ctx))
+        return (yield from pay_new(payable, ctx, replaces=None))
+    except InvoiceValidationError as exc:
+        if exc.response is None:
+            exc.response = _response_of(reply)
+        raise
+
+
+def _response_of(reply: HttpReply) -> ServerResponse:
+    return ServerResponse.of(reply.status, reply.headers, reply.body, reply.url)
 
 
 def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
@@ -161,10 +173,45 @@ def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
     challenge = read_payment_required(reply.headers, reply.body)
     if challenge is not None:
         return ExactPayable(challenge, reply.url)
-    invoice = Invoice.from_body(reply.body, url=reply.url)
+    invoice = _invoice_of(reply)
     invoice.validate(network=ctx.network)
     _refuse_paying_itself(invoice, str(ctx.signer.pubkey()))
     return InvoicePayable(invoice, reply.url)
+
+
+def _invoice_of(reply: HttpReply) -> Invoice:
+    """The 402 body's invoice; an answer that holds none is refused saying what it holds."""
+    try:
+        invoice = Invoice.from_body(reply.body, url=reply.url)
+        invoice.format  # noqa: B018 - parses it: is there an invoice at all?
+    except InvoiceValidationError as exc:
+        if exc.reason not in ("no_invoice", "x402_challenge"):
+            raise
+        error = exc
+    else:
+        return invoice
+    raise _not_an_invoice(reply, error) from None
+
+
+def _not_an_invoice(reply: HttpReply, error: InvoiceValidationError) -> InvoiceValidationError:
+    response = _response_of(reply)
+    what = "not JSON"
+    if error.reason == "x402_challenge":
+        what = "JSON with x402's 'accepts' but not x402Version 1, so no x402 challenge"
+    elif error.invoice is not None:
+        what = "a JSON object with no invoice in it"
+    kind = response.content_type.split(";", 1)[0].strip() or "no content type"
+    said = response.summary()
+    said = f"The server said: {said!r}" if said else "Its body was empty"
+    return InvoiceValidationError(
+        f"the 402 answer from {reply.url} is not a payable invoice: its body is {what} "
+        f"(HTTP {reply.status}, {kind}). {said}. Nothing was signed or paid; "
+        "the whole answer is on this error's .response. Check that the URL is a paid endpoint "
+        "(HumanRPC or x402) and what the server's message asks for",
+        reason="no_invoice",
+        invoice=error.invoice,
+        response=response,
+    )
 
 
 def _refuse_paying_itself(invoice: Invoice, agent: str) -> None:

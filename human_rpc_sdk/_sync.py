@@ -12,6 +12,7 @@ for the payment.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, TypeVar
@@ -38,7 +39,15 @@ from ._flow import MAX_402_BODY_BYTES
 from ._journal import Journal
 from ._offer import PaymentOffer
 from ._rpc import RpcClient
-from .exceptions import HumanRPCError, PaymentError, PaymentPolicyError
+from .exceptions import (
+    ConnectionFailedError,
+    ConnectTimeoutError,
+    HumanRPCError,
+    PaymentError,
+    PaymentPolicyError,
+    ProxyConnectionError,
+    SSLConnectionError,
+)
 
 __all__ = [
     "PAYMENT_HEADERS",
@@ -48,6 +57,7 @@ __all__ = [
     "deadline_of",
     "read_bounded",
     "reply_of",
+    "send_unpaid",
 ]
 
 logger = logging.getLogger("human_rpc_sdk")
@@ -235,14 +245,72 @@ class PaidRequest:
                 stripped = [name for name in PAYMENT_HEADERS if follow.headers.pop(name, None)]
                 if stripped:
                     logger.warning(
-                        "the paid request to %s was redirected to another origin (%s); the "
+                        "the paid request to %s was redirected to %s, another origin; the "
                         "payment was not sent there",
-                        origin,
-                        _origin(follow.url),
+                        request.url,
+                        follow.url,
                     )
             request = follow
             response = self.session.send(request, **kwargs)
         return response
+
+
+def send_unpaid(
+    session: requests.Session, request: requests.PreparedRequest, kwargs: dict[str, Any]
+) -> requests.Response:
+    """Send the first, unpaid request.
+
+    :raises ConnectionFailedError: (a subclass that is also the ``requests`` exception raised)
+        when it failed before any answer came; a ``requests`` subclass this SDK does not know
+        (from a custom adapter) is raised as it is.
+    """
+    try:
+        return session.send(request, **kwargs)
+    except requests.ConnectionError as exc:
+        wrapper = _CONNECTION_ERRORS.get(type(exc))
+        if wrapper is None:
+            raise
+        url = getattr(exc.request, "url", None) or request.url
+        raise wrapper(
+            f"the request to {_without_userinfo(url)} failed before any answer came: "
+            f"{_why(exc)}. Nothing was paid (a payment is only made in answer to a 402); "
+            "check the URL, the network and that the server is up, then try again",
+            url=url,
+            request=exc.request if isinstance(exc.request, requests.PreparedRequest) else request,
+        ) from exc
+
+
+_CONNECTION_ERRORS: Final[dict[type[requests.ConnectionError], type[ConnectionFailedError]]] = {
+    requests.ConnectionError: ConnectionFailedError,
+    requests.ConnectTimeout: ConnectTimeoutError,
+    requests.exceptions.SSLError: SSLConnectionError,
+    requests.exceptions.ProxyError: ProxyConnectionError,
+}
+_OBJECT_PREFIX: Final = re.compile(r"^(?:<[^>]*>|\w+\([^)]*\)): ")
+
+
+def _without_userinfo(url: str | None) -> str:
+    """``url`` for a message: a password in it (``user:pass@host``) is not repeated."""
+    parts = urlsplit(url or "")
+    if "@" not in parts.netloc:
+        return url or ""
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def _why(exc: requests.ConnectionError) -> str:
+    """The underlying reason, short: ``NewConnectionError: Connection refused``."""
+    cause: Any = exc.args[0] if exc.args else exc
+    reason = getattr(cause, "reason", None) or cause
+    root: BaseException | None = reason if isinstance(reason, BaseException) else None
+    seen = 0
+    while root is not None and seen < 10:
+        if isinstance(root, OSError) and isinstance(root.strerror, str) and root.strerror:
+            return f"{type(reason).__name__}: {root.strerror}"
+        root, seen = root.__cause__ or root.__context__, seen + 1
+    texts = [arg for arg in getattr(reason, "args", ()) if isinstance(arg, str)]
+    text = _OBJECT_PREFIX.sub("", texts[-1] if texts else str(reason))
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(reason).__name__}: {text}"
 
 
 def reply_of(

@@ -217,14 +217,34 @@ def _hash(value: Any) -> Hash | None:
 
 def refusal(offer: Offer, cluster: str) -> str | None:
     """Why this agent cannot pay ``offer`` at all (before looking at the chain), or None."""
+    wrong_network = network_refusal(offer, cluster)
+    if wrong_network is not None:
+        return wrong_network
     if offer.problem:
         return f"malformed: {offer.problem}"
     if offer.scheme != EXACT:
         return f"scheme {offer.scheme!r} is not supported (only 'exact')"
+    return None
+
+
+def network_refusal(offer: Offer, cluster: str) -> str | None:
+    """Why ``offer`` is for another network than ``cluster``, or None.
+
+    An offer for another chain (``base-sepolia``, ``eip155:84532``) is a valid offer this
+    agent cannot pay, not a malformed one: its addresses are that chain's, not Solana's.
+    """
+    if not offer.network:
+        return None  # no network at all: a malformed offer
     if offer.cluster is None:
-        return f"network {offer.network!r} is not a Solana network"
+        return (
+            f"for network {offer.network}, this agent pays on solana {cluster}; "
+            f"{offer.network} is not a Solana network"
+        )
     if offer.cluster != cluster:
-        return f"network {offer.network!r} is {offer.cluster}, but this agent pays on {cluster}"
+        return (
+            f"for network {offer.network} (solana {offer.cluster}), this agent pays on "
+            f"solana {cluster}"
+        )
     return None
 
 

@@ -39,7 +39,7 @@ from ._receipts import PaymentReceipt
 from ._records import PENDING, BudgetLine
 from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
-from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of
+from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
 from ._tasks import Verdict, task_body
 from .exceptions import (
     PaymentError,
@@ -57,6 +57,7 @@ logger = logging.getLogger("human_rpc_sdk")
 
 ENV_RPC_URL = "SOLANA_RPC_URL"
 ENV_HUMAN_RPC_URL = "HUMAN_RPC_URL"
+HUMAN_RPC_URL_EXAMPLE = "https://humanrpc.example/api/v1/tasks"
 BACKOFF_STRATEGIES = ("exponential", "linear", "fixed")
 DEFAULT_PAID_TIMEOUT = 60.0
 """Seconds the agent waits for the answer to a paid request, unless told otherwise."""
@@ -156,9 +157,9 @@ class AutoAgent:
             or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
             or DEFAULT_RPC_URLS[network]
         )
-        self.human_rpc_url = http_url(human_rpc_url, "human_rpc_url") or http_url(
-            os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL
-        )
+        self.human_rpc_url = http_url(
+            human_rpc_url, "human_rpc_url", HUMAN_RPC_URL_EXAMPLE
+        ) or http_url(os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL, HUMAN_RPC_URL_EXAMPLE)
         self._reiterator = _reiterator(
             reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
         )
@@ -526,7 +527,10 @@ class AutoAgent:
     ) -> requests.Response:
         """Send a request like :meth:`requests.Session.request`; pay a 402 answer and retry once.
 
-        :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid).
+        :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid);
+            ``.response`` holds what the server said instead.
+        :raises ConnectionFailedError: the server could not be reached (nothing was paid); it
+            is also the ``requests.ConnectionError`` (or ``ConnectTimeout``, ...) it wraps.
         :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
@@ -558,7 +562,7 @@ class AutoAgent:
         # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
         # body within the timeout); other answers are read as asked.
         deadline = deadline_of(send_kwargs["timeout"], self._clock)
-        response = self.session.send(prepared, **{**send_kwargs, "stream": True})
+        response = send_unpaid(self.session, prepared, {**send_kwargs, "stream": True})
         reply = reply_of(
             response,
             consume=not send_kwargs.get("stream", False),
@@ -655,7 +659,8 @@ class AutoAgent:
         self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error
-        return paid.response or challenge
+        # Not `paid.response or challenge`: a Response is falsy when its status is 4xx or 5xx.
+        return challenge if paid.response is None else paid.response
 
 
 RESERVATION_TIMEOUT = 600.0

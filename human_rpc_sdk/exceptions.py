@@ -6,6 +6,7 @@ Every error the SDK raises derives from :class:`HumanRPCError`::
     ├── SDKConfigurationError           local: bad argument, missing or malformed key
     │   └── ReiteratorConfigurationError
     ├── InvoiceValidationError          remote: the 402 answer is malformed or not payable here
+    │                                   (``.response``: what the server said, a ServerResponse)
     ├── TransactionBuildError           local: the transfer could not be built or signed
     │   └── NetworkMismatchError        the invoice is for another network (also a policy refusal)
     ├── PaymentError                    the payment could not be made, or was not accepted
@@ -14,7 +15,17 @@ Every error the SDK raises derives from :class:`HumanRPCError`::
     │   └── SolanaRPCError              the Solana RPC node failed or answered with an error
     ├── HumanVerificationError          the HumanRPC task API failed or timed out
     ├── ReiteratorMaxAttemptsError      the humans kept rejecting until max_attempts
-    └── ReiteratorRateLimitError        rate limiting would push a retry past its limits
+    ├── ReiteratorRateLimitError        rate limiting would push a retry past its limits
+    └── ConnectionFailedError           the unpaid request could not connect; it is also a
+        │                               requests.ConnectionError (nothing was paid)
+        ├── ConnectTimeoutError         ... and a requests.ConnectTimeout (so a Timeout too)
+        ├── SSLConnectionError          ... and a requests.exceptions.SSLError
+        └── ProxyConnectionError        ... and a requests.exceptions.ProxyError
+
+Only connection failures of the first, unpaid request are wrapped, each in the class that is
+also the very ``requests`` exception raised, so ``except requests.ConnectionError`` (or
+``requests.Timeout`` for a connect timeout) keeps working. Other transport errors of that
+request (a read timeout, too many redirects) are ``requests``' own, as with ``requests``.
 
 Messages say what went wrong and what to do about it. Structured fields are attributes
 (``reason`` is a stable machine-readable code). No exception ever carries key material: the
@@ -29,10 +40,18 @@ tells the owner of a restarted agent that its journal holds payments of unknown 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import codecs
+import html
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import requests
 
 __all__ = [
+    "ConnectTimeoutError",
+    "ConnectionFailedError",
     "HumanRPCError",
     "HumanVerificationError",
     "InvoiceValidationError",
@@ -40,10 +59,13 @@ __all__ = [
     "PaymentError",
     "PaymentPolicyError",
     "PendingPaymentsWarning",
+    "ProxyConnectionError",
     "ReiteratorConfigurationError",
     "ReiteratorMaxAttemptsError",
     "ReiteratorRateLimitError",
     "SDKConfigurationError",
+    "SSLConnectionError",
+    "ServerResponse",
     "SolanaRPCError",
     "TransactionBuildError",
 ]
@@ -108,11 +130,106 @@ class ReiteratorConfigurationError(SDKConfigurationError):
     default_reason = "bad_reiterator_configuration"
 
 
+EXCERPT_BYTES: Final = 2048
+"""How much of a 402 body a :class:`ServerResponse` keeps."""
+_SUMMARY_CHARS: Final = 160
+_CHARSET: Final = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
+_INVISIBLE: Final = re.compile(
+    r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
+)
+_TAG: Final = re.compile(r"<[^>]*>")
+
+
+class _Headers(Mapping[str, str]):
+    """A read-only, case-insensitive copy of response headers (picklable, unlike a proxy)."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._items = {str(k).lower(): (str(k), str(v)) for k, v in headers.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (original for original, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset((k, v) for k, (_, v) in self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+@dataclass(frozen=True, eq=True)
+class ServerResponse:
+    """What a server answered, kept on the error it caused: nothing the server said is lost.
+
+    ``text`` is the start of the body (at most 2 KiB, decoded with the answer's charset, or
+    UTF-8, undecodable bytes replaced); ``truncated`` says there was more. ``headers`` is a
+    read-only, case-insensitive mapping. It holds only what the server sent, never anything
+    of the agent's (no key, no payment header).
+    """
+
+    status: int
+    url: str | None
+    headers: Mapping[str, str] = field(repr=False)
+    text: str = field(repr=False)
+    truncated: bool = False
+
+    @classmethod
+    def of(
+        cls, status: int, headers: Mapping[str, str], body: bytes, url: str | None
+    ) -> ServerResponse:
+        """Keep ``status``, ``headers``, ``url`` and the first 2 KiB of ``body``."""
+        truncated = len(body) > EXCERPT_BYTES
+        charset = _charset(headers.get("Content-Type") or headers.get("content-type") or "")
+        decoder = codecs.getincrementaldecoder(charset)(errors="replace")
+        # A character cut in two at the 2 KiB mark is dropped, not shown as a replacement.
+        text = decoder.decode(body[:EXCERPT_BYTES], final=not truncated)
+        return cls(status, url, _Headers(headers), text, truncated)
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` header, or ``""``."""
+        return self.headers.get("Content-Type", "")
+
+    def summary(self, limit: int = _SUMMARY_CHARS) -> str:
+        """The body on one line, at most ``limit`` characters; an HTML page as its text."""
+        text = self.text
+        if "html" in self.content_type.lower() or text.lstrip()[:1] == "<":
+            text = html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", text)))
+        text = " ".join(text.split())
+        if len(text) > limit:
+            return text[: limit - 3] + "..."
+        return text + ("..." if self.truncated else "")
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerResponse(status={self.status}, url={self.url!r}, "
+            f"content_type={self.content_type!r}, text={self.summary(60)!r})"
+        )
+
+
+def _charset(content_type: str) -> str:
+    match = _CHARSET.search(content_type)
+    if match is not None:
+        try:
+            return codecs.lookup(match.group(1)).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
 class InvoiceValidationError(HumanRPCError):
     """A 402 answer could not be parsed, or its invoice cannot be paid by this agent.
 
     ``field`` names the offending field as a dotted path (``"invoice.amount"``); ``invoice``
-    is the invoice as received (public data, never secret). Nothing was signed.
+    is the invoice as received (public data, never secret). ``response`` is the 402 answer
+    itself (a :class:`ServerResponse`: status, headers, the start of the body, url) when the
+    error came from an answer, so a page or a JSON error the server sent instead of an invoice
+    ("quota exceeded") can be read. Nothing was signed.
     """
 
     default_reason = "invalid_invoice"
@@ -125,10 +242,12 @@ class InvoiceValidationError(HumanRPCError):
         invoice: Mapping[str, Any] | None = None,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
+        response: ServerResponse | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
         self.field = field
         self.invoice = dict(invoice) if invoice is not None else None
+        self.response = response
 
 
 class TransactionBuildError(HumanRPCError):
@@ -199,10 +318,12 @@ class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
         invoice: Mapping[str, Any] | None = None,
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
+        response: ServerResponse | None = None,
     ) -> None:
         HumanRPCError.__init__(self, message, reason=reason, details=details)
         self.field = field
         self.invoice = dict(invoice) if invoice is not None else None
+        self.response = response
         self.signature = None
         self.rule = "network"
 
@@ -293,3 +414,52 @@ class PendingPaymentsWarning(UserWarning):
     Silence it, once you handle pending payments yourself, with
     ``warnings.simplefilter("ignore", PendingPaymentsWarning)``.
     """
+
+
+class ConnectionFailedError(HumanRPCError, requests.ConnectionError):
+    """The request could not reach the server (refused, no such host, TLS, proxy). Nothing was
+    paid: this was the first, unpaid request.
+
+    It is also the ``requests`` exception it wraps (``__cause__``): ``except
+    requests.ConnectionError`` still catches it, and ``request`` is requests' own attribute.
+    ``url`` is the URL that could not be reached.
+    """
+
+    default_reason = "connection_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        request: requests.PreparedRequest | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, details=details)
+        self.url = url
+        self.request = request
+        self.response = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The prepared request may hold an unpicklable body (a file, a generator): left out.
+        state = {**self.__dict__, "request": None}
+        return (_rebuild, (type(self), self.message), state)
+
+
+class ConnectTimeoutError(ConnectionFailedError, requests.ConnectTimeout):
+    """Connecting took longer than the timeout: also a ``requests.ConnectTimeout``."""
+
+    default_reason = "connect_timeout"
+
+
+class SSLConnectionError(ConnectionFailedError, requests.exceptions.SSLError):
+    """The TLS handshake failed (a certificate, say): also a ``requests`` ``SSLError``."""
+
+    default_reason = "tls_failed"
+
+
+class ProxyConnectionError(ConnectionFailedError, requests.exceptions.ProxyError):
+    """The proxy could not be reached or refused: also a ``requests`` ``ProxyError``."""
+
+    default_reason = "proxy_failed"

@@ -287,9 +287,11 @@ def _parse(data: Mapping[str, Any]) -> _Terms:
         return _parse_legacy(data["payment"], data)
     if "x402Version" in data or "accepts" in data:
         raise InvoiceValidationError(
-            "this 402 answer is an x402 offer (x402Version/accepts), which this version of the "
-            "SDK does not pay yet. Nothing was paid",
-            reason="unsupported_format",
+            "this 402 answer is an x402 payment challenge (x402Version/accepts), not a HumanRPC "
+            "invoice: Invoice reads only HumanRPC invoices. AutoAgent pays x402 challenges "
+            "itself: request the URL with agent.get(...) (or post, ...) and the offer it can "
+            "pay on its network is paid. Nothing was paid",
+            reason="x402_challenge",
             invoice=data,
         )
     if "recipient" in data and "amount" in data:

@@ -37,11 +37,18 @@ ENV_KEYPAIR_PATH = "SOLANA_KEYPAIR_PATH"
 
 _ACCEPTED_FORMS = (
     "a base58-encoded 64-byte secret key (as Phantom or Solflare export), "
-    "a JSON array of 64 numbers (the solana-keygen format), "
+    "a JSON array of 64 numbers (the solana-keygen format; as text, bytes or a list), "
     "or the path to a solana-keygen keypair file"
 )
 _MAX_KEYFILE_BYTES = 4096
+_MISMATCHED_HALVES = (
+    "its two halves do not match: a keypair is the 32-byte secret followed by its own 32-byte "
+    "public key, and this second half is the public key of another secret (a corrupted key, or "
+    "halves of two different keys)"
+)
 _BASE58_RUN = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,}")
+_BASE58_TEXT = re.compile(r"[1-9A-HJ-NP-Za-km-z]+")
+_QUOTES = "\"'"
 
 
 @runtime_checkable
@@ -197,22 +204,46 @@ def _keypair_from(value: Any, source: str) -> Keypair:
     if isinstance(value, KeypairSigner):
         return value._keypair
     if isinstance(value, bytes | bytearray):
-        return _keypair_from_bytes(bytes(value), source)
+        return _keypair_from_raw(bytes(value), source)
     if isinstance(value, Sequence) and not isinstance(value, str):
         return _keypair_from_json_array(value, source)
     if isinstance(value, os.PathLike):
         return _keypair_from_file(Path(value), source)
     if not isinstance(value, str):
         _bad_key(source, f"it is a {type(value).__name__}")
+    return _keypair_from_text(value, source, paths=True)
+
+
+def _keypair_from_text(value: str, source: str, *, paths: bool) -> Keypair:
     text = value.strip()
     if not text:
         _bad_key(source, "it is empty")
+    if text[0] in _QUOTES or text[-1] in _QUOTES:
+        _bad_key(
+            source,
+            "it begins or ends with a quote character, and quotes are not part of a key: "
+            "remove them (a .env file or a shell script may have quoted the value twice)",
+        )
     if text.startswith("["):
         return _keypair_from_json_text(text, source)
-    path = _expand(text)
-    if _looks_like_path(text):
-        return _keypair_from_file(path, source)
+    if paths and _looks_like_path(text):
+        return _keypair_from_file(_expand(text), source)
     return _keypair_from_base58(text, source)
+
+
+def _keypair_from_raw(raw: bytes, source: str) -> Keypair:
+    """64 bytes are the secret key itself; other bytes may be a key's text (a keypair file
+    read with ``read_bytes()``: a JSON array, or base58)."""
+    if len(raw) == 64:
+        return _keypair_from_bytes(raw, source)
+    text = (_quietly(raw.decode, "utf-8") or "").strip()
+    if text and (text[0] in "[" + _QUOTES or _BASE58_TEXT.fullmatch(text)):
+        return _keypair_from_text(text, source, paths=False)
+    _bad_key(
+        source,
+        f"it is {len(raw)} bytes long instead of 64, and not the text of a key either "
+        "(a JSON array or base58)",
+    )
 
 
 def _expand(text: str) -> Path:
@@ -237,6 +268,8 @@ def _keypair_from_base58(text: str, source: str) -> Keypair:
     keypair = _quietly(Keypair.from_base58_string, text)
     if keypair is not None:
         return keypair
+    if _quietly(Signature.from_string, text) is not None:  # base58 of 64 bytes, like a key
+        _bad_key(source, _MISMATCHED_HALVES)
     if _quietly(Pubkey.from_string, text) is None:
         _bad_key(source, "it is not valid base58 of 64 bytes")
     _bad_key(
@@ -266,7 +299,7 @@ def _keypair_from_bytes(raw: bytes, source: str) -> Keypair:
         _bad_key(source, f"it is {len(raw)} bytes long instead of 64")
     keypair = _quietly(Keypair.from_bytes, raw)
     if keypair is None:
-        _bad_key(source, "its second half is not the public key of its first half (corrupted key)")
+        _bad_key(source, _MISMATCHED_HALVES)
     return keypair
 
 
@@ -291,10 +324,7 @@ def _keypair_from_file(path: Path, source: str) -> Keypair:
     text = _quietly(lambda: path.read_text(encoding="utf-8"))
     if text is None:
         _bad_key(where, "the file cannot be read as UTF-8 text")
-    text = text.strip()
-    if text.startswith("["):
-        return _keypair_from_json_text(text, where)
-    return _keypair_from_base58(text, where)
+    return _keypair_from_text(text, where, paths=False)
 
 
 def _quietly(fn: Callable[..., T], *args: Any) -> T | None:

@@ -162,6 +162,7 @@ def test_unreachable_rpc_is_reported() -> None:
 
 
 def test_requests_errors_on_the_first_request_are_not_wrapped() -> None:
-    """Before any 402, transport errors are plain requests errors, exactly as with requests."""
+    """Before any 402, a connection failure is still a requests.ConnectionError (the SDK's
+    ConnectionFailedError is one), so code written for requests keeps catching it."""
     with pytest.raises(requests.ConnectionError):
         AutoAgent(Keypair(), rpc_url="http://127.0.0.1:9").get("http://127.0.0.1:9/anything")
