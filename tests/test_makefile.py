@@ -54,6 +54,7 @@ def project(tmp_path: Path) -> Path:
 
 
 Calls = list[list[str]]
+OUTER_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # when the suite runs under `make test`
 
 
 def make(project: Path, *args: str, python: Path) -> tuple[subprocess.CompletedProcess[str], Calls]:
@@ -64,7 +65,12 @@ def make(project: Path, *args: str, python: Path) -> tuple[subprocess.CompletedP
         cwd=project,
         capture_output=True,
         text=True,
-        env={**os.environ, "FAKE_LOG": str(log)},
+        env={
+            **{
+                k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+            },
+            "FAKE_LOG": str(log),
+        },
         timeout=60,
         check=False,
     )

@@ -12,6 +12,8 @@ from collections.abc import Coroutine, Iterator
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any, assert_type
+from urllib.parse import unquote
+from urllib.request import url2pathname
 
 import pytest
 from solders.keypair import Keypair
@@ -139,7 +141,9 @@ def _installed_from_this_checkout() -> bool:
     info = json.loads(direct_url)
     url = str(info.get("url", ""))
     editable = bool(info.get("dir_info", {}).get("editable"))
-    return editable and url.removeprefix("file://") == str(ROOT)
+    if not (editable and url.startswith("file://")):
+        return False
+    return Path(url2pathname(unquote(url.removeprefix("file://")))).resolve() == ROOT
 
 
 @pytest.mark.skipif(
