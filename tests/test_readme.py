@@ -59,7 +59,7 @@ from human_rpc_sdk import (
 from stub_gateway import GatewayServer, serve_in_thread
 
 README: Final = Path(__file__).resolve().parent.parent / "README.md"
-NO_RUN_MARKER: Final = re.compile(r"<!--\s*readme:\s*no-run\b(?P<why>.*?)-->")
+NO_RUN_MARKER: Final = re.compile(r"\s*<!--\s*readme:\s*no-run\b(?P<why>.*?)-->\s*")
 NOT_RUN: Final[frozenset[str]] = frozenset()
 """Headings of the blocks marked ``no-run`` (none today: every block runs)."""
 PLACEHOLDERS: Final = frozenset(
@@ -91,7 +91,7 @@ def readme_blocks(text: str) -> list[Block]:
             opening = re.match(r"^```\s*(\S*)", line)
             if opening:
                 fence, start, body = opening.group(1), number, []
-                marker = NO_RUN_MARKER.search(previous)
+                marker = NO_RUN_MARKER.fullmatch(previous)
                 no_run = marker.group("why").strip(" :()") if marker else None
             elif line.strip():
                 previous = line
@@ -196,6 +196,26 @@ def test_the_readme_has_python_blocks() -> None:
     """The extractor finds the blocks (a broken fence would silently drop them)."""
     assert len(BLOCKS) >= 10
     assert {b.heading for b in BLOCKS} >= {"Install", "Paying for an API", "Keys"}
+
+
+def test_the_extractor_reads_headings_markers_and_only_python() -> None:
+    text = (
+        "# Top\n```python\nx = 1\n```\n## Later\n"
+        "<!-- readme: no-run (needs mainnet) -->\n\n```python\ny = 2\n```\n"
+        "```sh\nmake demo\n```\nSay `<!-- readme: no-run -->` in text.\n```python\nz = 3\n```\n"
+    )
+    blocks = readme_blocks(text)
+    assert [(b.line, b.heading, b.source, b.no_run) for b in blocks] == [
+        (2, "Top", "x = 1\n", None),
+        (8, "Later", "y = 2\n", "needs mainnet"),
+        (15, "Later", "z = 3\n", None),
+    ]
+    with pytest.raises(AssertionError, match="never closed"):
+        readme_blocks("```python\nx = 1\n")
+    assert free_names("import os\nprint(os, url)\ndef f():\n    return kms\n", "x") == {
+        "url",
+        "kms",
+    }
 
 
 def test_blocks_left_out_are_marked_and_listed() -> None:
