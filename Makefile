@@ -1,10 +1,18 @@
 # Two commands for a fresh machine with only python3 and make:
-#   make demo   create .venv, install, run examples/quickstart.py against the embedded stub gateway
-#   make test   create .venv, install, run lint, type checks and the whole test suite
+#   make demo   create .venv, install the SDK and its gateway extra, run examples/quickstart.py
+#   make test   create .venv, install the development tools too, run lint, type checks and tests
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# The interpreter's check, and one stamp per set of extras: `make demo` installs only what the
+# demo needs (the gateway extra), `make test` the development tools as well.
+CHECKED     := $(VENV)/.python-checked
+DEMO_STAMP  := $(VENV)/.installed-gateway
+DEV_STAMP   := $(VENV)/.installed-dev
+NEEDS_311   := import sys; sys.exit(sys.version_info < (3, 11))
+# compat: a .pth file puts the checkout on sys.path, which type checkers read (setuptools'
+# default import-hook finder is invisible to mypy and pyright outside the repository).
+PIP_INSTALL := $(BIN)/python -m pip install --config-settings editable_mode=compat -e
 # The reference x402 package pins solana<0.40, so it lives in an environment of its own;
 # the interoperability tests run it as separate processes.
 X402_VENV  := .venv-x402
@@ -15,13 +23,38 @@ X402_PKG   := x402[svm,flask,requests,httpx]==2.25.0
 JS_DIR   := tests/interop/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench gateway clean
+.PHONY: demo test lint typecheck unit bench gateway clean FORCE
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+FORCE:
+
+# Runs every time; rebuilds .venv when its python is missing, broken or older than 3.11 (say, a
+# .venv left by a failed `make demo PYTHON=python3.10`), and refuses such a $(PYTHON).
+$(CHECKED): FORCE
+	@if ! $(BIN)/python -c '$(NEEDS_311)' >/dev/null 2>&1; then \
+	    if [ -e $(VENV) ]; then \
+	        echo "make: $(VENV) was made by a Python older than 3.11 or one that no longer runs: rebuilding it"; \
+	        rm -rf $(VENV); \
+	    fi; \
+	    if ! $(PYTHON) -c '$(NEEDS_311)' >/dev/null 2>&1; then \
+	        echo "make: $(PYTHON) is not Python 3.11 or newer; run make PYTHON=python3.11 (or newer)" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "make: creating $(VENV) with $(PYTHON)"; \
+	    $(PYTHON) -m venv $(VENV) && \
+	    $(BIN)/python -m pip install --quiet --upgrade pip && \
+	    touch $@; \
+	fi; \
+	[ -e $@ ] || touch $@
+
+$(DEMO_STAMP): $(CHECKED) pyproject.toml
+	@echo "make: installing human-rpc-sdk[gateway] into $(VENV) (the SDK, Flask, waitress, base58)"
+	$(PIP_INSTALL) ".[gateway]"
+	touch $@
+
+$(DEV_STAMP): $(CHECKED) pyproject.toml
+	@echo "make: installing human-rpc-sdk[dev] into $(VENV) (the gateway extra, pytest, hypothesis, ruff, mypy)"
+	$(PIP_INSTALL) ".[dev]"
+	touch $@
 
 $(X402_STAMP): Makefile
 	$(PYTHON) -m venv $(X402_VENV)
@@ -33,26 +66,26 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
 test: lint typecheck unit
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(X402_STAMP) $(JS_STAMP)
+unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_payment.py
 	$(BIN)/python benchmarks/bench_journal.py
 
-gateway: $(STAMP)
+gateway: $(DEMO_STAMP)
 	$(BIN)/python -m stub_gateway --host 127.0.0.1 --port 8402
 
 clean:

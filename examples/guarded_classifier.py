@@ -25,18 +25,18 @@ def main() -> int:
     logging.getLogger("human_rpc_sdk.reiterator").setLevel(logging.DEBUG)
 
     # Reviewers reject the first task they see and approve the next ones.
-    with serve_in_thread(review_policy="script:reject,approve") as gateway:
+    with serve_in_thread(review_policy="script:reject,approve") as server:
         wallet = Keypair()
         requests.post(
-            f"{gateway.url}/api/v1/faucet",
+            f"{server.url}/api/v1/faucet",
             json={"address": str(wallet.pubkey()), "sol": "1", "usdc": "1"},
             timeout=10,
         ).raise_for_status()
 
         agent = AutoAgent(
             wallet,
-            rpc_url=gateway.rpc_url,
-            human_rpc_url=f"{gateway.url}/api/v1/tasks",
+            rpc_url=server.rpc_url,
+            human_rpc_url=f"{server.url}/api/v1/tasks",
             reiterator=True,  # resubmit when the humans reject
             max_retry_attempts=3,
             base_delay=0.2,

@@ -25,12 +25,12 @@ def main() -> int:
     # The SDK logs each payment it makes on the "human_rpc_sdk" logger.
     logging.basicConfig(level=logging.INFO, format="  [log] %(message)s")
 
-    with serve_in_thread() as gateway, tempfile.TemporaryDirectory() as folder:
-        print(f"Stub HumanRPC gateway running at {gateway.url} (Solana RPC at {gateway.rpc_url})")
+    with serve_in_thread() as server, tempfile.TemporaryDirectory() as folder:
+        print(f"Stub HumanRPC gateway running at {server.url} (Solana RPC at {server.rpc_url})")
 
         wallet = Keypair()  # a brand-new agent wallet
         faucet = requests.post(
-            f"{gateway.url}/api/v1/faucet",
+            f"{server.url}/api/v1/faucet",
             json={"address": str(wallet.pubkey()), "sol": "1", "usdc": "5"},
             timeout=10,
         )
@@ -42,11 +42,11 @@ def main() -> int:
         # journal goes with the temporary folder.
         journal = Path(folder) / "payments.sqlite3"
         with AutoAgent(
-            wallet, rpc_url=gateway.rpc_url, network="devnet", journal_path=journal
+            wallet, rpc_url=server.rpc_url, network="devnet", journal_path=journal
         ) as agent:
             before = {currency: agent.balance(currency) for currency in ("SOL", "USDC")}
             for name in ("sol", "usdc"):
-                url = f"{gateway.url}/api/v1/premium/{name}"
+                url = f"{server.url}/api/v1/premium/{name}"
                 try:
                     response = agent.get(url)
                 except HumanRPCError as error:

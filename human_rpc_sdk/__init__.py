@@ -11,6 +11,7 @@
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from ._headers import decode_payment_response, encode_payment_header
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
 from ._records import BudgetLine
@@ -35,7 +36,13 @@ from .exceptions import (
 )
 from .invoices import Invoice
 from .reiterator import ReiteratorManager
-from .solana_utils import build_sol_transfer, build_spl_transfer, sign_and_serialize_transaction
+from .solana_utils import (
+    build_sol_transfer,
+    build_spl_transfer,
+    get_latest_blockhash,
+    sign_and_serialize_transaction,
+    sign_transaction,
+)
 from .wallet import KeypairSigner, Signer, load_signer
 
 try:
@@ -73,7 +80,11 @@ __all__ = [
     "__version__",
     "build_sol_transfer",
     "build_spl_transfer",
+    "decode_payment_response",
+    "encode_payment_header",
+    "get_latest_blockhash",
     "guard",
     "load_signer",
     "sign_and_serialize_transaction",
+    "sign_transaction",
 ]

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from solders.transaction import VersionedTransaction
 
+from .exceptions import TransactionBuildError
 from .solana_utils import decode_transaction
 
 PAYMENT_HEADER: Final = "X-PAYMENT"
@@ -35,8 +36,21 @@ class PaymentHeader:
     transaction: VersionedTransaction = field(repr=False)  # signed: never in a repr
 
 
-def encode_payment_header(transaction: VersionedTransaction, network: str) -> str:
-    """The ``X-PAYMENT`` value carrying the signed ``transaction``."""
+def encode_payment_header(transaction: VersionedTransaction | str, network: str) -> str:
+    """The ``X-PAYMENT`` header value that pays a HumanRPC invoice with a signed transaction.
+
+    :param transaction: the signed transfer: a ``VersionedTransaction``, or the base64 text
+        :func:`~human_rpc_sdk.sign_and_serialize_transaction` returns.
+    :param network: the invoice's network (``invoice.network``, e.g. ``"devnet"``).
+    :raises TransactionBuildError: when ``transaction`` is not a base64 Solana transaction.
+    """
+    if isinstance(transaction, str):
+        try:
+            transaction = decode_transaction(transaction)
+        except ValueError as exc:
+            raise TransactionBuildError(
+                f"transaction: {exc}; pass what sign_and_serialize_transaction returned"
+            ) from None
     document = {
         "x402Version": 1,
         "scheme": SCHEME,

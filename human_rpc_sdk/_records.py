@@ -101,4 +101,5 @@ class BudgetLine:
 
     @property
     def remaining(self) -> Decimal | None:
+        """What may still be spent (never below 0); None when there is no limit."""
         return None if self.limit is None else max(self.limit - self.spent, Decimal(0))

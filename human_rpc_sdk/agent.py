@@ -41,6 +41,7 @@ from ._recovery import needs_recovery, recover
 from ._rpc import RpcClient
 from ._sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
 from ._tasks import Verdict, task_body
+from ._types import Addresses, SecretKey, SignerLike
 from .exceptions import (
     PaymentError,
     PendingPaymentsWarning,
@@ -119,7 +120,7 @@ class AutoAgent:
 
     def __init__(
         self,
-        solana_private_key: Any = None,
+        solana_private_key: SecretKey | None = None,
         rpc_url: str | None = None,
         human_rpc_url: str | None = None,
         network: str = "devnet",
@@ -129,14 +130,14 @@ class AutoAgent:
         backoff_strategy: str = "exponential",
         base_delay: float = 1.0,
         *,
-        signer: Any = None,
+        signer: SignerLike | None = None,
         session: requests.Session | None = None,
         max_payment: Mapping[str, Any] | None = None,
         budget: Mapping[str, Any] | None = None,
-        trusted_recipients: Any = None,
+        trusted_recipients: Addresses | None = None,
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
-        accept_assets: Any = None,
+        accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
@@ -593,27 +594,35 @@ class AutoAgent:
         return prepared
 
     def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
+        """``GET url`` as :func:`requests.get`, paying a 402 once (see :meth:`request`)."""
         return self.request("GET", url, params=params, **kwargs)
 
     def post(
         self, url: str, data: Any = None, json: Any = None, **kwargs: Any
     ) -> requests.Response:
+        """``POST url`` as :func:`requests.post`, paying a 402 once (see :meth:`request`)."""
         return self.request("POST", url, data=data, json=json, **kwargs)
 
     def put(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """``PUT url`` as :func:`requests.put`, paying a 402 once (see :meth:`request`)."""
         return self.request("PUT", url, data=data, **kwargs)
 
     def patch(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """``PATCH url`` as :func:`requests.patch`, paying a 402 once (see :meth:`request`)."""
         return self.request("PATCH", url, data=data, **kwargs)
 
     def delete(self, url: str, **kwargs: Any) -> requests.Response:
+        """``DELETE url`` as :func:`requests.delete`, paying a 402 once (see :meth:`request`)."""
         return self.request("DELETE", url, **kwargs)
 
     def head(self, url: str, **kwargs: Any) -> requests.Response:
+        """``HEAD url`` as :func:`requests.head` (no redirects followed unless
+        ``allow_redirects=True``), paying a 402 once (see :meth:`request`)."""
         kwargs.setdefault("allow_redirects", False)
         return self.request("HEAD", url, **kwargs)
 
     def options(self, url: str, **kwargs: Any) -> requests.Response:
+        """``OPTIONS url`` as :func:`requests.options`, paying a 402 once (see :meth:`request`)."""
         return self.request("OPTIONS", url, **kwargs)
 
     def close(self) -> None:

@@ -25,8 +25,8 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypedDict, overload
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from ._checks import positive_seconds, show
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED, is_confidence, reward_amount
@@ -40,6 +40,7 @@ __all__ = ["GuardResponse", "HumanVerdict", "guard"]
 logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
+R = TypeVar("R")
 POLICIES: Final = ("raise", "return")
 _MAX_QUESTION: Final = 2_000
 _EVENTS: Final = {
@@ -68,11 +69,35 @@ class GuardResponse(TypedDict):
     reason: str | None
 
 
-# The wrapped function returns either its own result (confident) or a GuardResponse, and for an
-# ``async def`` a coroutine of those. Typing cannot tell a coroutine function from one returning
-# Any, so parameters are kept exactly (ParamSpec) and the result is typed Any.
+# The wrapped function returns either its own result (confident) or a GuardResponse (humans
+# were asked), and for an ``async def`` a coroutine of those: parameters are kept exactly
+# (ParamSpec) and the result type becomes ``R | GuardResponse``. (A function annotated
+# ``-> Any`` matches both overloads, so type checkers make the guarded one ``Any``: annotate
+# the real result type, or ``object``.)
+class Guarded(Protocol):
+    """What ``guard(threshold=...)`` returns: a decorator keeping the function's types."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | GuardResponse]]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> Callable[P, R | GuardResponse]: ...
+
+    def __call__(self, func: Callable[P, Any], /) -> Callable[P, Any]:
+        """Guard ``func`` (see :func:`guard`)."""
+        ...
+
+
 @overload
-def guard(func: Callable[P, Any], /) -> Callable[P, Any]: ...
+def guard(
+    func: Callable[P, Coroutine[Any, Any, R]], /
+) -> Callable[P, Coroutine[Any, Any, R | GuardResponse]]: ...
+
+
+@overload
+def guard(func: Callable[P, R], /) -> Callable[P, R | GuardResponse]: ...
 
 
 @overload
@@ -92,7 +117,7 @@ def guard(
     on_no_consensus: str = "raise",
     on_timeout: str = "raise",
     on_unavailable: str = "raise",
-) -> Callable[[Callable[P, Any]], Callable[P, Any]]: ...
+) -> Guarded: ...
 
 
 def guard(

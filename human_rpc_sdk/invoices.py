@@ -176,6 +176,7 @@ class Invoice:
 
     @property
     def network(self) -> str:
+        """The network the invoice is payable on (``"devnet"``, ``"mainnet-beta"``, ...)."""
         return self._checked().network
 
     @property
@@ -190,6 +191,7 @@ class Invoice:
 
     @property
     def message(self) -> str | None:
+        """The server's note to the payer, if any."""
         return self._checked().message
 
     def base_units(self, decimals: int | None = None) -> int:
@@ -253,9 +255,11 @@ class Invoice:
         return self.base_units(SOL_DECIMALS)
 
     def get_recipient(self) -> str:
+        """The payee's wallet (the design document's name for :attr:`recipient`)."""
         return self.recipient
 
     def get_currency(self) -> str:
+        """The currency (the design document's name for :attr:`currency`)."""
         return self.currency
 
     def to_dict(self) -> dict[str, Any]:

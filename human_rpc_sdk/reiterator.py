@@ -181,6 +181,7 @@ class ReiteratorManager:
 
     @property
     def config(self) -> ReiteratorConfig:
+        """The configuration sequences starting now use (change it with :meth:`configure`)."""
         return self._config
 
     def configure(self, **changes: Any) -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "build_spl_transfer",
     "build_transfer",
     "decode_transaction",
+    "get_latest_blockhash",
     "network_fee",
     "parse_epoch",
     "parse_mint",
@@ -592,6 +593,18 @@ def build_spl_transfer(
         checked=checked,
     )
     return build_transfer(plan, _as_hash(recent_blockhash))
+
+
+def get_latest_blockhash(rpc_url: str, *, timeout: float = 10.0) -> Hash:
+    """The node's latest blockhash (JSON-RPC ``getLatestBlockhash``, commitment confirmed), for
+    :func:`build_sol_transfer` and :func:`build_spl_transfer`. A transaction signed over it
+    can land for about 60 to 90 seconds (150 blocks).
+
+    :raises SolanaRPCError: when the node cannot be reached or refuses.
+    """
+    from ._rpc import RpcClient  # I/O only on request
+
+    return RpcClient(rpc_url, timeout=timeout).latest_blockhash()
 
 
 def split_reference(reference: Pubkey | str | None) -> tuple[Pubkey | None, str | None]:

@@ -78,9 +78,11 @@ class KeypairSigner:
         self._pubkey = keypair.pubkey()
 
     def pubkey(self) -> Pubkey:
+        """The keypair's public key."""
         return self._pubkey
 
     def sign_message(self, message: bytes) -> Signature:
+        """Sign ``message`` with the keypair (ed25519)."""
         return self._keypair.sign_message(message)
 
     def __repr__(self) -> str:

@@ -143,43 +143,55 @@ class Faults:
             return fault
 
     def armed(self) -> list[Fault]:
+        """The faults armed now, each with the occasions it has left."""
         with self._lock:
             return list(self._armed.values())
 
     def clear(self) -> None:
+        """Disarm every fault."""
         with self._lock:
             self._armed.clear()
 
     # -- one helper per mode, named as the mode ----------------------------------------------
 
     def fail_rpc(self, count: int = 1, status: int = 503) -> Fault:
+        """The RPC answers HTTP ``status`` (503) instead of serving the call."""
         return self.arm("fail_rpc", count, status=status)
 
     def slow_rpc(self, seconds: float, count: int = 1) -> Fault:
+        """The RPC answers ``seconds`` late."""
         return self.arm("slow_rpc", count, seconds=seconds)
 
     def error_after_payment(self, count: int = 1, status: int = 500) -> Fault:
+        """Settle the payment, then answer HTTP ``status`` (500) instead of the resource."""
         return self.arm("error_after_payment", count, status=status)
 
     def drop_after_payment(self, count: int = 1) -> Fault:
+        """Settle the payment, then drop the connection without an answer."""
         return self.arm("drop_after_payment", count)
 
     def slow_after_payment(self, seconds: float, count: int = 1) -> Fault:
+        """Settle the payment, then answer ``seconds`` late."""
         return self.arm("slow_after_payment", count, seconds=seconds)
 
     def repeat_402_after_payment(self, count: int = 1) -> Fault:
+        """Settle the payment, then answer 402 all the same."""
         return self.arm("repeat_402_after_payment", count)
 
     def redirect_payment(self, location: str, count: int = 1, status: int = 307) -> Fault:
+        """Redirect the paid request to ``location`` (HTTP ``status``, 307), unsettled."""
         return self.arm("redirect_payment", count, location=location, status=status)
 
     def malformed_invoice(self, count: int = 1) -> Fault:
+        """Answer 402 with a body that is not a valid invoice of any format."""
         return self.arm("malformed_invoice", count)
 
     def huge_invoice(self, count: int = 1, size: int = 1_000_000) -> Fault:
+        """Answer 402 with a body of ``size`` bytes."""
         return self.arm("huge_invoice", count, size=size)
 
     def overcharge(self, factor: Decimal | int | str = 1000, count: int = 1) -> Fault:
+        """Issue HumanRPC invoices for ``factor`` times the price."""
         return self.arm("overcharge", count, factor=factor)
 
 

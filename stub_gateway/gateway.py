@@ -119,6 +119,7 @@ class Gateway:
 
     @property
     def treasury(self) -> Pubkey:
+        """The wallet the gateway's paywalls are paid to (the payee of its invoices)."""
         return self.genesis.treasury
 
     # -- balances and funding ---------------------------------------------------------------

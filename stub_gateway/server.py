@@ -30,6 +30,7 @@ from waitress.task import ErrorTask, WSGITask
 
 from ._http import MAX_BODY, SOCKET_ENVIRON_KEY
 from .app import create_app
+from .faults import Faults
 from .gateway import Gateway
 
 if TYPE_CHECKING:
@@ -144,24 +145,35 @@ class GatewayServer:
 
     @property
     def gateway(self) -> Gateway:
+        """The network this server serves: ledger, faucet, paywalls, tasks and faults."""
         gateway: Gateway = self.app.extensions["stub_gateway"]
         return gateway
 
     @property
+    def faults(self) -> Faults:
+        """The gateway's injected faults (``server.faults.slow_rpc(2.0)``); the same object
+        as ``server.gateway.faults``."""
+        return self.gateway.faults
+
+    @property
     def host(self) -> str:
+        """The address the server listens on."""
         return str(self._server.effective_host)
 
     @property
     def port(self) -> int:
+        """The port the server listens on (the one chosen when started with port 0)."""
         return int(self._server.effective_port)
 
     @property
     def url(self) -> str:
+        """The server's base URL, ``http://host:port``."""
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         return f"http://{host}:{self.port}"
 
     @property
     def rpc_url(self) -> str:
+        """The Solana JSON-RPC endpoint over the gateway's ledger (``SOLANA_RPC_URL``)."""
         return f"{self.url}/rpc"
 
     @property

@@ -36,9 +36,13 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "__version__",
         "build_sol_transfer",
         "build_spl_transfer",
+        "decode_payment_response",
+        "encode_payment_header",
+        "get_latest_blockhash",
         "guard",
         "load_signer",
         "sign_and_serialize_transaction",
+        "sign_transaction",
     }
     assert set(human_rpc_sdk.__all__) == expected
     assert human_rpc_sdk.__all__ == sorted(human_rpc_sdk.__all__)

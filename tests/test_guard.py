@@ -70,7 +70,7 @@ def test_property_6_threshold_decides_who_answers(
     result = shaped(kind, "positive", confidence)
 
     @guard(threshold=threshold, agent=agent, reward=REWARD)
-    def classify(text: str) -> Any:
+    def classify(text: str) -> object:
         return result
 
     out: Any = classify("a fine day")
@@ -191,7 +191,7 @@ def test_unusable_confidence_is_a_clear_error_without_io(result: Any) -> None:
     agent.session.mount("http://", counter)
 
     @guard(agent=agent)
-    def f() -> Any:
+    def f() -> object:
         return result
 
     with pytest.raises(HumanVerificationError) as caught:
@@ -266,7 +266,7 @@ def test_async_functions_are_guarded(reviewers: GatewayServer) -> None:
 
     assert inspect.iscoroutinefunction(classify)
 
-    async def both() -> tuple[Any, Any]:
+    async def both() -> Any:
         return await asyncio.gather(classify("hello"), classify("win?"))
 
     confident, checked = asyncio.run(both())
@@ -294,7 +294,8 @@ def test_question_defaults_to_the_first_text_argument(reviewers: GatewayServer) 
         return (n, 0.1)
 
     texts = []
-    for out in (f(3, "the question"), g(4), h(5)):
+    outs: tuple[Any, ...] = (f(3, "the question"), g(4), h(5))
+    for out in outs:
         task = reviewers.gateway.tasks.get(out["human_verdict"]["task_id"])
         assert task is not None
         texts.append(task.text)
@@ -326,7 +327,7 @@ def test_timeout_policy(policy: str) -> None:
             assert caught.value.reason == "timeout"
             assert caught.value.task_id is not None
         else:
-            out = f()
+            out: Any = f()
             assert (out["verified"], out["reason"], out["human_verdict"]) == (
                 False,
                 "timeout",
@@ -372,7 +373,7 @@ def test_no_consensus_policy(policy: str) -> None:
                 f()
             assert caught.value.reason == "no_consensus"
         else:
-            out = f()
+            out: Any = f()
             assert out["verified"] is False
             assert out["human_verdict"] is not None
             assert (out["human_verdict"]["decision"], out["human_verdict"]["outcome"]) == (

@@ -544,7 +544,7 @@ def public_calls(agent: AutoAgent, url: str) -> dict[str, Callable[[Any], object
             ),
             "execute_with_retry": lambda v: ReiteratorManager().execute_with_retry(v),
             "guard(func)": lambda v: guard(v),
-            "guarded call": lambda v: guard(agent=agent, threshold=0.5)(lambda: v)(),
+            "guarded call": lambda v: guard(agent=agent, threshold=0.5)(lambda: v)(),  # type: ignore[no-untyped-call]
             "ask_human_rpc(text)": lambda v: agent.ask_human_rpc(v),
             "wait_for_verdict(task_id)": lambda v: agent.wait_for_verdict(v, timeout=0.01),
             "wait_for_verdict(timeout)": lambda v: agent.wait_for_verdict("t", timeout=v),
