@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Coroutine, Iterator
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any, assert_type
 from urllib.parse import unquote
@@ -132,10 +132,10 @@ result: tuple[str, float] | GuardResponse = classify("Is this review positive?")
 
 
 def _installed_from_this_checkout() -> bool:
-    try:
-        direct_url = distribution("human-rpc-sdk").read_text("direct_url.json")
-    except PackageNotFoundError:
-        return False
+    # The checkout's own human_rpc_sdk.egg-info (left by setuptools) can come first on the
+    # path: look at every installed copy for the one pip recorded (its direct_url.json).
+    found = (d.read_text("direct_url.json") for d in distributions(name="human-rpc-sdk"))
+    direct_url = next((text for text in found if text), None)
     if not direct_url:
         return False
     info = json.loads(direct_url)
