@@ -678,13 +678,29 @@ def _total(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
     return Decimal(0) if row is None else Decimal(row[0])
 
 
+_MAX_RAISED_DIGITS: Final = 30  # raise_budget adds amounts below 1e21 each
+
+
 def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
-    return {
-        row[0]: Decimal(row[1])
-        for row in db.execute(
-            "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
-        )
-    }
+    """The raises journaled on ``network``. Only ``raise_budget`` writes them (positive sums);
+    a row edited by hand to text that is not a finite sum of at least zero (``NaN``,
+    ``Infinity``, ``-5``) stops payments (``DataError``, reported as ``journal_unavailable``)
+    rather than lifting, lowering or voiding the ceiling."""
+    raised: dict[str, Decimal] = {}
+    for key, text in db.execute(
+        "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
+    ):
+        try:
+            amount = Decimal(text) if isinstance(text, str) else Decimal("NaN")
+        except ArithmeticError:
+            amount = Decimal("NaN")
+        if not amount.is_finite() or amount < 0 or amount.adjusted() > _MAX_RAISED_DIGITS:
+            raise sqlite3.DataError(
+                f"budget_raises holds {str(text)[:40]!r} for {key} on {network}, which is not "
+                "a raise; delete that row (and raise the budget again with raise_budget)"
+            )
+        raised[key] = amount
+    return raised
 
 
 def _plus(limit: Decimal | None, raised: Decimal | None) -> Decimal | None:

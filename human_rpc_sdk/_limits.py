@@ -34,6 +34,10 @@ __all__ = [
 
 _STABLECOINS: Final = ("USDC", "USDT", "PYUSD", "USDG")
 
+MAX_RAISE_DIGITS: Final = 20
+"""A raise of a budget is below 10**21 display units: more than any token supply, and sums of
+raises stay exact (an unbounded one made every later payment fail on a decimal overflow)."""
+
 DEFAULT_MAX_PAYMENT: Final[Mapping[str, Decimal]] = MappingProxyType(
     {"SOL": Decimal("0.1"), **{symbol: Decimal("1") for symbol in _STABLECOINS}}
 )
@@ -199,6 +203,12 @@ class SpendingRules:
                 raise SDKConfigurationError(
                     f"raise_budget[{raw_key!r}] {exc}", parameter="amounts"
                 ) from None
+            if extra.adjusted() > MAX_RAISE_DIGITS:
+                raise SDKConfigurationError(
+                    f"raise_budget[{raw_key!r}] must be below 1e{MAX_RAISE_DIGITS + 1} (got "
+                    f"{extra:.3e}); pass the amount to add, in display units",
+                    parameter="amounts",
+                )
             if self.budget.get(key) is None:
                 raise SDKConfigurationError(
                     f"{key} has no budget (payments in it are limited by max_payment only), "
