@@ -51,6 +51,18 @@ def encode_payment_header(transaction: VersionedTransaction | str, network: str)
             raise TransactionBuildError(
                 f"transaction: {exc}; pass what sign_and_serialize_transaction returned"
             ) from None
+    if not isinstance(transaction, VersionedTransaction):
+        # bytes() of anything else is no payment, and of a Keypair it is the secret key
+        raise TransactionBuildError(
+            "transaction must be a signed solders VersionedTransaction or its base64 text "
+            f"(got {type(transaction).__name__}); pass what sign_and_serialize_transaction "
+            "returned"
+        )
+    if not isinstance(network, str) or not network:
+        raise TransactionBuildError(
+            "network must be the invoice's network name, e.g. 'devnet' "
+            f"(got {type(network).__name__})"
+        )
     document = {
         "x402Version": 1,
         "scheme": SCHEME,

@@ -601,10 +601,12 @@ def get_latest_blockhash(rpc_url: str, *, timeout: float = 10.0) -> Hash:
     can land for about 60 to 90 seconds (150 blocks).
 
     :raises SolanaRPCError: when the node cannot be reached or refuses.
+    :raises SDKConfigurationError: when ``timeout`` is not a positive number of seconds.
     """
+    from ._checks import positive_seconds
     from ._rpc import RpcClient  # I/O only on request
 
-    return RpcClient(rpc_url, timeout=timeout).latest_blockhash()
+    return RpcClient(rpc_url, timeout=positive_seconds(timeout, "timeout")).latest_blockhash()
 
 
 def split_reference(reference: Pubkey | str | None) -> tuple[Pubkey | None, str | None]:
@@ -632,9 +634,20 @@ def sign_transaction(transaction: VersionedTransaction, signer: Signer) -> Versi
     The serialized message is signed (``0x80 || message`` for v0), so any
     :class:`~human_rpc_sdk.wallet.Signer` works, including a KMS or hardware wallet.
 
-    :raises TransactionBuildError: when the signer is not a required signer, or returns a
-        signature that does not verify against its public key.
+    :raises TransactionBuildError: when ``transaction`` is not a ``VersionedTransaction``, the
+        signer is not a required signer, or returns a signature that does not verify against
+        its public key.
+    :raises SDKConfigurationError: when ``signer`` has no ``pubkey()``/``sign_message()``, or
+        they return something other than a public key and a signature.
     """
+    from .wallet import load_signer  # a payer given as a Keypair or a KMS adapter is checked
+
+    if not isinstance(transaction, VersionedTransaction):
+        raise TransactionBuildError(
+            "transaction must be a solders VersionedTransaction (got "
+            f"{type(transaction).__name__}); build it with build_sol_transfer or build_spl_transfer"
+        )
+    signer = load_signer(signer=signer)
     message = transaction.message
     signer_key = signer.pubkey()
     required = list(message.account_keys[: message.header.num_required_signatures])

@@ -3,6 +3,8 @@ payment helpers, errors that keep what the server said, paid tasks in the journa
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 import subprocess
 import sys
@@ -11,13 +13,21 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import MessageV0, to_bytes_versioned
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import (
     AutoAgent,
     HumanRPCError,
     PaymentError,
     SDKConfigurationError,
+    TransactionBuildError,
+    encode_payment_header,
+    get_latest_blockhash,
+    sign_transaction,
 )
 
 from .conftest import Shop
@@ -129,3 +139,77 @@ def test_a_raise_too_large_to_add_up_is_refused(tmp_path: Path) -> None:
     assert agent.raise_budget({"USDC": 10**20})["USDC"].limit == 10**20 + 1
     assert agent.raise_budget({"USDC": "0.5"})["USDC"].limit == Decimal(10**20) + Decimal("1.5")
     agent.close()
+
+
+# -- the public low-level helpers -----------------------------------------------------------------
+
+
+def unsigned(payer: Keypair) -> VersionedTransaction:
+    move = transfer(
+        TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(), lamports=1)
+    )
+    message = MessageV0.try_compile(payer.pubkey(), [move], [], Hash.default())
+    return VersionedTransaction.populate(message, [Keypair().sign_message(b"")])
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["keypair", None, 5, b"\x01" * 64, bytearray(b"x")],
+    ids=["keypair", "none", "int", "bytes", "bytearray"],
+)
+def test_encode_payment_header_takes_only_a_transaction(given: object) -> None:
+    """encode_payment_header took bytes() of anything: a Keypair passed by mistake became an
+    X-PAYMENT header holding its 64-byte secret key, ready to send to a server; None raised a
+    bare TypeError."""
+    wallet = Keypair()
+    value = wallet if given == "keypair" else given
+    with pytest.raises(TransactionBuildError, match="VersionedTransaction") as caught:
+        encode_payment_header(value, "devnet")  # type: ignore[arg-type]
+    assert str(wallet) not in str(caught.value)
+    header = encode_payment_header(sign_transaction(unsigned(wallet), wallet), "devnet")
+    payload = json.loads(base64.b64decode(header))["payload"]["serializedTransaction"]
+    assert bytes(wallet) not in base64.b64decode(payload)
+    with pytest.raises(TransactionBuildError, match="network"):
+        encode_payment_header(sign_transaction(unsigned(wallet), wallet), None)  # type: ignore[arg-type]
+
+
+def test_sign_transaction_refuses_bad_input_with_sdk_errors() -> None:
+    """sign_transaction raised bare AttributeErrors for a None/str transaction or signer, and
+    compared a signer's str pubkey with Pubkeys ("not a required signer"). Now: SDK errors,
+    any Signer form load_signer accepts, never the key in the message."""
+    wallet = Keypair()
+    tx = unsigned(wallet)
+    for transaction in (None, "AAAA", b"tx"):
+        with pytest.raises(TransactionBuildError, match="VersionedTransaction"):
+            sign_transaction(transaction, wallet)  # type: ignore[arg-type]
+    for signer in (None, str(wallet), bytes(wallet), object()):
+        with pytest.raises(SDKConfigurationError) as caught:
+            sign_transaction(tx, signer)  # type: ignore[arg-type]
+        assert str(wallet) not in str(caught.value)
+
+    class TextKeySigner:
+        def pubkey(self) -> str:
+            return str(wallet.pubkey())
+
+        def sign_message(self, message: bytes) -> bytes:
+            return bytes(wallet.sign_message(message))
+
+    signed = sign_transaction(tx, TextKeySigner())  # type: ignore[arg-type]
+    assert signed.signatures[0] == wallet.sign_message(to_bytes_versioned(signed.message))
+
+    class BadBytes:
+        def pubkey(self) -> str:
+            return str(wallet.pubkey())
+
+        def sign_message(self, message: bytes) -> bytes:
+            return b"x"
+
+    with pytest.raises(SDKConfigurationError, match="64 signature bytes"):
+        sign_transaction(tx, BadBytes())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("nan"), "x", float("inf")])
+def test_get_latest_blockhash_refuses_a_bad_timeout(timeout: object) -> None:
+    """A bad timeout reached requests and raised a bare ValueError."""
+    with pytest.raises(SDKConfigurationError, match="timeout"):
+        get_latest_blockhash("http://127.0.0.1:9", timeout=timeout)  # type: ignore[arg-type]
