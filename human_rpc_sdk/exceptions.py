@@ -46,6 +46,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import requests
 
@@ -133,6 +134,8 @@ class ReiteratorConfigurationError(SDKConfigurationError):
 EXCERPT_BYTES: Final = 2048
 """How much of a 402 body a :class:`ServerResponse` keeps."""
 _SUMMARY_CHARS: Final = 160
+_MAX_HEADERS: Final = 64
+_HEADER_CHARS: Final = 2048
 _CHARSET: Final = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 _INVISIBLE: Final = re.compile(
     r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL
@@ -144,7 +147,11 @@ class _Headers(Mapping[str, str]):
     """A read-only, case-insensitive copy of response headers (picklable, unlike a proxy)."""
 
     def __init__(self, headers: Mapping[str, str]) -> None:
-        self._items = {str(k).lower(): (str(k), str(v)) for k, v in headers.items()}
+        # Bounded like the body: a hostile server's 100 headers of 64 KiB are not all kept.
+        self._items = {
+            str(k)[:_HEADER_CHARS].lower(): (str(k)[:_HEADER_CHARS], str(v)[:_HEADER_CHARS])
+            for k, v in list(headers.items())[:_MAX_HEADERS]
+        }
 
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()][1]
@@ -185,10 +192,15 @@ class ServerResponse:
         """Keep ``status``, ``headers``, ``url`` and the first 2 KiB of ``body``."""
         truncated = len(body) > EXCERPT_BYTES
         charset = _charset(headers.get("Content-Type") or headers.get("content-type") or "")
-        decoder = codecs.getincrementaldecoder(charset)(errors="replace")
-        # A character cut in two at the 2 KiB mark is dropped, not shown as a replacement.
-        text = decoder.decode(body[:EXCERPT_BYTES], final=not truncated)
-        return cls(status, url, _Headers(headers), text, truncated)
+        try:
+            decoder = codecs.getincrementaldecoder(charset)(errors="replace")
+            # A character cut in two at the 2 KiB mark is dropped, not shown as a replacement.
+            text: Any = decoder.decode(body[:EXCERPT_BYTES], final=not truncated)
+        except Exception:  # noqa: BLE001 - a codec named by the server (rot13, base64, idna)
+            text = None
+        if not isinstance(text, str):
+            text = body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+        return cls(status, _without_userinfo(url), _Headers(headers), text, truncated)
 
     @property
     def content_type(self) -> str:
@@ -210,6 +222,16 @@ class ServerResponse:
             f"ServerResponse(status={self.status}, url={self.url!r}, "
             f"content_type={self.content_type!r}, text={self.summary(60)!r})"
         )
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    """``url`` without a ``user:password@`` part: that is the agent's, not what the server said."""
+    if url is None or "@" not in url:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _charset(content_type: str) -> str:

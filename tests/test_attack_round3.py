@@ -4,15 +4,19 @@ payment helpers, errors that keep what the server said, paid tasks in the journa
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import pickle
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0, to_bytes_versioned
@@ -21,7 +25,9 @@ from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import (
     AutoAgent,
+    ConnectionFailedError,
     HumanRPCError,
+    InvoiceValidationError,
     PaymentError,
     SDKConfigurationError,
     TransactionBuildError,
@@ -29,8 +35,9 @@ from human_rpc_sdk import (
     get_latest_blockhash,
     sign_transaction,
 )
+from stub_gateway import serve_in_thread
 
-from .conftest import Shop
+from .conftest import PaymentCapture, Shop
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = "0.01"  # USDC, per request
@@ -213,3 +220,96 @@ def test_get_latest_blockhash_refuses_a_bad_timeout(timeout: object) -> None:
     """A bad timeout reached requests and raised a bare ValueError."""
     with pytest.raises(SDKConfigurationError, match="timeout"):
         get_latest_blockhash("http://127.0.0.1:9", timeout=timeout)  # type: ignore[arg-type]
+
+
+# -- what the server said, and connections that fail ----------------------------------------------
+
+
+class _Hostile402(http.server.BaseHTTPRequestHandler):
+    """A 402 that is no invoice: a charset naming a bytes codec, 100 headers of 8 KiB, binary."""
+
+    charset = "base64"
+
+    def do_GET(self) -> None:
+        body = b"\xff\xfe\x00 not an invoice \x00" * 400
+        self.send_response(402)
+        self.send_header("Content-Type", f"text/plain; charset={self.charset}")
+        for n in range(90):
+            self.send_header(f"X-Junk-{n}", "j" * 8000)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "idna", "undefined", "zlib"])
+def test_a_402_naming_a_hostile_charset_is_an_invoice_error_kept_bounded(
+    tmp_path: Path, charset: str
+) -> None:
+    """A 402 whose Content-Type names a codec that is no text encoding (base64, rot13, zlib) or
+    refuses errors="replace" (idna, undefined) made agent.get raise a bare AssertionError,
+    TypeError or UnicodeError while keeping the answer on the error. Now it is an
+    InvoiceValidationError whose response is bounded, pickles, and keeps no URL password."""
+    handler = type("Handler", (_Hostile402,), {"charset": charset})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        path = tmp_path / "journal.sqlite3"
+        agent = AutoAgent(Keypair(), rpc_url="http://127.0.0.1:9", journal_path=path)
+        url = f"http://someone:hunter2@127.0.0.1:{server.server_address[1]}/item"
+        with pytest.raises(InvoiceValidationError) as caught:
+            agent.get(url)
+        agent.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    said = caught.value.response
+    assert said is not None
+    assert said.status == 402
+    assert isinstance(said.text, str)
+    assert said.truncated
+    assert len(said.headers) <= 64
+    assert sum(len(k) + len(v) for k, v in said.headers.items()) < 200_000
+    assert "hunter2" not in repr(said)
+    assert "hunter2" not in str(said.url)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert copy.response == said
+    assert rows(path) == []
+
+
+def test_a_paid_request_whose_connections_all_drop_is_no_answer_not_nothing_paid(
+    tmp_path: Path,
+) -> None:
+    """Every re-send of the paid request is dropped: the error is a PaymentError carrying the
+    signature, never ConnectionFailedError ("nothing was paid"); every re-send carried the same
+    payment; the money moved once and the journal has one row."""
+    with serve_in_thread() as running:
+        gateway = running.gateway
+        wallet = Keypair()
+        gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+        path = tmp_path / "journal.sqlite3"
+        agent = AutoAgent(
+            wallet, rpc_url=running.rpc_url, journal_path=path, sleep=lambda seconds: None
+        )
+        capture = PaymentCapture()
+        agent.session.mount("http://", capture)
+        gateway.faults.drop_after_payment(count=50)
+        before = gateway.balance(wallet.pubkey())
+        with pytest.raises(PaymentError) as caught:
+            agent.get(f"{running.url}/api/v1/premium/sol")
+        agent.close()
+        spent = before - gateway.balance(wallet.pubkey())
+    assert not isinstance(caught.value, ConnectionFailedError)
+    assert not isinstance(caught.value, requests.ConnectionError)
+    assert "Nothing was paid" not in str(caught.value)
+    assert caught.value.signature
+    assert len(capture.headers) >= 2
+    assert len(set(capture.headers)) == 1
+    assert Decimal("0.001") < spent < Decimal("0.0011")  # the price and one fee
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT signature FROM payments")] == [
+            caught.value.signature
+        ]
