@@ -77,6 +77,15 @@ class HumanClient:
             ) from exc
         receipt = self._last_payment()
         payment = _payment_json(receipt) if receipt is not None else None
+        if response.status_code == 429 and payment is not None:
+            # Rate limited only after taking the payment: waiting and asking again pays again.
+            raise HumanVerificationError(
+                f"the HumanRPC service at {url} took the payment {payment['signature']} and "
+                "then refused to create the task (HTTP 429, rate limited); asking again pays "
+                "again: take the payment up with the service",
+                reason="unavailable",
+                details={"status": 429, "payment": payment},
+            )
         if response.status_code == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             raise HumanVerificationError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask import Response, jsonify
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0, to_bytes_versioned
@@ -27,6 +28,7 @@ from human_rpc_sdk import (
     AutoAgent,
     ConnectionFailedError,
     HumanRPCError,
+    HumanVerificationError,
     InvoiceValidationError,
     PaymentError,
     SDKConfigurationError,
@@ -35,7 +37,7 @@ from human_rpc_sdk import (
     get_latest_blockhash,
     sign_transaction,
 )
-from stub_gateway import serve_in_thread
+from stub_gateway import Gateway, GatewayServer, Price, create_app, serve_in_thread
 
 from .conftest import PaymentCapture, Shop
 
@@ -313,3 +315,61 @@ def test_a_paid_request_whose_connections_all_drop_is_no_answer_not_nothing_paid
         assert [r[0] for r in db.execute("SELECT signature FROM payments")] == [
             caught.value.signature
         ]
+
+
+# -- paid tasks -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limiting() -> Iterator[GatewayServer]:
+    """A task service that takes the payment, then answers 429 (its rate limit checked only
+    after the paywall): the payment moved, no task was made."""
+    app = create_app(Gateway())
+    gateway: Gateway = app.extensions["stub_gateway"]
+
+    @app.post("/limited/tasks")
+    @gateway.require_payment(Price(Decimal("0.01"), "USDC"))
+    def create() -> Response:
+        response = jsonify({"error": {"code": "rate_limited", "message": "too many tasks"}})
+        response.status_code = 429
+        response.headers["Retry-After"] = "1"
+        return response
+
+    running = GatewayServer(app).start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("reiterate", [False, True])
+def test_a_429_after_the_payment_is_not_nothing_paid_and_not_paid_again(
+    limiting: GatewayServer, tmp_path: Path, reiterate: bool
+) -> None:
+    """The task POST is paid, then answered 429. create() said "rate limiting ... Nothing was
+    paid" with reason rate_limited, so the reiterator waited and resubmitted: a second payment
+    for a second 429. Now the error names the payment, is not rate_limited, and nothing is
+    paid again."""
+    wallet = Keypair()
+    limiting.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+    path = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(
+        wallet,
+        rpc_url=limiting.rpc_url,
+        human_rpc_url=f"{limiting.url}/limited/tasks",
+        journal_path=path,
+        sleep=lambda seconds: None,
+    )
+    if reiterate:
+        agent.enable_reiterator()
+    before = limiting.gateway.balance(wallet.pubkey(), "USDC")
+    with pytest.raises(HumanRPCError) as caught:
+        agent.ask_human_rpc("Is 2 + 2 = 4?", answer="4", confidence=0.5, timeout=30)
+    agent.close()
+    assert before - limiting.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.01")
+    assert rows(path) == [("refused", "0.01")]  # landed, answered with no task
+    assert type(caught.value) is HumanVerificationError
+    assert caught.value.reason != "rate_limited"
+    assert "Nothing was paid" not in str(caught.value)
+    (signature,) = {
+        row[0] for row in sqlite3.connect(path).execute("SELECT signature FROM payments")
+    }
+    assert signature in str(caught.value)
