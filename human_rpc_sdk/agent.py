@@ -414,8 +414,8 @@ class AutoAgent:
         self._local.receipt = None  # what this POST pays, not what an earlier request paid
         task_id, payment = self._human.create(body)
         receipt = self._last_payment()
-        if receipt is not None:
-            self._journal_task(receipt, task_id)
+        if receipt is not None and not self._journal_task(receipt, task_id):
+            receipt = None  # its row is not this task's: the verdict is looked up by task id
         verdict = self._human.wait(task_id, max(0.0, deadline - self._clock()))
         self._journal_verdict(task_id, verdict["outcome"], receipt)
         verdict["payment"] = payment or verdict["payment"]
@@ -444,10 +444,27 @@ class AutoAgent:
         """
         return [entry.receipt for entry in self._journal.open_tasks()]
 
-    def _journal_task(self, receipt: PaymentReceipt, task_id: str) -> None:
-        """Write the task's id on the row of the payment that created it (before waiting)."""
+    def _journal_task(self, receipt: PaymentReceipt, task_id: str) -> bool:
+        """Write the task's id on the row of the payment that created it (before waiting);
+        whether the row now names this task.
+
+        A row naming another task keeps it: a payment sent again (a service reissuing an
+        invoice) that got a second task must not make the first, still paid and undecided,
+        leave :meth:`pending_tasks`."""
         if receipt.id is None or receipt.state is None:
-            return
+            return False
+        if receipt.task_id not in (None, task_id):
+            logger.warning(
+                "task %s was created by a payment sent again (journal id %s), which paid for "
+                "task %s already; the journal keeps task %s on it. If this process stops before "
+                "the verdict, resume with agent.wait_for_verdict(%r)",
+                task_id,
+                receipt.id,
+                receipt.task_id,
+                receipt.task_id,
+                task_id,
+            )
+            return False
         try:
             entry = self._journal.mark(
                 receipt.id, receipt.state, {"task_id": task_id}, expect=(receipt.state,)
@@ -463,6 +480,8 @@ class AutoAgent:
                 receipt.id,
                 task_id,
             )
+            return False
+        return True
 
     def _journal_verdict(self, task_id: str, outcome: str, receipt: PaymentReceipt | None) -> None:
         """Record the verdict on the task's payment row: it leaves :meth:`pending_tasks`.

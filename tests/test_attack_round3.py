@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.message import MessageV0, to_bytes_versioned
@@ -373,3 +373,68 @@ def test_a_429_after_the_payment_is_not_nothing_paid_and_not_paid_again(
         row[0] for row in sqlite3.connect(path).execute("SELECT signature FROM payments")
     }
     assert signature in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def reissuing() -> Iterator[GatewayServer]:
+    """A task service that hands every unpaid POST the same invoice (one reference) and makes
+    a new task for every paid POST, a re-sent payment included; tasks never finish."""
+    app = create_app(Gateway())
+    gateway: Gateway = app.extensions["stub_gateway"]
+    first: list[Response] = []
+    made: list[str] = []
+
+    @gateway.require_payment(Price(Decimal("0.01"), "USDC"))
+    def paid() -> Response:
+        return jsonify({"ok": True})
+
+    @app.post("/reissue/tasks")
+    def create() -> Response:
+        if "X-PAYMENT" not in request.headers:
+            if not first:
+                first.append(paid())
+            return first[0]
+        answer = paid()
+        if answer.status_code >= 400:
+            return answer
+        made.append(f"task-{len(made) + 1}")
+        response = jsonify({"status": "pending", "task_id": made[-1]})
+        response.status_code = 202
+        return response
+
+    @app.get("/reissue/tasks/<task_id>")
+    def pending(task_id: str) -> Response:
+        response = jsonify({"error": "busy"})
+        response.status_code = 503
+        return response
+
+    running = GatewayServer(app).start()
+    yield running
+    running.stop()
+
+
+def test_a_payment_sent_again_for_a_second_task_keeps_the_first_task(
+    reissuing: GatewayServer, tmp_path: Path
+) -> None:
+    """The service reissues one invoice: the second ask re-sends the journaled payment (nothing
+    more is paid) and gets a second task. The "last payment" of that ask is the first ask's
+    row, and its task id was overwritten: the first task, paid and undecided, left
+    pending_tasks(), so a restarted program would pay for it again. Now the row keeps its
+    first task."""
+    wallet = Keypair()
+    reissuing.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+    path = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(
+        wallet,
+        rpc_url=reissuing.rpc_url,
+        human_rpc_url=f"{reissuing.url}/reissue/tasks",
+        journal_path=path,
+    )
+    before = reissuing.gateway.balance(wallet.pubkey(), "USDC")
+    for _ in range(2):
+        with pytest.raises(HumanVerificationError) as caught:
+            agent.ask_human_rpc("Is 2 + 2 = 4?", answer="4", confidence=0.5, timeout=0.2)
+        assert caught.value.reason == "timeout"
+    assert before - reissuing.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.01")
+    assert [r.task_id for r in agent.pending_tasks()] == ["task-1"]
+    agent.close()
