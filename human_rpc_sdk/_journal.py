@@ -312,7 +312,7 @@ class Journal:
         of None stays None), and every currency spent in."""
         with self._reading() as db:
             spent = {
-                row[0]: Decimal(row[1])
+                row[0]: _journaled_sum(row[1], "totals", row[0], network)
                 for row in db.execute(
                     "SELECT currency_key, spent FROM totals WHERE network = ?", (network,)
                 )
@@ -675,7 +675,30 @@ def _total(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
     row = db.execute(
         "SELECT spent FROM totals WHERE network = ? AND currency_key = ?", (network, currency_key)
     ).fetchone()
-    return Decimal(0) if row is None else Decimal(row[0])
+    return Decimal(0) if row is None else _journaled_sum(row[0], "totals", currency_key, network)
+
+
+def _journaled_sum(text: Any, table: str, currency_key: str, network: str) -> Decimal:
+    """A sum the journal keeps as text (``totals.spent``, ``budget_raises.raised``). Only this
+    module writes them, and never anything but a finite sum of at least zero; a row edited by
+    hand to something else (``NaN``, ``Infinity``, ``-5``, text) stops payments (``DataError``,
+    reported as ``journal_unavailable``) rather than voiding or moving the ceiling."""
+    try:
+        amount = Decimal(text) if isinstance(text, str) else Decimal("NaN")
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount < 0 or amount.adjusted() > _MAX_RAISED_DIGITS:
+        fix = (
+            "delete that row and raise the budget again with raise_budget"
+            if table == "budget_raises"
+            else "have the totals counted again from the payments: UPDATE counters SET value "
+            "= value + 1 WHERE name = 'writes'"
+        )
+        raise sqlite3.DataError(
+            f"{table} holds {str(text)[:40]!r} for {currency_key} on {network}, which is not a "
+            f"sum (edited by hand?); {fix}"
+        )
+    return amount
 
 
 _MAX_RAISED_DIGITS: Final = 30  # raise_budget adds amounts below 1e21 each
@@ -686,21 +709,12 @@ def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
     a row edited by hand to text that is not a finite sum of at least zero (``NaN``,
     ``Infinity``, ``-5``) stops payments (``DataError``, reported as ``journal_unavailable``)
     rather than lifting, lowering or voiding the ceiling."""
-    raised: dict[str, Decimal] = {}
-    for key, text in db.execute(
-        "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
-    ):
-        try:
-            amount = Decimal(text) if isinstance(text, str) else Decimal("NaN")
-        except ArithmeticError:
-            amount = Decimal("NaN")
-        if not amount.is_finite() or amount < 0 or amount.adjusted() > _MAX_RAISED_DIGITS:
-            raise sqlite3.DataError(
-                f"budget_raises holds {str(text)[:40]!r} for {key} on {network}, which is not "
-                "a raise; delete that row (and raise the budget again with raise_budget)"
-            )
-        raised[key] = amount
-    return raised
+    return {
+        key: _journaled_sum(text, "budget_raises", key, network)
+        for key, text in db.execute(
+            "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
+        )
+    }
 
 
 def _plus(limit: Decimal | None, raised: Decimal | None) -> Decimal | None:
