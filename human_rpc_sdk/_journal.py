@@ -53,10 +53,10 @@ logger = logging.getLogger("human_rpc_sdk")
 
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
 index on the payer for one wallet's history, and the paid human tasks (``task_id``,
-``task_outcome``)."""
+``task_outcome``); 4: the write counter also watches ``totals``."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -126,6 +126,12 @@ CREATE TRIGGER IF NOT EXISTS payments_inserted AFTER INSERT ON payments
 CREATE TRIGGER IF NOT EXISTS payments_updated AFTER UPDATE ON payments
     BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
 CREATE TRIGGER IF NOT EXISTS payments_deleted AFTER DELETE ON payments
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+CREATE TRIGGER IF NOT EXISTS totals_inserted AFTER INSERT ON totals
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+CREATE TRIGGER IF NOT EXISTS totals_updated AFTER UPDATE ON totals
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+CREATE TRIGGER IF NOT EXISTS totals_deleted AFTER DELETE ON totals
     BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
 CREATE UNIQUE INDEX IF NOT EXISTS payments_one_per_invoice
     ON payments(invoice_key) WHERE invoice_key IS NOT NULL AND state != 'failed';
@@ -748,10 +754,11 @@ def _update(
 def _recount_if_written_elsewhere(db: sqlite3.Connection) -> None:
     """Recount the totals if rows changed without them (inside a write transaction).
 
-    Triggers count every write to ``payments``, whoever makes it; this SDK's writes also keep
-    the totals and mark the count as counted. A difference means a write that did not: a
-    process of an older release still running on the journal, or a hand edit. The totals are
-    then recounted from the rows before anything is decided on them.
+    Triggers count every write to ``payments`` and ``totals``, whoever makes it; this SDK's
+    writes also keep the totals and mark the count as counted. A difference means a write that
+    did not: a process of an older release still running on the journal, or a hand edit (of a
+    payment, or of the totals themselves, which are only a cache of the payments). The totals
+    are then recounted from the payments before anything is decided on them.
     """
     writes, counted = (
         db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
