@@ -31,7 +31,10 @@ MAX_SECONDS: Final = 1_000_000.0
 
 
 def finite_number(value: object) -> float | None:
-    """``value`` as a finite float when it is a real number (not a bool), else None."""
+    """``value`` as a finite float when it is a real number (not a bool), else None.
+
+    For durations, thresholds and confidences only: money is parsed as ``Decimal`` and kept
+    in integer base units (``_money``), never as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:

@@ -61,6 +61,15 @@ REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
 
+# Every write to the payments or to their running totals, whoever makes it, counts: a write
+# that did not keep the totals shows as writes != counted (see _recount_if_written_elsewhere).
+_COUNTING_TRIGGERS: Final = "\n".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{done} AFTER {event} ON {table}\n"
+    "    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;"  # noqa: S608
+    for table in ("payments", "totals")
+    for event, done in (("INSERT", "inserted"), ("UPDATE", "updated"), ("DELETE", "deleted"))
+)
+
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS payments (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,18 +130,7 @@ CREATE TABLE IF NOT EXISTS counters (
     value         INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('writes', 0), ('counted', 0);
-CREATE TRIGGER IF NOT EXISTS payments_inserted AFTER INSERT ON payments
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
-CREATE TRIGGER IF NOT EXISTS payments_updated AFTER UPDATE ON payments
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
-CREATE TRIGGER IF NOT EXISTS payments_deleted AFTER DELETE ON payments
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
-CREATE TRIGGER IF NOT EXISTS totals_inserted AFTER INSERT ON totals
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
-CREATE TRIGGER IF NOT EXISTS totals_updated AFTER UPDATE ON totals
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
-CREATE TRIGGER IF NOT EXISTS totals_deleted AFTER DELETE ON totals
-    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;
+{_COUNTING_TRIGGERS}
 CREATE UNIQUE INDEX IF NOT EXISTS payments_one_per_invoice
     ON payments(invoice_key) WHERE invoice_key IS NOT NULL AND state != 'failed';
 CREATE INDEX IF NOT EXISTS payments_spending ON payments(network, currency_key, state);
@@ -508,10 +506,7 @@ class Journal:
                         yield db
                         committed = db.in_transaction  # False: the body rolled back
                         if committed:
-                            db.execute(
-                                "UPDATE counters SET value = (SELECT value FROM counters "
-                                "WHERE name = 'writes') WHERE name = 'counted'"
-                            )
+                            _all_counted(db)
                     if committed:
                         for entry_id in flushed:
                             self._deferred.pop(entry_id, None)
@@ -773,6 +768,14 @@ def _recount_if_written_elsewhere(db: sqlite3.Connection) -> None:
         rebuild_totals(db)
 
 
+def _all_counted(db: sqlite3.Connection) -> None:
+    """Inside a write transaction whose writes kept the totals: count them as counted."""
+    db.execute(
+        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'writes') "
+        "WHERE name = 'counted'"
+    )
+
+
 def rebuild_totals(db: sqlite3.Connection) -> None:
     """Recount the running totals from every row (once, when a journal is migrated)."""
     db.execute("DELETE FROM totals")
@@ -821,10 +824,7 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
         if not statement.startswith("CREATE TABLE"):
             db.execute(statement)
     rebuild_totals(db)
-    db.execute(
-        "UPDATE counters SET value = (SELECT value FROM counters WHERE name = 'writes') "
-        "WHERE name = 'counted'"
-    )
+    _all_counted(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
