@@ -64,8 +64,8 @@ _PROCESS: Final = secrets.token_hex(8)
 # Every write to the payments or to their running totals, whoever makes it, counts: a write
 # that did not keep the totals shows as writes != counted (see _recount_if_written_elsewhere).
 _COUNTING_TRIGGERS: Final = "\n".join(
-    f"CREATE TRIGGER IF NOT EXISTS {table}_{done} AFTER {event} ON {table}\n"
-    "    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;"  # noqa: S608
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{done} AFTER {event} ON {table}"  # noqa: S608
+    "\n    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;"
     for table in ("payments", "totals")
     for event, done in (("INSERT", "inserted"), ("UPDATE", "updated"), ("DELETE", "deleted"))
 )
