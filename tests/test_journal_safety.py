@@ -597,3 +597,28 @@ def test_the_genesis_hash_rides_each_blockhash_fetch(server: GatewayServer) -> N
         b"getLatestBlockhash" in body for body in bodies
     ]
     agent.close()
+
+
+def test_a_version_3_journal_gains_the_totals_triggers(tmp_path: Path) -> None:
+    """Schema 4: a journal of schema 3 (no trigger on the totals) gains them on opening, so a
+    later hand edit of a total is recounted from the payments before the budget is read."""
+    path = tmp_path / "v3.sqlite3"
+    journal = Journal(path)
+    journal.reserve(offer("0.25"), currency_key="SOL", invoice_key=None, budget=None)
+    journal.close()
+    with sqlite3.connect(path) as db:
+        for event in ("inserted", "updated", "deleted"):
+            db.execute(f"DROP TRIGGER totals_{event}")
+        db.execute("PRAGMA user_version=3")
+    Journal(path).close()  # the upgrade
+    with sqlite3.connect(path) as db:
+        triggers = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        db.execute("UPDATE totals SET spent = '0'")
+    assert {"totals_inserted", "totals_updated", "totals_deleted"} <= triggers
+    journal = Journal(path)
+    over = journal.reserve(offer("0.8"), currency_key="SOL", invoice_key=None, budget=Decimal(1))
+    assert isinstance(over, OverBudget)  # 0.25 + its fee recounted, plus 0.8: over 1
+    assert over.spent == Decimal("0.250005")
+    journal.close()
