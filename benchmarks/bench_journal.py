@@ -27,7 +27,7 @@ from pathlib import Path
 from solders.keypair import Keypair
 
 from human_rpc_sdk import PaymentOffer
-from human_rpc_sdk._journal import Journal, rebuild_totals
+from human_rpc_sdk._io.journal import Journal, rebuild_totals
 
 NOW = "2026-11-26T00:00:00+00:00"
 

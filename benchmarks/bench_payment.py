@@ -34,7 +34,7 @@ import requests
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PaymentOffer
-from human_rpc_sdk._journal import Journal
+from human_rpc_sdk._io.journal import Journal
 from stub_gateway import serve_in_thread
 
 

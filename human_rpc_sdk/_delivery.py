@@ -63,7 +63,7 @@ class _Payable(Protocol):
     def invoice(self) -> Mapping[str, Any]: ...
 
 
-PayNew = Callable[..., Generator[Effect, Any, PaymentOutcome]]
+PayNew = Callable[..., Generator[Effect[Any], Any, PaymentOutcome]]
 
 
 def deliver(
@@ -73,7 +73,7 @@ def deliver(
     *,
     may_replace: bool,
     pay_new: PayNew,
-) -> Generator[Effect, Any, PaymentOutcome]:
+) -> Generator[Effect[Any], Any, PaymentOutcome]:
     """Send ``entry``'s payment until a definite answer comes, then judge and journal it."""
     answer: HttpReply | None = None
     problem = ""
@@ -150,7 +150,7 @@ class _AlreadyPaid:
         """The signature the chain check found ("" if none)."""
         return "" if self.landing is None else self.landing.signature
 
-    def paid_not_served(self, answer: HttpReply) -> Generator[Effect, Any, bool]:
+    def paid_not_served(self, answer: HttpReply) -> Generator[Effect[Any], Any, bool]:
         """``answer`` refuses the payment as already paid, and it did land: send it again.
 
         The server has the money and (a gateway still serving the first copy, or one that
@@ -182,7 +182,7 @@ def _server_reason(answer: HttpReply) -> str:
 
 def _undelivered(
     entry: JournalEntry, payable: _Payable, refusal: HttpReply, found: str, problem: str
-) -> Generator[Effect, Any, PaymentOutcome]:
+) -> Generator[Effect[Any], Any, PaymentOutcome]:
     """The payment landed, the server kept refusing it as already paid: not delivered.
 
     The row becomes ``refused`` with ``landed=1`` and the error ``paid_not_delivered``: the
@@ -219,7 +219,7 @@ def _undelivered(
     return PaymentOutcome(receipt, refusal, error)
 
 
-def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
+def _landed(entry: JournalEntry) -> Generator[Effect[Any], Any, Landing]:
     """What the chain says of ``entry``; unknown when it cannot be asked, or when the node
     serves another chain than the payment's (one that never saw it proves nothing)."""
     try:
@@ -242,7 +242,7 @@ def _landed(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
 
 def _unanswered(
     entry: JournalEntry, payable: _Payable, problem: str, answer: HttpReply | None
-) -> Generator[Effect, Any, PaymentError]:
+) -> Generator[Effect[Any], Any, PaymentError]:
     fields: dict[str, Any] = {"error": f"no definite answer: {problem}"[:200]}
     if answer is not None:
         fields["http_status"] = answer.status
@@ -261,7 +261,7 @@ def _unanswered(
     )
 
 
-def record_outcome(record: Record) -> Generator[Effect, Any, JournalEntry | None]:
+def record_outcome(record: Record) -> Generator[Effect[Any], Any, JournalEntry | None]:
     """Journal what the server answered; the answer is never lost to a journal failure.
 
     Once the server has answered, money may have moved: the caller gets the answer whatever

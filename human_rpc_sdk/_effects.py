@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
 
 from solders.account import Account
 from solders.hash import Hash
@@ -35,6 +35,7 @@ from ._limits import SpendingRules
 from ._networks import chain_name, genesis_problem
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
+from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
 from .solana_utils import MintInfo
 from .wallet import Signer
@@ -47,6 +48,7 @@ __all__ = [
     "ChainRead",
     "Effect",
     "FindPayment",
+    "Flow",
     "HttpReply",
     "NoAnswer",
     "Pause",
@@ -56,12 +58,39 @@ __all__ = [
     "Reserve",
     "RpcCall",
     "check_chain",
+    "perform",
     "read_chain",
 ]
 
 
 MAX_ACCOUNTS_PER_CALL: Final = 100
 """The most addresses one ``getMultipleAccounts`` call may name (Solana's RPC limit)."""
+
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T")
+
+
+class Effect(Generic[R_co]):
+    """Something a flow asks its driver to do, resumed with an ``R_co``.
+
+    A flow yields effects; a driver performs each (over ``requests``, ``httpx``, asyncio...)
+    and sends the result back in. Write ``result = yield from perform(effect)`` to have the
+    result typed.
+    """
+
+    __slots__ = ()
+
+
+Flow: TypeAlias = Generator[Effect[Any], Any, T]
+"""A flow returning ``T``: a generator of effects, resumed with their results."""
+
+
+def perform(effect: Effect[R]) -> Generator[Effect[Any], Any, R]:
+    """Yield ``effect`` and return its result, typed: ``x = yield from perform(Pause(1))``."""
+    result: R = yield effect
+    return result
 
 
 @dataclass(frozen=True)
@@ -75,14 +104,21 @@ class HttpReply:
 
 
 @dataclass(frozen=True)
-class RpcCall:
+class NoAnswer:
+    """What a :class:`Resend` got when no HTTP answer came back: ``problem`` says why."""
+
+    problem: str
+
+
+@dataclass(frozen=True)
+class RpcCall(Effect[list[Any]]):
     """Effect: run ``requests`` as one JSON-RPC batch; resume with the parsed results."""
 
     requests: tuple[RpcRequest, ...]
 
 
 @dataclass(frozen=True)
-class Resend:
+class Resend(Effect[HttpReply | NoAnswer]):
     """Effect: re-send the original request plus ``headers``; resume with an :class:`HttpReply`.
 
     ``receipt`` describes the payment the headers carry: from here on, money may move.
@@ -93,35 +129,28 @@ class Resend:
 
 
 @dataclass(frozen=True)
-class NoAnswer:
-    """What a :class:`Resend` got when no HTTP answer came back: ``problem`` says why."""
-
-    problem: str
-
-
-@dataclass(frozen=True)
-class Pause:
+class Pause(Effect[None]):
     """Effect: wait ``seconds`` (with the driver's injectable sleep)."""
 
     seconds: float
 
 
 @dataclass(frozen=True)
-class Approve:
+class Approve(Effect[object]):
     """Effect: ask the owner's ``approve`` callback about ``offer``; resume with its answer."""
 
     offer: PaymentOffer
 
 
 @dataclass(frozen=True)
-class FindPayment:
+class FindPayment(Effect[JournalEntry | None]):
     """Effect: the journal's live payment of this invoice; resume with it or None."""
 
     invoice_key: str
 
 
 @dataclass(frozen=True)
-class Reserve:
+class Reserve(Effect[Reserved | Existing | OverBudget]):
     """Effect: atomically check the invoice is unpaid and the budget allows ``offer``, and
     journal it as ``reserved``; resume with ``Reserved``, ``Existing`` or ``OverBudget``."""
 
@@ -136,7 +165,7 @@ class Reserve:
 
 
 @dataclass(frozen=True)
-class Record:
+class Record(Effect[JournalEntry | None]):
     """Effect: move journal row ``entry_id`` to ``state`` with ``fields`` (only from ``expect``
     states when given); resume with the updated ``JournalEntry``, or None if it was not."""
 
@@ -150,7 +179,8 @@ class Record:
     """If the write fails, keep it in this process and write it at the next write that can."""
 
 
-Effect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
+PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
+"""The effects of the payment flows."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +268,7 @@ class ChainRead(NamedTuple):
 
 def read_chain(
     keys: list[Pubkey], ctx: PaymentContext, *, ask_chain: bool = False
-) -> Generator[Effect, Any, ChainRead]:
+) -> Generator[Effect[Any], Any, ChainRead]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
     Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses

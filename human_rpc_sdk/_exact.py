@@ -81,7 +81,7 @@ class _Candidate:
 
 def quote_exact(
     challenge: PaymentRequired, ctx: PaymentContext, *, fresh_blockhash: bool = False
-) -> Generator[Effect, Any, ExactQuote]:
+) -> Generator[Effect[Any], Any, ExactQuote]:
     """The offer to pay and what paying it takes; ``PaymentError`` listing every refusal if none.
 
     With ``fresh_blockhash``, an offer's ``extra.recentBlockhash`` is not used (a replacement

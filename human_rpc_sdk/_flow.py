@@ -136,11 +136,11 @@ class Payable(Protocol):
     def invoice(self) -> Mapping[str, Any]:
         """The request as received, for error reports."""
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
         """Price the payment on the chain; ``fresh``: with a new blockhash (a replacement)."""
 
 
-def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect, Any, PaymentOutcome]:
+def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect[Any], Any, PaymentOutcome]:
     """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer.
 
     An :class:`InvoiceValidationError` (nothing signed) carries ``reply`` as its ``response``.
@@ -233,7 +233,7 @@ def pay_new(
     *,
     replaces: int | None,
     expired_blockhash: str | None = None,
-) -> Generator[Effect, Any, PaymentOutcome]:
+) -> Generator[Effect[Any], Any, PaymentOutcome]:
     """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``.
 
     A replacement (``replaces``) is never signed over ``expired_blockhash``, the blockhash of
@@ -293,7 +293,7 @@ def pay_new(
 
 def _pay_again(
     existing: JournalEntry, payable: Payable, ctx: PaymentContext
-) -> Generator[Effect, Any, PaymentOutcome]:
+) -> Generator[Effect[Any], Any, PaymentOutcome]:
     """The invoice is in the journal already: send that same signed payment again."""
     if existing.state == "reserved" or not existing.headers:
         raise PaymentError(
@@ -343,7 +343,7 @@ class InvoicePayable:
     def invoice(self) -> Mapping[str, Any]:
         return self.source.to_dict()
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         priced = yield from quote(self.source, ctx)
@@ -398,7 +398,7 @@ class ExactPayable:
             "accepts": [dict(o.raw) for o in self.challenge.offers],
         }
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect, Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         exact = yield from quote_exact(self.challenge, ctx, fresh_blockhash=fresh)

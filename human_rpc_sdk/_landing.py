@@ -80,7 +80,7 @@ class _Expired:
     since: int
 
 
-def landing(entry: JournalEntry) -> Generator[Effect, Any, Landing]:
+def landing(entry: JournalEntry) -> Generator[Effect[Any], Any, Landing]:
     """Whether ``entry``'s transaction landed; see :class:`Landing`."""
     transaction = _transaction(entry)
     if transaction is None or entry.blockhash is None:
@@ -114,7 +114,7 @@ def _signs(entry: JournalEntry, transaction: VersionedTransaction, signature: st
     return found.verify(fee_payer, to_bytes_versioned(transaction.message))
 
 
-def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
+def _expiry(entry: JournalEntry) -> Generator[Effect[Any], Any, _Expired | None]:
     """Proof that the blockhash expired, from a node that has seen it; else None."""
     last_valid, slot = entry.last_valid_block_height, entry.blockhash_slot
     if last_valid is None or slot is None:
@@ -130,7 +130,7 @@ def _expiry(entry: JournalEntry) -> Generator[Effect, Any, _Expired | None]:
 
 def _by_signature(
     entry: JournalEntry, signature: str, expired: _Expired | None
-) -> Generator[Effect, Any, Landing]:
+) -> Generator[Effect[Any], Any, Landing]:
     request = signature_statuses_request([Signature.from_string(signature)])
     statuses, first = yield from _search(request, expired)
     if statuses is None:
@@ -148,7 +148,7 @@ def _by_signature(
 
 def _in_history(
     entry: JournalEntry, transaction: VersionedTransaction, expired: _Expired | None
-) -> Generator[Effect, Any, Landing]:
+) -> Generator[Effect[Any], Any, Landing]:
     if not entry.fee_payer:
         return Landing(None)
     message = to_bytes_versioned(transaction.message)
@@ -172,7 +172,7 @@ def _in_history(
 
 def _search(
     request: RpcRequest, expired: _Expired | None
-) -> Generator[Effect, Any, tuple[Any, int | None]]:
+) -> Generator[Effect[Any], Any, tuple[Any, int | None]]:
     """The reply to the search ``request`` (None: see :func:`_ask`) and, with an expiry
     proven, the searching node's ``minimumLedgerSlot`` when its history reaches back to the
     blockhash's slot (None otherwise: its "not found" proves nothing).
@@ -194,7 +194,7 @@ def _search(
     return reply, first.value if reaches_back else None
 
 
-def _ask(request: RpcRequest) -> Generator[Effect, Any, Any]:
+def _ask(request: RpcRequest) -> Generator[Effect[Any], Any, Any]:
     """The reply to ``request``; None from a node that has not reached its minContextSlot."""
     try:
         (reply,) = yield RpcCall((request,))

@@ -55,7 +55,7 @@ class Quote:
     rent_lamports: int
 
 
-def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect, Any, Quote]:
+def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect[Any], Any, Quote]:
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
     payer = ctx.signer.pubkey()

@@ -51,7 +51,7 @@ def recover(
     *,
     alive: Callable[[JournalEntry], bool],
     stale_after: float,
-) -> Generator[Effect, Any, list[PaymentReceipt]]:
+) -> Generator[Effect[Any], Any, list[PaymentReceipt]]:
     """Check each of ``entries`` on chain and journal what was learnt; their receipts back."""
     receipts: list[PaymentReceipt] = []
     chain = ""
@@ -85,7 +85,7 @@ def recover(
     return receipts
 
 
-def _settle(entry: JournalEntry) -> Generator[Effect, Any, JournalEntry | None]:
+def _settle(entry: JournalEntry) -> Generator[Effect[Any], Any, JournalEntry | None]:
     if entry.receipt.landed is False and entry.landed_proof:
         chain = Landing(False, "", entry.landed_proof)  # proven when it was refused
     else:
@@ -127,7 +127,7 @@ def _refused(entry: JournalEntry) -> bool:
     return entry.state == "failed" and status is not None and status >= 400
 
 
-def _revived(entry: JournalEntry) -> Generator[Effect, Any, dict[str, Any]]:
+def _revived(entry: JournalEntry) -> Generator[Effect[Any], Any, dict[str, Any]]:
     """Fields for a ``failed`` row that landed after all. If its invoice has another live
     payment (an older SDK's replacement, which landed too), that one stays the invoice's."""
     if entry.invoice_key is None:

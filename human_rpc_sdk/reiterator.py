@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from ._checks import MAX_SECONDS, is_duration, show
+from ._io.clock import monotonic
+from ._io.clock import sleep as real_sleep
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED
 from .exceptions import (
     HumanRPCError,
@@ -144,8 +145,8 @@ class ReiteratorManager:
         retry_on_no_consensus: bool = False,
         raise_on_max_attempts: bool = False,
         enabled: bool = True,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - the default; tests inject
+        clock: Callable[[], float] = monotonic,
+        sleep: Callable[[float], None] = real_sleep,
         random_source: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:

@@ -566,7 +566,7 @@ def build_spl_transfer(
                 "build_spl_transfer needs rpc_url, or all of decimals=, token_program=, "
                 "recent_blockhash= and create_recipient_account="
             )
-        from ._rpc import RpcClient  # I/O only on request
+        from ._io.rpc import RpcClient  # I/O only on request
 
         facts = RpcClient(rpc_url, timeout=timeout).token_transfer_facts(mint, recipient)
         decimals = facts.mint.decimals if decimals is None else decimals
@@ -604,7 +604,7 @@ def get_latest_blockhash(rpc_url: str, *, timeout: float = 10.0) -> Hash:
     :raises SDKConfigurationError: when ``timeout`` is not a positive number of seconds.
     """
     from ._checks import positive_seconds
-    from ._rpc import RpcClient  # I/O only on request
+    from ._io.rpc import RpcClient  # I/O only on request
 
     return RpcClient(rpc_url, timeout=positive_seconds(timeout, "timeout")).latest_blockhash()
 

@@ -67,7 +67,7 @@ class Gateway:
         x402_price: Price = DEFAULT_X402_PRICE,
         genesis_hash: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,  # noqa: TID251 - slow answers must wait
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {', '.join(NETWORKS)}")

@@ -282,8 +282,8 @@ class Books:
     (yes unless told otherwise), an in-memory journal, pauses (recorded, not waited)."""
 
     def __init__(self, approve: Callable[[Any], object] | None = None) -> None:
-        from human_rpc_sdk._journal import Journal
-        from human_rpc_sdk._sync import Driver
+        from human_rpc_sdk._io.journal import Journal
+        from human_rpc_sdk._io.sync import Driver
 
         self.journal = Journal(":memory:")
         self.offers: list[Any] = []

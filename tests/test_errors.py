@@ -155,7 +155,7 @@ def test_property_8_payment_failures(
 
 def test_unreachable_rpc_is_reported() -> None:
     """No RPC node at all: SolanaRPCError saying to check rpc_url."""
-    from human_rpc_sdk._rpc import RpcClient
+    from human_rpc_sdk._io.rpc import RpcClient
 
     with pytest.raises(SolanaRPCError, match="could not reach"):
         RpcClient("http://127.0.0.1:9", timeout=2).latest_blockhash()

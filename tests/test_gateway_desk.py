@@ -23,7 +23,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk._headers import encode_payment_header
-from human_rpc_sdk._rpc import RpcClient
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk.solana_utils import (
     MintInfo,
     TransferPlan,

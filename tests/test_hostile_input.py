@@ -22,7 +22,7 @@ from solders.keypair import Keypair
 from human_rpc_sdk import InvoiceValidationError, PaymentPolicyError
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
-from human_rpc_sdk._rpc import RpcClient
+from human_rpc_sdk._io.rpc import RpcClient
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import CountingSigner, booked

@@ -318,6 +318,6 @@ def test_property_20_end_to_end_debug_logs_hold_no_secrets(
 )
 def test_retry_after_header_parsing(header: str | None, seconds: float) -> None:
     """Delta-seconds are used as given; past dates, junk and negatives fall back to 1 s."""
-    from human_rpc_sdk._human import retry_after_seconds
+    from human_rpc_sdk._io.human import retry_after_seconds
 
     assert retry_after_seconds(header) == seconds

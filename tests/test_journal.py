@@ -22,7 +22,7 @@ import requests
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PaymentError, PendingPaymentsWarning
-from human_rpc_sdk._journal import Journal
+from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Existing, OverBudget, Reserved
 from stub_gateway import GatewayServer, serve_in_thread

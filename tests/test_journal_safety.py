@@ -31,7 +31,7 @@ from human_rpc_sdk import (
     PendingPaymentsWarning,
     SDKConfigurationError,
 )
-from human_rpc_sdk._journal import SCHEMA_VERSION, Journal
+from human_rpc_sdk._io.journal import SCHEMA_VERSION, Journal
 from human_rpc_sdk._networks import GENESIS_HASHES
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._receipts import STATES

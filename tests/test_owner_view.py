@@ -15,7 +15,7 @@ import pytest
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PaymentPolicyError, PendingPaymentsWarning
-from human_rpc_sdk._journal import SCHEMA_VERSION, Journal
+from human_rpc_sdk._io.journal import SCHEMA_VERSION, Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
 

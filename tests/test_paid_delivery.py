@@ -25,7 +25,7 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 
 from human_rpc_sdk import AutoAgent, PaymentError, SDKConfigurationError
-from human_rpc_sdk._sync import PaidRequest
+from human_rpc_sdk._io.sync import PaidRequest
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 from stub_gateway.replies import PaidReplies
 

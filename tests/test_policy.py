@@ -25,8 +25,8 @@ from human_rpc_sdk import (
     SDKConfigurationError,
 )
 from human_rpc_sdk._flow import pay
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk._limits import DEFAULT_BUDGET, DEFAULT_MAX_PAYMENT, SpendingRules
-from human_rpc_sdk._rpc import RpcClient
 from human_rpc_sdk.solana_utils import associated_token_address
 from stub_gateway import GatewayServer
 

@@ -822,7 +822,7 @@ class _Drip:
 def test_the_whole_read_deadline_follows_the_injected_clock(timeout: Any) -> None:
     """read_bounded stops a body that never ends once the injected clock passes the deadline
     the request's timeout sets (2 s here), after a bounded number of reads; nothing waits."""
-    from human_rpc_sdk._sync import deadline_of, read_bounded
+    from human_rpc_sdk._io.sync import deadline_of, read_bounded
 
     clock = FakeClock(start=50.0)
     response = requests.Response()

@@ -20,9 +20,9 @@ from solders.rpc.responses import SendTransactionResp
 
 from human_rpc_sdk._flow import ChainCache, HttpReply, PaymentContext, Resend, RpcCall, pay
 from human_rpc_sdk._headers import decode_payment_header
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk._jsonrpc import RpcRequest
 from human_rpc_sdk._money import format_amount
-from human_rpc_sdk._rpc import RpcClient
 from human_rpc_sdk.solana_utils import associated_token_address
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer

@@ -31,8 +31,8 @@ from human_rpc_sdk import (
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
 from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk._limits import SpendingRules
-from human_rpc_sdk._rpc import RpcClient
 from human_rpc_sdk._x402 import read_payment_required
 from human_rpc_sdk.solana_utils import associated_token_address
 from human_rpc_sdk.wallet import KeypairSigner

@@ -26,7 +26,7 @@ from human_rpc_sdk import AutoAgent
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
 from human_rpc_sdk._headers import b64json, unb64json
-from human_rpc_sdk._rpc import RpcClient
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 

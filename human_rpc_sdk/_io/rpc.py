@@ -27,15 +27,15 @@ from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
 
-from ._jsonrpc import (
+from .._jsonrpc import (
     RpcRequest,
     decode_replies,
     encode_batch,
     latest_blockhash_request,
     multiple_accounts_request,
 )
-from .exceptions import SolanaRPCError
-from .solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
+from ..exceptions import SolanaRPCError
+from ..solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
 
 __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 

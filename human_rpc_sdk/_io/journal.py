@@ -42,10 +42,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from ._offer import PaymentOffer
-from ._receipts import STATES, PaymentReceipt
-from ._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
-from .exceptions import PaymentError, SDKConfigurationError
+from .._offer import PaymentOffer
+from .._receipts import STATES, PaymentReceipt
+from .._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from ..exceptions import PaymentError, SDKConfigurationError
 
 __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
 

@@ -23,7 +23,7 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
-from ._effects import (
+from .._effects import (
     Approve,
     Effect,
     FindPayment,
@@ -35,11 +35,9 @@ from ._effects import (
     Reserve,
     RpcCall,
 )
-from ._flow import MAX_402_BODY_BYTES
-from ._journal import Journal
-from ._offer import PaymentOffer
-from ._rpc import RpcClient
-from .exceptions import (
+from .._flow import MAX_402_BODY_BYTES
+from .._offer import PaymentOffer
+from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
     HumanRPCError,
@@ -48,6 +46,8 @@ from .exceptions import (
     ProxyConnectionError,
     SSLConnectionError,
 )
+from .journal import Journal
+from .rpc import RpcClient
 
 __all__ = [
     "PAYMENT_HEADERS",
@@ -93,7 +93,7 @@ class Driver:
 
     def run(
         self,
-        flow: Generator[Effect, Any, T],
+        flow: Generator[Effect[Any], Any, T],
         resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
@@ -111,7 +111,7 @@ class Driver:
             return value
 
     def _perform(
-        self, effect: Effect, resend: Callable[[Resend], HttpReply | NoAnswer] | None
+        self, effect: Effect[Any], resend: Callable[[Resend], HttpReply | NoAnswer] | None
     ) -> Any:
         if isinstance(effect, RpcCall):
             if self.rpc is None:
@@ -123,7 +123,7 @@ class Driver:
             return resend(effect)
         return self.keep_books(effect)
 
-    def keep_books(self, effect: Effect) -> Any:
+    def keep_books(self, effect: Effect[Any]) -> Any:
         """Perform a bookkeeping effect: a pause, the approve callback, or the journal."""
         if isinstance(effect, Pause):
             self.sleep(effect.seconds)

@@ -15,9 +15,9 @@ from typing import Any
 
 import requests
 
-from ._receipts import PaymentReceipt
-from ._tasks import Verdict, parse_task, poll_delays, verdict_of
-from .exceptions import HumanVerificationError, SDKConfigurationError
+from .._receipts import PaymentReceipt
+from .._tasks import Verdict, parse_task, poll_delays, verdict_of
+from ..exceptions import HumanVerificationError, SDKConfigurationError
 
 __all__ = ["HumanClient"]
 

@@ -1,0 +1,13 @@
+"""The SDK's I/O: every module that touches the network, the disk or the clock lives here.
+
+The rest of the package is the sans-I/O core: flows that yield effects (see
+:mod:`human_rpc_sdk._effects`) and pure functions. A lint rule (ruff ``TID251``, configured in
+``pyproject.toml``) bans ``requests``, ``httpx``, ``urllib3``, ``sqlite3``, ``socket`` and
+``time`` outside this package, so a decision cannot hide in a driver and a driver cannot
+drift from the others.
+
+* :mod:`.journal` - the SQLite payment journal.
+* :mod:`.rpc` - Solana JSON-RPC over ``requests`` (the synchronous transport).
+* :mod:`.sync` - the synchronous driver: performs effects, sends HTTP with ``requests``.
+* :mod:`.agent` - :class:`~human_rpc_sdk.AutoAgent`, the ``requests`` agent.
+"""

@@ -1,0 +1,806 @@
+"""AutoAgent: an HTTP client that pays HTTP 402 invoices by itself.
+
+It feels like ``requests``: ``get``, ``post``, ``request`` and friends take every keyword
+``requests`` takes and return a :class:`requests.Response`. Answers other than 402 come back
+untouched. A 402 is paid once (see :mod:`human_rpc_sdk._flow`) and the same request is sent
+again with the payment attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import requests
+import urllib3
+from solders.pubkey import Pubkey
+
+from .._checks import http_url, is_duration, positive_seconds, request_timeout, show
+from .._effects import ChainCache, PaymentContext
+from .._flow import PaymentOutcome, pay
+from .._jsonrpc import multiple_accounts_request
+from .._limits import SpendingRules
+from .._money import from_base_units
+from .._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
+from .._offer import PaymentOffer
+from .._receipts import PaymentReceipt
+from .._records import PENDING, BudgetLine
+from .._recovery import needs_recovery, recover
+from .._tasks import Verdict, task_body
+from .._types import Addresses, SecretKey, SignerLike
+from ..exceptions import (
+    PaymentError,
+    PendingPaymentsWarning,
+    ReiteratorConfigurationError,
+    SDKConfigurationError,
+)
+from ..reiterator import ReiteratorConfig, ReiteratorManager, validate
+from ..solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
+from ..wallet import Signer, load_signer
+from .human import HumanClient
+from .journal import MEMORY, Journal, default_journal_path, process_alive
+from .rpc import RpcClient
+from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
+
+__all__ = ["AutoAgent"]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+ENV_RPC_URL = "SOLANA_RPC_URL"
+ENV_HUMAN_RPC_URL = "HUMAN_RPC_URL"
+HUMAN_RPC_URL_EXAMPLE = "https://humanrpc.example/api/v1/tasks"
+BACKOFF_STRATEGIES = ("exponential", "linear", "fixed")
+DEFAULT_PAID_TIMEOUT = 60.0
+"""Seconds the agent waits for the answer to a paid request, unless told otherwise."""
+
+
+class AutoAgent:
+    """An HTTP client with a Solana wallet that pays 402 Payment Required answers.
+
+    >>> agent = AutoAgent(solana_private_key=key, network="devnet")  # doctest: +SKIP
+    >>> agent.get("https://api.example.com/premium").json()           # doctest: +SKIP
+
+    :param solana_private_key: the payer's secret key: base58, a solana-keygen JSON array
+        (text or the path to the file), or a Keypair. Defaults to ``SOLANA_PRIVATE_KEY``,
+        then the file named by ``SOLANA_KEYPAIR_PATH``.
+    :param rpc_url: Solana JSON-RPC endpoint; defaults to ``SOLANA_RPC_URL``, then the
+        public endpoint of ``network``.
+    :param human_rpc_url: the HumanRPC tasks endpoint; defaults to ``HUMAN_RPC_URL``.
+    :param network: the only network this agent pays on (``devnet``, ``mainnet-beta``, ...).
+    :param timeout: seconds for each HTTP request and RPC call when the caller gives none.
+    :param reiterator: resubmit human-verification tasks the humans reject.
+    :param max_retry_attempts: submissions at most, when the reiterator is on.
+    :param backoff_strategy: ``exponential``, ``linear`` or ``fixed``.
+    :param base_delay: seconds before the first resubmission.
+    :param signer: pay with an external signer (KMS, hardware wallet) instead of a key.
+    :param max_payment: the most one payment may cost, per currency symbol or mint address,
+        e.g. ``{"USDC": "1", "SOL": "0.01"}``, merged over the defaults (0.1 SOL, 1 of each
+        known stablecoin); ``None`` as a value removes a ceiling. A token without a ceiling is
+        never paid. A dearer payment raises ``PaymentPolicyError`` (``rule="max_payment"``).
+        The SOL ceiling (and the SOL ``budget``) counts network fees and rent too.
+    :param budget: the most all payments recorded in the journal may cost, per currency,
+        merged over the defaults (1 SOL, 10 of each known stablecoin); add to it at run time
+        with :meth:`raise_budget`, whose raises the journal keeps: the ceiling is this
+        ``budget`` plus every raise recorded in the journal on ``network``.
+    :param trusted_recipients: when set, the only wallets (or token accounts) paid.
+    :param approve: called with a :class:`PaymentOffer` before anything is signed; only
+        ``True`` lets the payment go ahead.
+    :param journal_path: the SQLite payment journal; defaults to ``$HUMAN_RPC_JOURNAL``, else
+        one file per wallet and network under ``$XDG_STATE_HOME/human-rpc-sdk``. ``":memory:"``
+        keeps it in this process only (no crash safety).
+    :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
+        ``network`` (USDC, PYUSD, ...).
+    :param session: a ``requests.Session`` to send the HTTP requests with.
+    :param paid_timeout: seconds to wait for the answer to a *paid* request (default 60).
+        A paid view may work longer than an unpaid one answers, and a payment that settled
+        must not be given up on after ``timeout``; ``timeout`` (the agent's, or a call's
+        ``timeout=``) still bounds the unpaid request and connecting.
+    :param create_token_accounts: let the agent pay the rent (about 0.002 SOL) of a token
+        account for a payee that has none. Off by default: such a payment is refused
+        (``PaymentPolicyError``, ``rule="create_token_accounts"``) unless the payee is in
+        ``trusted_recipients``.
+    :param allow_token_extensions: per mint (address, or a known symbol), the risky
+        Token-2022 extensions to accept, e.g. ``{"<mint>": ["transfer_fee"]}``; any of
+        ``transfer_fee``, ``transfer_hook``, ``permanent_delegate``, ``non_transferable``,
+        ``default_account_state``. A mint with any other of them is refused
+        (``PaymentPolicyError``, ``rule="token_extensions"``); a ``max_payment`` entry does
+        not allow them.
+    :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
+    """
+
+    def __init__(
+        self,
+        solana_private_key: SecretKey | None = None,
+        rpc_url: str | None = None,
+        human_rpc_url: str | None = None,
+        network: str = "devnet",
+        timeout: float = 10,
+        reiterator: bool = False,
+        max_retry_attempts: int = 3,
+        backoff_strategy: str = "exponential",
+        base_delay: float = 1.0,
+        *,
+        signer: SignerLike | None = None,
+        session: requests.Session | None = None,
+        max_payment: Mapping[str, Any] | None = None,
+        budget: Mapping[str, Any] | None = None,
+        trusted_recipients: Addresses | None = None,
+        approve: Callable[[PaymentOffer], object] | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
+        accept_assets: Addresses | None = None,
+        paid_timeout: float = DEFAULT_PAID_TIMEOUT,
+        create_token_accounts: bool = False,
+        allow_token_extensions: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        nonce: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        if network not in NETWORKS:
+            raise SDKConfigurationError(
+                f"network must be one of {', '.join(NETWORKS)} (got {show(network)})",
+                parameter="network",
+            )
+        self.network = network
+        self.timeout = positive_seconds(timeout, "timeout")
+        self.paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
+        self.rpc_url = (
+            http_url(rpc_url, "rpc_url")
+            or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
+            or DEFAULT_RPC_URLS[network]
+        )
+        self.human_rpc_url = http_url(
+            human_rpc_url, "human_rpc_url", HUMAN_RPC_URL_EXAMPLE
+        ) or http_url(os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL, HUMAN_RPC_URL_EXAMPLE)
+        self._reiterator = _reiterator(
+            reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
+        )
+        self._rules = SpendingRules.build(
+            network,
+            max_payment=max_payment,
+            budget=budget,
+            accept_assets=accept_assets,
+            trusted_recipients=trusted_recipients,
+            create_token_accounts=create_token_accounts,
+            allow_token_extensions=allow_token_extensions,
+        )
+        _callables(clock=clock, sleep=sleep, nonce=nonce)
+        if approve is not None and not callable(approve):
+            raise SDKConfigurationError(
+                "approve must be a function taking a PaymentOffer and returning True or False",
+                parameter="approve",
+            )
+        try:
+            self._signer: Signer = load_signer(solana_private_key, signer)
+        finally:  # the key's text leaves this frame, whose locals a traceback may capture
+            del solana_private_key
+        self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
+        self.session = _session(session)
+        self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
+        self._journal = Journal(self.journal_path)
+        self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
+        self._cache = ChainCache()
+        self._clock = clock
+        self._nonce = nonce
+        self._local = threading.local()
+        self._human = HumanClient(
+            self.human_rpc_url,
+            post=self.post,
+            get=self.session.get,
+            last_payment=self._last_payment,
+            timeout=self.timeout,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._warn_of_open_payments()
+
+    # -- identity and history ---------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The payer's base58 public key: fund this address."""
+        return str(self._signer.pubkey())
+
+    @property
+    def payments(self) -> list[PaymentReceipt]:
+        """A receipt for every payment this wallet signed on this network, oldest first.
+
+        Read from the journal, which outlives the process: after a restart this still lists
+        what the wallet paid. A journal shared by several wallets (or networks) lists only
+        this agent's ``address`` and ``network`` here. ``receipt.state`` and
+        ``receipt.accepted`` tell how each ended. Each access reads the journal again; for a
+        long history, :meth:`payments_since` reads only the newer ones.
+        """
+        return self.payments_since()
+
+    def payments_since(self, after: int = 0, *, limit: int | None = None) -> list[PaymentReceipt]:
+        """The payments of :attr:`payments` whose journal id (``receipt.id``) is above
+        ``after``, oldest first, at most ``limit`` of them: pass the last id seen to get only
+        what is new. Reads only those rows.
+
+        :raises SDKConfigurationError: for a negative ``after`` or a ``limit`` below 1.
+        """
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise SDKConfigurationError(
+                f"after must be a journal id (an int, 0 for all; got {show(after)})",
+                parameter="after",
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise SDKConfigurationError(
+                f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
+            )
+        entries = self._journal.payments(self.address, self.network, after=after, limit=limit)
+        return [entry.receipt for entry in entries]
+
+    def pending_payments(self) -> list[PaymentReceipt]:
+        """Payments whose outcome is unknown: signed (or reserved) but never answered.
+
+        Every such payment in the journal, whichever agent sharing it made it, since
+        :meth:`recover_payments` settles them all against the chain.
+        """
+        return [entry.receipt for entry in self._journal.entries(PENDING)]
+
+    def recover_payments(self) -> list[PaymentReceipt]:
+        """Look every open payment up on chain and journal what was learnt.
+
+        Open payments include refused ones the chain has not shown landed, and failed ones
+        whose failure was never proven. A payment found on chain becomes ``accepted`` (or
+        ``refused``, marked landed, when the server refused it), counted against the budget;
+        one proven never landed (a node that has seen its blockhash is past the blockhash's
+        last valid block height, and has no such transaction) becomes ``failed`` and its
+        budget is released; the rest stay open.
+        Safe to call at any time, from any process sharing the journal.
+
+        :returns: the receipts of the payments examined, as they are now.
+        :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
+            payments examined before that is kept, the rest stay open.
+        """
+        self._journal.flush()  # outcomes a held lock kept from the journal go in first
+        entries = [e for e in self._journal.unsettled() if needs_recovery(e)]
+        flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
+        return self._driver.run(flow)
+
+    @property
+    def budget(self) -> dict[str, BudgetLine]:
+        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``.
+
+        ``limit`` is the configured ``budget`` plus every :meth:`raise_budget` journaled;
+        ``spent`` counts every payment in the journal, whichever agent sharing it made it.
+        """
+        return self._journal.budget(self.network, self._rules.budget)
+
+    def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
+        """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the
+        USDC ceiling by 5 (from 10 to 15, say); it does not set it to 5.
+
+        What was spent stays spent; only the ceiling moves. The raise is written to the
+        journal, so it lasts: an agent built later on the same journal (in this process or a
+        new one) gets its configured ``budget`` plus every raise recorded on this network.
+        Agents sharing a journal share its raises, as they share what it counts as spent.
+        Returns the new :attr:`budget`.
+
+        :raises SDKConfigurationError: for an amount that is not a positive number, or a
+            currency with no budget (``budget={"X": None}``).
+        :raises PaymentError: ``journal_unavailable`` when the journal cannot be written.
+        """
+        self._journal.raise_budget(self.network, self._rules.increments(amounts))
+        return self.budget
+
+    def _warn_of_open_payments(self) -> None:
+        """Tell the owner, with no logging set up (a warning) and on the logger."""
+        open_ = self.pending_payments()
+        if open_:
+            text = (
+                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with no "
+                f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
+                "money may or may not have moved: call agent.recover_payments() to settle them "
+                "against the chain"
+            )
+            logger.warning("%s", text)
+            warnings.warn(text, PendingPaymentsWarning, stacklevel=3)
+
+    def _last_payment(self) -> PaymentReceipt | None:
+        receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)
+        return receipt
+
+    def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
+        """The wallet's balance in display units, read from the chain.
+
+        :param currency: ``"SOL"`` or a token symbol known on this network (``"USDC"``).
+        :param mint: the token's mint address, for tokens without a known symbol.
+        :raises SDKConfigurationError: for an unknown symbol without ``mint``.
+        :raises SolanaRPCError: when the RPC node fails.
+        """
+        currency = _text(currency, "currency")
+        if mint is not None:
+            mint = _text(mint, "mint")
+        payer = self._signer.pubkey()
+        if mint is None and currency.upper() == "SOL":
+            (reply,) = self._rpc.call([multiple_accounts_request([payer])])
+            account = reply.value[0]
+            return from_base_units(0 if account is None else account.lamports, SOL_DECIMALS)
+        address = mint or KNOWN_MINTS[self.network].get(currency.upper())
+        if address is None:
+            raise SDKConfigurationError(
+                f"{currency!r} is not a token this SDK knows on {self.network}; pass mint=",
+                parameter="currency",
+            )
+        mint_key = _pubkey(address, "mint")
+        holders = [associated_token_address(payer, mint_key, p) for p in TOKEN_PROGRAMS]
+        (reply,) = self._rpc.call([multiple_accounts_request([mint_key, *holders])])
+        try:
+            info = parse_mint(mint_key, reply.value[0])
+        except ValueError as exc:
+            raise SDKConfigurationError(str(exc), parameter="mint") from None
+        held = parse_token_account(
+            reply.value[1 + TOKEN_PROGRAMS.index(info.program_id)], info.program_id
+        )
+        return from_base_units(0 if held is None else held.amount, info.decimals)
+
+    @property
+    def rpc_stats(self) -> Any:
+        """HTTP round trips and JSON-RPC calls made to the Solana node so far."""
+        return self._rpc.stats
+
+    def __repr__(self) -> str:
+        # Safe on an agent whose constructor failed half-way (a traceback capturing locals).
+        signer = getattr(self, "_signer", None)
+        address = signer.pubkey() if signer is not None else "(no wallet yet)"
+        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
+        return f"AutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
+
+    # -- human verification ---------------------------------------------------------------
+
+    def ask_human_rpc(
+        self,
+        text: str,
+        *,
+        answer: Any = None,
+        confidence: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        reward: Any = None,
+        currency: str = "USDC",
+        agent_id: str | None = None,
+        task_type: str = "ai_verification",
+        category: str | None = None,
+        reasoning: str | None = None,
+        timeout: float = 300.0,
+    ) -> Verdict:
+        """Ask humans to check ``answer`` to ``text``: create a paid task, wait for the verdict.
+
+        The task costs ``reward`` (``"0.05"`` ``currency``), or the service's price when None;
+        the 402 is paid like any other. With the reiterator enabled, a rejection is resubmitted
+        with exactly the same task (see :class:`~human_rpc_sdk.ReiteratorManager`).
+
+        :returns: the verdict: ``outcome`` (``approved``, ``rejected``, ``no_consensus``,
+            ``expired``), ``decision`` (``approve``, ``reject`` or None), ``confidence``,
+            ``comment``, ``comments``, ``consensus``, ``task_id`` and ``payment``.
+        :raises HumanVerificationError: the service is unreachable (``unavailable``), refused or
+            rate-limited the task, answered malformed, or gave no verdict within ``timeout``
+            seconds (``timeout``; resume with :meth:`wait_for_verdict`).
+        :raises PaymentError: the task's 402 could not be paid.
+        """
+        body = task_body(
+            text,
+            answer=answer,
+            confidence=confidence,
+            context=context,
+            reward=reward,
+            currency=currency,
+            agent_id=agent_id,
+            task_type=task_type,
+            category=category,
+            reasoning=reasoning,
+        )
+        seconds = positive_seconds(timeout, "timeout")
+        self._human.endpoint()
+        deadline = self._clock() + seconds
+        if self._reiterator.enabled:
+            return self._reiterator.execute_until(deadline, self._ask_once, body, deadline)
+        return self._ask_once(body, deadline)
+
+    def _ask_once(self, body: dict[str, Any], deadline: float) -> Verdict:
+        self._local.receipt = None  # what this POST pays, not what an earlier request paid
+        task_id, payment = self._human.create(body)
+        receipt = self._last_payment()
+        if receipt is not None and not self._journal_task(receipt, task_id):
+            receipt = None  # its row is not this task's: the verdict is looked up by task id
+        verdict = self._human.wait(task_id, max(0.0, deadline - self._clock()))
+        self._journal_verdict(task_id, verdict["outcome"], receipt)
+        verdict["payment"] = payment or verdict["payment"]
+        return verdict
+
+    def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
+        """Wait for the verdict of an existing task; nothing is paid.
+
+        Use it after a ``timeout`` error, or to resume a task a crashed or interrupted process
+        paid for (see :meth:`pending_tasks`). The verdict is recorded in the journal, and the
+        task leaves :meth:`pending_tasks`.
+        """
+        task_id = _text(task_id, "task_id")
+        verdict = self._human.wait(task_id, positive_seconds(timeout, "timeout"))
+        self._journal_verdict(task_id, verdict["outcome"], None)
+        return verdict
+
+    def pending_tasks(self) -> list[PaymentReceipt]:
+        """Tasks paid for but not decided yet, as the receipts of the payments that created them.
+
+        ``receipt.task_id`` is the task; resume it with :meth:`wait_for_verdict` instead of
+        asking (and paying) again. A task stays here from the moment its payment is journaled
+        with its id (before the agent starts waiting) until an agent sharing the journal
+        receives its verdict: after a ``timeout`` error, a crash or an interrupt
+        (``KeyboardInterrupt``) during :meth:`ask_human_rpc` or a ``@guard`` call.
+        """
+        return [entry.receipt for entry in self._journal.open_tasks()]
+
+    def _journal_task(self, receipt: PaymentReceipt, task_id: str) -> bool:
+        """Write the task's id on the row of the payment that created it (before waiting);
+        whether the row now names this task.
+
+        A row naming another task keeps it: a payment sent again (a service reissuing an
+        invoice) that got a second task must not make the first, still paid and undecided,
+        leave :meth:`pending_tasks`."""
+        if receipt.id is None or receipt.state is None:
+            return False
+        if receipt.task_id not in (None, task_id):
+            logger.warning(
+                "task %s was created by a payment sent again (journal id %s), which paid for "
+                "task %s already; the journal keeps task %s on it. If this process stops before "
+                "the verdict, resume with agent.wait_for_verdict(%r)",
+                task_id,
+                receipt.id,
+                receipt.task_id,
+                receipt.task_id,
+                task_id,
+            )
+            return False
+        try:
+            entry = self._journal.mark(
+                receipt.id, receipt.state, {"task_id": task_id}, expect=(receipt.state,)
+            )
+        except PaymentError as exc:
+            entry = None
+            logger.warning("task %s: could not journal it with its payment (%s)", task_id, exc)
+        if entry is None:
+            logger.warning(
+                "task %s is paid (journal id %s) but not journaled with its payment; if this "
+                "process stops before the verdict, resume with agent.wait_for_verdict(%r)",
+                task_id,
+                receipt.id,
+                task_id,
+            )
+            return False
+        return True
+
+    def _journal_verdict(self, task_id: str, outcome: str, receipt: PaymentReceipt | None) -> None:
+        """Record the verdict on the task's payment row: it leaves :meth:`pending_tasks`.
+
+        ``receipt``: the payment this process made for the task (written directly); without
+        it, or when its row moved on meanwhile, the rows pending with ``task_id`` are looked up.
+        """
+        if receipt is not None and self._mark_outcome(receipt, outcome, task_id):
+            return
+        for row in self.pending_tasks():
+            if row.task_id == task_id:
+                self._mark_outcome(row, outcome, task_id)
+
+    def _mark_outcome(self, row: PaymentReceipt, outcome: str, task_id: str) -> bool:
+        if row.id is None or row.state is None:
+            return False
+        try:
+            entry = self._journal.mark(
+                row.id, row.state, {"task_outcome": outcome}, expect=(row.state,)
+            )
+        except PaymentError as exc:
+            logger.warning("task %s: could not journal its verdict (%s)", task_id, exc)
+            return True  # the journal cannot be written: looking further would not help
+        return entry is not None and entry.receipt.task_id == task_id
+
+    @property
+    def reiterator(self) -> ReiteratorManager:
+        """The agent's :class:`~human_rpc_sdk.ReiteratorManager`; ``configure()`` it at run time."""
+        return self._reiterator
+
+    def enable_reiterator(self) -> None:
+        """Resubmit rejected tasks from now on."""
+        self._reiterator.enabled = True
+
+    def disable_reiterator(self) -> None:
+        """Stop resubmitting rejected tasks (a sequence in flight finishes as it started)."""
+        self._reiterator.enabled = False
+
+    def get_reiterator_status(self) -> dict[str, Any]:
+        """The design document's "Reiterator Status Response" (see ReiteratorManager.get_status)."""
+        return self._reiterator.get_status()
+
+    # -- requests-style API -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        """Send a request like :meth:`requests.Session.request`; pay a 402 answer and retry once.
+
+        :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid);
+            ``.response`` holds what the server said instead.
+        :raises ConnectionFailedError: the server could not be reached (nothing was paid); it
+            is also the ``requests.ConnectionError`` (or ``ConnectTimeout``, ...) it wraps.
+        :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
+        :raises PaymentError: the payment could not be made, or the server refused it.
+        """
+        self._local.receipt = None
+        if not isinstance(timeout, urllib3.Timeout):  # requests takes urllib3's as it is
+            timeout = request_timeout(timeout)
+        prepared = self._prepare(
+            requests.Request(
+                method=_method(method),
+                url=_request_url(url),
+                headers=headers,
+                files=files,
+                data=data or {},
+                json=json,
+                params=params or {},
+                auth=auth,
+                cookies=cookies,
+                hooks=hooks,
+            )
+        )
+        settings = self.session.merge_environment_settings(
+            prepared.url, proxies or {}, stream, verify, cert
+        )
+        send_kwargs: dict[str, Any] = {
+            "timeout": self.timeout if timeout is None else timeout,
+            "allow_redirects": allow_redirects,
+            **settings,
+        }
+        # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
+        # body within the timeout); other answers are read as asked.
+        deadline = deadline_of(send_kwargs["timeout"], self._clock)
+        response = send_unpaid(self.session, prepared, {**send_kwargs, "stream": True})
+        reply = reply_of(
+            response,
+            consume=not send_kwargs.get("stream", False),
+            deadline=deadline,
+            clock=self._clock,
+        )
+        if response.status_code != 402:
+            return response
+        return self._pay(response, reply, send_kwargs)
+
+    def _prepare(self, request: requests.Request) -> requests.PreparedRequest:
+        """``request`` prepared by the session, or ``SDKConfigurationError`` if it cannot be sent
+        as given (a URL that does not parse, a scheme no adapter serves, a header http.client
+        cannot encode); nothing was sent."""
+        try:
+            prepared = self.session.prepare_request(request)
+            self.session.get_adapter(prepared.url or "")
+            for name, value in prepared.headers.items():
+                for text in (name, value):
+                    if isinstance(text, str):
+                        text.encode("latin-1")
+        except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
+            raise SDKConfigurationError(
+                f"the request to {show(request.url)} cannot be sent as given: "
+                f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent",
+                parameter="url",
+            ) from exc
+        return prepared
+
+    def get(self, url: str, params: Any = None, **kwargs: Any) -> requests.Response:
+        """``GET url`` as :func:`requests.get`, paying a 402 once (see :meth:`request`)."""
+        return self.request("GET", url, params=params, **kwargs)
+
+    def post(
+        self, url: str, data: Any = None, json: Any = None, **kwargs: Any
+    ) -> requests.Response:
+        """``POST url`` as :func:`requests.post`, paying a 402 once (see :meth:`request`)."""
+        return self.request("POST", url, data=data, json=json, **kwargs)
+
+    def put(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """``PUT url`` as :func:`requests.put`, paying a 402 once (see :meth:`request`)."""
+        return self.request("PUT", url, data=data, **kwargs)
+
+    def patch(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
+        """``PATCH url`` as :func:`requests.patch`, paying a 402 once (see :meth:`request`)."""
+        return self.request("PATCH", url, data=data, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> requests.Response:
+        """``DELETE url`` as :func:`requests.delete`, paying a 402 once (see :meth:`request`)."""
+        return self.request("DELETE", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> requests.Response:
+        """``HEAD url`` as :func:`requests.head` (no redirects followed unless
+        ``allow_redirects=True``), paying a 402 once (see :meth:`request`)."""
+        kwargs.setdefault("allow_redirects", False)
+        return self.request("HEAD", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> requests.Response:
+        """``OPTIONS url`` as :func:`requests.options`, paying a 402 once (see :meth:`request`)."""
+        return self.request("OPTIONS", url, **kwargs)
+
+    def close(self) -> None:
+        """Close the HTTP sessions and the journal."""
+        self.session.close()
+        self._rpc.session.close()
+        self._journal.close()
+
+    def __enter__(self) -> AutoAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the driver ------------------------------------------------------------------------
+
+    def _context(self) -> PaymentContext:
+        return PaymentContext(
+            signer=self._signer,
+            network=self.network,
+            cache=self._cache,
+            clock=self._clock,
+            now=lambda: datetime.now(UTC),
+            nonce=self._nonce,
+            rules=self._rules,
+        )
+
+    def _pay(
+        self, challenge: requests.Response, reply: Any, send_kwargs: dict[str, Any]
+    ) -> requests.Response:
+        # The retry goes to the request that got the 402: after redirects, the last one.
+        request = challenge.request
+        ensure_replayable(request)
+        paid = PaidRequest(
+            self.session,
+            request,
+            challenge,
+            send_kwargs,
+            paid_timeout=self.paid_timeout,
+            clock=self._clock,
+        )
+        outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
+        self._local.receipt = outcome.receipt
+        if outcome.error is not None:
+            raise outcome.error
+        # Not `paid.response or challenge`: a Response is falsy when its status is 4xx or 5xx.
+        return challenge if paid.response is None else paid.response
+
+
+RESERVATION_TIMEOUT = 600.0
+"""Seconds after which an unsigned reservation is released by recovery, whoever made it."""
+
+
+def _journal_path(value: Any, network: str, address: str) -> str:
+    if value is None:
+        return str(default_journal_path(network, address))
+    if isinstance(value, str) and value == MEMORY:
+        return MEMORY
+    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise SDKConfigurationError(
+            "journal_path must be a file path (text without NUL characters) or ':memory:' "
+            f"(got a {type(value).__name__})",
+            parameter="journal_path",
+        )
+    try:
+        return str(Path(text).expanduser())
+    except RuntimeError:  # '~someone' with no such user, or no home directory
+        raise SDKConfigurationError(
+            f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
+            "give the path in full",
+            parameter="journal_path",
+        ) from None
+
+
+# -- argument validation --------------------------------------------------------------------
+
+
+def _pubkey(value: str, name: str) -> Pubkey:
+    try:
+        return Pubkey.from_string(value)
+    except ValueError:
+        raise SDKConfigurationError(
+            f"{name} is not a valid Solana address", parameter=name
+        ) from None
+
+
+def _session(value: Any) -> requests.Session:
+    if value is None:
+        return requests.Session()
+    if not isinstance(value, requests.Session):
+        raise SDKConfigurationError(
+            f"session must be a requests.Session (got a {type(value).__name__})",
+            parameter="session",
+        )
+    return value
+
+
+def _callables(**functions: Any) -> None:
+    for name, function in functions.items():
+        if not callable(function):
+            raise SDKConfigurationError(
+                f"{name} must be a function (got a {type(function).__name__})", parameter=name
+            )
+
+
+def _request_url(value: Any) -> str | bytes:
+    if not isinstance(value, str | bytes):
+        raise SDKConfigurationError(
+            f"url must be text such as 'https://api.example.com/premium' "
+            f"(got a {type(value).__name__})",
+            parameter="url",
+        )
+    return value
+
+
+def _method(value: Any) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise SDKConfigurationError(
+            f"method must be an HTTP method such as 'GET' or 'POST' (got {show(value, 40)})",
+            parameter="method",
+        )
+    return value.upper()
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise SDKConfigurationError(
+            f"{name} must be text without NUL characters (got a {type(value).__name__})",
+            parameter=name,
+        )
+    return value
+
+
+_AGENT_NAMES = {"max_attempts": "max_retry_attempts"}
+
+
+def _reiterator(
+    enabled: Any,
+    attempts: Any,
+    strategy: Any,
+    base_delay: Any,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> ReiteratorManager:
+    """The agent's reiterator, its settings validated under the agent's parameter names."""
+    if not isinstance(enabled, bool):
+        raise ReiteratorConfigurationError(
+            f"reiterator must be True or False (got a {type(enabled).__name__})",
+            parameter="reiterator",
+        )
+    ceiling = max(60.0, base_delay) if is_duration(base_delay) else 60.0
+    config = ReiteratorConfig(
+        max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
+    )
+    validate(config, _AGENT_NAMES)
+    return ReiteratorManager(
+        attempts, strategy, base_delay, ceiling, enabled=enabled, clock=clock, sleep=sleep
+    )
