@@ -18,19 +18,25 @@ Configuration changes (:meth:`ReiteratorManager.configure`) apply to the sequenc
 afterwards; a sequence in flight keeps the configuration it started with. Waits longer than a
 second are logged at INFO (``human_rpc_sdk.reiterator``). The clock, sleep and
 randomness are parameters, so tests never wait.
+
+Every decision is taken by one :class:`Reiteration` per sequence (return, raise, or wait and
+resubmit); ``execute_until`` and its asyncio twin ``aexecute_until`` are short loops over it.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from ._checks import MAX_SECONDS, is_duration, show
+from ._io.clock import async_sleep as real_async_sleep
 from ._io.clock import monotonic
 from ._io.clock import sleep as real_sleep
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED
@@ -41,7 +47,16 @@ from .exceptions import (
     ReiteratorRateLimitError,
 )
 
-__all__ = ["BACKOFF_STRATEGIES", "ReiteratorConfig", "ReiteratorManager"]
+__all__ = [
+    "BACKOFF_STRATEGIES",
+    "Done",
+    "Fail",
+    "Reiteration",
+    "ReiteratorConfig",
+    "ReiteratorManager",
+    "Resubmit",
+    "Step",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +146,7 @@ class ReiteratorManager:
     :param raise_on_max_attempts: raise ``ReiteratorMaxAttemptsError`` instead of returning the
         last rejection.
     :param enabled: whether :class:`~human_rpc_sdk.AutoAgent` routes tasks through it.
+    :param sleep: waits of :meth:`execute_until`; ``async_sleep``: of :meth:`aexecute_until`.
     :raises ReiteratorConfigurationError: for any invalid value, at construction.
     """
 
@@ -147,6 +163,7 @@ class ReiteratorManager:
         enabled: bool = True,
         clock: Callable[[], float] = monotonic,
         sleep: Callable[[float], None] = real_sleep,
+        async_sleep: Callable[[float], Awaitable[None]] = real_async_sleep,
         random_source: Callable[[], float] = random.random,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -167,6 +184,7 @@ class ReiteratorManager:
         self.enabled = enabled
         self._clock = clock
         self._sleep = sleep
+        self._async_sleep = async_sleep
         self._random = random_source
         self._now = now
         self._lock = threading.Lock()
@@ -260,43 +278,72 @@ class ReiteratorManager:
         rejection whose backoff would pass it is returned as the result (no resubmission).
         ``None``: no deadline.
         """
+        with self.reiteration(deadline, task_func) as sequence:
+            while True:
+                sequence.start()
+                try:
+                    step = sequence.returned(task_func(*args, **kwargs))
+                except Exception as exc:
+                    step = sequence.failed(exc)
+                    if isinstance(step, Fail):
+                        if step.error is exc:
+                            raise  # unchanged: the caller sees the original error
+                        raise step.error from exc
+                if isinstance(step, Done):
+                    return step.result  # type: ignore[no-any-return]
+                if isinstance(step, Fail):
+                    raise step.error
+                self._sleep(step.seconds)
+
+    async def aexecute_with_retry(
+        self, task_func: Callable[..., Awaitable[R] | R], *args: Any, **kwargs: Any
+    ) -> R:
+        """:meth:`execute_with_retry` for asyncio: ``task_func`` may be an ``async def``, and
+        waits use the manager's ``async_sleep``."""
+        return await self.aexecute_until(None, task_func, *args, **kwargs)
+
+    async def aexecute_until(
+        self,
+        deadline: float | None,
+        task_func: Callable[..., Awaitable[R] | R],
+        *args: Any,
+        **kwargs: Any,
+    ) -> R:
+        """:meth:`execute_until` for asyncio (see :meth:`aexecute_with_retry`)."""
+        with self.reiteration(deadline, task_func) as sequence:
+            while True:
+                sequence.start()
+                try:
+                    result = task_func(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    step = sequence.returned(result)
+                except Exception as exc:
+                    step = sequence.failed(exc)
+                    if isinstance(step, Fail):
+                        if step.error is exc:
+                            raise  # unchanged: the caller sees the original error
+                        raise step.error from exc
+                if isinstance(step, Done):
+                    return step.result  # type: ignore[no-any-return]
+                if isinstance(step, Fail):
+                    raise step.error
+                await self._async_sleep(step.seconds)
+
+    @contextmanager
+    def reiteration(self, deadline: float | None, task_func: object) -> Iterator[Reiteration]:
+        """The decisions of one sequence of submissions, counted in :meth:`get_status` while
+        the ``with`` block runs. The sequence keeps the configuration it started with."""
         if not callable(task_func):
             raise ReiteratorConfigurationError(
                 f"task_func must be a function (got a {type(task_func).__name__})",
                 parameter="task_func",
             )
-        config = self._config  # a sequence keeps the configuration it started with
         with self._lock:
             self._in_flight += 1
             self._attempt = 0
-        attempt = 0
         try:
-            while True:
-                attempt += 1
-                self._start_attempt(attempt)
-                try:
-                    result = task_func(*args, **kwargs)
-                except Exception as exc:
-                    if not (isinstance(exc, HumanRPCError) and exc.reason == "rate_limited"):
-                        self._set_last("error")
-                        raise  # unchanged: the caller sees the original error
-                    self._wait_out_rate_limit(config, exc, attempt, deadline)
-                    continue
-                outcome = outcome_of(result) if isinstance(result, Mapping) else APPROVED
-                self._record(result, outcome, attempt, config)
-                if outcome == APPROVED or not self._should_retry(config, result, attempt):  # type: ignore[arg-type]
-                    return self._finish(config, result, outcome, attempt)
-                delay = self._delay(config, attempt)
-                if deadline is not None and delay >= deadline - self._clock():
-                    logger.info(
-                        "reiterator: %s after attempt %d, but resubmitting in %.3g s would pass "
-                        "the call's timeout; returning it",
-                        outcome,
-                        attempt,
-                        delay,
-                    )
-                    return result
-                self._pause(delay, attempt, config, "negative consensus")
+            yield Reiteration(self, self._config, deadline)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -323,51 +370,7 @@ class ReiteratorManager:
             outcome,
         )
 
-    def _finish(self, config: ReiteratorConfig, result: R, outcome: str, attempt: int) -> R:
-        if outcome == REJECTED and config.raise_on_max_attempts:
-            logger.debug("reiterator: still rejected after %d attempts; raising", attempt)
-            raise ReiteratorMaxAttemptsError(
-                f"the humans rejected the answer in all {attempt} submissions (max_attempts="
-                f"{config.max_attempts}); the last verdict is in .last_result. Raise max_attempts "
-                "or improve the answer before asking again",
-                attempts=attempt,
-                last_result=result if isinstance(result, Mapping) else None,
-            )
-        return result
-
-    def _wait_out_rate_limit(
-        self,
-        config: ReiteratorConfig,
-        exc: HumanRPCError,
-        attempt: int,
-        deadline: float | None = None,
-    ) -> None:
-        retry_after = exc.details.get("retry_after")
-        wait = float(retry_after) if is_duration(retry_after) else config.base_delay
-        self._set_last("rate_limited")
-        left = None if deadline is None else deadline - self._clock()
-        if left is not None and wait >= left:
-            raise ReiteratorRateLimitError(
-                f"the HumanRPC service is rate limiting task creation (HTTP 429, Retry-After "
-                f"{wait:g} s) and waiting would pass the call's timeout ({max(left, 0):.3g} s "
-                f"left); nothing was paid for this attempt. Try again after {wait:g} s, or pass "
-                "a longer timeout",
-                retry_after=wait,
-            ) from exc
-        if attempt >= config.max_attempts or wait > config.max_delay:
-            why = (
-                f"all {config.max_attempts} attempts are used"
-                if attempt >= config.max_attempts
-                else f"Retry-After {wait:g} s is longer than max_delay {config.max_delay:g} s"
-            )
-            raise ReiteratorRateLimitError(
-                f"the HumanRPC service is rate limiting task creation and waiting would pass the "
-                f"reiterator's limits ({why}); try again after {wait:g} s or raise the limits",
-                retry_after=wait,
-            ) from exc
-        self._pause(wait, attempt, config, "rate limited (429)")
-
-    def _pause(self, delay: float, attempt: int, config: ReiteratorConfig, why: str) -> None:
+    def _schedule(self, delay: float, attempt: int, config: ReiteratorConfig, why: str) -> None:
         with self._lock:
             self._next_retry = self._now() + timedelta(seconds=delay)
         logger.log(
@@ -378,7 +381,6 @@ class ReiteratorManager:
             attempt + 1,
             config.max_attempts,
         )
-        self._sleep(delay)
 
     def _set_last(self, what: str) -> None:
         with self._lock:
@@ -424,6 +426,129 @@ class ReiteratorManager:
             f"backoff_strategy={c.backoff_strategy!r}, base_delay={c.base_delay}, "
             f"max_delay={c.max_delay}, enabled={self.enabled})"
         )
+
+
+@dataclass(frozen=True)
+class Done:
+    """Decision: return ``result`` to the caller."""
+
+    result: Any
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Decision: raise ``error`` (the task's own error is re-raised unchanged)."""
+
+    error: Exception
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Decision: wait ``seconds``, then submit the task again."""
+
+    seconds: float
+
+
+Step = Done | Fail | Resubmit
+"""What a :class:`Reiteration` decides after an attempt."""
+
+
+class Reiteration:
+    """The decisions of one sequence of submissions, with no waiting and no I/O.
+
+    A loop calls :meth:`start` before each submission, then :meth:`returned` with its result
+    or :meth:`failed` with its error, and does what the :data:`Step` says: return, raise, or
+    wait and submit again. The manager's status (:meth:`ReiteratorManager.get_status`) is kept
+    on the way. Build one with :meth:`ReiteratorManager.reiteration`.
+    """
+
+    def __init__(
+        self, manager: ReiteratorManager, config: ReiteratorConfig, deadline: float | None
+    ) -> None:
+        self._manager = manager
+        self.config = config
+        self.deadline = deadline
+        self.attempt = 0
+
+    def start(self) -> None:
+        """A submission starts."""
+        self.attempt += 1
+        self._manager._start_attempt(self.attempt)
+
+    def returned(self, result: Any) -> Step:
+        """The submission answered ``result`` (a verdict mapping; anything else is final)."""
+        manager, config, attempt = self._manager, self.config, self.attempt
+        outcome = outcome_of(result) if isinstance(result, Mapping) else APPROVED
+        manager._record(result, outcome, attempt, config)
+        if outcome == APPROVED or not manager._should_retry(config, result, attempt):
+            return self._finish(result, outcome)
+        delay = manager._delay(config, attempt)
+        if self.deadline is not None and delay >= self.deadline - manager._clock():
+            logger.info(
+                "reiterator: %s after attempt %d, but resubmitting in %.3g s would pass "
+                "the call's timeout; returning it",
+                outcome,
+                attempt,
+                delay,
+            )
+            return Done(result)
+        manager._schedule(delay, attempt, config, "negative consensus")
+        return Resubmit(delay)
+
+    def failed(self, error: Exception) -> Step:
+        """The submission raised ``error``: a rate limit is waited out, the rest re-raised."""
+        if not (isinstance(error, HumanRPCError) and error.reason == "rate_limited"):
+            self._manager._set_last("error")
+            return Fail(error)
+        return self._rate_limited(error)
+
+    def _finish(self, result: Any, outcome: str) -> Step:
+        config, attempt = self.config, self.attempt
+        if outcome == REJECTED and config.raise_on_max_attempts:
+            logger.debug("reiterator: still rejected after %d attempts; raising", attempt)
+            return Fail(
+                ReiteratorMaxAttemptsError(
+                    f"the humans rejected the answer in all {attempt} submissions (max_attempts="
+                    f"{config.max_attempts}); the last verdict is in .last_result. Raise "
+                    "max_attempts or improve the answer before asking again",
+                    attempts=attempt,
+                    last_result=result if isinstance(result, Mapping) else None,
+                )
+            )
+        return Done(result)
+
+    def _rate_limited(self, error: HumanRPCError) -> Step:
+        manager, config, attempt = self._manager, self.config, self.attempt
+        retry_after = error.details.get("retry_after")
+        wait = float(retry_after) if is_duration(retry_after) else config.base_delay
+        manager._set_last("rate_limited")
+        left = None if self.deadline is None else self.deadline - manager._clock()
+        if left is not None and wait >= left:
+            return Fail(
+                ReiteratorRateLimitError(
+                    f"the HumanRPC service is rate limiting task creation (HTTP 429, Retry-After "
+                    f"{wait:g} s) and waiting would pass the call's timeout ({max(left, 0):.3g} s "
+                    f"left); nothing was paid for this attempt. Try again after {wait:g} s, or "
+                    "pass a longer timeout",
+                    retry_after=wait,
+                )
+            )
+        if attempt >= config.max_attempts or wait > config.max_delay:
+            why = (
+                f"all {config.max_attempts} attempts are used"
+                if attempt >= config.max_attempts
+                else f"Retry-After {wait:g} s is longer than max_delay {config.max_delay:g} s"
+            )
+            return Fail(
+                ReiteratorRateLimitError(
+                    f"the HumanRPC service is rate limiting task creation and waiting would pass "
+                    f"the reiterator's limits ({why}); try again after {wait:g} s or raise the "
+                    "limits",
+                    retry_after=wait,
+                )
+            )
+        manager._schedule(wait, attempt, config, "rate limited (429)")
+        return Resubmit(wait)
 
 
 def _attempt(count: Any) -> int:

@@ -39,7 +39,6 @@ from .._recovery import needs_recovery, recover
 from .._tasks import Verdict, task_body
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
-    PaymentError,
     PendingPaymentsWarning,
     ReiteratorConfigurationError,
     SDKConfigurationError,
@@ -197,6 +196,7 @@ class AutoAgent:
             post=self.post,
             get=self.session.get,
             last_payment=self._last_payment,
+            journal=self._journal,
             timeout=self.timeout,
             clock=clock,
             sleep=sleep,
@@ -405,21 +405,7 @@ class AutoAgent:
         )
         seconds = positive_seconds(timeout, "timeout")
         self._human.endpoint()
-        deadline = self._clock() + seconds
-        if self._reiterator.enabled:
-            return self._reiterator.execute_until(deadline, self._ask_once, body, deadline)
-        return self._ask_once(body, deadline)
-
-    def _ask_once(self, body: dict[str, Any], deadline: float) -> Verdict:
-        self._local.receipt = None  # what this POST pays, not what an earlier request paid
-        task_id, payment = self._human.create(body)
-        receipt = self._last_payment()
-        if receipt is not None and not self._journal_task(receipt, task_id):
-            receipt = None  # its row is not this task's: the verdict is looked up by task id
-        verdict = self._human.wait(task_id, max(0.0, deadline - self._clock()))
-        self._journal_verdict(task_id, verdict["outcome"], receipt)
-        verdict["payment"] = payment or verdict["payment"]
-        return verdict
+        return self._human.ask(body, self._clock() + seconds, self._reiterator)
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task; nothing is paid.
@@ -429,9 +415,7 @@ class AutoAgent:
         task leaves :meth:`pending_tasks`.
         """
         task_id = _text(task_id, "task_id")
-        verdict = self._human.wait(task_id, positive_seconds(timeout, "timeout"))
-        self._journal_verdict(task_id, verdict["outcome"], None)
-        return verdict
+        return self._human.wait(task_id, positive_seconds(timeout, "timeout"))
 
     def pending_tasks(self) -> list[PaymentReceipt]:
         """Tasks paid for but not decided yet, as the receipts of the payments that created them.
@@ -443,69 +427,6 @@ class AutoAgent:
         (``KeyboardInterrupt``) during :meth:`ask_human_rpc` or a ``@guard`` call.
         """
         return [entry.receipt for entry in self._journal.open_tasks()]
-
-    def _journal_task(self, receipt: PaymentReceipt, task_id: str) -> bool:
-        """Write the task's id on the row of the payment that created it (before waiting);
-        whether the row now names this task.
-
-        A row naming another task keeps it: a payment sent again (a service reissuing an
-        invoice) that got a second task must not make the first, still paid and undecided,
-        leave :meth:`pending_tasks`."""
-        if receipt.id is None or receipt.state is None:
-            return False
-        if receipt.task_id not in (None, task_id):
-            logger.warning(
-                "task %s was created by a payment sent again (journal id %s), which paid for "
-                "task %s already; the journal keeps task %s on it. If this process stops before "
-                "the verdict, resume with agent.wait_for_verdict(%r)",
-                task_id,
-                receipt.id,
-                receipt.task_id,
-                receipt.task_id,
-                task_id,
-            )
-            return False
-        try:
-            entry = self._journal.mark(
-                receipt.id, receipt.state, {"task_id": task_id}, expect=(receipt.state,)
-            )
-        except PaymentError as exc:
-            entry = None
-            logger.warning("task %s: could not journal it with its payment (%s)", task_id, exc)
-        if entry is None:
-            logger.warning(
-                "task %s is paid (journal id %s) but not journaled with its payment; if this "
-                "process stops before the verdict, resume with agent.wait_for_verdict(%r)",
-                task_id,
-                receipt.id,
-                task_id,
-            )
-            return False
-        return True
-
-    def _journal_verdict(self, task_id: str, outcome: str, receipt: PaymentReceipt | None) -> None:
-        """Record the verdict on the task's payment row: it leaves :meth:`pending_tasks`.
-
-        ``receipt``: the payment this process made for the task (written directly); without
-        it, or when its row moved on meanwhile, the rows pending with ``task_id`` are looked up.
-        """
-        if receipt is not None and self._mark_outcome(receipt, outcome, task_id):
-            return
-        for row in self.pending_tasks():
-            if row.task_id == task_id:
-                self._mark_outcome(row, outcome, task_id)
-
-    def _mark_outcome(self, row: PaymentReceipt, outcome: str, task_id: str) -> bool:
-        if row.id is None or row.state is None:
-            return False
-        try:
-            entry = self._journal.mark(
-                row.id, row.state, {"task_outcome": outcome}, expect=(row.state,)
-            )
-        except PaymentError as exc:
-            logger.warning("task %s: could not journal its verdict (%s)", task_id, exc)
-            return True  # the journal cannot be written: looking further would not help
-        return entry is not None and entry.receipt.task_id == task_id
 
     @property
     def reiterator(self) -> ReiteratorManager:

@@ -1,37 +1,123 @@
-"""The HumanRPC task API driver: create a task (paying its 402), then poll for the verdict.
+"""Runners of the human-verification flows: sync (``requests``) and async (``httpx``).
 
-Deciding lives in :mod:`._tasks` (bodies, parsing, verdicts, the poll schedule); this module
-sends the requests and waits, with the clock and sleep it is given.
+Every decision lives in :mod:`.._human` (what to send, how to read each answer, when to poll
+again, what to journal); these two classes perform the effects the flows yield: the agent's
+paying POST, a plain GET, the journal, and the pause, with the clock and sleep they are given.
 """
 
 from __future__ import annotations
 
-import email.utils
+import asyncio
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import httpx
 import requests
 
+from .._effects import Effect, HttpReply, NoAnswer, Pause, Record
+from .._human import (
+    HumanAnswer,
+    HumanHttp,
+    OpenTasks,
+    TaskApi,
+    ask_once,
+    endpoint_of,
+    wait_for_verdict,
+)
+from .._human import retry_after_seconds as _retry_after
 from .._receipts import PaymentReceipt
-from .._tasks import Verdict, parse_task, poll_delays, verdict_of
-from ..exceptions import HumanVerificationError, SDKConfigurationError
+from .._tasks import Verdict
+from ..exceptions import ConnectionFailedError, HumanRPCError
+from .journal import Journal
 
-__all__ = ["HumanClient"]
+if TYPE_CHECKING:
+    from ..reiterator import ReiteratorManager
+
+__all__ = ["AsyncHumanClient", "HumanClient", "retry_after_seconds"]
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT = (429, 500, 502, 503, 504)
+T = TypeVar("T")
 
 
-class HumanClient:
+class _Response(Protocol):
+    """What the runners read of a ``requests`` or ``httpx`` response."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Any: ...  # case-insensitive in both libraries
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def url(self) -> Any: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_after_seconds(header: str | None, default: float = 1.0) -> float:
+    """A ``Retry-After`` header in seconds, an HTTP date read against the real clock."""
+    return _retry_after(header, _utc_now, default)
+
+
+def _reply(response: _Response) -> HttpReply:
+    return HttpReply(
+        status=response.status_code,
+        headers=response.headers,
+        body=response.content,
+        url=str(response.url),
+    )
+
+
+class _Runner:
+    """What both runners share: the settings and the journal's part of each effect."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        last_payment: Callable[[], PaymentReceipt | None],
+        journal: Journal,
+        timeout: float,
+        clock: Callable[[], float],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.url = url
+        self._last_payment = last_payment
+        self._journal = journal
+        self._timeout = timeout
+        self._clock = clock
+        self._now = now
+
+    def endpoint(self) -> str:
+        return endpoint_of(self.url)
+
+    def _api(self) -> TaskApi:
+        return TaskApi(self.endpoint(), self._timeout, self._clock, self._now)
+
+    def _book(self, effect: Effect[Any]) -> Any:
+        """Perform a journal effect (blocking: the async runner calls it in a thread)."""
+        if isinstance(effect, Record):
+            return self._journal.mark(
+                effect.entry_id, effect.state, effect.fields, expect=effect.expect
+            )
+        if isinstance(effect, OpenTasks):
+            return self._journal.open_tasks()
+        raise TypeError(f"unknown effect {effect!r}")
+
+
+class HumanClient(_Runner):
     """Talks to a HumanRPC tasks endpoint (``http://host/api/v1/tasks``) for an agent.
 
     :param post: the agent's paying POST (answers a 402 by paying it).
     :param get: a plain GET (polling never pays).
     :param last_payment: the payment the calling thread's last request made, if any.
+    :param journal: the agent's journal (task ids and verdicts go on the payments' rows).
+    :param now: wall-clock UTC time, for a ``Retry-After`` date.
     """
 
     def __init__(
@@ -41,189 +127,138 @@ class HumanClient:
         post: Callable[..., requests.Response],
         get: Callable[..., requests.Response],
         last_payment: Callable[[], PaymentReceipt | None],
+        journal: Journal,
         timeout: float,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
+        now: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.url = url
+        super().__init__(
+            url, last_payment=last_payment, journal=journal, timeout=timeout, clock=clock, now=now
+        )
         self._post = post
         self._get = get
-        self._last_payment = last_payment
-        self._timeout = timeout
-        self._clock = clock
         self._sleep = sleep
 
-    def endpoint(self) -> str:
-        if not self.url:
-            raise SDKConfigurationError(
-                "no HumanRPC endpoint: pass human_rpc_url='http://host/api/v1/tasks' to AutoAgent "
-                "or set HUMAN_RPC_URL",
-                parameter="human_rpc_url",
-            )
-        return self.url.rstrip("/")
+    def ask(self, body: dict[str, Any], deadline: float, reiterator: ReiteratorManager) -> Verdict:
+        """Create a paid task and wait for its verdict by ``deadline`` (a ``clock()`` time);
+        a rejection is resubmitted when ``reiterator`` is enabled."""
+        self.endpoint()
+        if reiterator.enabled:
+            return reiterator.execute_until(deadline, self._ask_once, body, deadline)
+        return self._ask_once(body, deadline)
 
-    # -- creating ----------------------------------------------------------------------------
-
-    def create(self, body: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        """Create a task; returns its id and what was paid for it (None if nothing was)."""
-        url = self.endpoint()
-        try:
-            response = self._post(url, json=body, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise HumanVerificationError(
-                f"could not reach the HumanRPC service at {url} ({type(exc).__name__}); check "
-                "human_rpc_url and that the service is up",
-                reason="unavailable",
-            ) from exc
-        receipt = self._last_payment()
-        payment = _payment_json(receipt) if receipt is not None else None
-        if response.status_code == 429 and payment is not None:
-            # Rate limited only after taking the payment: waiting and asking again pays again.
-            raise HumanVerificationError(
-                f"the HumanRPC service at {url} took the payment {payment['signature']} and "
-                "then refused to create the task (HTTP 429, rate limited); asking again pays "
-                "again: take the payment up with the service",
-                reason="unavailable",
-                details={"status": 429, "payment": payment},
-            )
-        if response.status_code == 429:
-            wait = retry_after_seconds(response.headers.get("Retry-After"))
-            raise HumanVerificationError(
-                f"the HumanRPC service at {url} is rate limiting task creation (HTTP 429); "
-                f"retry after {wait:g} s. Nothing was paid",
-                reason="rate_limited",
-                details={"retry_after": wait},
-            )
-        if response.status_code >= 500:
-            paid = (
-                f" The payment {payment['signature']} was sent."
-                if payment
-                else " Nothing was paid."
-            )
-            raise HumanVerificationError(
-                f"the HumanRPC service at {url} failed to create the task (HTTP "
-                f"{response.status_code}).{paid}",
-                reason="unavailable",
-                details={"status": response.status_code, "payment": payment},
-            )
-        if response.status_code not in (200, 201, 202):
-            raise HumanVerificationError(
-                f"the HumanRPC service at {url} refused the task (HTTP {response.status_code}: "
-                f"{_error_text(response)}); check the request",
-                reason="task_refused",
-                details={"status": response.status_code, "payment": payment},
-            )
-        task_id = _json(response).get("task_id") if isinstance(_json(response), dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise HumanVerificationError(
-                f"the HumanRPC service at {url} accepted the task but sent no task_id; check that "
-                "human_rpc_url points at a HumanRPC tasks endpoint",
-                reason="malformed_answer",
-                details={"payment": payment},
-            )
-        logger.debug("created HumanRPC task %s", task_id)
-        return task_id, payment
-
-    # -- waiting -----------------------------------------------------------------------------
+    def _ask_once(self, body: dict[str, Any], deadline: float) -> Verdict:
+        return self._run(ask_once(self._api(), body, deadline))
 
     def wait(self, task_id: str, timeout: float) -> Verdict:
-        """Poll until the task is completed or expired; growing intervals, bounded by timeout.
+        """Wait for an existing task's verdict (nothing is paid); the verdict is journaled."""
+        return self._run(wait_for_verdict(self._api(), task_id, timeout))
 
-        Transient failures (connection errors, 5xx, 429) are retried until the timeout.
-
-        :raises HumanVerificationError: 404 (``task_not_found``), a malformed answer, any other
-            refusal, or the timeout (``timeout``, with ``task_id`` to resume later).
-        """
-        url = f"{self.endpoint()}/{task_id}"
-        deadline = self._clock() + timeout
-        for delay in poll_delays():
-            wait = self._poll(url, task_id, delay)
-            if isinstance(wait, dict):
-                return wait
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise HumanVerificationError(
-                    f"no verdict for task {task_id} within {timeout:g} s; the task is still open. "
-                    f"Resume waiting with agent.wait_for_verdict({task_id!r})",
-                    task_id=task_id,
-                    reason="timeout",
-                )
-            self._sleep(min(wait, remaining))
-        raise AssertionError("unreachable")  # pragma: no cover - poll_delays never ends
-
-    def _poll(self, url: str, task_id: str, delay: float) -> Verdict | float:
-        """The verdict, or how long to wait before the next poll."""
+    def _run(self, flow: Generator[Effect[Any], Any, T]) -> T:
         try:
-            response = self._get(url, timeout=self._timeout)
+            effect = next(flow)
+            while True:
+                try:
+                    result = self._perform(effect)
+                except HumanRPCError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
+    def _perform(self, effect: Effect[Any]) -> Any:
+        if isinstance(effect, HumanHttp):
+            return self._http(effect)
+        if isinstance(effect, Pause):
+            self._sleep(effect.seconds)
+            return None
+        return self._book(effect)
+
+    def _http(self, effect: HumanHttp) -> HumanAnswer:
+        try:
+            if effect.paying:
+                response = self._post(effect.url, json=effect.json, timeout=effect.timeout)
+            else:
+                response = self._get(effect.url, timeout=effect.timeout)
         except requests.RequestException as exc:
-            logger.debug("task %s: poll failed (%s); retrying", task_id, type(exc).__name__)
-            return delay
-        if response.status_code == 404:
-            raise HumanVerificationError(
-                f"the HumanRPC service does not know task {task_id} (HTTP 404); check the id and "
-                "human_rpc_url",
-                task_id=task_id,
-                reason="task_not_found",
-            )
-        if response.status_code in _TRANSIENT:
-            logger.debug("task %s: HTTP %s; retrying", task_id, response.status_code)
-            if response.status_code == 429:
-                return max(delay, retry_after_seconds(response.headers.get("Retry-After")))
-            return delay
-        if response.status_code != 200:
-            raise HumanVerificationError(
-                f"the HumanRPC service answered HTTP {response.status_code} for task {task_id}: "
-                f"{_error_text(response)}",
-                task_id=task_id,
-                reason="bad_answer",
-            )
-        snapshot = parse_task(_json(response), task_id)
-        if not snapshot.final:
-            votes = snapshot.consensus.get("currentVoteCount")
-            logger.debug("task %s: %s (%s votes)", task_id, snapshot.status, votes)
-            return delay
-        verdict = verdict_of(snapshot)
-        logger.debug("task %s: %s", task_id, verdict["outcome"])
-        return verdict
+            return HumanAnswer(NoAnswer(type(exc).__name__))
+        payment = self._last_payment() if effect.paying else None
+        return HumanAnswer(_reply(response), payment)
 
 
-def retry_after_seconds(header: str | None, default: float = 1.0) -> float:
-    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date)."""
-    if not header:
-        return default
-    try:
-        seconds = float(header)
-    except ValueError:
+class AsyncHumanClient(_Runner):
+    """:class:`HumanClient` for asyncio: ``post`` and ``get`` are awaited (``httpx``-like
+    responses), ``sleep`` is an async function, and the journal runs in a thread."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        post: Callable[..., Awaitable[Any]],
+        get: Callable[..., Awaitable[Any]],
+        last_payment: Callable[[], PaymentReceipt | None],
+        journal: Journal,
+        timeout: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        super().__init__(
+            url, last_payment=last_payment, journal=journal, timeout=timeout, clock=clock, now=now
+        )
+        self._post = post
+        self._get = get
+        self._sleep = sleep
+
+    async def ask(
+        self, body: dict[str, Any], deadline: float, reiterator: ReiteratorManager
+    ) -> Verdict:
+        """Create a paid task and wait for its verdict by ``deadline`` (a ``clock()`` time);
+        a rejection is resubmitted when ``reiterator`` is enabled."""
+        self.endpoint()
+        if reiterator.enabled:
+            return await reiterator.aexecute_until(deadline, self._ask_once, body, deadline)
+        return await self._ask_once(body, deadline)
+
+    async def _ask_once(self, body: dict[str, Any], deadline: float) -> Verdict:
+        return await self._run(ask_once(self._api(), body, deadline))
+
+    async def wait(self, task_id: str, timeout: float) -> Verdict:
+        """Wait for an existing task's verdict (nothing is paid); the verdict is journaled."""
+        return await self._run(wait_for_verdict(self._api(), task_id, timeout))
+
+    async def _run(self, flow: Generator[Effect[Any], Any, T]) -> T:
         try:
-            moment = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return default
-        seconds = (moment - datetime.now(UTC)).total_seconds()
-    return seconds if math.isfinite(seconds) and seconds >= 0 else default
+            effect = next(flow)
+            while True:
+                try:
+                    result = await self._perform(effect)
+                except HumanRPCError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
 
+    async def _perform(self, effect: Effect[Any]) -> Any:
+        if isinstance(effect, HumanHttp):
+            return await self._http(effect)
+        if isinstance(effect, Pause):
+            await self._sleep(effect.seconds)
+            return None
+        return await asyncio.to_thread(self._book, effect)
 
-def _json(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except (ValueError, RecursionError):
-        return None
-
-
-def _error_text(response: requests.Response) -> str:
-    document = _json(response)
-    if isinstance(document, dict):
-        error = document.get("error")
-        if isinstance(error, dict):
-            error = error.get("message")
-        if isinstance(error, str):
-            return error[:200]
-    return response.reason or "no details"
-
-
-def _payment_json(receipt: PaymentReceipt) -> dict[str, Any]:
-    return {
-        "signature": receipt.signature,
-        "amount": str(receipt.amount),
-        "currency": receipt.currency,
-        "accepted": receipt.accepted,
-    }
+    async def _http(self, effect: HumanHttp) -> HumanAnswer:
+        try:
+            if effect.paying:
+                response = await self._post(effect.url, json=effect.json, timeout=effect.timeout)
+            else:
+                response = await self._get(effect.url, timeout=effect.timeout)
+        except (httpx.RequestError, ConnectionFailedError) as exc:
+            return HumanAnswer(NoAnswer(type(exc).__name__))
+        payment = self._last_payment() if effect.paying else None
+        return HumanAnswer(_reply(response), payment)
