@@ -22,20 +22,40 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeGuard,
+    TypeVar,
+    cast,
+    overload,
+)
 
 from ._checks import positive_seconds, show
-from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED, is_confidence, reward_amount
+from ._tasks import (
+    APPROVED,
+    EXPIRED,
+    NO_CONSENSUS,
+    REJECTED,
+    Verdict,
+    is_confidence,
+    reward_amount,
+)
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
 if TYPE_CHECKING:
     from .agent import AutoAgent
 
-__all__ = ["GuardResponse", "HumanVerdict", "guard"]
+__all__ = ["AsyncHumanAgent", "GuardResponse", "HumanVerdict", "guard"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +69,13 @@ _EVENTS: Final = {
     EXPIRED: ("timeout", "on_timeout"),
 }
 """A verdict that is not an approval: the event it is and the option that decides it."""
+
+
+class AsyncHumanAgent(Protocol):
+    """An agent whose ``ask_human_rpc`` is a coroutine function (``AsyncAutoAgent``)."""
+
+    @property
+    def ask_human_rpc(self) -> Callable[..., Awaitable[Verdict]]: ...
 
 
 class HumanVerdict(TypedDict):
@@ -109,7 +136,7 @@ def guard(
     agent_id: str | None = None,
     reward: Any = None,
     timeout: float = 300,
-    agent: AutoAgent | None = None,
+    agent: AutoAgent | AsyncHumanAgent | None = None,
     confidence: Callable[[Any], float] | None = None,
     question: Callable[..., str] | None = None,
     currency: str = "USDC",
@@ -128,7 +155,7 @@ def guard(
     agent_id: str | None = None,
     reward: Any = None,
     timeout: float = 300,
-    agent: AutoAgent | None = None,
+    agent: AutoAgent | AsyncHumanAgent | None = None,
     confidence: Callable[[Any], float] | None = None,
     question: Callable[..., str] | None = None,
     currency: str = "USDC",
@@ -143,8 +170,9 @@ def guard(
     :param agent_id: the agent name shown to reviewers (default: the function's name).
     :param reward: what each task pays reviewers, in ``currency`` (default: the service's price).
     :param timeout: seconds to wait for a verdict.
-    :param agent: the :class:`~human_rpc_sdk.AutoAgent` that pays and asks; built from the
-        environment on first need when None.
+    :param agent: the agent that pays and asks: an :class:`~human_rpc_sdk.AutoAgent`, or for an
+        ``async def`` also an ``AsyncAutoAgent`` (awaited, no thread); built from the
+        environment on first need when None (an ``AsyncAutoAgent`` for an ``async def``).
     :param confidence: reads the confidence from a result; by default a ``"confidence"`` key,
         an ``(answer, confidence)`` tuple, or a ``.confidence`` attribute.
     :param question: builds the reviewers' question from the call's arguments; by default the
@@ -152,7 +180,8 @@ def guard(
     :param on_reject, on_no_consensus, on_timeout, on_unavailable: ``"raise"`` or ``"return"``.
         ``on_timeout`` covers both no verdict within ``timeout`` and a task that expired on
         the service (``reason="timeout"``).
-    :raises SDKConfigurationError: at decoration, for any invalid argument.
+    :raises SDKConfigurationError: at decoration, for any invalid argument, or an async agent
+        given for a plain function.
     """
     settings = _Settings(
         threshold=_threshold(threshold),
@@ -183,9 +212,16 @@ def guard(
                 level = checker.confidence_of(result)
                 if level >= settings.threshold:
                     return result
-                return await asyncio.to_thread(checker.verify, result, level, args, kwargs)
+                return await checker.averify(result, level, args, kwargs)
 
             return async_guarded
+        if _is_async(settings.agent):
+            raise SDKConfigurationError(
+                f"guard(agent=...) got an async agent ({type(settings.agent).__name__}) for the "
+                f"plain function {checker.name}(), which cannot await it: make it an async def, "
+                "or pass an AutoAgent",
+                parameter="agent",
+            )
 
         @functools.wraps(target)
         def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -206,7 +242,7 @@ class _Settings:
         self.agent_id: str | None = values["agent_id"]
         self.reward: Any = values["reward"]
         self.timeout: float = values["timeout"]
-        self.agent: AutoAgent | None = values["agent"]
+        self.agent: AutoAgent | AsyncHumanAgent | None = values["agent"]
         self.confidence: Callable[[Any], float] | None = values["confidence"]
         self.question: Callable[..., str] | None = values["question"]
         self.currency: str = values["currency"]
@@ -259,36 +295,65 @@ class _Checker:
         shown = ", ".join([*map(_repr, args), *(f"{k}={_repr(v)}" for k, v in kwargs.items())])
         return f"Is this the right result of {self.name}({shown})?"[:_MAX_QUESTION]
 
-    def agent(self) -> AutoAgent:
+    def agent(self) -> AutoAgent | AsyncHumanAgent:
+        """The agent given, or one built from the environment on first need: an
+        ``AsyncAutoAgent`` for an ``async def`` (an ``AutoAgent`` where there is none)."""
         with self._lock:
             if self._agent is None:
-                from .agent import AutoAgent
-
-                self._agent = AutoAgent()
+                self._agent = _build_agent(inspect.iscoroutinefunction(self.func))
             return self._agent
 
     def verify(
         self, result: Any, level: float, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> GuardResponse:
+        # Only a sync agent gets here: decoration refuses an async one for a plain function,
+        # and averify awaits an async one itself.
+        agent = cast("AutoAgent", self.agent())
         answer = self.answer_of(result)
+        try:
+            verdict = agent.ask_human_rpc(**self._question(answer, level, args, kwargs))
+        except HumanVerificationError as exc:
+            return self._failed(exc, answer, level)
+        return self._judge(verdict, answer, level)
+
+    async def averify(
+        self, result: Any, level: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> GuardResponse:
+        """:meth:`verify` for an ``async def``: an async agent is awaited; a sync one runs in a
+        thread, as does building the agent (it opens its journal)."""
+        agent = self._agent if self._agent is not None else await asyncio.to_thread(self.agent)
+        if not _is_async(agent):
+            return await asyncio.to_thread(self.verify, result, level, args, kwargs)
+        answer = self.answer_of(result)
+        try:
+            verdict = await agent.ask_human_rpc(**self._question(answer, level, args, kwargs))
+        except HumanVerificationError as exc:
+            return self._failed(exc, answer, level)
+        return self._judge(verdict, answer, level)
+
+    def _question(
+        self, answer: Any, level: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
         settings = self.settings
         logger.debug(
             "%s: confidence %.3f below %.3f; asking humans", self.name, level, settings.threshold
         )
-        try:
-            verdict = self.agent().ask_human_rpc(
-                self.question_of(args, kwargs),
-                answer=answer,
-                confidence=level,
-                reward=settings.reward,
-                currency=settings.currency,
-                agent_id=settings.agent_id or self.name,
-                timeout=settings.timeout,
-            )
-        except HumanVerificationError as exc:
-            if exc.reason in ("timeout", "unavailable"):
-                return self._settle(exc.reason, answer, level, None, exc)
-            raise
+        return {
+            "text": self.question_of(args, kwargs),
+            "answer": answer,
+            "confidence": level,
+            "reward": settings.reward,
+            "currency": settings.currency,
+            "agent_id": settings.agent_id or self.name,
+            "timeout": settings.timeout,
+        }
+
+    def _failed(self, exc: HumanVerificationError, answer: Any, level: float) -> GuardResponse:
+        if exc.reason in ("timeout", "unavailable"):
+            return self._settle(exc.reason, answer, level, None, exc)
+        raise exc
+
+    def _judge(self, verdict: Mapping[str, Any], answer: Any, level: float) -> GuardResponse:
         human: HumanVerdict = {
             "decision": verdict["decision"],
             "confidence": verdict["confidence"],
@@ -367,10 +432,32 @@ def _callable(value: Any, name: str) -> Any:
     return value
 
 
+def _is_async(agent: object) -> TypeGuard[AsyncHumanAgent]:
+    """Whether ``agent.ask_human_rpc`` is a coroutine function (an async agent)."""
+    return inspect.iscoroutinefunction(getattr(agent, "ask_human_rpc", None))
+
+
+def _build_agent(for_async: bool) -> AutoAgent | AsyncHumanAgent:
+    """An agent from the environment: an ``AsyncAutoAgent`` for an ``async def`` when this
+    install has one, else an ``AutoAgent``."""
+    if for_async:
+        try:
+            module = importlib.import_module(f"{__package__}.async_agent")
+        except ImportError:
+            logger.debug("no AsyncAutoAgent here; the async def's check runs in a thread")
+        else:
+            built: AsyncHumanAgent = module.AsyncAutoAgent()
+            return built
+    from .agent import AutoAgent
+
+    return AutoAgent()
+
+
 def _agent(value: Any) -> Any:
     if value is not None and not callable(getattr(value, "ask_human_rpc", None)):
         raise SDKConfigurationError(
-            "agent must be an AutoAgent (or None to build one from the environment)",
+            "agent must be an AutoAgent or an AsyncAutoAgent (or None to build one from the "
+            "environment)",
             parameter="agent",
         )
     return value

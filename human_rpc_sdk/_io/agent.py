@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +46,7 @@ from ..exceptions import (
 from ..reiterator import ReiteratorConfig, ReiteratorManager, validate
 from ..solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
 from ..wallet import Signer, load_signer
+from .clock import async_sleep as real_async_sleep
 from .human import HumanClient
 from .journal import MEMORY, Journal, default_journal_path, process_alive
 from .rpc import RpcClient
@@ -710,8 +711,12 @@ def _reiterator(
     base_delay: Any,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
+    *,
+    async_sleep: Callable[[float], Awaitable[None]] = real_async_sleep,
 ) -> ReiteratorManager:
-    """The agent's reiterator, its settings validated under the agent's parameter names."""
+    """The agent's reiterator, its settings validated under the agent's parameter names.
+
+    ``async_sleep``: the waits of its asyncio loop (an async agent passes its own)."""
     if not isinstance(enabled, bool):
         raise ReiteratorConfigurationError(
             f"reiterator must be True or False (got a {type(enabled).__name__})",
@@ -723,5 +728,12 @@ def _reiterator(
     )
     validate(config, _AGENT_NAMES)
     return ReiteratorManager(
-        attempts, strategy, base_delay, ceiling, enabled=enabled, clock=clock, sleep=sleep
+        attempts,
+        strategy,
+        base_delay,
+        ceiling,
+        enabled=enabled,
+        clock=clock,
+        sleep=sleep,
+        async_sleep=async_sleep,
     )
