@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from ._checks import MAX_SECONDS, is_duration, show
 from ._io.clock import async_sleep as real_async_sleep
@@ -295,20 +295,44 @@ class ReiteratorManager:
                     raise step.error
                 self._sleep(step.seconds)
 
+    @overload
     async def aexecute_with_retry(
-        self, task_func: Callable[..., Awaitable[R] | R], *args: Any, **kwargs: Any
-    ) -> R:
+        self, task_func: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any
+    ) -> R: ...
+
+    @overload
+    async def aexecute_with_retry(
+        self, task_func: Callable[..., R], *args: Any, **kwargs: Any
+    ) -> R: ...
+
+    async def aexecute_with_retry(
+        self, task_func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """:meth:`execute_with_retry` for asyncio: ``task_func`` may be an ``async def``, and
         waits use the manager's ``async_sleep``."""
         return await self.aexecute_until(None, task_func, *args, **kwargs)
 
+    @overload
     async def aexecute_until(
         self,
         deadline: float | None,
-        task_func: Callable[..., Awaitable[R] | R],
+        task_func: Callable[..., Awaitable[R]],
         *args: Any,
         **kwargs: Any,
-    ) -> R:
+    ) -> R: ...
+
+    @overload
+    async def aexecute_until(
+        self, deadline: float | None, task_func: Callable[..., R], *args: Any, **kwargs: Any
+    ) -> R: ...
+
+    async def aexecute_until(
+        self,
+        deadline: float | None,
+        task_func: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         """:meth:`execute_until` for asyncio (see :meth:`aexecute_with_retry`)."""
         with self.reiteration(deadline, task_func) as sequence:
             while True:
@@ -325,7 +349,7 @@ class ReiteratorManager:
                             raise  # unchanged: the caller sees the original error
                         raise step.error from exc
                 if isinstance(step, Done):
-                    return step.result  # type: ignore[no-any-return]
+                    return step.result
                 if isinstance(step, Fail):
                     raise step.error
                 await self._async_sleep(step.seconds)
