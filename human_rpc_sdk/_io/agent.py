@@ -405,7 +405,6 @@ class AutoAgent:
             reasoning=reasoning,
         )
         seconds = positive_seconds(timeout, "timeout")
-        self._human.endpoint()
         return self._human.ask(body, self._clock() + seconds, self._reiterator)
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:

@@ -103,7 +103,12 @@ class _Runner:
         """Perform a journal effect (blocking: the async runner calls it in a thread)."""
         if isinstance(effect, Record):
             return self._journal.mark(
-                effect.entry_id, effect.state, effect.fields, expect=effect.expect
+                effect.entry_id,
+                effect.state,
+                effect.fields,
+                expect=effect.expect,
+                busy_seconds=effect.busy_seconds,
+                keep=effect.keep,
             )
         if isinstance(effect, OpenTasks):
             return self._journal.open_tasks()
