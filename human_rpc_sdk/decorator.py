@@ -441,9 +441,12 @@ def _build_agent(for_async: bool) -> AutoAgent | AsyncHumanAgent:
     """An agent from the environment: an ``AsyncAutoAgent`` for an ``async def`` when this
     install has one, else an ``AutoAgent``."""
     if for_async:
+        name = f"{__package__}.async_agent"
         try:
-            module = importlib.import_module(f"{__package__}.async_agent")
-        except ImportError:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # the module exists but something it imports is missing: say so
             logger.debug("no AsyncAutoAgent here; the async def's check runs in a thread")
         else:
             built: AsyncHumanAgent = module.AsyncAutoAgent()
