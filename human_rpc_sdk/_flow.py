@@ -37,12 +37,15 @@ from ._effects import (
     ChainCache,
     Effect,
     FindPayment,
+    Flow,
     HttpReply,
     PaymentContext,
     Record,
     Resend,
     Reserve,
     RpcCall,
+    Sign,
+    perform,
 )
 from ._exact import quote_exact
 from ._headers import PAYMENT_HEADER, encode_payment_header
@@ -60,7 +63,7 @@ from ._x402 import (
 )
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError, ServerResponse
 from .invoices import FORMAT_LEGACY, Invoice
-from .solana_utils import build_exact_transfer, build_transfer, sign_transaction
+from .solana_utils import add_signature, build_exact_transfer, build_transfer, message_to_sign
 
 __all__ = [
     "MAX_402_BODY_BYTES",
@@ -115,7 +118,8 @@ class Prepared:
     """A priced payment: what the rules and ``approve`` see, and how to sign it."""
 
     offer: PaymentOffer
-    sign: Callable[[], Signed]
+    sign: Callable[[], Flow[Signed]]
+    """The flow that signs it (yielding :class:`Sign`) and returns the signed payment."""
     blockhash: str = ""
     """The blockhash it will be signed over."""
     genesis_hash: str | None = None
@@ -274,7 +278,7 @@ def pay_new(
         return (yield from _pay_again(reservation.entry, payable, ctx))
     entry = reservation.entry
     try:
-        signed = prepared.sign()
+        signed = yield from prepared.sign()
     except Exception:
         yield Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
         raise
@@ -366,8 +370,9 @@ class InvoicePayable:
 
         facts = ctx.cache.fetched(priced.blockhash)
 
-        def sign() -> Signed:
-            transaction = sign_transaction(build_transfer(plan, priced.blockhash), ctx.signer)
+        def sign() -> Flow[Signed]:
+            unsigned = build_transfer(plan, priced.blockhash)
+            transaction = yield from signed_by(unsigned, plan.payer)
             return Signed(
                 headers={PAYMENT_HEADER: encode_payment_header(transaction, ctx.network)},
                 signature=str(transaction.signatures[0]),
@@ -426,7 +431,7 @@ class ExactPayable:
         # chain the accounts were read on (asked in that batch); else the one it was fetched on.
         genesis = exact.genesis_hash if facts is None else facts.genesis_hash
 
-        def sign() -> Signed:
+        def sign() -> Flow[Signed]:
             unsigned = build_exact_transfer(
                 payer=payer,
                 fee_payer=Pubkey.from_string(chosen.fee_payer),
@@ -438,7 +443,7 @@ class ExactPayable:
                 compute_unit_limit=COMPUTE_UNIT_LIMIT,
                 compute_unit_price=COMPUTE_UNIT_PRICE,
             )
-            transaction = sign_transaction(unsigned, ctx.signer)
+            transaction = yield from signed_by(unsigned, payer)
             name, value = encode_payment(chosen, transaction, self.challenge.resource)
             return Signed(
                 headers={name: value},
@@ -481,6 +486,13 @@ def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def signed_by(unsigned: VersionedTransaction, payer: Pubkey) -> Flow[VersionedTransaction]:
+    """``unsigned`` with ``payer``'s signature, asked of the driver (:class:`Sign`) and
+    verified against ``payer`` before it is attached: a bad one raises, nothing is sent."""
+    signature = yield from perform(Sign(message_to_sign(unsigned, payer), payer))
+    return add_signature(unsigned, payer, signature)
 
 
 def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> PaymentPolicyError:
