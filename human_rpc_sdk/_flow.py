@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
@@ -35,7 +35,6 @@ from ._effects import (
     Approve,
     BlockhashFacts,
     ChainCache,
-    Effect,
     FindPayment,
     Flow,
     HttpReply,
@@ -140,11 +139,11 @@ class Payable(Protocol):
     def invoice(self) -> Mapping[str, Any]:
         """The request as received, for error reports."""
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         """Price the payment on the chain; ``fresh``: with a new blockhash (a replacement)."""
 
 
-def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect[Any], Any, PaymentOutcome]:
+def pay(reply: HttpReply, ctx: PaymentContext) -> Flow[PaymentOutcome]:
     """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer.
 
     An :class:`InvoiceValidationError` (nothing signed) carries ``reply`` as its ``response``.
@@ -152,7 +151,7 @@ def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect[Any], Any, Pa
     try:
         payable = _read(reply, ctx)
         if payable.invoice_key is not None:
-            existing = yield FindPayment(payable.invoice_key)
+            existing = yield from perform(FindPayment(payable.invoice_key))
             if existing is not None:
                 return (yield from _pay_again(existing, payable, ctx))
         return (yield from pay_new(payable, ctx, replaces=None))
@@ -237,7 +236,7 @@ def pay_new(
     *,
     replaces: int | None,
     expired_blockhash: str | None = None,
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``.
 
     A replacement (``replaces``) is never signed over ``expired_blockhash``, the blockhash of
@@ -254,7 +253,7 @@ def pay_new(
             details={"journal_id": replaces},
         )
     offer = replace(prepared.offer, replaces=replaces)
-    approved = yield Approve(offer)
+    approved = yield from perform(Approve(offer))
     if approved is not True:
         raise PaymentPolicyError(
             f"the approve callback declined to pay {_price(offer)} to {offer.recipient} for "
@@ -264,7 +263,7 @@ def pay_new(
             reason="not_approved",
         )
     key = currency_key(ctx.network, offer.currency, offer.mint)
-    reservation = yield Reserve(
+    reserve = Reserve(
         offer,
         key,
         prepared.invoice_key or payable.invoice_key,
@@ -272,6 +271,7 @@ def pay_new(
         sol_budget=ctx.rules.budget_for(SOL),
         genesis_hash=prepared.genesis_hash,
     )
+    reservation = yield from perform(reserve)
     if isinstance(reservation, OverBudget):
         raise _over_budget(offer, reservation, payable)
     if isinstance(reservation, Existing):
@@ -280,9 +280,11 @@ def pay_new(
     try:
         signed = yield from prepared.sign()
     except Exception:
-        yield Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
+        yield from perform(
+            Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
+        )
         raise
-    marked = yield Record(entry.id, "signed", signed.fields(), ("reserved",))
+    marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
     if marked is None:
         raise PaymentError(
             f"payment #{entry.id}'s reservation was released before it was sent (a recovery "
@@ -297,7 +299,7 @@ def pay_new(
 
 def _pay_again(
     existing: JournalEntry, payable: Payable, ctx: PaymentContext
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """The invoice is in the journal already: send that same signed payment again."""
     if existing.state == "reserved" or not existing.headers:
         raise PaymentError(
@@ -347,7 +349,7 @@ class InvoicePayable:
     def invoice(self) -> Mapping[str, Any]:
         return self.source.to_dict()
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         priced = yield from quote(self.source, ctx)
@@ -403,7 +405,7 @@ class ExactPayable:
             "accepts": [dict(o.raw) for o in self.challenge.offers],
         }
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         exact = yield from quote_exact(self.challenge, ctx, fresh_blockhash=fresh)
