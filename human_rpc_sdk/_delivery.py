@@ -38,7 +38,7 @@ from ._effects import (
 from ._jsonrpc import genesis_hash_request
 from ._landing import Landing, landing, signed_by_fee_payer
 from ._networks import chain_name
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
 from .exceptions import HumanRPCError, PaymentError, SolanaRPCError
@@ -53,7 +53,7 @@ OUTCOME_WRITE_PAUSES: Final = (0.25, 1.0)
 """Seconds to wait before writing a payment's outcome to the journal again."""
 OUTCOME_BUSY_SECONDS: Final = 2.0
 """How long each outcome write waits for a journal another process holds locked."""
-_OPEN: Final = ("signed", "submitted", "refused")
+_OPEN: Final[tuple[State, ...]] = ("signed", "submitted", "refused")
 ALREADY_PAID: Final = ("already", "duplicate", "replay")
 """Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
 x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
@@ -116,7 +116,7 @@ def deliver(
     outcome = judge(answer, entry.receipt, payable.invoice, entry.id, entry=entry)
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
-        state = "accepted" if answer.status < 400 else "refused"
+        state: State = "accepted" if answer.status < 400 else "refused"
         recorded = yield from record_outcome(Record(entry.id, state, fields, _OPEN))
         return _with_receipt(outcome, recorded)
     chain = already.landing or (yield from _landed(entry))

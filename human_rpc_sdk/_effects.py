@@ -36,7 +36,7 @@ from ._limits import SpendingRules
 from ._networks import chain_name, genesis_problem
 from ._offer import PaymentOffer
 from ._protocol import Effect, Flow, RpcCall, perform
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
 from .solana_utils import MintInfo
@@ -140,9 +140,9 @@ class Record(Effect[JournalEntry | None]):
     states when given); resume with the updated ``JournalEntry``, or None if it was not."""
 
     entry_id: int
-    state: str
+    state: State
     fields: Mapping[str, Any] = field(default_factory=dict)
-    expect: tuple[str, ...] | None = None
+    expect: tuple[State, ...] | None = None
     busy_seconds: float | None = None
     """How long to wait for a journal another process holds locked (None: the default)."""
     keep: bool = False

@@ -268,8 +268,7 @@ def _none_payable(
             },
             details=details,
         )
-    if rules and all(rules):
-        return PaymentPolicyError(
-            message, rule=str(rules[0]), reason="no_payable_offer", details=details
-        )
+    first = rules[0] if rules else None
+    if first is not None and all(rules):
+        return PaymentPolicyError(message, rule=first, reason="no_payable_offer", details=details)
     return PaymentError(message, reason="no_payable_offer", details=details)

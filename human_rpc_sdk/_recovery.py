@@ -25,7 +25,7 @@ from ._effects import FindPayment, Flow, Record, RpcCall, perform
 from ._jsonrpc import genesis_hash_request
 from ._landing import Landing, landing
 from ._networks import chain_name
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 from ._records import JournalEntry
 
 __all__ = ["needs_recovery", "recover"]
@@ -91,6 +91,7 @@ def _settle(entry: JournalEntry) -> Flow[JournalEntry | None]:
     fields: dict[str, Any] = {"landed": chain.landed}
     if chain.signature and chain.signature != entry.receipt.signature:
         fields["signature"] = chain.signature
+    state: State
     if chain.landed:
         state = "refused" if _refused(entry) else "accepted"
         if entry.state == "failed":

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
 from ._checks import positive_seconds, show
+from ._reasons import Reason
 from ._tasks import APPROVED, EXPIRED, NO_CONSENSUS, REJECTED, is_confidence, reward_amount
 from .exceptions import HumanVerificationError, SDKConfigurationError
 
@@ -43,7 +44,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 POLICIES: Final = ("raise", "return")
 _MAX_QUESTION: Final = 2_000
-_EVENTS: Final = {
+_EVENTS: Final[dict[str, tuple[Reason, str]]] = {
     REJECTED: ("rejected", "on_reject"),
     NO_CONSENSUS: ("no_consensus", "on_no_consensus"),
     EXPIRED: ("timeout", "on_timeout"),

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Generator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +27,6 @@ from solders.rpc.responses import (
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 
-import human_rpc_sdk._flow as flow_module
 from human_rpc_sdk import InvoiceValidationError, PaymentError, SolanaRPCError
 from human_rpc_sdk._flow import (
     ChainCache,
@@ -442,57 +439,6 @@ def test_second_402_after_paying_is_an_error_with_the_signature() -> None:
     assert not outcome.receipt.accepted
     assert outcome.receipt.state == "refused"
     assert outcome.receipt.landed is None
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "_flow",
-        "_delivery",
-        "_effects",
-        "_quote",
-        "_exact",
-        "_x402",
-        "_limits",
-        "_landing",
-        "_recovery",
-        "_records",
-        "_offer",
-        "_jsonrpc",
-    ],
-)
-def test_the_core_does_no_io(module: str) -> None:
-    """The pure core imports no HTTP client, socket, clock or randomness."""
-    tree = ast.parse(
-        (Path(flow_module.__file__).parent / f"{module}.py").read_text(encoding="utf-8")
-    )
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    imported |= {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
-    banned = {
-        "requests",
-        "httpx",
-        "socket",
-        "urllib3",
-        "time",
-        "random",
-        "secrets",
-        "sqlite3",
-        "os",
-        "_rpc",
-        "_journal",
-        "_sync",
-        "agent",
-    }
-    assert not imported & banned
 
 
 def test_a_node_answering_fewer_accounts_than_asked_is_an_rpc_error() -> None:
