@@ -14,7 +14,9 @@ The order of a payment, every step journaled before the next:
    ``trusted_recipients``, accepted assets.
 4. Ask the owner's ``approve`` callback.
 5. Reserve: in one journal transaction, check the invoice is unpaid and the budget allows it.
-6. Sign, and journal the signed payment (``signed``) *before* it leaves the process.
+6. Sign (a :class:`Sign` effect: the driver's signer, local, remote or async; the signature
+   is verified before it is attached), and journal the signed payment (``signed``) *before*
+   it leaves the process.
 7. Deliver it (:mod:`._delivery`): re-sending the very same payment after a timeout, a reset
    or a 5xx; then judge the answer, and journal the outcome.
 """

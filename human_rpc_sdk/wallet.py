@@ -34,6 +34,7 @@ __all__ = [
     "is_async_signer",
     "load_signer",
     "require_sync_signer",
+    "sign_async",
     "signature_of",
     "signer_failed",
 ]
@@ -178,6 +179,19 @@ def require_sync_signer(signer: object) -> None:
             parameter="signer",
             reason="async_signer",
         )
+
+
+async def sign_async(signer: Signer, message: bytes) -> Signature:
+    """``signer``'s signature of ``message``, awaited when its ``sign_message`` is a coroutine
+    function (looking through :func:`load_signer`'s adapter), else called: what an async
+    driver does with a :class:`~human_rpc_sdk._effects.Sign` effect.
+
+    :raises SDKConfigurationError: when the signer returns no signature (:func:`signature_of`).
+    """
+    inner: Any = signer.inner if isinstance(signer, _ExternalSigner) else signer
+    if is_async_signer(inner):
+        return signature_of(await inner.sign_message(message))
+    return signature_of(signer.sign_message(message))
 
 
 def load_signer(

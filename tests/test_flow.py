@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Generator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from solders.rpc.responses import (
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 
+import human_rpc_sdk._flow as flow_module
 from human_rpc_sdk import InvoiceValidationError, PaymentError, SolanaRPCError
 from human_rpc_sdk._flow import (
     ChainCache,
@@ -448,3 +451,22 @@ def test_a_node_answering_fewer_accounts_than_asked_is_an_rpc_error() -> None:
     with pytest.raises(SolanaRPCError) as caught:
         gen.send([accounts_reply(wallet(SOL)), *latest(Hash.new_unique())])
     assert caught.value.reason == "rpc_bad_reply"
+
+
+def test_flows_perform_effects_only_through_perform() -> None:
+    """In the payment core, the only bare ``yield`` is perform's: every effect's result is
+    typed (``x = yield from perform(effect)``)."""
+    package = Path(flow_module.__file__).parent
+    bare = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not any(
+            isinstance(node, ast.ImportFrom) and node.module in ("_effects", "_protocol")
+            for node in tree.body
+        ):
+            continue
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef) and function.name != "perform":
+                inner = [n for n in ast.walk(function) if isinstance(n, ast.Yield)]
+                bare += [f"{path.name}:{n.lineno}" for n in inner]
+    assert bare == []

@@ -26,7 +26,7 @@ from human_rpc_sdk.solana_utils import (
     message_to_sign,
     sign_transaction,
 )
-from human_rpc_sdk.wallet import is_async_signer, load_signer, signature_of
+from human_rpc_sdk.wallet import is_async_signer, load_signer, sign_async, signature_of
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import Books
@@ -224,6 +224,15 @@ def test_an_async_signer_is_loaded_but_refused_by_the_sync_agent() -> None:
     with pytest.raises(SDKConfigurationError, match="AsyncAutoAgent") as caught:
         AutoAgent(signer=AsyncSigner(remote), journal_path=":memory:")  # type: ignore[arg-type]
     assert caught.value.parameter == "signer"
+
+
+def test_sign_async_awaits_an_async_signer_and_calls_a_sync_one() -> None:
+    """sign_async awaits an async signer through load_signer's adapter, and calls a sync one;
+    both give the Signature of the message."""
+    remote = Keypair()
+    for given in (AsyncSigner(remote), KmsSigner(remote), remote):
+        signature = asyncio.run(sign_async(load_signer(signer=given), b"message"))
+        assert signature == remote.sign_message(b"message")
 
 
 def test_a_signer_that_raises_is_reported_as_an_sdk_error() -> None:
