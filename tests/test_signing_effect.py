@@ -16,15 +16,17 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent, SDKConfigurationError, TransactionBuildError
+from human_rpc_sdk import AutoAgent, SDKConfigurationError, SolanaRPCError, TransactionBuildError
 from human_rpc_sdk._effects import Effect, RpcCall, Sign
 from human_rpc_sdk._flow import Resend, pay
 from human_rpc_sdk._headers import decode_payment_header
+from human_rpc_sdk._io.rpc import RpcClient
 from human_rpc_sdk.solana_utils import (
     add_signature,
     build_sol_transfer,
     message_to_sign,
     sign_transaction,
+    token_transfer_facts,
 )
 from human_rpc_sdk.wallet import is_async_signer, load_signer, sign_async, signature_of
 from stub_gateway import Gateway, GatewayServer
@@ -262,3 +264,22 @@ def test_pubkey_is_what_the_sign_effect_names() -> None:
     assert effect.message == b"abc"
     assert repr(effect) == f"Sign(pubkey={PAYER.pubkey()}, message=<3 bytes>)"
     assert isinstance(PAYER.sign_message(effect.message), Signature)
+
+
+def test_token_facts_are_a_flow_the_rpc_client_runs(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder
+) -> None:
+    """build_spl_transfer's chain facts come from a pure flow (one RpcCall) that RpcClient.run
+    performs over the gateway's JSON-RPC; the client refuses any other effect."""
+    usdc = gateway.genesis.token("USDC")
+    holder, empty = funded_wallet(sol="1", usdc="1"), Keypair()
+    client = RpcClient(server.rpc_url)
+    facts = client.run(token_transfer_facts(usdc.mint, holder.pubkey()))
+    assert (facts.mint.decimals, facts.mint.program_id) == (usdc.decimals, usdc.program_id)
+    assert facts.recipient_account_exists
+    assert not client.run(token_transfer_facts(usdc.mint, empty.pubkey())).recipient_account_exists
+    with pytest.raises(SolanaRPCError) as caught:
+        client.run(token_transfer_facts(holder.pubkey(), empty.pubkey()))  # a wallet, no mint
+    assert caught.value.reason == "bad_mint"
+    with pytest.raises(TypeError, match="only RpcCall"):
+        client.run(until_sign(Books())[0])
