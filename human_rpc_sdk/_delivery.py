@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from ._effects import Effect, HttpReply, NoAnswer, Pause, PaymentContext, Record, Resend, RpcCall
+from ._effects import (
+    Flow,
+    HttpReply,
+    NoAnswer,
+    Pause,
+    PaymentContext,
+    Record,
+    Resend,
+    RpcCall,
+    perform,
+)
 from ._jsonrpc import genesis_hash_request
 from ._landing import Landing, landing, signed_by_fee_payer
 from ._networks import chain_name
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 from ._records import JournalEntry
 from ._x402 import read_payment_required, read_settlement
 from .exceptions import HumanRPCError, PaymentError, SolanaRPCError
@@ -43,7 +53,7 @@ OUTCOME_WRITE_PAUSES: Final = (0.25, 1.0)
 """Seconds to wait before writing a payment's outcome to the journal again."""
 OUTCOME_BUSY_SECONDS: Final = 2.0
 """How long each outcome write waits for a journal another process holds locked."""
-_OPEN: Final = ("signed", "submitted", "refused")
+_OPEN: Final[tuple[State, ...]] = ("signed", "submitted", "refused")
 ALREADY_PAID: Final = ("already", "duplicate", "replay")
 """Words of a server's reason for refusing a payment it has seen before (``invoice_already_paid``,
 x402's ``duplicate_settlement``, ``duplicate_transaction``, ``payment_replayed``, ...)."""
@@ -63,17 +73,17 @@ class _Payable(Protocol):
     def invoice(self) -> Mapping[str, Any]: ...
 
 
-PayNew = Callable[..., Generator[Effect[Any], Any, PaymentOutcome]]
+PayNew = Callable[..., Flow[PaymentOutcome]]
 
 
 def deliver(
     entry: JournalEntry,
-    payable: Any,
+    payable: _Payable,
     ctx: PaymentContext,
     *,
     may_replace: bool,
     pay_new: PayNew,
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """Send ``entry``'s payment until a definite answer comes, then judge and journal it."""
     answer: HttpReply | None = None
     problem = ""
@@ -86,8 +96,8 @@ def deliver(
                 problem,
                 pause,
             )
-            yield Pause(pause)
-        result = yield Resend(entry.headers, entry.receipt)
+            yield from perform(Pause(pause))
+        result = yield from perform(Resend(entry.headers, entry.receipt))
         if isinstance(result, NoAnswer):
             answer, problem = None, result.problem
         elif result.status >= 500:
@@ -106,7 +116,7 @@ def deliver(
     outcome = judge(answer, entry.receipt, payable.invoice, entry.id, entry=entry)
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
-        state = "accepted" if answer.status < 400 else "refused"
+        state: State = "accepted" if answer.status < 400 else "refused"
         recorded = yield from record_outcome(Record(entry.id, state, fields, _OPEN))
         return _with_receipt(outcome, recorded)
     chain = already.landing or (yield from _landed(entry))
@@ -150,7 +160,7 @@ class _AlreadyPaid:
         """The signature the chain check found ("" if none)."""
         return "" if self.landing is None else self.landing.signature
 
-    def paid_not_served(self, answer: HttpReply) -> Generator[Effect[Any], Any, bool]:
+    def paid_not_served(self, answer: HttpReply) -> Flow[bool]:
         """``answer`` refuses the payment as already paid, and it did land: send it again.
 
         The server has the money and (a gateway still serving the first copy, or one that
@@ -182,7 +192,7 @@ def _server_reason(answer: HttpReply) -> str:
 
 def _undelivered(
     entry: JournalEntry, payable: _Payable, refusal: HttpReply, found: str, problem: str
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """The payment landed, the server kept refusing it as already paid: not delivered.
 
     The row becomes ``refused`` with ``landed=1`` and the error ``paid_not_delivered``: the
@@ -219,12 +229,12 @@ def _undelivered(
     return PaymentOutcome(receipt, refusal, error)
 
 
-def _landed(entry: JournalEntry) -> Generator[Effect[Any], Any, Landing]:
+def _landed(entry: JournalEntry) -> Flow[Landing]:
     """What the chain says of ``entry``; unknown when it cannot be asked, or when the node
     serves another chain than the payment's (one that never saw it proves nothing)."""
     try:
         if entry.genesis_hash:
-            (genesis,) = yield RpcCall((genesis_hash_request(),))
+            (genesis,) = yield from perform(RpcCall((genesis_hash_request(),)))
             if str(genesis.value) != entry.genesis_hash:
                 logger.warning(
                     "payment #%s was made on %s, but the RPC node now serves %s: it is not "
@@ -242,7 +252,7 @@ def _landed(entry: JournalEntry) -> Generator[Effect[Any], Any, Landing]:
 
 def _unanswered(
     entry: JournalEntry, payable: _Payable, problem: str, answer: HttpReply | None
-) -> Generator[Effect[Any], Any, PaymentError]:
+) -> Flow[PaymentError]:
     fields: dict[str, Any] = {"error": f"no definite answer: {problem}"[:200]}
     if answer is not None:
         fields["http_status"] = answer.status
@@ -261,7 +271,7 @@ def _unanswered(
     )
 
 
-def record_outcome(record: Record) -> Generator[Effect[Any], Any, JournalEntry | None]:
+def record_outcome(record: Record) -> Flow[JournalEntry | None]:
     """Journal what the server answered; the answer is never lost to a journal failure.
 
     Once the server has answered, money may have moved: the caller gets the answer whatever
@@ -274,11 +284,10 @@ def record_outcome(record: Record) -> Generator[Effect[Any], Any, JournalEntry |
     problem = ""
     for pause in (0.0, *OUTCOME_WRITE_PAUSES):
         if pause:
-            yield Pause(pause)
+            yield from perform(Pause(pause))
         try:
-            recorded: JournalEntry | None = yield replace(
-                record, busy_seconds=OUTCOME_BUSY_SECONDS, keep=True
-            )
+            patient = replace(record, busy_seconds=OUTCOME_BUSY_SECONDS, keep=True)
+            recorded = yield from perform(patient)
         except PaymentError as exc:
             if exc.reason != "journal_unavailable":
                 raise

@@ -6,6 +6,7 @@ A driver runs the flow and resumes it with each effect's result:
 * :class:`Resend` - send the request that got the 402 again with the extra headers; the answer
   as an :class:`HttpReply`, or :class:`NoAnswer` when none came (timeout, reset).
 * :class:`Pause` - wait that long; None.
+* :class:`Sign` - sign these message bytes with the payer's key; the ``Signature``.
 * :class:`Approve` - ask the owner's ``approve`` callback; its answer (True to go ahead).
 * :class:`FindPayment`, :class:`Reserve`, :class:`Record` - read and write the payment
   journal; the journal's answer.
@@ -15,18 +16,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, Generic, NamedTuple, TypeAlias, TypeVar
+from typing import Any, Final, NamedTuple
 
 from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 
 from ._jsonrpc import (
-    RpcRequest,
     genesis_hash_request,
     latest_blockhash_request,
     multiple_accounts_request,
@@ -34,7 +35,8 @@ from ._jsonrpc import (
 from ._limits import SpendingRules
 from ._networks import chain_name, genesis_problem
 from ._offer import PaymentOffer
-from ._receipts import PaymentReceipt
+from ._protocol import Effect, Flow, RpcCall, perform
+from ._receipts import PaymentReceipt, State
 from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
 from .solana_utils import MintInfo
@@ -57,6 +59,7 @@ __all__ = [
     "Resend",
     "Reserve",
     "RpcCall",
+    "Sign",
     "check_chain",
     "perform",
     "read_chain",
@@ -65,32 +68,6 @@ __all__ = [
 
 MAX_ACCOUNTS_PER_CALL: Final = 100
 """The most addresses one ``getMultipleAccounts`` call may name (Solana's RPC limit)."""
-
-
-R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
-T = TypeVar("T")
-
-
-class Effect(Generic[R_co]):
-    """Something a flow asks its driver to do, resumed with an ``R_co``.
-
-    A flow yields effects; a driver performs each (over ``requests``, ``httpx``, asyncio...)
-    and sends the result back in. Write ``result = yield from perform(effect)`` to have the
-    result typed.
-    """
-
-    __slots__ = ()
-
-
-Flow: TypeAlias = Generator[Effect[Any], Any, T]
-"""A flow returning ``T``: a generator of effects, resumed with their results."""
-
-
-def perform(effect: Effect[R]) -> Generator[Effect[Any], Any, R]:
-    """Yield ``effect`` and return its result, typed: ``x = yield from perform(Pause(1))``."""
-    result: R = yield effect
-    return result
 
 
 @dataclass(frozen=True)
@@ -108,13 +85,6 @@ class NoAnswer:
     """What a :class:`Resend` got when no HTTP answer came back: ``problem`` says why."""
 
     problem: str
-
-
-@dataclass(frozen=True)
-class RpcCall(Effect[list[Any]]):
-    """Effect: run ``requests`` as one JSON-RPC batch; resume with the parsed results."""
-
-    requests: tuple[RpcRequest, ...]
 
 
 @dataclass(frozen=True)
@@ -170,16 +140,29 @@ class Record(Effect[JournalEntry | None]):
     states when given); resume with the updated ``JournalEntry``, or None if it was not."""
 
     entry_id: int
-    state: str
+    state: State
     fields: Mapping[str, Any] = field(default_factory=dict)
-    expect: tuple[str, ...] | None = None
+    expect: tuple[State, ...] | None = None
     busy_seconds: float | None = None
     """How long to wait for a journal another process holds locked (None: the default)."""
     keep: bool = False
     """If the write fails, keep it in this process and write it at the next write that can."""
 
 
-PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record
+@dataclass(frozen=True, repr=False)
+class Sign(Effect[Signature]):
+    """Effect: sign ``message`` (a transaction message) with the key of ``pubkey``; resume with
+    the solders ``Signature``. The driver asks its signer, which may be remote (a KMS, a
+    hardware wallet) or async; the flow verifies what comes back before anything is sent."""
+
+    message: bytes
+    pubkey: Pubkey
+
+    def __repr__(self) -> str:
+        return f"Sign(pubkey={self.pubkey}, message=<{len(self.message)} bytes>)"
+
+
+PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record | Sign
 """The effects of the payment flows."""
 
 
@@ -268,7 +251,7 @@ class ChainRead(NamedTuple):
 
 def read_chain(
     keys: list[Pubkey], ctx: PaymentContext, *, ask_chain: bool = False
-) -> Generator[Effect[Any], Any, ChainRead]:
+) -> Flow[ChainRead]:
     """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
 
     Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses
@@ -294,7 +277,7 @@ def read_chain(
     with_chain = blockhash is None or ask_chain
     if with_chain:
         batch.append(genesis_hash_request(len(batch)))
-    results = yield RpcCall(tuple(batch))
+    results = yield from perform(RpcCall(tuple(batch)))
     genesis = str(results[-1].value) if with_chain else None
     if genesis is not None:
         check_chain(genesis, ctx.network)

@@ -13,17 +13,15 @@ facilitator pays the network fees, so the agent's fee is 0 unless it is the fee 
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
 
 from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.sysvar import CLOCK
 
-from ._effects import Effect, PaymentContext, read_chain
+from ._effects import Flow, PaymentContext, read_chain
 from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, SOL_DECIMALS, symbol_for_mint
@@ -81,7 +79,7 @@ class _Candidate:
 
 def quote_exact(
     challenge: PaymentRequired, ctx: PaymentContext, *, fresh_blockhash: bool = False
-) -> Generator[Effect[Any], Any, ExactQuote]:
+) -> Flow[ExactQuote]:
     """The offer to pay and what paying it takes; ``PaymentError`` listing every refusal if none.
 
     With ``fresh_blockhash``, an offer's ``extra.recentBlockhash`` is not used (a replacement
@@ -270,8 +268,7 @@ def _none_payable(
             },
             details=details,
         )
-    if rules and all(rules):
-        return PaymentPolicyError(
-            message, rule=str(rules[0]), reason="no_payable_offer", details=details
-        )
+    first = rules[0] if rules else None
+    if first is not None and all(rules):
+        return PaymentPolicyError(message, rule=first, reason="no_payable_offer", details=details)
     return PaymentError(message, reason="no_payable_offer", details=details)

@@ -14,7 +14,9 @@ The order of a payment, every step journaled before the next:
    ``trusted_recipients``, accepted assets.
 4. Ask the owner's ``approve`` callback.
 5. Reserve: in one journal transaction, check the invoice is unpaid and the budget allows it.
-6. Sign, and journal the signed payment (``signed``) *before* it leaves the process.
+6. Sign (a :class:`Sign` effect: the driver's signer, local, remote or async; the signature
+   is verified before it is attached), and journal the signed payment (``signed``) *before*
+   it leaves the process.
 7. Deliver it (:mod:`._delivery`): re-sending the very same payment after a timeout, a reset
    or a 5xx; then judge the answer, and journal the outcome.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
@@ -35,14 +37,16 @@ from ._effects import (
     Approve,
     BlockhashFacts,
     ChainCache,
-    Effect,
     FindPayment,
+    Flow,
     HttpReply,
     PaymentContext,
     Record,
     Resend,
     Reserve,
     RpcCall,
+    Sign,
+    perform,
 )
 from ._exact import quote_exact
 from ._headers import PAYMENT_HEADER, encode_payment_header
@@ -60,7 +64,7 @@ from ._x402 import (
 )
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError, ServerResponse
 from .invoices import FORMAT_LEGACY, Invoice
-from .solana_utils import build_exact_transfer, build_transfer, sign_transaction
+from .solana_utils import add_signature, build_exact_transfer, build_transfer, message_to_sign
 
 __all__ = [
     "MAX_402_BODY_BYTES",
@@ -115,7 +119,8 @@ class Prepared:
     """A priced payment: what the rules and ``approve`` see, and how to sign it."""
 
     offer: PaymentOffer
-    sign: Callable[[], Signed]
+    sign: Callable[[], Flow[Signed]]
+    """The flow that signs it (yielding :class:`Sign`) and returns the signed payment."""
     blockhash: str = ""
     """The blockhash it will be signed over."""
     genesis_hash: str | None = None
@@ -136,11 +141,11 @@ class Payable(Protocol):
     def invoice(self) -> Mapping[str, Any]:
         """The request as received, for error reports."""
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         """Price the payment on the chain; ``fresh``: with a new blockhash (a replacement)."""
 
 
-def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect[Any], Any, PaymentOutcome]:
+def pay(reply: HttpReply, ctx: PaymentContext) -> Flow[PaymentOutcome]:
     """Pay the 402 answer ``reply`` (x402 v2, x402 v1, HumanRPC) and judge the server's answer.
 
     An :class:`InvoiceValidationError` (nothing signed) carries ``reply`` as its ``response``.
@@ -148,7 +153,7 @@ def pay(reply: HttpReply, ctx: PaymentContext) -> Generator[Effect[Any], Any, Pa
     try:
         payable = _read(reply, ctx)
         if payable.invoice_key is not None:
-            existing = yield FindPayment(payable.invoice_key)
+            existing = yield from perform(FindPayment(payable.invoice_key))
             if existing is not None:
                 return (yield from _pay_again(existing, payable, ctx))
         return (yield from pay_new(payable, ctx, replaces=None))
@@ -233,7 +238,7 @@ def pay_new(
     *,
     replaces: int | None,
     expired_blockhash: str | None = None,
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """Price, approve, reserve, sign, journal and deliver a new payment of ``payable``.
 
     A replacement (``replaces``) is never signed over ``expired_blockhash``, the blockhash of
@@ -250,7 +255,7 @@ def pay_new(
             details={"journal_id": replaces},
         )
     offer = replace(prepared.offer, replaces=replaces)
-    approved = yield Approve(offer)
+    approved = yield from perform(Approve(offer))
     if approved is not True:
         raise PaymentPolicyError(
             f"the approve callback declined to pay {_price(offer)} to {offer.recipient} for "
@@ -260,7 +265,7 @@ def pay_new(
             reason="not_approved",
         )
     key = currency_key(ctx.network, offer.currency, offer.mint)
-    reservation = yield Reserve(
+    reserve = Reserve(
         offer,
         key,
         prepared.invoice_key or payable.invoice_key,
@@ -268,17 +273,20 @@ def pay_new(
         sol_budget=ctx.rules.budget_for(SOL),
         genesis_hash=prepared.genesis_hash,
     )
+    reservation = yield from perform(reserve)
     if isinstance(reservation, OverBudget):
         raise _over_budget(offer, reservation, payable)
     if isinstance(reservation, Existing):
         return (yield from _pay_again(reservation.entry, payable, ctx))
     entry = reservation.entry
     try:
-        signed = prepared.sign()
+        signed = yield from prepared.sign()
     except Exception:
-        yield Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
+        yield from perform(
+            Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
+        )
         raise
-    marked = yield Record(entry.id, "signed", signed.fields(), ("reserved",))
+    marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
     if marked is None:
         raise PaymentError(
             f"payment #{entry.id}'s reservation was released before it was sent (a recovery "
@@ -293,7 +301,7 @@ def pay_new(
 
 def _pay_again(
     existing: JournalEntry, payable: Payable, ctx: PaymentContext
-) -> Generator[Effect[Any], Any, PaymentOutcome]:
+) -> Flow[PaymentOutcome]:
     """The invoice is in the journal already: send that same signed payment again."""
     if existing.state == "reserved" or not existing.headers:
         raise PaymentError(
@@ -343,7 +351,7 @@ class InvoicePayable:
     def invoice(self) -> Mapping[str, Any]:
         return self.source.to_dict()
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         priced = yield from quote(self.source, ctx)
@@ -366,8 +374,9 @@ class InvoicePayable:
 
         facts = ctx.cache.fetched(priced.blockhash)
 
-        def sign() -> Signed:
-            transaction = sign_transaction(build_transfer(plan, priced.blockhash), ctx.signer)
+        def sign() -> Flow[Signed]:
+            unsigned = build_transfer(plan, priced.blockhash)
+            transaction = yield from signed_by(unsigned, plan.payer)
             return Signed(
                 headers={PAYMENT_HEADER: encode_payment_header(transaction, ctx.network)},
                 signature=str(transaction.signatures[0]),
@@ -398,7 +407,7 @@ class ExactPayable:
             "accepts": [dict(o.raw) for o in self.challenge.offers],
         }
 
-    def prepare(self, ctx: PaymentContext, fresh: bool) -> Generator[Effect[Any], Any, Prepared]:
+    def prepare(self, ctx: PaymentContext, fresh: bool) -> Flow[Prepared]:
         if fresh:
             ctx.cache.forget_blockhash()
         exact = yield from quote_exact(self.challenge, ctx, fresh_blockhash=fresh)
@@ -426,7 +435,7 @@ class ExactPayable:
         # chain the accounts were read on (asked in that batch); else the one it was fetched on.
         genesis = exact.genesis_hash if facts is None else facts.genesis_hash
 
-        def sign() -> Signed:
+        def sign() -> Flow[Signed]:
             unsigned = build_exact_transfer(
                 payer=payer,
                 fee_payer=Pubkey.from_string(chosen.fee_payer),
@@ -438,7 +447,7 @@ class ExactPayable:
                 compute_unit_limit=COMPUTE_UNIT_LIMIT,
                 compute_unit_price=COMPUTE_UNIT_PRICE,
             )
-            transaction = sign_transaction(unsigned, ctx.signer)
+            transaction = yield from signed_by(unsigned, payer)
             name, value = encode_payment(chosen, transaction, self.challenge.resource)
             return Signed(
                 headers={name: value},
@@ -481,6 +490,13 @@ def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def signed_by(unsigned: VersionedTransaction, payer: Pubkey) -> Flow[VersionedTransaction]:
+    """``unsigned`` with ``payer``'s signature, asked of the driver (:class:`Sign`) and
+    verified against ``payer`` before it is attached: a bad one raises, nothing is sent."""
+    signature = yield from perform(Sign(message_to_sign(unsigned, payer), payer))
+    return add_signature(unsigned, payer, signature)
 
 
 def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> PaymentPolicyError:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from ._effects import Effect, RpcCall
+from ._effects import Flow, RpcCall, perform
 from ._jsonrpc import (
     MIN_CONTEXT_SLOT_NOT_REACHED,
     RpcRequest,
@@ -80,7 +79,7 @@ class _Expired:
     since: int
 
 
-def landing(entry: JournalEntry) -> Generator[Effect[Any], Any, Landing]:
+def landing(entry: JournalEntry) -> Flow[Landing]:
     """Whether ``entry``'s transaction landed; see :class:`Landing`."""
     transaction = _transaction(entry)
     if transaction is None or entry.blockhash is None:
@@ -114,7 +113,7 @@ def _signs(entry: JournalEntry, transaction: VersionedTransaction, signature: st
     return found.verify(fee_payer, to_bytes_versioned(transaction.message))
 
 
-def _expiry(entry: JournalEntry) -> Generator[Effect[Any], Any, _Expired | None]:
+def _expiry(entry: JournalEntry) -> Flow[_Expired | None]:
     """Proof that the blockhash expired, from a node that has seen it; else None."""
     last_valid, slot = entry.last_valid_block_height, entry.blockhash_slot
     if last_valid is None or slot is None:
@@ -128,9 +127,7 @@ def _expiry(entry: JournalEntry) -> Generator[Effect[Any], Any, _Expired | None]
     return _Expired(info.block_height, info.absolute_slot, slot)
 
 
-def _by_signature(
-    entry: JournalEntry, signature: str, expired: _Expired | None
-) -> Generator[Effect[Any], Any, Landing]:
+def _by_signature(entry: JournalEntry, signature: str, expired: _Expired | None) -> Flow[Landing]:
     request = signature_statuses_request([Signature.from_string(signature)])
     statuses, first = yield from _search(request, expired)
     if statuses is None:
@@ -148,7 +145,7 @@ def _by_signature(
 
 def _in_history(
     entry: JournalEntry, transaction: VersionedTransaction, expired: _Expired | None
-) -> Generator[Effect[Any], Any, Landing]:
+) -> Flow[Landing]:
     if not entry.fee_payer:
         return Landing(None)
     message = to_bytes_versioned(transaction.message)
@@ -170,9 +167,7 @@ def _in_history(
     return Landing(False, "", _proof(expired, entry, expired.slot, first))
 
 
-def _search(
-    request: RpcRequest, expired: _Expired | None
-) -> Generator[Effect[Any], Any, tuple[Any, int | None]]:
+def _search(request: RpcRequest, expired: _Expired | None) -> Flow[tuple[Any, int | None]]:
     """The reply to the search ``request`` (None: see :func:`_ask`) and, with an expiry
     proven, the searching node's ``minimumLedgerSlot`` when its history reaches back to the
     blockhash's slot (None otherwise: its "not found" proves nothing).
@@ -182,7 +177,9 @@ def _search(
     if expired is None:  # nothing to prove: a "not found" is unknown whatever the history
         return (yield from _ask(request)), None
     try:
-        reply, first = yield RpcCall((request, minimum_ledger_slot_request(request_id=1)))
+        reply, first = yield from perform(
+            RpcCall((request, minimum_ledger_slot_request(request_id=1)))
+        )
     except SolanaRPCError as exc:
         if exc.method != "minimumLedgerSlot":
             if exc.code == MIN_CONTEXT_SLOT_NOT_REACHED:
@@ -194,10 +191,10 @@ def _search(
     return reply, first.value if reaches_back else None
 
 
-def _ask(request: RpcRequest) -> Generator[Effect[Any], Any, Any]:
+def _ask(request: RpcRequest) -> Flow[Any]:
     """The reply to ``request``; None from a node that has not reached its minContextSlot."""
     try:
-        (reply,) = yield RpcCall((request,))
+        (reply,) = yield from perform(RpcCall((request,)))
     except SolanaRPCError as exc:
         if exc.code == MIN_CONTEXT_SLOT_NOT_REACHED:
             return None

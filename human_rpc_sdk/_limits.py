@@ -21,6 +21,7 @@ from typing import Any, Final
 from ._checks import is_pubkey
 from ._money import MoneyError, format_amount, parse_decimal
 from ._networks import KNOWN_MINTS, symbol_for_mint
+from ._reasons import Rule
 from .exceptions import SDKConfigurationError
 from .solana_utils import TOKEN_EXTENSION_NAMES
 
@@ -62,7 +63,7 @@ class Refusal:
     ``malformed`` says the offer itself is not a valid offer."""
 
     text: str
-    rule: str | None = None
+    rule: Rule | None = None
     malformed: bool = False
 
 

@@ -8,18 +8,18 @@ payment is bound to its invoice, and whether the wallet can pay it with fees and
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rent import Rent
 from solders.sysvar import CLOCK
+from solders.token.state import TokenAccount
 
-from ._effects import Effect, PaymentContext, read_chain
+from ._effects import Flow, PaymentContext, read_chain
 from ._limits import currency_key
 from ._money import format_amount, from_base_units
 from ._networks import SOL_DECIMALS
@@ -55,7 +55,7 @@ class Quote:
     rent_lamports: int
 
 
-def quote(invoice: Invoice, ctx: PaymentContext) -> Generator[Effect[Any], Any, Quote]:
+def quote(invoice: Invoice, ctx: PaymentContext) -> Flow[Quote]:
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
     payer = ctx.signer.pubkey()
@@ -315,7 +315,9 @@ def _check_token_account_field(invoice: Invoice, derived: Pubkey) -> None:
         )
 
 
-def _token_account(invoice: Invoice, account: Account | None, info: MintInfo, what: str) -> Any:
+def _token_account(
+    invoice: Invoice, account: Account | None, info: MintInfo, what: str
+) -> TokenAccount | None:
     try:
         return parse_token_account(account, info.program_id)
     except ValueError as exc:

@@ -5,13 +5,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Final, Literal, TypeAlias
 
 from ._money import from_base_units
 from ._networks import SOL_DECIMALS
 
-__all__ = ["STATES", "PaymentReceipt"]
+__all__ = ["STATES", "PaymentReceipt", "State"]
 
-STATES = ("reserved", "signed", "submitted", "accepted", "refused", "failed")
+State: TypeAlias = Literal["reserved", "signed", "submitted", "accepted", "refused", "failed"]
+"""A journaled payment's state (see :data:`STATES`)."""
+
+STATES: Final[tuple[State, ...]] = (
+    "reserved",
+    "signed",
+    "submitted",
+    "accepted",
+    "refused",
+    "failed",
+)
 """A journaled payment's states, in order:
 
 * ``reserved`` - it passed every spending rule and its budget is reserved; nothing is signed.
@@ -67,7 +78,7 @@ class PaymentReceipt:
     """The settlement's error reason (or the SDK's), when it failed."""
     id: int | None = None
     """The payment's row in the journal."""
-    state: str | None = None
+    state: State | None = None
     """``signed``, ``submitted``, ``accepted``, ``refused`` or ``failed`` (see ``STATES``)."""
     landed: bool | None = None
     """True: the transaction is on chain; False: it never landed and never can; None: unknown."""

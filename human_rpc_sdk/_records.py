@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Final
 
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 
 __all__ = [
     "FAILED_ON_CHAIN",
@@ -18,7 +19,7 @@ __all__ = [
     "Reserved",
 ]
 
-PENDING = ("reserved", "signed", "submitted")
+PENDING: Final[tuple[State, ...]] = ("reserved", "signed", "submitted")
 """States whose outcome the server has not told: the money may or may not have moved."""
 FAILED_ON_CHAIN = "failed on chain"
 """How the proof of a transaction that executed and failed begins: its fee was paid."""
@@ -59,7 +60,7 @@ class JournalEntry:
         return self.receipt.id or 0
 
     @property
-    def state(self) -> str:
+    def state(self) -> State:
         return self.receipt.state or "reserved"
 
 

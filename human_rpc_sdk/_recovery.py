@@ -18,14 +18,14 @@ a payment journaled on another chain is left as it is, with a warning naming its
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._effects import Effect, FindPayment, Record, RpcCall
+from ._effects import FindPayment, Flow, Record, RpcCall, perform
 from ._jsonrpc import genesis_hash_request
 from ._landing import Landing, landing
 from ._networks import chain_name
-from ._receipts import PaymentReceipt
+from ._receipts import PaymentReceipt, State
 from ._records import JournalEntry
 
 __all__ = ["needs_recovery", "recover"]
@@ -51,12 +51,12 @@ def recover(
     *,
     alive: Callable[[JournalEntry], bool],
     stale_after: float,
-) -> Generator[Effect[Any], Any, list[PaymentReceipt]]:
+) -> Flow[list[PaymentReceipt]]:
     """Check each of ``entries`` on chain and journal what was learnt; their receipts back."""
     receipts: list[PaymentReceipt] = []
     chain = ""
     if any(entry.state != "reserved" for entry in entries):
-        (genesis,) = yield RpcCall((genesis_hash_request(),))
+        (genesis,) = yield from perform(RpcCall((genesis_hash_request(),)))
         chain = str(genesis.value)
     for entry in entries:
         if entry.state != "reserved" and entry.genesis_hash and entry.genesis_hash != chain:
@@ -73,19 +73,15 @@ def recover(
             if alive(entry) and entry.age < stale_after:
                 receipts.append(entry.receipt)
                 continue
-            updated = yield Record(
-                entry.id,
-                "failed",
-                {"error": "abandoned before it was signed", "landed": False},
-                ("reserved",),
-            )
+            abandoned = {"error": "abandoned before it was signed", "landed": False}
+            updated = yield from perform(Record(entry.id, "failed", abandoned, ("reserved",)))
         else:
             updated = yield from _settle(entry)
         receipts.append(entry.receipt if updated is None else updated.receipt)
     return receipts
 
 
-def _settle(entry: JournalEntry) -> Generator[Effect[Any], Any, JournalEntry | None]:
+def _settle(entry: JournalEntry) -> Flow[JournalEntry | None]:
     if entry.receipt.landed is False and entry.landed_proof:
         chain = Landing(False, "", entry.landed_proof)  # proven when it was refused
     else:
@@ -95,6 +91,7 @@ def _settle(entry: JournalEntry) -> Generator[Effect[Any], Any, JournalEntry | N
     fields: dict[str, Any] = {"landed": chain.landed}
     if chain.signature and chain.signature != entry.receipt.signature:
         fields["signature"] = chain.signature
+    state: State
     if chain.landed:
         state = "refused" if _refused(entry) else "accepted"
         if entry.state == "failed":
@@ -115,8 +112,7 @@ def _settle(entry: JournalEntry) -> Generator[Effect[Any], Any, JournalEntry | N
         else:
             fields["error"] = entry.receipt.error_reason or "never landed; its blockhash expired"
         logger.info("payment #%s never landed and no longer can: released", entry.id)
-    updated: JournalEntry | None = yield Record(entry.id, state, fields, (entry.state,))
-    return updated
+    return (yield from perform(Record(entry.id, state, fields, (entry.state,))))
 
 
 def _refused(entry: JournalEntry) -> bool:
@@ -127,10 +123,10 @@ def _refused(entry: JournalEntry) -> bool:
     return entry.state == "failed" and status is not None and status >= 400
 
 
-def _revived(entry: JournalEntry) -> Generator[Effect[Any], Any, dict[str, Any]]:
+def _revived(entry: JournalEntry) -> Flow[dict[str, Any]]:
     """Fields for a ``failed`` row that landed after all. If its invoice has another live
     payment (an older SDK's replacement, which landed too), that one stays the invoice's."""
     if entry.invoice_key is None:
         return {}
-    live = yield FindPayment(entry.invoice_key)
+    live = yield from perform(FindPayment(entry.invoice_key))
     return {} if live is None else {"invoice_key": None}

@@ -41,6 +41,7 @@ from typing import (
 )
 
 from ._checks import positive_seconds, show
+from ._reasons import Reason
 from ._tasks import (
     APPROVED,
     EXPIRED,
@@ -63,7 +64,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 POLICIES: Final = ("raise", "return")
 _MAX_QUESTION: Final = 2_000
-_EVENTS: Final = {
+_EVENTS: Final[dict[str, tuple[Reason, str]]] = {
     REJECTED: ("rejected", "on_reject"),
     NO_CONSENSUS: ("no_consensus", "on_no_consensus"),
     EXPIRED: ("timeout", "on_timeout"),

@@ -45,10 +45,12 @@ import html
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
 import requests
+
+from ._reasons import Reason, Rule
 
 __all__ = [
     "ConnectTimeoutError",
@@ -76,22 +78,23 @@ class HumanRPCError(Exception):
     """Root of every exception raised by human_rpc_sdk.
 
     :param message: what went wrong and what to do about it.
-    :param reason: a stable, machine-readable code such as ``"insufficient_funds"``.
+    :param reason: a stable, machine-readable code such as ``"insufficient_funds"`` (every
+        code and its meaning: ``human_rpc_sdk._reasons.REASONS``).
     :param details: extra structured context (never secrets).
     """
 
-    default_reason = "error"
+    default_reason: ClassVar[Reason] = "error"
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason: Reason = reason or self.default_reason
         self.details: dict[str, Any] = dict(details or {})
 
     def __str__(self) -> str:
@@ -111,14 +114,14 @@ def _rebuild(cls: type[HumanRPCError], message: str) -> HumanRPCError:
 class SDKConfigurationError(HumanRPCError):
     """The SDK was configured wrongly: a bad argument, a missing or malformed key."""
 
-    default_reason = "bad_configuration"
+    default_reason: ClassVar[Reason] = "bad_configuration"
 
     def __init__(
         self,
         message: str,
         *,
         parameter: str | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -128,7 +131,7 @@ class SDKConfigurationError(HumanRPCError):
 class ReiteratorConfigurationError(SDKConfigurationError):
     """The reiterator's configuration (attempts, strategy, delays) is invalid."""
 
-    default_reason = "bad_reiterator_configuration"
+    default_reason: ClassVar[Reason] = "bad_reiterator_configuration"
 
 
 EXCERPT_BYTES: Final = 2048
@@ -254,7 +257,7 @@ class InvoiceValidationError(HumanRPCError):
     ("quota exceeded") can be read. Nothing was signed.
     """
 
-    default_reason = "invalid_invoice"
+    default_reason: ClassVar[Reason] = "invalid_invoice"
 
     def __init__(
         self,
@@ -262,7 +265,7 @@ class InvoiceValidationError(HumanRPCError):
         *,
         field: str | None = None,
         invoice: Mapping[str, Any] | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
         response: ServerResponse | None = None,
     ) -> None:
@@ -275,7 +278,7 @@ class InvoiceValidationError(HumanRPCError):
 class TransactionBuildError(HumanRPCError):
     """The payment transaction could not be built or signed. Nothing was sent."""
 
-    default_reason = "build_failed"
+    default_reason: ClassVar[Reason] = "build_failed"
 
 
 class PaymentError(HumanRPCError):
@@ -285,7 +288,7 @@ class PaymentError(HumanRPCError):
     payment up on chain before trying again. ``invoice`` is the invoice being paid.
     """
 
-    default_reason = "payment_failed"
+    default_reason: ClassVar[Reason] = "payment_failed"
 
     def __init__(
         self,
@@ -293,7 +296,7 @@ class PaymentError(HumanRPCError):
         *,
         invoice: Mapping[str, Any] | None = None,
         signature: str | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -307,19 +310,19 @@ class PaymentPolicyError(PaymentError):
     ``rule`` names the rule (``"max_payment"``, ``"accept_assets"``, ...).
     """
 
-    default_reason = "refused_by_policy"
+    default_reason: ClassVar[Reason] = "refused_by_policy"
 
     def __init__(
         self,
         message: str,
         *,
-        rule: str,
+        rule: Rule,
         invoice: Mapping[str, Any] | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, invoice=invoice, reason=reason, details=details)
-        self.rule = rule
+        self.rule: Rule = rule
 
 
 class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
@@ -330,7 +333,7 @@ class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
     bases' initialisers chain through each other, so it sets its fields itself.)
     """
 
-    default_reason = "wrong_network"
+    default_reason: ClassVar[Reason] = "wrong_network"
 
     def __init__(
         self,
@@ -338,7 +341,7 @@ class NetworkMismatchError(InvoiceValidationError, PaymentPolicyError):
         *,
         field: str | None = None,
         invoice: Mapping[str, Any] | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
         response: ServerResponse | None = None,
     ) -> None:
@@ -356,7 +359,7 @@ class SolanaRPCError(PaymentError):
     ``method`` is the RPC method, ``code`` the JSON-RPC error code when the node sent one.
     """
 
-    default_reason = "rpc_error"
+    default_reason: ClassVar[Reason] = "rpc_error"
 
     def __init__(
         self,
@@ -364,7 +367,7 @@ class SolanaRPCError(PaymentError):
         *,
         method: str | None = None,
         code: int | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -378,14 +381,14 @@ class HumanVerificationError(HumanRPCError):
     ``task_id`` is set when a task exists, so the caller can resume waiting on it.
     """
 
-    default_reason = "human_verification_failed"
+    default_reason: ClassVar[Reason] = "human_verification_failed"
 
     def __init__(
         self,
         message: str,
         *,
         task_id: str | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -395,7 +398,7 @@ class HumanVerificationError(HumanRPCError):
 class ReiteratorMaxAttemptsError(HumanRPCError):
     """The humans did not approve within ``max_attempts`` submissions."""
 
-    default_reason = "max_attempts_reached"
+    default_reason: ClassVar[Reason] = "max_attempts_reached"
 
     def __init__(
         self,
@@ -403,7 +406,7 @@ class ReiteratorMaxAttemptsError(HumanRPCError):
         *,
         attempts: int = 0,
         last_result: Mapping[str, Any] | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -414,14 +417,14 @@ class ReiteratorMaxAttemptsError(HumanRPCError):
 class ReiteratorRateLimitError(HumanRPCError):
     """The service rate-limited us and waiting would pass the reiterator's limits."""
 
-    default_reason = "rate_limited"
+    default_reason: ClassVar[Reason] = "rate_limited"
 
     def __init__(
         self,
         message: str,
         *,
         retry_after: float | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -447,7 +450,7 @@ class ConnectionFailedError(HumanRPCError, requests.ConnectionError):
     ``url`` is the URL that could not be reached.
     """
 
-    default_reason = "connection_failed"
+    default_reason: ClassVar[Reason] = "connection_failed"
 
     def __init__(
         self,
@@ -455,7 +458,7 @@ class ConnectionFailedError(HumanRPCError, requests.ConnectionError):
         *,
         url: str | None = None,
         request: requests.PreparedRequest | None = None,
-        reason: str | None = None,
+        reason: Reason | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message, reason=reason, details=details)
@@ -472,16 +475,16 @@ class ConnectionFailedError(HumanRPCError, requests.ConnectionError):
 class ConnectTimeoutError(ConnectionFailedError, requests.ConnectTimeout):
     """Connecting took longer than the timeout: also a ``requests.ConnectTimeout``."""
 
-    default_reason = "connect_timeout"
+    default_reason: ClassVar[Reason] = "connect_timeout"
 
 
 class SSLConnectionError(ConnectionFailedError, requests.exceptions.SSLError):
     """The TLS handshake failed (a certificate, say): also a ``requests`` ``SSLError``."""
 
-    default_reason = "tls_failed"
+    default_reason: ClassVar[Reason] = "tls_failed"
 
 
 class ProxyConnectionError(ConnectionFailedError, requests.exceptions.ProxyError):
     """The proxy could not be reached or refused: also a ``requests`` ``ProxyError``."""
 
-    default_reason = "proxy_failed"
+    default_reason: ClassVar[Reason] = "proxy_failed"

@@ -32,6 +32,7 @@ from solders.pubkey import Pubkey
 from ._money import MoneyError, format_amount, from_base_units, parse_base_units, parse_decimal
 from ._money import to_base_units as _to_base_units
 from ._networks import KNOWN_MINTS, NETWORKS, SOL_DECIMALS, symbol_for_mint
+from ._reasons import Reason
 from .exceptions import InvoiceValidationError, NetworkMismatchError, SDKConfigurationError
 
 __all__ = ["FORMAT_HUMANRPC", "FORMAT_LEGACY", "Invoice"]
@@ -480,7 +481,7 @@ def _reject(
     problem: str,
     invoice: Mapping[str, Any],
     *,
-    reason: str | None = None,
+    reason: Reason | None = None,
 ) -> NoReturn:
     raise InvoiceValidationError(f"{field} {problem}", field=field, invoice=invoice, reason=reason)
 

@@ -48,7 +48,9 @@ from spl.token.instructions import (
 )
 from spl.token.models import TransferCheckedParams, TransferParams
 
-from .exceptions import TransactionBuildError
+from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
+from ._protocol import Flow, RpcCall, perform
+from .exceptions import SolanaRPCError, TransactionBuildError
 
 if TYPE_CHECKING:
     from .wallet import Signer
@@ -62,8 +64,10 @@ __all__ = [
     "TOKEN_PROGRAM_ID",
     "MintExtensions",
     "MintInfo",
+    "TokenTransferFacts",
     "TransferFee",
     "TransferPlan",
+    "add_signature",
     "associated_token_address",
     "build_exact_transfer",
     "build_sol_transfer",
@@ -71,6 +75,7 @@ __all__ = [
     "build_transfer",
     "decode_transaction",
     "get_latest_blockhash",
+    "message_to_sign",
     "network_fee",
     "parse_epoch",
     "parse_mint",
@@ -79,6 +84,7 @@ __all__ = [
     "sign_transaction",
     "token_account_rent",
     "token_account_size",
+    "token_transfer_facts",
 ]
 
 TOKEN_PROGRAMS: Final = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
@@ -568,7 +574,7 @@ def build_spl_transfer(
             )
         from ._io.rpc import RpcClient  # I/O only on request
 
-        facts = RpcClient(rpc_url, timeout=timeout).token_transfer_facts(mint, recipient)
+        facts = RpcClient(rpc_url, timeout=timeout).run(token_transfer_facts(mint, recipient))
         decimals = facts.mint.decimals if decimals is None else decimals
         token_program = facts.mint.program_id if token_program is None else token_program
         recent_blockhash = facts.blockhash if recent_blockhash is None else recent_blockhash
@@ -593,6 +599,36 @@ def build_spl_transfer(
         checked=checked,
     )
     return build_transfer(plan, _as_hash(recent_blockhash))
+
+
+@dataclass(frozen=True)
+class TokenTransferFacts:
+    """What :func:`build_spl_transfer` reads of the chain when not told."""
+
+    mint: MintInfo
+    blockhash: Hash
+    recipient_account_exists: bool
+
+
+def token_transfer_facts(mint: Pubkey, recipient: Pubkey) -> Flow[TokenTransferFacts]:
+    """Mint decimals and program, a fresh blockhash, and whether the payee's associated token
+    account exists (under either token program), in one JSON-RPC round trip.
+
+    :raises SolanaRPCError: when ``mint`` is not a usable SPL mint (reason ``bad_mint``).
+    """
+    candidates = [associated_token_address(recipient, mint, p) for p in TOKEN_PROGRAMS]
+    batch = (multiple_accounts_request([mint, *candidates], 0), latest_blockhash_request(1))
+    accounts, blockhash = yield from perform(RpcCall(batch))
+    try:
+        info = parse_mint(mint, accounts.value[0])
+    except ValueError as exc:
+        raise SolanaRPCError(str(exc), method="getMultipleAccounts", reason="bad_mint") from None
+    index = 1 + TOKEN_PROGRAMS.index(info.program_id)
+    return TokenTransferFacts(
+        mint=info,
+        blockhash=blockhash.value.blockhash,
+        recipient_account_exists=accounts.value[index] is not None,
+    )
 
 
 def get_latest_blockhash(rpc_url: str, *, timeout: float = 10.0) -> Hash:
@@ -628,44 +664,75 @@ def _join_memos(first: str | None, second: str | None) -> str | None:
 # -- signing and encoding -----------------------------------------------------------------
 
 
-def sign_transaction(transaction: VersionedTransaction, signer: Signer) -> VersionedTransaction:
-    """Sign ``transaction`` in ``signer``'s slot, leaving every other signature untouched.
+def message_to_sign(transaction: VersionedTransaction, signer_key: Pubkey) -> bytes:
+    """The bytes ``signer_key`` signs for ``transaction``: its serialized message (``0x80 ||
+    message`` for v0, as ``to_bytes_versioned``), which any signer (KMS, hardware) can sign.
 
-    The serialized message is signed (``0x80 || message`` for v0), so any
-    :class:`~human_rpc_sdk.wallet.Signer` works, including a KMS or hardware wallet.
-
-    :raises TransactionBuildError: when ``transaction`` is not a ``VersionedTransaction``, the
-        signer is not a required signer, or returns a signature that does not verify against
-        its public key.
-    :raises SDKConfigurationError: when ``signer`` has no ``pubkey()``/``sign_message()``, or
-        they return something other than a public key and a signature.
+    :raises TransactionBuildError: when ``transaction`` is not a ``VersionedTransaction`` or
+        ``signer_key`` is not one of its required signers.
     """
-    from .wallet import load_signer  # a payer given as a Keypair or a KMS adapter is checked
-
     if not isinstance(transaction, VersionedTransaction):
         raise TransactionBuildError(
             "transaction must be a solders VersionedTransaction (got "
             f"{type(transaction).__name__}); build it with build_sol_transfer or build_spl_transfer"
         )
-    signer = load_signer(signer=signer)
+    _signer_slot(transaction, signer_key)
+    return to_bytes_versioned(transaction.message)
+
+
+def add_signature(
+    transaction: VersionedTransaction, signer_key: Pubkey, signature: Signature
+) -> VersionedTransaction:
+    """``transaction`` with ``signature`` in ``signer_key``'s slot, every other one untouched.
+
+    :raises TransactionBuildError: when ``signature`` does not verify against ``signer_key``
+        over :func:`message_to_sign`, or ``signer_key`` is not a required signer.
+    """
+    payload = message_to_sign(transaction, signer_key)
+    if not isinstance(signature, Signature) or not signature.verify(signer_key, payload):
+        raise TransactionBuildError(
+            f"the signer for {signer_key} returned a signature that does not verify; check that "
+            "the signer signs with the key it reports. Nothing was sent",
+            reason="bad_signature",
+        )
+    signatures = list(transaction.signatures)
+    signatures[_signer_slot(transaction, signer_key)] = signature
+    return VersionedTransaction.populate(transaction.message, signatures)
+
+
+def _signer_slot(transaction: VersionedTransaction, signer_key: Pubkey) -> int:
     message = transaction.message
-    signer_key = signer.pubkey()
     required = list(message.account_keys[: message.header.num_required_signatures])
     if signer_key not in required:
         raise TransactionBuildError(
             f"{signer_key} is not a required signer of this transaction; build it with this "
             "wallet as the sender"
         )
-    payload = to_bytes_versioned(message)
-    signature = signer.sign_message(payload)
-    if not signature.verify(signer_key, payload):
-        raise TransactionBuildError(
-            f"the signer for {signer_key} returned a signature that does not verify; check that "
-            "the signer signs with the key it reports"
-        )
-    signatures = list(transaction.signatures)
-    signatures[required.index(signer_key)] = signature
-    return VersionedTransaction.populate(message, signatures)
+    return required.index(signer_key)
+
+
+def sign_transaction(transaction: VersionedTransaction, signer: Signer) -> VersionedTransaction:
+    """Sign ``transaction`` in ``signer``'s slot, leaving every other signature untouched.
+
+    The serialized message is signed (:func:`message_to_sign`), so any
+    :class:`~human_rpc_sdk.wallet.Signer` works, including a KMS or hardware wallet; the
+    signature is verified before it is attached (:func:`add_signature`).
+
+    :raises TransactionBuildError: when ``transaction`` is not a ``VersionedTransaction``, the
+        signer is not a required signer, or returns a signature that does not verify against
+        its public key.
+    :raises SDKConfigurationError: when ``signer`` has no ``pubkey()``/``sign_message()``, or
+        they return something other than a public key and a signature, or it signs only
+        asynchronously.
+    """
+    from .wallet import load_signer  # a payer given as a Keypair or a KMS adapter is checked
+
+    if not isinstance(transaction, VersionedTransaction):
+        message_to_sign(transaction, Pubkey.default())  # raises, naming what it got
+    signer = load_signer(signer=signer)
+    signer_key = signer.pubkey()
+    payload = message_to_sign(transaction, signer_key)
+    return add_signature(transaction, signer_key, signer.sign_message(payload))
 
 
 def sign_and_serialize_transaction(transaction: VersionedTransaction, keypair: Any) -> str:

@@ -13,6 +13,7 @@ would hold the text it failed on) is chained to them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -25,9 +26,18 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from .exceptions import SDKConfigurationError
+from .exceptions import SDKConfigurationError, TransactionBuildError
 
-__all__ = ["KeypairSigner", "Signer", "load_signer"]
+__all__ = [
+    "KeypairSigner",
+    "Signer",
+    "is_async_signer",
+    "load_signer",
+    "require_sync_signer",
+    "sign_async",
+    "signature_of",
+    "signer_failed",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,19 +117,81 @@ class _ExternalSigner:
         return self._pubkey
 
     def sign_message(self, message: bytes) -> Signature:
-        raw = self._inner.sign_message(message)
-        if isinstance(raw, Signature):
-            return raw
-        if isinstance(raw, bytes | bytearray) and len(raw) == 64:
-            return Signature.from_bytes(bytes(raw))
-        raise SDKConfigurationError(
-            "signer.sign_message() must return a solders Signature or 64 signature bytes, "
-            f"but returned {type(raw).__name__}; fix the signer adapter",
-            parameter="signer",
-        )
+        require_sync_signer(self)
+        return signature_of(self._inner.sign_message(message))
+
+    @property
+    def inner(self) -> Any:
+        """The caller's signer object, as given."""
+        return self._inner
 
     def __repr__(self) -> str:
         return f"ExternalSigner(pubkey={self._pubkey})"
+
+
+def signature_of(raw: object) -> Signature:
+    """What a signer's ``sign_message`` returned, as a solders ``Signature``: a ``Signature``
+    or 64 signature bytes. Only the type of anything else is named, never its value.
+
+    :raises SDKConfigurationError: when ``raw`` is neither.
+    """
+    if isinstance(raw, Signature):
+        return raw
+    if isinstance(raw, bytes | bytearray) and len(raw) == 64:
+        return Signature.from_bytes(bytes(raw))
+    size = f" of {len(raw)} bytes" if isinstance(raw, bytes | bytearray) else ""
+    raise SDKConfigurationError(
+        "signer.sign_message() must return a solders Signature or 64 signature bytes, "
+        f"but returned {type(raw).__name__}{size}; fix the signer adapter",
+        parameter="signer",
+        reason="bad_signer",
+    )
+
+
+def signer_failed(exc: BaseException, pubkey: Pubkey) -> TransactionBuildError:
+    """The error a driver tells the flow of when its signer raised something that is no SDK
+    error (a KMS outage): what happened, never the signer's message (it may echo inputs)."""
+    return TransactionBuildError(
+        f"the signer of {pubkey} raised {type(exc).__name__} while signing a payment. Nothing "
+        "was sent; check the signer (or its service) and try again",
+        reason="signer_failed",
+    )
+
+
+def is_async_signer(signer: object) -> bool:
+    """Whether ``signer.sign_message`` is a coroutine function (a remote signer to await),
+    looking through the adapter :func:`load_signer` puts around a caller's signer."""
+    if isinstance(signer, _ExternalSigner):
+        signer = signer.inner
+    return inspect.iscoroutinefunction(getattr(signer, "sign_message", None))
+
+
+def require_sync_signer(signer: object) -> None:
+    """Refuse a signer that can only sign asynchronously where a signature is needed now.
+
+    :raises SDKConfigurationError: when ``signer.sign_message`` is a coroutine function.
+    """
+    if is_async_signer(signer):
+        raise SDKConfigurationError(
+            "this signer signs asynchronously (its sign_message is a coroutine function), so "
+            "it cannot sign here: use it with AsyncAutoAgent, or give a signer whose "
+            "sign_message returns the signature",
+            parameter="signer",
+            reason="async_signer",
+        )
+
+
+async def sign_async(signer: Signer, message: bytes) -> Signature:
+    """``signer``'s signature of ``message``, awaited when its ``sign_message`` is a coroutine
+    function (looking through :func:`load_signer`'s adapter), else called: what an async
+    driver does with a :class:`~human_rpc_sdk._effects.Sign` effect.
+
+    :raises SDKConfigurationError: when the signer returns no signature (:func:`signature_of`).
+    """
+    inner: Any = signer.inner if isinstance(signer, _ExternalSigner) else signer
+    if is_async_signer(inner):
+        return signature_of(await inner.sign_message(message))
+    return signature_of(signer.sign_message(message))
 
 
 def load_signer(
@@ -135,7 +207,9 @@ def load_signer(
 
     :param solana_private_key: a base58 64-byte secret, a solana-keygen JSON array (as text,
         bytes or a list), a path to a keypair file, or a :class:`~solders.keypair.Keypair`.
-    :param signer: an object with ``pubkey()`` and ``sign_message(bytes)`` (KMS, hardware).
+    :param signer: an object with ``pubkey()`` and ``sign_message(bytes)`` (KMS, hardware);
+        ``sign_message`` may be a coroutine function, for the async agent only (see
+        :func:`is_async_signer`).
     :raises SDKConfigurationError: when no source is configured or the key is malformed.
     """
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Generator, Iterator
 from decimal import Decimal
@@ -279,9 +280,11 @@ def human_agent(server: GatewayServer, usdc: str = "20", **options: Any) -> Auto
 
 class Books:
     """Answers a hand-driven flow's bookkeeping effects with the real driver: ``approve``
-    (yes unless told otherwise), an in-memory journal, pauses (recorded, not waited)."""
+    (yes unless told otherwise), an in-memory journal, pauses (recorded, not waited), and
+    signing (by ``signer``; by default the signer of the flow's own ``ctx``, as AutoAgent
+    hands its driver its signer)."""
 
-    def __init__(self, approve: Callable[[Any], object] | None = None) -> None:
+    def __init__(self, approve: Callable[[Any], object] | None = None, signer: Any = None) -> None:
         from human_rpc_sdk._io.journal import Journal
         from human_rpc_sdk._io.sync import Driver
 
@@ -293,15 +296,23 @@ class Books:
             self.offers.append(offer)
             return True if approve is None else approve(offer)
 
-        self.driver = Driver(rpc=None, journal=self.journal, approve=ask, sleep=self.pauses.append)
+        self.driver = Driver(
+            rpc=None, journal=self.journal, approve=ask, sleep=self.pauses.append, signer=signer
+        )
 
     def handles(self, effect: object) -> bool:
         from human_rpc_sdk._effects import Resend, RpcCall
 
         return not isinstance(effect, RpcCall | Resend)
 
-    def answer(self, effect: Any) -> Any:
-        return self.driver.keep_books(effect)
+    def answer(self, effect: Any, flow: Generator[Any, Any, Any] | None = None) -> Any:
+        from human_rpc_sdk._effects import Sign
+
+        if not isinstance(effect, Sign):
+            return self.driver.keep_books(effect)
+        if self.driver.signer is None and flow is not None:
+            self.driver.signer = inspect.getgeneratorlocals(flow)["ctx"].signer
+        return self.driver._perform(effect, None)
 
 
 class CountingSigner(KeypairSigner):
@@ -327,4 +338,4 @@ def booked(flow: Generator[Any, Any, Any], books: Books | None = None) -> Genera
         except StopIteration as stop:
             return stop.value
         first = False
-        value = books.answer(effect) if books.handles(effect) else (yield effect)
+        value = books.answer(effect, flow) if books.handles(effect) else (yield effect)

@@ -24,7 +24,9 @@ from human_rpc_sdk import (
 ALL = [
     SDKConfigurationError("m", parameter="timeout"),
     ReiteratorConfigurationError("m", parameter="max_retry_attempts"),
-    InvoiceValidationError("m", field="invoice.amount", invoice={"amount": "0"}, reason="x"),
+    InvoiceValidationError(
+        "m", field="invoice.amount", invoice={"amount": "0"}, reason="no_invoice"
+    ),
     TransactionBuildError("m"),
     PaymentError("m", invoice={"a": 1}, signature="sig", details={"missing": "1"}),
     PaymentPolicyError("m", rule="budget", details={"spent": "1"}),

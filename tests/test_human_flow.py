@@ -126,7 +126,7 @@ def test_a_journal_that_cannot_be_written_does_not_stop_the_task() -> None:
     flow = ask_once(api(), {"text": "q"}, deadline=60.0)
     next(flow)
     step(flow, HumanAnswer(reply(201, {"task_id": "t1"}), receipt()))
-    get = flow.throw(PaymentError("the journal is locked", reason="journal_busy"))
+    get = flow.throw(PaymentError("the journal is locked", reason="journal_unavailable"))
     assert isinstance(get, HumanHttp)
     assert get.method == "GET"
     assert step(flow, HumanAnswer(reply(200, APPROVED))) == OpenTasks()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -17,6 +17,7 @@ from human_rpc_sdk import (
     ReiteratorMaxAttemptsError,
     ReiteratorRateLimitError,
 )
+from human_rpc_sdk._reasons import Reason
 
 from .conftest import FakeClock
 
@@ -302,7 +303,8 @@ def _error(kind: str, text: str) -> Exception:
     """An error a task function may raise: the SDK's own, or a plain bug."""
     if kind == "bug":
         return ValueError(text)
-    return HumanVerificationError(text, reason=kind, task_id="t" if kind == "timeout" else None)
+    reason = cast(Reason, kind)
+    return HumanVerificationError(text, reason=reason, task_id="t" if kind == "timeout" else None)
 
 
 # **Feature: human-rpc-python-sdk, Property 18: For any API error encountered during retry attempts,

@@ -45,7 +45,7 @@ from ..exceptions import (
 )
 from ..reiterator import ReiteratorConfig, ReiteratorManager, validate
 from ..solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
-from ..wallet import Signer, load_signer
+from ..wallet import Signer, load_signer, require_sync_signer
 from .clock import async_sleep as real_async_sleep
 from .human import HumanClient
 from .journal import MEMORY, Journal, default_journal_path, process_alive
@@ -183,11 +183,14 @@ class AutoAgent:
             self._signer: Signer = load_signer(solana_private_key, signer)
         finally:  # the key's text leaves this frame, whose locals a traceback may capture
             del solana_private_key
+        require_sync_signer(self._signer)  # an async signer: AsyncAutoAgent
         self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
         self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
         self._journal = Journal(self.journal_path)
-        self._driver = Driver(rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep)
+        self._driver = Driver(
+            rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
+        )
         self._cache = ChainCache()
         self._clock = clock
         self._nonce = nonce

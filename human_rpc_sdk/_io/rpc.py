@@ -16,12 +16,11 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 from solders.hash import Hash
-from solders.pubkey import Pubkey
 from solders.rpc.responses import GetLatestBlockhashResp
 from urllib3 import BaseHTTPResponse
 from urllib3.exceptions import InvalidHeader
@@ -32,14 +31,14 @@ from .._jsonrpc import (
     decode_replies,
     encode_batch,
     latest_blockhash_request,
-    multiple_accounts_request,
 )
+from .._protocol import Effect, Flow, RpcCall
 from ..exceptions import SolanaRPCError
-from ..solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
 
 __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _USER_AGENT: Final = "human-rpc-sdk"
 MAX_RETRY_AFTER: Final = 5.0
@@ -99,13 +98,6 @@ class RpcStats:
 
     round_trips: int = 0
     calls: int = 0
-
-
-@dataclass(frozen=True)
-class TokenTransferFacts:
-    mint: MintInfo
-    blockhash: Hash
-    recipient_account_exists: bool
 
 
 class RpcClient:
@@ -195,27 +187,29 @@ class RpcClient:
                 reason="rpc_bad_reply",
             ) from None
 
+    def run(self, flow: Flow[T]) -> T:
+        """Run a flow that asks only for JSON-RPC calls (:class:`RpcCall`); its result.
+
+        An RPC error is thrown into the flow, which may handle it; any other effect is a
+        programming error (``TypeError``).
+        """
+        try:
+            effect: Effect[Any] = next(flow)
+            while True:
+                if not isinstance(effect, RpcCall):
+                    raise TypeError(f"RpcClient.run performs only RpcCall effects, not {effect!r}")
+                try:
+                    results = self.call(effect.requests)
+                except SolanaRPCError as exc:
+                    effect = flow.throw(exc)
+                else:
+                    effect = flow.send(results)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
     # -- conveniences -------------------------------------------------------------------
 
     def latest_blockhash(self) -> Hash:
         resp: GetLatestBlockhashResp = self.call([latest_blockhash_request()])[0]
         return resp.value.blockhash
-
-    def token_transfer_facts(self, mint: Pubkey, recipient: Pubkey) -> TokenTransferFacts:
-        """Mint decimals and program, a fresh blockhash, and whether the payee's ATA exists."""
-        candidates = [associated_token_address(recipient, mint, p) for p in TOKEN_PROGRAMS]
-        accounts, blockhash = self.call(
-            [multiple_accounts_request([mint, *candidates], 0), latest_blockhash_request(1)]
-        )
-        try:
-            info = parse_mint(mint, accounts.value[0])
-        except ValueError as exc:
-            raise SolanaRPCError(
-                str(exc), method="getMultipleAccounts", reason="bad_mint"
-            ) from None
-        index = 1 + TOKEN_PROGRAMS.index(info.program_id)
-        return TokenTransferFacts(
-            mint=info,
-            blockhash=blockhash.value.blockhash,
-            recipient_account_exists=accounts.value[index] is not None,
-        )

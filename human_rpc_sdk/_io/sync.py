@@ -34,6 +34,7 @@ from .._effects import (
     Resend,
     Reserve,
     RpcCall,
+    Sign,
 )
 from .._flow import MAX_402_BODY_BYTES
 from .._offer import PaymentOffer
@@ -46,6 +47,7 @@ from ..exceptions import (
     ProxyConnectionError,
     SSLConnectionError,
 )
+from ..wallet import Signer, signature_of, signer_failed
 from .journal import Journal
 from .rpc import RpcClient
 
@@ -85,8 +87,10 @@ class Driver:
         journal: Journal,
         approve: Callable[[PaymentOffer], object] | None,
         sleep: Callable[[float], None],
+        signer: Signer | None = None,
     ) -> None:
         self.rpc = rpc
+        self.signer = signer
         self.journal = journal
         self.approve = approve
         self.sleep = sleep
@@ -121,6 +125,15 @@ class Driver:
             if resend is None:
                 raise TypeError("this flow cannot send HTTP requests")
             return resend(effect)
+        if isinstance(effect, Sign):
+            if self.signer is None:
+                raise TypeError("this driver has no signer")
+            try:
+                return signature_of(self.signer.sign_message(effect.message))
+            except HumanRPCError:
+                raise
+            except Exception as exc:
+                raise signer_failed(exc, effect.pubkey) from exc
         return self.keep_books(effect)
 
     def keep_books(self, effect: Effect[Any]) -> Any:
