@@ -24,7 +24,6 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc.responses import GetLatestBlockhashResp
 from urllib3 import BaseHTTPResponse
-from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
 
 from .._jsonrpc import (
@@ -34,6 +33,7 @@ from .._jsonrpc import (
     latest_blockhash_request,
     multiple_accounts_request,
 )
+from .._retry import RPC_RETRY_POLICY, RetryPolicy
 from ..exceptions import SolanaRPCError
 from ..solana_utils import TOKEN_PROGRAMS, MintInfo, associated_token_address, parse_mint
 
@@ -42,28 +42,33 @@ __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 logger = logging.getLogger(__name__)
 
 _USER_AGENT: Final = "human-rpc-sdk"
-MAX_RETRY_AFTER: Final = 5.0
+MAX_RETRY_AFTER: Final = RPC_RETRY_POLICY.max_retry_after
 
 
 class _Retry(Retry):
-    """urllib3's Retry, honouring ``Retry-After`` for at most :data:`MAX_RETRY_AFTER` seconds
-    (a malformed one is ignored) and waiting with an injectable ``pause``."""
+    """urllib3's Retry applying a :class:`~human_rpc_sdk._retry.RetryPolicy`: ``Retry-After``
+    honoured up to the policy's cap (a malformed one is ignored), waiting with an injectable
+    ``pause``."""
 
-    def __init__(self, *args: Any, pause: Callable[[float], None] | None = None, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        pause: Callable[[float], None] | None = None,
+        policy: RetryPolicy = RPC_RETRY_POLICY,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.pause = pause
+        self.policy = policy
 
     def new(self, **kw: Any) -> _Retry:
         fresh = super().new(**kw)
         fresh.pause = self.pause
+        fresh.policy = self.policy
         return fresh
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
-        try:
-            seconds = super().get_retry_after(response)
-        except InvalidHeader:
-            return None
-        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+        return self.policy.retry_after(response.headers.get("Retry-After"))
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         if self.pause is None:
@@ -77,20 +82,26 @@ class _Retry(Retry):
             self.pause(seconds)
 
 
-RPC_RETRY: Final = _Retry(
-    total=4,
-    connect=3,
-    read=2,
-    status=3,
-    other=0,
-    backoff_factor=0.1,
-    backoff_max=2.0,
-    status_forcelist=(429, 500, 502, 503, 504),
-    allowed_methods=frozenset({"POST"}),
-    raise_on_status=False,
-    respect_retry_after_header=True,
-)
-"""How the RPC transport retries: at most 3 more tries per failure kind, 4 in all."""
+def retry_of(policy: RetryPolicy) -> _Retry:
+    """urllib3's ``Retry`` doing what ``policy`` says."""
+    return _Retry(
+        total=policy.total,
+        connect=policy.connect,
+        read=policy.read,
+        status=policy.status,
+        other=0,
+        backoff_factor=policy.backoff_factor,
+        backoff_max=policy.backoff_max,
+        status_forcelist=tuple(sorted(policy.statuses)),
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+        policy=policy,
+    )
+
+
+RPC_RETRY: Final = retry_of(RPC_RETRY_POLICY)
+"""How the RPC transport retries: :data:`~human_rpc_sdk._retry.RPC_RETRY_POLICY`."""
 
 
 @dataclass
