@@ -17,6 +17,7 @@ from ._receipts import PaymentReceipt
 from ._records import BudgetLine
 from ._tasks import Verdict
 from .agent import AutoAgent
+from .async_agent import AsyncAutoAgent
 from .decorator import GuardResponse, guard
 from .exceptions import (
     ConnectionFailedError,
@@ -53,6 +54,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AsyncAutoAgent",
     "AutoAgent",
     "BudgetLine",
     "ConnectionFailedError",

@@ -16,6 +16,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from ._effects import NoAnswer
+from .exceptions import PaymentError
 
 __all__ = [
     "NO_DEFINITE_ANSWER",
@@ -125,3 +126,48 @@ def no_answer(failure: Failure | None, name: str) -> NoAnswer | None:
     if failure is None or failure not in NO_DEFINITE_ANSWER:
         return None
     return NoAnswer(name)
+
+
+def invoice_too_slow(url: object, seconds: float) -> PaymentError:
+    """The error for a 402 body still trickling in when its read deadline passed."""
+    return PaymentError(
+        f"the 402 answer from {url} did not arrive in full within the request's "
+        f"timeout (the agent stopped reading its trickling body after {seconds:.3g} s). "
+        "Nothing was paid; retry, or raise timeout= if the service is that slow",
+        reason="invoice_too_slow",
+    )
+
+
+def invoice_unreadable(url: object, problem: str) -> PaymentError:
+    """The error for a 402 body that broke off while being read (``problem``: the failure)."""
+    return PaymentError(
+        f"the 402 answer from {url} broke off while being read ({problem}). Nothing was paid",
+        reason="invoice_unreadable",
+    )
+
+
+def body_not_replayable(url: object) -> PaymentError:
+    """The error for a 402 to a request whose body was a stream, already consumed."""
+    return PaymentError(
+        f"{url} asks for payment, but the request body was a stream that is already "
+        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
+        "the body as bytes or a seekable file",
+        reason="body_not_replayable",
+    )
+
+
+def unreached(url: str | None, why: str) -> str:
+    """The message for a first, unpaid request that got no answer (``why``: the cause)."""
+    return (
+        f"the request to {without_userinfo(url)} failed before any answer came: "
+        f"{why}. Nothing was paid (a payment is only made in answer to a 402); "
+        "check the URL, the network and that the server is up, then try again"
+    )
+
+
+def without_userinfo(url: str | None) -> str:
+    """``url`` for a message: a password in it (``user:pass@host``) is not repeated."""
+    parts = urlsplit(url or "")
+    if "@" not in parts.netloc:
+        return url or ""
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()

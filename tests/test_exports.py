@@ -9,6 +9,7 @@ import stub_gateway
 def test_sdk_exports_exactly_the_public_names() -> None:
     """__all__ lists the public API, sorted, and every name exists."""
     expected = {
+        "AsyncAutoAgent",
         "AutoAgent",
         "BudgetLine",
         "ConnectionFailedError",

@@ -25,11 +25,11 @@ import urllib3
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import ChainCache, PaymentContext
+from .._effects import ChainCache, Flow, PaymentContext
 from .._flow import PaymentOutcome, pay
 from .._offer import PaymentOffer
 from .._receipts import PaymentReceipt
-from .._records import PENDING, BudgetLine
+from .._records import PENDING, BudgetLine, JournalEntry
 from .._recovery import needs_recovery, recover
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings, ReiteratorSettings
 from .._tasks import Verdict, task_body
@@ -251,10 +251,7 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        self._journal.flush()  # outcomes a held lock kept from the journal go in first
-        entries = [e for e in self._journal.unsettled() if needs_recovery(e)]
-        flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
-        return self._driver.run(flow)
+        return self._driver.run(recovery(open_payments(self._journal)))
 
     @property
     def budget(self) -> dict[str, BudgetLine]:
@@ -284,16 +281,7 @@ class AutoAgent:
 
     def _warn_of_open_payments(self) -> None:
         """Tell the owner, with no logging set up (a warning) and on the logger."""
-        open_ = self.pending_payments()
-        if open_:
-            text = (
-                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with no "
-                f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
-                "money may or may not have moved: call agent.recover_payments() to settle them "
-                "against the chain"
-            )
-            logger.warning("%s", text)
-            warnings.warn(text, PendingPaymentsWarning, stacklevel=3)
+        warn_of_open_payments(self._journal, self.journal_path, stacklevel=4)
 
     def _last_payment(self) -> PaymentReceipt | None:
         receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)
@@ -620,15 +608,7 @@ class AutoAgent:
     # -- the driver ------------------------------------------------------------------------
 
     def _context(self) -> PaymentContext:
-        return PaymentContext(
-            signer=self._signer,
-            network=self.network,
-            cache=self._cache,
-            clock=self._clock,
-            now=lambda: datetime.now(UTC),
-            nonce=self._nonce,
-            rules=self._rules,
-        )
+        return context_of(self._settings, self._cache)
 
     def _pay(
         self, challenge: requests.Response, reply: Any, send_kwargs: dict[str, Any]
@@ -654,6 +634,44 @@ class AutoAgent:
 
 RESERVATION_TIMEOUT = 600.0
 """Seconds after which an unsigned reservation is released by recovery, whoever made it."""
+
+
+def context_of(settings: AgentSettings, cache: ChainCache) -> PaymentContext:
+    """The payment flow's context for an agent built with ``settings``."""
+    return PaymentContext(
+        signer=settings.signer,
+        network=settings.network,
+        cache=cache,
+        clock=settings.clock,
+        now=lambda: datetime.now(UTC),
+        nonce=settings.nonce,
+        rules=settings.rules,
+    )
+
+
+def open_payments(journal: Journal) -> list[JournalEntry]:
+    """The journal's payments the chain could still tell something about (blocking I/O)."""
+    journal.flush()  # outcomes a held lock kept from the journal go in first
+    return [e for e in journal.unsettled() if needs_recovery(e)]
+
+
+def recovery(entries: list[JournalEntry]) -> Flow[list[PaymentReceipt]]:
+    """The flow settling ``entries`` against the chain (see ``recover_payments``)."""
+    return recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
+
+
+def warn_of_open_payments(journal: Journal, path: str, *, stacklevel: int) -> None:
+    """Tell the owner of payments with no known outcome: a warning and a log line."""
+    open_ = [entry.receipt for entry in journal.entries(PENDING)]
+    if open_:
+        text = (
+            f"the payment journal {path} holds {len(open_)} payment(s) with no "
+            f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
+            "money may or may not have moved: call agent.recover_payments() to settle them "
+            "against the chain"
+        )
+        logger.warning("%s", text)
+        warnings.warn(text, PendingPaymentsWarning, stacklevel=stacklevel)
 
 
 # -- argument validation --------------------------------------------------------------------

@@ -30,8 +30,12 @@ from .._jsonrpc import (
     RpcRequest,
     decode_replies,
     encode_batch,
+    http_error,
     latest_blockhash_request,
+    methods_of,
     multiple_accounts_request,
+    not_json,
+    unreachable,
 )
 from .._retry import RPC_RETRY_POLICY, RetryPolicy
 from ..exceptions import SolanaRPCError
@@ -166,7 +170,7 @@ class RpcClient:
         return results
 
     def _post(self, body: str, batch: Sequence[RpcRequest]) -> Any:
-        methods = ", ".join(r.method for r in batch)
+        methods = methods_of(batch)
         with self._stats_lock:
             self.stats.round_trips += 1
             self.stats.calls += len(batch)
@@ -178,33 +182,13 @@ class RpcClient:
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:
-            raise SolanaRPCError(
-                f"could not reach the Solana RPC node at {self.url} ({type(exc).__name__}) "
-                f"while calling {methods}; check rpc_url / SOLANA_RPC_URL and the network. "
-                "Nothing was paid",
-                method=methods,
-                reason="rpc_unreachable",
-            ) from exc
+            raise unreachable(self.url, methods, type(exc).__name__) from exc
         if reply.status_code != 200:
-            hint = ""
-            if reply.status_code == 429:
-                hint = " (rate limited: slow down or use a dedicated RPC provider)"
-            raise SolanaRPCError(
-                f"the Solana RPC node at {self.url} answered HTTP {reply.status_code} to "
-                f"{methods}{hint}. Nothing was paid",
-                method=methods,
-                reason="rpc_http_error",
-                details={"status": reply.status_code},
-            )
+            raise http_error(self.url, methods, reply.status_code)
         try:
             return reply.json()
         except (ValueError, RecursionError):
-            raise SolanaRPCError(
-                f"the Solana RPC node at {self.url} answered {methods} with a body that is not "
-                "JSON; check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",
-                method=methods,
-                reason="rpc_bad_reply",
-            ) from None
+            raise not_json(self.url, methods) from None
 
     # -- conveniences -------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -36,14 +35,23 @@ from .._effects import (
     RpcCall,
 )
 from .._flow import MAX_402_BODY_BYTES
-from .._http import PAYMENT_HEADERS, BoundedBody, Failure, headers_to_strip, no_answer
+from .._http import (
+    PAYMENT_HEADERS,
+    BoundedBody,
+    Failure,
+    body_not_replayable,
+    headers_to_strip,
+    invoice_too_slow,
+    invoice_unreadable,
+    no_answer,
+    unreached,
+)
 from .._http import read_deadline as _read_deadline
 from .._offer import PaymentOffer
 from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
     HumanRPCError,
-    PaymentError,
     PaymentPolicyError,
     ProxyConnectionError,
     SSLConnectionError,
@@ -298,9 +306,7 @@ def send_unpaid(
             raise
         url = getattr(exc.request, "url", None) or request.url
         raise wrapper(
-            f"the request to {_without_userinfo(url)} failed before any answer came: "
-            f"{_why(exc)}. Nothing was paid (a payment is only made in answer to a 402); "
-            "check the URL, the network and that the server is up, then try again",
+            unreached(url, _why(exc)),
             url=url,
             request=exc.request if isinstance(exc.request, requests.PreparedRequest) else request,
         ) from exc
@@ -313,14 +319,6 @@ _CONNECTION_ERRORS: Final[dict[type[requests.ConnectionError], type[ConnectionFa
     requests.exceptions.ProxyError: ProxyConnectionError,
 }
 _OBJECT_PREFIX: Final = re.compile(r"^(?:<[^>]*>|\w+\([^)]*\)): ")
-
-
-def _without_userinfo(url: str | None) -> str:
-    """``url`` for a message: a password in it (``user:pass@host``) is not repeated."""
-    parts = urlsplit(url or "")
-    if "@" not in parts.netloc:
-        return url or ""
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _why(exc: requests.ConnectionError) -> str:
@@ -385,18 +383,9 @@ def read_bounded(
     try:
         return _read(response, limit, deadline, clock)
     except WholeReadTimeout as exc:
-        raise PaymentError(
-            f"the 402 answer from {response.url} did not arrive in full within the request's "
-            f"timeout (the agent stopped reading its trickling body after {exc.seconds:.3g} s). "
-            "Nothing was paid; retry, or raise timeout= if the service is that slow",
-            reason="invoice_too_slow",
-        ) from None
+        raise invoice_too_slow(response.url, exc.seconds) from None
     except requests.RequestException as exc:
-        raise PaymentError(
-            f"the 402 answer from {response.url} broke off while being read "
-            f"({type(exc).__name__}). Nothing was paid",
-            reason="invoice_unreadable",
-        ) from exc
+        raise invoice_unreadable(response.url, type(exc).__name__) from exc
 
 
 class WholeReadTimeout(requests.exceptions.ReadTimeout):
@@ -488,12 +477,7 @@ def ensure_replayable(prepared: requests.PreparedRequest) -> None:
         return
     if getattr(prepared, "_body_position", None) is not None:
         return
-    raise PaymentError(
-        f"{prepared.url} asks for payment, but the request body was a stream that is already "
-        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
-        "the body as bytes or a seekable file",
-        reason="body_not_replayable",
-    )
+    raise body_not_replayable(prepared.url)
 
 
 def _connect_timeout(timeout: Any, fallback: float) -> float | None:
