@@ -21,6 +21,7 @@ import httpx
 
 from .. import _effects
 from .. import wallet as _wallet
+from .._driving import Stepper
 from .._effects import Approve, Effect, HttpReply, NoAnswer, Pause, Resend, RpcCall
 from .._flow import MAX_402_BODY_BYTES
 from .._http import (
@@ -81,18 +82,20 @@ class AsyncDriver:
         self, flow: Generator[Effect[Any], Any, T], resend: AsyncResend | None = None
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = await self._perform(effect, resend)
-                except HumanRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            try:
+                result = await self._perform(effect, resend)
+            except HumanRPCError as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(result)
+        return steps.value
+
+    async def perform(self, effect: Effect[Any]) -> Any:
+        """Perform any effect but :class:`Resend` (which needs the request to send again)."""
+        return await self._perform(effect, None)
 
     async def _perform(self, effect: Effect[Any], resend: AsyncResend | None) -> Any:
         if isinstance(effect, RpcCall):

@@ -22,6 +22,7 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
+from .._driving import Stepper
 from .._effects import (
     Approve,
     Effect,
@@ -116,18 +117,20 @@ class Driver:
         resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = self._perform(effect, resend)
-                except HumanRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            try:
+                result = self._perform(effect, resend)
+            except HumanRPCError as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(result)
+        return steps.value
+
+    def perform(self, effect: Effect[Any]) -> Any:
+        """Perform any effect but :class:`Resend` (which needs the request to send again)."""
+        return self._perform(effect, None)
 
     def _perform(
         self, effect: Effect[Any], resend: Callable[[Resend], HttpReply | NoAnswer] | None
