@@ -12,6 +12,7 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._headers import decode_payment_response, encode_payment_header
+from ._io.auth import PaymentAuth
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
 from ._records import BudgetLine
@@ -65,6 +66,7 @@ __all__ = [
     "InvoiceValidationError",
     "KeypairSigner",
     "NetworkMismatchError",
+    "PaymentAuth",
     "PaymentError",
     "PaymentOffer",
     "PaymentPolicyError",

@@ -20,6 +20,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "InvoiceValidationError",
         "KeypairSigner",
         "NetworkMismatchError",
+        "PaymentAuth",
         "PaymentError",
         "PaymentOffer",
         "PaymentPolicyError",

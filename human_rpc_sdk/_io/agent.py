@@ -611,13 +611,19 @@ class AutoAgent:
         return context_of(self._settings, self._cache)
 
     def _pay(
-        self, challenge: requests.Response, reply: Any, send_kwargs: dict[str, Any]
+        self,
+        challenge: requests.Response,
+        reply: Any,
+        send_kwargs: dict[str, Any],
+        session: requests.Session | None = None,
     ) -> requests.Response:
+        """Pay ``challenge`` (read as ``reply``) and send its request again with the payment,
+        through ``session`` (the agent's when None)."""
         # The retry goes to the request that got the 402: after redirects, the last one.
         request = challenge.request
         ensure_replayable(request)
         paid = PaidRequest(
-            self.session,
+            self.session if session is None else session,
             request,
             challenge,
             send_kwargs,

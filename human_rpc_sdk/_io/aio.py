@@ -253,38 +253,13 @@ class AsyncPaidRequest:
         self.client = client
         self.request = challenge.request
         self.challenge = challenge
-        self.timeout = httpx.Timeout(
-            timeout.connect,
-            read=paid_timeout,
-            write=timeout.write,
-            pool=timeout.pool,
-            connect=timeout.connect,
-        )
+        self.timeout = paid_timeout_of(timeout, paid_timeout)
         self.follow_redirects = follow_redirects
         self.clock = clock
         self.response: httpx.Response | None = None
 
     def _retry(self, headers: Any) -> httpx.Request:
-        original = self.request
-        retry = httpx.Request(
-            original.method,
-            original.url,
-            headers=original.headers,
-            content=original.content,
-            extensions={**original.extensions, "timeout": self.timeout.as_dict()},
-        )
-        retry.headers.update(headers)
-        # Cookies the 402 set (a server may bind its invoice to a session) go with the retry,
-        # over those of the same name the request carried.
-        jar = httpx.Cookies()
-        jar.extract_cookies(self.challenge)
-        probe = httpx.Request(original.method, original.url)
-        jar.set_cookie_header(probe)
-        fresh = _cookie_pairs(probe.headers.get("Cookie"))
-        if fresh:
-            merged = {**_cookie_pairs(retry.headers.get("Cookie")), **fresh}
-            retry.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in merged.items())
-        return retry
+        return paid_request(self.request, self.challenge, headers, self.timeout)
 
     async def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
         retry = self._retry(effect.headers)
@@ -330,6 +305,46 @@ class AsyncPaidRequest:
             request = follow
             response = await self.client.send(request, follow_redirects=False, stream=True)
         return response
+
+
+def paid_request(
+    original: httpx.Request,
+    challenge: httpx.Response,
+    headers: Any,
+    timeout: httpx.Timeout,
+    extensions: dict[str, Any] | None = None,
+) -> httpx.Request:
+    """``original`` again, with the payment ``headers``, the cookies the 402 ``challenge``
+    set (a server may bind its invoice to a session; they win over those of the same name the
+    request carried) and ``timeout``."""
+    retry = httpx.Request(
+        original.method,
+        original.url,
+        headers=original.headers,
+        content=original.content,
+        extensions={**original.extensions, **(extensions or {}), "timeout": timeout.as_dict()},
+    )
+    retry.headers.update(headers)
+    jar = httpx.Cookies()
+    jar.extract_cookies(challenge)
+    probe = httpx.Request(original.method, original.url)
+    jar.set_cookie_header(probe)
+    fresh = _cookie_pairs(probe.headers.get("Cookie"))
+    if fresh:
+        merged = {**_cookie_pairs(retry.headers.get("Cookie")), **fresh}
+        retry.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in merged.items())
+    return retry
+
+
+def paid_timeout_of(timeout: httpx.Timeout, paid_timeout: float) -> httpx.Timeout:
+    """``timeout`` with ``paid_timeout`` as its read deadline (a paid view may work longer)."""
+    return httpx.Timeout(
+        timeout.connect,
+        read=paid_timeout,
+        write=timeout.write,
+        pool=timeout.pool,
+        connect=timeout.connect,
+    )
 
 
 def _cookie_pairs(header: str | None) -> dict[str, str]:
