@@ -343,3 +343,66 @@ async def test_async_with_closes_and_balance_of_an_unknown_symbol_is_refused(
             await agent.balance("DOGE")
         assert caught.value.parameter == "currency"
     assert agent.session.is_closed
+
+
+# -- the pure pieces both drivers share ----------------------------------------------------------
+
+
+def test_the_retry_policy_is_data_both_transports_apply() -> None:
+    """Backoff, the Retry-After cap and the tries per kind; urllib3's Retry is built from it."""
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from human_rpc_sdk._io.rpc import RPC_RETRY
+    from human_rpc_sdk._retry import RPC_RETRY_POLICY as policy
+
+    assert [policy.backoff(n) for n in (1, 2, 3, 10)] == [0.0, 0.2, 0.4, 2.0]
+    assert policy.retry_after("3") == 3.0
+    assert policy.retry_after("100") == policy.max_retry_after
+    assert policy.retry_after("soon") is None
+    assert policy.retry_after(None) is None
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert policy.retry_after(format_datetime(now + timedelta(seconds=2), usegmt=True), now) == 2
+    assert policy.delay(2, "1", now) == 1.0
+    assert policy.delay(2, None, now) == 0.2
+    assert policy.allows(["status"] * 3)
+    assert not policy.allows(["status"] * 4)
+    assert not policy.allows(["connect", "read", "read", "read"])
+    assert not policy.allows(["connect", "status", "connect", "status", "connect"])
+    assert (RPC_RETRY.total, RPC_RETRY.connect, RPC_RETRY.read, RPC_RETRY.status) == (
+        policy.total,
+        policy.connect,
+        policy.read,
+        policy.status,
+    )
+    assert set(RPC_RETRY.status_forcelist or ()) == policy.statuses
+
+
+def test_payment_headers_stay_on_their_origin() -> None:
+    from human_rpc_sdk._http import headers_to_strip, same_origin
+
+    names = ["Accept", "x-payment", "PAYMENT-SIGNATURE", "Cookie"]
+    assert headers_to_strip("http://a.example/x", "http://A.example:80/y", names) == []
+    assert headers_to_strip("http://a.example/x", "http://a.example:81/x", names) == [
+        "x-payment",
+        "PAYMENT-SIGNATURE",
+    ]
+    assert headers_to_strip("http://a.example/", "https://a.example/", ["X-PAYMENT"]) == [
+        "X-PAYMENT"
+    ]
+    assert same_origin("https://a.example/p", "https://a.example:443/q")
+
+
+def test_a_bounded_body_stops_at_its_limit_and_its_deadline() -> None:
+    from human_rpc_sdk._http import BoundedBody, read_deadline
+
+    clock = FakeClock()
+    body = BoundedBody(4, read_deadline((1, None, 2), clock), clock)
+    assert body.deadline == 3
+    assert not body.feed(b"ab")
+    assert body.overdue() is None
+    assert body.feed(b"cdefg")  # over the limit: stop reading
+    assert body.body() == b"abcde"  # limit + 1 bytes: "too large" is visible
+    clock.now = 3.5
+    assert body.overdue() == 3.5
+    assert read_deadline((None, True), clock) is None
