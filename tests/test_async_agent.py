@@ -183,6 +183,49 @@ async def test_concurrent_requests_pay_exactly_what_the_budget_allows(
     assert agent.budget["SOL"].remaining == 0
 
 
+@pytest.mark.asyncio
+async def test_an_async_approve_callback_is_awaited(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, make_agent: Any
+) -> None:
+    """approve= may be a coroutine function: awaited; a refusal pays nothing, a yes pays."""
+    offers: list[Any] = []
+
+    async def only_usdc(offer: Any) -> bool:
+        offers.append(offer)
+        return bool(offer.currency == "USDC")
+
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = make_agent(wallet, approve=only_usdc)
+    with pytest.raises(PaymentPolicyError) as caught:
+        await agent.get(f"{server.url}/api/v1/premium/sol")
+    assert (caught.value.rule, caught.value.reason) == ("approve", "not_approved")
+    assert gateway.balance(wallet.pubkey()) == 1
+    assert (await agent.get(f"{server.url}/api/v1/premium/usdc")).status_code == 200
+    assert [offer.currency for offer in offers] == ["SOL", "USDC"]
+    assert [row[:2] for row in rows(Path(agent.journal_path))] == [("accepted", "0.05")]
+
+
+@pytest.mark.asyncio
+async def test_raise_budget_lets_a_refused_payment_through(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, make_agent: Any
+) -> None:
+    """A budget too small refuses, unsigned; raise_budget (journaled) lets the next one pay."""
+    wallet = funded_wallet(sol="1")
+    agent = make_agent(wallet, budget={"SOL": "0.0005"})
+    url = f"{server.url}/api/v1/premium/sol"
+    with pytest.raises(PaymentPolicyError) as caught:
+        await agent.get(url)
+    assert caught.value.rule == "budget"
+    lines = await agent.raise_budget({"SOL": "0.001"})
+    assert lines["SOL"].limit == Decimal("0.0015")
+    assert (await agent.get(url)).status_code == 200
+    assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert agent.budget["SOL"].spent == PRICE + FEE
+    assert await agent.pending_payments() == []
+    assert await agent.pending_tasks() == []
+    assert [r.id for r in await agent.payments_since(0)] == [r.id for r in agent.payments]
+
+
 # -- a hostile gateway: redirects and recovery ---------------------------------------------------
 
 

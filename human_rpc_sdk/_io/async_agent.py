@@ -39,6 +39,7 @@ from ..reiterator import ReiteratorManager
 from ..wallet import Signer
 from . import human as _human_io
 from .agent import (
+    _method,
     context_of,
     open_payments,
     recovery,
@@ -378,10 +379,9 @@ class AsyncAutoAgent:
         )
         deadline = deadline_of(limits, self._clock)
         response = await self._send_unpaid(request, auth, follow_redirects)
-        try:
-            reply = await read_reply(response, deadline=deadline, clock=self._clock)
-        except httpx.HTTPError as exc:
-            raise _unreached(exc, str(response.url)) from exc
+        # A 402 body is read with a bound (size, and the whole body within the timeout); a
+        # broken one raises PaymentError. Any other body is read by the same deadline.
+        reply = await read_reply(response, deadline=deadline, clock=self._clock)
         if response.status_code != 402:
             return response
         return await self._pay(response, reply, limits, follow_redirects)
@@ -400,11 +400,7 @@ class AsyncAutoAgent:
     def _build(self, method: Any, url: Any, **kwargs: Any) -> httpx.Request:
         """The request built by the client, or ``SDKConfigurationError`` if it cannot be sent
         as given; nothing was sent."""
-        if not isinstance(method, str) or not method.strip().isalpha():
-            raise SDKConfigurationError(
-                f"method must be an HTTP method such as 'GET' or 'POST' (got {show(method, 40)})",
-                parameter="method",
-            )
+        method = _method(method)
         if not isinstance(url, str | httpx.URL):
             raise SDKConfigurationError(
                 f"url must be text such as 'https://api.example.com/premium' "
@@ -413,7 +409,7 @@ class AsyncAutoAgent:
             )
         cookies = kwargs.pop("cookies")
         try:
-            request = self.session.build_request(method.upper(), url, **kwargs)
+            request = self.session.build_request(method, url, **kwargs)
             if cookies is not None:
                 jar = httpx.Cookies(self.session.cookies)
                 jar.update(httpx.Cookies(cookies))
