@@ -322,6 +322,38 @@ async def test_a_redirect_within_the_origin_keeps_the_payment(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("fault", ["error_after_payment", "drop_after_payment"])
+@pytest.mark.parametrize("path", ["/api/v1/premium/sol", "/x402/v2/premium"])
+async def test_a_lost_answer_is_asked_again_with_the_same_payment(
+    hostile: GatewayServer, make_agent: Any, fault: str, path: str
+) -> None:
+    """Settled, then a 500 or a dropped connection (no definite answer): after the flow's
+    pause (the injected async sleep) the same payment is sent again; the money moved once."""
+    gateway = hostile.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1), "PYUSD": Decimal(0)})
+    pauses = Pauses()
+    agent = make_agent(wallet, rpc_url=hostile.rpc_url, sleep=pauses)
+    before = gateway.faults.triggered.count(fault)
+    gateway.faults.arm(fault)
+    try:
+        response = await agent.get(f"{hostile.url}{path}")
+    finally:
+        gateway.faults.clear()
+    assert response.status_code == 200
+    assert gateway.faults.triggered.count(fault) == before + 1
+    assert pauses.seconds == [0.25]
+    (receipt,) = agent.payments
+    assert receipt.state == "accepted"
+    if path.startswith("/x402"):
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+        assert gateway.balance(wallet.pubkey()) == 1
+    else:
+        assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert len(rows(Path(agent.journal_path))) == 1
+
+
+@pytest.mark.asyncio
 async def test_rpc_failures_are_retried_with_the_injected_sleep(
     hostile: GatewayServer, make_agent: Any
 ) -> None:
@@ -331,12 +363,13 @@ async def test_rpc_failures_are_retried_with_the_injected_sleep(
     wallet = funded_on(gateway)
     pauses = Pauses()
     agent = make_agent(wallet, rpc_url=hostile.rpc_url, sleep=pauses)
+    fails_before = gateway.faults.triggered.count("fail_rpc")
     gateway.faults.fail_rpc(2)
     try:
         assert (await agent.get(f"{hostile.url}/api/v1/premium/sol")).status_code == 200
     finally:
         gateway.faults.clear()
-    assert gateway.faults.triggered.count("fail_rpc") == 2
+    assert gateway.faults.triggered.count("fail_rpc") == fails_before + 2
     assert pauses.seconds[:2] == [0.0, 0.2]
     gateway.faults.fail_rpc(50)
     try:
