@@ -12,11 +12,13 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from ._headers import decode_payment_response, encode_payment_header
+from ._io.auth import PaymentAuth
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
 from ._records import BudgetLine
 from ._tasks import Verdict
 from .agent import AutoAgent
+from .async_agent import AsyncAutoAgent
 from .decorator import GuardResponse, guard
 from .exceptions import (
     ConnectionFailedError,
@@ -53,6 +55,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AsyncAutoAgent",
     "AutoAgent",
     "BudgetLine",
     "ConnectionFailedError",
@@ -63,6 +66,7 @@ __all__ = [
     "InvoiceValidationError",
     "KeypairSigner",
     "NetworkMismatchError",
+    "PaymentAuth",
     "PaymentError",
     "PaymentOffer",
     "PaymentPolicyError",

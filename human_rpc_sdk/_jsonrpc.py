@@ -202,3 +202,43 @@ def _from_json(response_type: Any, text: str) -> Any:
         if type(exc).__name__ != "PanicException":
             raise
         return None
+
+
+def methods_of(batch: Sequence[RpcRequest]) -> str:
+    """The batch's methods, for a message: ``getMultipleAccounts, getLatestBlockhash``."""
+    return ", ".join(r.method for r in batch)
+
+
+def unreachable(url: str, methods: str, problem: str) -> SolanaRPCError:
+    """The error for a node that could not be reached (``problem``: the failure's name), once
+    the transport's retries are spent."""
+    return SolanaRPCError(
+        f"could not reach the Solana RPC node at {url} ({problem}) "
+        f"while calling {methods}; check rpc_url / SOLANA_RPC_URL and the network. "
+        "Nothing was paid",
+        method=methods,
+        reason="rpc_unreachable",
+    )
+
+
+def http_error(url: str, methods: str, status: int) -> SolanaRPCError:
+    """The error for an HTTP status other than 200, once the transport's retries are spent."""
+    hint = ""
+    if status == 429:
+        hint = " (rate limited: slow down or use a dedicated RPC provider)"
+    return SolanaRPCError(
+        f"the Solana RPC node at {url} answered HTTP {status} to {methods}{hint}. Nothing was paid",
+        method=methods,
+        reason="rpc_http_error",
+        details={"status": status},
+    )
+
+
+def not_json(url: str, methods: str) -> SolanaRPCError:
+    """The error for an answer whose body is not JSON."""
+    return SolanaRPCError(
+        f"the Solana RPC node at {url} answered {methods} with a body that is not "
+        "JSON; check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",
+        method=methods,
+        reason="rpc_bad_reply",
+    )

@@ -9,6 +9,7 @@ import stub_gateway
 def test_sdk_exports_exactly_the_public_names() -> None:
     """__all__ lists the public API, sorted, and every name exists."""
     expected = {
+        "AsyncAutoAgent",
         "AutoAgent",
         "BudgetLine",
         "ConnectionFailedError",
@@ -19,6 +20,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
         "InvoiceValidationError",
         "KeypairSigner",
         "NetworkMismatchError",
+        "PaymentAuth",
         "PaymentError",
         "PaymentOffer",
         "PaymentPolicyError",

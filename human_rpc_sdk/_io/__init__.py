@@ -10,4 +10,8 @@ drift from the others.
 * :mod:`.rpc` - Solana JSON-RPC over ``requests`` (the synchronous transport).
 * :mod:`.sync` - the synchronous driver: performs effects, sends HTTP with ``requests``.
 * :mod:`.agent` - :class:`~human_rpc_sdk.AutoAgent`, the ``requests`` agent.
+* :mod:`.arpc` - Solana JSON-RPC over ``httpx.AsyncClient`` (the asynchronous transport).
+* :mod:`.aio` - the asynchronous driver: performs effects, sends HTTP with ``httpx``.
+* :mod:`.async_agent` - :class:`~human_rpc_sdk.AsyncAutoAgent`, the asyncio agent.
+* :mod:`.auth` - :class:`~human_rpc_sdk.PaymentAuth`, the ``auth=`` of requests and httpx.
 """

@@ -18,50 +18,37 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import requests
 import urllib3
-from solders.pubkey import Pubkey
 
-from .._checks import http_url, is_duration, positive_seconds, request_timeout, show
-from .._effects import ChainCache, PaymentContext
+from .._balance import balance as balance_flow
+from .._checks import positive_seconds, request_timeout, show
+from .._effects import ChainCache, Flow, PaymentContext
 from .._flow import PaymentOutcome, pay
-from .._jsonrpc import multiple_accounts_request
-from .._limits import SpendingRules
-from .._money import from_base_units
-from .._networks import DEFAULT_RPC_URLS, KNOWN_MINTS, NETWORKS, SOL_DECIMALS
 from .._offer import PaymentOffer
 from .._receipts import PaymentReceipt
-from .._records import PENDING, BudgetLine
+from .._records import PENDING, BudgetLine, JournalEntry
 from .._recovery import needs_recovery, recover
+from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings, ReiteratorSettings
 from .._tasks import Verdict, task_body
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
     PendingPaymentsWarning,
-    ReiteratorConfigurationError,
     SDKConfigurationError,
 )
-from ..reiterator import ReiteratorConfig, ReiteratorManager, validate
-from ..solana_utils import TOKEN_PROGRAMS, associated_token_address, parse_mint, parse_token_account
-from ..wallet import Signer, load_signer, require_sync_signer
+from ..reiterator import ReiteratorManager
+from ..wallet import Signer, require_sync_signer
 from .clock import async_sleep as real_async_sleep
 from .human import HumanClient
-from .journal import MEMORY, Journal, default_journal_path, process_alive
+from .journal import Journal, process_alive
 from .rpc import RpcClient
 from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
 
 __all__ = ["AutoAgent"]
 
 logger = logging.getLogger("human_rpc_sdk")
-
-ENV_RPC_URL = "SOLANA_RPC_URL"
-ENV_HUMAN_RPC_URL = "HUMAN_RPC_URL"
-HUMAN_RPC_URL_EXAMPLE = "https://humanrpc.example/api/v1/tasks"
-BACKOFF_STRATEGIES = ("exponential", "linear", "fixed")
-DEFAULT_PAID_TIMEOUT = 60.0
-"""Seconds the agent waits for the answer to a paid request, unless told otherwise."""
 
 
 class AutoAgent:
@@ -145,46 +132,44 @@ class AutoAgent:
         sleep: Callable[[float], None] = time.sleep,
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
-        if network not in NETWORKS:
-            raise SDKConfigurationError(
-                f"network must be one of {', '.join(NETWORKS)} (got {show(network)})",
-                parameter="network",
-            )
-        self.network = network
-        self.timeout = positive_seconds(timeout, "timeout")
-        self.paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
-        self.rpc_url = (
-            http_url(rpc_url, "rpc_url")
-            or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
-            or DEFAULT_RPC_URLS[network]
-        )
-        self.human_rpc_url = http_url(
-            human_rpc_url, "human_rpc_url", HUMAN_RPC_URL_EXAMPLE
-        ) or http_url(os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL, HUMAN_RPC_URL_EXAMPLE)
-        self._reiterator = _reiterator(
-            reiterator, max_retry_attempts, backoff_strategy, base_delay, clock, sleep
-        )
-        self._rules = SpendingRules.build(
-            network,
-            max_payment=max_payment,
-            budget=budget,
-            accept_assets=accept_assets,
-            trusted_recipients=trusted_recipients,
-            create_token_accounts=create_token_accounts,
-            allow_token_extensions=allow_token_extensions,
-        )
-        _callables(clock=clock, sleep=sleep, nonce=nonce)
-        if approve is not None and not callable(approve):
-            raise SDKConfigurationError(
-                "approve must be a function taking a PaymentOffer and returning True or False",
-                parameter="approve",
-            )
         try:
-            self._signer: Signer = load_signer(solana_private_key, signer)
+            settings = AgentSettings.build(
+                solana_private_key,
+                rpc_url,
+                human_rpc_url,
+                network,
+                timeout,
+                reiterator,
+                max_retry_attempts,
+                backoff_strategy,
+                base_delay,
+                signer=signer,
+                max_payment=max_payment,
+                budget=budget,
+                trusted_recipients=trusted_recipients,
+                approve=approve,
+                journal_path=journal_path,
+                accept_assets=accept_assets,
+                paid_timeout=paid_timeout,
+                create_token_accounts=create_token_accounts,
+                allow_token_extensions=allow_token_extensions,
+                clock=clock,
+                sleep=sleep,
+                nonce=nonce,
+            )
         finally:  # the key's text leaves this frame, whose locals a traceback may capture
             del solana_private_key
+        self._settings = settings
+        self.network = settings.network
+        self.timeout = settings.timeout
+        self.paid_timeout = settings.paid_timeout
+        self.rpc_url = settings.rpc_url
+        self.human_rpc_url = settings.human_rpc_url
+        self._reiterator = reiterator_of(settings.reiterator, clock, sleep)
+        self._rules = settings.rules
+        self._signer: Signer = settings.signer
         require_sync_signer(self._signer)  # an async signer: AsyncAutoAgent
-        self.journal_path = _journal_path(journal_path, network, str(self._signer.pubkey()))
+        self.journal_path = settings.journal_path
         self.session = _session(session)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
         self._journal = Journal(self.journal_path)
@@ -270,10 +255,7 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        self._journal.flush()  # outcomes a held lock kept from the journal go in first
-        entries = [e for e in self._journal.unsettled() if needs_recovery(e)]
-        flow = recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
-        return self._driver.run(flow)
+        return self._driver.run(recovery(open_payments(self._journal)))
 
     @property
     def budget(self) -> dict[str, BudgetLine]:
@@ -303,16 +285,7 @@ class AutoAgent:
 
     def _warn_of_open_payments(self) -> None:
         """Tell the owner, with no logging set up (a warning) and on the logger."""
-        open_ = self.pending_payments()
-        if open_:
-            text = (
-                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with no "
-                f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
-                "money may or may not have moved: call agent.recover_payments() to settle them "
-                "against the chain"
-            )
-            logger.warning("%s", text)
-            warnings.warn(text, PendingPaymentsWarning, stacklevel=3)
+        warn_of_open_payments(self._journal, self.journal_path, stacklevel=4)
 
     def _last_payment(self) -> PaymentReceipt | None:
         receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)
@@ -326,31 +299,7 @@ class AutoAgent:
         :raises SDKConfigurationError: for an unknown symbol without ``mint``.
         :raises SolanaRPCError: when the RPC node fails.
         """
-        currency = _text(currency, "currency")
-        if mint is not None:
-            mint = _text(mint, "mint")
-        payer = self._signer.pubkey()
-        if mint is None and currency.upper() == "SOL":
-            (reply,) = self._rpc.call([multiple_accounts_request([payer])])
-            account = reply.value[0]
-            return from_base_units(0 if account is None else account.lamports, SOL_DECIMALS)
-        address = mint or KNOWN_MINTS[self.network].get(currency.upper())
-        if address is None:
-            raise SDKConfigurationError(
-                f"{currency!r} is not a token this SDK knows on {self.network}; pass mint=",
-                parameter="currency",
-            )
-        mint_key = _pubkey(address, "mint")
-        holders = [associated_token_address(payer, mint_key, p) for p in TOKEN_PROGRAMS]
-        (reply,) = self._rpc.call([multiple_accounts_request([mint_key, *holders])])
-        try:
-            info = parse_mint(mint_key, reply.value[0])
-        except ValueError as exc:
-            raise SDKConfigurationError(str(exc), parameter="mint") from None
-        held = parse_token_account(
-            reply.value[1 + TOKEN_PROGRAMS.index(info.program_id)], info.program_id
-        )
-        return from_base_units(0 if held is None else held.amount, info.decimals)
+        return self._driver.run(balance_flow(self._signer.pubkey(), self.network, currency, mint))
 
     @property
     def rpc_stats(self) -> Any:
@@ -583,24 +532,22 @@ class AutoAgent:
     # -- the driver ------------------------------------------------------------------------
 
     def _context(self) -> PaymentContext:
-        return PaymentContext(
-            signer=self._signer,
-            network=self.network,
-            cache=self._cache,
-            clock=self._clock,
-            now=lambda: datetime.now(UTC),
-            nonce=self._nonce,
-            rules=self._rules,
-        )
+        return context_of(self._settings, self._cache)
 
     def _pay(
-        self, challenge: requests.Response, reply: Any, send_kwargs: dict[str, Any]
+        self,
+        challenge: requests.Response,
+        reply: Any,
+        send_kwargs: dict[str, Any],
+        session: requests.Session | None = None,
     ) -> requests.Response:
+        """Pay ``challenge`` (read as ``reply``) and send its request again with the payment,
+        through ``session`` (the agent's when None)."""
         # The retry goes to the request that got the 402: after redirects, the last one.
         request = challenge.request
         ensure_replayable(request)
         paid = PaidRequest(
-            self.session,
+            self.session if session is None else session,
             request,
             challenge,
             send_kwargs,
@@ -619,38 +566,45 @@ RESERVATION_TIMEOUT = 600.0
 """Seconds after which an unsigned reservation is released by recovery, whoever made it."""
 
 
-def _journal_path(value: Any, network: str, address: str) -> str:
-    if value is None:
-        return str(default_journal_path(network, address))
-    if isinstance(value, str) and value == MEMORY:
-        return MEMORY
-    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
-    if not isinstance(text, str) or not text.strip() or "\x00" in text:
-        raise SDKConfigurationError(
-            "journal_path must be a file path (text without NUL characters) or ':memory:' "
-            f"(got a {type(value).__name__})",
-            parameter="journal_path",
+def context_of(settings: AgentSettings, cache: ChainCache) -> PaymentContext:
+    """The payment flow's context for an agent built with ``settings``."""
+    return PaymentContext(
+        signer=settings.signer,
+        network=settings.network,
+        cache=cache,
+        clock=settings.clock,
+        now=lambda: datetime.now(UTC),
+        nonce=settings.nonce,
+        rules=settings.rules,
+    )
+
+
+def open_payments(journal: Journal) -> list[JournalEntry]:
+    """The journal's payments the chain could still tell something about (blocking I/O)."""
+    journal.flush()  # outcomes a held lock kept from the journal go in first
+    return [e for e in journal.unsettled() if needs_recovery(e)]
+
+
+def recovery(entries: list[JournalEntry]) -> Flow[list[PaymentReceipt]]:
+    """The flow settling ``entries`` against the chain (see ``recover_payments``)."""
+    return recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
+
+
+def warn_of_open_payments(journal: Journal, path: str, *, stacklevel: int) -> None:
+    """Tell the owner of payments with no known outcome: a warning and a log line."""
+    open_ = [entry.receipt for entry in journal.entries(PENDING)]
+    if open_:
+        text = (
+            f"the payment journal {path} holds {len(open_)} payment(s) with no "
+            f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
+            "money may or may not have moved: call agent.recover_payments() to settle them "
+            "against the chain"
         )
-    try:
-        return str(Path(text).expanduser())
-    except RuntimeError:  # '~someone' with no such user, or no home directory
-        raise SDKConfigurationError(
-            f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
-            "give the path in full",
-            parameter="journal_path",
-        ) from None
+        logger.warning("%s", text)
+        warnings.warn(text, PendingPaymentsWarning, stacklevel=stacklevel)
 
 
 # -- argument validation --------------------------------------------------------------------
-
-
-def _pubkey(value: str, name: str) -> Pubkey:
-    try:
-        return Pubkey.from_string(value)
-    except ValueError:
-        raise SDKConfigurationError(
-            f"{name} is not a valid Solana address", parameter=name
-        ) from None
 
 
 def _session(value: Any) -> requests.Session:
@@ -662,14 +616,6 @@ def _session(value: Any) -> requests.Session:
             parameter="session",
         )
     return value
-
-
-def _callables(**functions: Any) -> None:
-    for name, function in functions.items():
-        if not callable(function):
-            raise SDKConfigurationError(
-                f"{name} must be a function (got a {type(function).__name__})", parameter=name
-            )
 
 
 def _request_url(value: Any) -> str | bytes:
@@ -703,38 +649,21 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-_AGENT_NAMES = {"max_attempts": "max_retry_attempts"}
-
-
-def _reiterator(
-    enabled: Any,
-    attempts: Any,
-    strategy: Any,
-    base_delay: Any,
+def reiterator_of(
+    settings: ReiteratorSettings,
     clock: Callable[[], float],
-    sleep: Callable[[float], None],
+    sleep: Callable[[float], Any],
     *,
     async_sleep: Callable[[float], Awaitable[None]] = real_async_sleep,
 ) -> ReiteratorManager:
-    """The agent's reiterator, its settings validated under the agent's parameter names.
-
-    ``async_sleep``: the waits of its asyncio loop (an async agent passes its own)."""
-    if not isinstance(enabled, bool):
-        raise ReiteratorConfigurationError(
-            f"reiterator must be True or False (got a {type(enabled).__name__})",
-            parameter="reiterator",
-        )
-    ceiling = max(60.0, base_delay) if is_duration(base_delay) else 60.0
-    config = ReiteratorConfig(
-        max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
-    )
-    validate(config, _AGENT_NAMES)
+    """The agent's reiterator, from its validated settings; ``async_sleep`` paces its asyncio
+    loop (an async agent passes its own)."""
     return ReiteratorManager(
-        attempts,
-        strategy,
-        base_delay,
-        ceiling,
-        enabled=enabled,
+        settings.max_attempts,
+        settings.backoff_strategy,
+        settings.base_delay,
+        settings.ceiling,
+        enabled=settings.enabled,
         clock=clock,
         sleep=sleep,
         async_sleep=async_sleep,

@@ -45,14 +45,13 @@ from typing import Any, Final
 from .._offer import PaymentOffer
 from .._receipts import STATES, PaymentReceipt
 from .._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from .._settings import ENV_JOURNAL, MEMORY, default_journal_path
 from ..exceptions import PaymentError, SDKConfigurationError
 
 __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
-ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
-MEMORY: Final = ":memory:"
 SCHEMA_VERSION: Final = 4
 """2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
 index on the payer for one wallet's history, and the paid human tasks (``task_id``,
@@ -176,19 +175,6 @@ _UPDATABLE: Final = frozenset(
         "task_outcome",
     }
 )
-
-
-def default_journal_path(network: str, address: str) -> Path:
-    """Where an agent keeps its journal unless told otherwise: one file per wallet and network.
-
-    ``$HUMAN_RPC_JOURNAL`` names the file; otherwise it lives under ``$XDG_STATE_HOME``
-    (default ``~/.local/state``) in ``human-rpc-sdk/``.
-    """
-    named = os.environ.get(ENV_JOURNAL)
-    if named:
-        return Path(named).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
-    return Path(state) / "human-rpc-sdk" / f"journal-{network}-{address}.sqlite3"
 
 
 class Journal:

@@ -23,16 +23,20 @@ from requests.adapters import HTTPAdapter
 from solders.hash import Hash
 from solders.rpc.responses import GetLatestBlockhashResp
 from urllib3 import BaseHTTPResponse
-from urllib3.exceptions import InvalidHeader
 from urllib3.util import Retry
 
 from .._jsonrpc import (
     RpcRequest,
     decode_replies,
     encode_batch,
+    http_error,
     latest_blockhash_request,
+    methods_of,
+    not_json,
+    unreachable,
 )
 from .._protocol import Effect, Flow, RpcCall
+from .._retry import RPC_RETRY_POLICY, RetryPolicy
 from ..exceptions import SolanaRPCError
 
 __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
@@ -41,28 +45,33 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _USER_AGENT: Final = "human-rpc-sdk"
-MAX_RETRY_AFTER: Final = 5.0
+MAX_RETRY_AFTER: Final = RPC_RETRY_POLICY.max_retry_after
 
 
 class _Retry(Retry):
-    """urllib3's Retry, honouring ``Retry-After`` for at most :data:`MAX_RETRY_AFTER` seconds
-    (a malformed one is ignored) and waiting with an injectable ``pause``."""
+    """urllib3's Retry applying a :class:`~human_rpc_sdk._retry.RetryPolicy`: ``Retry-After``
+    honoured up to the policy's cap (a malformed one is ignored), waiting with an injectable
+    ``pause``."""
 
-    def __init__(self, *args: Any, pause: Callable[[float], None] | None = None, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        pause: Callable[[float], None] | None = None,
+        policy: RetryPolicy = RPC_RETRY_POLICY,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.pause = pause
+        self.policy = policy
 
     def new(self, **kw: Any) -> _Retry:
         fresh = super().new(**kw)
         fresh.pause = self.pause
+        fresh.policy = self.policy
         return fresh
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
-        try:
-            seconds = super().get_retry_after(response)
-        except InvalidHeader:
-            return None
-        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+        return self.policy.retry_after(response.headers.get("Retry-After"))
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         if self.pause is None:
@@ -76,20 +85,26 @@ class _Retry(Retry):
             self.pause(seconds)
 
 
-RPC_RETRY: Final = _Retry(
-    total=4,
-    connect=3,
-    read=2,
-    status=3,
-    other=0,
-    backoff_factor=0.1,
-    backoff_max=2.0,
-    status_forcelist=(429, 500, 502, 503, 504),
-    allowed_methods=frozenset({"POST"}),
-    raise_on_status=False,
-    respect_retry_after_header=True,
-)
-"""How the RPC transport retries: at most 3 more tries per failure kind, 4 in all."""
+def retry_of(policy: RetryPolicy) -> _Retry:
+    """urllib3's ``Retry`` doing what ``policy`` says."""
+    return _Retry(
+        total=policy.total,
+        connect=policy.connect,
+        read=policy.read,
+        status=policy.status,
+        other=0,
+        backoff_factor=policy.backoff_factor,
+        backoff_max=policy.backoff_max,
+        status_forcelist=tuple(sorted(policy.statuses)),
+        allowed_methods=frozenset({"POST"}),
+        raise_on_status=False,
+        respect_retry_after_header=True,
+        policy=policy,
+    )
+
+
+RPC_RETRY: Final = retry_of(RPC_RETRY_POLICY)
+"""How the RPC transport retries: :data:`~human_rpc_sdk._retry.RPC_RETRY_POLICY`."""
 
 
 @dataclass
@@ -147,7 +162,7 @@ class RpcClient:
         return results
 
     def _post(self, body: str, batch: Sequence[RpcRequest]) -> Any:
-        methods = ", ".join(r.method for r in batch)
+        methods = methods_of(batch)
         with self._stats_lock:
             self.stats.round_trips += 1
             self.stats.calls += len(batch)
@@ -159,33 +174,13 @@ class RpcClient:
                 timeout=self.timeout,
             )
         except requests.RequestException as exc:
-            raise SolanaRPCError(
-                f"could not reach the Solana RPC node at {self.url} ({type(exc).__name__}) "
-                f"while calling {methods}; check rpc_url / SOLANA_RPC_URL and the network. "
-                "Nothing was paid",
-                method=methods,
-                reason="rpc_unreachable",
-            ) from exc
+            raise unreachable(self.url, methods, type(exc).__name__) from exc
         if reply.status_code != 200:
-            hint = ""
-            if reply.status_code == 429:
-                hint = " (rate limited: slow down or use a dedicated RPC provider)"
-            raise SolanaRPCError(
-                f"the Solana RPC node at {self.url} answered HTTP {reply.status_code} to "
-                f"{methods}{hint}. Nothing was paid",
-                method=methods,
-                reason="rpc_http_error",
-                details={"status": reply.status_code},
-            )
+            raise http_error(self.url, methods, reply.status_code)
         try:
             return reply.json()
         except (ValueError, RecursionError):
-            raise SolanaRPCError(
-                f"the Solana RPC node at {self.url} answered {methods} with a body that is not "
-                "JSON; check that rpc_url points at a Solana JSON-RPC endpoint. Nothing was paid",
-                method=methods,
-                reason="rpc_bad_reply",
-            ) from None
+            raise not_json(self.url, methods) from None
 
     def run(self, flow: Flow[T]) -> T:
         """Run a flow that asks only for JSON-RPC calls (:class:`RpcCall`); its result.

@@ -16,13 +16,13 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
+from .._driving import Stepper
 from .._effects import (
     Approve,
     Effect,
@@ -37,12 +37,23 @@ from .._effects import (
     Sign,
 )
 from .._flow import MAX_402_BODY_BYTES
+from .._http import (
+    PAYMENT_HEADERS,
+    BoundedBody,
+    Failure,
+    body_not_replayable,
+    headers_to_strip,
+    invoice_too_slow,
+    invoice_unreadable,
+    no_answer,
+    unreached,
+)
+from .._http import read_deadline as _read_deadline
 from .._offer import PaymentOffer
 from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
     HumanRPCError,
-    PaymentError,
     PaymentPolicyError,
     ProxyConnectionError,
     SSLConnectionError,
@@ -66,14 +77,23 @@ logger = logging.getLogger("human_rpc_sdk")
 
 T = TypeVar("T")
 
-PAYMENT_HEADERS: Final = ("X-PAYMENT", "PAYMENT-SIGNATURE")
-"""Request headers that carry a payment: never sent to another origin."""
-_NO_ANSWER: Final = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.TooManyRedirects,
+_FAILURES: Final[tuple[tuple[type[requests.RequestException], Failure], ...]] = (
+    (requests.Timeout, "timeout"),
+    (requests.ConnectionError, "connect"),
+    (requests.exceptions.ChunkedEncodingError, "broken"),
+    (requests.TooManyRedirects, "redirects"),
 )
+"""How ``requests`` names each failure of the exchange :mod:`.._http` classifies."""
+
+
+def failure_of(exc: BaseException) -> Failure | None:
+    """The kind of ``exc`` as :func:`.._http.no_answer` knows it, or None."""
+    for kind, failure in _FAILURES:
+        if isinstance(exc, kind):
+            return failure
+    return None
+
+
 _CHUNK_BYTES: Final = 16_384
 
 
@@ -101,18 +121,20 @@ class Driver:
         resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = self._perform(effect, resend)
-                except HumanRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            try:
+                result = self._perform(effect, resend)
+            except HumanRPCError as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(result)
+        return steps.value
+
+    def perform(self, effect: Effect[Any]) -> Any:
+        """Perform any effect but :class:`Resend` (which needs the request to send again)."""
+        return self._perform(effect, None)
 
     def _perform(
         self, effect: Effect[Any], resend: Callable[[Resend], HttpReply | NoAnswer] | None
@@ -143,27 +165,7 @@ class Driver:
             return None
         if isinstance(effect, Approve):
             return self._ask(effect.offer)
-        if isinstance(effect, FindPayment):
-            return self.journal.find(effect.invoice_key)
-        if isinstance(effect, Reserve):
-            return self.journal.reserve(
-                effect.offer,
-                currency_key=effect.currency_key,
-                invoice_key=effect.invoice_key,
-                budget=effect.budget,
-                sol_budget=effect.sol_budget,
-                genesis_hash=effect.genesis_hash,
-            )
-        if isinstance(effect, Record):
-            return self.journal.mark(
-                effect.entry_id,
-                effect.state,
-                effect.fields,
-                expect=effect.expect,
-                busy_seconds=effect.busy_seconds,
-                keep=effect.keep,
-            )
-        raise TypeError(f"unknown effect {effect!r}")
+        return keep_journal(self.journal, effect)
 
     def _ask(self, offer: PaymentOffer) -> bool:
         if self.approve is None:
@@ -171,14 +173,45 @@ class Driver:
         try:
             answer = self.approve(offer)
         except Exception as exc:
-            raise PaymentPolicyError(
-                f"the approve callback raised {type(exc).__name__} while judging a payment of "
-                f"{offer.amount} {offer.currency} to {offer.recipient}; treated as a refusal. "
-                "Nothing was signed or paid",
-                rule="approve",
-                reason="approve_failed",
-            ) from exc
+            raise approve_failed(offer, exc) from exc
         return answer is True
+
+
+def approve_failed(offer: PaymentOffer, exc: BaseException) -> PaymentPolicyError:
+    """The refusal an ``approve`` callback that raised ``exc`` amounts to."""
+    return PaymentPolicyError(
+        f"the approve callback raised {type(exc).__name__} while judging a payment of "
+        f"{offer.amount} {offer.currency} to {offer.recipient}; treated as a refusal. "
+        "Nothing was signed or paid",
+        rule="approve",
+        reason="approve_failed",
+    )
+
+
+def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
+    """Perform a journal effect (:class:`FindPayment`, :class:`Reserve`, :class:`Record`) on
+    ``journal``: the one place both drivers keep the books (the async one in a thread)."""
+    if isinstance(effect, FindPayment):
+        return journal.find(effect.invoice_key)
+    if isinstance(effect, Reserve):
+        return journal.reserve(
+            effect.offer,
+            currency_key=effect.currency_key,
+            invoice_key=effect.invoice_key,
+            budget=effect.budget,
+            sol_budget=effect.sol_budget,
+            genesis_hash=effect.genesis_hash,
+        )
+    if isinstance(effect, Record):
+        return journal.mark(
+            effect.entry_id,
+            effect.state,
+            effect.fields,
+            expect=effect.expect,
+            busy_seconds=effect.busy_seconds,
+            keep=effect.keep,
+        )
+    raise TypeError(f"unknown effect {effect!r}")
 
 
 class PaidRequest:
@@ -230,16 +263,19 @@ class PaidRequest:
             reply = reply_of(
                 response, consume=consume, deadline=deadline, clock=self.clock, paid=True
             )
-        except _NO_ANSWER as exc:
-            logger.debug("paid request to %s: no answer (%s)", retry.url, type(exc).__name__)
-            return NoAnswer(type(exc).__name__)
+        except requests.RequestException as exc:
+            answer = no_answer(failure_of(exc), type(exc).__name__)
+            if answer is None:
+                raise
+            logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
+            return answer
         self.response = response
         return reply
 
     def _send(self, request: requests.PreparedRequest) -> requests.Response:
         """Send, following redirects the caller allows; payment headers stay on the origin."""
         kwargs = {**self.send_kwargs, "allow_redirects": False, "stream": True}
-        origin = _origin(request.url)
+        home = request.url
         response = self.session.send(request, **kwargs)
         hops = 0
         while response.is_redirect and self.send_kwargs.get("allow_redirects", True):
@@ -254,15 +290,16 @@ class PaidRequest:
                     response, request, yield_requests=True, **_adapter_kwargs(kwargs)
                 )
             )
-            if _origin(follow.url) != origin:
-                stripped = [name for name in PAYMENT_HEADERS if follow.headers.pop(name, None)]
-                if stripped:
-                    logger.warning(
-                        "the paid request to %s was redirected to %s, another origin; the "
-                        "payment was not sent there",
-                        request.url,
-                        follow.url,
-                    )
+            stripped = headers_to_strip(home, follow.url, list(follow.headers))
+            for name in stripped:
+                follow.headers.pop(name, None)
+            if stripped:
+                logger.warning(
+                    "the paid request to %s was redirected to %s, another origin; the "
+                    "payment was not sent there",
+                    request.url,
+                    follow.url,
+                )
             request = follow
             response = self.session.send(request, **kwargs)
         return response
@@ -285,9 +322,7 @@ def send_unpaid(
             raise
         url = getattr(exc.request, "url", None) or request.url
         raise wrapper(
-            f"the request to {_without_userinfo(url)} failed before any answer came: "
-            f"{_why(exc)}. Nothing was paid (a payment is only made in answer to a 402); "
-            "check the URL, the network and that the server is up, then try again",
+            unreached(url, _why(exc)),
             url=url,
             request=exc.request if isinstance(exc.request, requests.PreparedRequest) else request,
         ) from exc
@@ -300,14 +335,6 @@ _CONNECTION_ERRORS: Final[dict[type[requests.ConnectionError], type[ConnectionFa
     requests.exceptions.ProxyError: ProxyConnectionError,
 }
 _OBJECT_PREFIX: Final = re.compile(r"^(?:<[^>]*>|\w+\([^)]*\)): ")
-
-
-def _without_userinfo(url: str | None) -> str:
-    """``url`` for a message: a password in it (``user:pass@host``) is not repeated."""
-    parts = urlsplit(url or "")
-    if "@" not in parts.netloc:
-        return url or ""
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _why(exc: requests.ConnectionError) -> str:
@@ -372,18 +399,9 @@ def read_bounded(
     try:
         return _read(response, limit, deadline, clock)
     except WholeReadTimeout as exc:
-        raise PaymentError(
-            f"the 402 answer from {response.url} did not arrive in full within the request's "
-            f"timeout (the agent stopped reading its trickling body after {exc.seconds:.3g} s). "
-            "Nothing was paid; retry, or raise timeout= if the service is that slow",
-            reason="invoice_too_slow",
-        ) from None
+        raise invoice_too_slow(response.url, exc.seconds) from None
     except requests.RequestException as exc:
-        raise PaymentError(
-            f"the 402 answer from {response.url} broke off while being read "
-            f"({type(exc).__name__}). Nothing was paid",
-            reason="invoice_unreadable",
-        ) from exc
+        raise invoice_unreadable(response.url, type(exc).__name__) from exc
 
 
 class WholeReadTimeout(requests.exceptions.ReadTimeout):
@@ -413,10 +431,7 @@ def deadline_of(timeout: Any, clock: Callable[[], float]) -> float | None:
             parts = (timeout.connect_timeout, timeout.read_timeout)
     else:
         parts = tuple(timeout) if isinstance(timeout, tuple | list) else (timeout,)
-    numbers = [p for p in parts if isinstance(p, int | float) and not isinstance(p, bool)]
-    if not numbers:
-        return None
-    return clock() + float(sum(numbers))
+    return _read_deadline(parts, clock)
 
 
 def _read(
@@ -428,44 +443,37 @@ def _read(
     """The body (at most ``limit + 1`` bytes, the rest unread), read by ``deadline``."""
     if response._content_consumed:  # type: ignore[attr-defined]
         return response.content or b""
-    chunks: list[bytes] = []
-    size = 0
+    bounded = BoundedBody(limit, deadline, clock)
     complete = False
     try:
-        for chunk in _chunks(response, deadline, clock):
-            chunks.append(chunk)
-            size += len(chunk)
-            if limit is not None and size > limit:
+        for chunk in _chunks(response, bounded):
+            if bounded.feed(chunk):
                 break
         else:
             complete = True
     finally:
         if not complete or limit is not None:
             response.close()
-    body = b"".join(chunks)
-    if limit is not None:
-        body = body[: limit + 1]
+    body = bounded.body()
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]
     return body
 
 
-def _chunks(
-    response: requests.Response, deadline: float | None, clock: Callable[[], float]
-) -> Iterator[bytes]:
+def _chunks(response: requests.Response, bounded: BoundedBody) -> Iterator[bytes]:
     """The body in pieces as they arrive; past ``deadline``, :class:`WholeReadTimeout`.
 
     ``iter_content`` blocks until a whole chunk has arrived, however slowly; ``read1`` returns
     what has come, so the deadline is checked between every few bytes of a trickle.
     """
     raw = response.raw
-    if deadline is None or not callable(getattr(raw, "read1", None)):
+    if bounded.deadline is None or not callable(getattr(raw, "read1", None)):
         yield from response.iter_content(_CHUNK_BYTES)
         return
-    start = clock()
     while True:
-        if clock() > deadline:
-            raise WholeReadTimeout(clock() - start, response=response)
+        overdue = bounded.overdue()
+        if overdue is not None:
+            raise WholeReadTimeout(overdue, response=response)
         try:
             chunk = raw.read1(_CHUNK_BYTES, decode_content=True)
         except urllib3.exceptions.ProtocolError as exc:
@@ -485,12 +493,7 @@ def ensure_replayable(prepared: requests.PreparedRequest) -> None:
         return
     if getattr(prepared, "_body_position", None) is not None:
         return
-    raise PaymentError(
-        f"{prepared.url} asks for payment, but the request body was a stream that is already "
-        "consumed, so the request cannot be sent again with the payment. Nothing was paid; pass "
-        "the body as bytes or a seekable file",
-        reason="body_not_replayable",
-    )
+    raise body_not_replayable(prepared.url)
 
 
 def _connect_timeout(timeout: Any, fallback: float) -> float | None:
@@ -504,12 +507,6 @@ def _connect_timeout(timeout: Any, fallback: float) -> float | None:
     if connect is None or isinstance(connect, int | float):
         return connect
     return fallback
-
-
-def _origin(url: str | None) -> tuple[str, str, int | None]:
-    parts = urlsplit(url or "")
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def _adapter_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

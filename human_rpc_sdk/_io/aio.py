@@ -1,0 +1,355 @@
+"""The asynchronous driver: runs the sans-I/O flows over ``httpx.AsyncClient``.
+
+:class:`AsyncDriver` performs each effect a flow yields and resumes the flow with the result,
+as the synchronous :class:`~human_rpc_sdk._io.sync.Driver` does: JSON-RPC through
+:class:`~human_rpc_sdk._io.arpc.AsyncRpcClient`, pauses with the injected async sleep, the
+``approve`` callback (sync or async), signing (awaited for an async signer), and the journal in
+a worker thread (:func:`~human_rpc_sdk._io.sync.keep_journal`, the same bookkeeping as the sync
+driver's). No decision is made here: the redirect policy, read bounds and "no definite answer"
+come from :mod:`human_rpc_sdk._http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Final, TypeVar
+
+import httpx
+from solders.signature import Signature
+
+from .._driving import Stepper
+from .._effects import Approve, Effect, HttpReply, NoAnswer, Pause, Resend, RpcCall, Sign
+from .._flow import MAX_402_BODY_BYTES
+from .._http import (
+    BoundedBody,
+    Failure,
+    body_not_replayable,
+    headers_to_strip,
+    invoice_too_slow,
+    invoice_unreadable,
+    no_answer,
+    read_deadline,
+)
+from .._offer import PaymentOffer
+from ..exceptions import HumanRPCError
+from ..wallet import Signer, sign_async, signer_failed
+from .arpc import AsyncRpcClient
+from .journal import Journal
+from .sync import approve_failed, keep_journal
+
+__all__ = [
+    "AsyncDriver",
+    "AsyncPaidRequest",
+    "AsyncResend",
+    "WholeReadTimeout",
+    "deadline_of",
+    "ensure_replayable",
+    "read_reply",
+]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+T = TypeVar("T")
+AsyncResend = Callable[[Resend], Awaitable[HttpReply | NoAnswer]]
+
+
+class AsyncDriver:
+    """Performs effects asynchronously: JSON-RPC, pauses, ``approve``, signing, the journal."""
+
+    def __init__(
+        self,
+        *,
+        rpc: AsyncRpcClient | None,
+        journal: Journal,
+        approve: Callable[[PaymentOffer], object] | None,
+        sleep: Callable[[float], Awaitable[Any]],
+        signer: Signer | None = None,
+    ) -> None:
+        self.rpc = rpc
+        self.journal = journal
+        self.approve = approve
+        self.sleep = sleep
+        self.signer = signer
+
+    async def run(
+        self, flow: Generator[Effect[Any], Any, T], resend: AsyncResend | None = None
+    ) -> T:
+        """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            try:
+                result = await self._perform(effect, resend)
+            except HumanRPCError as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(result)
+        return steps.value
+
+    async def perform(self, effect: Effect[Any]) -> Any:
+        """Perform any effect but :class:`Resend` (which needs the request to send again)."""
+        return await self._perform(effect, None)
+
+    async def _perform(self, effect: Effect[Any], resend: AsyncResend | None) -> Any:
+        if isinstance(effect, RpcCall):
+            if self.rpc is None:
+                raise TypeError("this driver has no RPC client")
+            return await self.rpc.call(effect.requests)
+        if isinstance(effect, Resend):
+            if resend is None:
+                raise TypeError("this flow cannot send HTTP requests")
+            return await resend(effect)
+        if isinstance(effect, Pause):
+            await self.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Approve):
+            return await self._ask(effect.offer)
+        if isinstance(effect, Sign):
+            return await self._sign(effect)
+        return await asyncio.to_thread(keep_journal, self.journal, effect)
+
+    async def _ask(self, offer: PaymentOffer) -> bool:
+        if self.approve is None:
+            return True
+        try:
+            answer = self.approve(offer)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception as exc:
+            raise approve_failed(offer, exc) from exc
+        return answer is True
+
+    async def _sign(self, effect: Sign) -> Signature:
+        """Sign ``effect.message``: awaited when the signer is async. A signer failing with
+        something other than an SDK error is told to the flow as ``signer_failed``."""
+        if self.signer is None:
+            raise TypeError("this driver has no signer")
+        try:
+            return await sign_async(self.signer, effect.message)
+        except HumanRPCError:
+            raise
+        except Exception as exc:
+            raise signer_failed(exc, effect.pubkey) from exc
+
+
+class WholeReadTimeout(httpx.ReadTimeout):
+    """The body was still arriving when the whole-read deadline passed (``seconds``: how long
+    it had been read)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the body was still arriving after {seconds:.3g} s of reading, past the deadline"
+        )
+        self.seconds = seconds
+
+
+_FAILURES: Final[tuple[tuple[type[Exception], Failure], ...]] = (
+    (httpx.TimeoutException, "timeout"),
+    (httpx.ConnectError, "connect"),
+    (httpx.RemoteProtocolError, "protocol"),
+    (httpx.ReadError, "broken"),
+    (httpx.WriteError, "broken"),
+    (httpx.NetworkError, "connect"),
+    (httpx.TooManyRedirects, "redirects"),
+)
+"""How ``httpx`` names each failure of the exchange :mod:`.._http` classifies."""
+
+
+def failure_of(exc: BaseException) -> Failure | None:
+    """The kind of ``exc`` as :func:`.._http.no_answer` knows it, or None."""
+    for kind, failure in _FAILURES:
+        if isinstance(exc, kind):
+            return failure
+    return None
+
+
+def deadline_of(timeout: httpx.Timeout, clock: Callable[[], float]) -> float | None:
+    """The ``clock()`` time by which an answer sent with ``timeout`` must be read in full:
+    connecting and reading (as the sync driver counts a ``(connect, read)`` pair)."""
+    return read_deadline((timeout.connect, timeout.read), clock)
+
+
+async def read_body(
+    response: httpx.Response, limit: int | None, deadline: float | None, clock: Callable[[], float]
+) -> bytes:
+    """The body (at most ``limit + 1`` bytes, the rest unread), read by ``deadline``; it
+    becomes ``response.content``. Raises :class:`WholeReadTimeout` past the deadline."""
+    if hasattr(response, "_content"):
+        return response.content
+    bounded = BoundedBody(limit, deadline, clock)
+    try:
+        async for chunk in response.aiter_bytes():
+            overdue = bounded.overdue()
+            if overdue is not None:
+                raise WholeReadTimeout(overdue)
+            if bounded.feed(chunk):
+                break
+    finally:
+        await response.aclose()
+    body = bounded.body()
+    response._content = body
+    return body
+
+
+async def read_reply(
+    response: httpx.Response,
+    *,
+    deadline: float | None,
+    clock: Callable[[], float],
+    paid: bool = False,
+) -> HttpReply:
+    """The flow's view of ``response``, its body read: a 402 body with a bound, any body by
+    ``deadline``. Unpaid, a 402 body that breaks off or comes too late raises
+    ``PaymentError``; paid, the ``httpx`` error (the caller's "no answer")."""
+    if response.status_code == 402:
+        if paid:
+            body = await read_body(response, MAX_402_BODY_BYTES, deadline, clock)
+        else:
+            try:
+                body = await read_body(response, MAX_402_BODY_BYTES, deadline, clock)
+            except WholeReadTimeout as exc:
+                raise invoice_too_slow(response.url, exc.seconds) from None
+            except httpx.HTTPError as exc:
+                raise invoice_unreadable(response.url, type(exc).__name__) from exc
+    else:
+        body = await read_body(response, None, deadline, clock)
+    return HttpReply(
+        status=response.status_code, headers=response.headers, body=body, url=str(response.url)
+    )
+
+
+def ensure_replayable(request: httpx.Request) -> None:
+    """Refuse to pay for a request whose body cannot be sent again (a consumed stream)."""
+    try:
+        request.content  # noqa: B018 - raises when the body is a stream never read
+    except httpx.RequestNotRead:
+        raise body_not_replayable(request.url) from None
+
+
+class AsyncPaidRequest:
+    """Sends one request again with a payment attached, as many times as the flow asks.
+
+    ``request`` is the request that got the 402 (the last of a redirect chain); the payment
+    goes to its origin only: redirects are followed here, hop by hop, and a hop to another
+    origin loses the payment headers (:func:`~human_rpc_sdk._http.headers_to_strip`). Cookies
+    the 402 set go with the retry. ``paid_timeout`` is the read deadline of each paid send.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        challenge: httpx.Response,
+        *,
+        timeout: httpx.Timeout,
+        follow_redirects: bool,
+        paid_timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self.request = challenge.request
+        self.challenge = challenge
+        self.timeout = paid_timeout_of(timeout, paid_timeout)
+        self.follow_redirects = follow_redirects
+        self.clock = clock
+        self.response: httpx.Response | None = None
+
+    def _retry(self, headers: Any) -> httpx.Request:
+        return paid_request(self.request, self.challenge, headers, self.timeout)
+
+    async def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
+        retry = self._retry(effect.headers)
+        deadline = deadline_of(self.timeout, self.clock)
+        try:
+            response = await self._send(retry)
+            reply = await read_reply(response, deadline=deadline, clock=self.clock, paid=True)
+        except httpx.HTTPError as exc:
+            answer = no_answer(failure_of(exc), type(exc).__name__)
+            if answer is None:
+                raise
+            logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
+            return answer
+        self.response = response
+        return reply
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send, following redirects the caller allows; payment headers stay on the origin."""
+        home = str(request.url)
+        response = await self.client.send(request, follow_redirects=False, stream=True)
+        hops = 0
+        while response.is_redirect and self.follow_redirects:
+            hops += 1
+            if hops > self.client.max_redirects:
+                await response.aclose()
+                raise httpx.TooManyRedirects(
+                    f"Exceeded {self.client.max_redirects} redirects.", request=request
+                )
+            follow = response.next_request
+            await read_body(response, MAX_402_BODY_BYTES, None, self.clock)
+            if follow is None:
+                break
+            stripped = headers_to_strip(home, str(follow.url), list(follow.headers.keys()))
+            for name in stripped:
+                del follow.headers[name]
+            if stripped:
+                logger.warning(
+                    "the paid request to %s was redirected to %s, another origin; the "
+                    "payment was not sent there",
+                    request.url,
+                    follow.url,
+                )
+            request = follow
+            response = await self.client.send(request, follow_redirects=False, stream=True)
+        return response
+
+
+def paid_request(
+    original: httpx.Request,
+    challenge: httpx.Response,
+    headers: Any,
+    timeout: httpx.Timeout,
+    extensions: dict[str, Any] | None = None,
+) -> httpx.Request:
+    """``original`` again, with the payment ``headers``, the cookies the 402 ``challenge``
+    set (a server may bind its invoice to a session; they win over those of the same name the
+    request carried) and ``timeout``."""
+    retry = httpx.Request(
+        original.method,
+        original.url,
+        headers=original.headers,
+        content=original.content,
+        extensions={**original.extensions, **(extensions or {}), "timeout": timeout.as_dict()},
+    )
+    retry.headers.update(headers)
+    jar = httpx.Cookies()
+    jar.extract_cookies(challenge)
+    probe = httpx.Request(original.method, original.url)
+    jar.set_cookie_header(probe)
+    fresh = _cookie_pairs(probe.headers.get("Cookie"))
+    if fresh:
+        merged = {**_cookie_pairs(retry.headers.get("Cookie")), **fresh}
+        retry.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in merged.items())
+    return retry
+
+
+def paid_timeout_of(timeout: httpx.Timeout, paid_timeout: float) -> httpx.Timeout:
+    """``timeout`` with ``paid_timeout`` as its read deadline (a paid view may work longer)."""
+    return httpx.Timeout(
+        timeout.connect,
+        read=paid_timeout,
+        write=timeout.write,
+        pool=timeout.pool,
+        connect=timeout.connect,
+    )
+
+
+def _cookie_pairs(header: str | None) -> dict[str, str]:
+    """``name=value`` pairs of a ``Cookie`` header, in order."""
+    pairs: dict[str, str] = {}
+    for part in (header or "").split(";"):
+        name, sep, value = part.strip().partition("=")
+        if name and sep:
+            pairs[name] = value
+    return pairs

@@ -1,0 +1,509 @@
+"""AsyncAutoAgent: the asyncio twin of :class:`~human_rpc_sdk.AutoAgent`, over ``httpx``.
+
+The same constructor (validated by the same :class:`~human_rpc_sdk._settings.AgentSettings`),
+the same payment flow (:func:`human_rpc_sdk._flow.pay`), the same journal; only the driver
+differs (:mod:`._io.aio`). ``await agent.get(...)`` returns an :class:`httpx.Response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from .._balance import balance as balance_flow
+from .._checks import positive_seconds, request_timeout, show
+from .._effects import ChainCache, HttpReply, PaymentContext
+from .._flow import PaymentOutcome, pay
+from .._http import unreached
+from .._offer import PaymentOffer
+from .._receipts import PaymentReceipt
+from .._records import PENDING, BudgetLine
+from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
+from .._tasks import Verdict, task_body
+from .._types import Addresses, SecretKey, SignerLike
+from ..exceptions import (
+    ConnectionFailedError,
+    ConnectTimeoutError,
+    ProxyConnectionError,
+    SDKConfigurationError,
+)
+from ..reiterator import ReiteratorManager
+from ..wallet import Signer
+from .agent import (
+    _method,
+    context_of,
+    open_payments,
+    recovery,
+    reiterator_of,
+    warn_of_open_payments,
+)
+from .aio import AsyncDriver, AsyncPaidRequest, deadline_of, ensure_replayable, read_reply
+from .arpc import AsyncRpcClient
+from .clock import async_sleep, monotonic
+from .clock import sleep as real_sleep
+from .human import AsyncHumanClient
+from .journal import Journal
+
+__all__ = ["AsyncAutoAgent"]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+
+class AsyncAutoAgent:
+    """An asyncio HTTP client with a Solana wallet that pays 402 Payment Required answers.
+
+    >>> async with AsyncAutoAgent(solana_private_key=key) as agent:   # doctest: +SKIP
+    ...     response = await agent.get("https://api.example.com/premium")
+
+    It takes :class:`~human_rpc_sdk.AutoAgent`'s arguments, with the same defaults and checks,
+    except: ``session`` is an :class:`httpx.AsyncClient` (one is made when omitted), and
+    ``sleep`` is an async function (``asyncio.sleep``); ``approve`` may be sync or async, and
+    ``signer`` may be a signer whose ``sign_message`` is a coroutine function.
+
+    The verbs (``get``, ``post``, ...) take httpx's arguments and return an
+    :class:`httpx.Response` whose body has been read; redirects are followed unless
+    ``follow_redirects=False`` (``head`` follows none unless told), as ``AutoAgent`` does.
+
+    Concurrency: one agent serves many tasks at once; every payment is reserved atomically in
+    the journal, so concurrent requests never spend past the budget nor pay an invoice twice.
+
+    The journal is SQLite: calls that may wait on it (:meth:`pending_payments`,
+    :meth:`recover_payments`, :meth:`pending_tasks`, :meth:`payments_since`,
+    :meth:`raise_budget`, and every payment's bookkeeping) run in a worker thread and are
+    awaited. The properties :attr:`payments` and :attr:`budget` (properties cannot be awaited)
+    and the constructor read the journal directly: a short local read.
+    """
+
+    def __init__(
+        self,
+        solana_private_key: SecretKey | None = None,
+        rpc_url: str | None = None,
+        human_rpc_url: str | None = None,
+        network: str = "devnet",
+        timeout: float = 10,
+        reiterator: bool = False,
+        max_retry_attempts: int = 3,
+        backoff_strategy: str = "exponential",
+        base_delay: float = 1.0,
+        *,
+        signer: SignerLike | None = None,
+        session: httpx.AsyncClient | None = None,
+        max_payment: Mapping[str, Any] | None = None,
+        budget: Mapping[str, Any] | None = None,
+        trusted_recipients: Addresses | None = None,
+        approve: Callable[[PaymentOffer], object] | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
+        accept_assets: Addresses | None = None,
+        paid_timeout: float = DEFAULT_PAID_TIMEOUT,
+        create_token_accounts: bool = False,
+        allow_token_extensions: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = async_sleep,
+        nonce: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        try:
+            settings = AgentSettings.build(
+                solana_private_key,
+                rpc_url,
+                human_rpc_url,
+                network,
+                timeout,
+                reiterator,
+                max_retry_attempts,
+                backoff_strategy,
+                base_delay,
+                signer=signer,
+                max_payment=max_payment,
+                budget=budget,
+                trusted_recipients=trusted_recipients,
+                approve=approve,
+                journal_path=journal_path,
+                accept_assets=accept_assets,
+                paid_timeout=paid_timeout,
+                create_token_accounts=create_token_accounts,
+                allow_token_extensions=allow_token_extensions,
+                clock=clock,
+                sleep=sleep,
+                nonce=nonce,
+            )
+        finally:  # the key's text leaves this frame, whose locals a traceback may capture
+            del solana_private_key
+        if session is not None and not isinstance(session, httpx.AsyncClient):
+            raise SDKConfigurationError(
+                f"session must be an httpx.AsyncClient (got a {type(session).__name__})",
+                parameter="session",
+            )
+        self._settings = settings
+        self.network = settings.network
+        self.timeout = settings.timeout
+        self.paid_timeout = settings.paid_timeout
+        self.rpc_url = settings.rpc_url
+        self.human_rpc_url = settings.human_rpc_url
+        self.journal_path = settings.journal_path
+        self._signer: Signer = settings.signer
+        self._rules = settings.rules
+        # The reiterator's sync loop is AutoAgent's; this agent drives its async loop.
+        self._reiterator = reiterator_of(settings.reiterator, clock, real_sleep, async_sleep=sleep)
+        self.session = session if session is not None else httpx.AsyncClient()
+        self._rpc = AsyncRpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
+        self._journal = Journal(self.journal_path)
+        self._driver = AsyncDriver(
+            rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
+        )
+        self._cache = ChainCache()
+        self._clock = clock
+        self._sleep = sleep
+        self._receipt: ContextVar[PaymentReceipt | None] = ContextVar(
+            f"human_rpc_sdk.receipt.{id(self)}", default=None
+        )
+        self._human: AsyncHumanClient | None = None
+        warn_of_open_payments(self._journal, self.journal_path, stacklevel=3)
+
+    # -- identity and history ---------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The payer's base58 public key: fund this address."""
+        return str(self._signer.pubkey())
+
+    @property
+    def payments(self) -> list[PaymentReceipt]:
+        """A receipt for every payment this wallet signed on this network, oldest first (see
+        ``AutoAgent.payments``; a direct journal read)."""
+        entries = self._journal.payments(self.address, self.network)
+        return [entry.receipt for entry in entries]
+
+    async def payments_since(
+        self, after: int = 0, *, limit: int | None = None
+    ) -> list[PaymentReceipt]:
+        """``AutoAgent.payments_since``, the journal read in a thread."""
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise SDKConfigurationError(
+                f"after must be a journal id (an int, 0 for all; got {show(after)})",
+                parameter="after",
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise SDKConfigurationError(
+                f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
+            )
+        entries = await asyncio.to_thread(
+            self._journal.payments, self.address, self.network, after=after, limit=limit
+        )
+        return [entry.receipt for entry in entries]
+
+    async def pending_payments(self) -> list[PaymentReceipt]:
+        """Payments whose outcome is unknown (see ``AutoAgent.pending_payments``)."""
+        entries = await asyncio.to_thread(self._journal.entries, PENDING)
+        return [entry.receipt for entry in entries]
+
+    async def recover_payments(self) -> list[PaymentReceipt]:
+        """Look every open payment up on chain and journal what was learnt (see
+        ``AutoAgent.recover_payments``)."""
+        entries = await asyncio.to_thread(open_payments, self._journal)
+        return await self._driver.run(recovery(entries))
+
+    @property
+    def budget(self) -> dict[str, BudgetLine]:
+        """Each currency's budget: ``limit``, ``spent`` and ``remaining`` (see
+        ``AutoAgent.budget``; a direct journal read)."""
+        return self._journal.budget(self.network, self._rules.budget)
+
+    async def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
+        """Add to the budget of each currency (see ``AutoAgent.raise_budget``)."""
+        increments = self._rules.increments(amounts)
+        await asyncio.to_thread(self._journal.raise_budget, self.network, increments)
+        return await asyncio.to_thread(self._journal.budget, self.network, self._rules.budget)
+
+    async def pending_tasks(self) -> list[PaymentReceipt]:
+        """Tasks paid for but not decided yet (see ``AutoAgent.pending_tasks``)."""
+        entries = await asyncio.to_thread(self._journal.open_tasks)
+        return [entry.receipt for entry in entries]
+
+    async def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
+        """The wallet's balance in display units, read from the chain (see
+        ``AutoAgent.balance``)."""
+        return await self._driver.run(
+            balance_flow(self._signer.pubkey(), self.network, currency, mint)
+        )
+
+    @property
+    def rpc_stats(self) -> Any:
+        """HTTP round trips and JSON-RPC calls made to the Solana node so far."""
+        return self._rpc.stats
+
+    def __repr__(self) -> str:
+        signer = getattr(self, "_signer", None)
+        address = signer.pubkey() if signer is not None else "(no wallet yet)"
+        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
+        return f"AsyncAutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
+
+    # -- the reiterator ---------------------------------------------------------------------
+
+    @property
+    def reiterator(self) -> ReiteratorManager:
+        """The agent's :class:`~human_rpc_sdk.ReiteratorManager`; ``configure()`` it at run time."""
+        return self._reiterator
+
+    def enable_reiterator(self) -> None:
+        """Resubmit rejected tasks from now on."""
+        self._reiterator.enabled = True
+
+    def disable_reiterator(self) -> None:
+        """Stop resubmitting rejected tasks (a sequence in flight finishes as it started)."""
+        self._reiterator.enabled = False
+
+    def get_reiterator_status(self) -> dict[str, Any]:
+        """The reiterator's status (see ``ReiteratorManager.get_status``)."""
+        return self._reiterator.get_status()
+
+    # -- human verification (interface 3) ---------------------------------------------------
+
+    def _human_client(self) -> AsyncHumanClient:
+        """The :class:`AsyncHumanClient` of interface 2, built on first use."""
+        if self._human is None:
+            self._human = AsyncHumanClient(
+                self.human_rpc_url,
+                post=self.post,
+                get=self.session.get,
+                last_payment=self._receipt.get,
+                journal=self._journal,
+                timeout=self.timeout,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+        return self._human
+
+    async def ask_human_rpc(
+        self,
+        text: str,
+        *,
+        answer: Any = None,
+        confidence: float | None = None,
+        context: Mapping[str, Any] | None = None,
+        reward: Any = None,
+        currency: str = "USDC",
+        agent_id: str | None = None,
+        task_type: str = "ai_verification",
+        category: str | None = None,
+        reasoning: str | None = None,
+        timeout: float = 300.0,
+    ) -> Verdict:
+        """Ask humans to check ``answer`` to ``text`` (see ``AutoAgent.ask_human_rpc``)."""
+        body = task_body(
+            text,
+            answer=answer,
+            confidence=confidence,
+            context=context,
+            reward=reward,
+            currency=currency,
+            agent_id=agent_id,
+            task_type=task_type,
+            category=category,
+            reasoning=reasoning,
+        )
+        seconds = positive_seconds(timeout, "timeout")
+        human = self._human_client()
+        human.endpoint()
+        verdict: Verdict = await human.ask(body, self._clock() + seconds, self._reiterator)
+        return verdict
+
+    async def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
+        """Wait for the verdict of an existing task; nothing is paid (see
+        ``AutoAgent.wait_for_verdict``)."""
+        if not isinstance(task_id, str) or "\x00" in task_id:
+            raise SDKConfigurationError(
+                f"task_id must be text without NUL characters (got a {type(task_id).__name__})",
+                parameter="task_id",
+            )
+        verdict: Verdict = await self._human_client().wait(
+            task_id, positive_seconds(timeout, "timeout")
+        )
+        return verdict
+
+    # -- httpx-style API ------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        params: Any = None,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        auth: Any = None,
+        follow_redirects: bool = True,
+        timeout: Any = None,
+        extensions: Any = None,
+    ) -> httpx.Response:
+        """Send a request like :meth:`httpx.AsyncClient.request`; pay a 402 answer and retry.
+
+        :raises InvoiceValidationError: the 402 carried no payable invoice (nothing was paid).
+        :raises ConnectionFailedError: the server could not be reached (nothing was paid).
+        :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
+        :raises PaymentError: the payment could not be made, or the server refused it.
+        """
+        self._receipt.set(None)
+        limits = self._timeout(timeout)
+        request = self._build(
+            method,
+            url,
+            params=params,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            headers=headers,
+            cookies=cookies,
+            timeout=limits,
+            extensions=extensions,
+        )
+        deadline = deadline_of(limits, self._clock)
+        response = await self._send_unpaid(request, auth, follow_redirects)
+        # A 402 body is read with a bound (size, and the whole body within the timeout); a
+        # broken one raises PaymentError. Any other body is read by the same deadline.
+        reply = await read_reply(response, deadline=deadline, clock=self._clock)
+        if response.status_code != 402:
+            return response
+        return await self._pay(response, reply, limits, follow_redirects)
+
+    def _timeout(self, value: Any) -> httpx.Timeout:
+        if isinstance(value, httpx.Timeout):
+            return value
+        checked = request_timeout(value)
+        if checked is None:
+            return httpx.Timeout(self.timeout)
+        if isinstance(checked, tuple):
+            connect, read = checked
+            return httpx.Timeout(connect, connect=connect, read=read)
+        return httpx.Timeout(checked)
+
+    def _build(self, method: Any, url: Any, **kwargs: Any) -> httpx.Request:
+        """The request built by the client, or ``SDKConfigurationError`` if it cannot be sent
+        as given; nothing was sent."""
+        method = _method(method)
+        if not isinstance(url, str | httpx.URL):
+            raise SDKConfigurationError(
+                f"url must be text such as 'https://api.example.com/premium' "
+                f"(got a {type(url).__name__})",
+                parameter="url",
+            )
+        cookies = kwargs.pop("cookies")
+        try:
+            request = self.session.build_request(method, url, **kwargs)
+            if cookies is not None:
+                jar = httpx.Cookies(self.session.cookies)
+                jar.update(httpx.Cookies(cookies))
+                request.headers.pop("Cookie", None)
+                jar.set_cookie_header(request)
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise SDKConfigurationError(
+                f"the request to {show(str(url))} cannot be sent as given: "
+                f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent",
+                parameter="url",
+            ) from exc
+        return request
+
+    async def _send_unpaid(
+        self, request: httpx.Request, auth: Any, follow_redirects: bool
+    ) -> httpx.Response:
+        try:
+            return await self.session.send(
+                request, auth=auth, follow_redirects=follow_redirects, stream=True
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            raise _unreached(exc, str(request.url)) from exc
+
+    async def _pay(
+        self,
+        challenge: httpx.Response,
+        reply: HttpReply,
+        limits: httpx.Timeout,
+        follow_redirects: bool,
+    ) -> httpx.Response:
+        # The retry goes to the request that got the 402: after redirects, the last one.
+        ensure_replayable(challenge.request)
+        paid = AsyncPaidRequest(
+            self.session,
+            challenge,
+            timeout=limits,
+            follow_redirects=follow_redirects,
+            paid_timeout=self.paid_timeout,
+            clock=self._clock,
+        )
+        outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), paid)
+        self._receipt.set(outcome.receipt)
+        if outcome.error is not None:
+            raise outcome.error
+        return challenge if paid.response is None else paid.response
+
+    def _context(self) -> PaymentContext:
+        return context_of(self._settings, self._cache)
+
+    def last_payment(self) -> PaymentReceipt | None:
+        """The receipt of the payment the current task's last request made (None if none)."""
+        return self._receipt.get()
+
+    async def get(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``GET url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``POST url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``PUT url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``PATCH url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``DELETE url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("DELETE", url, **kwargs)
+
+    async def head(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``HEAD url`` (no redirects followed unless ``follow_redirects=True``)."""
+        kwargs.setdefault("follow_redirects", False)
+        return await self.request("HEAD", url, **kwargs)
+
+    async def options(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+        """``OPTIONS url``, paying a 402 once (see :meth:`request`)."""
+        return await self.request("OPTIONS", url, **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients and the journal."""
+        await self.session.aclose()
+        await self._rpc.aclose()
+        await asyncio.to_thread(self._journal.close)
+
+    async def __aenter__(self) -> AsyncAutoAgent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _unreached(exc: httpx.HTTPError, url: str) -> ConnectionFailedError:
+    """The SDK error for a first request that got no answer."""
+    kind: type[ConnectionFailedError] = ConnectionFailedError
+    if isinstance(exc, httpx.ConnectTimeout):
+        kind = ConnectTimeoutError
+    elif isinstance(exc, httpx.ProxyError):
+        kind = ProxyConnectionError
+    return kind(unreached(url, f"{type(exc).__name__}: {str(exc)[:200]}"), url=url)

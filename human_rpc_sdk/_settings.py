@@ -1,0 +1,217 @@
+"""An agent's validated settings: one frozen object both agents are built from.
+
+:meth:`AgentSettings.build` does every check of the constructor that does not depend on the
+transport (``requests`` or ``httpx``): the network, the timeouts, the RPC and HumanRPC URLs
+(with their environment defaults), the reiterator, the spending rules, the callables, the
+signer and where the journal lives. ``AutoAgent`` and ``AsyncAutoAgent`` both call it, so they
+accept and refuse exactly the same arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ._checks import http_url, is_duration, positive_seconds, show
+from ._limits import SpendingRules
+from ._networks import DEFAULT_RPC_URLS, NETWORKS
+from ._offer import PaymentOffer
+from ._types import Addresses, SecretKey, SignerLike
+from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
+from .reiterator import ReiteratorConfig, validate
+from .wallet import Signer, load_signer
+
+__all__ = [
+    "DEFAULT_PAID_TIMEOUT",
+    "ENV_HUMAN_RPC_URL",
+    "ENV_JOURNAL",
+    "ENV_RPC_URL",
+    "HUMAN_RPC_URL_EXAMPLE",
+    "MEMORY",
+    "AgentSettings",
+    "ReiteratorSettings",
+    "default_journal_path",
+]
+
+ENV_RPC_URL: Final = "SOLANA_RPC_URL"
+ENV_HUMAN_RPC_URL: Final = "HUMAN_RPC_URL"
+ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
+MEMORY: Final = ":memory:"
+HUMAN_RPC_URL_EXAMPLE: Final = "https://humanrpc.example/api/v1/tasks"
+DEFAULT_PAID_TIMEOUT: Final = 60.0
+"""Seconds the agent waits for the answer to a paid request, unless told otherwise."""
+_AGENT_NAMES: Final = {"max_attempts": "max_retry_attempts"}
+
+
+@dataclass(frozen=True)
+class ReiteratorSettings:
+    """The reiterator's validated settings (``ceiling``: the longest delay between tries)."""
+
+    enabled: bool
+    max_attempts: int
+    backoff_strategy: str
+    base_delay: float
+    ceiling: float
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything an agent was configured with, checked. Build it with :meth:`build`."""
+
+    network: str
+    timeout: float
+    paid_timeout: float
+    rpc_url: str
+    human_rpc_url: str | None
+    reiterator: ReiteratorSettings
+    rules: SpendingRules
+    approve: Callable[[PaymentOffer], object] | None
+    signer: Signer = field(repr=False)
+    journal_path: str
+    clock: Callable[[], float]
+    sleep: Callable[[float], Any]
+    nonce: Callable[[], str]
+
+    @classmethod
+    def build(
+        cls,
+        solana_private_key: SecretKey | None = None,
+        rpc_url: str | None = None,
+        human_rpc_url: str | None = None,
+        network: str = "devnet",
+        timeout: float = 10,
+        reiterator: bool = False,
+        max_retry_attempts: int = 3,
+        backoff_strategy: str = "exponential",
+        base_delay: float = 1.0,
+        *,
+        signer: SignerLike | None = None,
+        max_payment: Mapping[str, Any] | None = None,
+        budget: Mapping[str, Any] | None = None,
+        trusted_recipients: Addresses | None = None,
+        approve: Callable[[PaymentOffer], object] | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
+        accept_assets: Addresses | None = None,
+        paid_timeout: float = DEFAULT_PAID_TIMEOUT,
+        create_token_accounts: bool = False,
+        allow_token_extensions: Mapping[str, Any] | None = None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Any],
+        nonce: Callable[[], str],
+    ) -> AgentSettings:
+        """Check an agent's constructor arguments, in the constructor's order.
+
+        :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
+        """
+        if network not in NETWORKS:
+            raise SDKConfigurationError(
+                f"network must be one of {', '.join(NETWORKS)} (got {show(network)})",
+                parameter="network",
+            )
+        checked_timeout = positive_seconds(timeout, "timeout")
+        checked_paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
+        checked_rpc_url = (
+            http_url(rpc_url, "rpc_url")
+            or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
+            or DEFAULT_RPC_URLS[network]
+        )
+        checked_human_url = http_url(
+            human_rpc_url, "human_rpc_url", HUMAN_RPC_URL_EXAMPLE
+        ) or http_url(os.environ.get(ENV_HUMAN_RPC_URL), ENV_HUMAN_RPC_URL, HUMAN_RPC_URL_EXAMPLE)
+        reiterating = _reiterator(reiterator, max_retry_attempts, backoff_strategy, base_delay)
+        rules = SpendingRules.build(
+            network,
+            max_payment=max_payment,
+            budget=budget,
+            accept_assets=accept_assets,
+            trusted_recipients=trusted_recipients,
+            create_token_accounts=create_token_accounts,
+            allow_token_extensions=allow_token_extensions,
+        )
+        _callables(clock=clock, sleep=sleep, nonce=nonce)
+        if approve is not None and not callable(approve):
+            raise SDKConfigurationError(
+                "approve must be a function taking a PaymentOffer and returning True or False",
+                parameter="approve",
+            )
+        try:
+            loaded = load_signer(solana_private_key, signer)
+        finally:  # the key's text leaves this frame, whose locals a traceback may capture
+            del solana_private_key
+        return cls(
+            network=network,
+            timeout=checked_timeout,
+            paid_timeout=checked_paid_timeout,
+            rpc_url=checked_rpc_url,
+            human_rpc_url=checked_human_url,
+            reiterator=reiterating,
+            rules=rules,
+            approve=approve,
+            signer=loaded,
+            journal_path=journal_location(journal_path, network, str(loaded.pubkey())),
+            clock=clock,
+            sleep=sleep,
+            nonce=nonce,
+        )
+
+
+def default_journal_path(network: str, address: str) -> Path:
+    """Where an agent keeps its journal unless told otherwise: one file per wallet and network.
+
+    ``$HUMAN_RPC_JOURNAL`` names the file; otherwise it lives under ``$XDG_STATE_HOME``
+    (default ``~/.local/state``) in ``human-rpc-sdk/``.
+    """
+    named = os.environ.get(ENV_JOURNAL)
+    if named:
+        return Path(named).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+    return Path(state) / "human-rpc-sdk" / f"journal-{network}-{address}.sqlite3"
+
+
+def journal_location(value: Any, network: str, address: str) -> str:
+    """The journal's path from ``journal_path=`` (checked), or the default for the wallet."""
+    if value is None:
+        return str(default_journal_path(network, address))
+    if isinstance(value, str) and value == MEMORY:
+        return MEMORY
+    text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise SDKConfigurationError(
+            "journal_path must be a file path (text without NUL characters) or ':memory:' "
+            f"(got a {type(value).__name__})",
+            parameter="journal_path",
+        )
+    try:
+        return str(Path(text).expanduser())
+    except RuntimeError:  # '~someone' with no such user, or no home directory
+        raise SDKConfigurationError(
+            f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
+            "give the path in full",
+            parameter="journal_path",
+        ) from None
+
+
+def _callables(**functions: Any) -> None:
+    for name, function in functions.items():
+        if not callable(function):
+            raise SDKConfigurationError(
+                f"{name} must be a function (got a {type(function).__name__})", parameter=name
+            )
+
+
+def _reiterator(enabled: Any, attempts: Any, strategy: Any, base_delay: Any) -> ReiteratorSettings:
+    """The reiterator's settings, validated under the agent's parameter names."""
+    if not isinstance(enabled, bool):
+        raise ReiteratorConfigurationError(
+            f"reiterator must be True or False (got a {type(enabled).__name__})",
+            parameter="reiterator",
+        )
+    ceiling = max(60.0, base_delay) if is_duration(base_delay) else 60.0
+    config = ReiteratorConfig(
+        max_attempts=attempts, backoff_strategy=strategy, base_delay=base_delay, max_delay=ceiling
+    )
+    validate(config, _AGENT_NAMES)
+    return ReiteratorSettings(enabled, attempts, strategy, base_delay, ceiling)
