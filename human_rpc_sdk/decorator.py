@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import inspect
 import logging
 import threading
@@ -172,8 +171,10 @@ def guard(
     :param reward: what each task pays reviewers, in ``currency`` (default: the service's price).
     :param timeout: seconds to wait for a verdict.
     :param agent: the agent that pays and asks: an :class:`~human_rpc_sdk.AutoAgent`, or for an
-        ``async def`` also an ``AsyncAutoAgent`` (awaited, no thread); built from the
-        environment on first need when None (an ``AsyncAutoAgent`` for an ``async def``).
+        ``async def`` also an ``AsyncAutoAgent`` (awaited, no thread). When None: an
+        ``AutoAgent`` built from the environment on first need, or for an ``async def`` an
+        ``AsyncAutoAgent`` built from the environment for each check and closed after it (an
+        async client belongs to one event loop); pass ``agent=`` to reuse one.
     :param confidence: reads the confidence from a result; by default a ``"confidence"`` key,
         an ``(answer, confidence)`` tuple, or a ``.confidence`` attribute.
     :param question: builds the reviewers' question from the call's arguments; by default the
@@ -297,11 +298,12 @@ class _Checker:
         return f"Is this the right result of {self.name}({shown})?"[:_MAX_QUESTION]
 
     def agent(self) -> AutoAgent | AsyncHumanAgent:
-        """The agent given, or one built from the environment on first need: an
-        ``AsyncAutoAgent`` for an ``async def`` (an ``AutoAgent`` where there is none)."""
+        """The agent given, or an ``AutoAgent`` built from the environment on first need."""
         with self._lock:
             if self._agent is None:
-                self._agent = _build_agent(inspect.iscoroutinefunction(self.func))
+                from .agent import AutoAgent
+
+                self._agent = AutoAgent()
             return self._agent
 
     def verify(
@@ -322,9 +324,27 @@ class _Checker:
     ) -> GuardResponse:
         """:meth:`verify` for an ``async def``: an async agent is awaited; a sync one runs in a
         thread, as does building the agent (it opens its journal)."""
-        agent = self._agent if self._agent is not None else await asyncio.to_thread(self.agent)
+        agent = self._agent
+        if agent is None:
+            # An AsyncAutoAgent from the environment, for this check only: its httpx client
+            # belongs to the running event loop, and a program may run several loops in turn
+            # (asyncio.run per job). Building it opens the journal: in a thread.
+            from .async_agent import AsyncAutoAgent
+
+            async with await asyncio.to_thread(AsyncAutoAgent) as own:
+                return await self._ask_async(own, result, level, args, kwargs)
         if not _is_async(agent):
             return await asyncio.to_thread(self.verify, result, level, args, kwargs)
+        return await self._ask_async(agent, result, level, args, kwargs)
+
+    async def _ask_async(
+        self,
+        agent: AsyncHumanAgent,
+        result: Any,
+        level: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> GuardResponse:
         answer = self.answer_of(result)
         try:
             verdict = await agent.ask_human_rpc(**self._question(answer, level, args, kwargs))
@@ -436,25 +456,6 @@ def _callable(value: Any, name: str) -> Any:
 def _is_async(agent: object) -> TypeGuard[AsyncHumanAgent]:
     """Whether ``agent.ask_human_rpc`` is a coroutine function (an async agent)."""
     return inspect.iscoroutinefunction(getattr(agent, "ask_human_rpc", None))
-
-
-def _build_agent(for_async: bool) -> AutoAgent | AsyncHumanAgent:
-    """An agent from the environment: an ``AsyncAutoAgent`` for an ``async def`` when this
-    install has one, else an ``AutoAgent``."""
-    if for_async:
-        name = f"{__package__}.async_agent"
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # the module exists but something it imports is missing: say so
-            logger.debug("no AsyncAutoAgent here; the async def's check runs in a thread")
-        else:
-            built: AsyncHumanAgent = module.AsyncAutoAgent()
-            return built
-    from .agent import AutoAgent
-
-    return AutoAgent()
 
 
 def _agent(value: Any) -> Any:
