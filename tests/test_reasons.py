@@ -212,9 +212,10 @@ def test_no_module_outside_the_fence_imports_an_io_library() -> None:
 EDGE = {
     "wallet.py": {"os"},  # reads the key from the environment or a key file
     "_types.py": {"os"},  # os.PathLike, in a type
+    "_settings.py": {"os"},  # the environment's defaults (SOLANA_RPC_URL, the journal's home)
     "reiterator.py": {"random"},  # the retry jitter
 }
-SHIMS = {"__init__.py", "agent.py", "reiterator.py"}
+SHIMS = {"__init__.py", "agent.py", "async_agent.py", "reiterator.py"}
 """Public modules that import the I/O package: the re-exports, and the reiterator's real
 clock and sleep defaults."""
 
