@@ -35,6 +35,7 @@ ASYNC_KINDS = frozenset({"httpx-async", "httpx-async-auth"})
 PAYMENT_HEADERS = ("X-PAYMENT", "PAYMENT-SIGNATURE")
 
 T = TypeVar("T")
+_OWN = frozenset({"agent", "kind", "client", "sent", "sent_payments", "_runner", "_closed"})
 
 
 class Reply:
@@ -58,15 +59,30 @@ class Reply:
         return f"<Reply {self.status_code} from {self.url}>"
 
 
+class Sent:
+    """The payment headers a driver sent, in order; ``before_payment`` (if set) runs just
+    before each one leaves, e.g. to read the journal at that moment."""
+
+    def __init__(self) -> None:
+        self.headers: list[str] = []
+        self.before_payment: Callable[[], None] | None = None
+
+    def saw(self, headers: Mapping[str, str]) -> None:
+        found = [headers[name] for name in PAYMENT_HEADERS if name in headers]
+        if found and self.before_payment is not None:
+            self.before_payment()
+        self.headers.extend(found)
+
+
 class CaptureTransport(httpx.BaseTransport):
     """An httpx transport that remembers every payment header sent through it."""
 
-    def __init__(self, seen: list[str]) -> None:
+    def __init__(self, sent: Sent) -> None:
         self.inner = httpx.HTTPTransport()
-        self.seen = seen
+        self.sent = sent
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.seen.extend(request.headers[n] for n in PAYMENT_HEADERS if n in request.headers)
+        self.sent.saw(request.headers)
         return self.inner.handle_request(request)
 
     def close(self) -> None:
@@ -76,12 +92,12 @@ class CaptureTransport(httpx.BaseTransport):
 class AsyncCaptureTransport(httpx.AsyncBaseTransport):
     """The async twin of :class:`CaptureTransport`."""
 
-    def __init__(self, seen: list[str]) -> None:
+    def __init__(self, sent: Sent) -> None:
         self.inner = httpx.AsyncHTTPTransport()
-        self.seen = seen
+        self.sent = sent
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.seen.extend(request.headers[n] for n in PAYMENT_HEADERS if n in request.headers)
+        self.sent.saw(request.headers)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -89,12 +105,12 @@ class AsyncCaptureTransport(httpx.AsyncBaseTransport):
 
 
 class _CaptureAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, seen: list[str]) -> None:
+    def __init__(self, sent: Sent) -> None:
         super().__init__()
-        self.seen = seen
+        self.sent = sent
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.seen.extend(request.headers[n] for n in PAYMENT_HEADERS if n in request.headers)
+        self.sent.saw(request.headers)
         return super().send(request, **kwargs)
 
 
@@ -142,8 +158,9 @@ class Driven:
         if kind not in KINDS:
             raise ValueError(f"unknown driver kind {kind!r}; one of {KINDS}")
         self.kind = kind
-        self.sent_payments: list[str] = []
-        """Every payment header sent (only when built with ``capture=True``)."""
+        self.sent = Sent()
+        """The payment headers sent (only when built with ``capture=True``)."""
+        self.sent_payments = self.sent.headers
         self.client: Any = None
         self._closed = False
         self._runner = asyncio.Runner() if kind in ASYNC_KINDS else None
@@ -162,17 +179,17 @@ class Driven:
     def _build_sync(self, capture: bool) -> None:
         if self.kind == "requests":
             if capture:
-                self.agent.session.mount("http://", _CaptureAdapter(self.sent_payments))
+                self.agent.session.mount("http://", _CaptureAdapter(self.sent))
             return
         auth = _sdk_class(self.kind, "PaymentAuth")(self.agent)
         if self.kind == "requests-auth":
             session = requests.Session()
             session.auth = auth
             if capture:
-                session.mount("http://", _CaptureAdapter(self.sent_payments))
+                session.mount("http://", _CaptureAdapter(self.sent))
             self.client = session
         else:
-            transport = CaptureTransport(self.sent_payments) if capture else None
+            transport = CaptureTransport(self.sent) if capture else None
             self.client = httpx.Client(auth=auth, transport=transport)
 
     async def _build_async(
@@ -182,7 +199,7 @@ class Driven:
         cls = _sdk_class(self.kind, "AsyncAutoAgent")
         if "sleep" in agent_kwargs:
             agent_kwargs = {**agent_kwargs, "sleep": _async_sleep(agent_kwargs["sleep"])}
-        transport = AsyncCaptureTransport(self.sent_payments) if capture else None
+        transport = AsyncCaptureTransport(self.sent) if capture else None
         if self.kind == "httpx-async":
             if capture and "session" not in agent_kwargs:
                 agent_kwargs = {**agent_kwargs, "session": httpx.AsyncClient(transport=transport)}
@@ -283,7 +300,14 @@ class Driven:
 
     def __getattr__(self, name: str) -> Any:
         """Anything else the agent has (``rpc_stats``, ``journal_path``, ...), resolved."""
-        if name.startswith("__") or name in {"agent", "kind", "client", "_runner", "_closed"}:
+        if name.startswith("__") or name in {
+            "agent",
+            "kind",
+            "client",
+            "sent",
+            "_runner",
+            "_closed",
+        }:
             raise AttributeError(name)
         value = getattr(self.agent, name)
         if inspect.ismethod(value):
