@@ -18,6 +18,8 @@ from solders.signature import Signature
 from human_rpc_sdk import AutoAgent, KeypairSigner
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
+from .drivers import KINDS, Driven, Maker, made_for
+
 # The design document asks for at least 100 examples per property; CI runs more.
 settings.register_profile(
     "default",
@@ -339,3 +341,37 @@ def booked(flow: Generator[Any, Any, Any], books: Books | None = None) -> Genera
             return stop.value
         first = False
         value = books.answer(effect, flow) if books.handles(effect) else (yield effect)
+
+
+# -- one behavioural suite, every driver (see tests/drivers.py) ------------------------------
+
+
+@pytest.fixture(params=KINDS)
+def driver_kind(request: pytest.FixtureRequest) -> str:
+    """Each driver kind in turn: the test runs once per kind, its id says which."""
+    return str(request.param)
+
+
+@pytest.fixture
+def driven(driver_kind: str) -> Iterator[Maker]:
+    """Build payers of the current kind with AutoAgent's arguments; closed after the test."""
+    yield from made_for(driver_kind)
+
+
+@pytest.fixture
+def driven_for(driven: Maker, server: GatewayServer) -> Callable[..., Driven]:
+    """Payers of the current kind paying through the session gateway (like ``agent_for``)."""
+
+    def make(wallet: Keypair, **options: Any) -> Driven:
+        return driven(wallet, **{"rpc_url": server.rpc_url, **options})
+
+    return make
+
+
+def human_driven(driven: Maker, server: GatewayServer, usdc: str = "20", **options: Any) -> Driven:
+    """A funded payer of the current kind paying tasks on ``server`` (like ``human_agent``)."""
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(usdc)})
+    return driven(
+        wallet, rpc_url=server.rpc_url, human_rpc_url=f"{server.url}/api/v1/tasks", **options
+    )

@@ -7,7 +7,7 @@ nothing beyond a limit, nothing to another origin, and every payment made is rec
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 
 from human_rpc_sdk import (
-    AutoAgent,
     InvoiceValidationError,
     PaymentError,
     PaymentPolicyError,
@@ -28,7 +27,8 @@ from human_rpc_sdk import (
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 from stub_gateway.faults import MODES, Faults
 
-from .conftest import FakeClock, PaymentCapture
+from .conftest import FakeClock
+from .drivers import make
 
 PRICE = Decimal("0.001")  # premium/sol
 FEE = Decimal("0.000005")
@@ -53,9 +53,11 @@ def _disarm(hostile: GatewayServer) -> Iterator[None]:
 
 
 class Payer:
-    """A funded wallet, its agent (journal on disk), and what its paid requests carried."""
+    """A funded wallet, its payer of the given driver kind (journal on disk), and what its
+    paid requests carried."""
 
-    def __init__(self, server: GatewayServer, journal: Path, **options: Any) -> None:
+    def __init__(self, kind: str, server: GatewayServer, journal: Path, **options: Any) -> None:
+        self.kind = kind
         self.server = server
         self.gateway: Gateway = server.gateway
         self.wallet = Keypair()
@@ -65,10 +67,10 @@ class Payer:
         self.journal = journal
         self.pauses = FakeClock()
         options.setdefault("sleep", self.pauses.sleep)
-        self.agent = AutoAgent(self.wallet, rpc_url=server.rpc_url, journal_path=journal, **options)
-        self.capture = PaymentCapture()
-        self.agent.session.mount("http://", self.capture)
-        self.headers = self.capture.headers
+        self.agent = make(
+            kind, self.wallet, rpc_url=server.rpc_url, journal_path=journal, capture=True, **options
+        )
+        self.headers = self.agent.sent_payments
         self.before = self.balances()
 
     def balances(self) -> tuple[Decimal, Decimal, Decimal]:
@@ -92,10 +94,24 @@ class Payer:
 
 
 @pytest.fixture
-def payer(hostile: GatewayServer, tmp_path: Path) -> Iterator[Payer]:
-    made = Payer(hostile, tmp_path / "journal.sqlite3")
-    yield made
-    made.agent.close()
+def new_payer(
+    hostile: GatewayServer, tmp_path: Path, driver_kind: str
+) -> Iterator[Callable[..., Payer]]:
+    """Build payers of the current driver kind with the given agent options; closed after."""
+    made: list[Payer] = []
+
+    def build(**options: Any) -> Payer:
+        made.append(Payer(driver_kind, hostile, tmp_path / f"j{len(made)}.sqlite3", **options))
+        return made[-1]
+
+    yield build
+    for each in made:
+        each.agent.close()
+
+
+@pytest.fixture
+def payer(new_payer: Callable[..., Payer]) -> Payer:
+    return new_payer()
 
 
 # -- the RPC node fails ------------------------------------------------------------------------
@@ -121,11 +137,9 @@ def test_an_rpc_node_that_keeps_failing_stops_the_payment(payer: Payer) -> None:
     assert payer.headers == []
 
 
-def test_a_slow_rpc_node_is_retried_after_the_timeout(
-    hostile: GatewayServer, tmp_path: Path
-) -> None:
+def test_a_slow_rpc_node_is_retried_after_the_timeout(new_payer: Callable[..., Payer]) -> None:
     """An RPC answer slower than the timeout: read again; paid once."""
-    payer = Payer(hostile, tmp_path / "j.sqlite3", timeout=0.3)
+    payer = new_payer(timeout=0.3)
     payer.gateway.faults.slow_rpc(1.0)
     assert payer.agent.get(payer.url()).status_code == 200
     assert payer.sol_spent() == PRICE + FEE
@@ -151,11 +165,11 @@ def test_a_lost_answer_is_asked_again_with_the_same_payment(payer: Payer, fault:
 
 
 def test_a_slow_answer_is_asked_again_with_the_same_payment(
-    hostile: GatewayServer, tmp_path: Path
+    new_payer: Callable[..., Payer],
 ) -> None:
     """Settled, then slower than the paid request's deadline: the same payment again (the
     gateway answers it with the first copy's answer); paid once."""
-    payer = Payer(hostile, tmp_path / "j.sqlite3", timeout=0.4, paid_timeout=0.4)
+    payer = new_payer(timeout=0.4, paid_timeout=0.4)
     payer.gateway.faults.slow_after_payment(1.5)
     assert payer.agent.get(payer.url()).status_code == 200
     assert len(payer.headers) >= 2
@@ -180,8 +194,8 @@ def test_no_answer_at_all_leaves_a_pending_payment_that_recovery_settles(payer: 
     payer.agent.close()
 
     with pytest.warns(PendingPaymentsWarning, match="recover_payments"):
-        restarted = AutoAgent(
-            payer.wallet, rpc_url=payer.server.rpc_url, journal_path=payer.journal
+        restarted = make(
+            payer.kind, payer.wallet, rpc_url=payer.server.rpc_url, journal_path=payer.journal
         )
     (pending,) = restarted.pending_payments()
     assert pending.signature == caught.value.signature
@@ -305,11 +319,12 @@ def test_an_invoice_above_the_limits_is_refused(payer: Payer) -> None:
 
 
 def test_an_overcharge_the_owner_allows_is_paid_at_its_price(
-    hostile: GatewayServer, tmp_path: Path
+    new_payer: Callable[..., Payer],
 ) -> None:
     """The gateway settles its own overcharged invoice when the owner's limits allow it."""
-    payer = Payer(
-        hostile, tmp_path / "j.sqlite3", max_payment={"SOL": "0.01"}, budget={"SOL": "0.01"}
+    payer = new_payer(
+        max_payment={"SOL": "0.01"},
+        budget={"SOL": "0.01"},
     )
     payer.gateway.faults.overcharge(5)
     assert payer.agent.get(payer.url()).status_code == 200

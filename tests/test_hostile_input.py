@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from human_rpc_sdk._io.rpc import RpcClient
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import CountingSigner, booked
+from .drivers import Maker
 
 _WALLETS: dict[int, Keypair] = {}
 
@@ -243,3 +247,53 @@ def test_a_well_formed_invoice_is_signed(server: GatewayServer) -> None:
     }
     error, signatures, resent = attempt(server, reply_with(body_of({"invoice": invoice})))
     assert (error, signatures, resent) == (None, 1, True)
+
+
+# -- the same refusals through every driver, over loopback -------------------------------------
+
+
+def sol_invoice(treasury: str, amount: str) -> bytes:
+    """A HumanRPC 402 body for ``amount`` SOL, otherwise well formed."""
+    invoice = {
+        "amount": amount,
+        "currency": "SOL",
+        "recipient": treasury,
+        "reference": str(Keypair().pubkey()),
+        "network": "devnet",
+    }
+    return body_of({"status": "payment_required", "invoice": invoice})
+
+
+HOSTILE_ANSWERS: dict[str, Callable[[str], tuple[bytes, dict[str, str]]]] = {
+    "not-json": lambda _: (b"\xff\xfe{not json", {}),
+    "nan-amount": lambda treasury: (sol_invoice(treasury, "NaN"), {}),
+    "unicode-digits": lambda treasury: (sol_invoice(treasury, "\uff11"), {}),
+    "oversized-body": lambda _: (b'{"invoice": "' + b"x" * 200_000 + b'"}', {}),
+    "junk-header": lambda _: (
+        b"{}",
+        {"PAYMENT-REQUIRED": base64.b64encode(b'{"accepts": 7}').decode()},
+    ),
+    "oversized-header": lambda _: (b"{}", {"PAYMENT-REQUIRED": "A" * 20_000}),
+    "over-the-limit": lambda treasury: (sol_invoice(treasury, "5"), {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_ANSWERS))
+def test_hostile_answers_are_refused_unpaid_by_every_driver(
+    server: GatewayServer, responder: str, tmp_path: Path, driven: Maker, case: str
+) -> None:
+    """A hostile 402 reaching a driver over HTTP: InvoiceValidationError or PaymentPolicyError;
+    no payment header sent, no journal row, the wallet untouched."""
+    body, headers = HOSTILE_ANSWERS[case](str(server.gateway.treasury))
+    wallet = funded(server.gateway)
+    before = server.gateway.balance(wallet.pubkey())
+    journal = tmp_path / "j.sqlite3"
+    agent = driven(wallet, rpc_url=server.rpc_url, journal_path=journal, capture=True)
+    spec = {"status": 402, "headers": headers, "body": base64.b64encode(body).decode()}
+    with pytest.raises((InvoiceValidationError, PaymentPolicyError)):
+        agent.post(f"{responder}/respond", json=spec)
+    assert agent.sent_payments == []
+    assert agent.payments == []
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT count(*) FROM payments").fetchone() == (0,)
+    assert server.gateway.balance(wallet.pubkey()) == before

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from human_rpc_sdk import (
-    AutoAgent,
     HumanVerificationError,
     ReiteratorRateLimitError,
     SDKConfigurationError,
@@ -22,16 +21,17 @@ from human_rpc_sdk import (
 from stub_gateway import GatewayServer, serve_in_thread
 from stub_gateway.tasks import ReviewPolicy
 
-from .conftest import FakeClock, PaymentCapture, human_agent
+from .conftest import FakeClock, human_driven
+from .drivers import Driven, Maker
 from .test_secrets import secret_forms
 
 REWARD = Decimal("0.002")
 
 
-def test_ask_returns_the_verdict_and_what_was_paid(reviewers: GatewayServer) -> None:
+def test_ask_returns_the_verdict_and_what_was_paid(reviewers: GatewayServer, driven: Maker) -> None:
     """An approved task: outcome, decision, comments, consensus and the payment's signature."""
     reviewers.gateway.tasks.set_policy(ReviewPolicy("approve"))
-    agent = human_agent(reviewers, usdc="1")
+    agent = human_driven(driven, reviewers, usdc="1")
     verdict = agent.ask_human_rpc(
         "Is Paris the capital of France?", answer="yes", confidence=0.7, reward="0.1"
     )
@@ -47,18 +47,20 @@ def test_ask_returns_the_verdict_and_what_was_paid(reviewers: GatewayServer) -> 
     assert agent.balance("USDC") == Decimal("0.9")
 
 
-def test_rejection_without_the_reiterator_is_reported_once(reviewers: GatewayServer) -> None:
+def test_rejection_without_the_reiterator_is_reported_once(
+    reviewers: GatewayServer, driven: Maker
+) -> None:
     """Reiterator off: a rejection comes back as the verdict; one task, one payment."""
     reviewers.gateway.tasks.set_policy(ReviewPolicy("reject"))
-    agent = human_agent(reviewers)
+    agent = human_driven(driven, reviewers)
     verdict = agent.ask_human_rpc("2 + 2 = 5?", answer="yes", confidence=0.3, reward=REWARD)
     assert (verdict["outcome"], verdict["decision"]) == ("rejected", "reject")
     assert len(agent.payments) == 1
 
 
-def test_no_endpoint_is_a_configuration_error() -> None:
+def test_no_endpoint_is_a_configuration_error(driven: Maker) -> None:
     """Without human_rpc_url or HUMAN_RPC_URL, asking says how to configure it; nothing is sent."""
-    agent = AutoAgent(Keypair(), rpc_url="http://127.0.0.1:9")
+    agent = driven(Keypair(), rpc_url="http://127.0.0.1:9")
     with pytest.raises(SDKConfigurationError, match="HUMAN_RPC_URL"):
         agent.ask_human_rpc("q")
 
@@ -73,10 +75,10 @@ def test_no_endpoint_is_a_configuration_error() -> None:
     ],
 )
 def test_bad_questions_are_refused_before_paying(
-    reviewers: GatewayServer, kwargs: dict[str, Any], parameter: str
+    reviewers: GatewayServer, kwargs: dict[str, Any], parameter: str, driven: Maker
 ) -> None:
     """Invalid arguments: SDKConfigurationError naming them; no request, no payment."""
-    agent = human_agent(reviewers)
+    agent = human_driven(driven, reviewers)
     arguments = {"text": "q", **kwargs}
     with pytest.raises(SDKConfigurationError) as caught:
         agent.ask_human_rpc(**arguments)
@@ -84,11 +86,11 @@ def test_bad_questions_are_refused_before_paying(
     assert agent.payments == []
 
 
-def test_timeout_names_the_task_and_waiting_resumes() -> None:
+def test_timeout_names_the_task_and_waiting_resumes(driven: Maker) -> None:
     """No verdict in time: the error carries the task id; wait_for_verdict picks it up, unpaid."""
     clock = FakeClock()
     with serve_in_thread(review_policy="approve", review_delay=120, clock=clock) as running:
-        agent = human_agent(running, clock=clock, sleep=clock.sleep)
+        agent = human_driven(driven, running, clock=clock, sleep=clock.sleep)
         with pytest.raises(HumanVerificationError) as caught:
             agent.ask_human_rpc("q", reward=REWARD, timeout=30)
         error = caught.value
@@ -104,10 +106,10 @@ def test_timeout_names_the_task_and_waiting_resumes() -> None:
         assert len(agent.payments) == 1
 
 
-def test_unknown_task_is_reported(reviewers: GatewayServer) -> None:
+def test_unknown_task_is_reported(reviewers: GatewayServer, driven: Maker) -> None:
     """Waiting on a task the service does not know: HumanVerificationError task_not_found."""
     with pytest.raises(HumanVerificationError) as caught:
-        human_agent(reviewers).wait_for_verdict("task_does_not_exist", timeout=5)
+        human_driven(driven, reviewers).wait_for_verdict("task_does_not_exist", timeout=5)
     assert caught.value.reason == "task_not_found"
 
 
@@ -125,9 +127,9 @@ def _encoded(document: object) -> str:
         {"status": 7},
     ],
 )
-def test_malformed_answers_are_reported(responder: str, document: object) -> None:
+def test_malformed_answers_are_reported(responder: str, document: object, driven: Maker) -> None:
     """A task answer of the wrong shape: HumanVerificationError malformed_answer."""
-    agent = AutoAgent(
+    agent = driven(
         Keypair(),
         rpc_url="http://127.0.0.1:9",
         human_rpc_url=f"{responder}/fixed/200/{_encoded(document)}",
@@ -137,7 +139,7 @@ def test_malformed_answers_are_reported(responder: str, document: object) -> Non
     assert caught.value.reason == "malformed_answer"
 
 
-def test_transient_failures_are_retried(responder: str) -> None:
+def test_transient_failures_are_retried(responder: str, driven: Maker) -> None:
     """Three 503s, then the verdict: polling retries (with growing waits) and succeeds."""
     clock = FakeClock()
     done = {
@@ -146,7 +148,7 @@ def test_transient_failures_are_retried(responder: str) -> None:
         "consensus": {},
     }
     url = f"{responder}/flaky/transient-{id(clock)}/3/{_encoded(done)}"
-    agent = AutoAgent(
+    agent = driven(
         Keypair(), rpc_url="http://127.0.0.1:9", human_rpc_url=url, clock=clock, sleep=clock.sleep
     )
     assert agent.wait_for_verdict("task_9", timeout=60)["outcome"] == "approved"
@@ -154,11 +156,11 @@ def test_transient_failures_are_retried(responder: str) -> None:
     assert clock.sleeps == sorted(clock.sleeps)
 
 
-def test_rate_limit_without_the_reiterator_is_an_error_with_retry_after() -> None:
+def test_rate_limit_without_the_reiterator_is_an_error_with_retry_after(driven: Maker) -> None:
     """Past the creation limit: HumanVerificationError rate_limited with retry_after; not paid."""
     clock = FakeClock()
     with serve_in_thread(rate_limit=(1, 45), clock=clock) as running:
-        agent = human_agent(running, clock=clock, sleep=clock.sleep)
+        agent = human_driven(driven, running, clock=clock, sleep=clock.sleep)
         agent.ask_human_rpc("first", reward=REWARD)
         with pytest.raises(HumanVerificationError) as caught:
             agent.ask_human_rpc("second", reward=REWARD)
@@ -167,11 +169,13 @@ def test_rate_limit_without_the_reiterator_is_an_error_with_retry_after() -> Non
     assert len(agent.payments) == 1
 
 
-def test_reiterator_waits_out_a_rate_limit_and_counts_it() -> None:
+def test_reiterator_waits_out_a_rate_limit_and_counts_it(driven: Maker) -> None:
     """Reiterator on: a 429 waits Retry-After, then tries again; past max_delay it gives up."""
     clock = FakeClock()
     with serve_in_thread(rate_limit=(1, 30), clock=clock) as running:
-        agent = human_agent(running, clock=clock, sleep=clock.sleep, reiterator=True, base_delay=1)
+        agent = human_driven(
+            driven, running, clock=clock, sleep=clock.sleep, reiterator=True, base_delay=1
+        )
         agent.ask_human_rpc("first", reward=REWARD)
         clock.sleeps.clear()
         assert agent.ask_human_rpc("second", reward=REWARD)["outcome"] == "approved"
@@ -193,12 +197,12 @@ def test_reiterator_waits_out_a_rate_limit_and_counts_it() -> None:
     script=st.lists(st.sampled_from(["reject", "approve", "split"]), min_size=1, max_size=4),
 )
 def test_property_12_rejections_resubmit_only_when_enabled(
-    reviewers: GatewayServer, enabled: bool, max_attempts: int, script: list[str]
+    reviewers: GatewayServer, enabled: bool, max_attempts: int, script: list[str], shared: Driven
 ) -> None:
     """Tasks created = 1 when disabled; else one per rejection up to max_attempts; each paid."""
     gateway = reviewers.gateway
     gateway.tasks.set_policy(ReviewPolicy("script", tuple(script)))
-    agent = _shared_agent(reviewers)
+    agent = shared
     agent.reiterator.configure(max_attempts=max_attempts, base_delay=0.0)
     (agent.enable_reiterator if enabled else agent.disable_reiterator)()
     paid_before = len(agent.payments)
@@ -224,19 +228,21 @@ def test_property_12_rejections_resubmit_only_when_enabled(
     assert all(body == bodies[0] for body in bodies)
 
 
-_SHARED: dict[int, AutoAgent] = {}
+@pytest.fixture
+def shared(driven: Maker, reviewers: GatewayServer) -> Driven:
+    """One payer of the current driver kind for every example of a property."""
+    return human_driven(driven, reviewers, usdc="50")
 
 
-def _shared_agent(server: GatewayServer) -> AutoAgent:
-    if id(server) not in _SHARED:
-        _SHARED[id(server)] = human_agent(server, usdc="50")
-    return _SHARED[id(server)]
-
-
-def test_reiterator_controls_and_status(reviewers: GatewayServer) -> None:
+def test_reiterator_controls_and_status(reviewers: GatewayServer, driven: Maker) -> None:
     """enable/disable and get_reiterator_status reflect the agent's reiterator."""
-    agent = human_agent(
-        reviewers, reiterator=False, max_retry_attempts=4, backoff_strategy="linear", base_delay=0.5
+    agent = human_driven(
+        driven,
+        reviewers,
+        reiterator=False,
+        max_retry_attempts=4,
+        backoff_strategy="linear",
+        base_delay=0.5,
     )
     status = agent.get_reiterator_status()
     assert (
@@ -263,7 +269,11 @@ def test_reiterator_controls_and_status(reviewers: GatewayServer) -> None:
 # information**
 @given(seed=st.binary(min_size=32, max_size=32), rejections=st.integers(0, 2))
 def test_property_20_end_to_end_debug_logs_hold_no_secrets(
-    reviewers: GatewayServer, seed: bytes, rejections: int, caplog: pytest.LogCaptureFixture
+    reviewers: GatewayServer,
+    seed: bytes,
+    rejections: int,
+    caplog: pytest.LogCaptureFixture,
+    driven: Maker,
 ) -> None:
     """A reiterated, paid task at DEBUG: every retry and verdict logged; no key, no payload."""
     keypair = Keypair.from_seed(seed)
@@ -271,15 +281,14 @@ def test_property_20_end_to_end_debug_logs_hold_no_secrets(
     reviewers.gateway.tasks.set_policy(
         ReviewPolicy("script", ("reject",) * rejections + ("approve",))
     )
-    agent = AutoAgent(
+    agent = driven(
         str(keypair),
         rpc_url=reviewers.rpc_url,
         human_rpc_url=f"{reviewers.url}/api/v1/tasks",
         reiterator=True,
         base_delay=0.0,
+        capture=True,
     )
-    capture = PaymentCapture()
-    agent.session.mount("http://", capture)
     caplog.clear()
     with caplog.at_level(logging.DEBUG):
         agent.ask_human_rpc(
@@ -297,7 +306,7 @@ def test_property_20_end_to_end_debug_logs_hold_no_secrets(
     for text in messages + [repr(r.args) for r in caplog.records]:
         for form in secret_forms(keypair):
             assert form not in text
-        for header in capture.headers:
+        for header in agent.sent_payments:
             assert header not in text
         assert "launch code" not in text
     agent.close()

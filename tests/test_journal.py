@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, PaymentError, PendingPaymentsWarning
+from human_rpc_sdk import PaymentError, PendingPaymentsWarning
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Existing, OverBudget, Reserved
 from stub_gateway import GatewayServer, serve_in_thread
 
-from .conftest import CountingSigner, PaymentCapture
+from .conftest import CountingSigner
+from .drivers import Maker
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.001")
@@ -41,34 +41,20 @@ def rows(path: Path) -> list[dict[str, Any]]:
         return [dict(r) for r in db.execute("SELECT * FROM payments ORDER BY id")]
 
 
-class JournalPeek(PaymentCapture):
-    """At the moment a payment leaves, reads the journal from a separate connection."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self.seen: list[list[dict[str, Any]]] = []
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if "X-PAYMENT" in request.headers:
-            self.seen.append(rows(self.path))
-        return super().send(request, **kwargs)
-
-
 def test_the_signed_payment_is_journaled_before_it_is_sent(
-    server: GatewayServer, tmp_path: Path
+    server: GatewayServer, tmp_path: Path, driven: Maker
 ) -> None:
     """When X-PAYMENT leaves, the journal already holds it, signed, with that very header."""
     journal = tmp_path / "journal.sqlite3"
     wallet = Keypair()
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
-    peek = JournalPeek(journal)
-    agent.session.mount("http://", peek)
+    agent = driven(wallet, rpc_url=server.rpc_url, journal_path=journal, capture=True)
+    seen: list[list[dict[str, Any]]] = []  # the journal, read when a payment leaves
+    agent.sent.before_payment = lambda: seen.append(rows(journal))
     assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
-    ((row,),) = peek.seen
+    ((row,),) = seen
     assert row["state"] == "signed"
-    assert json.loads(row["headers"]) == {"X-PAYMENT": peek.headers[0]}
+    assert json.loads(row["headers"]) == {"X-PAYMENT": agent.sent_payments[0]}
     (final,) = rows(journal)
     assert (final["state"], final["amount"], final["http_status"]) == ("accepted", "0.001", 200)
     assert final["signature"] == agent.payments[0].signature
@@ -88,17 +74,17 @@ def test_the_journal_file_is_private_durable_and_in_wal_mode(tmp_path: Path) -> 
 
 
 def test_the_default_journal_is_one_file_per_wallet_and_network(
-    journal_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    journal_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, driven: Maker
 ) -> None:
     """Under $XDG_STATE_HOME/human-rpc-sdk by default; $HUMAN_RPC_JOURNAL overrides."""
     wallet = Keypair()
-    agent = AutoAgent(wallet)
+    agent = driven(wallet)
     expected = journal_home / "human-rpc-sdk" / f"journal-devnet-{wallet.pubkey()}.sqlite3"
     assert agent.journal_path == str(expected)
     assert expected.exists()
     agent.close()
     monkeypatch.setenv("HUMAN_RPC_JOURNAL", str(tmp_path / "named.sqlite3"))
-    named = AutoAgent(wallet)
+    named = driven(wallet)
     assert named.journal_path == str(tmp_path / "named.sqlite3")
     named.close()
 
@@ -147,7 +133,7 @@ def test_reserving_refuses_a_second_payment_and_checks_the_budget() -> None:
 
 
 def test_an_invoice_is_never_paid_twice(
-    server: GatewayServer, responder: str, tmp_path: Path
+    server: GatewayServer, responder: str, tmp_path: Path, driven: Maker
 ) -> None:
     """A server that keeps sending the same invoice: the second request re-sends the very
     same signed payment (one signature in all) and raises, never paying anew."""
@@ -166,17 +152,17 @@ def test_an_invoice_is_never_paid_twice(
     }
     body = base64.urlsafe_b64encode(json.dumps(invoice).encode()).decode()
     signer = CountingSigner(wallet)
-    agent = AutoAgent(signer=signer, rpc_url=server.rpc_url, journal_path=tmp_path / "j.sqlite3")
-    capture = PaymentCapture()
-    agent.session.mount("http://", capture)
+    agent = driven(
+        signer=signer, rpc_url=server.rpc_url, journal_path=tmp_path / "j.sqlite3", capture=True
+    )
     url = f"{responder}/fixed/402/{body}"
     for _ in range(2):
         with pytest.raises(PaymentError) as caught:
             agent.get(url)
         assert caught.value.reason == "payment_refused"
     assert signer.count == 1
-    assert len(capture.headers) == 2
-    assert capture.headers[0] == capture.headers[1]
+    assert len(agent.sent_payments) == 2
+    assert agent.sent_payments[0] == agent.sent_payments[1]
     (receipt,) = agent.payments
     assert receipt.state == "refused"
     assert gateway.balance(wallet.pubkey()) == 1
@@ -184,7 +170,7 @@ def test_an_invoice_is_never_paid_twice(
 
 
 def test_a_payment_being_made_elsewhere_is_not_made_again(
-    server: GatewayServer, responder: str, tmp_path: Path
+    server: GatewayServer, responder: str, tmp_path: Path, driven: Maker
 ) -> None:
     """The journal holds a reservation for the invoice (another process is paying it):
     PaymentError payment_in_progress, nothing signed."""
@@ -206,7 +192,7 @@ def test_a_payment_being_made_elsewhere_is_not_made_again(
     }
     body = base64.urlsafe_b64encode(json.dumps(invoice).encode()).decode()
     with pytest.warns(PendingPaymentsWarning):  # the other process's payment
-        agent = AutoAgent(Keypair(), rpc_url=server.rpc_url, journal_path=journal_path)
+        agent = driven(Keypair(), rpc_url=server.rpc_url, journal_path=journal_path)
     with pytest.raises(PaymentError) as caught:
         agent.get(f"{responder}/fixed/402/{body}")
     assert caught.value.reason == "payment_in_progress"
@@ -214,7 +200,7 @@ def test_a_payment_being_made_elsewhere_is_not_made_again(
     agent.close()
 
 
-def test_an_abandoned_reservation_is_released_by_recovery(tmp_path: Path) -> None:
+def test_an_abandoned_reservation_is_released_by_recovery(tmp_path: Path, driven: Maker) -> None:
     """A reservation whose process is gone holds no signature: recovery releases it."""
     path = tmp_path / "j.sqlite3"
     Journal(path).reserve(offer_for(), currency_key="SOL", invoice_key=None, budget=None)
@@ -227,7 +213,7 @@ def test_an_abandoned_reservation_is_released_by_recovery(tmp_path: Path) -> Non
     with sqlite3.connect(path) as db:
         db.execute("UPDATE payments SET pid = ?, process = 'gone'", (int(dead.stdout),))
     with pytest.warns(PendingPaymentsWarning):
-        agent = AutoAgent(Keypair(), journal_path=path)
+        agent = driven(Keypair(), journal_path=path)
     assert [r.state for r in agent.pending_payments()] == ["reserved"]
     (released,) = agent.recover_payments()
     assert (released.state, released.landed) == ("failed", False)
@@ -235,20 +221,20 @@ def test_an_abandoned_reservation_is_released_by_recovery(tmp_path: Path) -> Non
     agent.close()
 
 
-def test_a_broken_journal_stops_payments(server: GatewayServer, tmp_path: Path) -> None:
+def test_a_broken_journal_stops_payments(
+    server: GatewayServer, tmp_path: Path, driven: Maker
+) -> None:
     """If the journal cannot be written, nothing is signed or sent: PaymentError says why."""
     path = tmp_path / "j.sqlite3"
     wallet = Keypair()
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=path)
-    capture = PaymentCapture()
-    agent.session.mount("http://", capture)
+    agent = driven(wallet, rpc_url=server.rpc_url, journal_path=path, capture=True)
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE payments RENAME TO vandalised")
     with pytest.raises(PaymentError) as caught:
         agent.get(f"{server.url}/api/v1/premium/sol")
     assert caught.value.reason == "journal_unavailable"
-    assert capture.headers == []
+    assert agent.sent_payments == []
     assert server.gateway.balance(wallet.pubkey()) == 1
     agent.close()
 
@@ -290,7 +276,7 @@ def run_worker(job: dict[str, Any], key: Keypair) -> subprocess.Popen[str]:
 
 
 def test_a_crash_after_paying_is_recovered_from_the_journal(
-    stalling: tuple[GatewayServer, Stall], tmp_path: Path
+    stalling: tuple[GatewayServer, Stall], tmp_path: Path, driven: Maker
 ) -> None:
     """A process is killed (SIGKILL) after its payment settled but before the answer came:
     a new agent on its journal sees the payment pending, and recovery finds it on chain."""
@@ -316,7 +302,7 @@ def test_a_crash_after_paying_is_recovered_from_the_journal(
     (row,) = rows(journal)
     assert row["state"] == "signed"
     with pytest.warns(PendingPaymentsWarning):
-        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+        agent = driven(wallet, rpc_url=server.rpc_url, journal_path=journal)
     (pending,) = agent.pending_payments()
     assert pending.signature == gateway.desk.settlements[0].signature
     (recovered,) = agent.recover_payments()
@@ -326,8 +312,8 @@ def test_a_crash_after_paying_is_recovered_from_the_journal(
     agent.close()
 
 
-def test_recovery_needs_no_pending_payments_to_be_safe(tmp_path: Path) -> None:
+def test_recovery_needs_no_pending_payments_to_be_safe(tmp_path: Path, driven: Maker) -> None:
     """Recovery on an empty journal does nothing and asks the chain nothing."""
-    agent = AutoAgent(Keypair(), rpc_url="http://127.0.0.1:9", journal_path=tmp_path / "j")
+    agent = driven(Keypair(), rpc_url="http://127.0.0.1:9", journal_path=tmp_path / "j")
     assert agent.recover_payments() == []
     agent.close()

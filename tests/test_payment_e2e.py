@@ -17,18 +17,20 @@ from human_rpc_sdk._headers import decode_payment_response
 from human_rpc_sdk.solana_utils import associated_token_address
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
-from .conftest import FakeClock, Funder, PaymentCapture, Shop
+from .conftest import FakeClock, Funder, Shop
+from .drivers import Driven, Maker
 
 FEE = Decimal("0.000005")
 AgentFor = Callable[..., AutoAgent]
+DrivenFor = Callable[..., Driven]
 
 
 def test_pays_a_sol_invoice(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, driven_for: DrivenFor
 ) -> None:
     """SOL: the resource is served; payer loses price + fee, treasury gains the price."""
     wallet = funded_wallet(sol="1")
-    agent = agent_for(wallet)
+    agent = driven_for(wallet)
     treasury_before = gateway.balance(gateway.treasury)
     response = agent.get(f"{server.url}/api/v1/premium/sol")
     assert response.status_code == 200
@@ -54,13 +56,13 @@ def test_pays_tokens_into_an_existing_token_account(
     server: GatewayServer,
     gateway: Gateway,
     funded_wallet: Funder,
-    agent_for: AgentFor,
+    driven_for: DrivenFor,
     symbol: str,
     program: str,
 ) -> None:
     """USDC (Token) and PYUSD (Token-2022): tokens move exactly; SOL pays only the fee."""
     wallet = funded_wallet(sol="1", **{symbol.lower(): "1"})
-    agent = agent_for(wallet)
+    agent = driven_for(wallet)
     treasury_before = gateway.balance(gateway.treasury, symbol)
     assert agent.get(f"{server.url}/api/v1/premium/{symbol.lower()}").status_code == 200
     assert gateway.balance(wallet.pubkey(), symbol) == Decimal("0.95")
@@ -76,14 +78,14 @@ def test_pays_tokens_into_an_existing_token_account(
 
 
 def test_creates_the_payees_token_account_when_absent(
-    shop: Shop, funded_wallet: Funder, agent_for: AgentFor
+    shop: Shop, funded_wallet: Funder, driven: Maker
 ) -> None:
     """A payee without a USDC account gets one (the payer funds its rent) and the amount."""
     gateway = shop.gateway
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(2)})
     payee = Keypair().pubkey()
-    agent = AutoAgent(
+    agent = driven(
         wallet, rpc_url=shop.rpc_url, max_payment={"USDC": "2"}, create_token_accounts=True
     )
     response = agent.get(shop.price_url("USDC", "1.5", payee))
@@ -102,14 +104,14 @@ def test_pays_the_deployed_services_format(
     server: GatewayServer,
     gateway: Gateway,
     funded_wallet: Funder,
-    agent_for: AgentFor,
+    driven_for: DrivenFor,
     path: str,
     currency: str,
     price: str,
 ) -> None:
     """?format=legacy: base-unit body, legacy transaction, plain Transfer; settled and served."""
     wallet = funded_wallet(sol="1", usdc="1")
-    agent = agent_for(wallet)
+    agent = driven_for(wallet)
     before = gateway.balance(gateway.treasury, currency)
     response = agent.get(f"{server.url}/api/v1/premium/{path}?format=legacy")
     assert response.status_code == 200
@@ -118,11 +120,11 @@ def test_pays_the_deployed_services_format(
 
 
 def test_insufficient_funds_moves_nothing(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, driven_for: DrivenFor
 ) -> None:
     """Too little USDC: PaymentError naming the wallet and the shortfall; no balance changes."""
     wallet = funded_wallet(sol="1", usdc="0.01")
-    agent = agent_for(wallet)
+    agent = driven_for(wallet)
     settled_before = len(gateway.desk.settlements)
     treasury_before = gateway.balance(gateway.treasury, "USDC")
     with pytest.raises(PaymentError) as caught:
@@ -137,7 +139,7 @@ def test_insufficient_funds_moves_nothing(
     assert agent.payments == []
 
 
-def test_a_replayed_payment_is_refused_unless_it_is_the_same_request() -> None:
+def test_a_replayed_payment_is_refused_unless_it_is_the_same_request(driven: Maker) -> None:
     """The same X-PAYMENT on another request is refused; the very same request within two
     minutes gets the very same answer (a client retrying a lost one); later it is refused.
     Money moves once."""
@@ -146,12 +148,10 @@ def test_a_replayed_payment_is_refused_unless_it_is_the_same_request() -> None:
         gateway = running.gateway
         wallet = Keypair()
         gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
-        capture = PaymentCapture()
-        agent.session.mount("http://", capture)
+        agent = driven(wallet, rpc_url=running.rpc_url, capture=True)
         first = agent.get(f"{running.url}/api/v1/premium/sol")
         assert first.status_code == 200
-        (header,) = capture.headers
+        (header,) = agent.sent_payments
         after_first = (gateway.balance(wallet.pubkey()), gateway.balance(gateway.treasury))
 
         def present(path: str) -> requests.Response:
@@ -174,13 +174,13 @@ def test_a_replayed_payment_is_refused_unless_it_is_the_same_request() -> None:
 
 
 def test_server_answering_402_after_payment_gets_paid_once(
-    shop: Shop, funded_wallet: Funder
+    shop: Shop, funded_wallet: Funder, driven: Maker
 ) -> None:
     """Paid, then 402 again: PaymentError with the signature; exactly one payment on the ledger."""
     gateway = shop.gateway
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    agent = driven(wallet, rpc_url=shop.rpc_url)
     with pytest.raises(PaymentError) as caught:
         agent.get(f"{shop.url}/hostile/still-402")
     error = caught.value
@@ -192,14 +192,16 @@ def test_server_answering_402_after_payment_gets_paid_once(
     assert gateway.balance(wallet.pubkey()) == 1 - Decimal("0.001") - FEE
 
 
-def test_an_expired_blockhash_is_replaced_once_and_paid_once(funded_wallet: Funder) -> None:
+def test_an_expired_blockhash_is_replaced_once_and_paid_once(
+    funded_wallet: Funder, driven: Maker
+) -> None:
     """Refused for an expired blockhash that provably never landed: re-signed once, paid once."""
     clock = FakeClock()
     with serve_in_thread(clock=clock) as running:
         gateway = running.gateway
         wallet = Keypair()
         gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-        agent = AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=":memory:")
+        agent = driven(wallet, rpc_url=running.rpc_url, journal_path=":memory:")
         assert agent.get(f"{running.url}/api/v1/premium/sol").status_code == 200
         clock.now += 61  # > 150 slots: the agent's cached blockhash is no longer valid
         assert agent.get(f"{running.url}/api/v1/premium/sol").status_code == 200
@@ -214,13 +216,13 @@ def test_an_expired_blockhash_is_replaced_once_and_paid_once(funded_wallet: Fund
         assert agent.budget["SOL"].spent == 2 * (Decimal("0.001") + FEE)
 
 
-def test_memo_references_are_settled(funded_wallet: Funder) -> None:
+def test_memo_references_are_settled(funded_wallet: Funder, driven: Maker) -> None:
     """A gateway issuing text references (memo style) is paid through an SPL Memo."""
     with serve_in_thread(reference_style="memo") as running:
         gateway = running.gateway
         wallet = Keypair()
         gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
-        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        agent = driven(wallet, rpc_url=running.rpc_url)
         for path in ("sol", "usdc"):
             response = agent.get(f"{running.url}/api/v1/premium/{path}")
             assert response.status_code == 200
@@ -229,10 +231,10 @@ def test_memo_references_are_settled(funded_wallet: Funder) -> None:
 
 
 def test_wrong_network_is_refused_before_any_rpc(
-    server: GatewayServer, funded_wallet: Funder
+    server: GatewayServer, funded_wallet: Funder, driven: Maker
 ) -> None:
     """An agent on mainnet-beta meets a devnet invoice: refused, no RPC call, nothing paid."""
-    agent = AutoAgent(funded_wallet(sol="1"), rpc_url=server.rpc_url, network="mainnet-beta")
+    agent = driven(funded_wallet(sol="1"), rpc_url=server.rpc_url, network="mainnet-beta")
     with pytest.raises(InvoiceValidationError) as caught:
         agent.get(f"{server.url}/api/v1/premium/sol")
     assert caught.value.field == "invoice.network"
@@ -241,6 +243,7 @@ def test_wrong_network_is_refused_before_any_rpc(
 
 def test_stream_body_that_cannot_be_replayed_is_not_paid(shop: Shop, funded_wallet: Funder) -> None:
     """A consumed generator body cannot be re-sent, so the 402 is not paid at all."""
+    # Single driver: what counts as a one-shot stream body is each transport's own type.
     wallet = Keypair()
     shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
@@ -256,6 +259,7 @@ def test_stream_body_that_cannot_be_replayed_is_not_paid(shop: Shop, funded_wall
 
 def test_seekable_file_body_is_rewound_for_the_paid_retry(shop: Shop, tmp_path: object) -> None:
     """A file body is rewound and sent again in full with the payment."""
+    # Single driver: a requests file body (httpx takes bytes or iterators as content=).
     import io
 
     wallet = Keypair()
@@ -272,6 +276,7 @@ def test_concurrent_payments_from_one_agent(
     server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
 ) -> None:
     """Eight threads paying at once: eight payments, each settled once, balances exact."""
+    # Single driver: thread-level concurrency of the sync agent.
     wallet = funded_wallet(sol="1", usdc="1")
     agent = agent_for(wallet)
     statuses: list[int] = []
@@ -372,14 +377,12 @@ def test_legacy_unpaid_body_matches_the_deployed_service(
 
 
 def test_x_payment_header_is_the_design_document_format(
-    server: GatewayServer, funded_wallet: Funder, agent_for: AgentFor
+    server: GatewayServer, funded_wallet: Funder, driven_for: DrivenFor
 ) -> None:
     """The header is base64 JSON: x402Version 1, scheme solana, network, serializedTransaction."""
-    agent = agent_for(funded_wallet(sol="1"))
-    capture = PaymentCapture()
-    agent.session.mount("http://", capture)
+    agent = driven_for(funded_wallet(sol="1"), capture=True)
     agent.get(f"{server.url}/api/v1/premium/sol")
-    document = json.loads(base64.b64decode(capture.headers[0]))
+    document = json.loads(base64.b64decode(agent.sent_payments[0]))
     assert set(document) == {"x402Version", "scheme", "network", "payload"}
     assert (document["x402Version"], document["scheme"], document["network"]) == (
         1,
@@ -390,25 +393,25 @@ def test_x_payment_header_is_the_design_document_format(
 
 
 def test_balance_reads_the_wallet(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, agent_for: AgentFor
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, driven_for: DrivenFor
 ) -> None:
     """agent.balance() reads SOL and token balances from the chain, matching the ledger."""
     wallet = funded_wallet(sol="1.25", usdc="3.5", pyusd="2")
-    agent = agent_for(wallet)
+    agent = driven_for(wallet)
     assert agent.balance() == Decimal("1.25")
     assert agent.balance("usdc") == Decimal("3.5")
     assert agent.balance(mint=str(gateway.genesis.token("PYUSD").mint)) == 2
-    assert agent_for(Keypair()).balance("USDC") == 0
+    assert driven_for(Keypair()).balance("USDC") == 0
 
 
 def test_balance_of_an_unknown_symbol_asks_for_the_mint(
-    server: GatewayServer, agent_for: AgentFor
+    server: GatewayServer, driven_for: DrivenFor
 ) -> None:
     """An unknown symbol without a mint is a configuration error that says to pass mint=."""
     from human_rpc_sdk import SDKConfigurationError
 
     with pytest.raises(SDKConfigurationError, match="mint="):
-        agent_for(Keypair()).balance("DOGE")
+        driven_for(Keypair()).balance("DOGE")
 
 
 def test_receipt_fee_counts_network_fee_and_rent() -> None:
@@ -426,11 +429,11 @@ def test_receipt_fee_counts_network_fee_and_rent() -> None:
     assert not receipt.accepted
 
 
-def test_cookies_set_by_the_402_go_with_the_paid_retry(shop: Shop) -> None:
+def test_cookies_set_by_the_402_go_with_the_paid_retry(shop: Shop, driven: Maker) -> None:
     """A server that binds its invoice to a session cookie gets that cookie back with payment."""
     wallet = Keypair()
     shop.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
-    agent = AutoAgent(wallet, rpc_url=shop.rpc_url)
+    agent = driven(wallet, rpc_url=shop.rpc_url)
     cookies = {"mine": "1"}
     response = agent.get(f"{shop.url}/session-bound", cookies=cookies)
     assert response.status_code == 200

@@ -22,7 +22,6 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import (
-    AutoAgent,
     HumanRPCError,
     InvoiceValidationError,
     PaymentError,
@@ -40,6 +39,7 @@ from stub_gateway import Gateway, GatewayServer
 from stub_gateway.instructions import decompile
 
 from .conftest import booked
+from .drivers import Maker
 
 DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 MAINNET = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
@@ -321,13 +321,13 @@ def test_extra_memo_and_recent_blockhash_are_used(server: GatewayServer, gateway
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_sdk_pays_the_gateways_x402_routes(
-    server: GatewayServer, gateway: Gateway, version: int
+    server: GatewayServer, gateway: Gateway, version: int, driven: Maker
 ) -> None:
     """AutoAgent pays /x402/v1|v2/premium: receipt settled with the transaction; ledger moved."""
     wallet = wallet_on(gateway)
     fee_payer = gateway.genesis.fee_payer.pubkey()
     fees_before = gateway.balance(fee_payer)
-    agent = AutoAgent(wallet, rpc_url=server.rpc_url)
+    agent = driven(wallet, rpc_url=server.rpc_url)
     response = agent.get(f"{server.url}/x402/v{version}/premium")
     assert response.status_code == 200
     (receipt,) = agent.payments
@@ -591,7 +591,7 @@ def test_property_malformed_challenges_never_pay(
         drive(server, reply, context(wallet))
 
 
-def test_an_expired_x402_payment_is_replaced_once() -> None:
+def test_an_expired_x402_payment_is_replaced_once(driven: Maker) -> None:
     """Refused for a stale blockhash, and not among the payer's transactions: re-signed once."""
     from stub_gateway import serve_in_thread
 
@@ -601,7 +601,7 @@ def test_an_expired_x402_payment_is_replaced_once() -> None:
     with serve_in_thread(clock=clock) as running:
         gateway = running.gateway
         wallet = wallet_on(gateway)
-        agent = AutoAgent(wallet, rpc_url=running.rpc_url)
+        agent = driven(wallet, rpc_url=running.rpc_url)
         assert agent.get(f"{running.url}/x402/v2/premium").status_code == 200
         clock.now += 61  # the agent's cached blockhash is now past its 150 slots
         assert agent.get(f"{running.url}/x402/v2/premium").status_code == 200
