@@ -33,6 +33,11 @@ from human_rpc_sdk import AutoAgent
 KINDS = ("requests", "requests-auth", "httpx", "httpx-async", "httpx-async-auth")
 ASYNC_KINDS = frozenset({"httpx-async", "httpx-async-auth"})
 PAYMENT_HEADERS = ("X-PAYMENT", "PAYMENT-SIGNATURE")
+NO_RESEND_KINDS = frozenset({"httpx", "httpx-async-auth"})
+"""PaymentAuth inside an httpx client: a transport error on the paid request (a dropped
+connection, a read timeout) is raised by httpx outside the auth flow, so the SDK cannot send
+the payment again; the payment stays open in the journal for ``recover_payments`` (as
+PaymentAuth's docstring says). Every other kind sends the same payment again."""
 
 T = TypeVar("T")
 _OWN = frozenset({"agent", "kind", "client", "sent", "sent_payments", "_runner", "_closed"})
@@ -365,3 +370,17 @@ def made_for(kind: str) -> Iterator[Maker]:
     yield build
     for driven in made:
         driven.close()
+
+
+def settle_unanswered(driven: Driven, call: Callable[[], object]) -> Any:
+    """For a :data:`NO_RESEND_KINDS` payer: ``call`` raises httpx's transport error, the one
+    payment it sent is pending in the journal, and ``recover_payments`` settles it from the
+    chain. Returns the recovered receipt."""
+    assert driven.kind in NO_RESEND_KINDS
+    with pytest.raises(httpx.TransportError):
+        call()
+    (pending,) = driven.pending_payments()
+    (recovered,) = driven.recover_payments()
+    assert recovered.id == pending.id
+    assert driven.pending_payments() == []
+    return recovered

@@ -223,9 +223,23 @@ async def read_reply(
 
 def ensure_replayable(request: httpx.Request) -> None:
     """Refuse to pay for a request whose body cannot be sent again (a consumed stream)."""
+    replayable_body(request)
+
+
+def replayable_body(request: httpx.Request) -> bytes:
+    """The body ``request`` was sent with, to send it again.
+
+    A body in memory is kept by httpx as a ``ByteStream`` (a request httpx built to follow a
+    redirect has no ``content`` read, only that stream): it is read again. Any other stream
+    (a generator) was consumed by the first send.
+
+    :raises PaymentError: ``body_not_replayable``.
+    """
     try:
-        request.content  # noqa: B018 - raises when the body is a stream never read
+        return request.content
     except httpx.RequestNotRead:
+        if isinstance(request.stream, httpx.ByteStream):
+            return b"".join(request.stream)
         raise body_not_replayable(request.url) from None
 
 
@@ -319,7 +333,7 @@ def paid_request(
         original.method,
         original.url,
         headers=original.headers,
-        content=original.content,
+        content=replayable_body(original),
         extensions={**original.extensions, **(extensions or {}), "timeout": timeout.as_dict()},
     )
     retry.headers.update(headers)
