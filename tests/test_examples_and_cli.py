@@ -47,6 +47,18 @@ def test_guarded_classifier_runs_reject_then_approve() -> None:
     assert "attempt 1 of 3: rejected" in done.stderr
 
 
+def test_async_agent_buys_concurrently_and_guards_an_async_function() -> None:
+    """examples/async_agent.py: five concurrent purchases paid once each, an async @guard
+    approved by the reviewers, a PaymentAuth purchase; the USDC left adds up."""
+    done = run_example("async_agent.py")
+    assert "bought: [200, 200, 200, 200, 200]" in done.stdout
+    assert done.stdout.count("(accepted)") == 5
+    assert "budget SOL: spent 0.003015 of 0.05" in done.stdout
+    assert "'verified': True" in done.stdout
+    assert "through PaymentAuth: 200 premium x402 v2 content, unlocked" in done.stdout
+    assert "USDC left: 1.92" in done.stdout  # 2 - 2 x 0.01 (x402) - 0.05 (review) - 0.01
+
+
 def test_safe_spending_walks_through_every_rule() -> None:
     """examples/safe_spending.py: paid, declined, re-sent once, over budget, recovered."""
     done = run_example("safe_spending.py")
