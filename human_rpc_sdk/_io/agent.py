@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import threading
 import time
-import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -25,24 +22,19 @@ import urllib3
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import ChainCache, Flow, PaymentContext
 from .._flow import PaymentOutcome, pay
 from .._offer import PaymentOffer
 from .._receipts import PaymentReceipt
-from .._records import PENDING, BudgetLine, JournalEntry
-from .._recovery import needs_recovery, recover
-from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings, ReiteratorSettings
-from .._tasks import Verdict, task_body
+from .._records import BudgetLine
+from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
+from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
-    PendingPaymentsWarning,
     SDKConfigurationError,
 )
-from ..reiterator import ReiteratorManager
-from ..wallet import Signer, require_sync_signer
-from .clock import async_sleep as real_async_sleep
+from ..wallet import require_sync_signer
+from .base import BaseAgent, method_of, reiterator_of, text_of
 from .human import HumanClient
-from .journal import Journal, process_alive
 from .rpc import RpcClient
 from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
 
@@ -51,7 +43,7 @@ __all__ = ["AutoAgent"]
 logger = logging.getLogger("human_rpc_sdk")
 
 
-class AutoAgent:
+class AutoAgent(BaseAgent):
     """An HTTP client with a Solana wallet that pays 402 Payment Required answers.
 
     >>> agent = AutoAgent(solana_private_key=key, network="devnet")  # doctest: +SKIP
@@ -159,26 +151,14 @@ class AutoAgent:
             )
         finally:  # the key's text leaves this frame, whose locals a traceback may capture
             del solana_private_key
-        self._settings = settings
-        self.network = settings.network
-        self.timeout = settings.timeout
-        self.paid_timeout = settings.paid_timeout
-        self.rpc_url = settings.rpc_url
-        self.human_rpc_url = settings.human_rpc_url
-        self._reiterator = reiterator_of(settings.reiterator, clock, sleep)
-        self._rules = settings.rules
-        self._signer: Signer = settings.signer
-        require_sync_signer(self._signer)  # an async signer: AsyncAutoAgent
-        self.journal_path = settings.journal_path
+        require_sync_signer(settings.signer)  # an async signer: AsyncAutoAgent
         self.session = _session(session)
+        self._setup(settings)
+        self._reiterator = reiterator_of(settings.reiterator, clock, sleep)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
-        self._journal = Journal(self.journal_path)
         self._driver = Driver(
             rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
         )
-        self._cache = ChainCache()
-        self._clock = clock
-        self._nonce = nonce
         self._local = threading.local()
         self._human = HumanClient(
             self.human_rpc_url,
@@ -190,26 +170,9 @@ class AutoAgent:
             clock=clock,
             sleep=sleep,
         )
-        self._warn_of_open_payments()
+        self._warn_of_open_payments(stacklevel=2)
 
     # -- identity and history ---------------------------------------------------------------
-
-    @property
-    def address(self) -> str:
-        """The payer's base58 public key: fund this address."""
-        return str(self._signer.pubkey())
-
-    @property
-    def payments(self) -> list[PaymentReceipt]:
-        """A receipt for every payment this wallet signed on this network, oldest first.
-
-        Read from the journal, which outlives the process: after a restart this still lists
-        what the wallet paid. A journal shared by several wallets (or networks) lists only
-        this agent's ``address`` and ``network`` here. ``receipt.state`` and
-        ``receipt.accepted`` tell how each ended. Each access reads the journal again; for a
-        long history, :meth:`payments_since` reads only the newer ones.
-        """
-        return self.payments_since()
 
     def payments_since(self, after: int = 0, *, limit: int | None = None) -> list[PaymentReceipt]:
         """The payments of :attr:`payments` whose journal id (``receipt.id``) is above
@@ -218,19 +181,7 @@ class AutoAgent:
 
         :raises SDKConfigurationError: for a negative ``after`` or a ``limit`` below 1.
         """
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise SDKConfigurationError(
-                f"after must be a journal id (an int, 0 for all; got {show(after)})",
-                parameter="after",
-            )
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise SDKConfigurationError(
-                f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
-            )
-        entries = self._journal.payments(self.address, self.network, after=after, limit=limit)
-        return [entry.receipt for entry in entries]
+        return self._payments_since(after, limit)
 
     def pending_payments(self) -> list[PaymentReceipt]:
         """Payments whose outcome is unknown: signed (or reserved) but never answered.
@@ -238,7 +189,7 @@ class AutoAgent:
         Every such payment in the journal, whichever agent sharing it made it, since
         :meth:`recover_payments` settles them all against the chain.
         """
-        return [entry.receipt for entry in self._journal.entries(PENDING)]
+        return self._pending_payments()
 
     def recover_payments(self) -> list[PaymentReceipt]:
         """Look every open payment up on chain and journal what was learnt.
@@ -255,16 +206,7 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        return self._driver.run(recovery(open_payments(self._journal)))
-
-    @property
-    def budget(self) -> dict[str, BudgetLine]:
-        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``.
-
-        ``limit`` is the configured ``budget`` plus every :meth:`raise_budget` journaled;
-        ``spent`` counts every payment in the journal, whichever agent sharing it made it.
-        """
-        return self._journal.budget(self.network, self._rules.budget)
+        return self._driver.run(self._recovery(self._open_payments()))
 
     def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
         """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the
@@ -280,12 +222,7 @@ class AutoAgent:
             currency with no budget (``budget={"X": None}``).
         :raises PaymentError: ``journal_unavailable`` when the journal cannot be written.
         """
-        self._journal.raise_budget(self.network, self._rules.increments(amounts))
-        return self.budget
-
-    def _warn_of_open_payments(self) -> None:
-        """Tell the owner, with no logging set up (a warning) and on the logger."""
-        warn_of_open_payments(self._journal, self.journal_path, stacklevel=4)
+        return self._raise_budget(amounts)
 
     def _last_payment(self) -> PaymentReceipt | None:
         receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)
@@ -300,18 +237,6 @@ class AutoAgent:
         :raises SolanaRPCError: when the RPC node fails.
         """
         return self._driver.run(balance_flow(self._signer.pubkey(), self.network, currency, mint))
-
-    @property
-    def rpc_stats(self) -> Any:
-        """HTTP round trips and JSON-RPC calls made to the Solana node so far."""
-        return self._rpc.stats
-
-    def __repr__(self) -> str:
-        # Safe on an agent whose constructor failed half-way (a traceback capturing locals).
-        signer = getattr(self, "_signer", None)
-        address = signer.pubkey() if signer is not None else "(no wallet yet)"
-        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
-        return f"AutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
 
     # -- human verification ---------------------------------------------------------------
 
@@ -344,8 +269,9 @@ class AutoAgent:
             seconds (``timeout``; resume with :meth:`wait_for_verdict`).
         :raises PaymentError: the task's 402 could not be paid.
         """
-        body = task_body(
+        body, deadline = self._task(
             text,
+            timeout,
             answer=answer,
             confidence=confidence,
             context=context,
@@ -356,8 +282,7 @@ class AutoAgent:
             category=category,
             reasoning=reasoning,
         )
-        seconds = positive_seconds(timeout, "timeout")
-        return self._human.ask(body, self._clock() + seconds, self._reiterator)
+        return self._human.ask(body, deadline, self._reiterator)
 
     def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task; nothing is paid.
@@ -366,7 +291,7 @@ class AutoAgent:
         paid for (see :meth:`pending_tasks`). The verdict is recorded in the journal, and the
         task leaves :meth:`pending_tasks`.
         """
-        task_id = _text(task_id, "task_id")
+        task_id = text_of(task_id, "task_id")
         return self._human.wait(task_id, positive_seconds(timeout, "timeout"))
 
     def pending_tasks(self) -> list[PaymentReceipt]:
@@ -378,24 +303,7 @@ class AutoAgent:
         receives its verdict: after a ``timeout`` error, a crash or an interrupt
         (``KeyboardInterrupt``) during :meth:`ask_human_rpc` or a ``@guard`` call.
         """
-        return [entry.receipt for entry in self._journal.open_tasks()]
-
-    @property
-    def reiterator(self) -> ReiteratorManager:
-        """The agent's :class:`~human_rpc_sdk.ReiteratorManager`; ``configure()`` it at run time."""
-        return self._reiterator
-
-    def enable_reiterator(self) -> None:
-        """Resubmit rejected tasks from now on."""
-        self._reiterator.enabled = True
-
-    def disable_reiterator(self) -> None:
-        """Stop resubmitting rejected tasks (a sequence in flight finishes as it started)."""
-        self._reiterator.enabled = False
-
-    def get_reiterator_status(self) -> dict[str, Any]:
-        """The design document's "Reiterator Status Response" (see ReiteratorManager.get_status)."""
-        return self._reiterator.get_status()
+        return self._pending_tasks()
 
     # -- requests-style API -------------------------------------------------------------
 
@@ -432,7 +340,7 @@ class AutoAgent:
             timeout = request_timeout(timeout)
         prepared = self._prepare(
             requests.Request(
-                method=_method(method),
+                method=method_of(method),
                 url=_request_url(url),
                 headers=headers,
                 files=files,
@@ -531,9 +439,6 @@ class AutoAgent:
 
     # -- the driver ------------------------------------------------------------------------
 
-    def _context(self) -> PaymentContext:
-        return context_of(self._settings, self._cache)
-
     def _pay(
         self,
         challenge: requests.Response,
@@ -562,48 +467,6 @@ class AutoAgent:
         return challenge if paid.response is None else paid.response
 
 
-RESERVATION_TIMEOUT = 600.0
-"""Seconds after which an unsigned reservation is released by recovery, whoever made it."""
-
-
-def context_of(settings: AgentSettings, cache: ChainCache) -> PaymentContext:
-    """The payment flow's context for an agent built with ``settings``."""
-    return PaymentContext(
-        signer=settings.signer,
-        network=settings.network,
-        cache=cache,
-        clock=settings.clock,
-        now=lambda: datetime.now(UTC),
-        nonce=settings.nonce,
-        rules=settings.rules,
-    )
-
-
-def open_payments(journal: Journal) -> list[JournalEntry]:
-    """The journal's payments the chain could still tell something about (blocking I/O)."""
-    journal.flush()  # outcomes a held lock kept from the journal go in first
-    return [e for e in journal.unsettled() if needs_recovery(e)]
-
-
-def recovery(entries: list[JournalEntry]) -> Flow[list[PaymentReceipt]]:
-    """The flow settling ``entries`` against the chain (see ``recover_payments``)."""
-    return recover(entries, alive=process_alive, stale_after=RESERVATION_TIMEOUT)
-
-
-def warn_of_open_payments(journal: Journal, path: str, *, stacklevel: int) -> None:
-    """Tell the owner of payments with no known outcome: a warning and a log line."""
-    open_ = [entry.receipt for entry in journal.entries(PENDING)]
-    if open_:
-        text = (
-            f"the payment journal {path} holds {len(open_)} payment(s) with no "
-            f"known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); the "
-            "money may or may not have moved: call agent.recover_payments() to settle them "
-            "against the chain"
-        )
-        logger.warning("%s", text)
-        warnings.warn(text, PendingPaymentsWarning, stacklevel=stacklevel)
-
-
 # -- argument validation --------------------------------------------------------------------
 
 
@@ -626,45 +489,3 @@ def _request_url(value: Any) -> str | bytes:
             parameter="url",
         )
     return value
-
-
-def _method(value: Any) -> str:
-    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise SDKConfigurationError(
-            f"method must be an HTTP method such as 'GET' or 'POST' (got {show(value, 40)})",
-            parameter="method",
-        )
-    return value.upper()
-
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or "\x00" in value:
-        raise SDKConfigurationError(
-            f"{name} must be text without NUL characters (got a {type(value).__name__})",
-            parameter=name,
-        )
-    return value
-
-
-def reiterator_of(
-    settings: ReiteratorSettings,
-    clock: Callable[[], float],
-    sleep: Callable[[float], Any],
-    *,
-    async_sleep: Callable[[float], Awaitable[None]] = real_async_sleep,
-) -> ReiteratorManager:
-    """The agent's reiterator, from its validated settings; ``async_sleep`` paces its asyncio
-    loop (an async agent passes its own)."""
-    return ReiteratorManager(
-        settings.max_attempts,
-        settings.backoff_strategy,
-        settings.base_delay,
-        settings.ceiling,
-        enabled=settings.enabled,
-        clock=clock,
-        sleep=sleep,
-        async_sleep=async_sleep,
-    )

@@ -20,14 +20,14 @@ import httpx
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import ChainCache, HttpReply, PaymentContext
+from .._effects import HttpReply
 from .._flow import PaymentOutcome, pay
 from .._http import unreached
 from .._offer import PaymentOffer
 from .._receipts import PaymentReceipt
-from .._records import PENDING, BudgetLine
+from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
-from .._tasks import Verdict, task_body
+from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
     ConnectionFailedError,
@@ -35,29 +35,19 @@ from ..exceptions import (
     ProxyConnectionError,
     SDKConfigurationError,
 )
-from ..reiterator import ReiteratorManager
-from ..wallet import Signer
-from .agent import (
-    _method,
-    context_of,
-    open_payments,
-    recovery,
-    reiterator_of,
-    warn_of_open_payments,
-)
 from .aio import AsyncDriver, AsyncPaidRequest, deadline_of, ensure_replayable, read_reply
 from .arpc import AsyncRpcClient
+from .base import BaseAgent, method_of, reiterator_of, text_of
 from .clock import async_sleep, monotonic
 from .clock import sleep as real_sleep
 from .human import AsyncHumanClient
-from .journal import Journal
 
 __all__ = ["AsyncAutoAgent"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
 
-class AsyncAutoAgent:
+class AsyncAutoAgent(BaseAgent):
     """An asyncio HTTP client with a Solana wallet that pays 402 Payment Required answers.
 
     >>> async with AsyncAutoAgent(solana_private_key=key) as agent:   # doctest: +SKIP
@@ -141,93 +131,46 @@ class AsyncAutoAgent:
                 f"session must be an httpx.AsyncClient (got a {type(session).__name__})",
                 parameter="session",
             )
-        self._settings = settings
-        self.network = settings.network
-        self.timeout = settings.timeout
-        self.paid_timeout = settings.paid_timeout
-        self.rpc_url = settings.rpc_url
-        self.human_rpc_url = settings.human_rpc_url
-        self.journal_path = settings.journal_path
-        self._signer: Signer = settings.signer
-        self._rules = settings.rules
+        self._setup(settings)
         # The reiterator's sync loop is AutoAgent's; this agent drives its async loop.
         self._reiterator = reiterator_of(settings.reiterator, clock, real_sleep, async_sleep=sleep)
         self.session = session if session is not None else httpx.AsyncClient()
         self._rpc = AsyncRpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
-        self._journal = Journal(self.journal_path)
         self._driver = AsyncDriver(
             rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
         )
-        self._cache = ChainCache()
-        self._clock = clock
         self._sleep = sleep
         self._receipt: ContextVar[PaymentReceipt | None] = ContextVar(
             f"human_rpc_sdk.receipt.{id(self)}", default=None
         )
         self._human: AsyncHumanClient | None = None
-        warn_of_open_payments(self._journal, self.journal_path, stacklevel=3)
+        self._warn_of_open_payments(stacklevel=2)
 
     # -- identity and history ---------------------------------------------------------------
-
-    @property
-    def address(self) -> str:
-        """The payer's base58 public key: fund this address."""
-        return str(self._signer.pubkey())
-
-    @property
-    def payments(self) -> list[PaymentReceipt]:
-        """A receipt for every payment this wallet signed on this network, oldest first (see
-        ``AutoAgent.payments``; a direct journal read)."""
-        entries = self._journal.payments(self.address, self.network)
-        return [entry.receipt for entry in entries]
 
     async def payments_since(
         self, after: int = 0, *, limit: int | None = None
     ) -> list[PaymentReceipt]:
         """``AutoAgent.payments_since``, the journal read in a thread."""
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise SDKConfigurationError(
-                f"after must be a journal id (an int, 0 for all; got {show(after)})",
-                parameter="after",
-            )
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise SDKConfigurationError(
-                f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
-            )
-        entries = await asyncio.to_thread(
-            self._journal.payments, self.address, self.network, after=after, limit=limit
-        )
-        return [entry.receipt for entry in entries]
+        return await asyncio.to_thread(self._payments_since, after, limit)
 
     async def pending_payments(self) -> list[PaymentReceipt]:
         """Payments whose outcome is unknown (see ``AutoAgent.pending_payments``)."""
-        entries = await asyncio.to_thread(self._journal.entries, PENDING)
-        return [entry.receipt for entry in entries]
+        return await asyncio.to_thread(self._pending_payments)
 
     async def recover_payments(self) -> list[PaymentReceipt]:
         """Look every open payment up on chain and journal what was learnt (see
         ``AutoAgent.recover_payments``)."""
-        entries = await asyncio.to_thread(open_payments, self._journal)
-        return await self._driver.run(recovery(entries))
-
-    @property
-    def budget(self) -> dict[str, BudgetLine]:
-        """Each currency's budget: ``limit``, ``spent`` and ``remaining`` (see
-        ``AutoAgent.budget``; a direct journal read)."""
-        return self._journal.budget(self.network, self._rules.budget)
+        entries = await asyncio.to_thread(self._open_payments)
+        return await self._driver.run(self._recovery(entries))
 
     async def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
         """Add to the budget of each currency (see ``AutoAgent.raise_budget``)."""
-        increments = self._rules.increments(amounts)
-        await asyncio.to_thread(self._journal.raise_budget, self.network, increments)
-        return await asyncio.to_thread(self._journal.budget, self.network, self._rules.budget)
+        return await asyncio.to_thread(self._raise_budget, amounts)
 
     async def pending_tasks(self) -> list[PaymentReceipt]:
         """Tasks paid for but not decided yet (see ``AutoAgent.pending_tasks``)."""
-        entries = await asyncio.to_thread(self._journal.open_tasks)
-        return [entry.receipt for entry in entries]
+        return await asyncio.to_thread(self._pending_tasks)
 
     async def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
         """The wallet's balance in display units, read from the chain (see
@@ -236,35 +179,7 @@ class AsyncAutoAgent:
             balance_flow(self._signer.pubkey(), self.network, currency, mint)
         )
 
-    @property
-    def rpc_stats(self) -> Any:
-        """HTTP round trips and JSON-RPC calls made to the Solana node so far."""
-        return self._rpc.stats
-
-    def __repr__(self) -> str:
-        signer = getattr(self, "_signer", None)
-        address = signer.pubkey() if signer is not None else "(no wallet yet)"
-        network, rpc_url = getattr(self, "network", None), getattr(self, "rpc_url", None)
-        return f"AsyncAutoAgent(address={address}, network={network!r}, rpc_url={rpc_url!r})"
-
     # -- the reiterator ---------------------------------------------------------------------
-
-    @property
-    def reiterator(self) -> ReiteratorManager:
-        """The agent's :class:`~human_rpc_sdk.ReiteratorManager`; ``configure()`` it at run time."""
-        return self._reiterator
-
-    def enable_reiterator(self) -> None:
-        """Resubmit rejected tasks from now on."""
-        self._reiterator.enabled = True
-
-    def disable_reiterator(self) -> None:
-        """Stop resubmitting rejected tasks (a sequence in flight finishes as it started)."""
-        self._reiterator.enabled = False
-
-    def get_reiterator_status(self) -> dict[str, Any]:
-        """The reiterator's status (see ``ReiteratorManager.get_status``)."""
-        return self._reiterator.get_status()
 
     # -- human verification (interface 3) ---------------------------------------------------
 
@@ -299,8 +214,9 @@ class AsyncAutoAgent:
         timeout: float = 300.0,
     ) -> Verdict:
         """Ask humans to check ``answer`` to ``text`` (see ``AutoAgent.ask_human_rpc``)."""
-        body = task_body(
+        body, deadline = self._task(
             text,
+            timeout,
             answer=answer,
             confidence=confidence,
             context=context,
@@ -311,24 +227,13 @@ class AsyncAutoAgent:
             category=category,
             reasoning=reasoning,
         )
-        seconds = positive_seconds(timeout, "timeout")
-        human = self._human_client()
-        human.endpoint()
-        verdict: Verdict = await human.ask(body, self._clock() + seconds, self._reiterator)
-        return verdict
+        return await self._human_client().ask(body, deadline, self._reiterator)
 
     async def wait_for_verdict(self, task_id: str, timeout: float = 300.0) -> Verdict:
         """Wait for the verdict of an existing task; nothing is paid (see
         ``AutoAgent.wait_for_verdict``)."""
-        if not isinstance(task_id, str) or "\x00" in task_id:
-            raise SDKConfigurationError(
-                f"task_id must be text without NUL characters (got a {type(task_id).__name__})",
-                parameter="task_id",
-            )
-        verdict: Verdict = await self._human_client().wait(
-            task_id, positive_seconds(timeout, "timeout")
-        )
-        return verdict
+        task_id = text_of(task_id, "task_id")
+        return await self._human_client().wait(task_id, positive_seconds(timeout, "timeout"))
 
     # -- httpx-style API ------------------------------------------------------------------
 
@@ -394,7 +299,7 @@ class AsyncAutoAgent:
     def _build(self, method: Any, url: Any, **kwargs: Any) -> httpx.Request:
         """The request built by the client, or ``SDKConfigurationError`` if it cannot be sent
         as given; nothing was sent."""
-        method = _method(method)
+        method = method_of(method)
         if not isinstance(url, str | httpx.URL):
             raise SDKConfigurationError(
                 f"url must be text such as 'https://api.example.com/premium' "
@@ -449,9 +354,6 @@ class AsyncAutoAgent:
         if outcome.error is not None:
             raise outcome.error
         return challenge if paid.response is None else paid.response
-
-    def _context(self) -> PaymentContext:
-        return context_of(self._settings, self._cache)
 
     def last_payment(self) -> PaymentReceipt | None:
         """The receipt of the payment the current task's last request made (None if none)."""
