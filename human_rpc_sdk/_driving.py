@@ -9,12 +9,13 @@ request to httpx: the stepping is the same.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Generic, TypeVar
 
-from ._effects import Effect
+from ._protocol import Effect
+from .exceptions import HumanRPCError
 
-__all__ = ["Stepper"]
+__all__ = ["Stepper", "adrive", "drive"]
 
 T = TypeVar("T")
 
@@ -53,3 +54,34 @@ class Stepper(Generic[T]):
             self._done, self._value = True, stop.value
             return None
         return effect
+
+
+def drive(flow: Generator[Effect[Any], Any, T], perform: Callable[[Effect[Any]], Any]) -> T:
+    """Run ``flow`` to its end, performing each effect with ``perform``; an SDK error raised
+    by ``perform`` is thrown into the flow, which decides what it means."""
+    steps = Stepper(flow)
+    effect = steps.start()
+    while effect is not None:
+        try:
+            result = perform(effect)
+        except HumanRPCError as exc:
+            effect = steps.throw(exc)
+        else:
+            effect = steps.send(result)
+    return steps.value
+
+
+async def adrive(
+    flow: Generator[Effect[Any], Any, T], perform: Callable[[Effect[Any]], Awaitable[Any]]
+) -> T:
+    """:func:`drive` for asyncio: each effect's ``perform`` is awaited."""
+    steps = Stepper(flow)
+    effect = steps.start()
+    while effect is not None:
+        try:
+            result = await perform(effect)
+        except HumanRPCError as exc:
+            effect = steps.throw(exc)
+        else:
+            effect = steps.send(result)
+    return steps.value

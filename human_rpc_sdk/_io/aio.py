@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 import httpx
 from solders.signature import Signature
 
-from .._driving import Stepper
+from .._driving import adrive
 from .._effects import Approve, Effect, HttpReply, NoAnswer, Pause, Resend, RpcCall, Sign
 from .._flow import MAX_402_BODY_BYTES
 from .._http import (
@@ -78,16 +78,7 @@ class AsyncDriver:
         self, flow: Generator[Effect[Any], Any, T], resend: AsyncResend | None = None
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        steps = Stepper(flow)
-        effect = steps.start()
-        while effect is not None:
-            try:
-                result = await self._perform(effect, resend)
-            except HumanRPCError as exc:
-                effect = steps.throw(exc)
-            else:
-                effect = steps.send(result)
-        return steps.value
+        return await adrive(flow, lambda effect: self._perform(effect, resend))
 
     async def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""

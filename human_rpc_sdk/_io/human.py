@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import httpx
 import requests
 
+from .._driving import adrive, drive
 from .._effects import Effect, HttpReply, NoAnswer, Pause, Record
 from .._human import (
     HumanAnswer,
@@ -29,7 +30,7 @@ from .._human import (
 from .._human import retry_after_seconds as _retry_after
 from .._receipts import PaymentReceipt
 from .._tasks import Verdict
-from ..exceptions import ConnectionFailedError, HumanRPCError
+from ..exceptions import ConnectionFailedError
 from .journal import Journal
 
 if TYPE_CHECKING:
@@ -161,18 +162,7 @@ class HumanClient(_Runner):
         return self._run(wait_for_verdict(self._api(), task_id, timeout))
 
     def _run(self, flow: Generator[Effect[Any], Any, T]) -> T:
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = self._perform(effect)
-                except HumanRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        return drive(flow, self._perform)
 
     def _perform(self, effect: Effect[Any]) -> Any:
         if isinstance(effect, HumanHttp):
@@ -236,18 +226,7 @@ class AsyncHumanClient(_Runner):
         return await self._run(wait_for_verdict(self._api(), task_id, timeout))
 
     async def _run(self, flow: Generator[Effect[Any], Any, T]) -> T:
-        try:
-            effect = next(flow)
-            while True:
-                try:
-                    result = await self._perform(effect)
-                except HumanRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        return await adrive(flow, self._perform)
 
     async def _perform(self, effect: Effect[Any]) -> Any:
         if isinstance(effect, HumanHttp):

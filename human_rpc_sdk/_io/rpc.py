@@ -25,6 +25,7 @@ from solders.rpc.responses import GetLatestBlockhashResp
 from urllib3 import BaseHTTPResponse
 from urllib3.util import Retry
 
+from .._driving import drive
 from .._jsonrpc import (
     RpcRequest,
     decode_replies,
@@ -37,7 +38,6 @@ from .._jsonrpc import (
 )
 from .._protocol import Effect, Flow, RpcCall
 from .._retry import RPC_RETRY_POLICY, RetryPolicy
-from ..exceptions import SolanaRPCError
 
 __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 
@@ -188,20 +188,12 @@ class RpcClient:
         An RPC error is thrown into the flow, which may handle it; any other effect is a
         programming error (``TypeError``).
         """
-        try:
-            effect: Effect[Any] = next(flow)
-            while True:
-                if not isinstance(effect, RpcCall):
-                    raise TypeError(f"RpcClient.run performs only RpcCall effects, not {effect!r}")
-                try:
-                    results = self.call(effect.requests)
-                except SolanaRPCError as exc:
-                    effect = flow.throw(exc)
-                else:
-                    effect = flow.send(results)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
+        return drive(flow, self._perform)
+
+    def _perform(self, effect: Effect[Any]) -> list[Any]:
+        if not isinstance(effect, RpcCall):
+            raise TypeError(f"RpcClient.run performs only RpcCall effects, not {effect!r}")
+        return self.call(effect.requests)
 
     # -- conveniences -------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
-from .._driving import Stepper
+from .._driving import drive
 from .._effects import (
     Approve,
     Effect,
@@ -121,16 +121,7 @@ class Driver:
         resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        steps = Stepper(flow)
-        effect = steps.start()
-        while effect is not None:
-            try:
-                result = self._perform(effect, resend)
-            except HumanRPCError as exc:
-                effect = steps.throw(exc)
-            else:
-                effect = steps.send(result)
-        return steps.value
+        return drive(flow, lambda effect: self._perform(effect, resend))
 
     def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""
