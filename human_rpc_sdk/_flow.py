@@ -422,7 +422,7 @@ class ExactPayable:
             destination=str(exact.destination),
             network=ctx.network,
             payer=str(payer),
-            format=f"x402-v{chosen.version}",
+            format="x402-v1" if chosen.version == 1 else "x402-v2",
             atomic_amount=chosen.amount,
             fee_lamports=exact.fee_lamports,
             description=_description(self.challenge, chosen.raw),

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from ._money import from_base_units
 from ._networks import SOL_DECIMALS
+from ._receipts import PaymentFormat
 
 __all__ = ["PaymentOffer"]
 
@@ -33,7 +34,7 @@ class PaymentOffer:
     network: str
     payer: str
     """The agent's wallet."""
-    format: str
+    format: PaymentFormat
     """``humanrpc``, ``humanrpc-legacy``, ``x402-v1`` or ``x402-v2``."""
     atomic_amount: int
     """The price in base units."""

@@ -13,6 +13,9 @@ from ._networks import SOL_DECIMALS
 __all__ = ["STATES", "PaymentReceipt", "State"]
 
 State: TypeAlias = Literal["reserved", "signed", "submitted", "accepted", "refused", "failed"]
+PaymentFormat: TypeAlias = Literal["humanrpc", "humanrpc-legacy", "x402-v1", "x402-v2"]
+"""The kind of 402 a payment answered: a HumanRPC invoice (the design document's, or the
+deployed service's ``payment`` body), or an x402 challenge of either version."""
 """A journaled payment's state (see :data:`STATES`)."""
 
 STATES: Final[tuple[State, ...]] = (
@@ -70,7 +73,7 @@ class PaymentReceipt:
     """Rent the agent paid to create the payee's token account (0 when it existed)."""
     http_status: int | None = None
     """The status of the paid request's answer; None when no answer arrived."""
-    format: str = "humanrpc"
+    format: PaymentFormat = "humanrpc"
     """``humanrpc``, ``humanrpc-legacy``, ``x402-v1`` or ``x402-v2``."""
     settled: bool | None = None
     """The server's settlement response said success (True) or failure (False); None: none sent."""

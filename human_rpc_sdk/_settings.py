@@ -21,7 +21,7 @@ from ._networks import DEFAULT_RPC_URLS, NETWORKS
 from ._offer import PaymentOffer
 from ._types import Addresses, SecretKey, SignerLike
 from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
-from .reiterator import ReiteratorConfig, validate
+from .reiterator import BackoffStrategy, ReiteratorConfig, validate
 from .wallet import Signer, load_signer
 
 __all__ = [
@@ -52,7 +52,7 @@ class ReiteratorSettings:
 
     enabled: bool
     max_attempts: int
-    backoff_strategy: str
+    backoff_strategy: BackoffStrategy
     base_delay: float
     ceiling: float
 
@@ -85,7 +85,7 @@ class AgentSettings:
         timeout: float = 10,
         reiterator: bool = False,
         max_retry_attempts: int = 3,
-        backoff_strategy: str = "exponential",
+        backoff_strategy: BackoffStrategy = "exponential",
         base_delay: float = 1.0,
         *,
         signer: SignerLike | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, TypedDict, TypeGuard
+from typing import Any, Final, Literal, TypeAlias, TypedDict, TypeGuard
 
 from ._checks import finite_number, show
 from ._money import MoneyError, format_amount, parse_decimal
@@ -23,6 +23,8 @@ __all__ = [
     "EXPIRED",
     "NO_CONSENSUS",
     "REJECTED",
+    "Decision",
+    "Outcome",
     "TaskSnapshot",
     "Verdict",
     "parse_task",
@@ -31,11 +33,16 @@ __all__ = [
     "verdict_of",
 ]
 
+Outcome: TypeAlias = Literal["approved", "rejected", "no_consensus", "expired"]
+"""How a task ended: every final state of a task is one of these."""
+Decision: TypeAlias = Literal["approve", "reject"]
+"""What the reviewers decided, when they reached a decision."""
+
 APPROVED: Final = "approved"
 REJECTED: Final = "rejected"
 NO_CONSENSUS: Final = "no_consensus"
 EXPIRED: Final = "expired"
-_DECISIONS: Final = {"yes": "approve", "no": "reject"}
+_DECISIONS: Final[dict[str, Decision]] = {"yes": "approve", "no": "reject"}
 MAX_TEXT: Final = 20_000
 
 
@@ -44,9 +51,9 @@ class Verdict(TypedDict):
 
     task_id: str
     status: str
-    outcome: str
+    outcome: Outcome
     """``approved``, ``rejected``, ``no_consensus`` or ``expired``."""
-    decision: str | None
+    decision: Decision | None
     """``approve``, ``reject``, or None when the humans reached no decision."""
     confidence: float | None
     sentiment: str | None
@@ -181,6 +188,7 @@ def verdict_of(task: TaskSnapshot) -> Verdict:
     result = task.result or {}
     raw = result.get("decision")
     decision = _DECISIONS.get(raw) if isinstance(raw, str) else None
+    outcome: Outcome
     if task.status == "expired":
         outcome = EXPIRED
     elif decision == "approve":

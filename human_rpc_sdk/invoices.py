@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 from solders.pubkey import Pubkey
 
@@ -60,7 +60,7 @@ _ADVICE: Final = "Nothing was signed or paid; the service sent an invoice this a
 
 @dataclass(frozen=True)
 class _Terms:
-    format: str
+    format: Literal["humanrpc", "humanrpc-legacy"]
     currency: str
     mint: str | None
     recipient: str
@@ -141,7 +141,7 @@ class Invoice:
     # -- accessors --------------------------------------------------------------------
 
     @property
-    def format(self) -> str:
+    def format(self) -> Literal["humanrpc", "humanrpc-legacy"]:
         """``"humanrpc"`` (design-doc invoice) or ``"humanrpc-legacy"`` (``payment`` body)."""
         return self._checked().format
 

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Literal, TypeAlias, TypeVar, get_args, overload
 
 from ._checks import MAX_SECONDS, is_duration, show
 from ._io.clock import async_sleep as real_async_sleep
@@ -49,6 +49,7 @@ from .exceptions import (
 
 __all__ = [
     "BACKOFF_STRATEGIES",
+    "BackoffStrategy",
     "Done",
     "Fail",
     "Reiteration",
@@ -60,7 +61,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_STRATEGIES: Final = ("exponential", "linear", "fixed")
+BackoffStrategy: TypeAlias = Literal["exponential", "linear", "fixed"]
+"""How the wait before each resubmission grows."""
+BACKOFF_STRATEGIES: Final[tuple[BackoffStrategy, ...]] = get_args(BackoffStrategy)
 R = TypeVar("R")
 
 
@@ -69,7 +72,7 @@ class ReiteratorConfig:
     """A validated reiterator configuration (immutable; replaced as a whole on change)."""
 
     max_attempts: int = 3
-    backoff_strategy: str = "exponential"
+    backoff_strategy: BackoffStrategy = "exponential"
     base_delay: float = 1.0
     max_delay: float = 60.0
     jitter: float = 0.0
@@ -153,7 +156,7 @@ class ReiteratorManager:
     def __init__(
         self,
         max_attempts: int = 3,
-        backoff_strategy: str = "exponential",
+        backoff_strategy: BackoffStrategy = "exponential",
         base_delay: float = 1.0,
         max_delay: float = 60.0,
         *,

@@ -32,6 +32,7 @@ from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
     SDKConfigurationError,
 )
+from ..reiterator import BackoffStrategy
 from ..wallet import require_sync_signer
 from .base import BaseAgent, method_of, reiterator_of, text_of
 from .human import HumanClient
@@ -106,7 +107,7 @@ class AutoAgent(BaseAgent):
         timeout: float = 10,
         reiterator: bool = False,
         max_retry_attempts: int = 3,
-        backoff_strategy: str = "exponential",
+        backoff_strategy: BackoffStrategy = "exponential",
         base_delay: float = 1.0,
         *,
         signer: SignerLike | None = None,

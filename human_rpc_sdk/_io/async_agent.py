@@ -35,6 +35,7 @@ from ..exceptions import (
     ProxyConnectionError,
     SDKConfigurationError,
 )
+from ..reiterator import BackoffStrategy
 from .aio import AsyncDriver, AsyncPaidRequest, deadline_of, ensure_replayable, read_reply
 from .arpc import AsyncRpcClient
 from .base import BaseAgent, method_of, reiterator_of, text_of
@@ -81,7 +82,7 @@ class AsyncAutoAgent(BaseAgent):
         timeout: float = 10,
         reiterator: bool = False,
         max_retry_attempts: int = 3,
-        backoff_strategy: str = "exponential",
+        backoff_strategy: BackoffStrategy = "exponential",
         base_delay: float = 1.0,
         *,
         signer: SignerLike | None = None,
