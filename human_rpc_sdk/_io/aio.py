@@ -81,13 +81,25 @@ class AsyncDriver:
         steps = Stepper(flow)
         effect = steps.start()
         while effect is not None:
-            try:
-                result = await self._perform(effect, resend)
-            except HumanRPCError as exc:
-                effect = steps.throw(exc)
-            else:
-                effect = steps.send(result)
+            effect = await self.advance(steps, effect, resend)
         return steps.value
+
+    async def advance(
+        self, steps: Stepper[Any], effect: Effect[Any], resend: AsyncResend | None = None
+    ) -> Effect[Any] | None:
+        """Perform ``effect`` and resume the flow with its result, or with what was raised (an
+        SDK error, or the task's cancellation) thrown into it: the flow decides what it means
+        and releases what it holds. The flow's next effect (None: it ended)."""
+        try:
+            result = await self._perform(effect, resend)
+        except _Written as written:  # cancelled while the journal wrote: the write stands
+            following = steps.send(written.result)
+            if following is None:
+                raise written.cancel from None
+            return steps.throw(written.cancel)
+        except BaseException as exc:  # noqa: BLE001 - the flow re-raises what it does not handle
+            return steps.throw(exc)
+        return steps.send(result)
 
     async def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""
@@ -109,7 +121,30 @@ class AsyncDriver:
             return await self._ask(effect.offer)
         if isinstance(effect, Sign):
             return await self._sign(effect)
-        return await asyncio.to_thread(keep_journal, self.journal, effect)
+        return await self._keep(effect)
+
+    async def _keep(self, effect: Effect[Any]) -> Any:
+        """Perform a journal effect in a thread. A cancellation does not stop the thread (the
+        row is written or not, whatever the task does): the write is waited for, and its
+        result goes to the flow with the cancellation (:class:`_Written`), so a reservation
+        the flow never heard of cannot be left behind."""
+        work = asyncio.ensure_future(asyncio.to_thread(keep_journal, self.journal, effect))
+        cancel: asyncio.CancelledError | None = None
+        while True:
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError as exc:
+                if work.cancelled():
+                    raise
+                cancel = exc
+                continue
+            except BaseException:
+                if cancel is not None:
+                    raise cancel from None
+                raise
+            if cancel is not None:
+                raise _Written(result, cancel)
+            return result
 
     async def _ask(self, offer: PaymentOffer) -> bool:
         if self.approve is None:
@@ -133,6 +168,15 @@ class AsyncDriver:
             raise
         except Exception as exc:
             raise signer_failed(exc, effect.pubkey) from exc
+
+
+class _Written(Exception):
+    """A journal write finished although the task was cancelled while it ran."""
+
+    def __init__(self, result: Any, cancel: asyncio.CancelledError) -> None:
+        super().__init__("a journal write finished after a cancellation")
+        self.result = result
+        self.cancel = cancel
 
 
 class WholeReadTimeout(httpx.ReadTimeout):

@@ -149,16 +149,14 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         steps = Stepper(pay(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
+            if not isinstance(effect, Resend):
+                effect = agent._driver.advance(steps, effect)
+                continue
             try:
-                if isinstance(effect, Resend):
-                    home = str(asked.url)
-                    guard = {"trace": _sync_guard(home, asked.extensions.get("trace"))}
-                    answer = yield paid_request(
-                        asked, response, effect.headers, paid_timeout, guard
-                    )
-                    result: Any = _paid_reply_sync(answer, paid_timeout, clock)
-                else:
-                    result = agent._driver.perform(effect)
+                home = str(asked.url)
+                guard = {"trace": _sync_guard(home, asked.extensions.get("trace"))}
+                answer = yield paid_request(asked, response, effect.headers, paid_timeout, guard)
+                result: Any = _paid_reply_sync(answer, paid_timeout, clock)
             except HumanRPCError as exc:
                 effect = steps.throw(exc)
             else:
@@ -190,16 +188,14 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         steps = Stepper(pay(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
+            if not isinstance(effect, Resend):
+                effect = await agent._driver.advance(steps, effect)
+                continue
             try:
-                if isinstance(effect, Resend):
-                    home = str(asked.url)
-                    guard = {"trace": _async_guard(home, asked.extensions.get("trace"))}
-                    answer = yield paid_request(
-                        asked, response, effect.headers, paid_timeout, guard
-                    )
-                    result: Any = await _paid_reply(answer, paid_timeout, clock)
-                else:
-                    result = await agent._driver.perform(effect)
+                home = str(asked.url)
+                guard = {"trace": _async_guard(home, asked.extensions.get("trace"))}
+                answer = yield paid_request(asked, response, effect.headers, paid_timeout, guard)
+                result: Any = await _paid_reply(answer, paid_timeout, clock)
             except HumanRPCError as exc:
                 effect = steps.throw(exc)
             else:

@@ -124,13 +124,23 @@ class Driver:
         steps = Stepper(flow)
         effect = steps.start()
         while effect is not None:
-            try:
-                result = self._perform(effect, resend)
-            except HumanRPCError as exc:
-                effect = steps.throw(exc)
-            else:
-                effect = steps.send(result)
+            effect = self.advance(steps, effect, resend)
         return steps.value
+
+    def advance(
+        self,
+        steps: Stepper[Any],
+        effect: Effect[Any],
+        resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
+    ) -> Effect[Any] | None:
+        """Perform ``effect`` and resume the flow with its result, or with what was raised
+        (an SDK error, or a ``KeyboardInterrupt``) thrown into it: the flow decides what it
+        means and releases what it holds. The flow's next effect (None: it ended)."""
+        try:
+            result = self._perform(effect, resend)
+        except BaseException as exc:  # noqa: BLE001 - the flow re-raises what it does not handle
+            return steps.throw(exc)
+        return steps.send(result)
 
     def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""

@@ -1,0 +1,164 @@
+"""Attacks on the async and auth paths (issue 11): cancellation, hostile servers, careless use."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from human_rpc_sdk import AsyncAutoAgent, PaymentAuth
+from stub_gateway import Gateway, GatewayServer
+
+from .conftest import Shop
+
+PRICE = Decimal("0.001")
+FEE = Decimal("0.000005")
+
+
+class Pauses:
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+def funded_on(gateway: Gateway, sol: str = "1") -> Keypair:
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(sol), "USDC": Decimal(1), "PYUSD": Decimal(0)})
+    return wallet
+
+
+def rows(path: Path | str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT id, state, amount FROM payments ORDER BY id").fetchall()
+
+
+class HeldSigner:
+    """An async signer (a remote KMS) that signs only once released."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    async def sign_message(self, message: bytes) -> Signature:
+        self.asked.set()
+        await self.release.wait()
+        return self.keypair.sign_message(message)
+
+
+@pytest_asyncio.fixture
+async def make_agent(server: GatewayServer, tmp_path: Path) -> AsyncIterator[Any]:
+    made: list[AsyncAutoAgent] = []
+
+    def make(rpc_url: str, **options: Any) -> AsyncAutoAgent:
+        options.setdefault("journal_path", tmp_path / f"journal-{len(made)}.sqlite3")
+        options.setdefault("sleep", Pauses())
+        agent = AsyncAutoAgent(rpc_url=rpc_url, **options)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        await agent.aclose()
+
+
+def states(path: Path | str) -> list[str]:
+    return [row[1] for row in rows(path)]
+
+
+async def cancel_at(task: asyncio.Task[Any], reached: asyncio.Event) -> None:
+    """Cancel ``task`` once it has ``reached`` a point; it must end cancelled."""
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.asyncio
+async def test_cancelled_while_signing_releases_the_reservation(
+    shop: Shop, make_agent: Any
+) -> None:
+    """The task is cancelled while an async signer works: nothing is sent, and the row is not
+    left 'reserved' (holding the budget and the invoice) for as long as the process lives;
+    the next request pays within the same budget."""
+    wallet = funded_on(shop.gateway)
+    signer = HeldSigner(wallet)
+    agent = make_agent(shop.rpc_url, signer=signer, budget={"SOL": str(PRICE + FEE)})
+    url = shop.price_url("SOL", str(PRICE))
+    await cancel_at(asyncio.create_task(agent.get(url)), signer.asked)
+    assert states(agent.journal_path) == ["failed"]
+    assert await agent.pending_payments() == []
+    assert agent.budget["SOL"].spent == 0
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+    signer.release.set()
+    assert (await agent.get(url)).status_code == 200
+    assert states(agent.journal_path) == ["failed", "accepted"]
+    assert shop.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+
+
+class GatedJournal:
+    """Holds the journal's worker thread inside ``method`` until released (a slow disk)."""
+
+    def __init__(self, agent: AsyncAutoAgent, method: str) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.entered = asyncio.Event()
+        self.release = threading.Event()
+        journal = agent._journal
+        real = getattr(journal, method)
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            self.loop.call_soon_threadsafe(self.entered.set)
+            self.release.wait(30)
+            return real(*args, **kwargs)
+
+        setattr(journal, method, gated)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_while_the_reservation_is_written(shop: Shop, make_agent: Any) -> None:
+    """Cancelled while the journal's thread writes the reservation: the write finishes, the
+    flow learns of it and releases it; nothing signed, nothing held."""
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=wallet, budget={"SOL": str(PRICE + FEE)})
+    gate = GatedJournal(agent, "reserve")
+    task = asyncio.create_task(agent.get(shop.price_url("SOL", str(PRICE))))
+    await gate.entered.wait()
+    task.cancel()
+    gate.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert states(agent.journal_path) == ["failed"]
+    assert agent.budget["SOL"].spent == 0
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+@pytest.mark.asyncio
+async def test_payment_auth_cancelled_while_signing_releases_the_reservation(
+    shop: Shop, make_agent: Any
+) -> None:
+    """The same through httpx.AsyncClient(auth=PaymentAuth(agent)): not left reserved."""
+    wallet = funded_on(shop.gateway)
+    signer = HeldSigner(wallet)
+    agent = make_agent(shop.rpc_url, signer=signer)
+    async with httpx.AsyncClient(auth=PaymentAuth(agent)) as client:
+        task = asyncio.create_task(client.get(shop.price_url("SOL", str(PRICE))))
+        await cancel_at(task, signer.asked)
+    assert states(agent.journal_path) == ["failed"]
+    assert await agent.pending_payments() == []
+    assert shop.gateway.balance(wallet.pubkey()) == 1
