@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from flask import jsonify, request
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from human_rpc_sdk import AsyncAutoAgent, PaymentAuth
-from stub_gateway import Gateway, GatewayServer
+from human_rpc_sdk import AsyncAutoAgent, PaymentAuth, SDKConfigurationError
+from stub_gateway import Gateway, GatewayServer, Price, create_app
 
 from .conftest import Shop
 
@@ -162,3 +163,133 @@ async def test_payment_auth_cancelled_while_signing_releases_the_reservation(
     assert states(agent.journal_path) == ["failed"]
     assert await agent.pending_payments() == []
     assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+# -- one invoice with a fixed reference, asked for by many tasks at once ------------------------
+
+
+@pytest.fixture(scope="module")
+def fixed_shop() -> Iterator[tuple[GatewayServer, str]]:
+    """A paywall that answers every unpaid request with the very same invoice (one reference);
+    the payment is verified and settled by the gateway's own paywall."""
+    app = create_app(Gateway())
+    gateway: Gateway = app.extensions["stub_gateway"]
+    price = Price(PRICE, "SOL")
+    invoice = gateway.desk.issue(price, "/fixed")
+    body = invoice.body(gateway.network)
+
+    @app.get("/fixed")
+    def fixed() -> Any:
+        if "X-PAYMENT" not in request.headers:
+            response = jsonify(body)
+            response.status_code = 402
+            return response
+        return paid()
+
+    @gateway.require_payment(price)
+    def paid() -> Any:
+        return jsonify({"served": True})
+
+    running = GatewayServer(app).start()
+    yield running, invoice.reference
+    running.stop()
+
+
+@pytest.mark.asyncio
+async def test_fifty_tasks_on_one_fixed_invoice_pay_once(
+    fixed_shop: tuple[GatewayServer, str], make_agent: Any
+) -> None:
+    """50 concurrent get()s of a resource whose 402 is always the same invoice, with a slow
+    async approve: the money moves once; one journal row."""
+    running, _reference = fixed_shop
+    gateway = running.gateway
+    wallet = funded_on(gateway)
+
+    async def slow_yes(offer: Any) -> bool:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return True
+
+    agent = make_agent(running.rpc_url, signer=wallet, approve=slow_yes)
+    results = await asyncio.gather(
+        *(agent.get(f"{running.url}/fixed") for _ in range(50)), return_exceptions=True
+    )
+    kinds: dict[str, int] = {}
+    for result in results:
+        key = (
+            f"{result.status_code}"
+            if isinstance(result, httpx.Response)
+            else f"{type(result).__name__}:{getattr(result, 'reason', '')}"
+        )
+        kinds[key] = kinds.get(key, 0) + 1
+    # the first pays; the others either wait for it (payment_in_progress: nothing more paid)
+    # or, once it is signed, send that same payment again and are served by it
+    assert set(kinds) <= {"200", "PaymentError:payment_in_progress"}
+    assert kinds["200"] >= 1
+    assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]
+    again = await agent.get(f"{running.url}/fixed")  # the same payment, sent again
+    assert again.json() == {"served": True}
+    assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]
+
+
+# -- careless use -------------------------------------------------------------------------------
+
+
+def test_an_agent_used_from_a_second_event_loop_is_refused_unpaid(
+    shop: Shop, tmp_path: Path
+) -> None:
+    """asyncio.run() twice with one agent: the second is refused with an SDK error saying
+    what to do (not httpx's RuntimeError half-way), before anything is sent; paid once."""
+    wallet = funded_on(shop.gateway)
+    agent = AsyncAutoAgent(
+        wallet, rpc_url=shop.rpc_url, journal_path=tmp_path / "j.sqlite3", sleep=Pauses()
+    )
+    url = shop.price_url("SOL", str(PRICE))
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(agent.get(url)).status_code == 200
+        for call in (agent.get(url), agent.balance(), agent.recover_payments()):
+            with pytest.raises(SDKConfigurationError) as caught:
+                second.run_until_complete(call)
+            assert "event loop" in str(caught.value)
+            assert caught.value.parameter == "agent"
+    finally:
+        first.run_until_complete(agent.aclose())
+        first.close()
+        second.close()
+    assert shop.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]
+
+
+class DeviceSigner:
+    """A synchronous signer that waits on a device (a hardware wallet, a KMS over requests);
+    notes which thread it signed on."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+        self.threads: list[int] = []
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    def sign_message(self, message: bytes) -> Signature:
+        self.threads.append(threading.get_ident())
+        return self.keypair.sign_message(message)
+
+
+@pytest.mark.asyncio
+async def test_a_blocking_sync_signer_does_not_run_on_the_event_loop(
+    shop: Shop, make_agent: Any
+) -> None:
+    """A sync signer given to AsyncAutoAgent signs in a worker thread, so a slow device
+    does not stall every other task of the loop; the payment is made once."""
+    wallet = funded_on(shop.gateway)
+    signer = DeviceSigner(wallet)
+    agent = make_agent(shop.rpc_url, signer=signer)
+    assert (await agent.get(shop.price_url("SOL", str(PRICE)))).status_code == 200
+    assert len(signer.threads) == 1
+    assert signer.threads[0] != threading.get_ident()
+    assert shop.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
@@ -165,6 +166,7 @@ class AsyncAutoAgent:
             f"human_rpc_sdk.receipt.{id(self)}", default=None
         )
         self._human: AsyncHumanClient | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         warn_of_open_payments(self._journal, self.journal_path, stacklevel=3)
 
     # -- identity and history ---------------------------------------------------------------
@@ -209,6 +211,7 @@ class AsyncAutoAgent:
     async def recover_payments(self) -> list[PaymentReceipt]:
         """Look every open payment up on chain and journal what was learnt (see
         ``AutoAgent.recover_payments``)."""
+        self._in_its_loop()
         entries = await asyncio.to_thread(open_payments, self._journal)
         return await self._driver.run(recovery(entries))
 
@@ -232,6 +235,7 @@ class AsyncAutoAgent:
     async def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
         """The wallet's balance in display units, read from the chain (see
         ``AutoAgent.balance``)."""
+        self._in_its_loop()
         return await self._driver.run(
             balance_flow(self._signer.pubkey(), self.network, currency, mint)
         )
@@ -325,6 +329,7 @@ class AsyncAutoAgent:
                 f"task_id must be text without NUL characters (got a {type(task_id).__name__})",
                 parameter="task_id",
             )
+        self._in_its_loop()
         verdict: Verdict = await self._human_client().wait(
             task_id, positive_seconds(timeout, "timeout")
         )
@@ -356,6 +361,7 @@ class AsyncAutoAgent:
         :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
+        self._in_its_loop()
         self._receipt.set(None)
         limits = self._timeout(timeout)
         request = self._build(
@@ -379,6 +385,22 @@ class AsyncAutoAgent:
         if response.status_code != 402:
             return response
         return await self._pay(response, reply, limits, follow_redirects)
+
+    def _in_its_loop(self) -> None:
+        """Bind the agent to the event loop of its first use, and refuse any other: its
+        ``httpx.AsyncClient`` keeps connections that belong to that loop (used from another,
+        they fail half-way, with ``RuntimeError: Event loop is closed``)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise SDKConfigurationError(
+                "this AsyncAutoAgent was first used in another event loop (another "
+                "asyncio.run()), and its HTTP connections belong to that loop. Nothing was "
+                "sent; create one agent per event loop, inside it "
+                "('async with AsyncAutoAgent(...) as agent:')",
+                parameter="agent",
+            )
 
     def _timeout(self, value: Any) -> httpx.Timeout:
         if isinstance(value, httpx.Timeout):
