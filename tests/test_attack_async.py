@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from flask import jsonify, request
+import requests
+from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -293,3 +294,86 @@ async def test_a_blocking_sync_signer_does_not_run_on_the_event_loop(
     assert signer.threads[0] != threading.get_ident()
     assert shop.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
     assert states(agent.journal_path) == ["accepted"]
+
+
+# -- PaymentAuth through a forward proxy ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def forward_proxy() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A plain HTTP forward proxy (absolute-form requests) on loopback; records the headers
+    of every request it forwards."""
+    app = Flask("proxy")
+    seen: list[dict[str, str]] = []
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
+    @app.route("/<path:path>", methods=["GET", "POST"])
+    def forward(path: str) -> Response:
+        headers = {k: v for k, v in request.headers if k.lower() not in ("host", "connection")}
+        seen.append(headers)
+        answer = requests.request(
+            request.method,
+            request.url,
+            headers=headers,
+            data=request.get_data(),
+            timeout=30,
+            allow_redirects=False,
+        )
+        skip = {"content-encoding", "transfer-encoding", "connection", "content-length"}
+        return Response(
+            answer.content,
+            status=answer.status_code,
+            headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in skip],
+        )
+
+    running = GatewayServer(app).start()
+    yield running.url, seen
+    running.stop()
+
+
+@pytest.mark.asyncio
+async def test_payment_auth_through_a_forward_proxy_sends_the_payment(
+    shop: Shop, make_agent: Any, forward_proxy: tuple[str, list[dict[str, str]]]
+) -> None:
+    """httpx.AsyncClient(proxy=...) with PaymentAuth: the paid request goes to the proxy's
+    address, for the server's origin; the redirect guard must not take it for another origin
+    and strip the payment (paid for nothing, refused)."""
+    proxy, seen = forward_proxy
+    seen.clear()
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=wallet)
+    async with httpx.AsyncClient(auth=PaymentAuth(agent), proxy=proxy) as client:
+        response = await client.get(shop.price_url("SOL", str(PRICE)))
+    assert response.status_code == 200
+    assert len(seen) == 2
+    assert "X-PAYMENT" in {name.upper() for name in seen[1]}
+    assert shop.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]
+
+
+@pytest.mark.asyncio
+async def test_payment_auth_through_a_proxy_still_strips_a_cross_origin_redirect(
+    shop: Shop,
+    server: GatewayServer,
+    make_agent: Any,
+    forward_proxy: tuple[str, list[dict[str, str]]],
+) -> None:
+    """Through the proxy, the paid request redirected (307) to another origin: the hop there
+    carries no payment header; nothing moves on the ledger."""
+    proxy, seen = forward_proxy
+    seen.clear()
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=wallet)
+    shop.gateway.faults.redirect_payment(f"{server.url}/no/such/page")
+    try:
+        async with httpx.AsyncClient(
+            auth=PaymentAuth(agent), proxy=proxy, follow_redirects=True
+        ) as client:
+            response = await client.get(shop.price_url("SOL", str(PRICE)))
+    finally:
+        shop.gateway.faults.clear()
+    assert response.status_code == 404  # the other origin's answer, as the agent returns it
+    assert len(seen) == 3
+    assert "X-PAYMENT" in {name.upper() for name in seen[1]}
+    assert "X-PAYMENT" not in {name.upper() for name in seen[2]}
+    assert shop.gateway.balance(wallet.pubkey()) == 1

@@ -310,8 +310,13 @@ async def _paid_reply(
 
 
 def _origin_of(request: Any) -> str:
-    """``scheme://host:port`` of an httpcore request (what the trace callback is given)."""
+    """Where an httpcore request (what the trace callback is given) is meant to go: its
+    ``scheme://host:port``; or, sent through a forward proxy (its URL then the proxy's), its
+    absolute-form target, the server's URL (``GET http://host/path``)."""
     url = request.url
+    target = bytes(url.target)
+    if target.lower().startswith((b"http://", b"https://")):
+        return target.decode("latin-1")
     scheme, host = url.scheme.decode("ascii"), url.host.decode("ascii")
     return f"{scheme}://{host}:{url.port}" if url.port else f"{scheme}://{host}"
 
