@@ -19,10 +19,17 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from human_rpc_sdk import AsyncAutoAgent, PaymentAuth, SDKConfigurationError
-from stub_gateway import Gateway, GatewayServer, Price, create_app
+from human_rpc_sdk import (
+    AsyncAutoAgent,
+    AutoAgent,
+    PaymentAuth,
+    SDKConfigurationError,
+    SolanaRPCError,
+)
+from human_rpc_sdk._retry import RPC_RETRY_POLICY
+from stub_gateway import Gateway, GatewayServer, Price, create_app, serve_in_thread
 
-from .conftest import Shop
+from .conftest import FakeClock, Shop
 
 PRICE = Decimal("0.001")
 FEE = Decimal("0.000005")
@@ -377,3 +384,96 @@ async def test_payment_auth_through_a_proxy_still_strips_a_cross_origin_redirect
     assert "X-PAYMENT" in {name.upper() for name in seen[1]}
     assert "X-PAYMENT" not in {name.upper() for name in seen[2]}
     assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+# -- human verification ---------------------------------------------------------------------------
+
+
+class Waiting:
+    """An async sleep on a fake clock; while ``hold`` it never returns (a long wait)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.hold = True
+        self.reached = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        if self.hold:
+            self.reached.set()
+            await asyncio.Event().wait()
+        self.clock.sleep(seconds)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_while_waiting_for_a_verdict_the_task_stays_pending(
+    tmp_path: Path,
+) -> None:
+    """ask_human_rpc cancelled while it waits for the verdict: the paid task is in
+    pending_tasks() with its id, and wait_for_verdict() picks it up unpaid."""
+    clock = FakeClock()
+    with serve_in_thread(review_policy="approve", review_delay=120, clock=clock) as running:
+        wallet = Keypair()
+        running.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+        waiting = Waiting(clock)
+        async with AsyncAutoAgent(
+            wallet,
+            rpc_url=running.rpc_url,
+            human_rpc_url=f"{running.url}/api/v1/tasks",
+            journal_path=tmp_path / "j.sqlite3",
+            clock=clock,
+            sleep=waiting,
+        ) as agent:
+            task = asyncio.create_task(agent.ask_human_rpc("q", reward="0.002", timeout=300))
+            await cancel_at(task, waiting.reached)
+            (pending,) = await agent.pending_tasks()
+            assert pending.task_id is not None
+            assert pending.amount == Decimal("0.002")
+            waiting.hold = False
+            verdict = await agent.wait_for_verdict(pending.task_id, timeout=300)
+            assert verdict["outcome"] == "approved"
+            assert await agent.pending_tasks() == []
+            assert len(agent.payments) == 1
+        assert running.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.998")
+
+
+# -- a hostile RPC node -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def busy_rpc() -> Iterator[str]:
+    """An RPC node that always answers 429 with an absurd Retry-After (401 digits)."""
+    app = Flask("busy")
+
+    @app.post("/")
+    def busy() -> Response:
+        return Response(b"slow down", status=429, headers={"Retry-After": "1" + "0" * 400})
+
+    running = GatewayServer(app).start()
+    yield running.url + "/"
+    running.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_absurd_retry_after_from_the_rpc_node_is_capped(
+    shop: Shop, busy_rpc: str, make_agent: Any, tmp_path: Path
+) -> None:
+    """Retry-After: 10**400 from the node: the policy's cap is waited (the injected sleeps),
+    then a SolanaRPCError (not OverflowError); nothing signed. The sync transport too."""
+    wallet = funded_on(shop.gateway)
+    pauses = Pauses()
+    agent = make_agent(busy_rpc, signer=wallet, sleep=pauses)
+    url = shop.price_url("SOL", str(PRICE))
+    with pytest.raises(SolanaRPCError):
+        await agent.get(url)
+    assert pauses.seconds == [RPC_RETRY_POLICY.max_retry_after] * RPC_RETRY_POLICY.status
+    slept: list[float] = []
+    with (
+        AutoAgent(
+            wallet, rpc_url=busy_rpc, journal_path=tmp_path / "sync.sqlite3", sleep=slept.append
+        ) as sync_agent,
+        pytest.raises(SolanaRPCError),
+    ):
+        sync_agent.get(url, timeout=10)
+    assert slept == [RPC_RETRY_POLICY.max_retry_after] * RPC_RETRY_POLICY.status
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+    assert states(agent.journal_path) == []
