@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sqlite3
 import threading
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
 import pytest_asyncio
 import requests
 from flask import Flask, Response, jsonify, request
+from hypothesis import given
+from hypothesis import strategies as st
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -22,10 +27,12 @@ from solders.signature import Signature
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
+    InvoiceValidationError,
     PaymentAuth,
     SDKConfigurationError,
     SolanaRPCError,
 )
+from human_rpc_sdk._http import BoundedBody, Inflater
 from human_rpc_sdk._retry import RPC_RETRY_POLICY
 from stub_gateway import Gateway, GatewayServer, Price, create_app, serve_in_thread
 
@@ -185,6 +192,7 @@ def fixed_shop() -> Iterator[tuple[GatewayServer, str]]:
     price = Price(PRICE, "SOL")
     invoice = gateway.desk.issue(price, "/fixed")
     body = invoice.body(gateway.network)
+    gzip_body = gateway.desk.issue(price, "/fixed-gzip").body(gateway.network)
 
     @app.get("/fixed")
     def fixed() -> Any:
@@ -198,9 +206,31 @@ def fixed_shop() -> Iterator[tuple[GatewayServer, str]]:
     def paid() -> Any:
         return jsonify({"served": True})
 
+    @app.get("/fixed-gzip")
+    def fixed_gzip() -> Any:
+        """The same invoice, its 402 body gzip-encoded."""
+        if "X-PAYMENT" not in request.headers:
+            encoded = gzip.compress(jsonify(gzip_body).get_data())
+            return Response(
+                encoded,
+                status=402,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        return paid()
+
+    @app.get("/bomb")
+    def bomb() -> Response:
+        """A 402 whose 200 KB gzip body inflates to 200 MB."""
+        return Response(
+            BOMB, status=402, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+        )
+
     running = GatewayServer(app).start()
     yield running, invoice.reference
     running.stop()
+
+
+BOMB: Final = gzip.compress(b"\0" * (200 * 1024 * 1024), 9)
 
 
 @pytest.mark.asyncio
@@ -540,3 +570,91 @@ async def test_payment_auth_on_a_transport_without_trace_keeps_the_payment_home(
         shop.gateway.faults.clear()
     assert len(seen) == 1
     assert "X-PAYMENT" not in {name.upper() for name in seen[0]}
+
+
+# -- hostile 402 bodies over httpx --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_bomb_402_is_refused_without_inflating_it(
+    fixed_shop: tuple[GatewayServer, str], make_agent: Any, tmp_path: Path
+) -> None:
+    """A 402 body of 200 KB gzip inflating to 200 MB: refused as too large (nothing paid) by
+    the agent, and by PaymentAuth on httpx (async and sync), with no more than a few MB
+    inflated in memory (httpx alone inflates each 64 KB network chunk whole: 150 MB)."""
+    running, _ = fixed_shop
+    wallet = funded_on(running.gateway)
+    agent = make_agent(running.rpc_url, signer=wallet)
+    url = f"{running.url}/bomb"
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvoiceValidationError) as caught:
+            await agent.get(url)
+        assert caught.value.reason == "invoice_too_large"
+        async with httpx.AsyncClient(auth=PaymentAuth(agent)) as client:
+            with pytest.raises(InvoiceValidationError):
+                await client.get(url)
+        with (
+            AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=tmp_path / "s") as sync,
+            httpx.Client(auth=PaymentAuth(sync)) as sync_client,
+            pytest.raises(InvoiceValidationError),
+        ):
+            sync_client.get(url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024
+    assert running.gateway.balance(wallet.pubkey()) == 1
+    assert states(agent.journal_path) == []
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_encoded_invoice_is_paid(
+    fixed_shop: tuple[GatewayServer, str], make_agent: Any
+) -> None:
+    """A genuine invoice sent gzip-encoded is inflated and paid, once."""
+    running, _ = fixed_shop
+    wallet = funded_on(running.gateway)
+    agent = make_agent(running.rpc_url, signer=wallet)
+    response = await agent.get(f"{running.url}/fixed-gzip")
+    assert response.json() == {"served": True}
+    assert running.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert states(agent.journal_path) == ["accepted"]
+
+
+@given(
+    data=st.binary(max_size=5000),
+    cuts=st.lists(st.integers(min_value=1, max_value=700), max_size=20),
+    limit=st.integers(min_value=0, max_value=6000),
+    encoding=st.sampled_from(["gzip", "deflate", "raw-deflate"]),
+)
+def test_inflater_gives_the_body_up_to_its_limit(
+    data: bytes, cuts: list[int], limit: int, encoding: str
+) -> None:
+    """Fed in any pieces, the Inflater gives exactly the body's first limit + 1 bytes."""
+    if encoding == "gzip":
+        encoded = gzip.compress(data)
+    elif encoding == "deflate":
+        encoded = zlib.compress(data)
+    else:
+        squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        encoded = squeeze.compress(data) + squeeze.flush()
+    inflater = Inflater.of("deflate" if encoding == "raw-deflate" else encoding)
+    assert inflater is not None
+    bounded = BoundedBody(limit, None, lambda: 0.0)
+    start = 0
+    for cut in [*cuts, len(encoded)]:
+        piece, start = encoded[start : start + cut], start + cut
+        if bounded.feed(inflater.inflate(piece, bounded.room())):
+            break
+    assert bounded.body() == data[: limit + 1]
+
+
+def test_inflater_refuses_a_broken_body_and_leaves_other_encodings() -> None:
+    """Not gzip at all: ValueError naming the encoding; br, identity: left to the client."""
+    inflater = Inflater.of("gzip")
+    assert inflater is not None
+    with pytest.raises(ValueError, match="gzip"):
+        inflater.inflate(b"not gzip at all", 100)
+    assert Inflater.of("br") is None
+    assert Inflater.of(None) is None

@@ -26,6 +26,7 @@ from .._flow import MAX_402_BODY_BYTES
 from .._http import (
     BoundedBody,
     Failure,
+    Inflater,
     body_not_replayable,
     headers_to_strip,
     invoice_too_slow,
@@ -224,18 +225,36 @@ async def read_body(
     if hasattr(response, "_content"):
         return response.content
     bounded = BoundedBody(limit, deadline, clock)
+    inflater = None if limit is None else Inflater.of(response.headers.get("Content-Encoding"))
+    chunks = response.aiter_bytes() if inflater is None else response.aiter_raw()
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             overdue = bounded.overdue()
             if overdue is not None:
                 raise WholeReadTimeout(overdue)
-            if bounded.feed(chunk):
+            if bounded.feed(inflated(inflater, chunk, bounded, response)):
                 break
     finally:
         await response.aclose()
     body = bounded.body()
     response._content = body
     return body
+
+
+def inflated(
+    inflater: Inflater | None, chunk: bytes, bounded: BoundedBody, response: httpx.Response
+) -> bytes:
+    """``chunk`` of ``response``'s body, inflated (when ``inflater``) no further than the
+    room ``bounded`` has left.
+
+    :raises httpx.DecodingError: the body is not validly encoded.
+    """
+    if inflater is None:
+        return chunk
+    try:
+        return inflater.inflate(chunk, bounded.room())
+    except ValueError as exc:
+        raise httpx.DecodingError(str(exc), request=response.request) from None
 
 
 async def read_reply(

@@ -21,6 +21,7 @@ from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import MAX_402_BODY_BYTES, PaymentOutcome, pay
 from .._http import (
     BoundedBody,
+    Inflater,
     headers_to_strip,
     invoice_too_slow,
     invoice_unreadable,
@@ -33,6 +34,7 @@ from .aio import (
     WholeReadTimeout,
     ensure_replayable,
     failure_of,
+    inflated,
     paid_request,
     paid_timeout_of,
     read_reply,
@@ -262,12 +264,15 @@ def _read_sync(
     becomes ``response.content``)."""
     if not hasattr(response, "_content"):
         bounded = BoundedBody(limit, deadline, clock)
+        encoding = response.headers.get("Content-Encoding")
+        inflater = None if limit is None else Inflater.of(encoding)
+        chunks = response.iter_bytes() if inflater is None else response.iter_raw()
         try:
-            for chunk in response.iter_bytes():
+            for chunk in chunks:
                 overdue = bounded.overdue()
                 if overdue is not None:
                     raise WholeReadTimeout(overdue)
-                if bounded.feed(chunk):
+                if bounded.feed(inflated(inflater, chunk, bounded, response)):
                     break
         finally:
             response.close()
