@@ -293,6 +293,14 @@ def test_an_agent_used_from_a_second_event_loop_is_refused_unpaid(
                 second.run_until_complete(call)
             assert "event loop" in str(caught.value)
             assert caught.value.parameter == "agent"
+        auth = PaymentAuth(agent)
+
+        async def through_auth() -> None:
+            async with httpx.AsyncClient(auth=auth) as client:
+                await client.get(url)
+
+        with pytest.raises(SDKConfigurationError):
+            second.run_until_complete(through_auth())
     finally:
         first.run_until_complete(agent.aclose())
         first.close()

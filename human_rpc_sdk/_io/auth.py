@@ -180,6 +180,7 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
                 "AutoAgent); nothing was paid",
                 parameter="agent",
             )
+        agent._in_its_loop()
         clock = agent._clock
         timeout = _timeout_of(request)
         reply = await read_reply(response, deadline=_deadline(timeout, clock), clock=clock)
