@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import sqlite3
 import threading
 import tracemalloc
@@ -27,10 +28,12 @@ from solders.signature import Signature
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
+    HumanRPCError,
     InvoiceValidationError,
     PaymentAuth,
     SDKConfigurationError,
     SolanaRPCError,
+    TransactionBuildError,
 )
 from human_rpc_sdk._http import BoundedBody, Inflater
 from human_rpc_sdk._retry import RPC_RETRY_POLICY
@@ -666,3 +669,78 @@ def test_inflater_refuses_a_broken_body_and_leaves_other_encodings() -> None:
         inflater.inflate(b"not gzip at all", 100)
     assert Inflater.of("br") is None
     assert Inflater.of(None) is None
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+SECRET: Final = "sk-live-DO-NOT-LEAK-0123456789"
+
+
+class ChattySigner:
+    """A remote signer whose repr, and whose errors, carry its API secret."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    async def sign_message(self, message: bytes) -> Signature:
+        raise RuntimeError(f"KMS refused the call with token {SECRET}")
+
+    def __repr__(self) -> str:
+        return f"ChattySigner(token={SECRET!r})"
+
+
+@pytest.mark.asyncio
+async def test_a_signer_holding_a_secret_never_shows_it(
+    shop: Shop, make_agent: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signer whose repr and errors hold a secret fails a payment: the SDK error, the
+    agent's repr, the receipts and the logs never show it; the row is failed, nothing paid."""
+    caplog.set_level(logging.DEBUG)
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=ChattySigner(wallet))
+    with pytest.raises(TransactionBuildError) as caught:
+        await agent.get(shop.price_url("SOL", str(PRICE)))
+    error = caught.value
+    assert error.reason == "signer_failed"
+    shown = [str(error), repr(error), repr(agent), repr(agent.payments), caplog.text]
+    shown += [repr(agent._settings), repr(agent._context())]
+    assert not [text for text in shown if SECRET in text]
+    assert states(agent.journal_path) == ["failed"]
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+class WrongSigner:
+    """An async signer answering with garbage, or a good signature of another message."""
+
+    def __init__(self, keypair: Keypair, answer: str) -> None:
+        self.keypair = keypair
+        self.answer = answer
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    async def sign_message(self, message: bytes) -> Any:
+        if self.answer == "garbage":
+            return b"\x01" * 10
+        return self.keypair.sign_message(message + b"!")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("answer", "reason"), [("garbage", "bad_signer"), ("other", "bad_signature")]
+)
+async def test_an_async_signer_answering_wrongly_sends_nothing(
+    shop: Shop, make_agent: Any, answer: str, reason: str
+) -> None:
+    """Garbage, or a real signature of another message: an SDK error naming it, the row
+    failed, nothing sent or paid."""
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=WrongSigner(wallet, answer))
+    with pytest.raises(HumanRPCError) as caught:
+        await agent.get(shop.price_url("SOL", str(PRICE)))
+    assert caught.value.reason == reason
+    assert states(agent.journal_path) == ["failed"]
+    assert shop.gateway.balance(wallet.pubkey()) == 1
