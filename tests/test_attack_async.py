@@ -168,6 +168,25 @@ async def test_cancelled_while_the_reservation_is_written(shop: Shop, make_agent
 
 
 @pytest.mark.asyncio
+async def test_cancelled_while_a_refused_reservation_is_written(
+    shop: Shop, make_agent: Any
+) -> None:
+    """Cancelled while the journal decides a reservation the budget refuses: the task ends
+    cancelled (as asyncio.timeout expects), not with the budget's error; nothing journaled."""
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=wallet, budget={"SOL": "0.0001"})
+    gate = GatedJournal(agent, "reserve")
+    task = asyncio.create_task(agent.get(shop.price_url("SOL", str(PRICE))))
+    await gate.entered.wait()
+    task.cancel()
+    gate.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert states(agent.journal_path) == []
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+@pytest.mark.asyncio
 async def test_payment_auth_cancelled_while_signing_releases_the_reservation(
     shop: Shop, make_agent: Any
 ) -> None:

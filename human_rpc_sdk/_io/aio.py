@@ -94,7 +94,10 @@ class AsyncDriver:
         try:
             result = await self._perform(effect, resend)
         except _Written as written:  # cancelled while the journal wrote: the write stands
-            following = steps.send(written.result)
+            try:
+                following = steps.send(written.result)
+            except HumanRPCError:  # it refused at once (over budget): the cancel comes first
+                raise written.cancel from None
             if following is None:
                 raise written.cancel from None
             return steps.throw(written.cancel)
