@@ -31,6 +31,7 @@ from human_rpc_sdk import (
     HumanRPCError,
     InvoiceValidationError,
     PaymentAuth,
+    PaymentError,
     SDKConfigurationError,
     SolanaRPCError,
     TransactionBuildError,
@@ -762,4 +763,37 @@ async def test_an_async_signer_answering_wrongly_sends_nothing(
         await agent.get(shop.price_url("SOL", str(PRICE)))
     assert caught.value.reason == reason
     assert states(agent.journal_path) == ["failed"]
+    assert shop.gateway.balance(wallet.pubkey()) == 1
+
+
+# -- a body that cannot be sent twice ----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_streamed_body_is_refused_before_paying(
+    shop: Shop, make_agent: Any, tmp_path: Path
+) -> None:
+    """A generator body was consumed by the first send: PaymentAuth (requests, httpx async)
+    and the agent refuse to pay (body_not_replayable), nothing signed or journaled."""
+    wallet = funded_on(shop.gateway)
+    agent = make_agent(shop.rpc_url, signer=wallet)
+    url = f"{shop.url}/echo"
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    with pytest.raises(PaymentError) as caught:
+        await agent.post(url, content=parts())
+    assert caught.value.reason == "body_not_replayable"
+    async with httpx.AsyncClient(auth=PaymentAuth(agent)) as client:
+        with pytest.raises(PaymentError) as caught:
+            await client.post(url, content=parts())
+    assert caught.value.reason == "body_not_replayable"
+    with AutoAgent(wallet, rpc_url=shop.rpc_url, journal_path=tmp_path / "s") as sync:
+        with pytest.raises(PaymentError) as caught:
+            requests.post(url, data=iter([b"a", b"b"]), auth=PaymentAuth(sync), timeout=10)
+        assert caught.value.reason == "body_not_replayable"
+        assert sync.payments == []
+    assert states(agent.journal_path) == []
     assert shop.gateway.balance(wallet.pubkey()) == 1
