@@ -281,10 +281,11 @@ def pay_new(
     entry = reservation.entry
     try:
         signed = yield from prepared.sign()
-    except Exception:
-        yield from perform(
-            Record(entry.id, "failed", {"error": "could not be signed"}, ("reserved",))
-        )
+    except BaseException as exc:  # a signer's error, or the caller's cancellation or Ctrl-C
+        # Nothing was signed that left the process: release the reservation now (its process
+        # lives on, so recovery would hold it, and its budget and invoice, for a long while).
+        error = "could not be signed" if isinstance(exc, Exception) else "interrupted unsigned"
+        yield from perform(Record(entry.id, "failed", {"error": error}, ("reserved",)))
         raise
     marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
     if marked is None:

@@ -5,12 +5,15 @@
 * A whole answer must arrive within the timeout: :func:`read_deadline` turns a timeout into
   the ``clock()`` time by which a body must be read in full, and :class:`BoundedBody`
   accumulates a body chunk by chunk, stopping past its size limit or its deadline.
+* A compressed body is inflated with the same bound (:class:`Inflater`): a 402 body that is a
+  gzip bomb is refused after its limit, not inflated whole in memory first.
 * "No definite answer": :func:`no_answer` classifies the failures of a paid request after
   which the payment may or may not have reached the server (the flow then sends it again).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -23,6 +26,7 @@ __all__ = [
     "PAYMENT_HEADERS",
     "BoundedBody",
     "Failure",
+    "Inflater",
     "headers_to_strip",
     "no_answer",
     "origin",
@@ -106,6 +110,56 @@ class BoundedBody:
         """What was read, cut at ``limit + 1`` bytes."""
         body = b"".join(self._chunks)
         return body if self.limit is None else body[: self.limit + 1]
+
+    def room(self) -> int | None:
+        """How many bytes more may be fed before the body is over its limit (None: any)."""
+        return None if self.limit is None else max(0, self.limit + 1 - self.size)
+
+
+class Inflater:
+    """Inflates a body sent gzip- or deflate-encoded, chunk by chunk, never more than it is
+    asked for: a small compressed body that inflates to gigabytes (a "zip bomb") costs no
+    more memory than the limit it is read with. Build one with :meth:`of`."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        gzip = encoding != "deflate"
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else None
+        self._tail = b""
+
+    @classmethod
+    def of(cls, content_encoding: str | None) -> Inflater | None:
+        """The inflater of a body sent with ``content_encoding``; None when there is nothing
+        to inflate or an encoding this does not know (the HTTP client decodes it)."""
+        encoding = (content_encoding or "").strip().lower()
+        return cls(encoding) if encoding in ("gzip", "x-gzip", "deflate") else None
+
+    def inflate(self, raw: bytes, room: int | None) -> bytes:
+        """The bytes ``raw`` (the next piece of the encoded body) inflates to, at most ``room``
+        of them (None: all); what is left stays for the next call.
+
+        :raises ValueError: the body is not validly encoded.
+        """
+        data = self._tail + raw
+        if self._inflate is None:  # "deflate" is sent with or without the zlib wrapper
+            if len(data) < 2:
+                self._tail = data
+                return b""
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS if _zlib_header(data) else -15)
+        if room == 0:
+            self._tail = data
+            return b""
+        try:
+            out = self._inflate.decompress(data, room or 0)  # 0: no bound
+        except zlib.error as exc:
+            raise ValueError(f"the body is not valid {self._encoding}: {exc}") from None
+        self._tail = self._inflate.unconsumed_tail
+        return out
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether ``data`` starts with a zlib header (RFC 1950: deflate, a checksum of 31)."""
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 Failure = Literal["connect", "timeout", "broken", "redirects", "protocol"]

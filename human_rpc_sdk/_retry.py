@@ -76,7 +76,7 @@ def parse_retry_after(header: str | None, now: datetime | None = None) -> float 
         return None
     text = header.strip()
     if text.isdigit() and text.isascii():
-        return float(int(text))
+        return float(text)  # any length (int() refuses past 4300 digits); absurd ones: inf
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

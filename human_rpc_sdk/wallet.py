@@ -13,6 +13,7 @@ would hold the text it failed on) is chained to them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -183,15 +184,19 @@ def require_sync_signer(signer: object) -> None:
 
 async def sign_async(signer: Signer, message: bytes) -> Signature:
     """``signer``'s signature of ``message``, awaited when its ``sign_message`` is a coroutine
-    function (looking through :func:`load_signer`'s adapter), else called: what an async
-    driver does with a :class:`~human_rpc_sdk._effects.Sign` effect.
+    function (looking through :func:`load_signer`'s adapter), else called (in a worker thread
+    unless it is a local :class:`KeypairSigner`): what an async driver does with a
+    :class:`~human_rpc_sdk._effects.Sign` effect.
 
     :raises SDKConfigurationError: when the signer returns no signature (:func:`signature_of`).
     """
     inner: Any = signer.inner if isinstance(signer, _ExternalSigner) else signer
     if is_async_signer(inner):
         return signature_of(await inner.sign_message(message))
-    return signature_of(signer.sign_message(message))
+    if isinstance(signer, KeypairSigner):  # a local key signs in microseconds
+        return signer.sign_message(message)
+    # Any other signer may wait on a device or a service: not on the event loop.
+    return signature_of(await asyncio.to_thread(signer.sign_message, message))
 
 
 def load_signer(

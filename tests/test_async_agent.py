@@ -4,6 +4,7 @@ and in the journal. The async sleep is injected: nothing here really waits."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -19,6 +20,7 @@ from solders.keypair import Keypair
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
+    ConnectionFailedError,
     PaymentError,
     PaymentPolicyError,
     SDKConfigurationError,
@@ -382,6 +384,28 @@ async def test_rpc_failures_are_retried_with_the_injected_sleep(
 
 
 # -- construction ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_server_is_an_sdk_error_and_httpx_s_own(
+    funded_wallet: Funder, make_agent: Any
+) -> None:
+    """Nothing listens: the error is a ConnectionFailedError and also the httpx.ConnectError
+    it wraps (with httpx's request), as AutoAgent's are requests' own; nothing journaled."""
+    wallet = funded_wallet(sol="1")
+    agent = make_agent(wallet)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/premium"
+    with pytest.raises(httpx.ConnectError) as caught:
+        await agent.get(url)
+    error = caught.value
+    assert isinstance(error, ConnectionFailedError)
+    assert isinstance(error, httpx.HTTPError)
+    assert error.reason == "connection_failed"
+    assert str(error.request.url) == url
+    assert "Nothing was paid" in str(error)
+    assert rows(Path(agent.journal_path)) == []
 
 
 @pytest.mark.asyncio

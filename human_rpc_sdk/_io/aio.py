@@ -20,12 +20,13 @@ from typing import Any, Final, TypeVar
 import httpx
 from solders.signature import Signature
 
-from .._driving import adrive
+from .._driving import Stepper
 from .._effects import Approve, Effect, HttpReply, NoAnswer, Pause, Resend, RpcCall, Sign
 from .._flow import MAX_402_BODY_BYTES
 from .._http import (
     BoundedBody,
     Failure,
+    Inflater,
     body_not_replayable,
     headers_to_strip,
     invoice_too_slow,
@@ -78,7 +79,31 @@ class AsyncDriver:
         self, flow: Generator[Effect[Any], Any, T], resend: AsyncResend | None = None
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        return await adrive(flow, lambda effect: self._perform(effect, resend))
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            effect = await self.advance(steps, effect, resend)
+        return steps.value
+
+    async def advance(
+        self, steps: Stepper[Any], effect: Effect[Any], resend: AsyncResend | None = None
+    ) -> Effect[Any] | None:
+        """Perform ``effect`` and resume the flow with its result, or with what was raised (an
+        SDK error, or the task's cancellation) thrown into it: the flow decides what it means
+        and releases what it holds. The flow's next effect (None: it ended)."""
+        try:
+            result = await self._perform(effect, resend)
+        except _Written as written:  # cancelled while the journal wrote: the write stands
+            try:
+                following = steps.send(written.result)
+            except HumanRPCError:  # it refused at once (over budget): the cancel comes first
+                raise written.cancel from None
+            if following is None:
+                raise written.cancel from None
+            return steps.throw(written.cancel)
+        except BaseException as exc:  # noqa: BLE001 - the flow re-raises what it does not handle
+            return steps.throw(exc)
+        return steps.send(result)
 
     async def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""
@@ -100,13 +125,40 @@ class AsyncDriver:
             return await self._ask(effect.offer)
         if isinstance(effect, Sign):
             return await self._sign(effect)
-        return await asyncio.to_thread(keep_journal, self.journal, effect)
+        return await self._keep(effect)
+
+    async def _keep(self, effect: Effect[Any]) -> Any:
+        """Perform a journal effect in a thread. A cancellation does not stop the thread (the
+        row is written or not, whatever the task does): the write is waited for, and its
+        result goes to the flow with the cancellation (:class:`_Written`), so a reservation
+        the flow never heard of cannot be left behind."""
+        work = asyncio.ensure_future(asyncio.to_thread(keep_journal, self.journal, effect))
+        cancel: asyncio.CancelledError | None = None
+        while True:
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError as exc:
+                if work.cancelled():
+                    raise
+                cancel = exc
+                continue
+            except BaseException:
+                if cancel is not None:
+                    raise cancel from None
+                raise
+            if cancel is not None:
+                raise _Written(result, cancel)
+            return result
 
     async def _ask(self, offer: PaymentOffer) -> bool:
         if self.approve is None:
             return True
+        approve = self.approve
         try:
-            answer = self.approve(offer)
+            if inspect.iscoroutinefunction(approve):
+                answer = await approve(offer)
+            else:  # a plain function may block (a prompt, a policy service): not on the loop
+                answer = await asyncio.to_thread(approve, offer)
             if inspect.isawaitable(answer):
                 answer = await answer
         except Exception as exc:
@@ -124,6 +176,15 @@ class AsyncDriver:
             raise
         except Exception as exc:
             raise signer_failed(exc, effect.pubkey) from exc
+
+
+class _Written(Exception):
+    """A journal write finished although the task was cancelled while it ran."""
+
+    def __init__(self, result: Any, cancel: asyncio.CancelledError) -> None:
+        super().__init__("a journal write finished after a cancellation")
+        self.result = result
+        self.cancel = cancel
 
 
 class WholeReadTimeout(httpx.ReadTimeout):
@@ -171,18 +232,36 @@ async def read_body(
     if hasattr(response, "_content"):
         return response.content
     bounded = BoundedBody(limit, deadline, clock)
+    inflater = None if limit is None else Inflater.of(response.headers.get("Content-Encoding"))
+    chunks = response.aiter_bytes() if inflater is None else response.aiter_raw()
     try:
-        async for chunk in response.aiter_bytes():
+        async for chunk in chunks:
             overdue = bounded.overdue()
             if overdue is not None:
                 raise WholeReadTimeout(overdue)
-            if bounded.feed(chunk):
+            if bounded.feed(inflated(inflater, chunk, bounded, response)):
                 break
     finally:
         await response.aclose()
     body = bounded.body()
     response._content = body
     return body
+
+
+def inflated(
+    inflater: Inflater | None, chunk: bytes, bounded: BoundedBody, response: httpx.Response
+) -> bytes:
+    """``chunk`` of ``response``'s body, inflated (when ``inflater``) no further than the
+    room ``bounded`` has left.
+
+    :raises httpx.DecodingError: the body is not validly encoded.
+    """
+    if inflater is None:
+        return chunk
+    try:
+        return inflater.inflate(chunk, bounded.room())
+    except ValueError as exc:
+        raise httpx.DecodingError(str(exc), request=response.request) from None
 
 
 async def read_reply(

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
@@ -145,6 +146,7 @@ class AsyncAutoAgent(BaseAgent):
             f"human_rpc_sdk.receipt.{id(self)}", default=None
         )
         self._human: AsyncHumanClient | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._warn_of_open_payments(stacklevel=2)
 
     # -- identity and history ---------------------------------------------------------------
@@ -162,6 +164,7 @@ class AsyncAutoAgent(BaseAgent):
     async def recover_payments(self) -> list[PaymentReceipt]:
         """Look every open payment up on chain and journal what was learnt (see
         ``AutoAgent.recover_payments``)."""
+        self._in_its_loop()
         entries = await asyncio.to_thread(self._open_payments)
         return await self._driver.run(self._recovery(entries))
 
@@ -176,6 +179,7 @@ class AsyncAutoAgent(BaseAgent):
     async def balance(self, currency: str = "SOL", *, mint: str | None = None) -> Decimal:
         """The wallet's balance in display units, read from the chain (see
         ``AutoAgent.balance``)."""
+        self._in_its_loop()
         return await self._driver.run(
             balance_flow(self._signer.pubkey(), self.network, currency, mint)
         )
@@ -234,6 +238,7 @@ class AsyncAutoAgent(BaseAgent):
         """Wait for the verdict of an existing task; nothing is paid (see
         ``AutoAgent.wait_for_verdict``)."""
         task_id = text_of(task_id, "task_id")
+        self._in_its_loop()
         return await self._human_client().wait(task_id, positive_seconds(timeout, "timeout"))
 
     # -- httpx-style API ------------------------------------------------------------------
@@ -262,6 +267,7 @@ class AsyncAutoAgent(BaseAgent):
         :raises PaymentPolicyError: a spending rule refused the payment (nothing was signed).
         :raises PaymentError: the payment could not be made, or the server refused it.
         """
+        self._in_its_loop()
         self._receipt.set(None)
         limits = self._timeout(timeout)
         request = self._build(
@@ -285,6 +291,22 @@ class AsyncAutoAgent(BaseAgent):
         if response.status_code != 402:
             return response
         return await self._pay(response, reply, limits, follow_redirects)
+
+    def _in_its_loop(self) -> None:
+        """Bind the agent to the event loop of its first use, and refuse any other: its
+        ``httpx.AsyncClient`` keeps connections that belong to that loop (used from another,
+        they fail half-way, with ``RuntimeError: Event loop is closed``)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise SDKConfigurationError(
+                "this AsyncAutoAgent was first used in another event loop (another "
+                "asyncio.run()), and its HTTP connections belong to that loop. Nothing was "
+                "sent; create one agent per event loop, inside it "
+                "('async with AsyncAutoAgent(...) as agent:')",
+                parameter="agent",
+            )
 
     def _timeout(self, value: Any) -> httpx.Timeout:
         if isinstance(value, httpx.Timeout):
@@ -402,11 +424,34 @@ class AsyncAutoAgent(BaseAgent):
         await self.aclose()
 
 
+class HttpxConnectionFailedError(ConnectionFailedError, httpx.ConnectError):  # type: ignore[misc]
+    """:class:`~human_rpc_sdk.ConnectionFailedError` that is also httpx's ``ConnectError``:
+    code written for httpx (``except httpx.ConnectError``, ``except httpx.HTTPError``) keeps
+    working with ``AsyncAutoAgent``, as ``requests`` code does with ``AutoAgent``.
+
+    (Both libraries name an attribute ``request``, each its own type: httpx's is the one
+    read here, a type checker cannot tell, hence the ``type: ignore``.)"""
+
+
+class HttpxConnectTimeoutError(ConnectTimeoutError, httpx.ConnectTimeout):  # type: ignore[misc]
+    """:class:`~human_rpc_sdk.exceptions.ConnectTimeoutError` that is also httpx's
+    ``ConnectTimeout``."""
+
+
+class HttpxProxyConnectionError(ProxyConnectionError, httpx.ProxyError):  # type: ignore[misc]
+    """:class:`~human_rpc_sdk.exceptions.ProxyConnectionError` that is also httpx's
+    ``ProxyError``."""
+
+
 def _unreached(exc: httpx.HTTPError, url: str) -> ConnectionFailedError:
-    """The SDK error for a first request that got no answer."""
-    kind: type[ConnectionFailedError] = ConnectionFailedError
+    """The SDK error for a first request that got no answer: also the httpx error it wraps
+    (``__cause__``), with httpx's ``request``."""
+    kind: type[ConnectionFailedError] = HttpxConnectionFailedError
     if isinstance(exc, httpx.ConnectTimeout):
-        kind = ConnectTimeoutError
+        kind = HttpxConnectTimeoutError
     elif isinstance(exc, httpx.ProxyError):
-        kind = ProxyConnectionError
-    return kind(unreached(url, f"{type(exc).__name__}: {str(exc)[:200]}"), url=url)
+        kind = HttpxProxyConnectionError
+    error = kind(unreached(url, f"{type(exc).__name__}: {str(exc)[:200]}"), url=url)
+    if isinstance(exc, httpx.RequestError):
+        error.__dict__["_request"] = exc._request  # what httpx's `request` property reads
+    return error

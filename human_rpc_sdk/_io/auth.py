@@ -21,6 +21,7 @@ from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import MAX_402_BODY_BYTES, PaymentOutcome, pay
 from .._http import (
     BoundedBody,
+    Inflater,
     headers_to_strip,
     invoice_too_slow,
     invoice_unreadable,
@@ -33,6 +34,7 @@ from .aio import (
     WholeReadTimeout,
     ensure_replayable,
     failure_of,
+    inflated,
     paid_request,
     paid_timeout_of,
     read_reply,
@@ -149,16 +151,14 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         steps = Stepper(pay(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
+            if not isinstance(effect, Resend):
+                effect = agent._driver.advance(steps, effect)
+                continue
             try:
-                if isinstance(effect, Resend):
-                    home = str(asked.url)
-                    guard = {"trace": _sync_guard(home, asked.extensions.get("trace"))}
-                    answer = yield paid_request(
-                        asked, response, effect.headers, paid_timeout, guard
-                    )
-                    result: Any = _paid_reply_sync(answer, paid_timeout, clock)
-                else:
-                    result = agent._driver.perform(effect)
+                home = str(asked.url)
+                guard = {"trace": _sync_guard(home, asked.extensions.get("trace"))}
+                answer = yield paid_request(asked, response, effect.headers, paid_timeout, guard)
+                result: Any = _paid_reply_sync(answer, paid_timeout, clock)
             except HumanRPCError as exc:
                 effect = steps.throw(exc)
             else:
@@ -180,6 +180,7 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
                 "AutoAgent); nothing was paid",
                 parameter="agent",
             )
+        agent._in_its_loop()
         clock = agent._clock
         timeout = _timeout_of(request)
         reply = await read_reply(response, deadline=_deadline(timeout, clock), clock=clock)
@@ -190,16 +191,14 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         steps = Stepper(pay(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
+            if not isinstance(effect, Resend):
+                effect = await agent._driver.advance(steps, effect)
+                continue
             try:
-                if isinstance(effect, Resend):
-                    home = str(asked.url)
-                    guard = {"trace": _async_guard(home, asked.extensions.get("trace"))}
-                    answer = yield paid_request(
-                        asked, response, effect.headers, paid_timeout, guard
-                    )
-                    result: Any = await _paid_reply(answer, paid_timeout, clock)
-                else:
-                    result = await agent._driver.perform(effect)
+                home = str(asked.url)
+                guard = {"trace": _async_guard(home, asked.extensions.get("trace"))}
+                answer = yield paid_request(asked, response, effect.headers, paid_timeout, guard)
+                result: Any = await _paid_reply(answer, paid_timeout, clock)
             except HumanRPCError as exc:
                 effect = steps.throw(exc)
             else:
@@ -266,12 +265,15 @@ def _read_sync(
     becomes ``response.content``)."""
     if not hasattr(response, "_content"):
         bounded = BoundedBody(limit, deadline, clock)
+        encoding = response.headers.get("Content-Encoding")
+        inflater = None if limit is None else Inflater.of(encoding)
+        chunks = response.iter_bytes() if inflater is None else response.iter_raw()
         try:
-            for chunk in response.iter_bytes():
+            for chunk in chunks:
                 overdue = bounded.overdue()
                 if overdue is not None:
                     raise WholeReadTimeout(overdue)
-                if bounded.feed(chunk):
+                if bounded.feed(inflated(inflater, chunk, bounded, response)):
                     break
         finally:
             response.close()
@@ -314,8 +316,13 @@ async def _paid_reply(
 
 
 def _origin_of(request: Any) -> str:
-    """``scheme://host:port`` of an httpcore request (what the trace callback is given)."""
+    """Where an httpcore request (what the trace callback is given) is meant to go: its
+    ``scheme://host:port``; or, sent through a forward proxy (its URL then the proxy's), its
+    absolute-form target, the server's URL (``GET http://host/path``)."""
     url = request.url
+    target = bytes(url.target)
+    if target.lower().startswith((b"http://", b"https://")):
+        return target.decode("latin-1")
     scheme, host = url.scheme.decode("ascii"), url.host.decode("ascii")
     return f"{scheme}://{host}:{url.port}" if url.port else f"{scheme}://{host}"
 

@@ -22,7 +22,7 @@ import urllib3
 from requests.cookies import extract_cookies_to_jar, merge_cookies
 from requests.utils import rewind_body
 
-from .._driving import drive
+from .._driving import Stepper
 from .._effects import (
     Approve,
     Effect,
@@ -121,7 +121,26 @@ class Driver:
         resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
     ) -> T:
         """Run ``flow`` to its end; ``resend`` performs :class:`Resend` effects."""
-        return drive(flow, lambda effect: self._perform(effect, resend))
+        steps = Stepper(flow)
+        effect = steps.start()
+        while effect is not None:
+            effect = self.advance(steps, effect, resend)
+        return steps.value
+
+    def advance(
+        self,
+        steps: Stepper[Any],
+        effect: Effect[Any],
+        resend: Callable[[Resend], HttpReply | NoAnswer] | None = None,
+    ) -> Effect[Any] | None:
+        """Perform ``effect`` and resume the flow with its result, or with what was raised
+        (an SDK error, or a ``KeyboardInterrupt``) thrown into it: the flow decides what it
+        means and releases what it holds. The flow's next effect (None: it ended)."""
+        try:
+            result = self._perform(effect, resend)
+        except BaseException as exc:  # noqa: BLE001 - the flow re-raises what it does not handle
+            return steps.throw(exc)
+        return steps.send(result)
 
     def perform(self, effect: Effect[Any]) -> Any:
         """Perform any effect but :class:`Resend` (which needs the request to send again)."""
