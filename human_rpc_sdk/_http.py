@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -180,6 +180,17 @@ def no_answer(failure: Failure | None, name: str) -> NoAnswer | None:
     if failure is None or failure not in NO_DEFINITE_ANSWER:
         return None
     return NoAnswer(name)
+
+
+def failure_in(
+    exc: BaseException, names: Sequence[tuple[type[BaseException], Failure]]
+) -> Failure | None:
+    """The kind of ``exc`` per a transport's ``names`` (its exception classes, most specific
+    first, each with the :data:`Failure` it is), or None when it is none of them."""
+    for kind, failure in names:
+        if isinstance(exc, kind):
+            return failure
+    return None
 
 
 def invoice_too_slow(url: object, seconds: float) -> PaymentError:

@@ -242,3 +242,14 @@ def not_json(url: str, methods: str) -> SolanaRPCError:
         method=methods,
         reason="rpc_bad_reply",
     )
+
+
+def rpc_document(url: str, methods: str, status: int, body: bytes) -> Any:
+    """The JSON document of a node's answer (HTTP ``status``, ``body``), once the transport's
+    retries are spent; an HTTP error or a body that is not JSON is a ``SolanaRPCError``."""
+    if status != 200:
+        raise http_error(url, methods, status)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise not_json(url, methods) from None

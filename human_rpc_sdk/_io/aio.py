@@ -28,6 +28,7 @@ from .._http import (
     Failure,
     Inflater,
     body_not_replayable,
+    failure_in,
     headers_to_strip,
     invoice_too_slow,
     invoice_unreadable,
@@ -212,10 +213,7 @@ _FAILURES: Final[tuple[tuple[type[Exception], Failure], ...]] = (
 
 def failure_of(exc: BaseException) -> Failure | None:
     """The kind of ``exc`` as :func:`.._http.no_answer` knows it, or None."""
-    for kind, failure in _FAILURES:
-        if isinstance(exc, kind):
-            return failure
-    return None
+    return failure_in(exc, _FAILURES)
 
 
 def deadline_of(timeout: httpx.Timeout, clock: Callable[[], float]) -> float | None:

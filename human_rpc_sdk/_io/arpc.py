@@ -20,9 +20,8 @@ from .._jsonrpc import (
     RpcRequest,
     decode_replies,
     encode_batch,
-    http_error,
     methods_of,
-    not_json,
+    rpc_document,
     unreachable,
 )
 from .._retry import RPC_RETRY_POLICY, FailureKind, RetryPolicy
@@ -96,12 +95,7 @@ class AsyncRpcClient:
             reply = await self._send(body)
         except httpx.HTTPError as exc:
             raise unreachable(self.url, methods, type(exc).__name__) from exc
-        if reply.status_code != 200:
-            raise http_error(self.url, methods, reply.status_code)
-        try:
-            return reply.json()
-        except (ValueError, RecursionError):
-            raise not_json(self.url, methods) from None
+        return rpc_document(self.url, methods, reply.status_code, reply.content)
 
     async def _send(self, body: str) -> httpx.Response:
         """POST ``body``, retried as the policy says; the last answer or failure stands."""

@@ -30,10 +30,9 @@ from .._jsonrpc import (
     RpcRequest,
     decode_replies,
     encode_batch,
-    http_error,
     latest_blockhash_request,
     methods_of,
-    not_json,
+    rpc_document,
     unreachable,
 )
 from .._protocol import Effect, Flow, RpcCall
@@ -175,12 +174,7 @@ class RpcClient:
             )
         except requests.RequestException as exc:
             raise unreachable(self.url, methods, type(exc).__name__) from exc
-        if reply.status_code != 200:
-            raise http_error(self.url, methods, reply.status_code)
-        try:
-            return reply.json()
-        except (ValueError, RecursionError):
-            raise not_json(self.url, methods) from None
+        return rpc_document(self.url, methods, reply.status_code, reply.content)
 
     def run(self, flow: Flow[T]) -> T:
         """Run a flow that asks only for JSON-RPC calls (:class:`RpcCall`); its result.

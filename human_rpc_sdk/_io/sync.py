@@ -42,6 +42,7 @@ from .._http import (
     BoundedBody,
     Failure,
     body_not_replayable,
+    failure_in,
     headers_to_strip,
     invoice_too_slow,
     invoice_unreadable,
@@ -88,10 +89,7 @@ _FAILURES: Final[tuple[tuple[type[requests.RequestException], Failure], ...]] = 
 
 def failure_of(exc: BaseException) -> Failure | None:
     """The kind of ``exc`` as :func:`.._http.no_answer` knows it, or None."""
-    for kind, failure in _FAILURES:
-        if isinstance(exc, kind):
-            return failure
-    return None
+    return failure_in(exc, _FAILURES)
 
 
 _CHUNK_BYTES: Final = 16_384
