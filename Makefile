@@ -84,6 +84,7 @@ unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_payment.py
 	$(BIN)/python benchmarks/bench_journal.py
+	$(BIN)/python benchmarks/bench_drivers.py
 
 gateway: $(DEMO_STAMP)
 	$(BIN)/python -m stub_gateway --host 127.0.0.1 --port 8402
