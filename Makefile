@@ -81,8 +81,9 @@ typecheck: $(DEV_STAMP)
 unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP)
 	$(BIN)/pytest
 
-bench: $(DEV_STAMP)
-	$(BIN)/python benchmarks/bench_payment.py
+# bench_payment.py races AutoAgent against the reference x402 client, run in $(X402_VENV).
+bench: $(DEV_STAMP) $(X402_STAMP)
+	$(BIN)/python benchmarks/bench_payment.py --x402-python $(X402_VENV)/bin/python
 	$(BIN)/python benchmarks/bench_journal.py
 	$(BIN)/python benchmarks/bench_drivers.py
 
