@@ -458,7 +458,7 @@ def warm(gateway: Gateway, target: int, threads: int) -> int:
     return missing
 
 
-def bench_gateway_script(warm_payments: int, batch: int) -> str | None:
+def bench_gateway_script(warm_payments: int, batch: int, rate: int | None) -> str | None:
     """benchmarks/bench_gateway.py's own report, when that script exists (its own gateway)."""
     script = HERE / "bench_gateway.py"
     if not script.exists():
@@ -471,6 +471,8 @@ def bench_gateway_script(warm_payments: int, batch: int) -> str | None:
         command += ["--warm", str(warm_payments)]
     if "--batch" in help_text:
         command += ["--batch", str(batch)]
+    if rate is not None and "--rate" in help_text:
+        command += ["--rate", str(rate)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0:
         raise BenchError(f"benchmarks/bench_gateway.py failed: {done.stderr.strip()[-2000:]}")
@@ -544,6 +546,12 @@ def main() -> int:
     parser.add_argument("--cpu-batch", type=int, default=300, help="payments per gateway CPU batch")
     parser.add_argument("--fsync-payments", type=int, default=50, help="payments traced for fsyncs")
     parser.add_argument("--imports", type=int, default=7, help="fresh processes per import time")
+    parser.add_argument(
+        "--gateway-rate",
+        type=int,
+        default=None,
+        help="payments per throughput run of benchmarks/bench_gateway.py (its default if unset)",
+    )
     parser.add_argument("--x402-python", default=None, help="the .venv-x402 interpreter")
     args = parser.parse_args()
     small = min(args.payments, args.round)
@@ -696,6 +704,8 @@ def main() -> int:
             "(none)",
             digits=3,
         )
+        seconds = args.background_seconds
+        report.lines.append(f"    ({rpc['background']} round trips in {seconds:g} s)")
     gateway_calls = rpc["gateway"]
     report.row(
         "JSON-RPC calls served by the gateway, all sources",
@@ -744,7 +754,9 @@ def main() -> int:
         digits=1,
     )
 
-    gateway_report = bench_gateway_script(args.warm, args.cpu_batch) if separate else None
+    gateway_report = (
+        bench_gateway_script(args.warm, args.cpu_batch, args.gateway_rate) if separate else None
+    )
     if gateway_report is not None:
         report.heading("Gateway CPU per payment: benchmarks/bench_gateway.py (its own gateway)")
         report.lines.append(gateway_report)

@@ -12,7 +12,7 @@ from typing import Any
 
 from human_rpc_sdk import AutoAgent
 
-_REFRESHER_NAMES = ("refresher", "chain_refresher", "background", "prefetcher", "prepared")
+_NAMES = ("refresh", "background", "prefetch")
 
 
 def accepts_prepay() -> bool:
@@ -41,22 +41,34 @@ def _trips_of(holder: Any) -> tuple[int, Any] | None:
     return None
 
 
+def _attributes(holder: Any) -> list[tuple[str, Any]]:
+    try:
+        return list(vars(holder).items())
+    except TypeError:  # no __dict__ (slots, builtins)
+        return []
+
+
 def background_trips(agent: AutoAgent) -> int | None:
     """RPC round trips made by the agent's background refresher, if it has one that counts.
 
-    Looked for as an attribute of the agent whose name or type mentions refreshing (or
-    ``background_rpc_stats``); trips made through the agent's own RPC client are not the
-    refresher's own count and are left out.
+    Looked for as ``agent.background_rpc_stats``, else as an attribute (of the agent, or of
+    one of its attributes, such as its chain cache) whose name or type mentions a refresher
+    and that counts ``round_trips`` itself or in its ``stats``/``rpc_stats``/RPC client.
+    The agent's own RPC client (``agent.rpc_stats``) is never taken for the refresher's.
     """
     stats = getattr(agent, "background_rpc_stats", None)
     if stats is not None and isinstance(getattr(stats, "round_trips", None), int):
         return int(stats.round_trips)
-    for name, value in vars(agent).items():
-        kind = type(value).__name__.lower()
-        wanted = any(word in name.lower() or word in kind for word in _REFRESHER_NAMES)
-        if not wanted or value is None:
-            continue
-        found = _trips_of(value)
-        if found is not None and found[1] is not agent.rpc_stats:
-            return found[0]
+    own = agent.rpc_stats
+    level = _attributes(agent)
+    for _ in range(2):
+        deeper = []
+        for name, value in level:
+            kind = type(value).__name__.lower()
+            if value is not None and any(w in name.lower() or w in kind for w in _NAMES):
+                found = _trips_of(value)
+                if found is not None and found[1] is not own:
+                    return found[0]
+            deeper += _attributes(value) if type(value).__module__.startswith("human_rpc") else []
+        level = deeper
     return None

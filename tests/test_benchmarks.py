@@ -66,7 +66,7 @@ def test_bench_payment_prints_every_row_and_target() -> None:
     done = run(
         "bench_payment.py",
         *("--payments", "3", "--round", "3", "--warm", "0", "--background-seconds", "1"),
-        *("--cpu-batch", "3", "--fsync-payments", "3", "--imports", "1"),
+        *("--cpu-batch", "3", "--fsync-payments", "3", "--imports", "1", "--gateway-rate", "3"),
         *("--x402-python", str(X402_PYTHON)),
     )
     assert done.returncode == 0, done.stderr[-3000:]
