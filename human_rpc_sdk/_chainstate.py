@@ -14,6 +14,8 @@ What the cache may get wrong, and why that loses no money:
   state is decided again from a fresh read before the agent refuses (``_quote``, ``_exact``);
 * the payee's token account may seem to exist after it was closed: the transfer fails on chain.
 
+A payment the server refuses makes the agent forget the accounts, so the next one reads them.
+
 The agent's own payments are debited from the cached balances when signed, and debited again
 from any read that began before them, so a burst of payments does not overspend the cache.
 """
@@ -208,6 +210,11 @@ class ChainCache:
                 key, _ = self._used.popitem(last=False)
                 self._accounts.pop(key, None)
             return list(self._used)
+
+    def forget_accounts(self) -> None:
+        """Forget every account read (the next payment reads them; the refresh still does)."""
+        with self._lock:
+            self._accounts.clear()
 
     def clear(self) -> None:
         """Forget the blockhash and every account (the node serves another chain now)."""

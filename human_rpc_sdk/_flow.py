@@ -301,7 +301,10 @@ def pay_new(
     ctx.cache.debit(signed.debits, ctx.clock())
     _log_paying(marked)
     replay = replaces is None
-    return (yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new))
+    outcome = yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new)
+    if outcome.error is not None:
+        ctx.cache.forget_accounts()  # it may have been priced on stale state: read afresh
+    return outcome
 
 
 def _pay_again(

@@ -22,6 +22,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, NetworkMismatchError, PaymentError
+from human_rpc_sdk._chainstate import ChainCache, Debit
 from human_rpc_sdk._networks import GENESIS_HASHES
 from human_rpc_sdk.solana_utils import associated_token_address
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
@@ -185,8 +186,9 @@ def test_a_closed_payee_account_the_cache_thinks_open_loses_no_money(
     """The payee's USDC account is closed after the agent cached it: the transfer, signed on
     the cached state, fails on chain, so nothing moves (not even the fee); the server answers
     transaction_failed, the journal keeps the payment refused with its landing unknown (never
-    paid again; recovery settles it once its blockhash expires); the next payment, on a fresh
-    read, would create the account (create_token_accounts is off) and is refused unsigned."""
+    paid again; recovery settles it once its blockhash expires). The refusal makes the agent
+    forget the cached accounts: the next payment, on a fresh read, would create the account
+    (create_token_accounts is off) and is refused unsigned."""
     gateway = shop.gateway
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
@@ -211,10 +213,10 @@ def test_a_closed_payee_account_the_cache_thinks_open_loses_no_money(
     assert second["rent_lamports"] == 0  # signed on the cached "the account exists"
     assert (second["state"], second["landed"]) == ("refused", None)  # never paid again
     recount(Path(agent.journal_path))
-    agent._cache.clear()  # as the next refresh would: the account is gone
-    with pytest.raises(PaymentError) as again:
+    with pytest.raises(PaymentError) as again:  # the refusal made the agent forget the state
         agent.get(url)
     assert again.value.rule == "create_token_accounts"  # type: ignore[attr-defined]
+    assert len(rows(Path(agent.journal_path))) == 2
     assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
 
 
@@ -327,3 +329,59 @@ async def test_the_async_agent_pays_from_the_cache_and_aclose_stops_its_task(
     names = [t.get_name() for t in asyncio.all_tasks()]
     assert THREAD_NAME not in names
     assert gateway.balance(wallet.pubkey()) == 1 - 2 * (PRICE + FEE)
+
+
+def test_own_debits_outlive_a_read_that_began_before_them() -> None:
+    """A debit is taken from the cached balance when signed, and again from a read that began
+    before it (the node may not have seen the payment yet), not from one that began after."""
+    cache = ChainCache()
+    wallet, tokens = Pubkey.new_unique(), Pubkey.new_unique()
+    data = bytes(64) + (500).to_bytes(8, "little") + bytes(93)  # a token account holding 500
+
+    def read(at: float, lamports: int, held: int) -> None:
+        token_data = data[:64] + held.to_bytes(8, "little") + data[72:]
+        accounts = [
+            Account(lamports, b"", Pubkey.default(), False, 0),
+            Account(1, token_data, Pubkey.default(), False, 0),
+        ]
+        cache.remember_accounts([wallet, tokens], accounts, at, used=True)
+
+    def held(now: float) -> tuple[int, int]:
+        found = cache.accounts([wallet, tokens], now)
+        assert found is not None
+        sol, token = found
+        assert sol is not None
+        assert token is not None
+        return sol.lamports, int.from_bytes(bytes(token.data)[64:72], "little")
+
+    read(1.0, 10_000, 500)
+    cache.debit([Debit(wallet, lamports=3_000), Debit(tokens, tokens=200)], 2.0)
+    assert held(2.0) == (7_000, 300)
+    read(1.5, 10_000, 500)  # began before the payment: the node had not seen it
+    assert held(2.5) == (7_000, 300)
+    read(3.0, 7_000, 300)  # began after: the node's word stands
+    assert held(3.0) == (7_000, 300)
+    assert cache.accounts([wallet], 3.0 + cache.account_ttl) is None  # stale: read again
+
+
+def test_an_x402_refusal_on_cached_state_is_rechecked(
+    server: GatewayServer,
+    gateway: Gateway,
+    funded_wallet: Funder,
+    make_agent: Callable[..., AutoAgent],
+) -> None:
+    """x402 exact: the cache says the USDC is spent; after a deposit the offer, refused on
+    cached state, is evaluated again on a fresh read and paid; without one, refused."""
+    wallet = funded_wallet(sol="1", usdc="0.01")
+    agent = make_agent(wallet, server.rpc_url)
+    url = f"{server.url}/x402/v2/premium"
+    assert agent.get(url).status_code == 200
+    gateway.fund(wallet.pubkey(), {"USDC": Decimal("0.01")})
+    assert agent.get(url).status_code == 200
+    assert agent.rpc_stats.round_trips == 2
+    with pytest.raises(PaymentError) as caught:
+        agent.get(url)
+    assert caught.value.reason == "no_payable_offer"
+    assert agent.rpc_stats.round_trips == 3
+    assert gateway.balance(wallet.pubkey(), "USDC") == 0
+    assert len(agent.payments) == 2

@@ -145,10 +145,13 @@ class AsyncRefresher:
 
     def start(self) -> None:
         """Start the task in the running loop, once (after ``aclose``, never again)."""
-        if self.task is None and not self._closed:
-            self.task = asyncio.get_running_loop().create_task(
-                self._run(), name="human-rpc-sdk chain refresh"
-            )
+        if self.task is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop running: the next payment, in one, starts it
+            return
+        self.task = loop.create_task(self._run(), name="human-rpc-sdk chain refresh")
 
     def wake(self) -> None:
         """Refresh now rather than at the end of the interval."""
