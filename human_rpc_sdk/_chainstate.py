@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -113,7 +113,7 @@ class ChainCache:
         self._mints: dict[Pubkey, MintInfo] = {}
         self._accounts: dict[Pubkey, tuple[Account | None, float]] = {}
         self._used: OrderedDict[Pubkey, float] = OrderedDict()
-        self._debits: list[tuple[float, Debit]] = []
+        self._debits: deque[tuple[float, Debit]] = deque()  # oldest first
 
     # -- the blockhash ----------------------------------------------------------------------
 
@@ -182,24 +182,25 @@ class ChainCache:
         with self._lock:
             if used:
                 self._touch(keys, read_at)
+            later = _totals(debit for at, debit in self._debits if at >= read_at)
             for key, account in zip(keys, accounts, strict=True):
                 kept = self._accounts.get(key)
                 if kept is not None and kept[1] > read_at:
                     continue  # a newer read is kept already
-                later = [debit for at, debit in self._debits if at >= read_at]
-                self._accounts[key] = (_debited(account, key, later), read_at)
+                self._accounts[key] = (_debited(account, later.get(key)), read_at)
 
     def debit(self, debits: Sequence[Debit], now: float) -> None:
         """Take a payment this agent signed from the cached balances."""
         with self._lock:
-            horizon = now - self.watch_for
-            self._debits = [(at, d) for at, d in self._debits if at >= horizon]
-            self._debits += [(now, debit) for debit in debits]
-            for debit in debits:
-                kept = self._accounts.get(debit.account)
+            # A debit matters to reads begun before it, which are stale after account_ttl.
+            horizon = now - self.account_ttl
+            while self._debits and self._debits[0][0] < horizon:
+                self._debits.popleft()
+            self._debits.extend((now, debit) for debit in debits)
+            for key, total in _totals(debits).items():
+                kept = self._accounts.get(key)
                 if kept is not None:
-                    account = _debited(kept[0], debit.account, [debit])
-                    self._accounts[debit.account] = (account, kept[1])
+                    self._accounts[key] = (_debited(kept[0], total), kept[1])
 
     def watched(self, now: float) -> list[Pubkey]:
         """The accounts a payment used in the last ``watch_for`` seconds (the others are
@@ -231,11 +232,19 @@ class ChainCache:
             self._accounts.pop(key, None)
 
 
-def _debited(account: Account | None, key: Pubkey, debits: Sequence[Debit]) -> Account | None:
-    lamports = sum(d.lamports for d in debits if d.account == key)
-    tokens = sum(d.tokens for d in debits if d.account == key)
-    if account is None or (lamports == 0 and tokens == 0):
+def _totals(debits: Iterable[Debit]) -> dict[Pubkey, tuple[int, int]]:
+    """Each account's debits added up: (lamports, tokens)."""
+    totals: dict[Pubkey, tuple[int, int]] = {}
+    for debit in debits:
+        lamports, tokens = totals.get(debit.account, (0, 0))
+        totals[debit.account] = (lamports + debit.lamports, tokens + debit.tokens)
+    return totals
+
+
+def _debited(account: Account | None, total: tuple[int, int] | None) -> Account | None:
+    if account is None or total is None or total == (0, 0):
         return account
+    lamports, tokens = total
     data = account.data
     if tokens and len(data) >= _TOKEN_AMOUNT.stop:
         held = int.from_bytes(data[_TOKEN_AMOUNT], "little")

@@ -10,6 +10,7 @@ calls); the refresher counts its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -385,3 +386,20 @@ def test_an_x402_refusal_on_cached_state_is_rechecked(
     assert agent.rpc_stats.round_trips == 3
     assert gateway.balance(wallet.pubkey(), "USDC") == 0
     assert len(agent.payments) == 2
+
+
+def test_an_agent_never_closed_stops_its_thread_when_collected(
+    server: GatewayServer, funded_wallet: Funder, tmp_path: Path
+) -> None:
+    """An agent dropped without close(): once collected, its refresh thread ends too."""
+    agent = AutoAgent(
+        funded_wallet(sol="1"), rpc_url=server.rpc_url, journal_path=tmp_path / "j.sqlite3"
+    )
+    assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
+    thread = agent._refresher.thread
+    assert thread is not None
+    agent.session.close()
+    agent._journal.close()
+    del agent
+    gc.collect()
+    wait_for(lambda: not thread.is_alive())
