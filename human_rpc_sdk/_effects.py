@@ -14,19 +14,24 @@ A driver runs the flow and resumes it with each effect's result:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 from solders.account import Account
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from ._chainstate import (
+    MAX_ACCOUNTS_PER_CALL,
+    BlockhashFacts,
+    ChainCache,
+    Debit,
+    account_batches,
+)
 from ._jsonrpc import (
     genesis_hash_request,
     latest_blockhash_request,
@@ -39,7 +44,6 @@ from ._protocol import Effect, Flow, RpcCall, perform
 from ._receipts import PaymentReceipt, State
 from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
-from .solana_utils import MintInfo
 from .wallet import Signer
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "BlockhashFacts",
     "ChainCache",
     "ChainRead",
+    "Debit",
     "Effect",
     "FindPayment",
     "Flow",
@@ -64,10 +69,6 @@ __all__ = [
     "perform",
     "read_chain",
 ]
-
-
-MAX_ACCOUNTS_PER_CALL: Final = 100
-"""The most addresses one ``getMultipleAccounts`` call may name (Solana's RPC limit)."""
 
 
 @dataclass(frozen=True)
@@ -166,79 +167,8 @@ PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Rec
 """The effects of the payment flows."""
 
 
-@dataclass(frozen=True)
-class BlockhashFacts:
-    """A blockhash the agent fetched itself, with what the node said alongside it.
-
-    ``last_valid_block_height``: transactions signed over it can land up to that block height;
-    ``slot``: the slot the node answered at (``context.slot``), which it had reached. Together
-    they are what a later expiry proof is checked against (see :mod:`._landing`).
-    ``genesis_hash``: the chain the node served in that same batch. A transaction can land only
-    on the chain whose blockhash it carries, so this is the chain of every payment signed over
-    it, whatever the node serves later (a load balancer may switch chains).
-    """
-
-    blockhash: Hash
-    last_valid_block_height: int
-    slot: int
-    genesis_hash: str
-
-
-_FETCHED_KEPT: Final = 64
-
-
-class ChainCache:
-    """Chain facts worth keeping between payments: a recent blockhash and mint data.
-
-    A blockhash stays usable for about 60 seconds on chain; it is reused for ``blockhash_ttl``
-    seconds, well inside that. Mint decimals and token programs never change and are kept.
-    The facts of the last blockhashes fetched are kept too, for the payments signed over them.
-    """
-
-    def __init__(self, *, blockhash_ttl: float = 20.0) -> None:
-        self.blockhash_ttl = blockhash_ttl
-        self._lock = threading.Lock()
-        self._blockhash: tuple[Hash, float] | None = None
-        self._fetched: OrderedDict[Hash, BlockhashFacts] = OrderedDict()
-        self._mints: dict[Pubkey, MintInfo] = {}
-
-    def blockhash(self, now: float) -> Hash | None:
-        with self._lock:
-            if self._blockhash is None or now - self._blockhash[1] >= self.blockhash_ttl:
-                return None
-            return self._blockhash[0]
-
-    def remember_blockhash(
-        self, blockhash: Hash, now: float, facts: BlockhashFacts | None = None
-    ) -> None:
-        with self._lock:
-            self._blockhash = (blockhash, now)
-            if facts is not None and facts.blockhash == blockhash:
-                self._fetched[blockhash] = facts
-                self._fetched.move_to_end(blockhash)
-                while len(self._fetched) > _FETCHED_KEPT:
-                    self._fetched.popitem(last=False)
-
-    def fetched(self, blockhash: Hash) -> BlockhashFacts | None:
-        """What the node said with ``blockhash`` when this agent fetched it (None: it did not)."""
-        with self._lock:
-            return self._fetched.get(blockhash)
-
-    def forget_blockhash(self) -> None:
-        with self._lock:
-            self._blockhash = None
-
-    def mint(self, address: Pubkey) -> MintInfo | None:
-        with self._lock:
-            return self._mints.get(address)
-
-    def remember_mint(self, info: MintInfo) -> None:
-        with self._lock:
-            self._mints[info.address] = info
-
-
 class ChainRead(NamedTuple):
-    """What :func:`read_chain` read in one round trip."""
+    """What :func:`read_chain` read (in one round trip, or none)."""
 
     accounts: list[Account | None]
     """The accounts, in the order of the keys asked (None: no account there)."""
@@ -247,12 +177,15 @@ class ChainRead(NamedTuple):
     genesis_hash: str | None
     """The chain the node served in this batch, checked against the agent's network; None
     when it was not asked (the cached blockhash's facts name its chain)."""
+    cached: bool = False
+    """Whether the accounts came from the cache (a refusal is then checked on a fresh read)."""
 
 
 def read_chain(
-    keys: list[Pubkey], ctx: PaymentContext, *, ask_chain: bool = False
+    keys: list[Pubkey], ctx: PaymentContext, *, ask_chain: bool = False, fresh: bool = False
 ) -> Flow[ChainRead]:
-    """The accounts at ``keys`` and a usable blockhash, in one JSON-RPC round trip.
+    """The accounts at ``keys`` and a usable blockhash: from the cache when all are fresh
+    (no round trip), else in one JSON-RPC round trip.
 
     Each address is read once, in calls of at most :data:`MAX_ACCOUNTS_PER_CALL` addresses
     (the node's limit for ``getMultipleAccounts``); the list follows ``keys``. The cached
@@ -260,17 +193,20 @@ def read_chain(
     the node serves (its genesis hash), remembered with the blockhash: a node behind a load
     balancer may serve another chain tomorrow, and a payment signed over the blockhash can land
     only on the chain it came from. ``ask_chain`` asks the genesis hash even with a cached
-    blockhash (for a payment over a blockhash the server chose). A chain that is not the
+    blockhash (for a payment over a blockhash the server chose); ``fresh`` reads the accounts
+    even when cached (before refusing a payment on cached state). A chain that is not the
     agent's network stops the payment before anything is signed.
 
     :raises NetworkMismatchError: the RPC node serves another chain than ``ctx.network``.
     """
     now = ctx.clock()
     blockhash = ctx.cache.blockhash(now)
+    if blockhash is not None and not (ask_chain or fresh):
+        kept = ctx.cache.accounts(keys, now)
+        if kept is not None:
+            return ChainRead(kept, blockhash, None, cached=True)
     unique = list(dict.fromkeys(keys))
-    chunks = [
-        unique[i : i + MAX_ACCOUNTS_PER_CALL] for i in range(0, len(unique), MAX_ACCOUNTS_PER_CALL)
-    ]
+    chunks = account_batches(unique)
     batch = [multiple_accounts_request(chunk, n) for n, chunk in enumerate(chunks)]
     if blockhash is None:
         batch.append(latest_blockhash_request(len(batch)))
@@ -290,6 +226,7 @@ def read_chain(
             method="getMultipleAccounts",
             reason="rpc_bad_reply",
         )
+    ctx.cache.remember_accounts(unique, found, now, used=True)
     by_key: dict[Pubkey, Account | None] = dict(zip(unique, found, strict=True))
     accounts = [by_key[key] for key in keys]
     if blockhash is None:

@@ -2,12 +2,13 @@
 
 Every offer is refused with a reason or becomes a candidate: scheme ``exact``, the agent's
 network, an accepted asset (a token this SDK knows on the network, or one in
-``accept_assets``). One JSON-RPC round trip then reads, for every candidate, the mint (unless
-cached), the payer's and the payee's token accounts under both token programs, and a blockhash
-when the offer brings none. A candidate is payable when the payer holds the amount, the payee
-has a token account (the exact scheme never creates one), the amount is within
-``max_payment``, and the mint has no risky Token-2022 extension the caller did not allow
-(``allow_token_extensions``). The cheapest payable offer, in display units, wins. The
+``accept_assets``). The chain cache, or one JSON-RPC round trip when it is not fresh, then
+gives, for every candidate, the mint (unless cached), the payer's and the payee's token
+accounts under both token programs, and a blockhash; no offer is refused on cached state
+alone (the accounts are read afresh first). A candidate is payable when the payer holds the
+amount, the payee has a token account (the exact scheme never creates one), the amount is
+within ``max_payment``, and the mint has no risky Token-2022 extension the caller did not
+allow (``allow_token_extensions``). The cheapest payable offer, in display units, wins. The
 facilitator pays the network fees, so the agent's fee is 0 unless it is the fee payer itself.
 """
 
@@ -21,7 +22,7 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.sysvar import CLOCK
 
-from ._effects import Flow, PaymentContext, read_chain
+from ._effects import ChainRead, Debit, Flow, PaymentContext, read_chain
 from ._limits import Refusal, currency_key
 from ._money import format_amount, from_base_units
 from ._networks import KNOWN_MINTS, SOL_DECIMALS, symbol_for_mint
@@ -67,6 +68,8 @@ class ExactQuote:
     genesis_hash: str | None = None
     """The chain the node served when the accounts were read (asked whenever an offer brings
     its own blockhash: a payment over it is taken to be made on that chain)."""
+    debits: tuple[Debit, ...] = ()
+    """What paying it takes from the payer's accounts (applied to the cache when signed)."""
 
 
 @dataclass(frozen=True)
@@ -105,17 +108,16 @@ def quote_exact(
     # its transfer fees applies now.
     with_clock = any(c.known is None for c in candidates)
     server_blockhash = not fresh_blockhash and any(c.offer.recent_blockhash for c in candidates)
-    accounts, blockhash, genesis = yield from read_chain(
-        [*keys, CLOCK] if with_clock else keys, ctx, ask_chain=server_blockhash
-    )
-    epoch = parse_epoch(accounts[-1]) if with_clock else None
-    quotes: list[ExactQuote] = []
-    for candidate in candidates:
-        quote = _evaluate(candidate, accounts, ctx, (blockhash, epoch), payer, refusals)
-        if quote is not None:
-            quotes.append(quote)
+    keys = [*keys, CLOCK] if with_clock else keys
+    read = yield from read_chain(keys, ctx, ask_chain=server_blockhash)
+    quotes, on_chain = _evaluate_all(candidates, read, ctx, payer, with_clock)
+    if not quotes and read.cached:
+        # Cached state may be stale (a deposit not seen yet): refuse only on a fresh read.
+        read = yield from read_chain(keys, ctx, fresh=True)
+        quotes, on_chain = _evaluate_all(candidates, read, ctx, payer, with_clock)
     if not quotes:
-        raise _none_payable(challenge, refusals, ctx.network)
+        raise _none_payable(challenge, refusals | on_chain, ctx.network)
+    blockhash, genesis = read.blockhash, read.genesis_hash
     best = min(quotes, key=lambda q: (q.display_amount, q.offer.index))
     best = replace(best, genesis_hash=genesis)
     if fresh_blockhash:
@@ -152,6 +154,25 @@ def _candidate_keys(
             associated_token_address(pay_to, mint, program),
         ]
     return keys
+
+
+def _evaluate_all(
+    candidates: list[_Candidate],
+    read: ChainRead,
+    ctx: PaymentContext,
+    payer: Pubkey,
+    with_clock: bool,
+) -> tuple[list[ExactQuote], dict[int, Refusal]]:
+    """The candidates payable on ``read``, and why each other one is not."""
+    epoch = parse_epoch(read.accounts[-1]) if with_clock else None
+    refusals: dict[int, Refusal] = {}
+    quotes: list[ExactQuote] = []
+    for candidate in candidates:
+        chain = (read.blockhash, epoch)
+        quote = _evaluate(candidate, read.accounts, ctx, chain, payer, refusals)
+        if quote is not None:
+            quotes.append(quote)
+    return quotes, refusals
 
 
 def _evaluate(
@@ -226,6 +247,13 @@ def _evaluate(
             blockhash=offer.recent_blockhash or blockhash,
             destination=destination,
             fee_lamports=fee,
+            debits=(
+                Debit(payer, lamports=fee),
+                Debit(
+                    associated_token_address(payer, info.address, info.program_id),
+                    tokens=offer.amount,
+                ),
+            ),
         )
     return None
 

@@ -37,6 +37,7 @@ from ._effects import (
     Approve,
     BlockhashFacts,
     ChainCache,
+    Debit,
     FindPayment,
     Flow,
     HttpReply,
@@ -98,6 +99,8 @@ class Signed:
     rent_lamports: int = 0
     facts: BlockhashFacts | None = None
     """What the agent's node said with the blockhash (None: the server chose it)."""
+    debits: tuple[Debit, ...] = ()
+    """What it takes from the payer's accounts: taken from the chain cache once journaled."""
 
     def fields(self) -> dict[str, Any]:
         facts = self.facts
@@ -295,9 +298,13 @@ def pay_new(
             invoice=payable.invoice,
             reason="reservation_lost",
         )
+    ctx.cache.debit(signed.debits, ctx.clock())
     _log_paying(marked)
     replay = replaces is None
-    return (yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new))
+    outcome = yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new)
+    if outcome.error is not None:
+        ctx.cache.forget_accounts()  # it may have been priced on stale state: read afresh
+    return outcome
 
 
 def _pay_again(
@@ -387,6 +394,7 @@ class InvoicePayable:
                 fee_lamports=priced.fee_lamports,
                 rent_lamports=priced.rent_lamports,
                 facts=facts,
+                debits=priced.debits,
             )
 
         genesis = None if facts is None else facts.genesis_hash
@@ -458,6 +466,7 @@ class ExactPayable:
                 fee_payer=chosen.fee_payer,
                 fee_lamports=exact.fee_lamports,
                 facts=facts,
+                debits=exact.debits,
             )
 
         # A fixed memo leaves nothing random in the transaction: the same offer paid over the

@@ -1,9 +1,10 @@
 """From an invoice and the chain's state to a transfer plan the wallet can afford (pure).
 
-:func:`quote` reads what a payment needs in one JSON-RPC round trip (the payer's and payee's
-accounts, the mint on first use, a blockhash when the cached one is old), then decides: the
-exact base units, the accounts, whether the payee's token account must be created, how the
-payment is bound to its invoice, and whether the wallet can pay it with fees and rent.
+:func:`quote` reads what a payment needs (the payer's and payee's accounts, the mint on first
+use, a blockhash) from the chain cache when fresh, else in one JSON-RPC round trip, then
+decides: the exact base units, the accounts, whether the payee's token account must be
+created, how the payment is bound to its invoice, and whether the wallet can pay it with fees
+and rent. A refusal decided on cached state is decided again on a fresh read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from solders.rent import Rent
 from solders.sysvar import CLOCK
 from solders.token.state import TokenAccount
 
-from ._effects import Flow, PaymentContext, read_chain
+from ._effects import ChainRead, Debit, Flow, PaymentContext, read_chain
 from ._limits import currency_key
 from ._money import format_amount, from_base_units
 from ._networks import SOL_DECIMALS
@@ -53,11 +54,11 @@ class Quote:
     display_amount: Decimal
     fee_lamports: int
     rent_lamports: int
+    debits: tuple[Debit, ...] = ()
+    """What paying it takes from the payer's accounts (applied to the cache when signed)."""
 
 
 def quote(invoice: Invoice, ctx: PaymentContext) -> Flow[Quote]:
-    now = ctx.clock()
-    blockhash = ctx.cache.blockhash(now)
     payer = ctx.signer.pubkey()
     recipient = Pubkey.from_string(invoice.recipient)
     known: MintInfo | None = None
@@ -79,10 +80,28 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Flow[Quote]:
             ]
         if known is None:
             keys.append(CLOCK)
-    accounts, blockhash, _ = yield from read_chain(keys, ctx)  # its chain: in its facts
+    read = yield from read_chain(keys, ctx)  # its chain: in its facts
+    try:
+        return _decide(invoice, ctx, payer, recipient, read, known)
+    except (PaymentError, InvoiceValidationError):
+        if not read.cached:
+            raise
+    # Cached state may be stale (a deposit not seen yet): refuse only on a fresh read.
+    read = yield from read_chain(keys, ctx, fresh=True)
+    return _decide(invoice, ctx, payer, recipient, read, known)
+
+
+def _decide(
+    invoice: Invoice,
+    ctx: PaymentContext,
+    payer: Pubkey,
+    recipient: Pubkey,
+    read: ChainRead,
+    known: MintInfo | None,
+) -> Quote:
     if invoice.mint is None:
-        return _sol_quote(invoice, ctx, payer, recipient, accounts, blockhash)
-    return _token_quote(invoice, ctx, payer, recipient, accounts, blockhash, known)
+        return _sol_quote(invoice, ctx, payer, recipient, read.accounts, read.blockhash)
+    return _token_quote(invoice, ctx, payer, recipient, read.accounts, read.blockhash, known)
 
 
 def _binding(invoice: Invoice, ctx: PaymentContext) -> tuple[Pubkey | None, str | None]:
@@ -131,7 +150,8 @@ def _sol_quote(
         memo=memo,
         legacy=invoice.format == FORMAT_LEGACY,
     )
-    return Quote(plan, blockhash, from_base_units(lamports, SOL_DECIMALS), fee, 0)
+    debits = (Debit(payer, lamports=lamports + fee),)
+    return Quote(plan, blockhash, from_base_units(lamports, SOL_DECIMALS), fee, 0, debits)
 
 
 def _token_quote(
@@ -206,7 +226,8 @@ def _token_quote(
         legacy=legacy,
         checked=not legacy,
     )
-    return Quote(plan, blockhash, display, fee, rent)
+    debits = (Debit(payer, lamports=fee + rent), Debit(source_key, tokens=amount))
+    return Quote(plan, blockhash, display, fee, rent, debits)
 
 
 def _check_cap(invoice: Invoice, ctx: PaymentContext, amount: Decimal) -> None:

@@ -373,6 +373,7 @@ async def test_rpc_failures_are_retried_with_the_injected_sleep(
         gateway.faults.clear()
     assert gateway.faults.triggered.count("fail_rpc") == fails_before + 2
     assert pauses.seconds[:2] == [0.0, 0.2]
+    agent._cache.clear()  # the chain cache forgotten: this payment reads the chain itself
     gateway.faults.fail_rpc(50)
     try:
         with pytest.raises(SolanaRPCError) as caught:

@@ -579,6 +579,7 @@ def test_the_genesis_hash_rides_each_blockhash_fetch(server: GatewayServer) -> N
     wallet = Keypair()
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=":memory:")
+    agent._cache.account_ttl = 0  # accounts never cached: every payment reads the chain
     bodies: list[bytes] = []
 
     class Recording(requests.adapters.HTTPAdapter):

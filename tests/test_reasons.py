@@ -233,7 +233,7 @@ def test_the_core_has_no_randomness_environment_or_driver() -> None:
             assert not any(module.startswith(("_io", "agent")) for module in own), path
         if own & {"_effects", "_protocol"} or path.name == "_protocol.py":
             flows.add(path.name)
-            lock = {"threading"} if path.name == "_effects.py" else set()  # ChainCache's lock
+            lock = {"threading"} if path.name == "_chainstate.py" else set()  # ChainCache's lock
             assert not names & {"threading", "asyncio"} - lock, path
     assert {"_flow.py", "_delivery.py", "_landing.py", "_recovery.py", "_quote.py"} <= flows
     assert {"_exact.py", "_effects.py", "_protocol.py", "solana_utils.py"} <= flows

@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,7 @@ from ..reiterator import BackoffStrategy
 from ..wallet import require_sync_signer
 from .base import BaseAgent, method_of, reiterator_of, text_of
 from .human import HumanClient
+from .refresh import Refresher
 from .rpc import RpcClient
 from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
 
@@ -157,6 +159,10 @@ class AutoAgent(BaseAgent):
         self._setup(settings)
         self._reiterator = reiterator_of(settings.reiterator, clock, sleep)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
+        self._refresher = Refresher(
+            self._cache, self.network, self.rpc_url, timeout=self.timeout, clock=clock
+        )
+        weakref.finalize(self, self._refresher.stop)  # an agent never closed: its thread too
         self._driver = Driver(
             rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
         )
@@ -427,7 +433,8 @@ class AutoAgent(BaseAgent):
         return self.request("OPTIONS", url, **kwargs)
 
     def close(self) -> None:
-        """Close the HTTP sessions and the journal."""
+        """Stop the chain refresh; close the HTTP sessions and the journal."""
+        self._refresher.close()
         self.session.close()
         self._rpc.session.close()
         self._journal.close()

@@ -43,6 +43,7 @@ from .base import BaseAgent, method_of, reiterator_of, text_of
 from .clock import async_sleep, monotonic
 from .clock import sleep as real_sleep
 from .human import AsyncHumanClient
+from .refresh import AsyncRefresher
 
 __all__ = ["AsyncAutoAgent"]
 
@@ -138,6 +139,9 @@ class AsyncAutoAgent(BaseAgent):
         self._reiterator = reiterator_of(settings.reiterator, clock, real_sleep, async_sleep=sleep)
         self.session = session if session is not None else httpx.AsyncClient()
         self._rpc = AsyncRpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
+        self._refresher = AsyncRefresher(
+            self._cache, self.network, self.rpc_url, timeout=self.timeout, clock=clock
+        )
         self._driver = AsyncDriver(
             rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
         )
@@ -412,7 +416,8 @@ class AsyncAutoAgent(BaseAgent):
         return await self.request("OPTIONS", url, **kwargs)
 
     async def aclose(self) -> None:
-        """Close the HTTP clients and the journal."""
+        """Stop the chain refresh; close the HTTP clients and the journal."""
+        await self._refresher.aclose()
         await self.session.aclose()
         await self._rpc.aclose()
         await asyncio.to_thread(self._journal.close)

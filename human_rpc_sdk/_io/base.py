@@ -41,6 +41,7 @@ class BaseAgent:
 
     _reiterator: ReiteratorManager
     _rpc: Any  # the agent's JSON-RPC client, blocking or async: both keep ``stats``
+    _refresher: Any  # the chain cache's background refresh: a thread or an asyncio task
 
     def _setup(self, settings: AgentSettings) -> None:
         """Take the validated ``settings``; open the journal."""
@@ -167,7 +168,8 @@ class BaseAgent:
     # -- what the drivers run ---------------------------------------------------------------
 
     def _context(self) -> PaymentContext:
-        """The payment flow's context."""
+        """The payment flow's context; the chain cache's refresh runs from the first payment."""
+        self._refresher.start()
         settings = self._settings
         return PaymentContext(
             signer=settings.signer,
