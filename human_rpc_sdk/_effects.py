@@ -147,6 +147,8 @@ class Record(Effect[JournalEntry | None]):
     """How long to wait for a journal another process holds locked (None: the default)."""
     keep: bool = False
     """If the write fails, keep it in this process and write it at the next write that can."""
+    durable: bool = True
+    """Commit with a full sync; False for what recovery can learn again (see the journal)."""
 
 
 @dataclass(frozen=True, repr=False)

@@ -285,7 +285,8 @@ def pay_new(
         # Nothing was signed that left the process: release the reservation now (its process
         # lives on, so recovery would hold it, and its budget and invoice, for a long while).
         error = "could not be signed" if isinstance(exc, Exception) else "interrupted unsigned"
-        yield from perform(Record(entry.id, "failed", {"error": error}, ("reserved",)))
+        released = Record(entry.id, "failed", {"error": error}, ("reserved",), durable=False)
+        yield from perform(released)  # lost to a power cut: recovery releases it
         raise
     marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
     if marked is None:

@@ -218,6 +218,7 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
             expect=effect.expect,
             busy_seconds=effect.busy_seconds,
             keep=effect.keep,
+            durable=effect.durable,
         )
     raise TypeError(f"unknown effect {effect!r}")
 

@@ -1,0 +1,244 @@
+"""The hot paths: one durable journal write per payment, nothing heavy imported up front, and
+the per-payment work that need not be redone (derivations, own signatures, requests' settings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
+from human_rpc_sdk._io.journal import Journal
+from human_rpc_sdk._offer import PaymentOffer
+from human_rpc_sdk._records import Reserved
+from stub_gateway import GatewayServer, create_app
+
+from .conftest import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICE = Decimal("0.001")
+FEE = Decimal("0.000005")
+
+
+def rows(journal: Path) -> list[dict[str, Any]]:
+    """The journal's rows, as another process reads them."""
+    with sqlite3.connect(journal) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM payments ORDER BY id")]
+
+
+def offer(url: str = "https://example.com/x") -> PaymentOffer:
+    return PaymentOffer(
+        url=url,
+        amount=Decimal("0.001"),
+        atomic_amount=1_000_000,
+        currency="SOL",
+        mint=None,
+        recipient=str(Pubkey.new_unique()),
+        destination=str(Pubkey.new_unique()),
+        reference=None,
+        network="devnet",
+        payer=str(Pubkey.new_unique()),
+        format="humanrpc",
+    )
+
+
+class FullCommits:
+    """Counts the commits a journal's connection makes under ``synchronous=FULL``, from the
+    statements SQLite runs (independently of the journal's own counter)."""
+
+    def __init__(self, journal: Journal) -> None:
+        db = journal._db
+        self.full = db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        self.count = 0
+        db.set_trace_callback(self.saw)
+
+    def saw(self, statement: str) -> None:
+        text = statement.strip().upper()
+        if text.startswith("PRAGMA SYNCHRONOUS="):
+            self.full = text.endswith("FULL")
+        elif text == "COMMIT" and self.full:
+            self.count += 1
+
+
+# -- one durable write per payment -----------------------------------------------------------------
+
+
+def test_a_payment_is_fully_synced_once_at_signed(server: GatewayServer, tmp_path: Path) -> None:
+    """A paid request commits three times (reserved, signed, accepted) but syncs once: the
+    journal's counter and SQLite's own statements agree, and the payment is journaled."""
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+    commits = FullCommits(agent._journal)
+    before = agent._journal.full_syncs
+    for _ in range(2):
+        assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
+    assert agent._journal.full_syncs - before == 2
+    assert commits.count == 2
+    assert [row["state"] for row in rows(journal)] == ["accepted", "accepted"]
+    assert server.gateway.balance(wallet.pubkey()) == 1 - 2 * (PRICE + FEE)
+    agent.close()
+
+
+def test_budget_raises_and_recovery_verdicts_stay_fully_synced(tmp_path: Path) -> None:
+    """Off a payment's way out, every write is fully synced: a budget raise, a recovery's
+    verdict (a mark without durable=False), a human task's id; a signed mark always is."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    assert journal.full_syncs == 1  # creating the schema
+    commits = FullCommits(journal)
+    journal.raise_budget("devnet", {"SOL": Decimal(1)})
+    reserved = journal.reserve(offer(), currency_key="SOL", invoice_key=None, budget=None)
+    assert isinstance(reserved, Reserved)
+    assert (journal.full_syncs, commits.count) == (2, 1)  # the reservation was not synced
+    entry = reserved.entry.id
+    journal.mark(entry, "signed", {"signature": "s"}, durable=False)  # signed: synced anyway
+    journal.mark(entry, "submitted", durable=False)
+    assert (journal.full_syncs, commits.count) == (3, 2)
+    journal.mark(entry, "failed", {"landed": False, "landed_proof": "expired"})
+    journal.mark(entry, "failed", {"task_id": "t1"})
+    assert (journal.full_syncs, commits.count) == (5, 4)
+    journal.close()
+
+
+def test_a_memory_journal_counts_no_syncs() -> None:
+    """A journal in memory syncs nothing and says so."""
+    journal = Journal(":memory:")
+    journal.reserve(offer(), currency_key="SOL", invoice_key=None, budget=None)
+    assert journal.full_syncs == 0
+    journal.close()
+
+
+class BlockingSigner:
+    """An external signer (a remote KMS) that signs only once the test lets it."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    def sign_message(self, message: bytes) -> Signature:
+        self.asked.set()
+        self.release.wait(30)
+        return self.keypair.sign_message(message)
+
+
+def test_a_slow_signer_holds_no_journal_lock(server: GatewayServer, tmp_path: Path) -> None:
+    """While an external signer takes its time, another thread reserves and records in the
+    same journal, and another connection to the file too: the reservation was committed
+    before signing, and no lock is held across the signer."""
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    path = tmp_path / "journal.sqlite3"
+    signer = BlockingSigner(wallet)
+    agent = AutoAgent(signer=signer, rpc_url=server.rpc_url, journal_path=path)
+    answers: list[int] = []
+    paying = threading.Thread(
+        target=lambda: answers.append(agent.get(f"{server.url}/api/v1/premium/sol").status_code)
+    )
+    paying.start()
+    try:
+        assert signer.asked.wait(30)
+        assert [row["state"] for row in rows(path)] == ["reserved"]  # committed before signing
+        other = Journal(path)
+        done: list[str] = []
+
+        def book() -> None:
+            for journal in (agent._journal, other):
+                got = journal.reserve(offer(), currency_key="SOL", invoice_key=None, budget=None)
+                assert isinstance(got, Reserved)
+                journal.mark(got.entry.id, "failed", {"error": "test"}, busy_seconds=5)
+                done.append(repr(journal))
+
+        booking = threading.Thread(target=book)
+        booking.start()
+        booking.join(20)  # a deadlock guard, not a timing: a held lock never lets it finish
+        assert not booking.is_alive()
+        assert len(done) == 2
+        assert not signer.release.is_set()  # all that while, the signer was still signing
+        other.close()
+    finally:
+        signer.release.set()
+        paying.join(30)
+    assert answers == [200]
+    assert [row["state"] for row in rows(path)] == ["accepted", "failed", "failed"]
+    agent.close()
+
+
+@pytest.fixture
+def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
+    """A gateway on a fake clock, serving."""
+    clock = FakeClock()
+    app = create_app(clock=clock, sleep=clock.sleep)
+    clock.now += 10
+    with GatewayServer(app).start() as running:
+        yield running, clock
+
+
+def test_a_payment_killed_after_its_signed_commit_is_recovered(
+    clocked: tuple[GatewayServer, FakeClock], tmp_path: Path
+) -> None:
+    """A process is killed (SIGKILL) right after its one fully synced commit, before sending:
+    a new process finds the signed payment pending and counted; once its blockhash expires,
+    recovery proves it never landed and releases it; no money moved."""
+    server, clock = clocked
+    gateway = server.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    journal = tmp_path / "journal.sqlite3"
+    job = {"url": f"{server.url}/api/v1/premium/sol", "rpc_url": server.rpc_url}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.workers.signed_then_killed",
+            json.dumps({**job, "journal": str(journal)}),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "SOLANA_PRIVATE_KEY": str(wallet)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline().split()
+    child.send_signal(signal.SIGKILL)
+    _, errors = child.communicate(timeout=10)
+    assert line == ["signed", "2"], errors  # full syncs: the new schema, the signed row
+    assert child.returncode == -signal.SIGKILL
+
+    (row,) = rows(journal)
+    assert row["state"] == "signed"
+    assert row["transaction_b64"]
+    assert gateway.desk.settlements == []
+    with pytest.warns(PendingPaymentsWarning):
+        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+    (pending,) = agent.pending_payments()
+    assert pending.signature == row["signature"]
+    assert agent.budget["SOL"].spent == PRICE + FEE
+    (unsettled,) = agent.recover_payments()
+    assert unsettled.state == "signed"  # its blockhash may still land: nothing is decided
+    clock.now += 61  # > 150 slots: it can no longer land
+    (released,) = agent.recover_payments()
+    assert (released.state, released.landed) == ("failed", False)
+    assert agent.budget["SOL"].spent == 0
+    assert gateway.balance(wallet.pubkey()) == 1
+    agent.close()
