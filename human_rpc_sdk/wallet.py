@@ -13,7 +13,6 @@ would hold the text it failed on) is chained to them.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -196,6 +195,8 @@ async def sign_async(signer: Signer, message: bytes) -> Signature:
     if isinstance(signer, KeypairSigner):  # a local key signs in microseconds
         return signer.sign_message(message)
     # Any other signer may wait on a device or a service: not on the event loop.
+    import asyncio  # loaded with the event loop; a synchronous agent never imports it
+
     return signature_of(await asyncio.to_thread(signer.sign_message, message))
 
 

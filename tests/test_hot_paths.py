@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -24,6 +26,13 @@ from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
+from human_rpc_sdk.solana_utils import (
+    TOKEN_PROGRAMS,
+    MintInfo,
+    TransferPlan,
+    associated_token_address,
+    transfer_instructions,
+)
 from stub_gateway import GatewayServer, create_app
 
 from .conftest import FakeClock
@@ -242,3 +251,151 @@ def test_a_payment_killed_after_its_signed_commit_is_recovered(
     assert agent.budget["SOL"].spent == 0
     assert gateway.balance(wallet.pubkey()) == 1
     agent.close()
+
+
+# -- the SPL instructions, built with solders alone --------------------------------------------
+
+keys = st.binary(min_size=32, max_size=32).map(Pubkey.from_bytes)
+
+
+def test_the_program_ids_are_spl_s() -> None:
+    """The program ids defined here are solana-py's."""
+    from spl.memo.constants import MEMO_PROGRAM_ID
+    from spl.token import constants
+
+    from human_rpc_sdk import solana_utils
+
+    assert solana_utils.MEMO_PROGRAM_ID == MEMO_PROGRAM_ID
+    assert solana_utils.TOKEN_PROGRAM_ID == constants.TOKEN_PROGRAM_ID
+    assert solana_utils.TOKEN_2022_PROGRAM_ID == constants.TOKEN_2022_PROGRAM_ID
+    assert solana_utils.ASSOCIATED_TOKEN_PROGRAM_ID == constants.ASSOCIATED_TOKEN_PROGRAM_ID
+
+
+@given(
+    payer=keys,
+    recipient=keys,
+    mint=keys,
+    program=st.sampled_from(TOKEN_PROGRAMS),
+    amount=st.integers(1, 2**64 - 1),
+    decimals=st.integers(0, 255),
+    memo=st.none() | st.text(max_size=60),
+    reference=st.none() | keys,
+    create=st.booleans(),
+    checked=st.booleans(),
+)
+def test_token_payment_instructions_are_spl_s_byte_for_byte(
+    payer: Pubkey,
+    recipient: Pubkey,
+    mint: Pubkey,
+    program: Pubkey,
+    amount: int,
+    decimals: int,
+    memo: str | None,
+    reference: Pubkey | None,
+    create: bool,
+    checked: bool,
+) -> None:
+    """Create-ATA, memo and transfer (checked or plain) equal spl's builders': program,
+    data and every account with its signer and writable flags, in order."""
+    from solders.instruction import AccountMeta, Instruction
+    from spl.memo.constants import MEMO_PROGRAM_ID
+    from spl.memo.instructions import create_memo
+    from spl.memo.models import MemoParams
+    from spl.token import instructions as spl
+    from spl.token.models import TransferCheckedParams, TransferParams
+
+    source = spl.get_associated_token_address(payer, mint, program)
+    dest = spl.get_associated_token_address(recipient, mint, program)
+    assert associated_token_address(payer, mint, program) == source
+    plan = TransferPlan(
+        payer=payer,
+        recipient=recipient,
+        amount=amount,
+        destination=dest,
+        mint=MintInfo(address=mint, program_id=program, decimals=decimals),
+        source=source,
+        create_destination=create,
+        reference=reference,
+        memo=memo,
+        checked=checked,
+    )
+    expected: list[Instruction] = []
+    if create:
+        expected.append(
+            spl.create_idempotent_associated_token_account(payer, recipient, mint, program)
+        )
+    if memo is not None:
+        params = MemoParams(program_id=MEMO_PROGRAM_ID, signer=payer, message=memo.encode())
+        expected.append(create_memo(params))
+    if checked:
+        transfer = spl.transfer_checked(
+            TransferCheckedParams(
+                program_id=program,
+                source=source,
+                mint=mint,
+                dest=dest,
+                owner=payer,
+                amount=amount,
+                decimals=decimals,
+            )
+        )
+    else:
+        transfer = spl.transfer(
+            TransferParams(program_id=program, source=source, dest=dest, owner=payer, amount=amount)
+        )
+    if reference is not None:
+        extra = AccountMeta(reference, is_signer=False, is_writable=False)
+        transfer = Instruction(transfer.program_id, transfer.data, [*transfer.accounts, extra])
+    expected.append(transfer)
+    assert transfer_instructions(plan) == expected
+
+
+# -- nothing heavy imported up front -----------------------------------------------------------
+
+HEAVY = ("pydantic", "construct", "spl", "httpx", "tenacity", "asyncio", "requests")
+PROBE = """
+import sys
+import human_rpc_sdk
+heavy = sorted(m for m in sys.argv[1:] if m in sys.modules)
+from human_rpc_sdk import AutoAgent
+agent_heavy = sorted(m for m in sys.argv[1:] if m in sys.modules)
+names = [getattr(human_rpc_sdk, name) for name in human_rpc_sdk.__all__]
+print(heavy, agent_heavy, len(names), "__version__" in dir(human_rpc_sdk))
+"""
+
+
+def test_importing_the_package_imports_nothing_heavy() -> None:
+    """In a fresh interpreter, ``import human_rpc_sdk`` loads none of pydantic, construct,
+    spl, httpx, tenacity, asyncio or requests; AutoAgent brings requests alone; every name
+    in ``__all__`` still resolves when accessed."""
+    import human_rpc_sdk
+
+    found = subprocess.run(
+        [sys.executable, "-c", PROBE, *HEAVY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" ", 2)
+    assert found[0] == "[]"
+    assert found[1] == "['requests']"
+    assert found[2].split() == [str(len(human_rpc_sdk.__all__)), "True"]
+
+
+def test_lazy_exports_are_the_modules_own() -> None:
+    """A lazy export is the very object its module defines, and an unknown name is an
+    AttributeError."""
+    import human_rpc_sdk
+    from human_rpc_sdk import exceptions
+    from human_rpc_sdk._io.auth import PaymentAuth
+    from human_rpc_sdk._io.errors import ConnectionFailedError
+    from human_rpc_sdk.async_agent import AsyncAutoAgent
+
+    assert human_rpc_sdk.PaymentAuth is PaymentAuth
+    assert human_rpc_sdk.AsyncAutoAgent is AsyncAutoAgent
+    assert human_rpc_sdk.ConnectionFailedError is exceptions.ConnectionFailedError
+    assert exceptions.ConnectionFailedError is ConnectionFailedError
+    with pytest.raises(AttributeError):
+        _ = human_rpc_sdk.NoSuchThing
+    with pytest.raises(AttributeError):
+        _ = exceptions.NoSuchError
