@@ -40,7 +40,7 @@ from ._receipts import PaymentReceipt, State
 from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
 from .solana_utils import MintInfo
-from .wallet import Signer
+from .wallet import OwnSignature, Signer
 
 __all__ = [
     "MAX_ACCOUNTS_PER_CALL",
@@ -152,10 +152,12 @@ class Record(Effect[JournalEntry | None]):
 
 
 @dataclass(frozen=True, repr=False)
-class Sign(Effect[Signature]):
+class Sign(Effect[Signature | OwnSignature]):
     """Effect: sign ``message`` (a transaction message) with the key of ``pubkey``; resume with
     the solders ``Signature``. The driver asks its signer, which may be remote (a KMS, a
-    hardware wallet) or async; the flow verifies what comes back before anything is sent."""
+    hardware wallet) or async; the flow verifies what comes back before anything is sent,
+    unless the driver answers :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the
+    SDK's own keypair signer of that key)."""
 
     message: bytes
     pubkey: Pubkey

@@ -733,6 +733,14 @@ def add_signature(
             "the signer signs with the key it reports. Nothing was sent",
             reason="bad_signature",
         )
+    return place_signature(transaction, signer_key, signature)
+
+
+def place_signature(
+    transaction: VersionedTransaction, signer_key: Pubkey, signature: Signature
+) -> VersionedTransaction:
+    """``transaction`` with ``signature`` in ``signer_key``'s slot, *unverified*: only for a
+    signature made here from the key held (see :func:`add_signature`)."""
     signatures = list(transaction.signatures)
     signatures[_signer_slot(transaction, signer_key)] = signature
     return VersionedTransaction.populate(transaction.message, signatures)

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -30,9 +30,11 @@ from .exceptions import SDKConfigurationError, TransactionBuildError
 
 __all__ = [
     "KeypairSigner",
+    "OwnSignature",
     "Signer",
     "is_async_signer",
     "load_signer",
+    "own_key",
     "require_sync_signer",
     "sign_async",
     "signature_of",
@@ -102,6 +104,20 @@ class KeypairSigner:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("KeypairSigner holds a secret key and cannot be pickled")
+
+
+class OwnSignature(NamedTuple):
+    """A driver's answer to a ``Sign`` effect when its signer is a :class:`KeypairSigner` of the
+    key asked for: solders computed the signature from the key the signer holds, so the flow
+    does not verify it again (a signature from any other signer is verified before use)."""
+
+    signature: Signature
+
+
+def own_key(signer: object, pubkey: Pubkey) -> TypeGuard[KeypairSigner]:
+    """Whether ``signer`` is this SDK's own :class:`KeypairSigner` (not a subclass, which may
+    sign otherwise) of ``pubkey``: its signatures are right by construction."""
+    return type(signer) is KeypairSigner and signer.pubkey() == pubkey
 
 
 class _ExternalSigner:

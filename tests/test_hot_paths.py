@@ -22,7 +22,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
+from human_rpc_sdk import AutoAgent, KeypairSigner, PendingPaymentsWarning, TransactionBuildError
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
@@ -33,6 +33,7 @@ from human_rpc_sdk.solana_utils import (
     associated_token_address,
     transfer_instructions,
 )
+from human_rpc_sdk.wallet import OwnSignature
 from stub_gateway import GatewayServer, create_app
 
 from .conftest import FakeClock
@@ -399,3 +400,97 @@ def test_lazy_exports_are_the_modules_own() -> None:
         _ = human_rpc_sdk.NoSuchThing
     with pytest.raises(AttributeError):
         _ = exceptions.NoSuchError
+
+
+# -- a local keypair's own signature is not verified again ---------------------------------------
+
+
+class Verifications:
+    """Counts the flow's verifying attachments (``add_signature``) and unverified ones."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from human_rpc_sdk.solana_utils import add_signature as add
+        from human_rpc_sdk.solana_utils import place_signature as place
+
+        self.verified = 0
+        self.placed = 0
+
+        def counted_add(*args: Any) -> Any:
+            self.verified += 1
+            return add(*args)
+
+        def counted_place(*args: Any) -> Any:
+            self.placed += 1
+            return place(*args)
+
+        monkeypatch.setattr("human_rpc_sdk._flow.add_signature", counted_add)
+        monkeypatch.setattr("human_rpc_sdk._flow.place_signature", counted_place)
+
+
+class ExternalSigner:
+    """A remote signer (a KMS, say): a plain object with the keypair's key."""
+
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+
+    def pubkey(self) -> Pubkey:
+        return self.keypair.pubkey()
+
+    def sign_message(self, message: bytes) -> Signature:
+        return self.keypair.sign_message(message)
+
+
+@pytest.mark.parametrize("kind", ["keypair", "external"])
+def test_only_an_external_signers_signature_is_verified(
+    server: GatewayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """An agent's own keypair: its signature is attached without verifying it again; an
+    external signer's is verified. Both pay, once."""
+    counts = Verifications(monkeypatch)
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    key: Any = {"solana_private_key": wallet} if kind == "keypair" else {}
+    signer = None if kind == "keypair" else ExternalSigner(wallet)
+    agent = AutoAgent(**key, signer=signer, rpc_url=server.rpc_url, journal_path=tmp_path / "j")
+    assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
+    assert (counts.verified, counts.placed) == ((0, 1) if kind == "keypair" else (1, 0))
+    assert server.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    agent.close()
+
+
+class LyingKeypairSigner(KeypairSigner):
+    """A KeypairSigner subclass that signs with another key: not the SDK's own signer."""
+
+    def sign_message(self, message: bytes) -> Signature:
+        return Keypair().sign_message(message)
+
+
+def test_a_keypair_signer_subclass_that_lies_sends_nothing(
+    server: GatewayServer, tmp_path: Path
+) -> None:
+    """Only the SDK's own KeypairSigner is trusted: a subclass's wrong signature is verified,
+    refused, and nothing moves."""
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    signer = LyingKeypairSigner(wallet)
+    agent = AutoAgent(signer=signer, rpc_url=server.rpc_url, journal_path=tmp_path / "j")
+    with pytest.raises(TransactionBuildError, match="does not verify"):
+        agent.get(f"{server.url}/api/v1/premium/sol")
+    assert server.gateway.balance(wallet.pubkey()) == 1
+    assert [row["state"] for row in rows(tmp_path / "j")] == ["failed"]
+    agent.close()
+
+
+def test_a_driver_keypair_of_another_key_is_verified() -> None:
+    """A driver whose KeypairSigner holds another key than the one asked for: its signature
+    is verified like any other, refused, and the row fails."""
+    from .conftest import Books
+    from .test_signing_effect import finish, states, until_sign
+
+    books = Books(signer=KeypairSigner(Keypair()))
+    flow, sign, _ = until_sign(books)
+    answer = books.answer(sign, flow)
+    assert not isinstance(answer, OwnSignature)
+    with pytest.raises(TransactionBuildError, match="does not verify"):
+        finish(flow, flow.send(answer), books)
+    assert states(books) == ["failed"]
