@@ -494,3 +494,127 @@ def test_a_driver_keypair_of_another_key_is_verified() -> None:
     with pytest.raises(TransactionBuildError, match="does not verify"):
         finish(flow, flow.send(answer), books)
     assert states(books) == ["failed"]
+
+
+# -- requests' environment settings, once per origin -----------------------------------------------
+
+PROXY_VARIABLES = [
+    *("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"),
+    *("no_proxy", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"),
+]
+
+
+@pytest.fixture
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def recording_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A plain HTTP forward proxy on loopback (it forwards without any proxy of its own);
+    records the absolute URL of every request it forwards."""
+    import requests
+    from flask import Flask, Response, request
+
+    app = Flask("proxy")
+    seen: list[str] = []
+    onward = requests.Session()
+    onward.trust_env = False
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "POST"])
+    @app.route("/<path:path>", methods=["GET", "POST"])
+    def forward(path: str) -> Response:
+        seen.append(request.url)
+        headers = {k: v for k, v in request.headers if k.lower() not in ("host", "connection")}
+        answer = onward.request(
+            request.method,
+            request.url,
+            headers=headers,
+            data=request.get_data(),
+            timeout=30,
+            allow_redirects=False,
+        )
+        skip = {"content-encoding", "transfer-encoding", "connection", "content-length"}
+        return Response(
+            answer.content,
+            status=answer.status_code,
+            headers=[(k, v) for k, v in answer.headers.items() if k.lower() not in skip],
+        )
+
+    with GatewayServer(app).start() as running:
+        yield running.url, seen
+    onward.close()
+
+
+def test_requests_settings_are_remembered_and_follow_the_environment(
+    server: GatewayServer,
+    tmp_path: Path,
+    no_proxy_environment: pytest.MonkeyPatch,
+    recording_proxy: tuple[str, list[str]],
+) -> None:
+    """Three payments work the environment settings out once for the resource and once for
+    the RPC; a proxy set in the environment afterwards carries the next payment and RPC call
+    (a real forward proxy sees them), and once removed, requests go direct again."""
+    proxy, seen = recording_proxy
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j")
+    url = f"{server.url}/api/v1/premium/sol"
+    for _ in range(3):
+        assert agent.get(url).status_code == 200
+    assert agent._environment.computed == 1
+    assert agent._rpc._environment.computed == 1
+    assert seen == []
+
+    no_proxy_environment.setenv("HTTP_PROXY", proxy)
+    assert agent.get(url).status_code == 200
+    agent.balance()
+    assert seen.count(url) == 2  # the unpaid request and the paid one
+    assert server.rpc_url in seen
+
+    no_proxy_environment.delenv("HTTP_PROXY")
+    before = len(seen)
+    assert agent.get(url).status_code == 200
+    agent.balance()
+    assert len(seen) == before
+    assert server.gateway.balance(wallet.pubkey()) == 1 - 5 * (PRICE + FEE)
+    agent.close()
+
+
+@pytest.mark.parametrize(
+    ("environment", "arguments"),
+    [
+        ({}, {}),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, {}),
+        ({"https_proxy": "http://a:1", "NO_PROXY": "example.com"}, {}),
+        ({"ALL_PROXY": "http://b:2"}, {"proxies": {"https": "http://c:3"}, "verify": False}),
+        ({"REQUESTS_CA_BUNDLE": "/etc/ca.pem"}, {"stream": True, "cert": "/etc/c.pem"}),
+    ],
+)
+def test_remembered_settings_equal_requests_own(
+    no_proxy_environment: pytest.MonkeyPatch,
+    environment: dict[str, str],
+    arguments: dict[str, Any],
+) -> None:
+    """What is remembered is what requests works out, for each environment and arguments;
+    the caller's proxies are left as they were."""
+    import requests
+
+    from human_rpc_sdk._io.environment import EnvironmentSettings
+
+    for name, value in environment.items():
+        no_proxy_environment.setenv(name, value)
+    session = requests.Session()
+    remembered = EnvironmentSettings(session)
+    given = {"proxies": None, "stream": None, "verify": None, "cert": None, **arguments}
+    mine = dict(given["proxies"] or {})
+    for url in ("https://example.com/a", "https://example.com/b?x=1", "https://other.org/"):
+        expected = session.merge_environment_settings(
+            url, dict(mine), given["stream"], given["verify"], given["cert"]
+        )
+        got = remembered(url, given["proxies"], given["stream"], given["verify"], given["cert"])
+        assert got == expected
+    assert remembered.computed == 2  # two origins
+    assert (given["proxies"] or {}) == mine
