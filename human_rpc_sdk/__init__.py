@@ -8,20 +8,17 @@
 ... def classify(text): return {"answer": "spam", "confidence": 0.6}
 """
 
+import importlib
 import logging
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any, Final
 
 from ._headers import decode_payment_response, encode_payment_header
-from ._io.auth import PaymentAuth
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
 from ._records import BudgetLine
 from ._tasks import Verdict
-from .agent import AutoAgent
-from .async_agent import AsyncAutoAgent
 from .decorator import GuardResponse, guard
 from .exceptions import (
-    ConnectionFailedError,
     HumanRPCError,
     HumanVerificationError,
     InvoiceValidationError,
@@ -47,10 +44,49 @@ from .solana_utils import (
 )
 from .wallet import KeypairSigner, Signer, load_signer
 
-try:
-    __version__ = version("human-rpc-sdk")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    from ._io.auth import PaymentAuth
+    from .agent import AutoAgent
+    from .async_agent import AsyncAutoAgent
+    from .exceptions import ConnectionFailedError
+
+    __version__: str
+
+_LAZY: Final = {
+    "AsyncAutoAgent": ".async_agent",
+    "AutoAgent": ".agent",
+    "ConnectionFailedError": ".exceptions",
+    "PaymentAuth": "._io.auth",
+}
+"""Exports imported on first use: the agents and their drivers (the payment flows, requests;
+httpx and tenacity for the async ones), and the connection error (a ``requests`` exception
+too), none of which building or checking a transaction needs."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazy export (or read the installed version) on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name == "__version__":
+        value = _version()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # about 20 ms to import
+
+    try:
+        return version("human-rpc-sdk")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
 
 logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 

@@ -286,7 +286,8 @@ def record_outcome(record: Record) -> Flow[JournalEntry | None]:
         if pause:
             yield from perform(Pause(pause))
         try:
-            patient = replace(record, busy_seconds=OUTCOME_BUSY_SECONDS, keep=True)
+            # Not fully synced: a lost outcome leaves a `signed` row recovery settles.
+            patient = replace(record, busy_seconds=OUTCOME_BUSY_SECONDS, keep=True, durable=False)
             recorded = yield from perform(patient)
         except PaymentError as exc:
             if exc.reason != "journal_unavailable":

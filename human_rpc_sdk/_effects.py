@@ -44,7 +44,7 @@ from ._protocol import Effect, Flow, RpcCall, perform
 from ._receipts import PaymentReceipt, State
 from ._records import Existing, JournalEntry, OverBudget, Reserved
 from .exceptions import NetworkMismatchError, SolanaRPCError
-from .wallet import Signer
+from .wallet import OwnSignature, Signer
 
 __all__ = [
     "MAX_ACCOUNTS_PER_CALL",
@@ -148,13 +148,17 @@ class Record(Effect[JournalEntry | None]):
     """How long to wait for a journal another process holds locked (None: the default)."""
     keep: bool = False
     """If the write fails, keep it in this process and write it at the next write that can."""
+    durable: bool = True
+    """Commit with a full sync; False for what recovery can learn again (see the journal)."""
 
 
 @dataclass(frozen=True, repr=False)
-class Sign(Effect[Signature]):
+class Sign(Effect[Signature | OwnSignature]):
     """Effect: sign ``message`` (a transaction message) with the key of ``pubkey``; resume with
     the solders ``Signature``. The driver asks its signer, which may be remote (a KMS, a
-    hardware wallet) or async; the flow verifies what comes back before anything is sent."""
+    hardware wallet) or async; the flow verifies what comes back before anything is sent,
+    unless the driver answers :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the
+    SDK's own keypair signer of that key)."""
 
     message: bytes
     pubkey: Pubkey

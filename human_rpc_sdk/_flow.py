@@ -65,7 +65,14 @@ from ._x402 import (
 )
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError, ServerResponse
 from .invoices import FORMAT_LEGACY, Invoice
-from .solana_utils import add_signature, build_exact_transfer, build_transfer, message_to_sign
+from .solana_utils import (
+    add_signature,
+    build_exact_transfer,
+    build_transfer,
+    message_to_sign,
+    place_signature,
+)
+from .wallet import OwnSignature
 
 __all__ = [
     "MAX_402_BODY_BYTES",
@@ -288,7 +295,8 @@ def pay_new(
         # Nothing was signed that left the process: release the reservation now (its process
         # lives on, so recovery would hold it, and its budget and invoice, for a long while).
         error = "could not be signed" if isinstance(exc, Exception) else "interrupted unsigned"
-        yield from perform(Record(entry.id, "failed", {"error": error}, ("reserved",)))
+        released = Record(entry.id, "failed", {"error": error}, ("reserved",), durable=False)
+        yield from perform(released)  # lost to a power cut: recovery releases it
         raise
     marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
     if marked is None:
@@ -504,9 +512,13 @@ def _description(challenge: PaymentRequired, raw: Mapping[str, Any]) -> str:
 
 def signed_by(unsigned: VersionedTransaction, payer: Pubkey) -> Flow[VersionedTransaction]:
     """``unsigned`` with ``payer``'s signature, asked of the driver (:class:`Sign`) and
-    verified against ``payer`` before it is attached: a bad one raises, nothing is sent."""
-    signature = yield from perform(Sign(message_to_sign(unsigned, payer), payer))
-    return add_signature(unsigned, payer, signature)
+    verified against ``payer`` before it is attached: a bad one raises, nothing is sent. A
+    driver's own keypair signer's signature (:class:`OwnSignature`) is right by construction
+    and attached as it is."""
+    answer = yield from perform(Sign(message_to_sign(unsigned, payer), payer))
+    if isinstance(answer, OwnSignature):
+        return place_signature(unsigned, payer, answer.signature)
+    return add_signature(unsigned, payer, answer)
 
 
 def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> PaymentPolicyError:

@@ -20,7 +20,6 @@ caller: ``"raise"`` (the default) raises :class:`~human_rpc_sdk.HumanVerificatio
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -324,6 +323,8 @@ class _Checker:
     ) -> GuardResponse:
         """:meth:`verify` for an ``async def``: an async agent is awaited; a sync one runs in a
         thread, as does building the agent (it opens its journal)."""
+        import asyncio  # running already; a synchronous guard never imports it
+
         agent = self._agent
         if agent is None:
             # An AsyncAutoAgent from the environment, for this check only: its httpx client

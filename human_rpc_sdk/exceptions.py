@@ -45,12 +45,18 @@ import html
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import urlsplit
 
-import requests
-
 from ._reasons import Reason, Rule
+
+if TYPE_CHECKING:
+    from ._io.errors import (
+        ConnectionFailedError,
+        ConnectTimeoutError,
+        ProxyConnectionError,
+        SSLConnectionError,
+    )
 
 __all__ = [
     "ConnectTimeoutError",
@@ -441,50 +447,18 @@ class PendingPaymentsWarning(UserWarning):
     """
 
 
-class ConnectionFailedError(HumanRPCError, requests.ConnectionError):
-    """The request could not reach the server (refused, no such host, TLS, proxy). Nothing was
-    paid: this was the first, unpaid request.
-
-    It is also the ``requests`` exception it wraps (``__cause__``): ``except
-    requests.ConnectionError`` still catches it, and ``request`` is requests' own attribute.
-    ``url`` is the URL that could not be reached.
-    """
-
-    default_reason: ClassVar[Reason] = "connection_failed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None = None,
-        request: requests.PreparedRequest | None = None,
-        reason: Reason | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, details=details)
-        self.url = url
-        self.request = request
-        self.response = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The prepared request may hold an unpicklable body (a file, a generator): left out.
-        state = {**self.__dict__, "request": None}
-        return (_rebuild, (type(self), self.message), state)
+_CONNECTION_ERRORS: Final = frozenset(
+    {"ConnectionFailedError", "ConnectTimeoutError", "ProxyConnectionError", "SSLConnectionError"}
+)
 
 
-class ConnectTimeoutError(ConnectionFailedError, requests.ConnectTimeout):
-    """Connecting took longer than the timeout: also a ``requests.ConnectTimeout``."""
+def __getattr__(name: str) -> Any:
+    """The connection errors, which are ``requests`` exceptions too, on first use: importing
+    ``requests`` takes longer than the rest of this package."""
+    if name not in _CONNECTION_ERRORS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ._io import errors
 
-    default_reason: ClassVar[Reason] = "connect_timeout"
-
-
-class SSLConnectionError(ConnectionFailedError, requests.exceptions.SSLError):
-    """The TLS handshake failed (a certificate, say): also a ``requests`` ``SSLError``."""
-
-    default_reason: ClassVar[Reason] = "tls_failed"
-
-
-class ProxyConnectionError(ConnectionFailedError, requests.exceptions.ProxyError):
-    """The proxy could not be reached or refused: also a ``requests`` ``ProxyError``."""
-
-    default_reason: ClassVar[Reason] = "proxy_failed"
+    value = getattr(errors, name)
+    globals()[name] = value
+    return value

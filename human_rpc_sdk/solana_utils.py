@@ -4,8 +4,12 @@ The builders are pure: given the chain facts (blockhash, mint decimals, token pr
 the payee's token account exists) they return an *unsigned* transaction and do no I/O. Only
 :func:`build_spl_transfer` may look facts up, and only when asked to by ``rpc_url``.
 
-Instruction layouts come from solders (System Program) and solana-py's ``spl.token`` and
-``spl.memo`` (SPL Token, Token-2022, Associated Token Account, Memo); nothing is hand-encoded.
+Instruction layouts come from solders (System Program, compute budget, the associated token
+address). The four SPL instructions a payment needs (Token and Token-2022 ``Transfer`` and
+``TransferChecked``, the Associated Token Account program's ``CreateIdempotent``, a Memo) are
+fixed layouts of a tag byte and little-endian integers, built here with solders: solana-py's
+``spl`` builders would import pydantic and construct (about 100 ms) for them. The tests check
+them byte for byte, accounts included, against ``spl``'s builders.
 
 Every transaction is a :class:`~solders.transaction.VersionedTransaction`. With
 ``legacy=True`` it holds a legacy message and serializes byte for byte as a legacy
@@ -19,6 +23,7 @@ travels in an SPL Memo instruction placed just before the transfer.
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,19 +39,9 @@ from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import TransferParams as SystemTransferParams
 from solders.system_program import transfer as system_transfer
+from solders.token.associated import get_associated_token_address
 from solders.token.state import Mint, TokenAccount, TokenAccountState
 from solders.transaction import VersionedTransaction
-from spl.memo.constants import MEMO_PROGRAM_ID
-from spl.memo.instructions import create_memo
-from spl.memo.models import MemoParams
-from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
-from spl.token.instructions import (
-    create_idempotent_associated_token_account,
-    get_associated_token_address,
-    transfer,
-    transfer_checked,
-)
-from spl.token.models import TransferCheckedParams, TransferParams
 
 from ._jsonrpc import latest_blockhash_request, multiple_accounts_request
 from ._protocol import Flow, RpcCall, perform
@@ -87,6 +82,12 @@ __all__ = [
     "token_transfer_facts",
 ]
 
+TOKEN_PROGRAM_ID: Final = Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA")
+TOKEN_2022_PROGRAM_ID: Final = Pubkey.from_string("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb")
+ASSOCIATED_TOKEN_PROGRAM_ID: Final = Pubkey.from_string(
+    "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL"
+)
+MEMO_PROGRAM_ID: Final = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 TOKEN_PROGRAMS: Final = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
 LAMPORTS_PER_SIGNATURE: Final = 5_000
 MINT_SIZE: Final = 82
@@ -218,8 +219,12 @@ class TransferPlan:
     checked: bool = True
 
 
+@functools.lru_cache(maxsize=4096)
 def associated_token_address(owner: Pubkey, mint: Pubkey, token_program: Pubkey) -> Pubkey:
-    """The associated token account of ``owner`` for ``mint`` under ``token_program``."""
+    """The associated token account of ``owner`` for ``mint`` under ``token_program``.
+
+    A program-address search (hashes until one is off the curve), so derived once per
+    (owner, mint, program) and remembered: the same few accounts pay and are paid again."""
     return get_associated_token_address(owner, mint, token_program)
 
 
@@ -400,20 +405,64 @@ def transfer_instructions(plan: TransferPlan) -> list[Instruction]:
     instructions: list[Instruction] = []
     if plan.mint is not None and plan.create_destination:
         instructions.append(
-            create_idempotent_associated_token_account(
+            _create_idempotent_ata(
                 plan.payer, plan.recipient, plan.mint.address, plan.mint.program_id
             )
         )
     if plan.memo is not None:
-        instructions.append(
-            create_memo(
-                MemoParams(
-                    program_id=MEMO_PROGRAM_ID, signer=plan.payer, message=plan.memo.encode()
-                )
-            )
-        )
+        # Signed by the payer (spl.memo's create_memo marks its signer writable as well).
+        signer = AccountMeta(plan.payer, is_signer=True, is_writable=True)
+        instructions.append(Instruction(MEMO_PROGRAM_ID, plan.memo.encode(), [signer]))
     instructions.append(_with_reference(_transfer_instruction(plan), plan.reference))
     return instructions
+
+
+# SPL Token's instruction tags (token/program/src/instruction.rs; Token-2022 shares them).
+_TRANSFER: Final = 3
+_TRANSFER_CHECKED: Final = 12
+_CREATE_IDEMPOTENT: Final = b"\x01"  # AssociatedTokenAccountInstruction::CreateIdempotent
+
+
+def _token_transfer(
+    program_id: Pubkey,
+    source: Pubkey,
+    dest: Pubkey,
+    owner: Pubkey,
+    amount: int,
+    *,
+    mint: Pubkey | None = None,
+    decimals: int | None = None,
+) -> Instruction:
+    """SPL Token ``TransferChecked`` (with ``mint`` and ``decimals``) or plain ``Transfer``
+    of ``amount`` base units, signed by ``owner`` (layouts as ``spl.token.instructions``)."""
+    amount_bytes = amount.to_bytes(8, "little")
+    writable = AccountMeta(source, is_signer=False, is_writable=True)
+    to = AccountMeta(dest, is_signer=False, is_writable=True)
+    signer = AccountMeta(owner, is_signer=True, is_writable=False)
+    if mint is None or decimals is None:
+        return Instruction(program_id, bytes([_TRANSFER]) + amount_bytes, [writable, to, signer])
+    data = bytes([_TRANSFER_CHECKED]) + amount_bytes + bytes([decimals])
+    checked = AccountMeta(mint, is_signer=False, is_writable=False)
+    return Instruction(program_id, data, [writable, checked, to, signer])
+
+
+def _create_idempotent_ata(
+    payer: Pubkey, owner: Pubkey, mint: Pubkey, token_program: Pubkey
+) -> Instruction:
+    """The Associated Token Account program's ``CreateIdempotent``: ``owner``'s token account
+    for ``mint``, paid by ``payer``, unless it exists already."""
+    if token_program not in TOKEN_PROGRAMS:
+        raise TransactionBuildError(f"token program {token_program} is not Token or Token-2022")
+    ata = associated_token_address(owner, mint, token_program)
+    accounts = [
+        AccountMeta(payer, is_signer=True, is_writable=True),
+        AccountMeta(ata, is_signer=False, is_writable=True),
+        AccountMeta(owner, is_signer=False, is_writable=False),
+        AccountMeta(mint, is_signer=False, is_writable=False),
+        AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),
+        AccountMeta(token_program, is_signer=False, is_writable=False),
+    ]
+    return Instruction(ASSOCIATED_TOKEN_PROGRAM_ID, _CREATE_IDEMPOTENT, accounts)
 
 
 def _transfer_instruction(plan: TransferPlan) -> Instruction:
@@ -425,27 +474,18 @@ def _transfer_instruction(plan: TransferPlan) -> Instruction:
         )
     if plan.source is None:
         raise TransactionBuildError("a token transfer needs the payer's token account")
+    mint = plan.mint
     if plan.checked:
-        return transfer_checked(
-            TransferCheckedParams(
-                program_id=plan.mint.program_id,
-                source=plan.source,
-                mint=plan.mint.address,
-                dest=plan.destination,
-                owner=plan.payer,
-                amount=plan.amount,
-                decimals=plan.mint.decimals,
-            )
+        return _token_transfer(
+            mint.program_id,
+            plan.source,
+            plan.destination,
+            plan.payer,
+            plan.amount,
+            mint=mint.address,
+            decimals=mint.decimals,
         )
-    return transfer(
-        TransferParams(
-            program_id=plan.mint.program_id,
-            source=plan.source,
-            dest=plan.destination,
-            owner=plan.payer,
-            amount=plan.amount,
-        )
-    )
+    return _token_transfer(mint.program_id, plan.source, plan.destination, plan.payer, plan.amount)
 
 
 def _with_reference(instruction: Instruction, reference: Pubkey | None) -> Instruction:
@@ -486,16 +526,14 @@ def build_exact_transfer(
     ``TransferChecked`` from the payer's to ``pay_to``'s associated token account, and a memo
     without accounts (after the transfer, as x402 places it).
     """
-    transfer = transfer_checked(
-        TransferCheckedParams(
-            program_id=mint.program_id,
-            source=associated_token_address(payer, mint.address, mint.program_id),
-            mint=mint.address,
-            dest=associated_token_address(pay_to, mint.address, mint.program_id),
-            owner=payer,
-            amount=_check_amount(amount),
-            decimals=mint.decimals,
-        )
+    transfer = _token_transfer(
+        mint.program_id,
+        associated_token_address(payer, mint.address, mint.program_id),
+        associated_token_address(pay_to, mint.address, mint.program_id),
+        payer,
+        _check_amount(amount),
+        mint=mint.address,
+        decimals=mint.decimals,
     )
     instructions = [
         set_compute_unit_limit(compute_unit_limit),
@@ -695,6 +733,14 @@ def add_signature(
             "the signer signs with the key it reports. Nothing was sent",
             reason="bad_signature",
         )
+    return place_signature(transaction, signer_key, signature)
+
+
+def place_signature(
+    transaction: VersionedTransaction, signer_key: Pubkey, signature: Signature
+) -> VersionedTransaction:
+    """``transaction`` with ``signature`` in ``signer_key``'s slot, *unverified*: only for a
+    signature made here from the key held (see :func:`add_signature`)."""
     signatures = list(transaction.signatures)
     signatures[_signer_slot(transaction, signer_key)] = signature
     return VersionedTransaction.populate(transaction.message, signatures)

@@ -13,7 +13,6 @@ would hold the text it failed on) is chained to them.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -21,7 +20,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -31,9 +30,11 @@ from .exceptions import SDKConfigurationError, TransactionBuildError
 
 __all__ = [
     "KeypairSigner",
+    "OwnSignature",
     "Signer",
     "is_async_signer",
     "load_signer",
+    "own_key",
     "require_sync_signer",
     "sign_async",
     "signature_of",
@@ -103,6 +104,20 @@ class KeypairSigner:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("KeypairSigner holds a secret key and cannot be pickled")
+
+
+class OwnSignature(NamedTuple):
+    """A driver's answer to a ``Sign`` effect when its signer is a :class:`KeypairSigner` of the
+    key asked for: solders computed the signature from the key the signer holds, so the flow
+    does not verify it again (a signature from any other signer is verified before use)."""
+
+    signature: Signature
+
+
+def own_key(signer: object, pubkey: Pubkey) -> TypeGuard[KeypairSigner]:
+    """Whether ``signer`` is this SDK's own :class:`KeypairSigner` (not a subclass, which may
+    sign otherwise) of ``pubkey``: its signatures are right by construction."""
+    return type(signer) is KeypairSigner and signer.pubkey() == pubkey
 
 
 class _ExternalSigner:
@@ -196,6 +211,8 @@ async def sign_async(signer: Signer, message: bytes) -> Signature:
     if isinstance(signer, KeypairSigner):  # a local key signs in microseconds
         return signer.sign_message(message)
     # Any other signer may wait on a device or a service: not on the event loop.
+    import asyncio  # loaded with the event loop; a synchronous agent never imports it
+
     return signature_of(await asyncio.to_thread(signer.sign_message, message))
 
 

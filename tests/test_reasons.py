@@ -117,6 +117,7 @@ def test_reasons_that_are_not_literals_are_only_passed_on() -> None:
     """A reason= that is not a literal only forwards a parameter typed Reason (the exception
     classes, invoices' _reject) or the guard's event, whose codes are checked above."""
     allowed = {("exceptions.py", "reason"), ("invoices.py", "reason"), ("decorator.py", "event")}
+    allowed.add(("errors.py", "reason"))  # _io/errors.py: the connection errors' own classes
     forwarded = {(where, expression) for where, expression in forwarded_reasons()}
     forwarded.discard(("decorator.py", "None"))  # GuardResponse(reason=None): verified
     assert forwarded <= allowed

@@ -14,4 +14,6 @@ drift from the others.
 * :mod:`.aio` - the asynchronous driver: performs effects, sends HTTP with ``httpx``.
 * :mod:`.async_agent` - :class:`~human_rpc_sdk.AsyncAutoAgent`, the asyncio agent.
 * :mod:`.auth` - :class:`~human_rpc_sdk.PaymentAuth`, the ``auth=`` of requests and httpx.
+* :mod:`.errors` - the connection errors that are ``requests`` exceptions too.
+* :mod:`.environment` - ``requests``' environment settings (proxies), remembered per origin.
 """

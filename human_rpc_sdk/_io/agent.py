@@ -36,6 +36,7 @@ from ..exceptions import (
 from ..reiterator import BackoffStrategy
 from ..wallet import require_sync_signer
 from .base import BaseAgent, method_of, reiterator_of, text_of
+from .environment import EnvironmentSettings
 from .human import HumanClient
 from .refresh import Refresher
 from .rpc import RpcClient
@@ -156,6 +157,7 @@ class AutoAgent(BaseAgent):
             del solana_private_key
         require_sync_signer(settings.signer)  # an async signer: AsyncAutoAgent
         self.session = _session(session)
+        self._environment = EnvironmentSettings(self.session)
         self._setup(settings)
         self._reiterator = reiterator_of(settings.reiterator, clock, sleep)
         self._rpc = RpcClient(self.rpc_url, timeout=self.timeout, sleep=sleep)
@@ -359,9 +361,7 @@ class AutoAgent(BaseAgent):
                 hooks=hooks,
             )
         )
-        settings = self.session.merge_environment_settings(
-            prepared.url, proxies or {}, stream, verify, cert
-        )
+        settings = self._environment(prepared.url, proxies, stream, verify, cert)
         send_kwargs: dict[str, Any] = {
             "timeout": self.timeout if timeout is None else timeout,
             "allow_redirects": allow_redirects,

@@ -7,13 +7,11 @@ paying POST, a plain GET, the journal, and the pause, with the clock and sleep t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import httpx
 import requests
 
 from .._driving import adrive, drive
@@ -234,9 +232,13 @@ class AsyncHumanClient(_Runner):
         if isinstance(effect, Pause):
             await self._sleep(effect.seconds)
             return None
+        import asyncio  # running already; the synchronous client never imports it
+
         return await asyncio.to_thread(self._book, effect)
 
     async def _http(self, effect: HumanHttp) -> HumanAnswer:
+        import httpx  # loaded by AsyncAutoAgent already; not by the sync agent
+
         try:
             if effect.paying:
                 response = await self._post(effect.url, json=effect.json, timeout=effect.timeout)

@@ -4,8 +4,21 @@ One row per payment, moving through ``reserved``, ``signed``, ``submitted`` and 
 ``accepted``, ``refused`` or ``failed`` (see ``STATES`` in ``_receipts``). Reserving is one
 ``BEGIN IMMEDIATE`` transaction that checks the invoice was not paid already and that the
 budget allows the payment, then inserts the row; SQLite's write lock makes that atomic across
-threads and processes sharing the file. Writes are ``synchronous=FULL``: a row that was
-committed survives a crash or power loss, so the signed payment is on disk before it is sent.
+threads and processes sharing the file.
+
+One durable write per payment: only the commit that moves a payment to ``signed`` (its
+transaction and headers, before they leave the process) is made with ``synchronous=FULL``, an
+fsync of the write-ahead log. The reservation before it and the outcome after it are committed
+with ``synchronous=NORMAL``: they reach the operating system at once (a killed process loses
+nothing) but the disk only with the next full sync. That is safe because the write-ahead log
+is replayed as a prefix: a power loss can only drop the last commits, never one in the middle,
+and a full sync makes everything before it durable too. So the signed row is on disk with its
+reservation before the payment is sent; a lost reservation sent nothing (its payment was never
+signed); a lost outcome leaves a ``signed`` row that ``recover_payments()`` settles from the
+chain, exactly as after a crash before the server answered. Everything else is fully synced:
+budget raises, the schema, recovery's verdicts and the human tasks' ids and verdicts (none of
+them is on a payment's way out). A journal SQLite cannot keep in WAL mode (a filesystem
+without shared memory) syncs every write. ``full_syncs`` counts the fully synced commits.
 
 Every payment does constant work, however long the history: the budget reads running totals
 (one row per network and currency, kept in the same transactions as the payments), recovery
@@ -194,6 +207,10 @@ class Journal:
         self._lock = threading.Lock()
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
         """Outcomes that could not be written yet, by row: written before the next write."""
+        self.full_syncs = 0
+        """Commits made with a full sync (an fsync of the write-ahead log) since opening."""
+        self._wal = False
+        self._synchronous = "FULL"
         if self.path != MEMORY:
             _check_ownership(self.path)
         try:
@@ -209,12 +226,14 @@ class Journal:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         if self.path != MEMORY:
-            db.execute("PRAGMA journal_mode=WAL")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._wal = str(mode).lower() == "wal"
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
         if _version(db) != SCHEMA_VERSION:  # current: no write lock taken
             with _immediate(db):
                 _migrate(db, self.path)
+            self._count_sync()
         return db
 
     def close(self) -> None:
@@ -356,7 +375,9 @@ class Journal:
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
-        with self._writing() as db:
+        # Not fully synced: the signed commit that must follow before anything is sent syncs
+        # this reservation with it; a reservation lost to a power cut sent nothing.
+        with self._writing(durable=False) as db:
             if invoice_key is not None:
                 row = db.execute(
                     "SELECT * FROM payments WHERE invoice_key = ? AND state != 'failed'",
@@ -427,6 +448,7 @@ class Journal:
         expect: Iterable[str] | None = None,
         busy_seconds: float | None = None,
         keep: bool = False,
+        durable: bool = True,
     ) -> JournalEntry | None:
         """Move a row to ``state`` with ``fields``; only from ``expect`` states when given.
 
@@ -435,6 +457,8 @@ class Journal:
         journal another connection holds locked (default: 30 s). ``keep``: if the write
         fails, keep it in this process and write it first thing at the next write that
         succeeds (an outcome the server told must not be lost to a held lock).
+        ``durable=False``: commit without a full sync (a payment's outcome, which recovery can
+        learn again from the chain); a move to ``signed`` is always fully synced.
         """
         if state not in STATES:
             raise ValueError(f"unknown journal state {state!r}")
@@ -450,7 +474,7 @@ class Journal:
         params: list[Any] = [state, *_stamp(self._now()), *values.values()]
         allowed = None if expect is None else tuple(expect)
         try:
-            with self._writing(busy_seconds) as db:
+            with self._writing(busy_seconds, durable=durable or state == "signed") as db:
                 row = _update(db, entry_id, assignments, params, allowed)
                 return None if row is None else self._entry(row)
         except PaymentError:
@@ -479,12 +503,16 @@ class Journal:
                 raise self._failure("read", exc) from None
 
     @contextlib.contextmanager
-    def _writing(self, busy_seconds: float | None = None) -> Iterator[sqlite3.Connection]:
+    def _writing(
+        self, busy_seconds: float | None = None, *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``durable``: committed with a full sync (see the module)."""
         with self._lock:
             db = self._db
             try:
                 if busy_seconds is not None:
                     db.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
+                self._sync_mode(db, "FULL" if durable or not self._wal else "NORMAL")
                 try:
                     with _immediate(db):
                         _recount_if_written_elsewhere(db)
@@ -494,6 +522,7 @@ class Journal:
                         if committed:
                             _all_counted(db)
                     if committed:
+                        self._count_sync()
                         for entry_id in flushed:
                             self._deferred.pop(entry_id, None)
                 finally:
@@ -501,6 +530,16 @@ class Journal:
                         db.execute("PRAGMA busy_timeout = 30000")
             except sqlite3.Error as exc:
                 raise self._failure("write", exc) from None
+
+    def _sync_mode(self, db: sqlite3.Connection, mode: str) -> None:
+        """Set how the next commit syncs (outside a transaction; a no-op when unchanged)."""
+        if mode != self._synchronous:
+            db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
+    def _count_sync(self) -> None:
+        if self.path != MEMORY and self._synchronous == "FULL":
+            self.full_syncs += 1
 
     def _flush_deferred(self, db: sqlite3.Connection) -> list[int]:
         """Inside a write transaction: write the outcomes kept from earlier failed writes;

@@ -37,6 +37,7 @@ from .._jsonrpc import (
 )
 from .._protocol import Effect, Flow, RpcCall
 from .._retry import RPC_RETRY_POLICY, RetryPolicy
+from .environment import EnvironmentSettings
 
 __all__ = ["RPC_RETRY", "RpcClient", "RpcStats"]
 
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _USER_AGENT: Final = "human-rpc-sdk"
+_JSON: Final = {"Content-Type": "application/json"}
 MAX_RETRY_AFTER: Final = RPC_RETRY_POLICY.max_retry_after
 
 
@@ -143,6 +145,7 @@ class RpcClient:
             session.mount("https://", adapter)
         self.session = session
         self.session.headers.setdefault("User-Agent", _USER_AGENT)
+        self._environment = EnvironmentSettings(session)
         self.stats = RpcStats()
         self._stats_lock = threading.Lock()
 
@@ -165,13 +168,12 @@ class RpcClient:
         with self._stats_lock:
             self.stats.round_trips += 1
             self.stats.calls += len(batch)
+        # Session.post, with the environment's settings remembered rather than read again.
+        request = requests.Request("POST", self.url, data=body, headers=_JSON)
         try:
-            reply = self.session.post(
-                self.url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=self.timeout,
-            )
+            prepared = self.session.prepare_request(request)
+            settings = self._environment(prepared.url)
+            reply = self.session.send(prepared, timeout=self.timeout, **settings)
         except requests.RequestException as exc:
             raise unreachable(self.url, methods, type(exc).__name__) from exc
         return rpc_document(self.url, methods, reply.status_code, reply.content)

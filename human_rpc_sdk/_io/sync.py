@@ -59,7 +59,7 @@ from ..exceptions import (
     ProxyConnectionError,
     SSLConnectionError,
 )
-from ..wallet import Signer, signature_of, signer_failed
+from ..wallet import OwnSignature, Signer, own_key, signature_of, signer_failed
 from .journal import Journal
 from .rpc import RpcClient
 
@@ -158,6 +158,8 @@ class Driver:
         if isinstance(effect, Sign):
             if self.signer is None:
                 raise TypeError("this driver has no signer")
+            if own_key(self.signer, effect.pubkey):
+                return OwnSignature(self.signer.sign_message(effect.message))
             try:
                 return signature_of(self.signer.sign_message(effect.message))
             except HumanRPCError:
@@ -218,6 +220,7 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
             expect=effect.expect,
             busy_seconds=effect.busy_seconds,
             keep=effect.keep,
+            durable=effect.durable,
         )
     raise TypeError(f"unknown effect {effect!r}")
 
