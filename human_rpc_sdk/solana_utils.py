@@ -401,68 +401,36 @@ def is_frozen(account: TokenAccount) -> bool:
 
 
 def transfer_instructions(plan: TransferPlan) -> list[Instruction]:
-    """The payment's instructions, in Solana Pay order: [create ATA], [memo], transfer."""
+    """The payment's instructions, in Solana Pay order: [create ATA], [memo], transfer.
+
+    Built by solana-py's ``spl`` builders, imported on the first payment that needs them
+    (they bring pydantic and construct, about 100 ms, which ``import human_rpc_sdk`` skips).
+    """
+    from spl.memo.instructions import create_memo
+    from spl.memo.models import MemoParams
+    from spl.token.instructions import create_idempotent_associated_token_account
+
     instructions: list[Instruction] = []
     if plan.mint is not None and plan.create_destination:
+        if plan.mint.program_id not in TOKEN_PROGRAMS:
+            raise TransactionBuildError(
+                f"token program {plan.mint.program_id} is not Token or Token-2022"
+            )
         instructions.append(
-            _create_idempotent_ata(
+            create_idempotent_associated_token_account(
                 plan.payer, plan.recipient, plan.mint.address, plan.mint.program_id
             )
         )
     if plan.memo is not None:
-        # Signed by the payer (spl.memo's create_memo marks its signer writable as well).
-        signer = AccountMeta(plan.payer, is_signer=True, is_writable=True)
-        instructions.append(Instruction(MEMO_PROGRAM_ID, plan.memo.encode(), [signer]))
+        instructions.append(
+            create_memo(
+                MemoParams(
+                    program_id=MEMO_PROGRAM_ID, signer=plan.payer, message=plan.memo.encode()
+                )
+            )
+        )
     instructions.append(_with_reference(_transfer_instruction(plan), plan.reference))
     return instructions
-
-
-# SPL Token's instruction tags (token/program/src/instruction.rs; Token-2022 shares them).
-_TRANSFER: Final = 3
-_TRANSFER_CHECKED: Final = 12
-_CREATE_IDEMPOTENT: Final = b"\x01"  # AssociatedTokenAccountInstruction::CreateIdempotent
-
-
-def _token_transfer(
-    program_id: Pubkey,
-    source: Pubkey,
-    dest: Pubkey,
-    owner: Pubkey,
-    amount: int,
-    *,
-    mint: Pubkey | None = None,
-    decimals: int | None = None,
-) -> Instruction:
-    """SPL Token ``TransferChecked`` (with ``mint`` and ``decimals``) or plain ``Transfer``
-    of ``amount`` base units, signed by ``owner`` (layouts as ``spl.token.instructions``)."""
-    amount_bytes = amount.to_bytes(8, "little")
-    writable = AccountMeta(source, is_signer=False, is_writable=True)
-    to = AccountMeta(dest, is_signer=False, is_writable=True)
-    signer = AccountMeta(owner, is_signer=True, is_writable=False)
-    if mint is None or decimals is None:
-        return Instruction(program_id, bytes([_TRANSFER]) + amount_bytes, [writable, to, signer])
-    data = bytes([_TRANSFER_CHECKED]) + amount_bytes + bytes([decimals])
-    checked = AccountMeta(mint, is_signer=False, is_writable=False)
-    return Instruction(program_id, data, [writable, checked, to, signer])
-
-
-def _create_idempotent_ata(
-    payer: Pubkey, owner: Pubkey, mint: Pubkey, token_program: Pubkey
-) -> Instruction:
-    """The Associated Token Account program's ``CreateIdempotent``: ``owner``'s token account
-    for ``mint``, paid by ``payer``, unless it exists already."""
-    if token_program not in TOKEN_PROGRAMS:
-        raise TransactionBuildError(f"token program {token_program} is not Token or Token-2022")
-    ata = associated_token_address(owner, mint, token_program)
-    accounts = [
-        AccountMeta(payer, is_signer=True, is_writable=True),
-        AccountMeta(ata, is_signer=False, is_writable=True),
-        AccountMeta(owner, is_signer=False, is_writable=False),
-        AccountMeta(mint, is_signer=False, is_writable=False),
-        AccountMeta(SYSTEM_PROGRAM_ID, is_signer=False, is_writable=False),
-        AccountMeta(token_program, is_signer=False, is_writable=False),
-    ]
-    return Instruction(ASSOCIATED_TOKEN_PROGRAM_ID, _CREATE_IDEMPOTENT, accounts)
 
 
 def _transfer_instruction(plan: TransferPlan) -> Instruction:
@@ -472,20 +440,32 @@ def _transfer_instruction(plan: TransferPlan) -> Instruction:
                 from_pubkey=plan.payer, to_pubkey=plan.destination, lamports=plan.amount
             )
         )
+    from spl.token.instructions import transfer, transfer_checked
+    from spl.token.models import TransferCheckedParams, TransferParams
+
     if plan.source is None:
         raise TransactionBuildError("a token transfer needs the payer's token account")
-    mint = plan.mint
     if plan.checked:
-        return _token_transfer(
-            mint.program_id,
-            plan.source,
-            plan.destination,
-            plan.payer,
-            plan.amount,
-            mint=mint.address,
-            decimals=mint.decimals,
+        return transfer_checked(
+            TransferCheckedParams(
+                program_id=plan.mint.program_id,
+                source=plan.source,
+                mint=plan.mint.address,
+                dest=plan.destination,
+                owner=plan.payer,
+                amount=plan.amount,
+                decimals=plan.mint.decimals,
+            )
         )
-    return _token_transfer(mint.program_id, plan.source, plan.destination, plan.payer, plan.amount)
+    return transfer(
+        TransferParams(
+            program_id=plan.mint.program_id,
+            source=plan.source,
+            dest=plan.destination,
+            owner=plan.payer,
+            amount=plan.amount,
+        )
+    )
 
 
 def _with_reference(instruction: Instruction, reference: Pubkey | None) -> Instruction:
@@ -526,14 +506,19 @@ def build_exact_transfer(
     ``TransferChecked`` from the payer's to ``pay_to``'s associated token account, and a memo
     without accounts (after the transfer, as x402 places it).
     """
-    transfer = _token_transfer(
-        mint.program_id,
-        associated_token_address(payer, mint.address, mint.program_id),
-        associated_token_address(pay_to, mint.address, mint.program_id),
-        payer,
-        _check_amount(amount),
-        mint=mint.address,
-        decimals=mint.decimals,
+    from spl.token.instructions import transfer_checked
+    from spl.token.models import TransferCheckedParams
+
+    transfer = transfer_checked(
+        TransferCheckedParams(
+            program_id=mint.program_id,
+            source=associated_token_address(payer, mint.address, mint.program_id),
+            mint=mint.address,
+            dest=associated_token_address(pay_to, mint.address, mint.program_id),
+            owner=payer,
+            amount=_check_amount(amount),
+            decimals=mint.decimals,
+        )
     )
     instructions = [
         set_compute_unit_limit(compute_unit_limit),

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -26,13 +25,6 @@ from human_rpc_sdk import AutoAgent, KeypairSigner, PendingPaymentsWarning, Tran
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
-from human_rpc_sdk.solana_utils import (
-    TOKEN_PROGRAMS,
-    MintInfo,
-    TransferPlan,
-    associated_token_address,
-    transfer_instructions,
-)
 from human_rpc_sdk.wallet import OwnSignature
 from stub_gateway import GatewayServer, create_app
 
@@ -270,85 +262,6 @@ def test_the_program_ids_are_spl_s() -> None:
     assert solana_utils.TOKEN_PROGRAM_ID == constants.TOKEN_PROGRAM_ID
     assert solana_utils.TOKEN_2022_PROGRAM_ID == constants.TOKEN_2022_PROGRAM_ID
     assert solana_utils.ASSOCIATED_TOKEN_PROGRAM_ID == constants.ASSOCIATED_TOKEN_PROGRAM_ID
-
-
-@given(
-    payer=keys,
-    recipient=keys,
-    mint=keys,
-    program=st.sampled_from(TOKEN_PROGRAMS),
-    amount=st.integers(1, 2**64 - 1),
-    decimals=st.integers(0, 255),
-    memo=st.none() | st.text(max_size=60),
-    reference=st.none() | keys,
-    create=st.booleans(),
-    checked=st.booleans(),
-)
-def test_token_payment_instructions_are_spl_s_byte_for_byte(
-    payer: Pubkey,
-    recipient: Pubkey,
-    mint: Pubkey,
-    program: Pubkey,
-    amount: int,
-    decimals: int,
-    memo: str | None,
-    reference: Pubkey | None,
-    create: bool,
-    checked: bool,
-) -> None:
-    """Create-ATA, memo and transfer (checked or plain) equal spl's builders': program,
-    data and every account with its signer and writable flags, in order."""
-    from solders.instruction import AccountMeta, Instruction
-    from spl.memo.constants import MEMO_PROGRAM_ID
-    from spl.memo.instructions import create_memo
-    from spl.memo.models import MemoParams
-    from spl.token import instructions as spl
-    from spl.token.models import TransferCheckedParams, TransferParams
-
-    source = spl.get_associated_token_address(payer, mint, program)
-    dest = spl.get_associated_token_address(recipient, mint, program)
-    assert associated_token_address(payer, mint, program) == source
-    plan = TransferPlan(
-        payer=payer,
-        recipient=recipient,
-        amount=amount,
-        destination=dest,
-        mint=MintInfo(address=mint, program_id=program, decimals=decimals),
-        source=source,
-        create_destination=create,
-        reference=reference,
-        memo=memo,
-        checked=checked,
-    )
-    expected: list[Instruction] = []
-    if create:
-        expected.append(
-            spl.create_idempotent_associated_token_account(payer, recipient, mint, program)
-        )
-    if memo is not None:
-        params = MemoParams(program_id=MEMO_PROGRAM_ID, signer=payer, message=memo.encode())
-        expected.append(create_memo(params))
-    if checked:
-        transfer = spl.transfer_checked(
-            TransferCheckedParams(
-                program_id=program,
-                source=source,
-                mint=mint,
-                dest=dest,
-                owner=payer,
-                amount=amount,
-                decimals=decimals,
-            )
-        )
-    else:
-        transfer = spl.transfer(
-            TransferParams(program_id=program, source=source, dest=dest, owner=payer, amount=amount)
-        )
-    if reference is not None:
-        extra = AccountMeta(reference, is_signer=False, is_writable=False)
-        transfer = Instruction(transfer.program_id, transfer.data, [*transfer.accounts, extra])
-    expected.append(transfer)
-    assert transfer_instructions(plan) == expected
 
 
 # -- nothing heavy imported up front -----------------------------------------------------------

@@ -38,12 +38,12 @@ from ..exceptions import (
 )
 from ..reiterator import BackoffStrategy
 from .aio import AsyncDriver, AsyncPaidRequest, deadline_of, ensure_replayable, read_reply
+from .arefresh import AsyncRefresher
 from .arpc import AsyncRpcClient
 from .base import BaseAgent, method_of, reiterator_of, text_of
 from .clock import async_sleep, monotonic
 from .clock import sleep as real_sleep
 from .human import AsyncHumanClient
-from .refresh import AsyncRefresher
 
 __all__ = ["AsyncAutoAgent"]
 

@@ -9,29 +9,24 @@ what payments used in the last minute, and stops with ``close()`` / ``aclose()``
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import requests
 
 from .._chainstate import REFRESH_INTERVAL, ChainCache, refresh
-from .._driving import adrive
-from .._protocol import Effect, Flow, RpcCall
+from .._protocol import Flow
 from .._retry import RPC_RETRY_POLICY
 from ..exceptions import HumanRPCError
-from .arpc import AsyncRpcClient
 from .rpc import RpcClient, RpcStats
 
-__all__ = ["AsyncRefresher", "Refresher"]
+__all__ = ["ONE_TRY", "Refresher"]
 
 logger = logging.getLogger(__name__)
 
-_ONE_TRY = replace(RPC_RETRY_POLICY, total=0, connect=0, read=0, status=0)
+ONE_TRY = replace(RPC_RETRY_POLICY, total=0, connect=0, read=0, status=0)
 
 
 class Refresher:
@@ -116,76 +111,3 @@ class Refresher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-
-
-class AsyncRefresher:
-    """Refresh ``cache`` from ``rpc_url`` every ``interval`` seconds, in an asyncio task."""
-
-    def __init__(
-        self,
-        cache: ChainCache,
-        network: str,
-        rpc_url: str,
-        *,
-        timeout: float,
-        clock: Callable[[], float],
-        interval: float = REFRESH_INTERVAL,
-    ) -> None:
-        self.interval = interval
-        self._refresh: Callable[[], Flow[bool]] = lambda: refresh(cache, network, clock)
-        self._rpc = AsyncRpcClient(rpc_url, timeout=timeout, policy=_ONE_TRY)
-        self._wake = asyncio.Event()
-        self._closed = False
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def stats(self) -> RpcStats:
-        """The refresher's own round trips to the node."""
-        return self._rpc.stats
-
-    def start(self) -> None:
-        """Start the task in the running loop, once (after ``aclose``, never again)."""
-        if self.task is not None or self._closed:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop running: the next payment, in one, starts it
-            return
-        self.task = loop.create_task(self._run(), name="human-rpc-sdk chain refresh")
-
-    def wake(self) -> None:
-        """Refresh now rather than at the end of the interval."""
-        self._wake.set()
-
-    async def refresh_once(self) -> bool:
-        """One refresh; False when nothing was refreshed (or it failed: logged)."""
-        try:
-            return await adrive(self._refresh(), self._perform)
-        except HumanRPCError as exc:
-            logger.debug("chain refresh failed (the next payment reads the chain): %s", exc)
-            return False
-
-    async def _perform(self, effect: Effect[Any]) -> list[Any]:
-        if not isinstance(effect, RpcCall):
-            raise TypeError(f"the chain refresh performs only RpcCall effects, not {effect!r}")
-        return await self._rpc.call(effect.requests)
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                await self.refresh_once()
-            except Exception:  # the refresh must outlive a surprise: logged
-                logger.warning("chain refresh failed unexpectedly", exc_info=True)
-
-    async def aclose(self) -> None:
-        """Cancel the task, wait for it to end, and close the connection."""
-        self._closed = True
-        task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._rpc.aclose()
