@@ -38,7 +38,7 @@ from human_rpc_sdk._networks import x402_names
 from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
 
 from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile, exact_transaction
-from .ledger import Ledger
+from .ledger import Execution, Ledger
 
 __all__ = ["ExactFacilitator", "Outcome", "Verification"]
 
@@ -124,7 +124,19 @@ class ExactFacilitator:
     # -- verify -----------------------------------------------------------------------------
 
     def verify(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
-        """Check ``payload`` against ``requirements`` (both as the JSON of x402 v1 or v2)."""
+        """Check ``payload`` against ``requirements`` (both as the JSON of x402 v1 or v2),
+        then simulate the co-signed transaction on the ledger."""
+        verification = self._check(payload, requirements)
+        if not verification.is_valid or verification.transaction is None:
+            return verification
+        simulation = self.ledger.simulate(verification.transaction)
+        if not simulation.ok:
+            return _simulation_failed(simulation, verification.payer)
+        return verification
+
+    def _check(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
+        """Every rule of verify but the simulation; a valid answer carries the co-signed
+        transaction."""
         version = payload.get("x402Version")
         accepted = payload.get("accepted") if version == 2 else payload
         if not isinstance(accepted, Mapping):
@@ -225,11 +237,7 @@ class ExactFacilitator:
                 f"the transfer is {paid} base units; the exact scheme requires {required}",
                 payer,
             )
-        signed = self._co_sign(transaction)
-        simulation = self.ledger.simulate(signed)
-        if not simulation.ok:
-            return _invalid("transaction_simulation_failed", simulation.describe(), payer)
-        return Verification(True, payer=payer, transaction=signed)
+        return Verification(True, payer=payer, transaction=self._co_sign(transaction))
 
     def _co_sign(self, transaction: VersionedTransaction) -> VersionedTransaction:
         # As the reference: sign the message and overwrite slot 0 (the fee payer's).
@@ -269,10 +277,12 @@ class ExactFacilitator:
         return self.process(payload, requirements).settlement
 
     def process(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Outcome:
-        """Settle ``payload``: refuse a duplicate, verify (simulating once), execute.
+        """Settle ``payload``: refuse a duplicate, check every rule of verify, then simulate
+        and commit in one run of the runtime (:meth:`Ledger.settle`).
 
-        The outcome carries the verification, so a paywall can answer an invalid payment as
-        a verify refusal and a failed execution as a settle failure, without verifying twice.
+        The outcome carries the verification (a failed simulation is a verify refusal,
+        ``transaction_simulation_failed``, as in :meth:`verify`), so a paywall can answer an
+        invalid payment as a verify refusal and a failed settlement as a settle failure.
         """
         network = str(requirements.get("network", ""))
         transaction = _payload_transaction(payload)
@@ -281,7 +291,7 @@ class ExactFacilitator:
             # Checked before verifying: a landed transaction no longer simulates (the runtime
             # says AlreadyProcessed), and the protocol's reason for a replay is this one.
             return Outcome(None, _settle_failure("duplicate_settlement", network))
-        verification = self.verify(payload, requirements)
+        verification = self._check(payload, requirements)
         if key is None:
             failure = _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
             return Outcome(verification, failure)
@@ -294,14 +304,12 @@ class ExactFacilitator:
             if self._recently_settled(key):
                 failure = _settle_failure("duplicate_settlement", network, verification.payer)
                 return Outcome(verification, failure)
-            self._settled[key] = self._clock()
-            execution = self.ledger.execute(verification.transaction)
+            execution = self.ledger.settle(verification.transaction)
             if not execution.ok:
-                del self._settled[key]
-                failure = _settle_failure(
-                    "transaction_failed", network, verification.payer, execution.describe()
-                )
-                return Outcome(verification, failure)
+                refused = _simulation_failed(execution, verification.payer)
+                failure = _settle_failure("transaction_simulation_failed", network, refused.payer)
+                return Outcome(refused, failure)
+            self._settled[key] = self._clock()
         settlement = {
             "success": True,
             "transaction": str(execution.signature),
@@ -314,6 +322,10 @@ class ExactFacilitator:
 def _settlement_key(transaction: VersionedTransaction) -> str:
     # The message only (as the reference): re-signing slot 0 cannot dodge the duplicate check.
     return base64.b64encode(hashlib.sha256(bytes(transaction.message)).digest()).decode()
+
+
+def _simulation_failed(simulation: Execution, payer: str | None) -> Verification:
+    return _invalid("transaction_simulation_failed", simulation.describe(), payer)
 
 
 def _payload_transaction(payload: Mapping[str, Any]) -> VersionedTransaction | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
 from solders.keypair import Keypair
+from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk._headers import b64json, unb64json
@@ -25,7 +26,6 @@ from human_rpc_sdk.solana_utils import MintInfo, build_exact_transfer, sign_tran
 from human_rpc_sdk.wallet import load_signer
 from stub_gateway.app import create_app
 from stub_gateway.gateway import Gateway
-from stub_gateway.ledger import Execution, Ledger
 from stub_gateway.replies import REPLAY_WINDOW
 from stub_gateway.server import GatewayServer
 from stub_gateway.x402 import SETTLEMENT_TTL
@@ -84,17 +84,18 @@ def payment(
     return {"x402Version": 2, "accepted": wanted, "payload": {"transaction": encoded}}
 
 
-def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[Callable[..., Execution]]:
-    """Count calls of ``Ledger.<name>`` (the real method still runs)."""
-    calls: list[Callable[..., Execution]] = []
-    real = getattr(Ledger, name)
+def counting(monkeypatch: pytest.MonkeyPatch, gateway: Gateway) -> dict[str, int]:
+    """Count the runs of LiteSVM's runtime (simulate, send) on ``gateway``'s ledger."""
+    calls = {"simulate_transaction": 0, "send_transaction": 0}
+    svm = gateway.ledger._svm
+    for name in calls:
+        real = getattr(svm, name)
 
-    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Execution:
-        calls.append(real)
-        result: Execution = real(self, *args, **kwargs)
-        return result
+        def counted(*args: Any, _name: str = name, _real: Any = real) -> Any:
+            calls[_name] += 1
+            return _real(*args)
 
-    monkeypatch.setattr(Ledger, name, wrapper)
+        monkeypatch.setattr(svm, name, counted)
     return calls
 
 
@@ -102,29 +103,31 @@ def usdc(gateway: Gateway, owner: Keypair) -> Decimal:
     return gateway.balance(owner.pubkey(), "USDC")
 
 
-def test_a_paid_x402_request_is_simulated_and_executed_once(
+def test_a_paid_x402_request_runs_the_runtime_once(
     served: GatewayServer, gateway: Gateway, payer: Keypair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The paywall verifies (one simulation) and settles (one execution), not verify twice."""
+    """The paywall verifies every rule, then one simulation is committed: no second
+    verification, no second run of the runtime to execute."""
     wanted = offer(served)
-    simulated, executed = counting(monkeypatch, "simulate"), counting(monkeypatch, "execute")
+    runs = counting(monkeypatch, gateway)
     header = b64json(payment(gateway, payer, wanted))
 
     answer = requests.get(served.url + ROUTE, headers={"PAYMENT-SIGNATURE": header}, timeout=10)
 
     assert answer.status_code == 200, answer.text
-    assert (len(simulated), len(executed)) == (1, 1)
+    assert runs == {"simulate_transaction": 1, "send_transaction": 0}
+    assert gateway.ledger.status(_signature(answer)) is not None
     assert usdc(gateway, payer) == Decimal("9.99")
 
 
-def test_a_refused_x402_payment_is_simulated_once_and_never_executed(
+def test_a_refused_x402_payment_is_simulated_once_and_commits_nothing(
     served: GatewayServer, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A payer without the funds: one simulation says no, nothing executes, nothing moves."""
     poor = Keypair()
     gateway.fund(poor.pubkey(), {"SOL": Decimal(1), "USDC": Decimal("0.001")})
     wanted = offer(served)
-    simulated, executed = counting(monkeypatch, "simulate"), counting(monkeypatch, "execute")
+    runs = counting(monkeypatch, gateway)
     header = b64json(payment(gateway, poor, wanted))
 
     answer = requests.get(served.url + ROUTE, headers={"PAYMENT-SIGNATURE": header}, timeout=10)
@@ -132,7 +135,7 @@ def test_a_refused_x402_payment_is_simulated_once_and_never_executed(
     assert answer.status_code == 402
     required = unb64json(answer.headers["PAYMENT-REQUIRED"], "x")
     assert required["error"] == "transaction_simulation_failed"
-    assert (len(simulated), len(executed)) == (1, 0)
+    assert runs == {"simulate_transaction": 1, "send_transaction": 0}
     assert usdc(gateway, poor) == Decimal("0.001")
 
 
@@ -228,3 +231,8 @@ def _requirements(gateway: Gateway) -> dict[str, Any]:
         "extra": {"feePayer": gateway.facilitator.fee_payer_address},
         "amount": "10000",
     }
+
+
+def _signature(answer: requests.Response) -> Signature:
+    settlement = unb64json(answer.headers["PAYMENT-RESPONSE"], "x")
+    return Signature.from_string(settlement["transaction"])
