@@ -253,15 +253,31 @@ def cpu_per_request(gateway: Gateway, payer: Payer, count: int) -> float:
     return (cpu_seconds(gateway.pid) - before) * 1000 / count
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, not {text}")
+        return value
+
+    return count
+
+
 def verdict(value: float) -> str:
     return "ok" if value <= TARGET_MS else "OVER"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=600, help="payments per measured batch")
-    parser.add_argument("--warm", type=int, default=10_000, help="payments between the two")
-    parser.add_argument("--rate", type=int, default=600, help="payments per throughput run")
+    parser.add_argument(
+        "--batch", type=_at_least(1), default=600, help="payments per measured batch"
+    )
+    parser.add_argument(
+        "--warm", type=_at_least(0), default=10_000, help="payments between the two"
+    )
+    parser.add_argument(
+        "--rate", type=_at_least(1), default=600, help="payments per throughput run"
+    )
     parser.add_argument("--threads", type=int, default=None, help="the gateway's worker threads")
     args = parser.parse_args()
     with gateway_process(args.threads) as gateway:
