@@ -36,6 +36,7 @@ from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
+from solders.transaction_metadata import SimulatedTransactionInfo
 from solders.transaction_status import TransactionErrorFieldless
 
 __all__ = ["ChainState", "Execution", "Ledger"]
@@ -359,6 +360,38 @@ class Ledger:
             result = self._svm.send_transaction(transaction)
             execution = replace(
                 self._execution(transaction.signatures[0], result),
+                transaction=transaction,
+                pre_accounts=before,
+                post_accounts=tuple(self._svm.get_account(key) for key in keys),
+            )
+            self._remember(execution, keys)
+            return execution
+
+    def settle(self, transaction: VersionedTransaction) -> Execution:
+        """Simulate ``transaction`` with every check, and commit its effects only if it
+        succeeds: a payment the gateway settles (the runtime runs once, not twice).
+
+        A refused or failing transaction changes nothing and is not recorded (a server that
+        simulates before sending never sends it); a successful one is recorded exactly as
+        :meth:`execute` records it. The simulation leaves every account it wrote (the fee
+        payer's fee included) in its result; those are written back under the ledger's lock,
+        so nothing can run between the simulation and the commit.
+        """
+        with self._lock:
+            self._tick()
+            early = self._precheck(transaction)
+            if early is not None:
+                return early
+            keys = list(transaction.message.account_keys)
+            before = tuple(self._svm.get_account(key) for key in keys)
+            result = self._svm.simulate_transaction(transaction)
+            execution = self._execution(transaction.signatures[0], result)
+            if not isinstance(result, SimulatedTransactionInfo) or not execution.ok:
+                return execution
+            for address, account in result.post_accounts():
+                self._svm.set_account(address, account)
+            execution = replace(
+                execution,
                 transaction=transaction,
                 pre_accounts=before,
                 post_accounts=tuple(self._svm.get_account(key) for key in keys),

@@ -6,7 +6,8 @@ valid signature from the fee payer, only instructions a payment needs, exactly o
 of exactly the invoiced amount to the payee (its token account for a token, through
 ``TransferChecked`` with the right mint and decimals), bound to the invoice's reference, and
 that the invoice is for this resource, unpaid and unexpired. It then simulates the transaction
-on the ledger and only then executes it; the content is served only when execution succeeded.
+on the ledger and commits its effects only when the simulation succeeded (one run of the
+runtime, under the ledger's lock: :meth:`.Ledger.settle`); the content is served only then.
 
 The deployed HumanRPC service's ``payment`` format is settled the way that service does it
 (``PROTOCOL.md`` section A): a legacy transaction, a System transfer to the treasury (within
@@ -29,7 +30,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 from solders.instruction import Instruction
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_PROGRAM_ID
@@ -147,6 +147,7 @@ class PaymentDesk:
         self._clock = clock
         self._lock = threading.Lock()
         self._invoices: dict[str, Invoice] = {}
+        self._token_accounts: dict[tuple[Pubkey, Pubkey], Pubkey] = {}
         self.settlements: list[Settlement] = []
 
     # -- issuing ---------------------------------------------------------------------------
@@ -156,13 +157,10 @@ class PaymentDesk:
         recipient = price.recipient or self.genesis.treasury
         token = None if price.currency.upper() == "SOL" else self.genesis.token(price.currency)
         decimals = 9 if token is None else token.decimals
-        destination = (
-            recipient
-            if token is None
-            else associated_token_address(recipient, token.mint, token.program_id)
-        )
+        destination = recipient if token is None else self._token_account(recipient, token)
         if self.reference_style == "pubkey":
-            reference = str(Keypair().pubkey())
+            # Any unused address is a reference (Solana Pay): random bytes, no key pair made.
+            reference = str(Pubkey(secrets.token_bytes(32)))
         else:
             reference = secrets.token_hex(16)
         now = self._clock()
@@ -181,6 +179,16 @@ class PaymentDesk:
         with self._lock:
             self._invoices[reference] = invoice
         return invoice
+
+    def _token_account(self, owner: Pubkey, token: Token) -> Pubkey:
+        """``owner``'s associated account of ``token``, derived once per payee (the payees
+        are the gateway's configured prices, a handful)."""
+        key = (owner, token.mint)
+        found = self._token_accounts.get(key)
+        if found is None:
+            found = associated_token_address(owner, token.mint, token.program_id)
+            self._token_accounts[key] = found
+        return found
 
     def legacy_body(self, price: Price) -> dict[str, Any]:
         """The deployed HumanRPC service's 402 body (amounts in base units)."""
@@ -351,16 +359,14 @@ class PaymentDesk:
     def _execute(
         self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
     ) -> Settlement | Refusal:
-        simulation = self.ledger.simulate(transaction)
-        if not simulation.ok:
-            return _failed(simulation, payer)
         with self._lock:
             if invoice is not None and invoice.paid_by is not None:
                 return Refusal(
                     "invoice_already_paid",
                     f"the invoice was already paid by transaction {invoice.paid_by}",
                 )
-            execution = self.ledger.execute(transaction)
+            # Simulated, and committed only if it succeeds, in one run of the runtime.
+            execution = self.ledger.settle(transaction)
             if not execution.ok:
                 return _failed(execution, payer)
             signature = str(execution.signature)

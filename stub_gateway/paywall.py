@@ -272,13 +272,10 @@ class X402Payment(PaymentKind):
         return None
 
     def settle(self) -> Response | None:
-        facilitator, payload = self.gateway.facilitator, self.payload or {}
-        if facilitator.already_settled(payload):
-            return self._settle_failed(facilitator.settle(payload, self.wanted))
-        verification = facilitator.verify(payload, self.wanted)
-        if not verification.is_valid:
+        outcome = self.gateway.facilitator.process(self.payload or {}, self.wanted)
+        verification, settlement = outcome.verification, outcome.settlement
+        if verification is not None and not verification.is_valid:
             return self._challenge(verification.invalid_reason or "invalid_payment")
-        settlement = facilitator.settle(payload, self.wanted)
         if not settlement["success"]:
             return self._settle_failed(settlement)
         g.x402_settlement = self.settlement = settlement

@@ -10,6 +10,12 @@ transfer MUST equal the required amount, so an overpayment is refused
 transaction with bytes after its end is not a transaction (the same payment cannot be
 re-presented in new byte forms). Settling re-verifies, refuses a transaction seen in the last 120
 seconds (``duplicate_settlement``), co-signs as fee payer and executes on the ledger.
+
+A paywall settles with :meth:`ExactFacilitator.process`: the payment is decoded, verified and
+simulated once, then executed (the reference resource server's verify-then-settle would
+simulate twice). The settled transactions are remembered in insertion order, so those older
+than 120 seconds are dropped from the front: amortized constant time per payment, however
+many were settled.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,9 +38,9 @@ from human_rpc_sdk._networks import x402_names
 from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
 
 from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile, exact_transaction
-from .ledger import Ledger
+from .ledger import Execution, Ledger
 
-__all__ = ["ExactFacilitator", "Verification"]
+__all__ = ["ExactFacilitator", "Outcome", "Verification"]
 
 LIGHTHOUSE_PROGRAM_ID: Final = Pubkey.from_string("L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95")
 MAX_COMPUTE_UNIT_PRICE: Final = 5_000_000
@@ -63,6 +70,18 @@ class Verification:
         return document
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`ExactFacilitator.process` did with a payment.
+
+    ``verification`` is None when the payment was refused before being verified (a
+    transaction settled in the last 120 seconds); ``settlement`` is the ``/settle`` answer.
+    """
+
+    verification: Verification | None
+    settlement: dict[str, Any]
+
+
 def _invalid(reason: str, message: str | None = None, payer: str | None = None) -> Verification:
     return Verification(False, reason, message, payer)
 
@@ -75,15 +94,15 @@ class ExactFacilitator:
     ) -> None:
         self.ledger = ledger
         self.fee_payer = fee_payer
+        self._fee_payer_key = fee_payer.pubkey()  # derived once: pubkey() hashes the seed
+        self.fee_payer_address = str(self._fee_payer_key)
         self.cluster = cluster
         self.v1_network, self.caip2 = x402_names(cluster)
         self._clock = clock
         self._lock = threading.RLock()
-        self._settled: dict[str, float] = {}
-
-    @property
-    def fee_payer_address(self) -> str:
-        return str(self.fee_payer.pubkey())
+        self._settled: OrderedDict[str, float] = OrderedDict()
+        """Settlement keys and when each settled, oldest first (the lock guards it)."""
+        self._networks = tuple(n for n in (self.caip2, self.v1_network) if n)
 
     def supported(self) -> dict[str, Any]:
         """``GET /supported``: the kinds this facilitator settles and its signer."""
@@ -100,12 +119,24 @@ class ExactFacilitator:
         return {"kinds": kinds, "extensions": [], "signers": {"solana:*": [self.fee_payer_address]}}
 
     def networks(self) -> tuple[str, ...]:
-        return tuple(n for n in (self.caip2, self.v1_network) if n)
+        return self._networks
 
     # -- verify -----------------------------------------------------------------------------
 
     def verify(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
-        """Check ``payload`` against ``requirements`` (both as the JSON of x402 v1 or v2)."""
+        """Check ``payload`` against ``requirements`` (both as the JSON of x402 v1 or v2),
+        then simulate the co-signed transaction on the ledger."""
+        verification = self._check(payload, requirements)
+        if not verification.is_valid or verification.transaction is None:
+            return verification
+        simulation = self.ledger.simulate(verification.transaction)
+        if not simulation.ok:
+            return _simulation_failed(simulation, verification.payer)
+        return verification
+
+    def _check(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
+        """Every rule of verify but the simulation; a valid answer carries the co-signed
+        transaction."""
         version = payload.get("x402Version")
         accepted = payload.get("accepted") if version == 2 else payload
         if not isinstance(accepted, Mapping):
@@ -126,8 +157,7 @@ class ExactFacilitator:
             return _invalid(f"{_P}_missing_fee_payer")
         if fee_payer != self.fee_payer_address:
             return _invalid("fee_payer_not_managed_by_facilitator")
-        inner = payload.get("payload")
-        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
+        transaction = _payload_transaction(payload)
         if transaction is None:
             return _invalid(f"{_P}_transaction_could_not_be_decoded")
         return self._verify_transaction(transaction, requirements, extra)
@@ -177,7 +207,7 @@ class ExactFacilitator:
         if len(data) < 10 or data[0] != 12 or len(transfer.accounts) < 4:
             return _invalid(f"{_P}_no_transfer_instruction")
         _source, mint, destination, authority = (m.pubkey for m in transfer.accounts[:4])
-        fee_payer = self.fee_payer.pubkey()
+        fee_payer = self._fee_payer_key
         payer = str(authority)
         if authority == fee_payer:
             return _invalid(f"{_P}_transaction_fee_payer_transferring_funds", payer=payer)
@@ -207,11 +237,7 @@ class ExactFacilitator:
                 f"the transfer is {paid} base units; the exact scheme requires {required}",
                 payer,
             )
-        signed = self._co_sign(transaction)
-        simulation = self.ledger.simulate(signed)
-        if not simulation.ok:
-            return _invalid("transaction_simulation_failed", simulation.describe(), payer)
-        return Verification(True, payer=payer, transaction=signed)
+        return Verification(True, payer=payer, transaction=self._co_sign(transaction))
 
     def _co_sign(self, transaction: VersionedTransaction) -> VersionedTransaction:
         # As the reference: sign the message and overwrite slot 0 (the fee payer's).
@@ -224,54 +250,87 @@ class ExactFacilitator:
 
     def already_settled(self, payload: Mapping[str, Any]) -> bool:
         """Whether this payment's transaction was settled in the last 120 seconds."""
-        inner = payload.get("payload")
-        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
+        transaction = _payload_transaction(payload)
         return transaction is not None and self._recently_settled(_settlement_key(transaction))
+
+    @property
+    def remembered(self) -> int:
+        """How many settlements the duplicate check remembers now (expired ones included
+        until the next check drops them)."""
+        with self._lock:
+            return len(self._settled)
 
     def _recently_settled(self, key: str) -> bool:
         now = self._clock()
         with self._lock:
-            self._settled = {k: t for k, t in self._settled.items() if now - t < SETTLEMENT_TTL}
-            return key in self._settled
+            settled = self._settled
+            # Oldest first: drop from the front until one is young enough (amortized O(1)).
+            while settled:
+                at = next(iter(settled.values()))
+                if now - at < SETTLEMENT_TTL:
+                    break
+                settled.popitem(last=False)
+            return key in settled
 
     def settle(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /settle``: verify again, refuse duplicates, co-sign, execute."""
+        return self.process(payload, requirements).settlement
+
+    def process(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Outcome:
+        """Settle ``payload``: refuse a duplicate, check every rule of verify, then simulate
+        and commit in one run of the runtime (:meth:`Ledger.settle`).
+
+        The outcome carries the verification (a failed simulation is a verify refusal,
+        ``transaction_simulation_failed``, as in :meth:`verify`), so a paywall can answer an
+        invalid payment as a verify refusal and a failed settlement as a settle failure.
+        """
         network = str(requirements.get("network", ""))
-        inner = payload.get("payload")
-        transaction = _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
-        if transaction is None:
-            return _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
-        key = _settlement_key(transaction)
-        if self._recently_settled(key):
+        transaction = _payload_transaction(payload)
+        key = None if transaction is None else _settlement_key(transaction)
+        if key is not None and self._recently_settled(key):
             # Checked before verifying: a landed transaction no longer simulates (the runtime
             # says AlreadyProcessed), and the protocol's reason for a replay is this one.
-            return _settle_failure("duplicate_settlement", network)
-        verification = self.verify(payload, requirements)
+            return Outcome(None, _settle_failure("duplicate_settlement", network))
+        verification = self._check(payload, requirements)
+        if key is None:
+            failure = _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
+            return Outcome(verification, failure)
         if not verification.is_valid or verification.transaction is None:
-            return _settle_failure(
+            failure = _settle_failure(
                 verification.invalid_reason or "invalid_payload", network, verification.payer
             )
+            return Outcome(verification, failure)
         with self._lock:
             if self._recently_settled(key):
-                return _settle_failure("duplicate_settlement", network, verification.payer)
-            self._settled[key] = self._clock()
-            execution = self.ledger.execute(verification.transaction)
+                failure = _settle_failure("duplicate_settlement", network, verification.payer)
+                return Outcome(verification, failure)
+            execution = self.ledger.settle(verification.transaction)
             if not execution.ok:
-                del self._settled[key]
-                return _settle_failure(
-                    "transaction_failed", network, verification.payer, execution.describe()
-                )
-        return {
+                refused = _simulation_failed(execution, verification.payer)
+                failure = _settle_failure("transaction_simulation_failed", network, refused.payer)
+                return Outcome(refused, failure)
+            self._settled[key] = self._clock()
+        settlement = {
             "success": True,
             "transaction": str(execution.signature),
             "network": network,
             "payer": verification.payer,
         }
+        return Outcome(verification, settlement)
 
 
 def _settlement_key(transaction: VersionedTransaction) -> str:
     # The message only (as the reference): re-signing slot 0 cannot dodge the duplicate check.
     return base64.b64encode(hashlib.sha256(bytes(transaction.message)).digest()).decode()
+
+
+def _simulation_failed(simulation: Execution, payer: str | None) -> Verification:
+    return _invalid("transaction_simulation_failed", simulation.describe(), payer)
+
+
+def _payload_transaction(payload: Mapping[str, Any]) -> VersionedTransaction | None:
+    inner = payload.get("payload")
+    return _decode(inner.get("transaction") if isinstance(inner, Mapping) else None)
 
 
 def _decode(text: Any) -> VersionedTransaction | None:

@@ -1,0 +1,315 @@
+"""The stub gateway's CPU per settled payment, and its payments per second.
+
+Starts the gateway in a process of its own (``python -m stub_gateway --port <free> --quiet``)
+and pays it from several funded wallets with payments built and signed here (solders, no
+journal, no RPC on the way but one blockhash per wallet now and then), so that the gateway,
+not the client, is what is measured. Before and after each batch it reads the gateway
+process's CPU time (user + system, all its threads, from ``/proc/<pid>/stat``) and prints the
+CPU milliseconds per settled payment:
+
+* x402 v2 (``GET /x402/v2/premium`` with ``PAYMENT-SIGNATURE``: verified, co-signed, simulated
+  and executed on the LiteSVM ledger), one request per payment;
+* HumanRPC SOL and USDC invoices (``GET /api/v1/premium/sol|usdc``: the 402 that issues the
+  invoice, then the paid request), two requests per payment;
+
+from one client, first on a fresh gateway, then after ``--warm`` payments (default 10,000, a
+mix of the three from 4 clients, within the gateway's 120 s replay window, so its caches are
+full), beside the CPU of a request that does no work at all (a 404: waitress and Flask, the
+floor under every request), and finally x402 payments
+per second with 1, 4 and 16 concurrent clients (threads of this process, one wallet and one
+keep-alive connection each). The target, at most 0.5 ms of gateway CPU per payment, is
+printed beside each figure. Not a test: figures vary by machine. Linux only (``/proc``).
+
+    python benchmarks/bench_gateway.py                 # --warm 2000 for a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import requests
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from human_rpc_sdk._headers import b64json, encode_payment_header, unb64json
+from human_rpc_sdk.solana_utils import (
+    MintInfo,
+    build_exact_transfer,
+    build_sol_transfer,
+    build_spl_transfer,
+    sign_transaction,
+)
+
+TARGET_MS = 0.5
+KINDS = ("x402 v2", "HumanRPC SOL", "HumanRPC USDC")
+BLOCKHASH_EVERY = 100  # payments per blockhash (valid ~60 s on the gateway's ledger)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def gateway_process(threads: int | None = None) -> Iterator[Gateway]:
+    """``python -m stub_gateway`` on a free port (``--threads`` workers), until the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "stub_gateway", "--port", str(port), "--quiet"]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - our own
+    gateway = Gateway(f"http://127.0.0.1:{port}", process.pid)
+    try:
+        for _ in range(300):
+            try:
+                requests.get(f"{gateway.url}/api/v1/info", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                time.sleep(0.05)
+        else:
+            raise SystemExit("the gateway did not start")
+        yield gateway
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Payer:
+    """One funded wallet paying the gateway over one keep-alive connection."""
+
+    def __init__(self, gateway: Gateway, info: dict[str, Any], x402_offer: dict[str, Any]):
+        self.gateway = gateway
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.wallet = Keypair()
+        self.network = str(info["network"])
+        self.treasury = Pubkey.from_string(info["recipient"])
+        usdc = info["mints"]["USDC"]
+        self.usdc = MintInfo(
+            Pubkey.from_string(usdc["mint"]),
+            Pubkey.from_string(usdc["program"]),
+            int(usdc["decimals"]),
+        )
+        self.offer = x402_offer
+        self.blockhash = Hash.default()
+        self.uses = BLOCKHASH_EVERY
+        self.session.post(
+            f"{gateway.url}/api/v1/faucet",
+            json={"address": str(self.wallet.pubkey()), "sol": "500", "usdc": "100000"},
+            timeout=30,
+        ).raise_for_status()
+
+    def recent_blockhash(self) -> Hash:
+        if self.uses >= BLOCKHASH_EVERY:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "getLatestBlockhash", "params": []}
+            answer = self.session.post(f"{self.gateway.url}/rpc", json=body, timeout=30).json()
+            self.blockhash = Hash.from_string(answer["result"]["value"]["blockhash"])
+            self.uses = 0
+        self.uses += 1
+        return self.blockhash
+
+    def pay(self, kind: str) -> None:
+        if kind == "x402 v2":
+            self.pay_x402()
+        else:
+            self.pay_invoice(kind.rsplit(" ", 1)[1].lower())
+
+    def pay_x402(self) -> None:
+        offer = self.offer
+        unsigned = build_exact_transfer(
+            payer=self.wallet.pubkey(),
+            fee_payer=Pubkey.from_string(offer["extra"]["feePayer"]),
+            pay_to=Pubkey.from_string(offer["payTo"]),
+            mint=self.usdc,
+            amount=int(offer["amount"]),
+            memo=secrets.token_hex(16),
+            recent_blockhash=self.recent_blockhash(),
+        )
+        transaction = sign_transaction(unsigned, self.wallet)
+        payload = {
+            "x402Version": 2,
+            "resource": {"url": f"{self.gateway.url}/x402/v2/premium"},
+            "accepted": offer,
+            "payload": {"transaction": _b64(transaction)},
+        }
+        answer = self.session.get(
+            f"{self.gateway.url}/x402/v2/premium",
+            headers={"PAYMENT-SIGNATURE": b64json(payload)},
+            timeout=30,
+        )
+        _expect_paid(answer, "x402 v2")
+
+    def pay_invoice(self, currency: str) -> None:
+        url = f"{self.gateway.url}/api/v1/premium/{currency}"
+        challenge = self.session.get(url, timeout=30)
+        if challenge.status_code != 402:
+            raise SystemExit(f"{url}: expected 402, got {challenge.status_code}")
+        invoice = challenge.json()["invoice"]
+        blockhash = self.recent_blockhash()
+        if currency == "sol":
+            lamports = int(Decimal(str(invoice["amount"])) * 10**9)
+            unsigned = build_sol_transfer(
+                self.wallet, self.treasury, lamports, blockhash, reference=invoice["reference"]
+            )
+        else:
+            units = int(Decimal(str(invoice["amount"])) * 10**self.usdc.decimals)
+            unsigned = build_spl_transfer(
+                self.wallet,
+                self.treasury,
+                self.usdc.address,
+                units,
+                decimals=self.usdc.decimals,
+                token_program=self.usdc.program_id,
+                recent_blockhash=blockhash,
+                create_recipient_account=False,
+                reference=invoice["reference"],
+            )
+        header = encode_payment_header(sign_transaction(unsigned, self.wallet), self.network)
+        answer = self.session.get(url, headers={"X-PAYMENT": header}, timeout=30)
+        _expect_paid(answer, f"HumanRPC {currency}")
+
+
+def _b64(transaction: VersionedTransaction) -> str:
+    return base64.b64encode(bytes(transaction)).decode("ascii")
+
+
+def _expect_paid(answer: requests.Response, what: str) -> None:
+    if answer.status_code != 200:
+        raise SystemExit(f"{what}: expected 200, got {answer.status_code}: {answer.text[:300]}")
+
+
+def x402_offer(gateway: Gateway) -> dict[str, Any]:
+    challenge = requests.get(f"{gateway.url}/x402/v2/premium", timeout=30)
+    document = unb64json(challenge.headers["PAYMENT-REQUIRED"], "challenge")
+    offer: dict[str, Any] = document["accepts"][0]
+    return offer
+
+
+def run_clients(payers: list[Payer], count: int, pay: Callable[[Payer, int], None]) -> float:
+    """``count`` payments spread over ``payers``, each in its own thread; wall seconds."""
+    failures: list[BaseException] = []
+
+    def work(payer: Payer, share: int) -> None:
+        try:
+            for index in range(share):
+                pay(payer, index)
+        except BaseException as exc:  # noqa: BLE001 - reported after the threads end
+            failures.append(exc)
+
+    shares = [count // len(payers) + (i < count % len(payers)) for i in range(len(payers))]
+    threads = [
+        threading.Thread(target=work, args=(payer, share))
+        for payer, share in zip(payers, shares, strict=True)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise SystemExit(f"a client failed: {failures[0]}")
+    return time.perf_counter() - started
+
+
+def cpu_per_payment(gateway: Gateway, payers: list[Payer], kind: str, count: int) -> float:
+    """Gateway CPU milliseconds per settled payment of ``kind`` over ``count`` payments."""
+    before = cpu_seconds(gateway.pid)
+    run_clients(payers, count, lambda payer, _: payer.pay(kind))
+    return (cpu_seconds(gateway.pid) - before) * 1000 / count
+
+
+def cpu_per_request(gateway: Gateway, payer: Payer, count: int) -> float:
+    """Gateway CPU milliseconds per request for a route that does not exist (waitress and
+    Flask alone: the least any request costs)."""
+    before = cpu_seconds(gateway.pid)
+    for _ in range(count):
+        payer.session.get(f"{gateway.url}/api/v1/no-such-route", timeout=30)
+    return (cpu_seconds(gateway.pid) - before) * 1000 / count
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, not {text}")
+        return value
+
+    return count
+
+
+def verdict(value: float) -> str:
+    return "ok" if value <= TARGET_MS else "OVER"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--batch", type=_at_least(1), default=600, help="payments per measured batch"
+    )
+    parser.add_argument(
+        "--warm", type=_at_least(0), default=10_000, help="payments between the two"
+    )
+    parser.add_argument(
+        "--rate", type=_at_least(1), default=600, help="payments per throughput run"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="the gateway's worker threads")
+    args = parser.parse_args()
+    with gateway_process(args.threads) as gateway:
+        info = requests.get(f"{gateway.url}/api/v1/info", timeout=30).json()
+        offer = x402_offer(gateway)
+        payers = [Payer(gateway, info, offer) for _ in range(16)]
+        print(f"gateway pid {gateway.pid}; CPU ms per settled payment (target <= {TARGET_MS})")
+        floor = cpu_per_request(gateway, payers[0], args.batch)
+        print(f"(the HTTP floor: a request answered 404 costs {floor:.3f} ms of gateway CPU)")
+        start = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
+        warm_started = time.perf_counter()
+        run_clients(payers[:4], args.warm, lambda payer, i: payer.pay(KINDS[i % len(KINDS)]))
+        warm_seconds = time.perf_counter() - warm_started
+        after = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
+        print(f"one client; {'kind':<16}{'at start':>10}{f'after {args.warm}':>14}   target")
+        for kind in KINDS:
+            print(
+                f"            {kind:<16}{start[kind]:>10.3f}{after[kind]:>14.3f}   <= {TARGET_MS} "
+                f"({verdict(max(start[kind], after[kind]))})"
+            )
+        print(f"(the {args.warm} warm-up payments took {warm_seconds:.1f} s)")
+        print(f"x402 v2 throughput, {args.rate} payments per run:")
+        print(f"{'clients':<10}{'payments/s':>12}{'CPU ms/payment':>16}   target")
+        for clients in (1, 4, 16):
+            before = cpu_seconds(gateway.pid)
+            wall = run_clients(payers[:clients], args.rate, lambda payer, _: payer.pay_x402())
+            cpu = (cpu_seconds(gateway.pid) - before) * 1000 / args.rate
+            print(
+                f"{clients:<10}{args.rate / wall:>12.0f}{cpu:>16.3f}   <= {TARGET_MS} "
+                f"({verdict(cpu)})"
+            )
+
+
+if __name__ == "__main__":
+    main()
