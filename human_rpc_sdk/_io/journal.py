@@ -766,8 +766,9 @@ def _update(
     if db.execute(sql, values).rowcount == 0:
         return None
     after: sqlite3.Row = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
-    _add(db, _counted(before), -1)
-    _add(db, _counted(after))
+    old, new = _counted(before), _counted(after)
+    # Only what changed moves the totals (a move to signed or accepted usually changes none).
+    _add(db, {key: new.get(key, Decimal(0)) - old.get(key, Decimal(0)) for key in {*old, *new}})
     return after
 
 
@@ -780,10 +781,10 @@ def _recount_if_written_elsewhere(db: sqlite3.Connection) -> None:
     payment, or of the totals themselves, which are only a cache of the payments). The totals
     are then recounted from the payments before anything is decided on them.
     """
-    writes, counted = (
-        db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
-        for name in ("writes", "counted")
+    values = dict(
+        db.execute("SELECT name, value FROM counters WHERE name IN ('writes', 'counted')")
     )
+    writes, counted = values["writes"], values["counted"]
     if writes != counted:
         logger.warning(
             "the payment journal was written without its running totals (%d write(s), by an "
