@@ -1,0 +1,100 @@
+"""Attacks on issue 12's speed work (chain state ahead of time, one durable write, the lazy
+and remembered hot paths, the gateway's single-run settlement). Real parts only: the stub
+gateway over loopback, its LiteSVM ledger, real journals; balances and journal rows asserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, Response, jsonify, request
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent
+from human_rpc_sdk._headers import b64json, unb64json
+from stub_gateway import Gateway, GatewayServer, Price
+from stub_gateway.x402_routes import require_x402
+
+from .conftest import FakeClock
+from .test_attack_round2 import recount, rows
+from .test_replacement_proof import gateway_app, serve
+
+# -- x402: an offer refused on cached state is not re-checked when another one is payable --------
+
+
+@pytest.fixture
+def cheap_or_dear() -> Iterator[tuple[Gateway, GatewayServer]]:
+    """``GET /either``: x402 v2 with two offers, 0.01 USDC (listed first) and 0.02 PYUSD; a
+    payment of either is settled and served."""
+    clock = FakeClock()
+    with gateway_app(clock) as (gateway, app):
+        add_cheap_or_dear(app, gateway)
+        server = serve(app)
+        try:
+            yield gateway, server
+        finally:
+            server.stop()
+
+
+def add_cheap_or_dear(app: Flask, gateway: Gateway) -> None:
+    def content() -> Response:
+        return jsonify({"content": "paid for"})
+
+    cheap = require_x402(gateway, Price(Decimal("0.01"), "USDC"))(content)
+    dear = require_x402(gateway, Price(Decimal("0.02"), "PYUSD"))(content)
+    usdc = str(gateway.genesis.token("USDC").mint)
+
+    def paid_asset() -> str | None:
+        header = request.headers.get("PAYMENT-SIGNATURE")
+        if not header:
+            return None
+        accepted: Any = unb64json(header, "payment").get("accepted") or {}
+        return str(accepted.get("asset"))
+
+    @app.get("/either")
+    def either() -> Response:
+        if paid_asset() == usdc:
+            return cheap()
+        response: Response = dear()
+        header = response.headers.get("PAYMENT-REQUIRED")
+        if response.status_code == 402 and header:
+            document = unb64json(header, "challenge")
+            (pyusd,) = document["accepts"]
+            offer = {**pyusd, "asset": usdc, "amount": "10000", "extra": {**pyusd["extra"]}}
+            document["accepts"] = [offer, pyusd]
+            response.headers["PAYMENT-REQUIRED"] = b64json(document)
+        return response
+
+
+def test_a_cheaper_offer_refused_on_cached_state_is_rechecked(
+    cheap_or_dear: tuple[Gateway, GatewayServer], tmp_path: Path
+) -> None:
+    """The wallet had no USDC when the agent read it, so it paid the 0.02 PYUSD offer; then
+    1 USDC is deposited. The next payment, its state cached, must not decide on the stale "no
+    USDC" alone that the dearer offer is the one to pay: the cheaper offer's refusal is checked
+    on a fresh read (as a refusal of every offer is), and 0.01 USDC is paid."""
+    gateway, server = cheap_or_dear
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(0), "PYUSD": Decimal(1)})
+    mints = [str(gateway.genesis.token(s).mint) for s in ("USDC", "PYUSD")]
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal, accept_assets=mints)
+    agent._refresher.stop()  # no background refresh: the cache stays as the payment left it
+    try:
+        url = f"{server.url}/either"
+        assert agent.get(url).status_code == 200
+        assert gateway.balance(wallet.pubkey(), "PYUSD") == Decimal("0.98")
+        gateway.fund(wallet.pubkey(), {"USDC": Decimal(1)})
+        assert agent.get(url).status_code == 200
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+        assert gateway.balance(wallet.pubkey(), "PYUSD") == Decimal("0.98")
+        first, second = rows(journal)
+        assert (first["currency"], first["amount"]) == ("PYUSD", "0.02")
+        assert (second["currency"], second["amount"]) == ("USDC", "0.01")
+        recount(journal)
+    finally:
+        agent.close()
