@@ -14,12 +14,12 @@ import pytest
 from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent
+from human_rpc_sdk import AutoAgent, PaymentPolicyError
 from human_rpc_sdk._headers import b64json, unb64json
 from stub_gateway import Gateway, GatewayServer, Price
 from stub_gateway.x402_routes import require_x402
 
-from .conftest import FakeClock
+from .conftest import FakeClock, Shop
 from .test_attack_round2 import recount, rows
 from .test_replacement_proof import gateway_app, serve
 
@@ -95,6 +95,45 @@ def test_a_cheaper_offer_refused_on_cached_state_is_rechecked(
         first, second = rows(journal)
         assert (first["currency"], first["amount"]) == ("PYUSD", "0.02")
         assert (second["currency"], second["amount"]) == ("USDC", "0.01")
+        recount(journal)
+    finally:
+        agent.close()
+
+
+# -- HumanRPC: the payee's account created since the cache read it ------------------------------
+
+
+def test_rent_for_a_payee_account_created_since_the_cache_read_is_not_counted(
+    shop: Shop, tmp_path: Path
+) -> None:
+    """The agent read that the payee had no USDC account (a 0.02 USDC payment refused by
+    max_payment); then the payee's account is created. The next payment, 0.01 USDC on the
+    cached "no account", would add the account's creation (idempotent on chain: no rent taken)
+    and journal 0.00203928 SOL of rent that was never paid, counted against the SOL budget.
+    Creating an account is decided on a fresh read, as a refusal is: no rent journaled."""
+    gateway = shop.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1)})
+    payee = Keypair().pubkey()
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(
+        wallet,
+        rpc_url=shop.rpc_url,
+        journal_path=journal,
+        create_token_accounts=True,
+        max_payment={"USDC": "0.015"},
+    )
+    agent._refresher.stop()  # no background refresh: the cache stays as the payment left it
+    try:
+        with pytest.raises(PaymentPolicyError):
+            agent.get(shop.price_url("USDC", "0.02", payee))
+        gateway.fund(payee, {"USDC": Decimal("0.5")})
+        sol_before = gateway.balance(wallet.pubkey())
+        assert agent.get(shop.price_url("USDC", "0.01", payee)).status_code == 200
+        assert gateway.balance(payee, "USDC") == Decimal("0.51")
+        assert gateway.balance(wallet.pubkey()) == sol_before - Decimal("0.000005")
+        (row,) = rows(journal)
+        assert (row["state"], row["rent_lamports"]) == ("accepted", 0)
         recount(journal)
     finally:
         agent.close()
