@@ -5,6 +5,7 @@ gateway over loopback, its LiteSVM ledger, real journals; balances and journal r
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,14 +15,19 @@ import pytest
 from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, PaymentPolicyError
+from human_rpc_sdk import AutoAgent, PaymentPolicyError, PendingPaymentsWarning
 from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._io.journal import Journal
 from stub_gateway import Gateway, GatewayServer, Price
 from stub_gateway.x402_routes import require_x402
 
 from .conftest import FakeClock, Shop
 from .test_attack_round2 import recount, rows
 from .test_replacement_proof import gateway_app, serve
+
+PRICE = Decimal("0.001")
+FEE = Decimal("0.000005")
+
 
 # -- x402: an offer refused on cached state is not re-checked when another one is payable --------
 
@@ -137,3 +143,59 @@ def test_rent_for_a_payee_account_created_since_the_cache_read_is_not_counted(
         recount(journal)
     finally:
         agent.close()
+
+
+# -- power loss: the commits made without a full sync are lost -----------------------------------
+
+
+def test_a_power_loss_after_the_payments_loses_no_sent_payment(
+    server: GatewayServer, gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two payments: reservation and outcome are committed without a full sync, only `signed`
+    with one. A power cut keeps the write-ahead log only as far as its last full sync: the copy
+    of the journal made then (the log cut at that size) still holds both payments, the second
+    `signed`, the budget counting both; recovery finds it on chain and the budget refuses a
+    payment the two already used up."""
+    synced: list[int] = []
+    count_sync = Journal._count_sync
+
+    def recording(self: Journal) -> None:
+        count_sync(self)
+        wal = Path(f"{self.path}-wal")
+        if self._synchronous == "FULL" and wal.exists():
+            synced.append(wal.stat().st_size)
+
+    monkeypatch.setattr(Journal, "_count_sync", recording)
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    journal = tmp_path / "journal.sqlite3"
+    budget = {"SOL": str(2 * (PRICE + FEE))}
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal, budget=budget)
+    url = f"{server.url}/api/v1/premium/sol"
+    try:
+        assert agent.get(url).status_code == 200
+        assert agent.get(url).status_code == 200
+        assert agent._journal.full_syncs >= 2
+        copy = tmp_path / "after-power-cut.sqlite3"
+        shutil.copyfile(journal, copy)
+        with open(f"{journal}-wal", "rb") as wal:
+            kept = wal.read(synced[-1])  # what a full sync put on disk; the rest is lost
+        assert len(kept) < Path(f"{journal}-wal").stat().st_size  # an outcome was cut
+        Path(f"{copy}-wal").write_bytes(kept)
+    finally:
+        agent.close()
+    copy.chmod(0o600)
+    assert [r["state"] for r in rows(copy)] == ["accepted", "signed"]
+    recount(copy)
+    with pytest.warns(PendingPaymentsWarning):  # the cut outcome: recovery settles it
+        restarted = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=copy, budget=budget)
+    try:
+        (recovered,) = restarted.recover_payments()
+        assert recovered.state == "accepted"
+        with pytest.raises(PaymentPolicyError):
+            restarted.get(url)
+        assert gateway.balance(wallet.pubkey()) == 1 - 2 * (PRICE + FEE)
+        assert [r["state"] for r in rows(copy)] == ["accepted", "accepted"]
+        recount(copy)
+    finally:
+        restarted.close()
