@@ -111,7 +111,7 @@ def quote_exact(
     keys = [*keys, CLOCK] if with_clock else keys
     read = yield from read_chain(keys, ctx, ask_chain=server_blockhash)
     quotes, on_chain = _evaluate_all(candidates, read, ctx, payer, with_clock)
-    if read.cached and _stale_choice(candidates, quotes, on_chain, ctx):
+    if read.cached and _stale_choice(candidates, quotes, on_chain, read.accounts):
         # Cached state may be stale (a deposit not seen yet): refuse an offer on it only after
         # a fresh read, whether every offer was refused or only one cheaper than the best.
         read = yield from read_chain(keys, ctx, fresh=True)
@@ -130,7 +130,7 @@ def _stale_choice(
     candidates: list[_Candidate],
     quotes: list[ExactQuote],
     refusals: dict[int, Refusal],
-    ctx: PaymentContext,
+    accounts: list[Account | None],
 ) -> bool:
     """Whether an offer refused on the chain's state (not by a spending rule) could be the one
     to pay instead of the best payable one: then cached state must not decide it."""
@@ -141,9 +141,12 @@ def _stale_choice(
         why = refusals.get(candidate.offer.index)
         if why is None or why.rule is not None:
             continue
-        info = candidate.known or ctx.cache.mint(candidate.mint)
+        info = candidate.known
         if info is None:
-            return True
+            try:
+                info = parse_mint(candidate.mint, accounts[candidate.first_key])
+            except ValueError:
+                continue  # not a mint: no deposit makes it payable
         if (from_base_units(candidate.offer.amount, info.decimals), candidate.offer.index) < best:
             return True
     return False

@@ -199,3 +199,26 @@ def test_a_power_loss_after_the_payments_loses_no_sent_payment(
         recount(copy)
     finally:
         restarted.close()
+
+
+def test_a_dearer_offer_refused_on_cached_state_costs_no_fresh_read(
+    cheap_or_dear: tuple[Gateway, GatewayServer], tmp_path: Path
+) -> None:
+    """The re-check is only for a refused offer cheaper than the one paid: with no PYUSD, the
+    0.01 USDC offer is paid from the cache, with no RPC call on the critical path."""
+    gateway, server = cheap_or_dear
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1), "PYUSD": Decimal(0)})
+    mints = [str(gateway.genesis.token(s).mint) for s in ("USDC", "PYUSD")]
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal, accept_assets=mints)
+    agent._refresher.stop()
+    try:
+        url = f"{server.url}/either"
+        assert agent.get(url).status_code == 200
+        assert agent.get(url).status_code == 200
+        assert agent.rpc_stats.round_trips == 1
+        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.98")
+        assert [(r["currency"], r["amount"]) for r in rows(journal)] == [("USDC", "0.01")] * 2
+    finally:
+        agent.close()
