@@ -11,7 +11,9 @@ What the cache may get wrong, and why that loses no money:
 * a balance may be overstated (a debit made elsewhere not seen yet): the payment is signed and
   the chain (or the server's simulation) refuses it; nothing moves;
 * a balance may be understated, or an account seem missing: every refusal decided from cached
-  state is decided again from a fresh read before the agent refuses (``_quote``, ``_exact``);
+  state is decided again from a fresh read before the agent refuses (``_quote``, ``_exact``),
+  and so is an x402 offer refused while a dearer one would be paid, and the rent of a payee's
+  token account the payment would create (it may exist by now);
 * the payee's token account may seem to exist after it was closed: the transfer fails on chain.
 
 A payment the server refuses makes the agent forget the accounts, so the next one reads them.

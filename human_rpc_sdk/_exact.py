@@ -111,8 +111,9 @@ def quote_exact(
     keys = [*keys, CLOCK] if with_clock else keys
     read = yield from read_chain(keys, ctx, ask_chain=server_blockhash)
     quotes, on_chain = _evaluate_all(candidates, read, ctx, payer, with_clock)
-    if not quotes and read.cached:
-        # Cached state may be stale (a deposit not seen yet): refuse only on a fresh read.
+    if read.cached and _stale_choice(candidates, quotes, on_chain, read.accounts):
+        # Cached state may be stale (a deposit not seen yet): refuse an offer on it only after
+        # a fresh read, whether every offer was refused or only one cheaper than the best.
         read = yield from read_chain(keys, ctx, fresh=True)
         quotes, on_chain = _evaluate_all(candidates, read, ctx, payer, with_clock)
     if not quotes:
@@ -123,6 +124,32 @@ def quote_exact(
     if fresh_blockhash:
         return replace(best, blockhash=blockhash)
     return best
+
+
+def _stale_choice(
+    candidates: list[_Candidate],
+    quotes: list[ExactQuote],
+    refusals: dict[int, Refusal],
+    accounts: list[Account | None],
+) -> bool:
+    """Whether an offer refused on the chain's state (not by a spending rule) could be the one
+    to pay instead of the best payable one: then cached state must not decide it."""
+    if not quotes:
+        return True
+    best = min((q.display_amount, q.offer.index) for q in quotes)
+    for candidate in candidates:
+        why = refusals.get(candidate.offer.index)
+        if why is None or why.rule is not None:
+            continue
+        info = candidate.known
+        if info is None:
+            try:
+                info = parse_mint(candidate.mint, accounts[candidate.first_key])
+            except ValueError:
+                continue  # not a mint: no deposit makes it payable
+        if (from_base_units(candidate.offer.amount, info.decimals), candidate.offer.index) < best:
+            return True
+    return False
 
 
 def _refusal_before_chain(offer: Offer, ctx: PaymentContext, accepted: set[str]) -> Refusal | None:

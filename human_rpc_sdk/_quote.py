@@ -4,7 +4,8 @@
 use, a blockhash) from the chain cache when fresh, else in one JSON-RPC round trip, then
 decides: the exact base units, the accounts, whether the payee's token account must be
 created, how the payment is bound to its invoice, and whether the wallet can pay it with fees
-and rent. A refusal decided on cached state is decided again on a fresh read.
+and rent. A refusal, or the rent of a new account, decided on cached state is
+decided again on a fresh read.
 """
 
 from __future__ import annotations
@@ -82,11 +83,15 @@ def quote(invoice: Invoice, ctx: PaymentContext) -> Flow[Quote]:
             keys.append(CLOCK)
     read = yield from read_chain(keys, ctx)  # its chain: in its facts
     try:
-        return _decide(invoice, ctx, payer, recipient, read, known)
+        decided = _decide(invoice, ctx, payer, recipient, read, known)
     except (PaymentError, InvoiceValidationError):
         if not read.cached:
             raise
-    # Cached state may be stale (a deposit not seen yet): refuse only on a fresh read.
+    else:
+        if not (read.cached and decided.rent_lamports):
+            return decided
+    # Cached state may be stale (a deposit not seen yet, the payee's account created since):
+    # refuse, or pay the rent of a new account, only on a fresh read.
     read = yield from read_chain(keys, ctx, fresh=True)
     return _decide(invoice, ctx, payer, recipient, read, known)
 
