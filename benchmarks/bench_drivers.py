@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import requests
-from solders.keypair import Keypair
+from bench_payment import funded, gateway_process
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, PaymentAuth
 
@@ -60,49 +57,6 @@ class Row:
     @property
     def per_second(self) -> float:
         return self.paid / self.wall
-
-
-@dataclass(frozen=True)
-class Gateway:
-    url: str
-
-    @property
-    def rpc_url(self) -> str:
-        return f"{self.url}/rpc"
-
-
-@contextlib.contextmanager
-def gateway_process() -> Iterator[Gateway]:
-    """``python -m stub_gateway`` on a free port, until the block ends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "stub_gateway", "--port", str(port), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - our own
-    gateway = Gateway(f"http://127.0.0.1:{port}")
-    try:
-        for _ in range(300):
-            try:
-                requests.get(f"{gateway.url}/api/v1/info", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                time.sleep(0.05)
-        else:
-            raise SystemExit("the gateway did not start")
-        yield gateway
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def funded(gateway: Gateway) -> Keypair:
-    wallet = Keypair()
-    requests.post(
-        f"{gateway.url}/api/v1/faucet",
-        json={"address": str(wallet.pubkey()), "sol": "10", "usdc": "1000"},
-        timeout=30,
-    ).raise_for_status()
-    return wallet
 
 
 def timed(row: Row, call: Callable[[], int]) -> None:
