@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -52,14 +51,6 @@ def make_agent(tmp_path: Path) -> Iterator[Callable[..., AutoAgent]]:
     yield make
     for agent in made:
         agent.close()
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    """Wait (at most 10 s) for something another thread does; the test fails otherwise."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "the refresher did not run"
-        time.sleep(0.01)
 
 
 def refresh_threads() -> list[threading.Thread]:
@@ -123,8 +114,10 @@ def test_after_the_interval_the_refresher_not_the_payment_reads_the_chain(
     refresher = agent._refresher
     assert refresher.stats.round_trips == 0
     clock.now += agent._cache.account_ttl + 1  # the cached state is stale now
+    refresher.refreshed.clear()
     refresher.wake()
-    wait_for(lambda: refresher.stats.round_trips == 1)
+    assert refresher.refreshed.wait(10), "the refresher did not run"
+    assert refresher.stats.round_trips == 1
     assert agent.get(url).status_code == 200
     assert agent.rpc_stats.round_trips == 1  # the first payment's read only
     assert refresher.stats.calls == 3  # the accounts, a blockhash, the genesis hash
@@ -317,13 +310,10 @@ async def test_the_async_agent_pays_from_the_cache_and_aclose_stops_its_task(
     task = refresher.task
     assert task is not None
     assert not task.done()
+    refresher.refreshed.clear()
     refresher.wake()
-
-    async def refreshed() -> None:
-        while refresher.stats.round_trips == 0:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(refreshed(), 10)  # the task ran
+    await asyncio.wait_for(refresher.refreshed.wait(), 10)  # the task ran
+    assert refresher.stats.round_trips == 1
     assert agent.rpc_stats.round_trips == 1
     await agent.aclose()
     assert task.done()
@@ -402,4 +392,5 @@ def test_an_agent_never_closed_stops_its_thread_when_collected(
     agent._journal.close()
     del agent
     gc.collect()
-    wait_for(lambda: not thread.is_alive())
+    thread.join(10)
+    assert not thread.is_alive()

@@ -41,6 +41,8 @@ class AsyncRefresher:
         self._refresh: Callable[[], Flow[bool]] = lambda: refresh(cache, network, clock)
         self._rpc = AsyncRpcClient(rpc_url, timeout=timeout, policy=ONE_TRY)
         self._wake = asyncio.Event()
+        self.refreshed = asyncio.Event()
+        """Set after each refresh the task ran; clear it to wait for the next one."""
         self._closed = False
         self.task: asyncio.Task[None] | None = None
 
@@ -85,6 +87,7 @@ class AsyncRefresher:
                 await self.refresh_once()
             except Exception:  # the refresh must outlive a surprise: logged
                 logger.warning("chain refresh failed unexpectedly", exc_info=True)
+            self.refreshed.set()
 
     async def aclose(self) -> None:
         """Cancel the task, wait for it to end, and close the connection."""

@@ -47,6 +47,9 @@ class Refresher:
         self._rpc = RpcClient(rpc_url, timeout=timeout, session=requests.Session())
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.refreshed = threading.Event()
+        """Set after each refresh the thread ran (whatever it learnt); clear it to wait for
+        the next one."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -94,6 +97,7 @@ class Refresher:
                     self.refresh_once()
                 except Exception:  # the refresh must outlive a surprise: logged
                     logger.warning("chain refresh failed unexpectedly", exc_info=True)
+                self.refreshed.set()
         finally:
             self._rpc.session.close()
 
