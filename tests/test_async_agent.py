@@ -14,14 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
     ConnectionFailedError,
-    PaymentError,
     PaymentPolicyError,
     SDKConfigurationError,
     SolanaRPCError,
@@ -94,44 +92,6 @@ async def test_pays_a_sol_invoice(
     assert agent.last_payment() == receipt
     assert [row[:2] for row in rows(Path(agent.journal_path))] == [("accepted", "0.001")]
     assert await agent.balance() == 1 - PRICE - FEE
-
-
-@pytest.mark.asyncio
-async def test_pays_usdc(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, make_agent: Any
-) -> None:
-    """USDC: tokens move exactly, SOL pays only the fee; balance() reads both."""
-    wallet = funded_wallet(sol="1", usdc="1")
-    agent = make_agent(wallet)
-    treasury_before = gateway.balance(gateway.treasury, "USDC")
-    assert (await agent.get(f"{server.url}/api/v1/premium/usdc")).status_code == 200
-    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.95")
-    assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.05")
-    assert gateway.balance(wallet.pubkey()) == 1 - FEE
-    assert await agent.balance("USDC") == Decimal("0.95")
-    assert [row[:2] for row in rows(Path(agent.journal_path))] == [("accepted", "0.05")]
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("version", [1, 2])
-async def test_pays_x402(
-    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, make_agent: Any, version: int
-) -> None:
-    """x402 v1 and v2: settled by the facilitator, the payer's USDC moves, it pays no SOL."""
-    wallet = funded_wallet(sol="1", usdc="1")
-    agent = make_agent(wallet)
-    response = await agent.get(f"{server.url}/x402/v{version}/premium")
-    assert response.status_code == 200
-    (receipt,) = agent.payments
-    assert (receipt.format, receipt.settled, receipt.state) == (
-        f"x402-v{version}",
-        True,
-        "accepted",
-    )
-    assert receipt.signature == response.json()["paid"]["transaction"]
-    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
-    assert gateway.balance(wallet.pubkey()) == 1
-    assert len(rows(Path(agent.journal_path))) == 1
 
 
 @pytest.mark.asyncio
@@ -228,7 +188,7 @@ async def test_raise_budget_lets_a_refused_payment_through(
     assert [r.id for r in await agent.payments_since(0)] == [r.id for r in agent.payments]
 
 
-# -- a hostile gateway: redirects and recovery ---------------------------------------------------
+# -- a hostile gateway: a failing RPC node ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -241,118 +201,6 @@ def hostile(clock: FakeClock) -> Iterator[GatewayServer]:
     """A gateway of its own (faults are per gateway), on a clock the tests move."""
     with serve_in_thread(clock=clock) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def elsewhere() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """Another origin that records the headers reaching it and asks a payment of its own."""
-    app = Flask("elsewhere")
-    seen: list[dict[str, str]] = []
-
-    @app.route("/<path:anything>", methods=["GET", "POST"])
-    def anything(anything: str) -> Response:
-        seen.append(dict(request.headers))
-        response = jsonify(
-            {
-                "status": "payment_required",
-                "invoice": {
-                    "amount": "0.001",
-                    "currency": "SOL",
-                    "recipient": str(Keypair().pubkey()),
-                    "reference": str(Keypair().pubkey()),
-                    "network": "devnet",
-                },
-            }
-        )
-        response.status_code = 402
-        return response
-
-    running = GatewayServer(app).start()
-    yield running.url, seen
-    running.stop()
-
-
-@pytest.mark.asyncio
-async def test_a_payment_never_follows_a_redirect_to_another_origin(
-    hostile: GatewayServer,
-    elsewhere: tuple[str, list[dict[str, str]]],
-    clock: FakeClock,
-    make_agent: Any,
-) -> None:
-    """The paid request is redirected to another host: the payment header stays home, the
-    payment is journaled refused; once its blockhash expired, recovery releases it."""
-    url, seen = elsewhere
-    seen.clear()
-    gateway = hostile.gateway
-    wallet = funded_on(gateway)
-    agent = make_agent(wallet, rpc_url=hostile.rpc_url)
-    gateway.faults.redirect_payment(f"{url}/collect")
-    try:
-        with pytest.raises(PaymentError) as caught:
-            await agent.get(f"{hostile.url}/api/v1/premium/sol")
-    finally:
-        gateway.faults.clear()
-    assert caught.value.reason == "payment_refused"
-    assert len(seen) == 1
-    assert not {"X-PAYMENT", "PAYMENT-SIGNATURE"} & {name.upper() for name in seen[0]}
-    assert gateway.balance(wallet.pubkey()) == 1
-    assert [row[0] for row in rows(Path(agent.journal_path))] == ["refused"]
-    assert agent.budget["SOL"].spent == PRICE + FEE
-    clock.now += 61  # its blockhash expires: it can never land
-    (released,) = await agent.recover_payments()
-    assert (released.state, released.landed) == ("failed", False)
-    assert agent.budget["SOL"].spent == 0
-    assert await agent.pending_payments() == []
-
-
-@pytest.mark.asyncio
-async def test_a_redirect_within_the_origin_keeps_the_payment(
-    hostile: GatewayServer, make_agent: Any
-) -> None:
-    """Redirected to the same host: the payment follows and settles once."""
-    gateway = hostile.gateway
-    wallet = funded_on(gateway)
-    agent = make_agent(wallet, rpc_url=hostile.rpc_url)
-    gateway.faults.redirect_payment(f"{hostile.url}/api/v1/premium/sol?copy=2")
-    try:
-        response = await agent.get(f"{hostile.url}/api/v1/premium/sol")
-    finally:
-        gateway.faults.clear()
-    assert response.status_code == 200
-    assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
-    assert [row[0] for row in rows(Path(agent.journal_path))] == ["accepted"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("fault", ["error_after_payment", "drop_after_payment"])
-@pytest.mark.parametrize("path", ["/api/v1/premium/sol", "/x402/v2/premium"])
-async def test_a_lost_answer_is_asked_again_with_the_same_payment(
-    hostile: GatewayServer, make_agent: Any, fault: str, path: str
-) -> None:
-    """Settled, then a 500 or a dropped connection (no definite answer): after the flow's
-    pause (the injected async sleep) the same payment is sent again; the money moved once."""
-    gateway = hostile.gateway
-    wallet = Keypair()
-    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(1), "PYUSD": Decimal(0)})
-    pauses = Pauses()
-    agent = make_agent(wallet, rpc_url=hostile.rpc_url, sleep=pauses)
-    before = gateway.faults.triggered.count(fault)
-    gateway.faults.arm(fault)
-    try:
-        response = await agent.get(f"{hostile.url}{path}")
-    finally:
-        gateway.faults.clear()
-    assert response.status_code == 200
-    assert gateway.faults.triggered.count(fault) == before + 1
-    assert pauses.seconds == [0.25]
-    (receipt,) = agent.payments
-    assert receipt.state == "accepted"
-    if path.startswith("/x402"):
-        assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
-        assert gateway.balance(wallet.pubkey()) == 1
-    else:
-        assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
-    assert len(rows(Path(agent.journal_path))) == 1
 
 
 @pytest.mark.asyncio

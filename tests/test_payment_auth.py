@@ -5,7 +5,6 @@ journal. Redirects of the paid request never carry the payment to another origin
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,15 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from flask import Flask, Response, jsonify, request
 from solders.keypair import Keypair
 
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
     PaymentAuth,
-    PaymentError,
     SDKConfigurationError,
 )
-from stub_gateway import Gateway, GatewayServer, serve_in_thread
-
-from .conftest import FakeClock
+from stub_gateway import Gateway, GatewayServer
 
 FEE = Decimal("0.000005")
 PRICE = Decimal("0.001")
@@ -87,20 +82,6 @@ def test_requests_pays_a_humanrpc_invoice(
         assert receipt.signature == response.json()["paid"]["signature"]
 
 
-def test_requests_session_pays_x402(
-    server: GatewayServer, gateway: Gateway, tmp_path: Path
-) -> None:
-    wallet = funded_on(gateway)
-    journal = tmp_path / "j.sqlite3"
-    with sync_agent(wallet, server.rpc_url, journal) as agent, requests.Session() as session:
-        session.auth = PaymentAuth(agent)
-        response = session.get(f"{server.url}/x402/v2/premium", timeout=10)
-        check_x402(gateway, wallet, journal, response, 2)
-        # an answer that is not a 402 passes untouched, nothing paid
-        assert session.get(f"{server.url}/no/such/page", timeout=10).status_code == 404
-        assert len(agent.payments) == 1
-
-
 # -- httpx.Client ------------------------------------------------------------------------------
 
 
@@ -116,16 +97,6 @@ def test_httpx_client_pays_a_humanrpc_invoice(
         response = client.get(f"{server.url}/api/v1/premium/sol")
         check_sol(gateway, wallet, journal, response)
         assert [r.status_code for r in response.history] == [402]
-
-
-def test_httpx_client_pays_x402_v1(server: GatewayServer, gateway: Gateway, tmp_path: Path) -> None:
-    wallet = funded_on(gateway)
-    journal = tmp_path / "j.sqlite3"
-    with (
-        sync_agent(wallet, server.rpc_url, journal) as agent,
-        httpx.Client(auth=PaymentAuth(agent)) as client,
-    ):
-        check_x402(gateway, wallet, journal, client.get(f"{server.url}/x402/v1/premium"), 1)
 
 
 # -- httpx.AsyncClient -------------------------------------------------------------------------
@@ -180,133 +151,3 @@ async def test_an_agent_of_the_wrong_kind_is_refused_unpaid(
     assert gateway.balance(wallet.pubkey()) == 1
     with pytest.raises(SDKConfigurationError):
         PaymentAuth(object())  # type: ignore[arg-type]
-
-
-# -- redirects of the paid request ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[GatewayServer]:
-    """A gateway of its own (faults are per gateway)."""
-    with serve_in_thread(clock=FakeClock()) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def elsewhere() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """Another origin that records the headers reaching it and asks a payment of its own."""
-    app = Flask("elsewhere")
-    seen: list[dict[str, str]] = []
-
-    @app.route("/<path:anything>", methods=["GET", "POST"])
-    def anything(anything: str) -> Response:
-        seen.append(dict(request.headers))
-        response = jsonify(
-            {
-                "status": "payment_required",
-                "invoice": {
-                    "amount": "0.001",
-                    "currency": "SOL",
-                    "recipient": str(Keypair().pubkey()),
-                    "reference": str(Keypair().pubkey()),
-                    "network": "devnet",
-                },
-            }
-        )
-        response.status_code = 402
-        return response
-
-    running = GatewayServer(app).start()
-    yield running.url, seen
-    running.stop()
-
-
-def carried_payment(seen: list[dict[str, str]]) -> bool:
-    return any(PAYMENT_HEADERS & {name.upper() for name in headers} for headers in seen)
-
-
-@pytest.mark.parametrize("client", ["requests", "httpx"])
-def test_sync_clients_keep_the_payment_home(
-    hostile: GatewayServer,
-    elsewhere: tuple[str, list[dict[str, str]]],
-    tmp_path: Path,
-    client: str,
-) -> None:
-    """The paid request is redirected to another origin: it gets there without the payment,
-    whose 402 is not paid; nothing moves; the payment is journaled refused."""
-    url, seen = elsewhere
-    seen.clear()
-    gateway = hostile.gateway
-    wallet = funded_on(gateway)
-    journal = tmp_path / "j.sqlite3"
-    target = f"{hostile.url}/api/v1/premium/sol"
-    gateway.faults.redirect_payment(f"{url}/collect")
-
-    def get(agent: AutoAgent) -> object:
-        if client == "requests":
-            return requests.get(target, auth=PaymentAuth(agent), timeout=10)
-        with httpx.Client(auth=PaymentAuth(agent), follow_redirects=True) as http:
-            return http.get(target)
-
-    try:
-        with (
-            sync_agent(wallet, hostile.rpc_url, journal) as agent,
-            pytest.raises(PaymentError) as caught,
-        ):
-            get(agent)
-    finally:
-        gateway.faults.clear()
-    assert caught.value.reason == "payment_refused"
-    assert len(seen) == 1
-    assert not carried_payment(seen)
-    assert gateway.balance(wallet.pubkey()) == 1
-    assert [row[0] for row in rows(journal)] == ["refused"]
-
-
-@pytest.mark.asyncio
-async def test_async_client_keeps_the_payment_home(
-    hostile: GatewayServer, elsewhere: tuple[str, list[dict[str, str]]], tmp_path: Path
-) -> None:
-    url, seen = elsewhere
-    seen.clear()
-    gateway = hostile.gateway
-    wallet = funded_on(gateway)
-    journal = tmp_path / "j.sqlite3"
-    gateway.faults.redirect_payment(f"{url}/collect")
-    try:
-        async with (
-            AsyncAutoAgent(
-                wallet, rpc_url=hostile.rpc_url, journal_path=journal, sleep=no_wait
-            ) as agent,
-            httpx.AsyncClient(auth=PaymentAuth(agent), follow_redirects=True) as client,
-        ):
-            with pytest.raises(PaymentError) as caught:
-                await client.get(f"{hostile.url}/api/v1/premium/sol")
-    finally:
-        gateway.faults.clear()
-    assert caught.value.reason == "payment_refused"
-    assert len(seen) == 1
-    assert not carried_payment(seen)
-    assert gateway.balance(wallet.pubkey()) == 1
-    assert [row[0] for row in rows(journal)] == ["refused"]
-
-
-def test_httpx_redirect_within_the_origin_keeps_the_payment(
-    hostile: GatewayServer, tmp_path: Path
-) -> None:
-    """Redirected to the same origin: httpx follows with the payment; paid and served once."""
-    gateway = hostile.gateway
-    wallet = funded_on(gateway)
-    journal = tmp_path / "j.sqlite3"
-    gateway.faults.redirect_payment(f"{hostile.url}/api/v1/premium/sol?copy=2")
-    try:
-        with (
-            sync_agent(wallet, hostile.rpc_url, journal) as agent,
-            httpx.Client(auth=PaymentAuth(agent), follow_redirects=True) as client,
-        ):
-            response = client.get(f"{hostile.url}/api/v1/premium/sol")
-    finally:
-        gateway.faults.clear()
-    assert response.status_code == 200
-    assert gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
-    assert [row[0] for row in rows(journal)] == ["accepted"]
