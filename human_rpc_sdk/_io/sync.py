@@ -228,8 +228,9 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
 class PaidRequest:
     """Sends one request again with a payment attached, as many times as the flow asks.
 
-    ``request`` is the request that got the 402 (the last one of a redirect chain). The
-    payment goes to that request's origin only. ``paid_timeout``, when given, is the read
+    ``request`` is the request that got the 402 (the last one of a redirect chain), or, for a
+    payment prepared ahead (``challenge`` None), the caller's request. The payment goes to
+    that request's origin only. ``paid_timeout``, when given, is the read
     deadline of each paid send (a paid view may take longer than an unpaid answer); the
     connect deadline stays the caller's.
     """
@@ -238,7 +239,7 @@ class PaidRequest:
         self,
         session: requests.Session,
         request: requests.PreparedRequest,
-        challenge: requests.Response,
+        challenge: requests.Response | None,
         send_kwargs: dict[str, Any],
         *,
         paid_timeout: float | None = None,
@@ -261,7 +262,8 @@ class PaidRequest:
         # as requests does when it follows a redirect.
         retry.headers.pop("Cookie", None)
         jar = retry._cookies  # type: ignore[attr-defined]
-        extract_cookies_to_jar(jar, self.challenge.request, self.challenge.raw)  # type: ignore[no-untyped-call]
+        if self.challenge is not None:
+            extract_cookies_to_jar(jar, self.challenge.request, self.challenge.raw)  # type: ignore[no-untyped-call]
         merge_cookies(jar, self.session.cookies)  # type: ignore[no-untyped-call]
         retry.prepare_cookies(jar)
         if getattr(retry, "_body_position", None) is not None:
