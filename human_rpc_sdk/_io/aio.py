@@ -320,20 +320,26 @@ class AsyncPaidRequest:
     goes to its origin only: redirects are followed here, hop by hop, and a hop to another
     origin loses the payment headers (:func:`~human_rpc_sdk._http.headers_to_strip`). Cookies
     the 402 set go with the retry. ``paid_timeout`` is the read deadline of each paid send.
+    A payment prepared ahead has no 402 (``challenge`` None): ``request`` is the caller's.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        challenge: httpx.Response,
+        challenge: httpx.Response | None,
         *,
         timeout: httpx.Timeout,
         follow_redirects: bool,
         paid_timeout: float,
         clock: Callable[[], float],
+        request: httpx.Request | None = None,
     ) -> None:
         self.client = client
-        self.request = challenge.request
+        if request is None:
+            if challenge is None:
+                raise TypeError("a paid request needs the 402 answer or the request")
+            request = challenge.request
+        self.request = request
         self.challenge = challenge
         self.timeout = paid_timeout_of(timeout, paid_timeout)
         self.follow_redirects = follow_redirects
@@ -391,7 +397,7 @@ class AsyncPaidRequest:
 
 def paid_request(
     original: httpx.Request,
-    challenge: httpx.Response,
+    challenge: httpx.Response | None,
     headers: Any,
     timeout: httpx.Timeout,
     extensions: dict[str, Any] | None = None,
@@ -407,6 +413,8 @@ def paid_request(
         extensions={**original.extensions, **(extensions or {}), "timeout": timeout.as_dict()},
     )
     retry.headers.update(headers)
+    if challenge is None:  # a payment prepared ahead: the request's own cookies
+        return retry
     jar = httpx.Cookies()
     jar.extract_cookies(challenge)
     probe = httpx.Request(original.method, original.url)
