@@ -369,9 +369,19 @@ class Prepayments:
         slot.ready = ready
         return []
 
-    def busy(self, key: Key) -> bool:
+    def coming(self, key: Key, now: float) -> bool:
+        """Whether a payment for ``key`` is being prepared, or about to be (worth waiting for)."""
         slot = self._slots.get(key)
-        return slot is not None and slot.busy
+        if slot is None or self.closed or slot.ready is not None:
+            return False
+        if slot.busy:
+            return True
+        fresh = slot.remembered is not None and now < slot.remembered.stale_at - SAFETY_MARGIN
+        return slot.wanted and fresh
+
+    def preparing(self, now: float) -> bool:
+        """Whether any payment is being prepared, or about to be."""
+        return any(self.coming(key, now) for key in self._slots)
 
     def take(self, key: Key, now: float) -> tuple[Ready | None, list[Ready]]:
         """The payment prepared for ``key`` if it is still usable (it is then the caller's,

@@ -60,7 +60,7 @@ class AsyncPrepayer:
         changed.set()
 
     def _hand_over(self, payments: Iterable[Ready]) -> None:
-        """Give payments to release to the task (released at once when there is none)."""
+        """Give payments to release to the task (or to ``aclose``), and wake it."""
         self._to_release.extend(payments)
         self._pulse()
 
@@ -87,14 +87,33 @@ class AsyncPrepayer:
         deadline = loop.time() + self.max_wait
         while True:
             ready, stale = self.state.take(key, self._clock())
-            self._hand_over(stale)
-            if ready is not None or stale or not self.state.busy(key) or self._stopping:
+            if stale:
+                self._hand_over(stale)
+            if (
+                ready is not None
+                or stale
+                or not self.state.coming(key, self._clock())
+                or self._stopping
+            ):
                 return ready
             left = deadline - loop.time()
             if left <= 0:
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until no payment is being prepared or about to be (False: still after
+        ``timeout`` seconds). Tests and demos wait with it; requests need not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._stopping and self.state.preparing(self._clock()):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
 
     # -- the task ------------------------------------------------------------------------------
 

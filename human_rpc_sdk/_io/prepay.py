@@ -90,7 +90,12 @@ class Prepayer:
         with self._cond:
             while True:
                 ready, stale = self.state.take(key, self._clock())
-                if ready is not None or stale or not self.state.busy(key) or self._stopping:
+                if (
+                    ready is not None
+                    or stale
+                    or not self.state.coming(key, self._clock())
+                    or self._stopping
+                ):
                     break
                 now = time.monotonic()
                 deadline = now + self.max_wait if deadline is None else deadline
@@ -101,6 +106,14 @@ class Prepayer:
                 self._cond.notify_all()  # the next one is wanted
         self._release_all(stale)
         return ready
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no payment is being prepared or about to be (False: still after
+        ``timeout`` seconds). Tests and demos wait with it; requests need not."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopping or not self.state.preparing(self._clock()), timeout
+            )
 
     # -- the thread ----------------------------------------------------------------------------
 
