@@ -176,6 +176,8 @@ def to_remember(
         return None
     if not 200 <= receipt.http_status < 300 or challenge.url != asked or served != asked:
         return None
+    if "set-cookie" in challenge.headers:  # the 402 opened a session: bound to this request
+        return None
     try:
         required = read_payment_required(challenge.headers, challenge.body)
     except HumanRPCError:
@@ -363,8 +365,16 @@ class Prepayments:
             slot.busy = False
         if ready is None:
             return []
-        if self.closed or slot is None or slot.remembered is None or slot.ready is not None:
+        if (
+            self.closed
+            or slot is None
+            or slot.remembered is None
+            or slot.ready is not None
+            or ready.payable is not slot.remembered.payable  # a newer challenge came meanwhile
+        ):
             self._drop_if_forgotten(key)
+            if slot is not None and slot.remembered is not None and slot.ready is None:
+                slot.wanted = True
             return [ready]
         slot.ready = ready
         return []
@@ -410,6 +420,17 @@ class Prepayments:
         """When the first prepared payment stops being usable (None: none is prepared)."""
         ends = [s.ready.usable_until for s in self._slots.values() if s.ready is not None]
         return min(ends, default=None)
+
+    def yield_budget(self) -> list[Ready]:
+        """Every payment prepared (to release), each prepared again only after its request's
+        next served payment: a payment the budget refused gets what they reserved."""
+        held: list[Ready] = []
+        for slot in self._slots.values():
+            if slot.ready is not None:
+                held.append(slot.ready)
+                slot.ready = None
+                slot.wanted = False
+        return held
 
     def close(self) -> list[Ready]:
         """Prepare nothing more; every payment prepared (to release)."""

@@ -298,6 +298,20 @@ def test_a_plain_served_offer_is_remembered_until_its_max_timeout() -> None:
         ),
         ("served after a redirect", _challenge("http://x/paid"), _receipt(), None, "http://x/b"),
         (
+            "the 402 opened a session",
+            HttpReply(
+                402,
+                CaseInsensitiveDict(
+                    {**_challenge("http://x/paid").headers, "Set-Cookie": "session=s-1"}
+                ),
+                b"{}",
+                "http://x/paid",
+            ),
+            _receipt(),
+            None,
+            None,
+        ),
+        (
             "another offer was paid",
             _challenge("http://x/paid"),
             PaymentReceipt(**{**_receipt().__dict__, "atomic_amount": 5}),
@@ -321,14 +335,6 @@ def test_bound_or_unserved_challenges_are_not_remembered(
     assert found is None, why
 
 
-def _ready(key: tuple[str, str], until: float, entry_id: int = 1) -> Ready:
-    entry = JournalEntry(receipt=PaymentReceipt(**{**_receipt().__dict__, "id": entry_id}))
-    url = "http://x/paid"
-    found = to_remember(_challenge(url), _receipt(), asked=url, served=url, challenged_at=0.0)
-    assert found is not None
-    return Ready(key, entry, found.payable, until)
-
-
 def _remembered() -> Remembered:
     url = "http://x/paid"
     found = to_remember(_challenge(url), _receipt(), asked=url, served=url, challenged_at=0.0)
@@ -336,18 +342,24 @@ def _remembered() -> Remembered:
     return found
 
 
+def _ready(key: tuple[str, str], until: float, remembered: Remembered, entry_id: int = 1) -> Ready:
+    entry = JournalEntry(receipt=PaymentReceipt(**{**_receipt().__dict__, "id": entry_id}))
+    return Ready(key, entry, remembered.payable, until)
+
+
 def test_the_state_prepares_one_per_request_and_hands_each_out_once() -> None:
     """One preparation per request; a ready payment is taken once; an expired one is handed
     back to release (and the next one wanted); a refused request prepares no more."""
     state = Prepayments(PrepayPolicy(True))
     key = ("GET", "http://x/paid")
-    assert state.remember(key, _remembered()) == []
+    remembered = _remembered()
+    assert state.remember(key, remembered) == []
     assert state.coming(key, 0.0)
     job = state.next_job(0.0)
     assert job is not None
     assert job[0] == key
     assert state.next_job(0.0) is None  # one at a time per request
-    assert state.finished(key, _ready(key, 50.0)) == []
+    assert state.finished(key, _ready(key, 50.0, remembered)) == []
     assert not state.preparing(0.0)
     taken, stale = state.take(key, 10.0)
     assert taken is not None
@@ -355,14 +367,29 @@ def test_the_state_prepares_one_per_request_and_hands_each_out_once() -> None:
     assert state.take(key, 10.0) == (None, [])  # taken once
     state.served(key)
     assert state.next_job(10.0) is not None
-    state.finished(key, _ready(key, 50.0, entry_id=2))
+    state.finished(key, _ready(key, 50.0, remembered, entry_id=2))
     taken, stale = state.take(key, 60.0)  # past its usable time
     assert taken is None
     assert [r.entry.id for r in stale] == [2]
     assert state.next_job(60.0) is not None  # the next is wanted
     assert state.refused(key) == []  # under way: its result is released when it ends
-    assert [r.entry.id for r in state.finished(key, _ready(key, 90.0, entry_id=3))] == [3]
+    assert [r.entry.id for r in state.finished(key, _ready(key, 90.0, remembered, 3))] == [3]
     assert state.next_job(60.0) is None
+
+
+def test_a_payment_prepared_for_an_older_challenge_is_not_kept() -> None:
+    """A normal payment brought a newer challenge while one was being prepared: the one
+    prepared for the older challenge is released, and one for the newer one is prepared."""
+    state = Prepayments(PrepayPolicy(True))
+    key = ("GET", "http://x/paid")
+    older, newer = _remembered(), _remembered()
+    state.remember(key, older)
+    assert state.next_job(0.0) is not None
+    state.remember(key, newer)
+    assert [r.entry.id for r in state.finished(key, _ready(key, 50.0, older, 7))] == [7]
+    job = state.next_job(0.0)
+    assert job is not None
+    assert job[1] is newer
 
 
 def test_at_most_eight_requests_hold_a_prepared_payment() -> None:
@@ -370,9 +397,10 @@ def test_at_most_eight_requests_hold_a_prepared_payment() -> None:
     state = Prepayments(PrepayPolicy(True))
     for n in range(8):
         key = ("GET", f"http://x/{n}")
-        state.remember(key, _remembered())
+        remembered = _remembered()
+        state.remember(key, remembered)
         assert state.next_job(0.0) is not None
-        state.finished(key, _ready(key, 50.0, entry_id=n))
+        state.finished(key, _ready(key, 50.0, remembered, entry_id=n))
     released = state.remember(("GET", "http://x/8"), _remembered())
     assert [r.entry.id for r in released] == [0]
     assert state.take(("GET", "http://x/0"), 1.0) == (None, [])
@@ -582,6 +610,26 @@ def test_a_prepared_payment_counts_against_the_budget(
     assert sum(r["state"] == "accepted" for r in journal) == transfers
     assert all(r["state"] in ("accepted", "failed") for r in journal)
     assert recount(Path(agent.journal_path))
+
+
+def test_a_prepared_payment_yields_its_budget_to_another_request(
+    walls: Paywalls, make_agent: Callable[..., AutoAgent]
+) -> None:
+    """A budget of two payments: one paid and one prepared for GET /x402/v2/premium hold it
+    all; a payment to /both is not refused for it: the prepared one is released (never
+    sent) and /both is paid. Then the budget is spent: refused, as without prepay."""
+    wallet = wallet_on(walls.gateway)
+    agent = make_agent(wallet, walls.server.rpc_url, budget={"USDC": str(2 * PRICE)})
+    assert agent.get(f"{walls.url}{ROUTE}").status_code == 200
+    settled(agent)
+    assert states(agent) == ["accepted", "signed"]
+    assert agent.get(f"{walls.url}/both").status_code == 200
+    settled(agent)
+    assert states(agent) == ["accepted", "failed", "accepted"]
+    with pytest.raises(PaymentPolicyError) as caught:
+        agent.get(f"{walls.url}{ROUTE}")
+    assert caught.value.rule == "budget"
+    assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
 
 
 def test_a_refused_prepared_payment_is_not_followed_by_another(

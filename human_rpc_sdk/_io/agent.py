@@ -23,7 +23,7 @@ import urllib3
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import HttpReply
+from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import PaymentOutcome, pay
 from .._offer import PaymentOffer
 from .._prepay import (
@@ -41,7 +41,7 @@ from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
-from ..exceptions import PaymentError, SDKConfigurationError
+from ..exceptions import PaymentError, PaymentPolicyError, SDKConfigurationError
 from ..reiterator import BackoffStrategy
 from ..wallet import require_sync_signer
 from .base import BaseAgent, method_of, payment_context, reiterator_of, text_of
@@ -523,7 +523,21 @@ class AutoAgent(BaseAgent):
             paid_timeout=self.paid_timeout,
             clock=self._clock,
         )
-        outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
+        sent: list[Resend] = []
+
+        def send(effect: Resend) -> HttpReply | NoAnswer:
+            sent.append(effect)
+            return paid(effect)
+
+        try:
+            outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), send)
+        except PaymentPolicyError as exc:
+            # Refused by the budget before anything was sent: again, with the budget the
+            # payments prepared ahead held released (a prepared payment never costs a request).
+            prepayer = self._prepayer
+            if exc.rule != "budget" or sent or prepayer is None or not prepayer.yield_budget():
+                raise
+            outcome = self._driver.run(pay(reply, self._context()), send)
         self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error

@@ -102,6 +102,17 @@ class AsyncPrepayer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
 
+    async def yield_budget(self) -> bool:
+        """Release every payment prepared (each prepared again only after its request's next
+        served payment), for a payment the budget refused; whether there was any."""
+        held = self.state.yield_budget()
+        for ready in held:
+            try:
+                await self._release(ready.entry)
+            except Exception:  # logged; recovery releases it once its blockhash expired
+                logger.warning("releasing payment #%s failed", ready.entry.id, exc_info=True)
+        return bool(held)
+
     async def settle(self, timeout: float) -> bool:
         """Wait until no payment is being prepared or about to be (False: still after
         ``timeout`` seconds). Tests and demos wait with it; requests need not."""

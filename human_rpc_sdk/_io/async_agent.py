@@ -21,7 +21,7 @@ import httpx
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import HttpReply
+from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import PaymentOutcome, pay
 from .._http import unreached
 from .._offer import PaymentOffer
@@ -44,6 +44,7 @@ from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
     PaymentError,
+    PaymentPolicyError,
     ProxyConnectionError,
     SDKConfigurationError,
 )
@@ -422,7 +423,23 @@ class AsyncAutoAgent(BaseAgent):
             paid_timeout=self.paid_timeout,
             clock=self._clock,
         )
-        outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), paid)
+        sent: list[Resend] = []
+
+        async def send(effect: Resend) -> HttpReply | NoAnswer:
+            sent.append(effect)
+            return await paid(effect)
+
+        try:
+            outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), send)
+        except PaymentPolicyError as exc:
+            # Refused by the budget before anything was sent: again, with the budget the
+            # payments prepared ahead held released (a prepared payment never costs a request).
+            prepayer = self._prepayer
+            if exc.rule != "budget" or sent or prepayer is None:
+                raise
+            if not await prepayer.yield_budget():
+                raise
+            outcome = await self._driver.run(pay(reply, self._context()), send)
         self._receipt.set(outcome.receipt)
         if outcome.error is not None:
             raise outcome.error

@@ -107,6 +107,14 @@ class Prepayer:
         self._release_all(stale)
         return ready
 
+    def yield_budget(self) -> bool:
+        """Release every payment prepared (each prepared again only after its request's next
+        served payment), for a payment the budget refused; whether there was any."""
+        with self._cond:
+            held = self.state.yield_budget()
+        self._release_all(held)
+        return bool(held)
+
     def settle(self, timeout: float) -> bool:
         """Wait until no payment is being prepared or about to be (False: still after
         ``timeout`` seconds). Tests and demos wait with it; requests need not."""
