@@ -69,6 +69,9 @@ SAFETY_MARGIN: Final = 3.0
 """Seconds before the end of its usable time after which a prepared payment is not used."""
 WAITING_NOTE: Final = "prepared ahead: signed before a request used it; sent only with one"
 """The row's ``error`` text while a prepared payment waits (replaced by the outcome)."""
+UNUSED_KEPT: Final = 2
+"""Payments prepared in a row for one request and released unused, after which none is
+prepared for it until its next served payment (an idle agent does not sign every few seconds)."""
 FRESH_FOR: Final = 10.0
 """Seconds a cached blockhash must stay fresh for a payment prepared over it; else a newer one
 is fetched first (in the background)."""
@@ -301,6 +304,8 @@ class _Slot:
     """A preparation is under way."""
     wanted: bool = True
     """A preparation should start."""
+    unused: int = 0
+    """Payments prepared for it in a row that expired unused."""
 
 
 class Prepayments:
@@ -324,6 +329,7 @@ class Prepayments:
             slot = self._slots[key] = _Slot(remembered)
         slot.remembered = remembered
         slot.wanted = slot.ready is None
+        slot.unused = 0
         self._slots.move_to_end(key)
         return self._evict()
 
@@ -332,6 +338,7 @@ class Prepayments:
         slot = self._slots.get(key)
         if slot is not None and slot.remembered is not None:
             slot.wanted = slot.ready is None
+            slot.unused = 0
             self._slots.move_to_end(key)
 
     def refused(self, key: Key) -> list[Ready]:
@@ -403,7 +410,7 @@ class Prepayments:
         self._slots.move_to_end(key)
         if now < ready.usable_until:
             return ready, []
-        slot.wanted = slot.remembered is not None
+        slot.wanted = slot.remembered is not None  # asked for: worth preparing again
         return None, [ready]
 
     def expired(self, now: float) -> list[Ready]:
@@ -413,7 +420,8 @@ class Prepayments:
             if slot.ready is not None and slot.ready.usable_until <= now:
                 stale.append(slot.ready)
                 slot.ready = None
-                slot.wanted = slot.remembered is not None
+                slot.unused += 1
+                slot.wanted = slot.remembered is not None and slot.unused < UNUSED_KEPT
         return stale
 
     def next_deadline(self) -> float | None:

@@ -392,6 +392,22 @@ def test_a_payment_prepared_for_an_older_challenge_is_not_kept() -> None:
     assert job[1] is newer
 
 
+def test_an_idle_request_stops_being_prepared_for() -> None:
+    """Payments prepared for a request nobody makes expire unused; after two in a row none is
+    prepared for it until its next served payment."""
+    state = Prepayments(PrepayPolicy(True))
+    key = ("GET", "http://x/paid")
+    remembered = _remembered()
+    state.remember(key, remembered)
+    for n, until in enumerate((20.0, 40.0)):
+        assert state.next_job(until - 20) is not None
+        state.finished(key, _ready(key, until, remembered, entry_id=n))
+        assert [r.entry.id for r in state.expired(until)] == [n]
+    assert state.next_job(40.0) is None
+    state.served(key)
+    assert state.next_job(40.0) is not None
+
+
 def test_at_most_eight_requests_hold_a_prepared_payment() -> None:
     """A ninth request remembered forgets the least recently used one, releasing its payment."""
     state = Prepayments(PrepayPolicy(True))

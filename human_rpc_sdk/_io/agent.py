@@ -604,7 +604,10 @@ class AutoAgent(BaseAgent):
             self._local.receipt = outcome.receipt
             response = paid.response
             served = (
-                outcome.error is None and response is not None and 200 <= response.status_code < 300
+                outcome.error is None
+                and response is not None
+                and 200 <= response.status_code < 300
+                and str(response.url) == str(request.url)  # not redirected
             )
         finally:
             if served:

@@ -505,7 +505,10 @@ class AsyncAutoAgent(BaseAgent):
             self._receipt.set(outcome.receipt)
             response = paid.response
             served = (
-                outcome.error is None and response is not None and 200 <= response.status_code < 300
+                outcome.error is None
+                and response is not None
+                and 200 <= response.status_code < 300
+                and str(response.url) == str(request.url)  # not redirected
             )
         finally:
             if served:
