@@ -31,6 +31,7 @@ from solders.keypair import Keypair
 from human_rpc_sdk import (
     AsyncAutoAgent,
     AutoAgent,
+    ConnectionFailedError,
     PaymentError,
     PaymentPolicyError,
     PendingPaymentsWarning,
@@ -646,6 +647,31 @@ def test_a_prepared_payment_yields_its_budget_to_another_request(
         agent.get(f"{walls.url}{ROUTE}")
     assert caught.value.rule == "budget"
     assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
+
+
+def test_a_prepared_payment_to_a_server_gone_is_released_not_left_open(
+    tmp_path: Path,
+) -> None:
+    """The server went away while a payment was prepared for it: the request cannot connect,
+    so the payment never left; it is released at once and the caller gets the connection
+    error of an unpaid request (nothing pending, nothing moved)."""
+    running = GatewayServer(create_app()).start()
+    gateway = running.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=journal, prepay=True)
+    assert agent.get(f"{running.url}{ROUTE}").status_code == 200
+    settled(agent)
+    running.stop()
+    with pytest.raises(ConnectionFailedError):
+        agent.get(f"{running.url}{ROUTE}")
+    served, released = rows(journal)
+    assert served["state"] == "accepted"
+    assert (released["state"], released["error"]) == ("failed", RELEASED)
+    assert agent.pending_payments() == []
+    assert agent.budget["USDC"].spent == PRICE
+    assert spent_usdc(gateway, wallet) == PRICE
+    agent.close()
 
 
 def test_a_refused_prepared_payment_is_not_followed_by_another(

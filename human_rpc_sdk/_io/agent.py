@@ -50,7 +50,15 @@ from .human import HumanClient
 from .prepay import Prepayer
 from .refresh import Refresher
 from .rpc import RpcClient
-from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
+from .sync import (
+    Driver,
+    NotSent,
+    PaidRequest,
+    deadline_of,
+    ensure_replayable,
+    reply_of,
+    send_unpaid,
+)
 
 __all__ = ["AutoAgent"]
 
@@ -416,7 +424,9 @@ class AutoAgent(BaseAgent):
         }
         ready = self._prepared_for(prepared)
         if ready is not None and self._prepayer is not None:
-            return self._pay_prepared(self._prepayer, ready, prepared, send_kwargs)
+            paid = self._pay_prepared(self._prepayer, ready, prepared, send_kwargs)
+            if paid is not None:
+                return paid
         # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
         # body within the timeout); other answers are read as asked.
         deadline = deadline_of(send_kwargs["timeout"], self._clock)
@@ -587,9 +597,11 @@ class AutoAgent(BaseAgent):
         ready: Ready,
         request: requests.PreparedRequest,
         send_kwargs: dict[str, Any],
-    ) -> requests.Response:
+    ) -> requests.Response | None:
         """Send ``request`` with the payment prepared for it, and judge the answer as any
-        paid request's. Served (2xx): the next is prepared; otherwise none for now."""
+        paid request's. Served (2xx): the next is prepared; otherwise none for now. None: the
+        server could not be reached at all (the payment never left: released), send it the
+        normal way."""
         paid = PaidRequest(
             self.session,
             request,
@@ -598,22 +610,26 @@ class AutoAgent(BaseAgent):
             paid_timeout=self.paid_timeout,
             clock=self._clock,
         )
-        served = False
         try:
             outcome = self._driver.run(deliver_prepared(ready, self._context()), paid)
-            self._local.receipt = outcome.receipt
-            response = paid.response
-            served = (
-                outcome.error is None
-                and response is not None
-                and 200 <= response.status_code < 300
-                and str(response.url) == str(request.url)  # not redirected
-            )
-        finally:
-            if served:
-                prepayer.served(ready.key)
-            else:
-                prepayer.refused(ready.key)
+        except NotSent:  # it never left: released, and the request goes the normal way
+            prepayer.refused(ready.key)
+            self._driver.run(release(ready.entry))
+            return None
+        except BaseException:
+            prepayer.refused(ready.key)
+            raise
+        self._local.receipt = outcome.receipt
+        response = paid.response
+        if (
+            outcome.error is None
+            and response is not None
+            and 200 <= response.status_code < 300
+            and response.url == request.url  # not redirected
+        ):
+            prepayer.served(ready.key)
+        else:
+            prepayer.refused(ready.key)
         if outcome.error is not None:
             raise outcome.error
         if response is None:  # deliver ends without an error only after an answer came

@@ -40,7 +40,7 @@ from ..exceptions import HumanRPCError
 from ..wallet import OwnSignature, Signer, own_key, sign_async, signer_failed
 from .arpc import AsyncRpcClient
 from .journal import Journal
-from .sync import approve_failed, keep_journal
+from .sync import NotSent, approve_failed, keep_journal
 
 __all__ = [
     "AsyncDriver",
@@ -345,6 +345,7 @@ class AsyncPaidRequest:
         self.follow_redirects = follow_redirects
         self.clock = clock
         self.response: httpx.Response | None = None
+        self.sends = 0
 
     def _retry(self, headers: Any) -> httpx.Request:
         return paid_request(self.request, self.challenge, headers, self.timeout)
@@ -356,11 +357,16 @@ class AsyncPaidRequest:
             response = await self._send(retry)
             reply = await read_reply(response, deadline=deadline, clock=self.clock, paid=True)
         except httpx.HTTPError as exc:
+            unconnected = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            if self.challenge is None and self.sends == 0 and unconnected:
+                raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
                 raise
             logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
             return answer
+        finally:
+            self.sends += 1
         self.response = response
         return reply
 

@@ -57,6 +57,7 @@ from .base import BaseAgent, method_of, payment_context, reiterator_of, text_of
 from .clock import async_sleep, monotonic
 from .clock import sleep as real_sleep
 from .human import AsyncHumanClient
+from .sync import NotSent
 
 __all__ = ["AsyncAutoAgent"]
 
@@ -328,9 +329,11 @@ class AsyncAutoAgent(BaseAgent):
         )
         ready = await self._prepared_for(request, auth)
         if ready is not None and self._prepayer is not None:
-            return await self._pay_prepared(
+            paid = await self._pay_prepared(
                 self._prepayer, ready, request, limits, follow_redirects
             )
+            if paid is not None:
+                return paid
         deadline = deadline_of(limits, self._clock)
         response = await self._send_unpaid(request, auth, follow_redirects)
         # A 402 body is read with a bound (size, and the whole body within the timeout); a
@@ -487,9 +490,11 @@ class AsyncAutoAgent(BaseAgent):
         request: httpx.Request,
         limits: httpx.Timeout,
         follow_redirects: bool,
-    ) -> httpx.Response:
+    ) -> httpx.Response | None:
         """Send ``request`` with the payment prepared for it, and judge the answer as any
-        paid request's. Served (2xx): the next is prepared; otherwise none for now."""
+        paid request's. Served (2xx): the next is prepared; otherwise none for now. None: the
+        server could not be reached at all (the payment never left: released), send it the
+        normal way."""
         paid = AsyncPaidRequest(
             self.session,
             None,
@@ -499,22 +504,26 @@ class AsyncAutoAgent(BaseAgent):
             clock=self._clock,
             request=request,
         )
-        served = False
         try:
             outcome = await self._driver.run(deliver_prepared(ready, self._context()), paid)
-            self._receipt.set(outcome.receipt)
-            response = paid.response
-            served = (
-                outcome.error is None
-                and response is not None
-                and 200 <= response.status_code < 300
-                and str(response.url) == str(request.url)  # not redirected
-            )
-        finally:
-            if served:
-                prepayer.served(ready.key)
-            else:
-                prepayer.refused(ready.key)
+        except NotSent:  # it never left: released, and the request goes the normal way
+            prepayer.refused(ready.key)
+            await self._driver.run(release(ready.entry))
+            return None
+        except BaseException:
+            prepayer.refused(ready.key)
+            raise
+        self._receipt.set(outcome.receipt)
+        response = paid.response
+        if (
+            outcome.error is None
+            and response is not None
+            and 200 <= response.status_code < 300
+            and response.url == request.url  # not redirected
+        ):
+            prepayer.served(ready.key)
+        else:
+            prepayer.refused(ready.key)
         if outcome.error is not None:
             raise outcome.error
         if response is None:  # deliver ends without an error only after an answer came

@@ -66,6 +66,7 @@ from .rpc import RpcClient
 __all__ = [
     "PAYMENT_HEADERS",
     "Driver",
+    "NotSent",
     "PaidRequest",
     "WholeReadTimeout",
     "deadline_of",
@@ -254,6 +255,7 @@ class PaidRequest:
             self.send_kwargs = {**send_kwargs, "timeout": timeout}
         self.clock = clock
         self.response: requests.Response | None = None
+        self.sends = 0
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
         retry = self.request.copy()
@@ -277,11 +279,15 @@ class PaidRequest:
                 response, consume=consume, deadline=deadline, clock=self.clock, paid=True
             )
         except requests.RequestException as exc:
+            if self.challenge is None and self.sends == 0 and _unconnected(exc):
+                raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
                 raise
             logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
             return answer
+        finally:
+            self.sends += 1
         self.response = response
         return reply
 
@@ -316,6 +322,21 @@ class PaidRequest:
             request = follow
             response = self.session.send(request, **kwargs)
         return response
+
+
+class NotSent(Exception):
+    """A payment prepared ahead was not sent: its first send could not even connect. The
+    agent releases it and sends the request the normal way."""
+
+
+def _unconnected(exc: requests.RequestException) -> bool:
+    """Whether ``exc`` failed to open the connection, so no byte of the request left."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def send_unpaid(
