@@ -589,15 +589,19 @@ def test_approve_is_asked_for_every_prepared_payment(
 
 
 def test_a_prepared_payment_counts_against_the_budget(
-    walls: Paywalls, make_agent: Callable[..., AutoAgent]
+    walls: Paywalls, make_agent: Callable[..., AutoAgent], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A budget of exactly K payments: never more than K transfers on the ledger, with 8
-    threads requesting the same URL through one agent; each prepared payment is sent once."""
-    k = 5
+    threads requesting the same URL through one agent, payments prepared ahead among them;
+    each payment is sent in one paid request (none twice), each served one journaled."""
+    k = 12
     wallet = wallet_on(walls.gateway)
     agent = make_agent(wallet, walls.server.rpc_url, budget={"USDC": str(k * PRICE)})
-    url = f"{walls.url}{ROUTE}"
-    served: list[int] = []
+    url = f"{walls.url}/both"
+    walls.forget()
+    assert agent.get(url).status_code == 200
+    settled(agent)
+    served: list[int] = [200]
     refused: list[str] = []
     lock = threading.Lock()
 
@@ -612,6 +616,7 @@ def test_a_prepared_payment_counts_against_the_budget(
             with lock:
                 served.append(response.status_code)
 
+    caplog.set_level("INFO", logger="human_rpc_sdk")
     threads = [threading.Thread(target=work) for _ in range(8)]
     for thread in threads:
         thread.start()
@@ -623,6 +628,11 @@ def test_a_prepared_payment_counts_against_the_budget(
     assert transfers <= k
     assert served == [200] * int(transfers)
     assert set(refused) <= {"budget"}
+    assert len(served) + len(refused) == 25
+    paid_requests = [paid for method, paid in walls.received("/both") if paid]
+    assert len(paid_requests) == transfers  # every payment sent once, none twice
+    used = [r for r in caplog.records if r.getMessage().endswith("prepared ahead)")]
+    assert used  # payments prepared ahead were among them
     journal = rows(Path(agent.journal_path))
     assert sum(r["state"] == "accepted" for r in journal) == transfers
     assert all(r["state"] in ("accepted", "failed") for r in journal)
