@@ -9,6 +9,7 @@ its LiteSVM ledger (balances: what moved), real journals; crashes are real proce
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -484,6 +485,30 @@ def test_an_unused_prepared_payment_is_released_at_close(
     assert [r.id for r in again.recover_payments()] == []
     assert recount(Path(agent.journal_path))
     again.close()
+
+
+def test_an_agent_never_closed_releases_its_prepared_payment_when_collected(
+    walls: Paywalls, tmp_path: Path
+) -> None:
+    """An agent dropped without close(): once collected, its worker thread releases the
+    payment it prepared and ends (nothing it runs holds the agent)."""
+    wallet = wallet_on(walls.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=walls.server.rpc_url, journal_path=journal, prepay=True)
+    assert agent.get(f"{walls.url}{ROUTE}").status_code == 200
+    settled(agent)
+    assert agent._prepayer is not None
+    thread = agent._prepayer.thread
+    assert thread is not None
+    agent.session.close()
+    del agent
+    gc.collect()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert [(r["state"], r["error"]) for r in rows(journal)] == [
+        ("accepted", None),
+        ("failed", RELEASED),
+    ]
 
 
 def test_an_expired_prepared_payment_is_released_and_the_normal_way_taken(
