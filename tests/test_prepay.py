@@ -858,6 +858,34 @@ def test_the_async_agent_does_not_follow_a_refused_prepared_payment(
     assert [r["state"] for r in rows(journal)] == ["accepted", "refused"]
 
 
+def test_the_async_agent_releases_a_payment_prepared_for_a_server_gone(tmp_path: Path) -> None:
+    """AsyncAutoAgent: a payment prepared for a server that went away never leaves: released,
+    and the caller gets the connection error of an unpaid request."""
+    running = GatewayServer(create_app()).start()
+    gateway = running.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+
+    async def main() -> None:
+        async with AsyncAutoAgent(
+            wallet, rpc_url=running.rpc_url, journal_path=journal, prepay=True
+        ) as agent:
+            assert (await agent.get(f"{running.url}{ROUTE}")).status_code == 200
+            assert agent._prepayer is not None
+            assert await agent._prepayer.settle(30)
+            running.stop()
+            with pytest.raises(ConnectionFailedError):
+                await agent.get(f"{running.url}{ROUTE}")
+            assert await agent.pending_payments() == []
+
+    asyncio.run(main())
+    assert [(r["state"], r["error"]) for r in rows(journal)] == [
+        ("accepted", None),
+        ("failed", RELEASED),
+    ]
+    assert spent_usdc(gateway, wallet) == PRICE
+
+
 # -- the example -------------------------------------------------------------------------------
 
 
