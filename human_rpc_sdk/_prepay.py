@@ -34,16 +34,18 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from solders.hash import Hash
 
+from ._checks import show
 from ._delivery import PaymentOutcome, deliver
 from ._effects import Flow, HttpReply, PaymentContext, Record, perform
 from ._flow import ExactPayable, pay_new, sign_new
 from ._http import Origin, origin
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
-from ._x402 import EXACT, PaymentRequired, read_payment_required
+from ._x402 import EXACT, Offer, PaymentRequired, read_payment_required
 from .exceptions import HumanRPCError, PaymentError, SDKConfigurationError
 
 __all__ = [
@@ -115,18 +117,14 @@ def prepay_policy(value: Any) -> PrepayPolicy:
     if isinstance(value, bool):
         return PrepayPolicy(value)
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise _bad_prepay(f"got {_shown(value)}")
-    origins: set[Origin] = set()
-    for item in value:
-        origins.add(_origin_of(item))
-    return PrepayPolicy(True, frozenset(origins))
+        raise _bad_prepay(f"got {show(value, 60)}")
+    origins = frozenset(_origin_of(item) for item in value)
+    return PrepayPolicy(True, origins) if origins else PrepayPolicy(False)
 
 
 def _origin_of(text: Any) -> Origin:
-    from urllib.parse import urlsplit
-
     if not isinstance(text, str):
-        raise _bad_prepay(f"one of them is {_shown(text)}")
+        raise _bad_prepay(f"one of them is {show(text, 60)}")
     try:
         parts = urlsplit(text.strip())
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -142,10 +140,6 @@ def _origin_of(text: Any) -> Origin:
     ):
         raise _bad_prepay(f"{text[:100]!r} is not an origin")
     return origin(text.strip())
-
-
-def _shown(value: Any) -> str:
-    return repr(value)[:60] if isinstance(value, str | int | float | None) else type(value).__name__
 
 
 def _bad_prepay(problem: str) -> SDKConfigurationError:
@@ -194,7 +188,7 @@ def to_remember(
     return Remembered(ExactPayable(only, asked), challenged_at + paid.max_timeout)
 
 
-def _offer_paid(required: PaymentRequired, receipt: PaymentReceipt) -> Any:
+def _offer_paid(required: PaymentRequired, receipt: PaymentReceipt) -> Offer | None:
     """The offer the payment of ``receipt`` paid: the first of its terms (as the payment flow
     picks the first of equally cheap offers)."""
     for offer in required.offers:

@@ -194,6 +194,7 @@ def test_prepay_takes_a_bool_or_origins() -> None:
     upper case are fine, the default port is made explicit."""
     assert prepay_policy(False) == PrepayPolicy(False)
     assert prepay_policy(True) == PrepayPolicy(True, None)
+    assert prepay_policy([]) == PrepayPolicy(False)  # no origin: nothing prepared
     policy = prepay_policy(["https://API.example.com/", "http://localhost:8080"])
     assert policy.origins == frozenset(
         {("https", "api.example.com", 443), ("http", "localhost", 8080)}
