@@ -796,6 +796,80 @@ def test_a_prepared_payment_of_a_killed_process_is_released_by_recovery(
     agent.close()
 
 
+# -- hostile servers and flaky networks ------------------------------------------------------
+
+
+@pytest.fixture
+def faulty(
+    clocked: tuple[Paywalls, FakeClock], tmp_path: Path
+) -> Iterator[tuple[Paywalls, Keypair, AutoAgent]]:
+    """A gateway of its own (its faults are the test's), an agent holding a payment prepared
+    for its x402 route, and the wallet (one transfer made so far)."""
+    walls, _ = clocked
+    wallet = wallet_on(walls.gateway)
+    agent = AutoAgent(
+        wallet,
+        rpc_url=walls.server.rpc_url,
+        journal_path=tmp_path / "journal.sqlite3",
+        prepay=True,
+        sleep=lambda seconds: None,
+    )
+    assert agent.get(f"{walls.url}{ROUTE}").status_code == 200
+    settled(agent)
+    walls.forget()
+    yield walls, wallet, agent
+    agent.close()
+
+
+def test_a_prepared_payment_whose_answer_is_lost_is_sent_again_not_paid_again(
+    faulty: tuple[Paywalls, Keypair, AutoAgent],
+) -> None:
+    """The server settles the prepared payment and drops the connection: the same payment is
+    sent again and served; one transfer for the request."""
+    walls, wallet, agent = faulty
+    walls.gateway.faults.drop_after_payment()
+    assert agent.get(f"{walls.url}{ROUTE}").status_code == 200
+    assert walls.received(ROUTE) == [("GET", True), ("GET", True)]
+    assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
+    assert states(agent)[:2] == ["accepted", "accepted"]
+
+
+def test_a_server_that_takes_a_prepared_payment_and_answers_402_gets_no_second(
+    faulty: tuple[Paywalls, Keypair, AutoAgent],
+) -> None:
+    """The server settles the prepared payment and answers 402 all the same: PaymentError;
+    the chain shows it landed, so the row says so; nothing more is paid or prepared, and the
+    next request pays the normal way."""
+    walls, wallet, agent = faulty
+    walls.gateway.faults.repeat_402_after_payment()
+    with pytest.raises(PaymentError) as caught:
+        agent.get(f"{walls.url}{ROUTE}")
+    assert caught.value.reason == "payment_refused"
+    assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
+    refused = rows(Path(agent.journal_path))[1]
+    assert (refused["state"], refused["landed"]) == ("refused", 1)
+    assert len(rows(Path(agent.journal_path))) == 2
+    assert walls.received(ROUTE) == [("GET", True)]
+    assert agent.get(f"{walls.url}{ROUTE}").status_code == 200
+    assert walls.received(ROUTE)[1:] == [("GET", False), ("GET", True)]
+
+
+def test_a_prepared_payment_redirected_to_another_origin_is_not_sent_there(
+    faulty: tuple[Paywalls, Keypair, AutoAgent], walls: Paywalls
+) -> None:
+    """The server redirects the paid request to another origin: the payment headers do not
+    follow; nothing more is prepared for the request."""
+    own, wallet, agent = faulty
+    walls.forget()
+    own.gateway.faults.redirect_payment(f"{walls.url}/both")
+    with pytest.raises(PaymentError):
+        agent.get(f"{own.url}{ROUTE}")
+    assert walls.received("/both") == [("GET", False)]  # reached, without the payment
+    assert spent_usdc(own.gateway, wallet) == PRICE
+    settled(agent)
+    assert [r["state"] for r in rows(Path(agent.journal_path))] == ["accepted", "refused"]
+
+
 # -- AsyncAutoAgent --------------------------------------------------------------------------
 
 
