@@ -261,7 +261,8 @@ def release(entry: JournalEntry) -> Flow[JournalEntry | None]:
             exc.reason,
         )
         return None
-    logger.debug("payment #%s, prepared ahead and never sent, released", entry.id)
+    if released is not None:
+        logger.debug("payment #%s, prepared ahead and never sent, released", entry.id)
     return released
 
 
