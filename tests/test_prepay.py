@@ -44,13 +44,13 @@ from human_rpc_sdk._prepay import (
     NEVER_SENT,
     RELEASED,
     WAITING_NOTE,
-    Prepayments,
     PrepayPolicy,
     Ready,
     Remembered,
     prepay_policy,
     to_remember,
 )
+from human_rpc_sdk._prepayments import Prepayments
 from human_rpc_sdk._receipts import PaymentReceipt
 from human_rpc_sdk._records import JournalEntry
 from stub_gateway import Gateway, GatewayServer, Price, create_app

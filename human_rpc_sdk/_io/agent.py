@@ -28,7 +28,6 @@ from .._flow import PaymentOutcome, pay
 from .._offer import PaymentOffer
 from .._prepay import (
     Key,
-    Prepayments,
     Ready,
     Remembered,
     deliver_prepared,
@@ -36,6 +35,7 @@ from .._prepay import (
     release,
     to_remember,
 )
+from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings

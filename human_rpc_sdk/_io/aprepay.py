@@ -15,7 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
-from .._prepay import Key, Prepayments, Ready, Remembered
+from .._prepay import Key, Ready, Remembered
+from .._prepayments import Prepayments
 from .._records import JournalEntry
 from ..exceptions import HumanRPCError
 from .prepay import MAX_WAIT

@@ -27,7 +27,6 @@ from .._http import unreached
 from .._offer import PaymentOffer
 from .._prepay import (
     Key,
-    Prepayments,
     Ready,
     Remembered,
     deliver_prepared,
@@ -35,6 +34,7 @@ from .._prepay import (
     release,
     to_remember,
 )
+from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from .._prepay import Key, Prepayments, Ready, Remembered
+from .._prepay import Key, Ready, Remembered
+from .._prepayments import Prepayments
 from .._records import JournalEntry
 from ..exceptions import HumanRPCError
 
