@@ -111,7 +111,7 @@ class ChainCache:
         self.watch_for = watch_for
         self._lock = threading.Lock()
         self._blockhash: tuple[Hash, float] | None = None
-        self._fetched: OrderedDict[Hash, BlockhashFacts] = OrderedDict()
+        self._fetched: OrderedDict[Hash, tuple[BlockhashFacts, float]] = OrderedDict()
         self._mints: dict[Pubkey, MintInfo] = {}
         self._accounts: dict[Pubkey, tuple[Account | None, float]] = {}
         self._used: OrderedDict[Pubkey, float] = OrderedDict()
@@ -131,7 +131,7 @@ class ChainCache:
         with self._lock:
             self._blockhash = (blockhash, now)
             if facts is not None and facts.blockhash == blockhash:
-                self._fetched[blockhash] = facts
+                self._fetched[blockhash] = (facts, now)
                 self._fetched.move_to_end(blockhash)
                 while len(self._fetched) > _FETCHED_KEPT:
                     self._fetched.popitem(last=False)
@@ -139,7 +139,16 @@ class ChainCache:
     def fetched(self, blockhash: Hash) -> BlockhashFacts | None:
         """What the node said with ``blockhash`` when this agent fetched it (None: it did not)."""
         with self._lock:
-            return self._fetched.get(blockhash)
+            kept = self._fetched.get(blockhash)
+            return None if kept is None else kept[0]
+
+    def usable_until(self, blockhash: Hash) -> float | None:
+        """Until when (on the clock) a payment signed over ``blockhash`` is as fresh as one
+        the agent would sign now: its fetch time plus ``blockhash_ttl`` (None: not fetched
+        by this agent)."""
+        with self._lock:
+            kept = self._fetched.get(blockhash)
+            return None if kept is None else kept[1] + self.blockhash_ttl
 
     def forget_blockhash(self) -> None:
         with self._lock:

@@ -254,6 +254,33 @@ def pay_new(
     A replacement (``replaces``) is never signed over ``expired_blockhash``, the blockhash of
     the payment it replaces: the same blockhash could make the very same transaction.
     """
+    made = yield from sign_new(payable, ctx, replaces=replaces, expired_blockhash=expired_blockhash)
+    if isinstance(made, Existing):
+        return (yield from _pay_again(made.entry, payable, ctx))
+    _log_paying(made)
+    replay = replaces is None
+    outcome = yield from deliver(made, payable, ctx, may_replace=replay, pay_new=pay_new)
+    if outcome.error is not None:
+        ctx.cache.forget_accounts()  # it may have been priced on stale state: read afresh
+    return outcome
+
+
+def sign_new(
+    payable: Payable,
+    ctx: PaymentContext,
+    *,
+    replaces: int | None,
+    expired_blockhash: str | None = None,
+    note: str | None = None,
+) -> Flow[JournalEntry | Existing]:
+    """Price, approve, reserve, sign and journal (``signed``, durably) a new payment of
+    ``payable``; nothing is sent. The journaled payment, or :class:`Existing` when the
+    invoice already has one (send that one again).
+
+    The part of :func:`pay_new` that comes before sending: payments prepared ahead
+    (:mod:`._prepay`) are made by it too. ``note`` is journaled as the row's ``error`` text
+    while it waits (a payment prepared ahead says so).
+    """
     prepared = yield from payable.prepare(ctx, replaces is not None)
     if expired_blockhash is not None and prepared.blockhash == expired_blockhash:
         raise PaymentError(
@@ -287,7 +314,7 @@ def pay_new(
     if isinstance(reservation, OverBudget):
         raise _over_budget(offer, reservation, payable)
     if isinstance(reservation, Existing):
-        return (yield from _pay_again(reservation.entry, payable, ctx))
+        return reservation
     entry = reservation.entry
     try:
         signed = yield from prepared.sign()
@@ -298,7 +325,10 @@ def pay_new(
         released = Record(entry.id, "failed", {"error": error}, ("reserved",), durable=False)
         yield from perform(released)  # lost to a power cut: recovery releases it
         raise
-    marked = yield from perform(Record(entry.id, "signed", signed.fields(), ("reserved",)))
+    fields = signed.fields()
+    if note is not None:
+        fields["error"] = note
+    marked = yield from perform(Record(entry.id, "signed", fields, ("reserved",)))
     if marked is None:
         raise PaymentError(
             f"payment #{entry.id}'s reservation was released before it was sent (a recovery "
@@ -307,12 +337,7 @@ def pay_new(
             reason="reservation_lost",
         )
     ctx.cache.debit(signed.debits, ctx.clock())
-    _log_paying(marked)
-    replay = replaces is None
-    outcome = yield from deliver(marked, payable, ctx, may_replace=replay, pay_new=pay_new)
-    if outcome.error is not None:
-        ctx.cache.forget_accounts()  # it may have been priced on stale state: read afresh
-    return outcome
+    return marked
 
 
 def _pay_again(

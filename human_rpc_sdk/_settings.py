@@ -19,6 +19,7 @@ from ._checks import http_url, is_duration, positive_seconds, show
 from ._limits import SpendingRules
 from ._networks import DEFAULT_RPC_URLS, NETWORKS
 from ._offer import PaymentOffer
+from ._prepay import PrepayPolicy, prepay_policy
 from ._types import Addresses, SecretKey, SignerLike
 from .exceptions import ReiteratorConfigurationError, SDKConfigurationError
 from .reiterator import BackoffStrategy, ReiteratorConfig, validate
@@ -74,6 +75,8 @@ class AgentSettings:
     clock: Callable[[], float]
     sleep: Callable[[float], Any]
     nonce: Callable[[], str]
+    prepay: PrepayPolicy = field(default_factory=PrepayPolicy)
+    """Whether (and for which origins) payments are prepared ahead."""
 
     @classmethod
     def build(
@@ -98,6 +101,7 @@ class AgentSettings:
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
+        prepay: Any = False,
         clock: Callable[[], float],
         sleep: Callable[[float], Any],
         nonce: Callable[[], str],
@@ -131,6 +135,7 @@ class AgentSettings:
             create_token_accounts=create_token_accounts,
             allow_token_extensions=allow_token_extensions,
         )
+        prepaying = prepay_policy(prepay)
         _callables(clock=clock, sleep=sleep, nonce=nonce)
         if approve is not None and not callable(approve):
             raise SDKConfigurationError(
@@ -155,6 +160,7 @@ class AgentSettings:
             clock=clock,
             sleep=sleep,
             nonce=nonce,
+            prepay=prepaying,
         )
 
 

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -23,24 +23,42 @@ import urllib3
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
+from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import PaymentOutcome, pay
 from .._offer import PaymentOffer
+from .._prepay import (
+    Key,
+    Ready,
+    Remembered,
+    deliver_prepared,
+    prepare_ahead,
+    release,
+    to_remember,
+)
+from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
-from ..exceptions import (
-    SDKConfigurationError,
-)
+from ..exceptions import PaymentError, PaymentPolicyError, SDKConfigurationError
 from ..reiterator import BackoffStrategy
 from ..wallet import require_sync_signer
-from .base import BaseAgent, method_of, reiterator_of, text_of
+from .base import BaseAgent, method_of, payment_context, reiterator_of, text_of
 from .environment import EnvironmentSettings
 from .human import HumanClient
+from .prepay import Prepayer
 from .refresh import Refresher
 from .rpc import RpcClient
-from .sync import Driver, PaidRequest, deadline_of, ensure_replayable, reply_of, send_unpaid
+from .sync import (
+    Driver,
+    NotSent,
+    PaidRequest,
+    deadline_of,
+    ensure_replayable,
+    reply_of,
+    send_unpaid,
+)
 
 __all__ = ["AutoAgent"]
 
@@ -98,6 +116,20 @@ class AutoAgent(BaseAgent):
         ``default_account_state``. A mint with any other of them is refused
         (``PaymentPolicyError``, ``rule="token_extensions"``); a ``max_payment`` entry does
         not allow them.
+    :param prepay: prepare x402 payments ahead: ``True`` for any origin, or a list of origins
+        (``["https://api.example.com"]``). After an x402 payment for a method and URL is
+        served, and the offer it paid carries no per-request binding (no ``extra.memo``, no
+        ``extra.recentBlockhash``), the next payment for that method and URL is priced,
+        approved (``approve`` is called for it, in the agent's worker thread), reserved,
+        signed and journaled in the background, and sent with the next request to it, with
+        no unpaid round trip and no signing on the way. It is usable while the 402 is within
+        its ``maxTimeoutSeconds`` and its blockhash is fresh (about 15 s); one never used is
+        released (``failed``, its budget back) then, or at :meth:`close`. At most 8 requests
+        have one prepared at a time, each reserved from the budget until used or released.
+        A prepared payment the server refuses is not followed by another while it could still
+        land, and no more is prepared for that request until a normal payment to it is
+        served. HumanRPC invoices are never prepared (each is issued for one request), nor
+        are payments made through :class:`~human_rpc_sdk.PaymentAuth`.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
 
@@ -124,6 +156,7 @@ class AutoAgent(BaseAgent):
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
+        prepay: bool | Iterable[str] = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -149,6 +182,7 @@ class AutoAgent(BaseAgent):
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,
                 allow_token_extensions=allow_token_extensions,
+                prepay=prepay,
                 clock=clock,
                 sleep=sleep,
                 nonce=nonce,
@@ -169,6 +203,7 @@ class AutoAgent(BaseAgent):
             rpc=self._rpc, journal=self._journal, approve=approve, sleep=sleep, signer=self._signer
         )
         self._local = threading.local()
+        self._prepayer = self._prepayer_of(settings)
         self._human = HumanClient(
             self.human_rpc_url,
             post=self.post,
@@ -180,6 +215,26 @@ class AutoAgent(BaseAgent):
             sleep=sleep,
         )
         self._warn_of_open_payments(stacklevel=2)
+
+    def _prepayer_of(self, settings: AgentSettings) -> Prepayer | None:
+        """The worker preparing payments ahead (None unless ``prepay``); what it runs holds
+        the driver, the settings and the chain cache, not the agent."""
+        if not settings.prepay.enabled:
+            return None
+        driver, cache, refresher = self._driver, self._cache, self._refresher
+
+        def make(key: Key, remembered: Remembered) -> Ready | None:
+            ctx = payment_context(settings, cache, refresher)
+            return driver.run(prepare_ahead(key, remembered, ctx))
+
+        prepayer = Prepayer(
+            Prepayments(settings.prepay),
+            make=make,
+            release=lambda entry: driver.run(release(entry)),
+            clock=settings.clock,
+        )
+        weakref.finalize(self, prepayer.stop)  # an agent never closed: its payments released
+        return prepayer
 
     # -- identity and history ---------------------------------------------------------------
 
@@ -367,6 +422,11 @@ class AutoAgent(BaseAgent):
             "allow_redirects": allow_redirects,
             **settings,
         }
+        ready = self._prepared_for(prepared)
+        if ready is not None and self._prepayer is not None:
+            paid = self._pay_prepared(self._prepayer, ready, prepared, send_kwargs)
+            if paid is not None:
+                return paid
         # Streamed, so that a 402 body is read with a bound (of size, and of time: the whole
         # body within the timeout); other answers are read as asked.
         deadline = deadline_of(send_kwargs["timeout"], self._clock)
@@ -379,7 +439,7 @@ class AutoAgent(BaseAgent):
         )
         if response.status_code != 402:
             return response
-        return self._pay(response, reply, send_kwargs)
+        return self._pay(response, reply, send_kwargs, asked=(prepared, self._clock()))
 
     def _prepare(self, request: requests.Request) -> requests.PreparedRequest:
         """``request`` prepared by the session, or ``SDKConfigurationError`` if it cannot be sent
@@ -433,7 +493,10 @@ class AutoAgent(BaseAgent):
         return self.request("OPTIONS", url, **kwargs)
 
     def close(self) -> None:
-        """Stop the chain refresh; close the HTTP sessions and the journal."""
+        """Release the payments prepared ahead (waiting for one being prepared); stop the chain
+        refresh; close the HTTP sessions and the journal."""
+        if self._prepayer is not None:
+            self._prepayer.close()
         self._refresher.close()
         self.session.close()
         self._rpc.session.close()
@@ -453,9 +516,12 @@ class AutoAgent(BaseAgent):
         reply: Any,
         send_kwargs: dict[str, Any],
         session: requests.Session | None = None,
+        *,
+        asked: tuple[requests.PreparedRequest, float] | None = None,
     ) -> requests.Response:
         """Pay ``challenge`` (read as ``reply``) and send its request again with the payment,
-        through ``session`` (the agent's when None)."""
+        through ``session`` (the agent's when None). ``asked``: the caller's request and when
+        its 402 came, to prepare the next payment of it ahead (with ``prepay``)."""
         # The retry goes to the request that got the 402: after redirects, the last one.
         request = challenge.request
         ensure_replayable(request)
@@ -467,12 +533,108 @@ class AutoAgent(BaseAgent):
             paid_timeout=self.paid_timeout,
             clock=self._clock,
         )
-        outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), paid)
+        sent: list[Resend] = []
+
+        def send(effect: Resend) -> HttpReply | NoAnswer:
+            sent.append(effect)
+            return paid(effect)
+
+        try:
+            outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), send)
+        except PaymentPolicyError as exc:
+            # Refused by the budget before anything was sent: again, with the budget the
+            # payments prepared ahead held released (a prepared payment never costs a request).
+            prepayer = self._prepayer
+            if exc.rule != "budget" or sent or prepayer is None or not prepayer.yield_budget():
+                raise
+            outcome = self._driver.run(pay(reply, self._context()), send)
         self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error
+        if asked is not None and paid.response is not None:
+            self._remember(reply, outcome, asked, paid.response.url)
         # Not `paid.response or challenge`: a Response is falsy when its status is 4xx or 5xx.
         return challenge if paid.response is None else paid.response
+
+    # -- payments prepared ahead -------------------------------------------------------------
+
+    def _remember(
+        self,
+        reply: HttpReply,
+        outcome: PaymentOutcome,
+        asked: tuple[requests.PreparedRequest, float],
+        served: str | None,
+    ) -> None:
+        """After a served payment: prepare the next one of its challenge, if it may be."""
+        request, challenged_at = asked
+        key = (request.method or "GET", request.url or "")
+        if self._prepayer is None or not self._prepayer.allows(key):
+            return
+        remembered = to_remember(
+            reply, outcome.receipt, asked=key[1], served=served, challenged_at=challenged_at
+        )
+        if remembered is not None:
+            self._context()  # the chain refresh runs: the preparation finds its state fresh
+            self._prepayer.remember(key, remembered)
+
+    def _prepared_for(self, request: requests.PreparedRequest) -> Ready | None:
+        """The payment prepared ahead for ``request``'s method and URL, if one is usable."""
+        prepayer = self._prepayer
+        if prepayer is None:
+            return None
+        key = (request.method or "GET", request.url or "")
+        if not prepayer.allows(key):
+            return None
+        try:
+            ensure_replayable(request)
+        except PaymentError:  # a streamed body: sent once, unpaid, as without prepay
+            return None
+        return prepayer.take(key)
+
+    def _pay_prepared(
+        self,
+        prepayer: Prepayer,
+        ready: Ready,
+        request: requests.PreparedRequest,
+        send_kwargs: dict[str, Any],
+    ) -> requests.Response | None:
+        """Send ``request`` with the payment prepared for it, and judge the answer as any
+        paid request's. Served (2xx): the next is prepared; otherwise none for now. None: the
+        server could not be reached at all (the payment never left: released), send it the
+        normal way."""
+        paid = PaidRequest(
+            self.session,
+            request,
+            None,
+            send_kwargs,
+            paid_timeout=self.paid_timeout,
+            clock=self._clock,
+        )
+        try:
+            outcome = self._driver.run(deliver_prepared(ready, self._context()), paid)
+        except NotSent:  # it never left: released, and the request goes the normal way
+            prepayer.refused(ready.key)
+            self._driver.run(release(ready.entry))
+            return None
+        except BaseException:
+            prepayer.refused(ready.key)
+            raise
+        self._local.receipt = outcome.receipt
+        response = paid.response
+        if (
+            outcome.error is None
+            and response is not None
+            and 200 <= response.status_code < 300
+            and response.url == request.url  # not redirected
+        ):
+            prepayer.served(ready.key)
+        else:
+            prepayer.refused(ready.key)
+        if outcome.error is not None:
+            raise outcome.error
+        if response is None:  # deliver ends without an error only after an answer came
+            raise RuntimeError("a prepared payment was delivered without an answer")
+        return response
 
 
 # -- argument validation --------------------------------------------------------------------

@@ -40,7 +40,7 @@ from ..exceptions import HumanRPCError
 from ..wallet import OwnSignature, Signer, own_key, sign_async, signer_failed
 from .arpc import AsyncRpcClient
 from .journal import Journal
-from .sync import approve_failed, keep_journal
+from .sync import NotSent, approve_failed, keep_journal
 
 __all__ = [
     "AsyncDriver",
@@ -320,25 +320,32 @@ class AsyncPaidRequest:
     goes to its origin only: redirects are followed here, hop by hop, and a hop to another
     origin loses the payment headers (:func:`~human_rpc_sdk._http.headers_to_strip`). Cookies
     the 402 set go with the retry. ``paid_timeout`` is the read deadline of each paid send.
+    A payment prepared ahead has no 402 (``challenge`` None): ``request`` is the caller's.
     """
 
     def __init__(
         self,
         client: httpx.AsyncClient,
-        challenge: httpx.Response,
+        challenge: httpx.Response | None,
         *,
         timeout: httpx.Timeout,
         follow_redirects: bool,
         paid_timeout: float,
         clock: Callable[[], float],
+        request: httpx.Request | None = None,
     ) -> None:
         self.client = client
-        self.request = challenge.request
+        if request is None:
+            if challenge is None:
+                raise TypeError("a paid request needs the 402 answer or the request")
+            request = challenge.request
+        self.request = request
         self.challenge = challenge
         self.timeout = paid_timeout_of(timeout, paid_timeout)
         self.follow_redirects = follow_redirects
         self.clock = clock
         self.response: httpx.Response | None = None
+        self.sends = 0
 
     def _retry(self, headers: Any) -> httpx.Request:
         return paid_request(self.request, self.challenge, headers, self.timeout)
@@ -350,11 +357,16 @@ class AsyncPaidRequest:
             response = await self._send(retry)
             reply = await read_reply(response, deadline=deadline, clock=self.clock, paid=True)
         except httpx.HTTPError as exc:
+            unconnected = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            if self.challenge is None and self.sends == 0 and unconnected:
+                raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
                 raise
             logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
             return answer
+        finally:
+            self.sends += 1
         self.response = response
         return reply
 
@@ -391,7 +403,7 @@ class AsyncPaidRequest:
 
 def paid_request(
     original: httpx.Request,
-    challenge: httpx.Response,
+    challenge: httpx.Response | None,
     headers: Any,
     timeout: httpx.Timeout,
     extensions: dict[str, Any] | None = None,
@@ -407,6 +419,8 @@ def paid_request(
         extensions={**original.extensions, **(extensions or {}), "timeout": timeout.as_dict()},
     )
     retry.headers.update(headers)
+    if challenge is None:  # a payment prepared ahead: the request's own cookies
+        return retry
     jar = httpx.Cookies()
     jar.extract_cookies(challenge)
     probe = httpx.Request(original.method, original.url)

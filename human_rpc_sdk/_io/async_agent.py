@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
@@ -21,10 +21,20 @@ import httpx
 
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
-from .._effects import HttpReply
+from .._effects import HttpReply, NoAnswer, Resend
 from .._flow import PaymentOutcome, pay
 from .._http import unreached
 from .._offer import PaymentOffer
+from .._prepay import (
+    Key,
+    Ready,
+    Remembered,
+    deliver_prepared,
+    prepare_ahead,
+    release,
+    to_remember,
+)
+from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
@@ -33,17 +43,21 @@ from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
+    PaymentError,
+    PaymentPolicyError,
     ProxyConnectionError,
     SDKConfigurationError,
 )
 from ..reiterator import BackoffStrategy
 from .aio import AsyncDriver, AsyncPaidRequest, deadline_of, ensure_replayable, read_reply
+from .aprepay import AsyncPrepayer
 from .arefresh import AsyncRefresher
 from .arpc import AsyncRpcClient
-from .base import BaseAgent, method_of, reiterator_of, text_of
+from .base import BaseAgent, method_of, payment_context, reiterator_of, text_of
 from .clock import async_sleep, monotonic
 from .clock import sleep as real_sleep
 from .human import AsyncHumanClient
+from .sync import NotSent
 
 __all__ = ["AsyncAutoAgent"]
 
@@ -73,6 +87,12 @@ class AsyncAutoAgent(BaseAgent):
     :meth:`raise_budget`, and every payment's bookkeeping) run in a worker thread and are
     awaited. The properties :attr:`payments` and :attr:`budget` (properties cannot be awaited)
     and the constructor read the journal directly: a short local read.
+
+    ``prepay`` prepares x402 payments ahead as ``AutoAgent`` does, in a task of the agent's
+    event loop (``approve`` is awaited there); :meth:`aclose` releases the payments still
+    prepared. An agent dropped without ``aclose()`` leaves them ``signed`` in the journal:
+    ``recover_payments()`` releases them once their blockhash has expired. A request with its
+    own ``auth=`` is never sent with a payment prepared ahead.
     """
 
     def __init__(
@@ -98,6 +118,7 @@ class AsyncAutoAgent(BaseAgent):
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
+        prepay: bool | Iterable[str] = False,
         clock: Callable[[], float] = monotonic,
         sleep: Callable[[float], Awaitable[Any]] = async_sleep,
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -123,6 +144,7 @@ class AsyncAutoAgent(BaseAgent):
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,
                 allow_token_extensions=allow_token_extensions,
+                prepay=prepay,
                 clock=clock,
                 sleep=sleep,
                 nonce=nonce,
@@ -151,7 +173,25 @@ class AsyncAutoAgent(BaseAgent):
         )
         self._human: AsyncHumanClient | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._prepayer = self._prepayer_of(settings)
         self._warn_of_open_payments(stacklevel=2)
+
+    def _prepayer_of(self, settings: AgentSettings) -> AsyncPrepayer | None:
+        """The task preparing payments ahead (None unless ``prepay``)."""
+        if not settings.prepay.enabled:
+            return None
+        driver, cache, refresher = self._driver, self._cache, self._refresher
+
+        async def make(key: Key, remembered: Remembered) -> Ready | None:
+            ctx = payment_context(settings, cache, refresher)
+            return await driver.run(prepare_ahead(key, remembered, ctx))
+
+        async def released(entry: Any) -> object:
+            return await driver.run(release(entry))
+
+        return AsyncPrepayer(
+            Prepayments(settings.prepay), make=make, release=released, clock=settings.clock
+        )
 
     # -- identity and history ---------------------------------------------------------------
 
@@ -287,6 +327,13 @@ class AsyncAutoAgent(BaseAgent):
             timeout=limits,
             extensions=extensions,
         )
+        ready = await self._prepared_for(request, auth)
+        if ready is not None and self._prepayer is not None:
+            paid = await self._pay_prepared(
+                self._prepayer, ready, request, limits, follow_redirects
+            )
+            if paid is not None:
+                return paid
         deadline = deadline_of(limits, self._clock)
         response = await self._send_unpaid(request, auth, follow_redirects)
         # A 402 body is read with a bound (size, and the whole body within the timeout); a
@@ -294,7 +341,8 @@ class AsyncAutoAgent(BaseAgent):
         reply = await read_reply(response, deadline=deadline, clock=self._clock)
         if response.status_code != 402:
             return response
-        return await self._pay(response, reply, limits, follow_redirects)
+        asked = (request, self._clock()) if auth is None else None
+        return await self._pay(response, reply, limits, follow_redirects, asked=asked)
 
     def _in_its_loop(self) -> None:
         """Bind the agent to the event loop of its first use, and refuse any other: its
@@ -365,6 +413,8 @@ class AsyncAutoAgent(BaseAgent):
         reply: HttpReply,
         limits: httpx.Timeout,
         follow_redirects: bool,
+        *,
+        asked: tuple[httpx.Request, float] | None = None,
     ) -> httpx.Response:
         # The retry goes to the request that got the 402: after redirects, the last one.
         ensure_replayable(challenge.request)
@@ -376,11 +426,109 @@ class AsyncAutoAgent(BaseAgent):
             paid_timeout=self.paid_timeout,
             clock=self._clock,
         )
-        outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), paid)
+        sent: list[Resend] = []
+
+        async def send(effect: Resend) -> HttpReply | NoAnswer:
+            sent.append(effect)
+            return await paid(effect)
+
+        try:
+            outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), send)
+        except PaymentPolicyError as exc:
+            # Refused by the budget before anything was sent: again, with the budget the
+            # payments prepared ahead held released (a prepared payment never costs a request).
+            prepayer = self._prepayer
+            if exc.rule != "budget" or sent or prepayer is None:
+                raise
+            if not await prepayer.yield_budget():
+                raise
+            outcome = await self._driver.run(pay(reply, self._context()), send)
         self._receipt.set(outcome.receipt)
         if outcome.error is not None:
             raise outcome.error
+        if asked is not None and paid.response is not None:
+            self._remember(reply, outcome, asked, str(paid.response.url))
         return challenge if paid.response is None else paid.response
+
+    # -- payments prepared ahead -------------------------------------------------------------
+
+    def _remember(
+        self,
+        reply: HttpReply,
+        outcome: PaymentOutcome,
+        asked: tuple[httpx.Request, float],
+        served: str,
+    ) -> None:
+        """After a served payment: prepare the next one of its challenge, if it may be."""
+        request, challenged_at = asked
+        key = (request.method, str(request.url))
+        if self._prepayer is None or not self._prepayer.allows(key):
+            return
+        remembered = to_remember(
+            reply, outcome.receipt, asked=key[1], served=served, challenged_at=challenged_at
+        )
+        if remembered is not None:
+            self._context()  # the chain refresh runs: the preparation finds its state fresh
+            self._prepayer.remember(key, remembered)
+
+    async def _prepared_for(self, request: httpx.Request, auth: Any) -> Ready | None:
+        """The payment prepared ahead for ``request``'s method and URL, if one is usable."""
+        prepayer = self._prepayer
+        key = (request.method, str(request.url))
+        if prepayer is None or auth is not None or not prepayer.allows(key):
+            return None
+        try:
+            ensure_replayable(request)
+        except PaymentError:  # a streamed body: sent once, unpaid, as without prepay
+            return None
+        return await prepayer.take(key)
+
+    async def _pay_prepared(
+        self,
+        prepayer: AsyncPrepayer,
+        ready: Ready,
+        request: httpx.Request,
+        limits: httpx.Timeout,
+        follow_redirects: bool,
+    ) -> httpx.Response | None:
+        """Send ``request`` with the payment prepared for it, and judge the answer as any
+        paid request's. Served (2xx): the next is prepared; otherwise none for now. None: the
+        server could not be reached at all (the payment never left: released), send it the
+        normal way."""
+        paid = AsyncPaidRequest(
+            self.session,
+            None,
+            timeout=limits,
+            follow_redirects=follow_redirects,
+            paid_timeout=self.paid_timeout,
+            clock=self._clock,
+            request=request,
+        )
+        try:
+            outcome = await self._driver.run(deliver_prepared(ready, self._context()), paid)
+        except NotSent:  # it never left: released, and the request goes the normal way
+            prepayer.refused(ready.key)
+            await self._driver.run(release(ready.entry))
+            return None
+        except BaseException:
+            prepayer.refused(ready.key)
+            raise
+        self._receipt.set(outcome.receipt)
+        response = paid.response
+        if (
+            outcome.error is None
+            and response is not None
+            and 200 <= response.status_code < 300
+            and response.url == request.url  # not redirected
+        ):
+            prepayer.served(ready.key)
+        else:
+            prepayer.refused(ready.key)
+        if outcome.error is not None:
+            raise outcome.error
+        if response is None:  # deliver ends without an error only after an answer came
+            raise RuntimeError("a prepared payment was delivered without an answer")
+        return response
 
     def last_payment(self) -> PaymentReceipt | None:
         """The receipt of the payment the current task's last request made (None if none)."""
@@ -416,7 +564,10 @@ class AsyncAutoAgent(BaseAgent):
         return await self.request("OPTIONS", url, **kwargs)
 
     async def aclose(self) -> None:
-        """Stop the chain refresh; close the HTTP clients and the journal."""
+        """Release the payments prepared ahead (after one being prepared); stop the chain
+        refresh; close the HTTP clients and the journal."""
+        if self._prepayer is not None:
+            await self._prepayer.aclose()
         await self._refresher.aclose()
         await self.session.aclose()
         await self._rpc.aclose()

@@ -81,6 +81,10 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
     removes the payment headers from any hop to another origin. A custom transport that ignores
     the ``trace`` extension cannot be guarded this way: with one, pass
     ``follow_redirects=False`` or use the agent itself.
+
+    **No payments prepared ahead.** An agent's ``prepay`` serves only the agent's own
+    requests: through ``PaymentAuth`` every 402 is paid when it comes (your client sends the
+    unpaid request first), and nothing is prepared for the next one.
     """
 
     requires_response_body = False  # a 402 body is read here, with a bound

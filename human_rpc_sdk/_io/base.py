@@ -169,17 +169,7 @@ class BaseAgent:
 
     def _context(self) -> PaymentContext:
         """The payment flow's context; the chain cache's refresh runs from the first payment."""
-        self._refresher.start()
-        settings = self._settings
-        return PaymentContext(
-            signer=settings.signer,
-            network=settings.network,
-            cache=self._cache,
-            clock=settings.clock,
-            now=lambda: datetime.now(UTC),
-            nonce=settings.nonce,
-            rules=settings.rules,
-        )
+        return payment_context(self._settings, self._cache, self._refresher)
 
     @staticmethod
     def _recovery(entries: list[JournalEntry]) -> Flow[list[PaymentReceipt]]:
@@ -190,6 +180,21 @@ class BaseAgent:
         """``ask_human_rpc``'s arguments checked: the task body, and its deadline on the clock."""
         body = task_body(text, **fields)
         return body, self._clock() + positive_seconds(timeout, "timeout")
+
+
+def payment_context(settings: AgentSettings, cache: ChainCache, refresher: Any) -> PaymentContext:
+    """The payment flow's context (see ``BaseAgent._context``): also for the preparing of
+    payments ahead, which must not hold the agent itself (it is collected unclosed)."""
+    refresher.start()
+    return PaymentContext(
+        signer=settings.signer,
+        network=settings.network,
+        cache=cache,
+        clock=settings.clock,
+        now=lambda: datetime.now(UTC),
+        nonce=settings.nonce,
+        rules=settings.rules,
+    )
 
 
 def reiterator_of(

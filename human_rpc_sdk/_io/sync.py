@@ -66,6 +66,7 @@ from .rpc import RpcClient
 __all__ = [
     "PAYMENT_HEADERS",
     "Driver",
+    "NotSent",
     "PaidRequest",
     "WholeReadTimeout",
     "deadline_of",
@@ -228,8 +229,9 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
 class PaidRequest:
     """Sends one request again with a payment attached, as many times as the flow asks.
 
-    ``request`` is the request that got the 402 (the last one of a redirect chain). The
-    payment goes to that request's origin only. ``paid_timeout``, when given, is the read
+    ``request`` is the request that got the 402 (the last one of a redirect chain), or, for a
+    payment prepared ahead (``challenge`` None), the caller's request. The payment goes to
+    that request's origin only. ``paid_timeout``, when given, is the read
     deadline of each paid send (a paid view may take longer than an unpaid answer); the
     connect deadline stays the caller's.
     """
@@ -238,7 +240,7 @@ class PaidRequest:
         self,
         session: requests.Session,
         request: requests.PreparedRequest,
-        challenge: requests.Response,
+        challenge: requests.Response | None,
         send_kwargs: dict[str, Any],
         *,
         paid_timeout: float | None = None,
@@ -253,6 +255,7 @@ class PaidRequest:
             self.send_kwargs = {**send_kwargs, "timeout": timeout}
         self.clock = clock
         self.response: requests.Response | None = None
+        self.sends = 0
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
         retry = self.request.copy()
@@ -261,7 +264,8 @@ class PaidRequest:
         # as requests does when it follows a redirect.
         retry.headers.pop("Cookie", None)
         jar = retry._cookies  # type: ignore[attr-defined]
-        extract_cookies_to_jar(jar, self.challenge.request, self.challenge.raw)  # type: ignore[no-untyped-call]
+        if self.challenge is not None:
+            extract_cookies_to_jar(jar, self.challenge.request, self.challenge.raw)  # type: ignore[no-untyped-call]
         merge_cookies(jar, self.session.cookies)  # type: ignore[no-untyped-call]
         retry.prepare_cookies(jar)
         if getattr(retry, "_body_position", None) is not None:
@@ -275,11 +279,15 @@ class PaidRequest:
                 response, consume=consume, deadline=deadline, clock=self.clock, paid=True
             )
         except requests.RequestException as exc:
+            if self.challenge is None and self.sends == 0 and _unconnected(exc):
+                raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
                 raise
             logger.debug("paid request to %s: no answer (%s)", retry.url, answer.problem)
             return answer
+        finally:
+            self.sends += 1
         self.response = response
         return reply
 
@@ -314,6 +322,21 @@ class PaidRequest:
             request = follow
             response = self.session.send(request, **kwargs)
         return response
+
+
+class NotSent(Exception):
+    """A payment prepared ahead was not sent: its first send could not even connect. The
+    agent releases it and sends the request the normal way."""
+
+
+def _unconnected(exc: requests.RequestException) -> bool:
+    """Whether ``exc`` failed to open the connection, so no byte of the request left."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+    )
 
 
 def send_unpaid(

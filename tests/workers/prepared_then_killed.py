@@ -1,0 +1,30 @@
+"""A paying agent holding a payment prepared ahead, for a crash test.
+
+    python -m tests.workers.prepared_then_killed '{"url": ..., "rpc_url": ..., "journal": ...}'
+
+The key comes from SOLANA_PRIVATE_KEY. It pays ``url`` once with ``prepay=True``, waits until
+the next payment is prepared (journaled ``signed``, never sent), prints "prepared" and waits
+for a line on stdin: the test kills it there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from human_rpc_sdk import AutoAgent
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    agent = AutoAgent(rpc_url=job["rpc_url"], journal_path=job["journal"], prepay=True)
+    agent.get(job["url"]).raise_for_status()
+    prepayer = agent._prepayer
+    if prepayer is None or not prepayer.settle(30):
+        raise SystemExit("no payment was prepared")
+    print("prepared", flush=True)
+    sys.stdin.readline()  # killed here
+
+
+if __name__ == "__main__":
+    main()
