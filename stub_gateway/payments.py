@@ -247,6 +247,14 @@ class PaymentDesk:
         With ``price``, the invoice must also be for that price: a request that changed what
         it buys after being invoiced (a bigger task reward, say) is refused.
         """
+        read = self.read(header_value)
+        if isinstance(read, Refusal):
+            return read
+        return self.conclude(*read, resource, price)
+
+    def read(self, header_value: str) -> tuple[VersionedTransaction, Payment] | Refusal:
+        """The ``X-PAYMENT`` header's transaction and the payment it makes, checked for all
+        that needs no state (network, signatures, instructions): a worker process can run it."""
         header = _decode(header_value)
         if isinstance(header, Refusal):
             return header
@@ -258,16 +266,26 @@ class PaymentDesk:
         transaction = header.transaction
         try:
             check_signatures(transaction)
-            payment = read_payment(transaction)
+            return transaction, read_payment(transaction)
         except Unacceptable as exc:
             return Refusal(exc.reason, exc.message)
+
+    def conclude(
+        self,
+        transaction: VersionedTransaction,
+        payment: Payment,
+        resource: str,
+        price: Price | None = None,
+    ) -> Settlement | Refusal:
+        """Settle what :meth:`read` read: it must pay an unpaid, unexpired invoice of this
+        desk for ``resource`` (and ``price``), exactly; then it executes."""
         invoice = self._find_invoice(payment.transfer, payment.memos)
         if isinstance(invoice, Refusal):
             return invoice
         refusal = self._check_against(invoice, payment, resource, price)
         if refusal is not None:
             return refusal
-        return self._execute(transaction, transaction.message.account_keys[0], invoice)
+        return self.execute(transaction, transaction.message.account_keys[0], invoice)
 
     def _find_invoice(self, transfer: Transfer, memos: list[str]) -> Invoice | Refusal:
         candidates = [str(meta.pubkey) for meta in transfer.extras] + memos
@@ -356,9 +374,11 @@ class PaymentDesk:
             )
         return _check_side_instructions(payment, invoice)
 
-    def _execute(
+    def execute(
         self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
     ) -> Settlement | Refusal:
+        """Simulate ``transaction`` and commit it if it succeeds, paying ``invoice`` (None:
+        the deployed service's format, which has no invoice)."""
         with self._lock:
             if invoice is not None and invoice.paid_by is not None:
                 return Refusal(
@@ -406,7 +426,7 @@ class PaymentDesk:
                 "no transfer of the price to the treasury was found (SOL: System transfer to the "
                 "wallet; USDC: SPL Transfer of the classic Token program to its token account)",
             )
-        return self._execute(transaction, transaction.message.account_keys[0], None)
+        return self.execute(transaction, transaction.message.account_keys[0], None)
 
 
 # -- helpers ------------------------------------------------------------------------------
