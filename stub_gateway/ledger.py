@@ -383,18 +383,22 @@ class Ledger:
             if early is not None:
                 return early
             keys = list(transaction.message.account_keys)
-            before = tuple(self._svm.get_account(key) for key in keys)
+            get_account = self._svm.get_account
+            before = tuple(get_account(key) for key in keys)
             result = self._svm.simulate_transaction(transaction)
-            execution = self._execution(transaction.signatures[0], result)
-            if not isinstance(result, SimulatedTransactionInfo) or not execution.ok:
-                return execution
-            for address, account in result.post_accounts():
-                self._svm.set_account(address, account)
-            execution = replace(
-                execution,
+            if not isinstance(result, SimulatedTransactionInfo):
+                return self._execution(transaction.signatures[0], result)
+            written = dict(result.post_accounts())
+            set_account = self._svm.set_account
+            for address, account in written.items():
+                set_account(address, account)
+            execution = self._execution(
+                transaction.signatures[0],
+                result,
                 transaction=transaction,
                 pre_accounts=before,
-                post_accounts=tuple(self._svm.get_account(key) for key in keys),
+                # What was just written, else what was there: get_account's answers, unread.
+                post_accounts=tuple(written.get(k, b) for k, b in zip(keys, before, strict=True)),
             )
             self._remember(execution, keys)
             return execution
@@ -431,7 +435,7 @@ class Ledger:
     def _failure(self, signature: Signature, err: Any) -> Execution:
         return Execution(signature=signature, err=err, logs=[], units=0, slot=self._slot)
 
-    def _execution(self, signature: Signature, result: Any) -> Execution:
+    def _execution(self, signature: Signature, result: Any, **recorded: Any) -> Execution:
         # LiteSVM answers TransactionMetadata on success, FailedTransactionMetadata (err() and
         # meta()) on failure, and SimulatedTransactionInfo (meta()) for a good simulation.
         err = result.err() if hasattr(result, "err") else None
@@ -444,6 +448,7 @@ class Ledger:
             slot=self._slot,
             fee=meta.fee(),
             inner=tuple(meta.inner_instructions()),
+            **recorded,
         )
 
     # -- the gateway's own operations ------------------------------------------------------

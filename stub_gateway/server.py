@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
 from flask import Flask
@@ -95,6 +96,9 @@ class GatewayServer:
     (lowered to what the process's file limit allows); ``idle_timeout`` seconds closes an idle
     connection; ``max_body`` bytes is the largest request body (default: the app's
     ``MAX_CONTENT_LENGTH``, which :func:`create_app` sets to :data:`._http.MAX_BODY`, 1 MiB).
+    ``sock`` is a listening socket to accept on instead of ``host`` and ``port`` (worker
+    processes share one); ``application`` is the WSGI callable to serve instead of ``app``
+    itself (a worker's, which forwards what needs the ledger).
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class GatewayServer:
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         idle_timeout: int = DEFAULT_IDLE_TIMEOUT,
         max_body: int | None = None,
+        sock: socket.socket | None = None,
+        application: WSGIApplication | None = None,
     ) -> None:
         if isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be from 0 to 65535 (got {port})")
@@ -120,11 +126,19 @@ class GatewayServer:
                 raise ValueError(f"{name} must be a whole number of at least 1 (got {value!r})")
         self.app = app
         limit = max_body or app.config.get("MAX_CONTENT_LENGTH") or MAX_BODY
-        application: WSGIApplication = app if quiet else _logged(app)
+        served: WSGIApplication = application or app
+        if not quiet:
+            served = _logged(served)
+        listening: dict[str, Any] = {"host": host, "port": port}
+        if sock is not None:  # a socket already listening, shared by worker processes
+            listening = {
+                "_sock": sock,
+                "bind_socket": False,
+                "sockinfo": (sock.family, sock.type, sock.proto, sock.getsockname()),
+            }
         self._server = _Server(
-            application,
-            host=host,
-            port=port,
+            served,
+            **listening,
             threads=threads,
             connection_limit=_within_file_limit(connection_limit),
             channel_timeout=idle_timeout,
@@ -243,7 +257,18 @@ class GatewayServer:
         self.stop()
 
 
-def banner(server: GatewayServer) -> str:
+class Served(Protocol):
+    """What the banner describes: a gateway served at a URL."""
+
+    @property
+    def gateway(self) -> Gateway: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def rpc_url(self) -> str: ...
+
+
+def banner(server: Served) -> str:
     """The CLI's banner: the addresses, the chain's genesis hash and every route group."""
     gateway, url = server.gateway, server.url
     policy = gateway.tasks.policy

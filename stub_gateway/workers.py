@@ -1,0 +1,551 @@
+"""The gateway over several processes (``python -m stub_gateway --workers N``).
+
+One process keeps the ledger and every piece of state: the LiteSVM ledger, the invoices, the
+x402 duplicate check, the paid answers kept for re-sends, the faults and the tasks (the
+:class:`.gateway.Gateway` the single-process gateway serves). ``N`` worker processes do the
+HTTP work: each runs waitress on the one listening socket they share, and the same Flask app
+over a :class:`RemoteGateway`, which does on the worker all that needs no state and asks the
+ledger process for the rest, over one Unix socket per worker thread:
+
+* the paid routes (``/api/v1/premium/<name>``, ``/x402/v1|v2/premium``) run on the worker:
+  HTTP, Flask, decoding the payment, checking its signatures and instructions, the x402 rules
+  and the fee payer's co-signature. The ledger process issues the invoice, then judges and
+  settles the payment (:meth:`.payments.PaymentDesk.conclude`,
+  :meth:`.x402.ExactFacilitator.conclude`: the invoice or duplicate checks, the simulation
+  and the commit, under its locks, exactly as in one process), and keeps the answer for
+  re-sends (:meth:`.replies.PaidReplies.turn` and ``land``): three calls per paid request;
+* every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API) is
+  forwarded whole to the ledger process, which answers it with the single-process app.
+
+Faults are armed in the ledger process; workers read one shared byte saying whether any is
+armed, and ask for a fault only then. The one difference from a single process: the
+``drop_after_payment`` fault drops the connection of a paid route, but not of a paid task
+(forwarded: the ledger process holds no client socket), which gets its answer instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import logging
+import mmap
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from ._http import EXTENSION
+from .faults import Fault, Faults
+from .gateway import Gateway
+from .genesis import Genesis
+from .instructions import Payment
+from .ledger import Execution, Ledger
+from .payments import Invoice, PaymentDesk, Price, Refusal, Settlement
+from .replies import PaidReplies, Turn, _Reply
+from .x402 import ExactFacilitator, Outcome, Verification
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask
+
+__all__ = ["LedgerHost", "RemoteGateway", "WorkersServer"]
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str]]
+
+_PAID_PATHS: Final = frozenset({"/x402/v1/premium", "/x402/v2/premium"})
+_PREMIUM_PREFIX: Final = "/api/v1/premium/"
+
+
+@dataclass(frozen=True)
+class GatewayParts:
+    """What a worker needs to know of the gateway: its constants (no state)."""
+
+    network: str
+    genesis: Genesis
+    genesis_hash: str
+    prices: dict[str, Price]
+    task_price: Price
+    x402_price: Price
+    invoice_ttl: float
+    reference_style: str
+
+
+# -- the ledger process ---------------------------------------------------------------------
+
+
+class LedgerHost:
+    """Serves the gateway's state to worker processes over a Unix socket in ``directory``.
+
+    Every connection (one per worker thread) gets a thread here, so a call that waits (a
+    re-send joining its first copy, a slow fault) holds up only its own connection.
+    """
+
+    def __init__(self, app: Flask, directory: Path) -> None:
+        self.app = app
+        self.gateway: Gateway = app.extensions[EXTENSION]
+        self.address = str(directory / "ledger.sock")
+        self.authkey = secrets.token_bytes(32)
+        self.flag_path = directory / "faults"
+        self.flag_path.write_bytes(b"\0")
+        self._flag_file = self.flag_path.open("r+b")
+        self._flag = mmap.mmap(self._flag_file.fileno(), 1)
+        self._listener = Listener(self.address, "AF_UNIX", authkey=self.authkey)
+        self._closed = False
+        self.gateway.faults.watch(self._faults_changed)
+        desk, facilitator, replies = (
+            self.gateway.desk,
+            self.gateway.facilitator,
+            self.gateway.replies,
+        )
+        self._operations: dict[str, Callable[..., Any]] = {
+            "hello": self._parts,
+            "http": self._http,
+            "issue": desk.issue,
+            "conclude": lambda *args: _bare(desk.conclude(*args)),
+            "execute": lambda *args: _bare(desk.execute(*args)),
+            "x402": lambda *args: _bare_outcome(facilitator.conclude(*args)),
+            "turn": replies.turn,
+            "land": replies.land,
+            "take": self.gateway.faults.take,
+        }
+        self._thread = threading.Thread(target=self._accept, name="ledger-host", daemon=True)
+
+    def start(self) -> LedgerHost:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self._flag.close()
+        self._flag_file.close()
+
+    def _faults_changed(self, armed: bool) -> None:
+        if not self._flag.closed:
+            self._flag[0] = 1 if armed else 0
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                connection = self._listener.accept()
+            except (OSError, EOFError):
+                if self._closed:
+                    return
+                log.warning("a worker failed to connect to the ledger process", exc_info=True)
+                continue
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: Connection) -> None:
+        with connection:
+            while True:
+                try:
+                    operation, args, kwargs, answered = connection.recv()
+                except (EOFError, OSError):
+                    return
+                try:
+                    answer: tuple[bool, Any] = (True, self._operations[operation](*args, **kwargs))
+                except Exception as exc:  # raised again in the worker (or logged here)
+                    if not answered:
+                        log.exception("the ledger process failed to %s for a worker", operation)
+                    answer = (False, exc)
+                if not answered:
+                    continue
+                try:
+                    connection.send(answer)
+                except (OSError, ValueError):
+                    return
+
+    def _parts(self) -> GatewayParts:
+        gateway, desk = self.gateway, self.gateway.desk
+        return GatewayParts(
+            network=gateway.network,
+            genesis=gateway.genesis,
+            genesis_hash=gateway.genesis_hash,
+            prices=dict(gateway.prices),
+            task_price=gateway.task_price,
+            x402_price=gateway.x402_price,
+            invoice_ttl=desk.invoice_ttl,
+            reference_style=desk.reference_style,
+        )
+
+    def _http(self, environ: dict[str, str], body: bytes) -> tuple[str, Headers, bytes]:
+        """Answer a forwarded request with the single-process app."""
+        full: dict[str, Any] = {
+            **environ,
+            "wsgi.version": (1, 0),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        started: list[tuple[str, Headers]] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: Headers, exc_info: Any = None) -> Any:
+            started[:] = [(status, list(headers))]
+            return chunks.append
+
+        result = self.app(full, start_response)
+        try:
+            chunks.extend(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        status, headers = started[0]
+        return status, headers, b"".join(chunks)
+
+
+def _bare(outcome: Settlement | Refusal) -> Settlement | Refusal:
+    """A settlement as a worker needs it: its execution summed up (no accounts, no logs)."""
+    if isinstance(outcome, Refusal):
+        return outcome
+    done = outcome.execution
+    summary = Execution(done.signature, done.err, [], done.units, done.slot, done.fee)
+    return Settlement(outcome.signature, outcome.payer, outcome.invoice, summary)
+
+
+def _bare_outcome(outcome: Outcome) -> Outcome:
+    """An x402 outcome as a worker needs it: without the co-signed transaction it sent."""
+    verification = outcome.verification
+    if verification is None or verification.transaction is None:
+        return outcome
+    return Outcome(dataclasses.replace(verification, transaction=None), outcome.settlement)
+
+
+# -- a worker process -----------------------------------------------------------------------
+
+
+class Link:
+    """Calls to the ledger process, one connection per thread of this worker."""
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self._address = address
+        self._authkey = authkey
+        self._local = threading.local()
+
+    def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        """``operation`` done by the ledger process; its answer (or its exception, raised)."""
+        connection = self._connection()
+        connection.send((operation, args, kwargs, True))
+        ok, value = connection.recv()
+        if not ok:
+            raise value
+        return value
+
+    def tell(self, operation: str, *args: Any, **kwargs: Any) -> None:
+        """``operation`` for the ledger process, not waiting for it: it is done before any
+        later call of this thread (one connection, served in order)."""
+        self._connection().send((operation, args, kwargs, False))
+
+    def _connection(self) -> Connection:
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = Client(self._address, "AF_UNIX", authkey=self._authkey)
+            self._local.connection = connection
+        return connection
+
+
+class RemoteFaults(Faults):
+    """The ledger process's faults, asked for only while one is armed (a shared byte says)."""
+
+    def __init__(self, link: Link, flag: mmap.mmap) -> None:
+        super().__init__()
+        self._link = link
+        self._flag = flag
+
+    def take(self, mode: str) -> Fault | None:
+        if not self._flag[0]:
+            return None
+        fault: Fault | None = self._link.call("take", mode)
+        return fault
+
+
+class RemoteReplies(PaidReplies):
+    """The paid answers kept by the ledger process (so a re-send may reach any worker)."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__(time.monotonic)
+        self._link = link
+
+    def turn(self, key: str) -> tuple[Turn, _Reply | None]:
+        turn: tuple[Turn, _Reply | None] = self._link.call("turn", key)
+        return turn
+
+    def land(self, key: str, reply: _Reply | None, *, keep: bool) -> None:
+        self._link.tell("land", key, reply, keep=keep)
+
+
+class RemoteDesk(PaymentDesk):
+    """Reads payments here; the ledger process issues invoices and settles payments."""
+
+    def __init__(self, link: Link, parts: GatewayParts) -> None:
+        # No ledger here: every method that would touch one is the ledger process's.
+        super().__init__(
+            cast(Ledger, None),
+            parts.genesis,
+            invoice_ttl=parts.invoice_ttl,
+            reference_style=parts.reference_style,
+            clock=time.monotonic,
+        )
+        self._link = link
+
+    def issue(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
+        invoice: Invoice = self._link.call("issue", price, resource, overcharged=overcharged)
+        return invoice
+
+    def conclude(
+        self,
+        transaction: VersionedTransaction,
+        payment: Payment,
+        resource: str,
+        price: Price | None = None,
+    ) -> Settlement | Refusal:
+        outcome: Settlement | Refusal = self._link.call(
+            "conclude", transaction, payment, resource, price
+        )
+        return outcome
+
+    def execute(
+        self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
+    ) -> Settlement | Refusal:
+        outcome: Settlement | Refusal = self._link.call("execute", transaction, payer, invoice)
+        return outcome
+
+
+class RemoteFacilitator(ExactFacilitator):
+    """Checks and co-signs x402 payments here; the ledger process settles them."""
+
+    def __init__(self, link: Link, parts: GatewayParts) -> None:
+        super().__init__(
+            cast(Ledger, None), parts.genesis.fee_payer, parts.network, clock=time.monotonic
+        )
+        self._link = link
+
+    def conclude(self, key: str, verification: Verification, network: str) -> Outcome:
+        outcome: Outcome = self._link.call("x402", key, verification, network)
+        return outcome
+
+
+class RemoteGateway(Gateway):
+    """A worker's view of the gateway: its constants here, its state in the ledger process.
+
+    It serves the paid routes; every other route is forwarded whole (:func:`forwarding`).
+    """
+
+    def __init__(self, link: Link, parts: GatewayParts, flag: mmap.mmap) -> None:
+        # Gateway.__init__ is not called: it would make a ledger of its own.
+        self.network = parts.network
+        self.genesis = parts.genesis
+        self.genesis_hash = parts.genesis_hash
+        self.prices = dict(parts.prices)
+        self.task_price = parts.task_price
+        self.x402_price = parts.x402_price
+        self.sleep = time.sleep
+        self.faults = RemoteFaults(link, flag)
+        self.replies = RemoteReplies(link)
+        self.desk = RemoteDesk(link, parts)
+        self.facilitator = RemoteFacilitator(link, parts)
+
+
+def is_paid_route(path: str) -> bool:
+    """The routes a worker serves itself (the rest goes to the ledger process whole)."""
+    if path in _PAID_PATHS:
+        return True
+    name = path[len(_PREMIUM_PREFIX) :] if path.startswith(_PREMIUM_PREFIX) else ""
+    return bool(name) and "/" not in name
+
+
+def forwarding(app: Flask, link: Link) -> WSGIApplication:
+    """``app`` for the paid routes; every other request forwarded to the ledger process."""
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if is_paid_route(environ.get("PATH_INFO", "")):
+            return app(environ, start_response)
+        portable = {k: v for k, v in environ.items() if isinstance(v, str)}
+        body = environ["wsgi.input"].read()
+        status, headers, payload = link.call("http", portable, body)
+        start_response(status, headers)
+        return [payload]
+
+    return application
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    """A worker process: waitress on the inherited socket, the app over the ledger process."""
+    parser = argparse.ArgumentParser(prog="python -m stub_gateway.workers")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--ledger", required=True)
+    parser.add_argument("--flag", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--idle-timeout", type=int, required=True)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from .app import create_app
+    from .server import GatewayServer
+
+    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    link = Link(args.ledger, authkey)
+    parts: GatewayParts = link.call("hello")
+    with Path(args.flag).open("rb") as file:
+        flag = mmap.mmap(file.fileno(), 1, access=mmap.ACCESS_READ)
+    app = create_app(gateway=RemoteGateway(link, parts, flag))
+    sock = socket.socket(fileno=args.fd)
+    server = GatewayServer(
+        app,
+        sock=sock,
+        application=forwarding(app, link),
+        quiet=args.quiet,
+        threads=args.threads,
+        idle_timeout=args.idle_timeout,
+    )
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+# -- the whole: ledger process and workers ----------------------------------------------------
+
+
+class WorkersServer:
+    """The gateway in this process (the ledger process) and ``workers`` worker processes."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        workers: int,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        quiet: bool = True,
+        threads: int = 8,
+        idle_timeout: int = 30,
+    ) -> None:
+        if isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1 (got {workers!r})")
+        self.app = app
+        self._directory = Path(tempfile.mkdtemp(prefix="stub-gateway-"))
+        self._host = LedgerHost(app, self._directory)
+        self._socket = socket.create_server((host, port), backlog=2048)
+        self._socket.set_inheritable(True)
+        self._options = (workers, threads, idle_timeout, quiet)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.extensions[EXTENSION]
+        return gateway
+
+    @property
+    def host(self) -> str:
+        return str(self._socket.getsockname()[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.url}/rpc"
+
+    def start(self) -> WorkersServer:
+        """Start the ledger host and the workers; returns once every worker serves."""
+        self._host.start()
+        workers, threads, idle_timeout, quiet = self._options
+        command = [
+            sys.executable,
+            "-m",
+            "stub_gateway.workers",
+            "--fd",
+            str(self._socket.fileno()),
+            "--ledger",
+            self._host.address,
+            "--flag",
+            str(self._host.flag_path),
+            "--threads",
+            str(threads),
+            "--idle-timeout",
+            str(idle_timeout),
+            *(["--quiet"] if quiet else []),
+        ]
+        for _ in range(workers):
+            process = subprocess.Popen(  # noqa: S603 - our own module, our own arguments
+                command, stdin=subprocess.PIPE, pass_fds=(self._socket.fileno(),)
+            )
+            self.processes.append(process)
+            # The key to the ledger process, on stdin: never on a command line others can read.
+            stdin = cast("io.BufferedWriter", process.stdin)
+            stdin.write(self._host.authkey.hex().encode() + b"\n")
+            stdin.close()
+        return self
+
+    def serve_forever(self, *, banner: bool = False) -> None:
+        """Serve until interrupted (or a worker dies), then stop the workers."""
+        from .server import banner as banner_text
+
+        self.start()
+        if banner:
+            sys.stdout.write(banner_text(self) + f"\n  workers      {len(self.processes)}\n")
+            sys.stdout.flush()
+        try:
+            while all(p.poll() is None for p in self.processes):
+                time.sleep(0.5)
+            log.error("a worker process exited; stopping the gateway")
+        finally:
+            self.stop()
+
+    def stop(self, grace: float = 5.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._socket.close()
+        self._host.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def __enter__(self) -> WorkersServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
