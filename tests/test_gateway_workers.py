@@ -1,0 +1,317 @@
+"""``python -m stub_gateway --workers 2``: the same gateway, its HTTP work in worker processes.
+
+The gateway runs as a real process tree (the ledger process and two workers on one socket);
+every test talks to it over loopback only and reads balances through its JSON-RPC, so what
+one worker settled, any other sees. Connections are new for each request (no keep-alive), so
+the requests of one test land on both workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from solders.hash import Hash
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from human_rpc_sdk import AutoAgent
+from human_rpc_sdk._headers import b64json, encode_payment_header, unb64json
+from human_rpc_sdk.solana_utils import (
+    MintInfo,
+    associated_token_address,
+    build_exact_transfer,
+    build_sol_transfer,
+    build_spl_transfer,
+    sign_transaction,
+)
+
+WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    @property
+    def rpc_url(self) -> str:
+        return f"{self.url}/rpc"
+
+    @property
+    def usdc(self) -> MintInfo:
+        usdc = self.info["mints"]["USDC"]
+        return MintInfo(
+            Pubkey.from_string(usdc["mint"]),
+            Pubkey.from_string(usdc["program"]),
+            int(usdc["decimals"]),
+        )
+
+    @property
+    def treasury(self) -> Pubkey:
+        return Pubkey.from_string(self.info["recipient"])
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as file:
+            found += [int(child) for child in file.read().split()]
+    return found
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Running]:
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet"]
+    command += ["--workers", str(WORKERS), "--threads", "4"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()  # "stub HumanRPC gateway on http://... (devnet)"
+            url = first.split(" on ", 1)[1].split()[0]
+            info = requests.get(f"{url}/api/v1/info", timeout=30).json()
+            yield Running(url, process, info)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def _rpc(running: Running, method: str, *params: Any) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    answer = requests.post(running.rpc_url, json=body, timeout=30).json()
+    assert "error" not in answer, answer
+    return answer["result"]
+
+
+def sol_balance(running: Running, owner: Pubkey) -> int:
+    return int(_rpc(running, "getBalance", str(owner))["value"])
+
+
+def usdc_balance(running: Running, owner: Pubkey) -> int:
+    usdc = running.usdc
+    account = associated_token_address(owner, usdc.address, usdc.program_id)
+    return int(_rpc(running, "getTokenAccountBalance", str(account))["value"]["amount"])
+
+
+def blockhash(running: Running) -> Hash:
+    return Hash.from_string(_rpc(running, "getLatestBlockhash")["value"]["blockhash"])
+
+
+def funded(running: Running) -> Keypair:
+    wallet = Keypair()
+    requests.post(
+        f"{running.url}/api/v1/faucet",
+        json={"address": str(wallet.pubkey()), "sol": "2", "usdc": "100"},
+        timeout=30,
+    ).raise_for_status()
+    return wallet
+
+
+def invoice_for(running: Running, path: str) -> dict[str, Any]:
+    challenge = requests.get(f"{running.url}{path}", timeout=30)
+    assert challenge.status_code == 402
+    invoice: dict[str, Any] = challenge.json()["invoice"]
+    return invoice
+
+
+def usdc_payment(
+    running: Running, wallet: Keypair, invoice: dict[str, Any], to: Pubkey | None = None
+) -> str:
+    usdc = running.usdc
+    units = int(Decimal(str(invoice["amount"])) * 10**usdc.decimals)
+    unsigned = build_spl_transfer(
+        wallet,
+        to or running.treasury,
+        usdc.address,
+        units,
+        decimals=usdc.decimals,
+        token_program=usdc.program_id,
+        recent_blockhash=blockhash(running),
+        create_recipient_account=to is not None,
+        reference=invoice["reference"],
+    )
+    return encode_payment_header(sign_transaction(unsigned, wallet), running.info["network"])
+
+
+def x402_payment(running: Running, wallet: Keypair) -> str:
+    challenge = requests.get(f"{running.url}/x402/v2/premium", timeout=30)
+    assert challenge.status_code == 402
+    offer = unb64json(challenge.headers["PAYMENT-REQUIRED"], "challenge")["accepts"][0]
+    unsigned = build_exact_transfer(
+        payer=wallet.pubkey(),
+        fee_payer=Pubkey.from_string(offer["extra"]["feePayer"]),
+        pay_to=Pubkey.from_string(offer["payTo"]),
+        mint=running.usdc,
+        amount=int(offer["amount"]),
+        memo=secrets.token_hex(16),
+        recent_blockhash=blockhash(running),
+    )
+    transaction = base64.b64encode(bytes(sign_transaction(unsigned, wallet))).decode()
+    return b64json(
+        {
+            "x402Version": 2,
+            "resource": {"url": f"{running.url}/x402/v2/premium"},
+            "accepted": offer,
+            "payload": {"transaction": transaction},
+        }
+    )
+
+
+def test_workers_serve_on_one_port_beside_the_ledger_process(running: Running) -> None:
+    """The gateway process has the asked-for worker processes, all answering on one URL."""
+    assert len(_children(running.process.pid)) == WORKERS
+    for _ in range(6):
+        assert requests.get(f"{running.url}/api/v1/info", timeout=30).json() == running.info
+
+
+def test_a_paid_x402_request_settles_once_on_the_ledger(running: Running) -> None:
+    """An x402 v2 payment is served 200 and moves exactly the price to the payee."""
+    wallet = funded(running)
+    payee_before = usdc_balance(running, running.treasury)
+    header = x402_payment(running, wallet)
+    answer = requests.get(
+        f"{running.url}/x402/v2/premium", headers={"PAYMENT-SIGNATURE": header}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    receipt = unb64json(answer.headers["PAYMENT-RESPONSE"], "receipt")
+    assert receipt["success"] is True
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000 - 10_000
+    assert usdc_balance(running, running.treasury) == payee_before + 10_000
+    status = _rpc(running, "getSignatureStatuses", [receipt["transaction"]])["value"][0]
+    assert status is not None
+    assert status["err"] is None
+
+
+def test_an_x402_payment_replayed_on_another_request_is_a_duplicate(running: Running) -> None:
+    """The same x402 payment on another request is refused; the same request gets its answer."""
+    wallet = funded(running)
+    header = x402_payment(running, wallet)
+    url = f"{running.url}/x402/v2/premium"
+    first = requests.get(url, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    assert first.status_code == 200
+    again = [requests.get(url, headers={"PAYMENT-SIGNATURE": header}, timeout=30) for _ in range(4)]
+    assert {(r.status_code, r.content) for r in again} == {(200, first.content)}
+    other = requests.get(url + "?again=1", headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    assert other.status_code == 402
+    refusal = unb64json(other.headers["PAYMENT-RESPONSE"], "receipt")
+    assert refusal["errorReason"] == "duplicate_settlement"
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000 - 10_000
+
+
+def test_a_humanrpc_invoice_paid_in_usdc_is_served(running: Running) -> None:
+    """The 402 from one worker is paid through another: 200, the exact price moved."""
+    wallet = funded(running)
+    payee_before = usdc_balance(running, running.treasury)
+    invoice = invoice_for(running, "/api/v1/premium/usdc")
+    header = usdc_payment(running, wallet, invoice)
+    answer = requests.get(
+        f"{running.url}/api/v1/premium/usdc", headers={"X-PAYMENT": header}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["paid"]["reference"] == invoice["reference"]
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000 - 50_000
+    assert usdc_balance(running, running.treasury) == payee_before + 50_000
+
+
+def test_a_paid_invoice_cannot_pay_another_request(running: Running) -> None:
+    """Re-sent as it was, a paid request gets its answer again; reused elsewhere, refused."""
+    wallet = funded(running)
+    invoice = invoice_for(running, "/api/v1/premium/usdc")
+    header = usdc_payment(running, wallet, invoice)
+    url = f"{running.url}/api/v1/premium/usdc"
+    first = requests.get(url, headers={"X-PAYMENT": header}, timeout=30)
+    assert first.status_code == 200
+    again = [requests.get(url, headers={"X-PAYMENT": header}, timeout=30) for _ in range(4)]
+    assert {(r.status_code, r.content) for r in again} == {(200, first.content)}
+    other = requests.get(url + "?other=1", headers={"X-PAYMENT": header}, timeout=30)
+    assert other.status_code == 402
+    assert other.json()["reason"] == "invoice_already_paid"
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000 - 50_000
+
+
+def test_a_payment_to_the_wrong_party_is_refused_and_moves_nothing(running: Running) -> None:
+    """A transfer of the invoice's amount to someone else is refused; no balance changes."""
+    wallet, stranger = funded(running), Keypair().pubkey()
+    invoice = invoice_for(running, "/api/v1/premium/usdc")
+    header = usdc_payment(running, wallet, invoice, to=stranger)
+    sol_before = sol_balance(running, wallet.pubkey())
+    answer = requests.get(
+        f"{running.url}/api/v1/premium/usdc", headers={"X-PAYMENT": header}, timeout=30
+    )
+    assert answer.status_code == 402
+    assert answer.json()["reason"] == "wrong_recipient"
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000
+    assert sol_balance(running, wallet.pubkey()) == sol_before
+    assert _rpc(running, "getBalance", str(stranger))["value"] == 0
+
+
+def test_a_sol_invoice_is_paid_by_the_sdk(running: Running) -> None:
+    """AutoAgent pays a SOL invoice of the workers gateway end to end."""
+    wallet = funded(running)
+    before = sol_balance(running, wallet.pubkey())
+    with AutoAgent(wallet, rpc_url=running.rpc_url) as agent:
+        answer = agent.get(f"{running.url}/api/v1/premium/sol")
+    assert answer.status_code == 200, answer.text
+    spent = before - sol_balance(running, wallet.pubkey())
+    assert spent >= 1_000_000  # the price (0.001 SOL), plus the network fee
+    assert spent <= 1_000_000 + 10_000
+
+
+def test_a_fault_armed_through_one_worker_strikes_on_another(running: Running) -> None:
+    """Faults live in the ledger process: armed once, each fires exactly once, anywhere."""
+    armed = requests.post(
+        f"{running.url}/api/v1/faults", json={"mode": "malformed_invoice", "count": 2}, timeout=30
+    )
+    assert armed.status_code == 201
+    bodies = [requests.get(f"{running.url}/api/v1/premium/usdc", timeout=30) for _ in range(3)]
+    assert [b.json().get("status") for b in bodies] == ["payment_required"] * 3
+    assert [b.json()["invoice"]["currency"] for b in bodies] == [7, 7, "USDC"]
+    assert requests.get(f"{running.url}/api/v1/faults", timeout=30).json()["armed"] == []
+
+
+def test_stopping_the_gateway_stops_its_workers() -> None:
+    """SIGTERM to the gateway process ends it and every worker process."""
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet", "--workers", "2"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().split(" on ", 1)[1].split()[0]
+        assert requests.get(f"{url}/api/v1/info", timeout=30).status_code == 200
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/api/v1/info", timeout=5)
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+        return file.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_sol_invoice_paid_by_hand_is_served(running: Running) -> None:
+    """A SOL invoice paid by a hand-built transfer is served (the HumanRPC SOL path)."""
+    wallet = funded(running)
+    invoice = invoice_for(running, "/api/v1/premium/sol")
+    lamports = int(Decimal(str(invoice["amount"])) * 10**9)
+    unsigned = build_sol_transfer(
+        wallet, running.treasury, lamports, blockhash(running), reference=invoice["reference"]
+    )
+    header = encode_payment_header(sign_transaction(unsigned, wallet), running.info["network"])
+    answer = requests.get(
+        f"{running.url}/api/v1/premium/sol", headers={"X-PAYMENT": header}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
