@@ -367,9 +367,15 @@ class Ledger:
             self._remember(execution, keys)
             return execution
 
-    def settle(self, transaction: VersionedTransaction) -> Execution:
+    def settle(
+        self, transaction: VersionedTransaction, *, signatures_checked: bool = False
+    ) -> Execution:
         """Simulate ``transaction`` with every check, and commit its effects only if it
         succeeds: a payment the gateway settles (the runtime runs once, not twice).
+
+        ``signatures_checked``: the caller has just verified every signature of this very
+        transaction (:func:`.instructions.check_signatures`), so the runtime does not verify
+        them a second time; every other check stays.
 
         A refused or failing transaction changes nothing and is not recorded (a server that
         simulates before sending never sends it); a successful one is recorded exactly as
@@ -385,7 +391,14 @@ class Ledger:
             keys = list(transaction.message.account_keys)
             get_account = self._svm.get_account
             before = tuple(get_account(key) for key in keys)
-            result = self._svm.simulate_transaction(transaction)
+            if signatures_checked:
+                self._svm.with_sigverify(False)
+                try:
+                    result = self._svm.simulate_transaction(transaction)
+                finally:
+                    self._svm.with_sigverify(True)
+            else:
+                result = self._svm.simulate_transaction(transaction)
             if not isinstance(result, SimulatedTransactionInfo):
                 return self._execution(transaction.signatures[0], result)
             written = dict(result.post_accounts())

@@ -154,6 +154,19 @@ class PaymentDesk:
 
     def issue(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
         """A fresh invoice with a unique reference for ``resource``."""
+        return self.register(self.new_invoice(price, resource, overcharged=overcharged))
+
+    def register(self, invoice: Invoice) -> Invoice:
+        """Know ``invoice`` (made by :meth:`new_invoice`) from now on: it can be paid."""
+        with self._lock:
+            if invoice.reference in self._invoices:
+                raise ValueError("an invoice with this reference exists already")
+            self._invoices[invoice.reference] = invoice
+        return invoice
+
+    def new_invoice(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
+        """A fresh invoice with a unique (random) reference, issued now; not yet known to
+        the desk (that is :meth:`register`): this reads no state, a worker process runs it."""
         recipient = price.recipient or self.genesis.treasury
         token = None if price.currency.upper() == "SOL" else self.genesis.token(price.currency)
         decimals = 9 if token is None else token.decimals
@@ -164,7 +177,7 @@ class PaymentDesk:
         else:
             reference = secrets.token_hex(16)
         now = self._clock()
-        invoice = Invoice(
+        return Invoice(
             reference=reference,
             resource=resource,
             price=price,
@@ -176,9 +189,6 @@ class PaymentDesk:
             expires=now + self.invoice_ttl,
             overcharged=overcharged,
         )
-        with self._lock:
-            self._invoices[reference] = invoice
-        return invoice
 
     def _token_account(self, owner: Pubkey, token: Token) -> Pubkey:
         """``owner``'s associated account of ``token``, derived once per payee (the payees
@@ -378,7 +388,9 @@ class PaymentDesk:
         self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
     ) -> Settlement | Refusal:
         """Simulate ``transaction`` and commit it if it succeeds, paying ``invoice`` (None:
-        the deployed service's format, which has no invoice)."""
+        the deployed service's format, which has no invoice). Its signatures have been
+        verified (:meth:`read` and :meth:`settle_legacy` check them first): the runtime does
+        not verify them again."""
         with self._lock:
             if invoice is not None and invoice.paid_by is not None:
                 return Refusal(
@@ -386,7 +398,7 @@ class PaymentDesk:
                     f"the invoice was already paid by transaction {invoice.paid_by}",
                 )
             # Simulated, and committed only if it succeeds, in one run of the runtime.
-            execution = self.ledger.settle(transaction)
+            execution = self.ledger.settle(transaction, signatures_checked=True)
             if not execution.ok:
                 return _failed(execution, payer)
             signature = str(execution.signature)

@@ -111,15 +111,19 @@ def paywall(gateway: Gateway, kind: Callable[[], PaymentKind]) -> Callable[[F], 
             if moved is not None:
                 return moved
             with gateway.replies.serving(gateway.replies.key(header)) as serving:
-                response = serving.reply
-                if response is None:
+                if serving.reply is None:
                     refused = paying.settle()
                     if refused is not None:
                         return refused
                     response = make_response(view(*args, **kwargs))
                     paying.receipt(response)
                     serving.keep(response)
-            return after_payment(gateway, response, paying.challenge)
+            # The answer kept, or given: another copy's (also when, with --workers, the ledger
+            # process says so only as this copy settles: see workers.RemoteReplies).
+            answer = serving.answer
+            if answer is None:
+                raise RuntimeError("a paid request was served without an answer")
+            return after_payment(gateway, answer, paying.challenge)
 
         return wrapped  # type: ignore[return-value]
 

@@ -74,10 +74,17 @@ class Serving:
 
     reply: Response | None
     _keep: Callable[[Response], None]
+    kept: Response | None = None
 
     def keep(self, response: Response) -> None:
         """Remember the paid answer for re-sends (and hand it to those who joined)."""
+        self.kept = response
         self._keep(response)
+
+    @property
+    def answer(self) -> Response | None:
+        """Once served: the answer to give (the reply given, else the answer kept)."""
+        return self.reply if self.reply is not None else self.kept
 
 
 class PaidReplies:
@@ -135,8 +142,7 @@ class PaidReplies:
         """
         turn, reply = self.turn(key)
         if turn != "lead":
-            answer = _still_running(self.join_timeout) if reply is None else reply.response()
-            yield Serving(answer, _ignore)
+            yield Serving(self.answer_for(reply), _ignore)
             return
         kept: list[_Reply] = []
         failure = None
@@ -147,6 +153,11 @@ class PaidReplies:
             raise
         finally:
             self.land(key, kept[0] if kept else failure, keep=bool(kept))
+
+    def answer_for(self, reply: _Reply | None) -> Response:
+        """The answer to a copy that did not lead: ``reply``, or (None) a 503 saying its
+        first copy is still being served."""
+        return _still_running(self.join_timeout) if reply is None else reply.response()
 
     def turn(self, key: str) -> tuple[Turn, _Reply | None]:
         """This copy's turn: ``("lead", None)`` serves the request (then :meth:`land` it);

@@ -8,12 +8,14 @@ over a :class:`RemoteGateway`, which does on the worker all that needs no state 
 ledger process for the rest, over one Unix socket per worker thread:
 
 * the paid routes (``/api/v1/premium/<name>``, ``/x402/v1|v2/premium``) run on the worker:
-  HTTP, Flask, decoding the payment, checking its signatures and instructions, the x402 rules
-  and the fee payer's co-signature. The ledger process issues the invoice, then judges and
-  settles the payment (:meth:`.payments.PaymentDesk.conclude`,
-  :meth:`.x402.ExactFacilitator.conclude`: the invoice or duplicate checks, the simulation
-  and the commit, under its locks, exactly as in one process), and keeps the answer for
-  re-sends (:meth:`.replies.PaidReplies.turn` and ``land``): three calls per paid request;
+  HTTP, Flask, making invoices, decoding the payment, checking its signatures and
+  instructions, the x402 rules and the fee payer's co-signature. The ledger process
+  registers each invoice (:meth:`.payments.PaymentDesk.register`), judges and settles each
+  payment (:meth:`.payments.PaymentDesk.conclude`, :meth:`.x402.ExactFacilitator.conclude`:
+  the invoice or duplicate checks, the simulation and the commit, under its locks, exactly
+  as in one process) and keeps the answer for re-sends (:meth:`.replies.PaidReplies.turn`,
+  taken with the settlement's call, and ``land``, not waited for): one call per 402, one
+  call and one message per paid request;
 * every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API) is
   forwarded whole to the ledger process, which answers it with the single-process app.
 
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -54,15 +56,15 @@ from ._http import EXTENSION
 from .faults import Fault, Faults
 from .gateway import Gateway
 from .genesis import Genesis
-from .instructions import Payment
+from .instructions import Payment, Unacceptable, check_signatures
 from .ledger import Execution, Ledger
 from .payments import Invoice, PaymentDesk, Price, Refusal, Settlement
-from .replies import PaidReplies, Turn, _Reply
+from .replies import PaidReplies, Serving, Turn, _failed, _Reply
 from .x402 import ExactFacilitator, Outcome, Verification
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from flask import Flask
+    from flask import Flask, Response
 
 __all__ = ["LedgerHost", "RemoteGateway", "WorkersServer"]
 
@@ -70,6 +72,7 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, str]]
 
+_NOT_LEADING: Final = "not leading"
 _PAID_PATHS: Final = frozenset({"/x402/v1/premium", "/x402/v2/premium"})
 _PREMIUM_PREFIX: Final = "/api/v1/premium/"
 
@@ -118,11 +121,10 @@ class LedgerHost:
         self._operations: dict[str, Callable[..., Any]] = {
             "hello": self._parts,
             "http": self._http,
-            "issue": desk.issue,
+            "register": lambda invoice: desk.register(invoice) and None,
             "conclude": lambda *args: _bare(desk.conclude(*args)),
             "execute": lambda *args: _bare(desk.execute(*args)),
             "x402": lambda *args: _bare_outcome(facilitator.conclude(*args)),
-            "turn": replies.turn,
             "land": replies.land,
             "take": self.gateway.faults.take,
         }
@@ -155,12 +157,20 @@ class LedgerHost:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
+        replies = self.gateway.replies
         with connection:
             while True:
                 try:
-                    operation, args, kwargs, answered = connection.recv()
+                    operation, args, kwargs, answered, turn_for = connection.recv()
                 except (EOFError, OSError):
                     return
+                if turn_for is not None:
+                    # The call carries a paid request's turn (RemoteReplies.serving): the
+                    # operation runs only for the copy that leads.
+                    turn = replies.turn(turn_for)
+                    if turn[0] != "lead":
+                        connection.send((_NOT_LEADING, turn))
+                        continue
                 try:
                     answer: tuple[bool, Any] = (True, self._operations[operation](*args, **kwargs))
                 except Exception as exc:  # raised again in the worker (or logged here)
@@ -236,8 +246,20 @@ def _bare_outcome(outcome: Outcome) -> Outcome:
 # -- a worker process -----------------------------------------------------------------------
 
 
+class NotLeading(Exception):
+    """Another copy of this paid request leads (or led) it: give ``turn``'s answer."""
+
+    def __init__(self, turn: tuple[Turn, _Reply | None]) -> None:
+        super().__init__("another copy of this paid request is served")
+        self.turn = turn
+
+
 class Link:
-    """Calls to the ledger process, one connection per thread of this worker."""
+    """Calls to the ledger process, one connection per thread of this worker.
+
+    A paid request's turn (:meth:`.replies.PaidReplies.turn`) is not a call of its own: it
+    rides on the next call of the thread (:meth:`defer_turn`), the settlement, so a paid
+    request costs the ledger process one call less."""
 
     def __init__(self, address: str, authkey: bytes) -> None:
         self._address = address
@@ -247,8 +269,13 @@ class Link:
     def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """``operation`` done by the ledger process; its answer (or its exception, raised)."""
         connection = self._connection()
-        connection.send((operation, args, kwargs, True))
+        turn_for: str | None = self._local.__dict__.pop("turn_for", None)
+        connection.send((operation, args, kwargs, True, turn_for))
         ok, value = connection.recv()
+        if ok == _NOT_LEADING:
+            raise NotLeading(value)
+        if turn_for is not None:
+            self._local.leading = turn_for
         if not ok:
             raise value
         return value
@@ -256,7 +283,18 @@ class Link:
     def tell(self, operation: str, *args: Any, **kwargs: Any) -> None:
         """``operation`` for the ledger process, not waiting for it: it is done before any
         later call of this thread (one connection, served in order)."""
-        self._connection().send((operation, args, kwargs, False))
+        self._connection().send((operation, args, kwargs, False, None))
+
+    def defer_turn(self, key: str) -> None:
+        """Take the turn of paid request ``key`` with this thread's next call."""
+        self._local.turn_for = key
+        self._local.leading = None
+
+    def led(self, key: str) -> bool:
+        """Whether this thread took the turn of ``key`` and leads it (forgets both)."""
+        self._local.__dict__.pop("turn_for", None)
+        leading: str | None = self._local.__dict__.pop("leading", None)
+        return leading == key
 
     def _connection(self) -> Connection:
         connection: Connection | None = getattr(self._local, "connection", None)
@@ -282,18 +320,39 @@ class RemoteFaults(Faults):
 
 
 class RemoteReplies(PaidReplies):
-    """The paid answers kept by the ledger process (so a re-send may reach any worker)."""
+    """The paid answers kept by the ledger process (so a re-send may reach any worker).
+
+    The turn is taken with the settlement's call (:meth:`Link.defer_turn`): all the checks
+    that need no state run first, then the ledger process takes the turn and, for the copy
+    that leads, settles. A copy that does not lead gets its answer then (:class:`NotLeading`
+    ends the paywall's block here). The checks are the same for every copy of one request
+    (same payment, same request), so each copy is answered as in one process: the first
+    settles, the others get its answer; a payment refused by those checks is refused, as
+    it is when judged afresh after the first copy's refusal.
+    """
 
     def __init__(self, link: Link) -> None:
         super().__init__(time.monotonic)
         self._link = link
 
-    def turn(self, key: str) -> tuple[Turn, _Reply | None]:
-        turn: tuple[Turn, _Reply | None] = self._link.call("turn", key)
-        return turn
-
-    def land(self, key: str, reply: _Reply | None, *, keep: bool) -> None:
-        self._link.tell("land", key, reply, keep=keep)
+    @contextlib.contextmanager
+    def serving(self, key: str) -> Iterator[Serving]:
+        self._link.defer_turn(key)
+        kept: list[Response] = []
+        serving = Serving(None, kept.append)
+        failure = None
+        try:
+            yield serving
+        except NotLeading as other:
+            _, reply = other.turn
+            serving.reply = self.answer_for(reply)
+        except BaseException:
+            failure = _Reply.of(0.0, _failed())
+            raise
+        finally:
+            if self._link.led(key):
+                answer = _Reply.of(0.0, kept[0]) if kept else failure
+                self._link.tell("land", key, answer, keep=bool(kept))
 
 
 class RemoteDesk(PaymentDesk):
@@ -310,8 +369,9 @@ class RemoteDesk(PaymentDesk):
         )
         self._link = link
 
-    def issue(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
-        invoice: Invoice = self._link.call("issue", price, resource, overcharged=overcharged)
+    def register(self, invoice: Invoice) -> Invoice:
+        # Made here, known there (the clock is the same: monotonic, system-wide).
+        self._link.call("register", invoice)
         return invoice
 
     def conclude(
@@ -341,6 +401,23 @@ class RemoteFacilitator(ExactFacilitator):
             cast(Ledger, None), parts.genesis.fee_payer, parts.network, clock=time.monotonic
         )
         self._link = link
+
+    def _check(
+        self,
+        payload: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        transaction: VersionedTransaction | None = None,
+    ) -> Verification:
+        """Every rule, and here (not in the ledger process) the co-signed transaction's
+        signatures: when one fails, the ledger process's runtime refuses it as it would."""
+        verification = super()._check(payload, requirements, transaction)
+        if verification.transaction is None:
+            return verification
+        try:
+            check_signatures(verification.transaction)
+        except Unacceptable:
+            return verification
+        return dataclasses.replace(verification, signatures_checked=True)
 
     def conclude(self, key: str, verification: Verification, network: str) -> Outcome:
         outcome: Outcome = self._link.call("x402", key, verification, network)

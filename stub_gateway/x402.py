@@ -58,6 +58,9 @@ class Verification:
     invalid_message: str | None = None
     payer: str | None = None
     transaction: VersionedTransaction | None = None
+    signatures_checked: bool = False
+    """Every signature of ``transaction`` (co-signed) verified already (a worker process's
+    check): settling it does not verify them again."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"isValid": self.is_valid}
@@ -315,7 +318,9 @@ class ExactFacilitator:
             if self._recently_settled(key):
                 failure = _settle_failure("duplicate_settlement", network, verification.payer)
                 return Outcome(verification, failure)
-            execution = self.ledger.settle(verification.transaction)
+            execution = self.ledger.settle(
+                verification.transaction, signatures_checked=verification.signatures_checked
+            )
             if not execution.ok:
                 refused = _simulation_failed(execution, verification.payer)
                 failure = _settle_failure("transaction_simulation_failed", network, refused.payer)
