@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if keeper is not None:
             keeper.close()  # the last save: a clean stop loses nothing
-    return 0
+    return 1 if isinstance(server, WorkersServer) and server.failed else 0
 
 
 def _missing_extra() -> str | None:

@@ -33,6 +33,7 @@ import dataclasses
 import io
 import logging
 import mmap
+import os
 import secrets
 import shutil
 import signal
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask, Response
 
-__all__ = ["LedgerHost", "RemoteGateway", "WorkersServer"]
+__all__ = ["LedgerHost", "Link", "NotLeading", "RemoteGateway", "WorkersServer"]
 
 log = logging.getLogger(__name__)
 
@@ -157,32 +158,51 @@ class LedgerHost:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
+        led: set[str] = set()
+        try:
+            with connection:
+                self._answer(connection, led)
+        finally:
+            self._abandon(led)
+
+    def _answer(self, connection: Connection, led: set[str]) -> None:
+        """Answer one worker thread's calls, in order, until it hangs up."""
         replies = self.gateway.replies
-        with connection:
-            while True:
-                try:
-                    operation, args, kwargs, answered, turn_for = connection.recv()
-                except (EOFError, OSError):
-                    return
-                if turn_for is not None:
-                    # The call carries a paid request's turn (RemoteReplies.serving): the
-                    # operation runs only for the copy that leads.
-                    turn = replies.turn(turn_for)
-                    if turn[0] != "lead":
-                        connection.send((_NOT_LEADING, turn))
-                        continue
-                try:
-                    answer: tuple[bool, Any] = (True, self._operations[operation](*args, **kwargs))
-                except Exception as exc:  # raised again in the worker (or logged here)
-                    if not answered:
-                        log.exception("the ledger process failed to %s for a worker", operation)
-                    answer = (False, exc)
-                if not answered:
+        while True:
+            try:
+                operation, args, kwargs, answered, turn_for = connection.recv()
+            except (EOFError, OSError):
+                return
+            if turn_for is not None:
+                # The call carries a paid request's turn (RemoteReplies.serving): the
+                # operation runs only for the copy that leads.
+                turn = replies.turn(turn_for)
+                if turn[0] != "lead":
+                    connection.send((_NOT_LEADING, turn))
                     continue
-                try:
-                    connection.send(answer)
-                except (OSError, ValueError):
-                    return
+                led.add(turn_for)
+            if operation == "land":
+                led.discard(args[0])
+            try:
+                answer: tuple[bool, Any] = (True, self._operations[operation](*args, **kwargs))
+            except Exception as exc:  # raised again in the worker (or logged here)
+                if not answered:
+                    log.exception("the ledger process failed to %s for a worker", operation)
+                answer = (False, exc)
+            if answered:
+                connection.send(answer)
+
+    def _abandon(self, led: set[str]) -> None:
+        """A worker thread hung up (its process died?) while leading these paid requests:
+        land each as failed, so copies waiting for it get a 500 and later ones are judged
+        afresh (as when a view fails after settling in one process), not a 503 forever."""
+        if not led:
+            return
+        log.error("a worker left %d paid request(s) unanswered; they fail", len(led))
+        with self.app.app_context():
+            failure = _Reply.of(0.0, _failed())
+        for key in led:
+            self.gateway.replies.land(key, failure, keep=False)
 
     def _parts(self) -> GatewayParts:
         gateway, desk = self.gateway, self.gateway.desk
@@ -295,6 +315,12 @@ class Link:
         self._local.__dict__.pop("turn_for", None)
         leading: str | None = self._local.__dict__.pop("leading", None)
         return leading == key
+
+    def close(self) -> None:
+        """Hang up this thread's connection (the ledger process forgets what it led)."""
+        connection: Connection | None = self._local.__dict__.pop("connection", None)
+        if connection is not None:
+            connection.close()
 
     def _connection(self) -> Connection:
         connection: Connection | None = getattr(self._local, "connection", None)
@@ -482,6 +508,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     from .app import create_app
     from .server import GatewayServer
 
+    _exit_with_parent()
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     link = Link(args.ledger, authkey)
     parts: GatewayParts = link.call("hello")
@@ -505,6 +532,19 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _exit_with_parent() -> None:
+    """Stop this worker (SIGTERM to itself) once the ledger process is gone (even killed):
+    a worker without it could only answer errors, on a port it would keep."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # -- the whole: ledger process and workers ----------------------------------------------------
@@ -533,6 +573,8 @@ class WorkersServer:
         self._socket.set_inheritable(True)
         self._options = (workers, threads, idle_timeout, quiet)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.failed = False
+        """Whether :meth:`serve_forever` stopped because a worker process exited."""
 
     @property
     def gateway(self) -> Gateway:
@@ -599,6 +641,7 @@ class WorkersServer:
             while all(p.poll() is None for p in self.processes):
                 time.sleep(0.5)
             log.error("a worker process exited; stopping the gateway")
+            self.failed = True
         finally:
             self.stop()
 

@@ -14,9 +14,12 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +27,7 @@ import requests
 from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from human_rpc_sdk import AutoAgent
 from human_rpc_sdk._headers import b64json, encode_payment_header, unb64json
@@ -35,6 +39,8 @@ from human_rpc_sdk.solana_utils import (
     build_spl_transfer,
     sign_transaction,
 )
+from stub_gateway.app import create_app
+from stub_gateway.workers import LedgerHost, Link, NotLeading
 
 WORKERS = 2
 
@@ -315,3 +321,113 @@ def test_a_sol_invoice_paid_by_hand_is_served(running: Running) -> None:
         f"{running.url}/api/v1/premium/sol", headers={"X-PAYMENT": header}, timeout=30
     )
     assert answer.status_code == 200, answer.text
+
+
+def test_an_x402_payment_with_a_forged_signature_is_refused_and_moves_nothing(
+    running: Running,
+) -> None:
+    """A payer signature that does not verify is refused by the ledger process's runtime."""
+    wallet = funded(running)
+    header = x402_payment(running, wallet)
+    document = unb64json(header, "payment")
+    transaction = VersionedTransaction.from_bytes(
+        base64.b64decode(document["payload"]["transaction"])
+    )
+    signatures = list(transaction.signatures)
+    signatures[1] = Keypair().sign_message(b"something else")
+    forged = VersionedTransaction.populate(transaction.message, signatures)
+    document["payload"]["transaction"] = base64.b64encode(bytes(forged)).decode()
+    answer = requests.get(
+        f"{running.url}/x402/v2/premium",
+        headers={"PAYMENT-SIGNATURE": b64json(document)},
+        timeout=30,
+    )
+    assert answer.status_code == 402
+    challenge = unb64json(answer.headers["PAYMENT-REQUIRED"], "challenge")
+    assert challenge["error"] == "transaction_simulation_failed"
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000
+
+
+def test_a_worker_that_dies_while_leading_a_paid_request_leaves_no_waiting_copy(
+    tmp_path: Path,
+) -> None:
+    """A worker thread gone mid-request: the copy waiting for it gets a 500, not a 503 forever,
+    and a later copy is judged afresh (as when a view fails after settling, in one process)."""
+    app = create_app()
+    host = LedgerHost(app, tmp_path).start()
+    replies = host.gateway.replies
+    turns: list[Any] = []
+
+    def join() -> None:
+        other = Link(host.address, host.authkey)
+        other.defer_turn("a paid request")
+        try:
+            other.call("take", "no_such_fault")
+        except NotLeading as waited:
+            turns.append(waited.turn)
+        finally:
+            other.close()
+
+    try:
+        dying = Link(host.address, host.authkey)
+        dying.defer_turn("a paid request")
+        dying.call("take", "no_such_fault")  # carries the turn: this thread leads
+        joining = threading.Thread(target=join)
+        joining.start()
+        assert replies.wait_for_joins(1, timeout=30)
+        dying.close()
+        joining.join(timeout=30)
+        [(turn, reply)] = turns
+        assert turn == "answer"
+        assert reply is not None
+        assert reply.status == 500
+        later = Link(host.address, host.authkey)
+        later.defer_turn("a paid request")
+        assert later.call("take", "no_such_fault") is None  # it leads: no NotLeading
+        later.close()
+    finally:
+        host.close()
+
+
+def _start(workers: int = 2) -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet"]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().split(" on ", 1)[1].split()[0]
+    assert requests.get(f"{url}/api/v1/info", timeout=30).status_code == 200
+    return process, url
+
+
+def _gone(pid: int, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_workers_stop_when_the_ledger_process_is_killed() -> None:
+    """kill -9 of the ledger process: its workers exit and the port stops answering."""
+    process, url = _start()
+    with process:
+        workers = _children(process.pid)
+        process.kill()
+        process.wait(timeout=30)
+        assert all(_gone(pid) for pid in workers)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/api/v1/info", timeout=5)
+
+
+def test_the_gateway_stops_with_status_1_when_a_worker_dies() -> None:
+    """kill -9 of a worker: the gateway stops the others and exits 1 (not half-served)."""
+    process, url = _start()
+    with process:
+        first, second = _children(process.pid)
+        os.kill(first, signal.SIGKILL)
+        assert process.wait(timeout=30) == 1
+        assert _gone(second)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/api/v1/info", timeout=5)
