@@ -120,19 +120,14 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._armed: dict[str, Fault] = {}
-        self._watchers: list[Callable[[bool], None]] = []
         self.triggered: list[str] = []
         """Every fault that fired, in order."""
-
-    def watch(self, callback: Callable[[bool], None]) -> None:
-        """Call ``callback(any_armed)`` now and whenever a fault is armed, used up or cleared
-        (under the lock, so the calls come in order): worker processes read it (``--workers``)."""
-        with self._lock:
-            self._watchers.append(callback)
-            callback(bool(self._armed))
+        self.watchers: list[Callable[[bool], None]] = []
+        """Called with ``any_armed`` whenever a fault is armed, used up or cleared (under the
+        lock, so in order): worker processes are told through it (``--workers``)."""
 
     def _changed(self) -> None:
-        for callback in self._watchers:
+        for callback in self.watchers:
             callback(bool(self._armed))
 
     def arm(self, mode: str, count: int = 1, **params: Any) -> Fault:

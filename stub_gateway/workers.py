@@ -113,7 +113,8 @@ class LedgerHost:
         self._flag = mmap.mmap(self._flag_file.fileno(), 1)
         self._listener = Listener(self.address, "AF_UNIX", authkey=self.authkey)
         self._closed = False
-        self.gateway.faults.watch(self._faults_changed)
+        self.gateway.faults.watchers.append(self._faults_changed)
+        self._faults_changed(bool(self.gateway.faults.armed()))
         desk, facilitator, replies = (
             self.gateway.desk,
             self.gateway.facilitator,
