@@ -5,7 +5,7 @@ x402 duplicate check, the paid answers kept for re-sends, the faults and the tas
 :class:`.gateway.Gateway` the single-process gateway serves). ``N`` worker processes do the
 HTTP work: each runs waitress on the one listening socket they share, and the same Flask app
 over a :class:`RemoteGateway`, which does on the worker all that needs no state and asks the
-ledger process for the rest, over one Unix socket per worker thread:
+ledger process for the rest, over Unix sockets (a pool per worker, one thread each here):
 
 * the paid routes (``/api/v1/premium/<name>``, ``/x402/v1|v2/premium``) run on the worker:
   HTTP, Flask, making invoices, decoding the payment, checking its signatures and
@@ -98,8 +98,8 @@ class GatewayParts:
 class LedgerHost:
     """Serves the gateway's state to worker processes over a Unix socket in ``directory``.
 
-    Every connection (one per worker thread) gets a thread here, so a call that waits (a
-    re-send joining its first copy, a slow fault) holds up only its own connection.
+    Every connection (a worker keeps a pool of them) gets a thread here, so a call that
+    waits (a re-send joining its first copy, a slow fault) holds up only its connection.
     """
 
     def __init__(self, app: Flask, directory: Path) -> None:
@@ -130,6 +130,9 @@ class LedgerHost:
             "land": replies.land,
             "take": self.gateway.faults.take,
         }
+        self._leaders: dict[str, Connection] = {}
+        """The paid requests being served, and the connection whose call took each turn."""
+        self._leaders_lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="ledger-host", daemon=True)
 
     def start(self) -> LedgerHost:
@@ -159,15 +162,18 @@ class LedgerHost:
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
-        led: set[str] = set()
         try:
             with connection:
-                self._answer(connection, led)
+                self._answer(connection)
         finally:
+            with self._leaders_lock:
+                led = [k for k, c in self._leaders.items() if c is connection]
+                for key in led:
+                    del self._leaders[key]
             self._abandon(led)
 
-    def _answer(self, connection: Connection, led: set[str]) -> None:
-        """Answer one worker thread's calls, in order, until it hangs up."""
+    def _answer(self, connection: Connection) -> None:
+        """Answer one connection's calls, in order, until the worker hangs up."""
         replies = self.gateway.replies
         while True:
             try:
@@ -181,9 +187,11 @@ class LedgerHost:
                 if turn[0] != "lead":
                     connection.send((_NOT_LEADING, turn))
                     continue
-                led.add(turn_for)
+                with self._leaders_lock:
+                    self._leaders[turn_for] = connection
             if operation == "land":
-                led.discard(args[0])
+                with self._leaders_lock:
+                    self._leaders.pop(args[0], None)
             try:
                 answer: tuple[bool, Any] = (True, self._operations[operation](*args, **kwargs))
             except Exception as exc:  # raised again in the worker (or logged here)
@@ -193,8 +201,8 @@ class LedgerHost:
             if answered:
                 connection.send(answer)
 
-    def _abandon(self, led: set[str]) -> None:
-        """A worker thread hung up (its process died?) while leading these paid requests:
+    def _abandon(self, led: list[str]) -> None:
+        """A connection hung up (its worker died?) while leading these paid requests:
         land each as failed, so copies waiting for it get a 500 and later ones are judged
         afresh (as when a view fails after settling in one process), not a 503 forever."""
         if not led:
@@ -276,7 +284,11 @@ class NotLeading(Exception):
 
 
 class Link:
-    """Calls to the ledger process, one connection per thread of this worker.
+    """Calls to the ledger process over a pool of connections (one per call at a time).
+
+    The pool is last in, first out: at low concurrency the worker's calls keep to one
+    connection, so the ledger process keeps answering on one warm thread; under load it
+    grows to one connection per busy worker thread.
 
     A paid request's turn (:meth:`.replies.PaidReplies.turn`) is not a call of its own: it
     rides on the next call of the thread (:meth:`defer_turn`), the settlement, so a paid
@@ -286,13 +298,15 @@ class Link:
         self._address = address
         self._authkey = authkey
         self._local = threading.local()
+        self._idle: list[Connection] = []
+        self._idle_lock = threading.Lock()
 
     def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """``operation`` done by the ledger process; its answer (or its exception, raised)."""
-        connection = self._connection()
         turn_for: str | None = self._local.__dict__.pop("turn_for", None)
-        connection.send((operation, args, kwargs, True, turn_for))
-        ok, value = connection.recv()
+        with self._connection() as connection:
+            connection.send((operation, args, kwargs, True, turn_for))
+            ok, value = connection.recv()
         if ok == _NOT_LEADING:
             raise NotLeading(value)
         if turn_for is not None:
@@ -302,9 +316,9 @@ class Link:
         return value
 
     def tell(self, operation: str, *args: Any, **kwargs: Any) -> None:
-        """``operation`` for the ledger process, not waiting for it: it is done before any
-        later call of this thread (one connection, served in order)."""
-        self._connection().send((operation, args, kwargs, False, None))
+        """``operation`` for the ledger process, not waiting for it."""
+        with self._connection() as connection:
+            connection.send((operation, args, kwargs, False, None))
 
     def defer_turn(self, key: str) -> None:
         """Take the turn of paid request ``key`` with this thread's next call."""
@@ -318,17 +332,25 @@ class Link:
         return leading == key
 
     def close(self) -> None:
-        """Hang up this thread's connection (the ledger process forgets what it led)."""
-        connection: Connection | None = self._local.__dict__.pop("connection", None)
-        if connection is not None:
+        """Hang up every idle connection (the ledger process forgets what they led)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
             connection.close()
 
-    def _connection(self) -> Connection:
-        connection: Connection | None = getattr(self._local, "connection", None)
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        with self._idle_lock:
+            connection = self._idle.pop() if self._idle else None
         if connection is None:
             connection = Client(self._address, "AF_UNIX", authkey=self._authkey)
-            self._local.connection = connection
-        return connection
+        try:
+            yield connection
+        except BaseException:
+            connection.close()  # half a call on it: no one else may use it
+            raise
+        with self._idle_lock:
+            self._idle.append(connection)
 
 
 class RemoteFaults(Faults):
