@@ -431,3 +431,31 @@ def test_the_gateway_stops_with_status_1_when_a_worker_dies() -> None:
         assert _gone(second)
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/api/v1/info", timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["x402", "invoice"])
+def test_copies_of_one_paid_request_sent_at_once_settle_once(running: Running, kind: str) -> None:
+    """Eight copies at once, over both workers: one settlement, and all get its answer."""
+    wallet = funded(running)
+    if kind == "x402":
+        url, name = f"{running.url}/x402/v2/premium", "PAYMENT-SIGNATURE"
+        header, price = x402_payment(running, wallet), 10_000
+    else:
+        url, name = f"{running.url}/api/v1/premium/usdc", "X-PAYMENT"
+        header = usdc_payment(running, wallet, invoice_for(running, "/api/v1/premium/usdc"))
+        price = 50_000
+    answers: list[requests.Response] = []
+    start = threading.Barrier(8)
+
+    def send() -> None:
+        start.wait(timeout=30)
+        answers.append(requests.get(url, headers={name: header}, timeout=60))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert {(a.status_code, a.content) for a in answers} == {(200, answers[0].content)}
+    assert len(answers) == 8
+    assert usdc_balance(running, wallet.pubkey()) == 100_000_000 - price
