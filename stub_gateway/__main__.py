@@ -31,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     from .app import create_app
-    from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_THREADS, GatewayServer, raise_file_limit
+    from .server import (
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_THREADS,
+        GatewayServer,
+        freeze_after_full_collections,
+        raise_file_limit,
+    )
     from .workers import WorkersServer
 
     parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
@@ -57,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
+        freeze_after_full_collections()  # the same pause at the 100,000th payment as at the 1st
         server: GatewayServer | WorkersServer
         if args.workers:
             server = WorkersServer(

@@ -14,6 +14,7 @@ refusals (413, 431, a malformed request) are JSON, like the application's errors
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import socket
@@ -37,7 +38,12 @@ from .gateway import Gateway
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["GatewayServer", "raise_file_limit", "serve_in_thread"]
+__all__ = [
+    "GatewayServer",
+    "freeze_after_full_collections",
+    "raise_file_limit",
+    "serve_in_thread",
+]
 
 DEFAULT_THREADS: Final = 16
 DEFAULT_CONNECTION_LIMIT: Final = 10_000
@@ -328,6 +334,26 @@ def raise_file_limit(connections: int = DEFAULT_CONNECTION_LIMIT) -> None:
         wanted = min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def freeze_after_full_collections() -> None:
+    """After each full garbage collection, freeze what survived it (:func:`gc.freeze`).
+
+    The ledger keeps every transaction, invoice and settlement, so without this each full
+    collection walks the whole history again: its pause grows with the traffic served (about
+    50 ms after 5,000 payments, 75 ms after 10,000, landing on whichever requests run then).
+    Frozen, a full collection walks only what is newer than the last one. The cost: a
+    reference cycle that was alive when frozen is never collected (freed by reference
+    counting, as nearly everything is, it still goes). The command line calls this; a
+    library caller may.
+    """
+    if _freeze not in gc.callbacks:
+        gc.callbacks.append(_freeze)
+
+
+def _freeze(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info.get("generation") == 2:
+        gc.freeze()
 
 
 def _logged(app: WSGIApplication) -> WSGIApplication:

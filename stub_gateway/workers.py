@@ -529,9 +529,10 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from .app import create_app
-    from .server import GatewayServer
+    from .server import GatewayServer, freeze_after_full_collections
 
     _exit_with_parent()
+    freeze_after_full_collections()
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     link = Link(args.ledger, authkey)
     parts: GatewayParts = link.call("hello")
