@@ -1,11 +1,14 @@
 """The stub gateway's CPU per settled payment, and its payments per second.
 
-Starts the gateway in a process of its own (``python -m stub_gateway --port <free> --quiet``)
-and pays it from several funded wallets with payments built and signed here (solders, no
-journal, no RPC on the way but one blockhash per wallet now and then), so that the gateway,
-not the client, is what is measured. Before and after each batch it reads the gateway
-process's CPU time (user + system, all its threads, from ``/proc/<pid>/stat``) and prints the
-CPU milliseconds per settled payment:
+Runs every measurement twice: on the gateway in one process (``python -m stub_gateway --port
+<free> --quiet``), then split (``--workers 2``: the ledger and all state in the main process,
+the HTTP work in two worker processes; see ``stub_gateway/workers.py``). It pays the gateway
+from several funded wallets with payments built and signed here (solders, no journal, no RPC
+on the way but one blockhash per wallet now and then), so that the gateway, not the client, is
+what is measured. Before and after each batch it reads the CPU time (user + system, all
+threads, from ``/proc/<pid>/stat``) of the gateway's main process and of all its processes,
+and prints the CPU milliseconds per settled payment (in one process the two are the same;
+split, the main process is the ledger process, and "all processes" adds the workers):
 
 * x402 v2 (``GET /x402/v2/premium`` with ``PAYMENT-SIGNATURE``: verified, co-signed, simulated
   and executed on the LiteSVM ledger), one request per payment;
@@ -15,12 +18,14 @@ CPU milliseconds per settled payment:
 from one client, first on a fresh gateway, then after ``--warm`` payments (default 10,000, a
 mix of the three from 4 clients, within the gateway's 120 s replay window, so its caches are
 full), beside the CPU of a request that does no work at all (a 404: waitress and Flask, the
-floor under every request), and finally x402 payments
-per second with 1, 4 and 16 concurrent clients (threads of this process, one wallet and one
-keep-alive connection each). The target, at most 0.5 ms of gateway CPU per payment, is
-printed beside each figure. Not a test: figures vary by machine. Linux only (``/proc``).
+floor under every request; split, it is forwarded to the ledger process), and finally x402
+payments per second with 1, 4 and 16 concurrent clients (threads of this process, one wallet
+and one keep-alive connection each). The target, at most 0.5 ms of gateway CPU per payment,
+is printed beside each figure (met or OVER). Not a test: figures vary by machine, and by what
+else runs on it (the clients here share its cores). Linux only (``/proc``).
 
     python benchmarks/bench_gateway.py                 # --warm 2000 for a shorter run
+    python benchmarks/bench_gateway.py --workers 0     # one process only
 """
 
 from __future__ import annotations
@@ -64,26 +69,40 @@ BLOCKHASH_EVERY = 100  # payments per blockhash (valid ~60 s on the gateway's le
 class Gateway:
     url: str
     pid: int
+    workers: int = 0
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: (the gateway's main process, it and all its worker processes).
+
+        In one process the two are the same; with ``--workers`` the main process is the
+        ledger process (ledger and state), the workers do the HTTP work."""
+        main = cpu_seconds(self.pid)
+        return main, main + sum(cpu_seconds(child) for child in children(self.pid))
 
 
 @contextlib.contextmanager
-def gateway_process(threads: int | None = None) -> Iterator[Gateway]:
-    """``python -m stub_gateway`` on a free port (``--threads`` workers), until the block ends."""
+def gateway_process(threads: int | None = None, workers: int = 0) -> Iterator[Gateway]:
+    """``python -m stub_gateway`` on a free port (``--threads`` threads, ``--workers``
+    processes when ``workers``), until the block ends."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "stub_gateway", "--port", str(port), "--quiet"]
     if threads is not None:
         command += ["--threads", str(threads)]
+    if workers:
+        command += ["--workers", str(workers)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: S603 - our own
-    gateway = Gateway(f"http://127.0.0.1:{port}", process.pid)
+    gateway = Gateway(f"http://127.0.0.1:{port}", process.pid, workers)
     try:
         for _ in range(300):
             try:
                 requests.get(f"{gateway.url}/api/v1/info", timeout=1).raise_for_status()
-                break
+                if len(children(process.pid)) >= workers:
+                    break
             except requests.RequestException:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         else:
             raise SystemExit("the gateway did not start")
         yield gateway
@@ -98,6 +117,15 @@ def cpu_seconds(pid: int) -> float:
         fields = file.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a gateway's workers)."""
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as file:
+            found += [int(child) for child in file.read().split()]
+    return found
 
 
 class Payer:
@@ -237,20 +265,30 @@ def run_clients(payers: list[Payer], count: int, pay: Callable[[Payer, int], Non
     return time.perf_counter() - started
 
 
-def cpu_per_payment(gateway: Gateway, payers: list[Payer], kind: str, count: int) -> float:
-    """Gateway CPU milliseconds per settled payment of ``kind`` over ``count`` payments."""
-    before = cpu_seconds(gateway.pid)
-    run_clients(payers, count, lambda payer, _: payer.pay(kind))
-    return (cpu_seconds(gateway.pid) - before) * 1000 / count
+def cpu_per_payment(
+    gateway: Gateway, payers: list[Payer], kind: str, count: int
+) -> tuple[float, float]:
+    """Gateway CPU milliseconds per settled payment of ``kind`` over ``count`` payments:
+    (main process, all processes)."""
+    return cpu_during(gateway, count, lambda: run_clients(payers, count, lambda p, _: p.pay(kind)))
 
 
-def cpu_per_request(gateway: Gateway, payer: Payer, count: int) -> float:
+def cpu_per_request(gateway: Gateway, payer: Payer, count: int) -> tuple[float, float]:
     """Gateway CPU milliseconds per request for a route that does not exist (waitress and
-    Flask alone: the least any request costs)."""
-    before = cpu_seconds(gateway.pid)
-    for _ in range(count):
-        payer.session.get(f"{gateway.url}/api/v1/no-such-route", timeout=30)
-    return (cpu_seconds(gateway.pid) - before) * 1000 / count
+    Flask alone: the least any request costs; with workers, forwarded to the ledger process)."""
+
+    def requests_404() -> None:
+        for _ in range(count):
+            payer.session.get(f"{gateway.url}/api/v1/no-such-route", timeout=30)
+
+    return cpu_during(gateway, count, requests_404)
+
+
+def cpu_during(gateway: Gateway, count: int, work: Callable[[], object]) -> tuple[float, float]:
+    before = gateway.cpu()
+    work()
+    after = gateway.cpu()
+    return (after[0] - before[0]) * 1000 / count, (after[1] - before[1]) * 1000 / count
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -264,7 +302,67 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 def verdict(value: float) -> str:
-    return "ok" if value <= TARGET_MS else "OVER"
+    return "met" if value <= TARGET_MS else "OVER"
+
+
+def measure(args: argparse.Namespace, workers: int) -> None:
+    """Every figure for one way of running the gateway (one process, or ``workers``)."""
+    with gateway_process(args.threads, workers) as gateway:
+        info = requests.get(f"{gateway.url}/api/v1/info", timeout=30).json()
+        offer = x402_offer(gateway)
+        payers = [Payer(gateway, info, offer) for _ in range(16)]
+        columns: tuple[str, ...]
+        if workers:
+            title = f"--workers {workers}: the ledger process (pid {gateway.pid}) and {workers} "
+            title += "HTTP worker processes"
+            columns = ("ledger process", "all processes")
+        else:
+            title = f"one process (pid {gateway.pid})"
+            columns = ("the process",)
+        print(f"\n== {title}; gateway CPU ms per settled payment (target <= {TARGET_MS})")
+        floor = cpu_per_request(gateway, payers[0], args.batch)
+        where = " (forwarded to the ledger process)" if workers else ""
+        print(
+            f"HTTP floor, a request answered 404{where}: "
+            + ", ".join(f"{c} {v:.3f} ms" for c, v in zip(columns, floor, strict=False))
+        )
+        start = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
+        warm_started = time.perf_counter()
+        run_clients(payers[:4], args.warm, lambda payer, i: payer.pay(KINDS[i % len(KINDS)]))
+        warm_seconds = time.perf_counter() - warm_started
+        after = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
+        for index, column in enumerate(columns):
+            print(f"one client, {column}:")
+            print(f"    {'kind':<16}{'at start':>10}{f'after {args.warm}':>14}   target")
+            for kind in KINDS:
+                first, then = start[kind][index], after[kind][index]
+                print(
+                    f"    {kind:<16}{first:>10.3f}{then:>14.3f}   <= {TARGET_MS} "
+                    f"({verdict(max(first, then))})"
+                )
+        print(f"(the {args.warm} warm-up payments, 4 clients, took {warm_seconds:.1f} s)")
+        print(f"x402 v2 throughput, {args.rate} payments per run:")
+        heads = "".join(f"{'CPU ms/payment, ' + c:>34}" for c in columns)
+        print(f"    {'clients':<10}{'payments/s':>12}{heads}")
+        for clients in (1, 4, 16):
+            wall, cpu = throughput(gateway, payers[:clients], args.rate)
+            figures = "".join(
+                f"{f'{v:.3f} ({verdict(v)})':>34}" for v, _ in zip(cpu, columns, strict=False)
+            )
+            print(f"    {clients:<10}{args.rate / wall:>12.0f}{figures}")
+
+
+def throughput(
+    gateway: Gateway, payers: list[Payer], count: int
+) -> tuple[float, tuple[float, float]]:
+    """``count`` x402 payments from ``payers`` at once: wall seconds, CPU ms per payment."""
+    wall: list[float] = []
+
+    def paying() -> None:
+        wall.append(run_clients(payers, count, lambda payer, _: payer.pay_x402()))
+
+    cpu = cpu_during(gateway, count, paying)
+    return wall[0], cpu
 
 
 def main() -> None:
@@ -278,37 +376,17 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=_at_least(1), default=600, help="payments per throughput run"
     )
-    parser.add_argument("--threads", type=int, default=None, help="the gateway's worker threads")
+    parser.add_argument("--threads", type=int, default=None, help="the gateway's threads")
+    parser.add_argument(
+        "--workers",
+        type=_at_least(0),
+        default=2,
+        help="worker processes for the second run (0: one process only)",
+    )
     args = parser.parse_args()
-    with gateway_process(args.threads) as gateway:
-        info = requests.get(f"{gateway.url}/api/v1/info", timeout=30).json()
-        offer = x402_offer(gateway)
-        payers = [Payer(gateway, info, offer) for _ in range(16)]
-        print(f"gateway pid {gateway.pid}; CPU ms per settled payment (target <= {TARGET_MS})")
-        floor = cpu_per_request(gateway, payers[0], args.batch)
-        print(f"(the HTTP floor: a request answered 404 costs {floor:.3f} ms of gateway CPU)")
-        start = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
-        warm_started = time.perf_counter()
-        run_clients(payers[:4], args.warm, lambda payer, i: payer.pay(KINDS[i % len(KINDS)]))
-        warm_seconds = time.perf_counter() - warm_started
-        after = {kind: cpu_per_payment(gateway, payers[:1], kind, args.batch) for kind in KINDS}
-        print(f"one client; {'kind':<16}{'at start':>10}{f'after {args.warm}':>14}   target")
-        for kind in KINDS:
-            print(
-                f"            {kind:<16}{start[kind]:>10.3f}{after[kind]:>14.3f}   <= {TARGET_MS} "
-                f"({verdict(max(start[kind], after[kind]))})"
-            )
-        print(f"(the {args.warm} warm-up payments took {warm_seconds:.1f} s)")
-        print(f"x402 v2 throughput, {args.rate} payments per run:")
-        print(f"{'clients':<10}{'payments/s':>12}{'CPU ms/payment':>16}   target")
-        for clients in (1, 4, 16):
-            before = cpu_seconds(gateway.pid)
-            wall = run_clients(payers[:clients], args.rate, lambda payer, _: payer.pay_x402())
-            cpu = (cpu_seconds(gateway.pid) - before) * 1000 / args.rate
-            print(
-                f"{clients:<10}{args.rate / wall:>12.0f}{cpu:>16.3f}   <= {TARGET_MS} "
-                f"({verdict(cpu)})"
-            )
+    measure(args, 0)
+    if args.workers:
+        measure(args, args.workers)
 
 
 if __name__ == "__main__":

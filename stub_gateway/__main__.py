@@ -31,7 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     from .app import create_app
-    from .server import DEFAULT_IDLE_TIMEOUT, DEFAULT_THREADS, GatewayServer, raise_file_limit
+    from .server import (
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_THREADS,
+        GatewayServer,
+        freeze_after_full_collections,
+        raise_file_limit,
+    )
+    from .workers import WorkersServer
 
     parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
     args = parser.parse_args(argv)
@@ -56,14 +63,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
-        server = GatewayServer(
-            app,
-            host=args.host,
-            port=args.port,
-            quiet=args.quiet,
-            threads=args.threads,
-            idle_timeout=args.idle_timeout,
-        )
+        freeze_after_full_collections()  # the same pause at the 100,000th payment as at the 1st
+        server: GatewayServer | WorkersServer
+        if args.workers:
+            server = WorkersServer(
+                app,
+                workers=args.workers,
+                host=args.host,
+                port=args.port,
+                quiet=args.quiet,
+                threads=args.threads,
+                idle_timeout=args.idle_timeout,
+            )
+        else:
+            server = GatewayServer(
+                app,
+                host=args.host,
+                port=args.port,
+                quiet=args.quiet,
+                threads=args.threads,
+                idle_timeout=args.idle_timeout,
+            )
     except StateError as exc:
         parser.exit(2, f"python -m stub_gateway: {exc}\n")
     except (ValueError, ArithmeticError) as exc:
@@ -77,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if keeper is not None:
             keeper.close()  # the last save: a clean stop loses nothing
-    return 0
+    return 1 if isinstance(server, WorkersServer) and server.failed else 0
 
 
 def _missing_extra() -> str | None:
@@ -164,6 +184,14 @@ def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
         type=_positive,
         default=threads,
         help=f"worker threads answering requests (default {threads})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="serve HTTP from N worker processes (each with --threads threads), the ledger and "
+        "all state staying in this process (default: one process)",
     )
     parser.add_argument(
         "--idle-timeout",

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -121,12 +122,20 @@ class Faults:
         self._armed: dict[str, Fault] = {}
         self.triggered: list[str] = []
         """Every fault that fired, in order."""
+        self.watchers: list[Callable[[bool], None]] = []
+        """Called with ``any_armed`` whenever a fault is armed, used up or cleared (under the
+        lock, so in order): worker processes are told through it (``--workers``)."""
+
+    def _changed(self) -> None:
+        for callback in self.watchers:
+            callback(bool(self._armed))
 
     def arm(self, mode: str, count: int = 1, **params: Any) -> Fault:
         """Arm ``mode`` for its next ``count`` occasions. Raises ``ValueError`` on bad input."""
         fault = _checked(mode, count, params)
         with self._lock:
             self._armed[fault.mode] = fault
+            self._changed()
         return fault
 
     def take(self, mode: str) -> Fault | None:
@@ -137,6 +146,7 @@ class Faults:
                 return None
             if fault.count <= 1:
                 del self._armed[mode]
+                self._changed()
             else:
                 self._armed[mode] = Fault(**{**asdict(fault), "count": fault.count - 1})
             self.triggered.append(mode)
@@ -151,6 +161,7 @@ class Faults:
         """Disarm every fault."""
         with self._lock:
             self._armed.clear()
+            self._changed()
 
     # -- one helper per mode, named as the mode ----------------------------------------------
 

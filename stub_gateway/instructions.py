@@ -17,7 +17,7 @@ from solders.system_program import decode_transfer as decode_system_transfer
 from solders.transaction import VersionedTransaction
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID
-from spl.token.instructions import decode_transfer, decode_transfer_checked
+from spl.token.instructions import decode_transfer
 
 from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS
 
@@ -210,21 +210,31 @@ def read_transfer(ix: Instruction) -> Transfer | None:
             )
         if ix.program_id not in TOKEN_PROGRAMS:
             return None
-        if bytes(ix.data)[:1] == b"\x0c":
-            checked = decode_transfer_checked(ix)
-            return Transfer(
-                ix,
-                "checked",
-                checked.owner,
-                checked.dest,
-                checked.amount,
-                checked.mint,
-                checked.decimals,
-                list(ix.accounts[4:]),
-            )
+        data = bytes(ix.data)
+        if data[:1] == b"\x0c":
+            return _transfer_checked(ix, data)
         plain = decode_transfer(ix)
         return Transfer(
             ix, "plain", plain.owner, plain.dest, plain.amount, extras=list(ix.accounts[3:])
         )
     except Exception:  # noqa: BLE001 - the decoders raise several types on foreign data
         return None
+
+
+def _transfer_checked(ix: Instruction, data: bytes) -> Transfer | None:
+    """``TransferChecked`` read as ``spl.token.instructions.decode_transfer_checked`` reads
+    it (its layout: tag 12, amount u64 little-endian, decimals u8, any bytes after ignored;
+    accounts source, mint, destination, owner, then signers), without its parser's cost."""
+    accounts = ix.accounts
+    if len(data) < 10 or len(accounts) < 4:
+        return None
+    return Transfer(
+        ix,
+        "checked",
+        accounts[3].pubkey,
+        accounts[2].pubkey,
+        int.from_bytes(data[1:9], "little"),
+        accounts[1].pubkey,
+        data[9],
+        list(accounts[4:]),
+    )

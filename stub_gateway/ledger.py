@@ -367,9 +367,15 @@ class Ledger:
             self._remember(execution, keys)
             return execution
 
-    def settle(self, transaction: VersionedTransaction) -> Execution:
+    def settle(
+        self, transaction: VersionedTransaction, *, signatures_checked: bool = False
+    ) -> Execution:
         """Simulate ``transaction`` with every check, and commit its effects only if it
         succeeds: a payment the gateway settles (the runtime runs once, not twice).
+
+        ``signatures_checked``: the caller has just verified every signature of this very
+        transaction (:func:`.instructions.check_signatures`), so the runtime does not verify
+        them a second time; every other check stays.
 
         A refused or failing transaction changes nothing and is not recorded (a server that
         simulates before sending never sends it); a successful one is recorded exactly as
@@ -383,18 +389,29 @@ class Ledger:
             if early is not None:
                 return early
             keys = list(transaction.message.account_keys)
-            before = tuple(self._svm.get_account(key) for key in keys)
-            result = self._svm.simulate_transaction(transaction)
-            execution = self._execution(transaction.signatures[0], result)
-            if not isinstance(result, SimulatedTransactionInfo) or not execution.ok:
-                return execution
-            for address, account in result.post_accounts():
-                self._svm.set_account(address, account)
-            execution = replace(
-                execution,
+            get_account = self._svm.get_account
+            before = tuple(get_account(key) for key in keys)
+            if signatures_checked:
+                self._svm.with_sigverify(False)
+                try:
+                    result = self._svm.simulate_transaction(transaction)
+                finally:
+                    self._svm.with_sigverify(True)
+            else:
+                result = self._svm.simulate_transaction(transaction)
+            if not isinstance(result, SimulatedTransactionInfo):
+                return self._execution(transaction.signatures[0], result)
+            written = dict(result.post_accounts())
+            set_account = self._svm.set_account
+            for address, account in written.items():
+                set_account(address, account)
+            execution = self._execution(
+                transaction.signatures[0],
+                result,
                 transaction=transaction,
                 pre_accounts=before,
-                post_accounts=tuple(self._svm.get_account(key) for key in keys),
+                # What was just written, else what was there: get_account's answers, unread.
+                post_accounts=tuple(written.get(k, b) for k, b in zip(keys, before, strict=True)),
             )
             self._remember(execution, keys)
             return execution
@@ -431,7 +448,7 @@ class Ledger:
     def _failure(self, signature: Signature, err: Any) -> Execution:
         return Execution(signature=signature, err=err, logs=[], units=0, slot=self._slot)
 
-    def _execution(self, signature: Signature, result: Any) -> Execution:
+    def _execution(self, signature: Signature, result: Any, **recorded: Any) -> Execution:
         # LiteSVM answers TransactionMetadata on success, FailedTransactionMetadata (err() and
         # meta()) on failure, and SimulatedTransactionInfo (meta()) for a good simulation.
         err = result.err() if hasattr(result, "err") else None
@@ -444,6 +461,7 @@ class Ledger:
             slot=self._slot,
             fee=meta.fee(),
             inner=tuple(meta.inner_instructions()),
+            **recorded,
         )
 
     # -- the gateway's own operations ------------------------------------------------------

@@ -154,6 +154,19 @@ class PaymentDesk:
 
     def issue(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
         """A fresh invoice with a unique reference for ``resource``."""
+        return self.register(self.new_invoice(price, resource, overcharged=overcharged))
+
+    def register(self, invoice: Invoice) -> Invoice:
+        """Know ``invoice`` (made by :meth:`new_invoice`) from now on: it can be paid."""
+        with self._lock:
+            if invoice.reference in self._invoices:
+                raise ValueError("an invoice with this reference exists already")
+            self._invoices[invoice.reference] = invoice
+        return invoice
+
+    def new_invoice(self, price: Price, resource: str, *, overcharged: bool = False) -> Invoice:
+        """A fresh invoice with a unique (random) reference, issued now; not yet known to
+        the desk (that is :meth:`register`): this reads no state, a worker process runs it."""
         recipient = price.recipient or self.genesis.treasury
         token = None if price.currency.upper() == "SOL" else self.genesis.token(price.currency)
         decimals = 9 if token is None else token.decimals
@@ -164,7 +177,7 @@ class PaymentDesk:
         else:
             reference = secrets.token_hex(16)
         now = self._clock()
-        invoice = Invoice(
+        return Invoice(
             reference=reference,
             resource=resource,
             price=price,
@@ -176,9 +189,6 @@ class PaymentDesk:
             expires=now + self.invoice_ttl,
             overcharged=overcharged,
         )
-        with self._lock:
-            self._invoices[reference] = invoice
-        return invoice
 
     def _token_account(self, owner: Pubkey, token: Token) -> Pubkey:
         """``owner``'s associated account of ``token``, derived once per payee (the payees
@@ -247,6 +257,14 @@ class PaymentDesk:
         With ``price``, the invoice must also be for that price: a request that changed what
         it buys after being invoiced (a bigger task reward, say) is refused.
         """
+        read = self.read(header_value)
+        if isinstance(read, Refusal):
+            return read
+        return self.conclude(*read, resource, price)
+
+    def read(self, header_value: str) -> tuple[VersionedTransaction, Payment] | Refusal:
+        """The ``X-PAYMENT`` header's transaction and the payment it makes, checked for all
+        that needs no state (network, signatures, instructions): a worker process can run it."""
         header = _decode(header_value)
         if isinstance(header, Refusal):
             return header
@@ -258,16 +276,26 @@ class PaymentDesk:
         transaction = header.transaction
         try:
             check_signatures(transaction)
-            payment = read_payment(transaction)
+            return transaction, read_payment(transaction)
         except Unacceptable as exc:
             return Refusal(exc.reason, exc.message)
+
+    def conclude(
+        self,
+        transaction: VersionedTransaction,
+        payment: Payment,
+        resource: str,
+        price: Price | None = None,
+    ) -> Settlement | Refusal:
+        """Settle what :meth:`read` read: it must pay an unpaid, unexpired invoice of this
+        desk for ``resource`` (and ``price``), exactly; then it executes."""
         invoice = self._find_invoice(payment.transfer, payment.memos)
         if isinstance(invoice, Refusal):
             return invoice
         refusal = self._check_against(invoice, payment, resource, price)
         if refusal is not None:
             return refusal
-        return self._execute(transaction, transaction.message.account_keys[0], invoice)
+        return self.execute(transaction, transaction.message.account_keys[0], invoice)
 
     def _find_invoice(self, transfer: Transfer, memos: list[str]) -> Invoice | Refusal:
         candidates = [str(meta.pubkey) for meta in transfer.extras] + memos
@@ -356,9 +384,13 @@ class PaymentDesk:
             )
         return _check_side_instructions(payment, invoice)
 
-    def _execute(
+    def execute(
         self, transaction: VersionedTransaction, payer: Pubkey, invoice: Invoice | None
     ) -> Settlement | Refusal:
+        """Simulate ``transaction`` and commit it if it succeeds, paying ``invoice`` (None:
+        the deployed service's format, which has no invoice). Its signatures have been
+        verified (:meth:`read` and :meth:`settle_legacy` check them first): the runtime does
+        not verify them again."""
         with self._lock:
             if invoice is not None and invoice.paid_by is not None:
                 return Refusal(
@@ -366,7 +398,7 @@ class PaymentDesk:
                     f"the invoice was already paid by transaction {invoice.paid_by}",
                 )
             # Simulated, and committed only if it succeeds, in one run of the runtime.
-            execution = self.ledger.settle(transaction)
+            execution = self.ledger.settle(transaction, signatures_checked=True)
             if not execution.ok:
                 return _failed(execution, payer)
             signature = str(execution.signature)
@@ -406,7 +438,7 @@ class PaymentDesk:
                 "no transfer of the price to the treasury was found (SOL: System transfer to the "
                 "wallet; USDC: SPL Transfer of the classic Token program to its token account)",
             )
-        return self._execute(transaction, transaction.message.account_keys[0], None)
+        return self.execute(transaction, transaction.message.account_keys[0], None)
 
 
 # -- helpers ------------------------------------------------------------------------------

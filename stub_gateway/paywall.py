@@ -111,15 +111,19 @@ def paywall(gateway: Gateway, kind: Callable[[], PaymentKind]) -> Callable[[F], 
             if moved is not None:
                 return moved
             with gateway.replies.serving(gateway.replies.key(header)) as serving:
-                response = serving.reply
-                if response is None:
+                if serving.reply is None:
                     refused = paying.settle()
                     if refused is not None:
                         return refused
                     response = make_response(view(*args, **kwargs))
                     paying.receipt(response)
                     serving.keep(response)
-            return after_payment(gateway, response, paying.challenge)
+            # The answer kept, or given: another copy's (also when, with --workers, the ledger
+            # process says so only as this copy settles: see workers.RemoteReplies).
+            answer = serving.answer
+            if answer is None:
+                raise RuntimeError("a paid request was served without an answer")
+            return after_payment(gateway, answer, paying.challenge)
 
         return wrapped  # type: ignore[return-value]
 
@@ -255,7 +259,7 @@ class X402Payment(PaymentKind):
     def __init__(self, gateway: Gateway, price: Price, version: int, description: str) -> None:
         super().__init__(gateway)
         self.fault_version = self.version = version
-        url = request.base_url
+        url = _base_url()
         self.wanted = requirements_for(gateway, price, version, url, description)
         self.resource = {"url": url, "description": description, "mimeType": "application/json"}
         self.header = request.headers.get("PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT")
@@ -329,6 +333,25 @@ def require_x402(
     if version not in (1, 2):
         raise ValueError("version must be 1 or 2")
     return paywall(gateway, lambda: X402Payment(gateway, price, version, description))
+
+
+_URL_PARTS: Final = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT")
+_URL_PATHS: Final = ("SCRIPT_NAME", "PATH_INFO")
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+_MAX_BASE_URLS: Final = 1024
+
+
+def _base_url() -> str:
+    """``request.base_url``, computed once for each scheme, host and path it depends on
+    (werkzeug's IRI conversion costs more than the rest of an x402 challenge)."""
+    environ = request.environ
+    key = tuple(environ.get(name) for name in (*_URL_PARTS, *_URL_PATHS))
+    url = _BASE_URLS.get(key)
+    if url is None:
+        url = request.base_url
+        if len(_BASE_URLS) < _MAX_BASE_URLS:  # a handful in practice: routes times hosts
+            _BASE_URLS[key] = url
+    return url
 
 
 def _x402_payload(value: str | None, version: int) -> Mapping[str, Any] | None:

@@ -18,19 +18,21 @@ seconds in vain is answered 503 with ``Retry-After``: send it again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 if TYPE_CHECKING:  # Flask is imported on use, so the Flask-free Gateway can hold a registry
     from flask import Response
 
-__all__ = ["JOIN_TIMEOUT", "REPLAY_WINDOW", "PaidReplies", "Serving"]
+__all__ = ["JOIN_TIMEOUT", "REPLAY_WINDOW", "PaidReplies", "Serving", "Turn"]
 
 REPLAY_WINDOW: Final = 120.0
+Turn = Literal["lead", "answer", "timeout"]
 JOIN_TIMEOUT: Final = 60.0
 """Seconds a re-send waits for the first copy of its paid request to be answered."""
 
@@ -72,10 +74,17 @@ class Serving:
 
     reply: Response | None
     _keep: Callable[[Response], None]
+    kept: Response | None = None
 
     def keep(self, response: Response) -> None:
         """Remember the paid answer for re-sends (and hand it to those who joined)."""
+        self.kept = response
         self._keep(response)
+
+    @property
+    def answer(self) -> Response | None:
+        """Once served: the answer to give (the reply given, else the answer kept)."""
+        return self.reply if self.reply is not None else self.kept
 
 
 class PaidReplies:
@@ -102,8 +111,14 @@ class PaidReplies:
         """This request (method, path, query, body) paid with ``payment_header``."""
         from flask import request
 
+        environ = request.environ  # as sent: cheaper than Request's decoded full_path
         digest = hashlib.sha256()
-        for part in (request.method, request.full_path, payment_header):
+        for part in (
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            payment_header,
+        ):
             digest.update(part.encode("utf-8", "replace") + b"\0")
         digest.update(request.get_data())
         return digest.hexdigest()
@@ -125,18 +140,58 @@ class PaidReplies:
         The first copy gets ``Serving(reply=None)`` and serves the request; copies that
         arrive while it runs wait for its answer (see the module docstring).
         """
-        answer, flight = self._wait_turn(key)
-        if flight is None:
-            yield Serving(answer, _ignore)
+        turn, reply = self.turn(key)
+        if turn != "lead":
+            yield Serving(self.answer_for(reply), _ignore)
             return
         kept: list[_Reply] = []
+        failure = None
         try:
-            yield Serving(None, lambda response: kept.append(self._keep(key, response)))
+            yield Serving(None, lambda response: kept.append(_Reply.of(0.0, response)))
         except BaseException:
-            kept.append(_Reply.of(self._clock(), _failed()))
+            failure = _Reply.of(0.0, _failed())
             raise
         finally:
-            self._land(key, flight, kept[0] if kept else None)
+            self.land(key, kept[0] if kept else failure, keep=bool(kept))
+
+    def answer_for(self, reply: _Reply | None) -> Response:
+        """The answer to a copy that did not lead: ``reply``, or (None) a 503 saying its
+        first copy is still being served."""
+        return _still_running(self.join_timeout) if reply is None else reply.response()
+
+    def turn(self, key: str) -> tuple[Turn, _Reply | None]:
+        """This copy's turn: ``("lead", None)`` serves the request (then :meth:`land` it);
+        ``("answer", reply)`` gives the answer kept or landed for it; ``("timeout", None)``
+        waited ``join_timeout`` seconds in vain."""
+        while True:
+            with self._changed:
+                kept = self._kept(key)
+                if kept is not None:
+                    return "answer", kept
+                flight = self._flights.get(key)
+                if flight is None:
+                    self._flights[key] = _Flight()
+                    return "lead", None
+                self.joins += 1
+                self._changed.notify_all()
+            if not flight.done.wait(self.join_timeout):
+                return "timeout", None
+            if flight.reply is not None:
+                return "answer", flight.reply
+            # The first copy settled nothing (its payment was refused): judge this one afresh.
+
+    def land(self, key: str, reply: _Reply | None, *, keep: bool) -> None:
+        """End the flight :meth:`turn` led: hand ``reply`` to whoever joined it (None: it
+        settled nothing), and with ``keep`` remember it for re-sends."""
+        with self._changed:
+            if reply is not None:
+                reply = dataclasses.replace(reply, at=self._clock())
+                if keep:
+                    self._replies[key] = reply
+                    self._replies.move_to_end(key)
+            flight = self._flights.pop(key)
+            flight.reply = reply
+            flight.done.set()
 
     def wait_for_joins(self, count: int, timeout: float) -> bool:
         """Wait until :attr:`joins` reaches ``count`` (tests synchronise on it); False if not."""
@@ -145,37 +200,12 @@ class PaidReplies:
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _wait_turn(self, key: str) -> tuple[Response | None, _Flight | None]:
-        """The answer to give this copy, or (None, the flight it now leads)."""
-        while True:
-            with self._changed:
-                kept = self._kept(key)
-                if kept is not None:
-                    return kept.response(), None
-                flight = self._flights.get(key)
-                if flight is None:
-                    flight = self._flights[key] = _Flight()
-                    return None, flight
-                self.joins += 1
-                self._changed.notify_all()
-            if not flight.done.wait(self.join_timeout):
-                return _still_running(self.join_timeout), None
-            if flight.reply is not None:
-                return flight.reply.response(), None
-            # The first copy settled nothing (its payment was refused): judge this one afresh.
-
     def _keep(self, key: str, response: Response) -> _Reply:
         reply = _Reply.of(self._clock(), response)
         with self._changed:
             self._replies[key] = reply
             self._replies.move_to_end(key)
         return reply
-
-    def _land(self, key: str, flight: _Flight, reply: _Reply | None) -> None:
-        with self._changed:
-            flight.reply = reply
-            del self._flights[key]
-            flight.done.set()
 
     def _kept(self, key: str) -> _Reply | None:
         """The kept answer to ``key``; drops expired answers, oldest first (lock held)."""

@@ -58,6 +58,9 @@ class Verification:
     invalid_message: str | None = None
     payer: str | None = None
     transaction: VersionedTransaction | None = None
+    signatures_checked: bool = False
+    """Every signature of ``transaction`` (co-signed) verified already (a worker process's
+    check): settling it does not verify them again."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"isValid": self.is_valid}
@@ -134,9 +137,15 @@ class ExactFacilitator:
             return _simulation_failed(simulation, verification.payer)
         return verification
 
-    def _check(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Verification:
+    def _check(
+        self,
+        payload: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        transaction: VersionedTransaction | None = None,
+    ) -> Verification:
         """Every rule of verify but the simulation; a valid answer carries the co-signed
-        transaction."""
+        transaction. ``transaction`` is the payload's, when already decoded (it reads no
+        state: a worker process can run it)."""
         version = payload.get("x402Version")
         accepted = payload.get("accepted") if version == 2 else payload
         if not isinstance(accepted, Mapping):
@@ -157,7 +166,8 @@ class ExactFacilitator:
             return _invalid(f"{_P}_missing_fee_payer")
         if fee_payer != self.fee_payer_address:
             return _invalid("fee_payer_not_managed_by_facilitator")
-        transaction = _payload_transaction(payload)
+        if transaction is None:
+            transaction = _payload_transaction(payload)
         if transaction is None:
             return _invalid(f"{_P}_transaction_could_not_be_decoded")
         return self._verify_transaction(transaction, requirements, extra)
@@ -286,15 +296,19 @@ class ExactFacilitator:
         """
         network = str(requirements.get("network", ""))
         transaction = _payload_transaction(payload)
-        key = None if transaction is None else _settlement_key(transaction)
-        if key is not None and self._recently_settled(key):
-            # Checked before verifying: a landed transaction no longer simulates (the runtime
-            # says AlreadyProcessed), and the protocol's reason for a replay is this one.
-            return Outcome(None, _settle_failure("duplicate_settlement", network))
-        verification = self._check(payload, requirements)
-        if key is None:
+        verification = self._check(payload, requirements, transaction)
+        if transaction is None:
             failure = _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
             return Outcome(verification, failure)
+        return self.conclude(_settlement_key(transaction), verification, network)
+
+    def conclude(self, key: str, verification: Verification, network: str) -> Outcome:
+        """Settle a payment whose transaction has settlement key ``key`` and which
+        :meth:`_check` judged ``verification``: refuse a duplicate (checked first: a landed
+        transaction no longer simulates, the runtime says AlreadyProcessed, and the protocol's
+        reason for a replay is this one), then simulate and commit the co-signed transaction."""
+        if self._recently_settled(key):
+            return Outcome(None, _settle_failure("duplicate_settlement", network))
         if not verification.is_valid or verification.transaction is None:
             failure = _settle_failure(
                 verification.invalid_reason or "invalid_payload", network, verification.payer
@@ -304,7 +318,9 @@ class ExactFacilitator:
             if self._recently_settled(key):
                 failure = _settle_failure("duplicate_settlement", network, verification.payer)
                 return Outcome(verification, failure)
-            execution = self.ledger.settle(verification.transaction)
+            execution = self.ledger.settle(
+                verification.transaction, signatures_checked=verification.signatures_checked
+            )
             if not execution.ok:
                 refused = _simulation_failed(execution, verification.payer)
                 failure = _settle_failure("transaction_simulation_failed", network, refused.payer)

@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
+from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import decode_transfer_checked
 
 from human_rpc_sdk._headers import encode_payment_header
 from human_rpc_sdk.solana_utils import (
@@ -32,6 +37,7 @@ from human_rpc_sdk.solana_utils import (
 from human_rpc_sdk.wallet import load_signer
 from stub_gateway.faults import Faults
 from stub_gateway.gateway import Gateway
+from stub_gateway.instructions import read_transfer
 from stub_gateway.payments import Invoice, Price, Refusal, Settlement
 from stub_gateway.tasks import ConsensusRule, ReviewPolicy, TaskBoard, VoteRejected
 from stub_gateway.x402 import SETTLEMENT_TTL
@@ -524,3 +530,34 @@ def test_the_gateway_runs_without_flask() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["2", "3", "False"]
+
+
+@given(
+    data=st.binary(max_size=24),
+    accounts=st.integers(min_value=0, max_value=6),
+    program=st.sampled_from([TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID]),
+)
+def test_transfer_checked_is_read_as_the_spl_decoder_reads_it(
+    data: bytes, accounts: int, program: Pubkey
+) -> None:
+    """The gateway's own TransferChecked reader agrees with spl's decoder on any bytes."""
+    metas = [AccountMeta(Pubkey(bytes([i + 1]) * 32), i == 3, i == 0) for i in range(accounts)]
+    ix = Instruction(program, b"\x0c" + data, metas)
+    try:
+        wanted = decode_transfer_checked(ix)
+    except Exception:  # noqa: BLE001 - any refusal of spl's is "not a transfer"
+        assert read_transfer(ix) is None
+        return
+    transfer = read_transfer(ix)
+    assert transfer is not None
+    assert (transfer.kind, transfer.source_owner, transfer.destination) == (
+        "checked",
+        wanted.owner,
+        wanted.dest,
+    )
+    assert (transfer.amount, transfer.mint, transfer.decimals) == (
+        wanted.amount,
+        wanted.mint,
+        wanted.decimals,
+    )
+    assert [m.pubkey for m in transfer.extras] == wanted.signers

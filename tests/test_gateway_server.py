@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -295,3 +297,16 @@ def _answers(server: GatewayServer) -> bool:
     with contextlib.suppress(requests.RequestException):
         return requests.get(f"{server.url}/api/v1/info", timeout=1).status_code == 200
     return False
+
+
+def test_the_command_line_freezes_what_survives_a_full_collection() -> None:
+    """After freeze_after_full_collections, a full collection leaves its survivors frozen."""
+    code = (
+        "import gc; from stub_gateway.server import freeze_after_full_collections as f; "
+        "f(); f(); kept = [[i] for i in range(1000)]; gc.collect(); "
+        "print(gc.get_freeze_count() >= 1000, gc.callbacks.count(gc.callbacks[-1]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["True", "1"]
