@@ -7,6 +7,8 @@ A block may use these names without defining them: the README's placeholders, wh
     a paywalled URL on the gateway: a HumanRPC invoice for 0.05 USDC
 ``sol_url``
     one priced in SOL (0.001 SOL)
+``x402_url``
+    an x402 v2 paid route (``/x402/v2/premium``: 0.01 USDC, paid with ``PAYMENT-SIGNATURE``)
 ``rpc_url``, ``tasks_url``
     the gateway's Solana JSON-RPC and its HumanRPC task endpoint (reviewers approve at once)
 ``server``
@@ -63,7 +65,18 @@ NO_RUN_MARKER: Final = re.compile(r"\s*<!--\s*readme:\s*no-run\b(?P<why>.*?)-->\
 NOT_RUN: Final[frozenset[str]] = frozenset()
 """Headings of the blocks marked ``no-run`` (none today: every block runs)."""
 PLACEHOLDERS: Final = frozenset(
-    {"url", "sol_url", "rpc_url", "tasks_url", "server", "wallet", "agent", "kms", "key_id"}
+    {
+        "url",
+        "sol_url",
+        "x402_url",
+        "rpc_url",
+        "tasks_url",
+        "server",
+        "wallet",
+        "agent",
+        "kms",
+        "key_id",
+    }
 )
 
 
@@ -167,6 +180,7 @@ def readme_names(
         "__name__": "__readme__",
         "url": f"{server.url}/api/v1/premium/usdc",
         "sol_url": f"{server.url}/api/v1/premium/sol",
+        "x402_url": f"{server.url}/x402/v2/premium",
         "rpc_url": server.rpc_url,
         "tasks_url": tasks_url,
         "server": server,
