@@ -279,7 +279,12 @@ class PaidRequest:
                 response, consume=consume, deadline=deadline, clock=self.clock, paid=True
             )
         except requests.RequestException as exc:
-            if self.challenge is None and self.sends == 0 and _unconnected(exc):
+            if (
+                self.challenge is None
+                and self.sends == 0
+                and _unconnected(exc)
+                and _one_attempt(self.session, retry.url)
+            ):
                 raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
@@ -337,6 +342,22 @@ def _unconnected(exc: requests.RequestException) -> bool:
     return isinstance(exc, requests.ConnectionError) and isinstance(
         reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
     )
+
+
+def _one_attempt(session: requests.Session, url: str | None) -> bool:
+    """Whether the adapter sending to ``url`` makes one attempt only (requests' default). One
+    that retries (``HTTPAdapter(max_retries=3)``) may have sent the request, lost its answer,
+    and then failed to connect again: its last error says nothing of the first attempt."""
+    try:
+        adapter = session.get_adapter(url or "")
+    except requests.RequestException:
+        return False
+    retries = getattr(adapter, "max_retries", None)
+    if not isinstance(adapter, requests.adapters.HTTPAdapter) or not isinstance(
+        retries, urllib3.Retry
+    ):
+        return False
+    return retries.total is not False and retries.total == 0
 
 
 def send_unpaid(
