@@ -5,15 +5,17 @@ real journals; ledger balances and journal rows are what is asserted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentError
+from human_rpc_sdk import AsyncAutoAgent, AutoAgent, HumanRPCError, PaymentError
 from stub_gateway import GatewayServer, create_app
 
 from .cut_proxy import CutProxy
@@ -80,3 +82,70 @@ def test_a_prepared_payment_sent_then_retried_by_the_adapter_is_not_released(
     finally:
         agent.close()
         proxy.stop()
+
+
+class _RetryingTransport(httpx.AsyncBaseTransport):
+    """A transport that retries a request whose answer was lost (as retry transports for
+    httpx do for GET): the last error may then be a refused connection."""
+
+    def __init__(self, tries: int = 3) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.tries = tries
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.tries):
+            try:
+                return await self.inner.handle_async_request(request)
+            except httpx.TransportError:
+                if attempt == self.tries - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_an_async_prepared_payment_sent_then_retried_by_the_transport_is_not_released(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent over a client whose transport retries: the prepared payment is settled,
+    its answer lost, the retries refused. It left: it is not released as never sent."""
+    proxy = CutProxy(_upstream(gateway_server)).start()
+    gateway = gateway_server.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{proxy.url}{ROUTE}"
+
+    async def main() -> None:
+        client = httpx.AsyncClient(transport=_RetryingTransport())
+        async with AsyncAutoAgent(
+            wallet,
+            rpc_url=gateway_server.rpc_url,
+            journal_path=journal,
+            session=client,
+            prepay=True,
+            sleep=_no_sleep,
+        ) as agent:
+            assert (await agent.get(url)).status_code == 200
+            assert agent._prepayer is not None
+            assert await agent._prepayer.settle(30)
+            proxy.cut_next_answer()
+            with pytest.raises(PaymentError) as caught:
+                await agent.get(url)
+            assert "recover_payments" in str(caught.value)
+            assert proxy.cut.is_set()
+            assert agent.budget["USDC"].spent == 2 * PRICE
+            (recovered,) = await agent.recover_payments()
+            assert (recovered.state, recovered.landed) == ("accepted", True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        proxy.stop()
+    assert spent_usdc(gateway, wallet) == 2 * PRICE
+    assert [r["state"] for r in rows(journal)] == ["accepted", "accepted"]
+    assert recount(journal)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
