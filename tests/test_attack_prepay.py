@@ -6,17 +6,21 @@ real journals; ledger balances and journal rows are what is asserted.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import requests
+from flask import Flask, jsonify, redirect
 from requests.adapters import HTTPAdapter
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, HumanRPCError, PaymentError
-from stub_gateway import GatewayServer, create_app
+from stub_gateway import Gateway, GatewayServer, Price, create_app
 
 from .cut_proxy import CutProxy
 from .test_attack_round2 import recount, rows
@@ -149,3 +153,109 @@ def test_an_async_prepared_payment_sent_then_retried_by_the_transport_is_not_rel
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Mover:
+    """``GET /settle-then-move``: x402, settled; answered 200, or, once armed, a redirect to
+    ``location`` (the payment kept)."""
+
+    location: str | None = None
+
+    def install(self, app: Flask) -> None:
+        gateway: Gateway = app.extensions["stub_gateway"]
+
+        @app.get("/settle-then-move")
+        @gateway.require_x402(Price(PRICE, "USDC"), description="settles, then may move")
+        def settle_then_move() -> Any:
+            location, self.location = self.location, None
+            if location is not None:
+                return redirect(location, code=307)
+            return jsonify({"ok": True})
+
+
+@pytest.fixture
+def mover() -> Iterator[tuple[GatewayServer, _Mover]]:
+    app = create_app()
+    moving = _Mover()
+    moving.install(app)
+    running = GatewayServer(app).start()
+    yield running, moving
+    running.stop()
+
+
+def test_a_prepared_payment_redirected_to_a_dead_end_is_not_released(
+    mover: tuple[GatewayServer, _Mover], tmp_path: Path
+) -> None:
+    """The server settles the prepared payment and redirects to a place that refuses
+    connections. The payment reached the server: it is not released as never sent, and the
+    request is not paid a second time the normal way."""
+    running, moving = mover
+    gateway = running.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(
+        wallet,
+        rpc_url=running.rpc_url,
+        journal_path=journal,
+        prepay=True,
+        sleep=lambda seconds: None,
+    )
+    url = f"{running.url}/settle-then-move"
+    try:
+        assert agent.get(url).status_code == 200
+        settled(agent)
+        moving.location = f"http://127.0.0.1:{_closed_port()}/gone"
+        with pytest.raises(HumanRPCError):
+            agent.get(url)
+        assert spent_usdc(gateway, wallet) == 2 * PRICE  # not paid again the normal way
+        served, prepared = rows(journal)[:2]
+        assert served["state"] == "accepted"
+        assert (prepared["state"], prepared["landed"]) != ("failed", 0)
+        assert len(rows(journal)) == 2
+        assert agent.budget["USDC"].spent == 2 * PRICE
+        assert recount(journal)
+    finally:
+        agent.close()
+
+
+def test_an_async_prepared_payment_redirected_to_a_dead_end_is_not_released(
+    mover: tuple[GatewayServer, _Mover], tmp_path: Path
+) -> None:
+    """AsyncAutoAgent: the server settles the prepared payment and redirects to a place that
+    refuses connections; the payment is not released, nor the request paid again."""
+    running, moving = mover
+    gateway = running.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{running.url}/settle-then-move"
+
+    async def main() -> None:
+        async with AsyncAutoAgent(
+            wallet,
+            rpc_url=running.rpc_url,
+            journal_path=journal,
+            prepay=True,
+            sleep=_no_sleep,
+        ) as agent:
+            assert (await agent.get(url, follow_redirects=True)).status_code == 200
+            assert agent._prepayer is not None
+            assert await agent._prepayer.settle(30)
+            moving.location = f"http://127.0.0.1:{_closed_port()}/gone"
+            with pytest.raises(HumanRPCError):
+                await agent.get(url, follow_redirects=True)
+            assert agent.budget["USDC"].spent == 2 * PRICE
+
+    asyncio.run(main())
+    assert spent_usdc(gateway, wallet) == 2 * PRICE
+    served, prepared = rows(journal)[:2]
+    assert served["state"] == "accepted"
+    assert (prepared["state"], prepared["landed"]) != ("failed", 0)
+    assert recount(journal)

@@ -346,6 +346,8 @@ class AsyncPaidRequest:
         self.clock = clock
         self.response: httpx.Response | None = None
         self.sends = 0
+        self.reached = False
+        """Whether a send reached the server (an answer came, if only a redirect)."""
 
     def _retry(self, headers: Any) -> httpx.Request:
         return paid_request(self.request, self.challenge, headers, self.timeout)
@@ -361,6 +363,7 @@ class AsyncPaidRequest:
             if (
                 self.challenge is None
                 and self.sends == 0
+                and not self.reached
                 and unconnected
                 and _one_attempt(self.client, retry.url)
             ):
@@ -379,6 +382,7 @@ class AsyncPaidRequest:
         """Send, following redirects the caller allows; payment headers stay on the origin."""
         home = str(request.url)
         response = await self.client.send(request, follow_redirects=False, stream=True)
+        self.reached = True  # the payment left: a later hop failing to connect changes nothing
         hops = 0
         while response.is_redirect and self.follow_redirects:
             hops += 1

@@ -256,6 +256,8 @@ class PaidRequest:
         self.clock = clock
         self.response: requests.Response | None = None
         self.sends = 0
+        self.reached = False
+        """Whether a send reached the server (an answer came, if only a redirect)."""
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
         retry = self.request.copy()
@@ -282,6 +284,7 @@ class PaidRequest:
             if (
                 self.challenge is None
                 and self.sends == 0
+                and not self.reached
                 and _unconnected(exc)
                 and _one_attempt(self.session, retry.url)
             ):
@@ -301,6 +304,7 @@ class PaidRequest:
         kwargs = {**self.send_kwargs, "allow_redirects": False, "stream": True}
         home = request.url
         response = self.session.send(request, **kwargs)
+        self.reached = True  # the payment left: a later hop failing to connect changes nothing
         hops = 0
         while response.is_redirect and self.send_kwargs.get("allow_redirects", True):
             hops += 1
