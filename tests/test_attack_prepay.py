@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import requests
-from flask import Flask, jsonify, redirect
+from flask import Flask, jsonify, redirect, request
 from requests.adapters import HTTPAdapter
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, HumanRPCError, PaymentError
@@ -259,3 +259,100 @@ def test_an_async_prepared_payment_redirected_to_a_dead_end_is_not_released(
     assert served["state"] == "accepted"
     assert (prepared["state"], prepared["landed"]) != ("failed", 0)
     assert recount(journal)
+
+
+# -- a prepared payment goes only with the request it was prepared for ---------------------------
+
+
+def _priced_by_body(app: Flask) -> None:
+    """``POST /sized``: x402, the price set by the JSON body's ``size`` (1 or 2 x PRICE), as a
+    paid API priced per request (tokens, pages) is."""
+    gateway: Gateway = app.extensions["stub_gateway"]
+
+    def priced(size: int) -> Any:
+        @gateway.require_x402(Price(PRICE * size, "USDC"), description="priced by size")
+        def view() -> Any:
+            return jsonify({"size": size})
+
+        view.__name__ = f"sized_{size}"
+        return view
+
+    views = {1: priced(1), 2: priced(2)}
+
+    @app.post("/sized")
+    def sized() -> Any:
+        body = request.get_json(silent=True) or {}
+        return views[2 if body.get("size") == 2 else 1]()
+
+
+@pytest.fixture
+def sized() -> Iterator[GatewayServer]:
+    app = create_app()
+    _priced_by_body(app)
+    running = GatewayServer(app).start()
+    yield running
+    running.stop()
+
+
+def test_a_payment_prepared_for_one_body_is_not_sent_with_another(
+    sized: GatewayServer, tmp_path: Path
+) -> None:
+    """POST /sized is priced by its body. A payment prepared after {"size": 1} is not attached
+    to a POST of {"size": 2} (which the server would refuse, and the caller would get an error
+    where, without prepay, the request is simply paid): that one pays the normal way."""
+    gateway = sized.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(wallet, rpc_url=sized.rpc_url, journal_path=journal, prepay=True)
+    url = f"{sized.url}/sized"
+    try:
+        assert agent.post(url, json={"size": 1}).json() == {"size": 1}
+        settled(agent)
+        assert agent.post(url, json={"size": 2}).json() == {"size": 2}
+        assert spent_usdc(gateway, wallet) == 3 * PRICE
+        settled(agent)
+        assert agent.post(url, json={"size": 1}).json() == {"size": 1}  # its own, prepared
+        assert spent_usdc(gateway, wallet) == 4 * PRICE
+        assert [r["state"] for r in rows(journal)][:3] == ["accepted"] * 3
+    finally:
+        agent.close()
+
+
+def test_a_payment_prepared_for_one_caller_is_not_sent_with_another(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent: a payment prepared after a request with ``Authorization: Bearer a`` is
+    not attached to the same URL asked with ``Bearer b`` (another caller, maybe another
+    price): that one pays the normal way; the next ``Bearer a`` request uses it."""
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{gateway_server.url}{ROUTE}"
+    sent: list[tuple[str, bool]] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append((request.headers["Authorization"], "PAYMENT-SIGNATURE" in request.headers))
+
+    async def main() -> None:
+        client = httpx.AsyncClient(event_hooks={"request": [record]})
+        async with AsyncAutoAgent(
+            wallet,
+            rpc_url=gateway_server.rpc_url,
+            journal_path=journal,
+            session=client,
+            prepay=True,
+        ) as agent:
+            assert agent._prepayer is not None
+            for who in ("a", "b", "a"):
+                response = await agent.get(url, headers={"Authorization": f"Bearer {who}"})
+                assert response.status_code == 200
+                assert await agent._prepayer.settle(30)
+
+    asyncio.run(main())
+    assert sent == [
+        ("Bearer a", False),
+        ("Bearer a", True),
+        ("Bearer b", False),
+        ("Bearer b", True),
+        ("Bearer a", True),
+    ]
+    assert spent_usdc(gateway_server.gateway, wallet) == 3 * PRICE

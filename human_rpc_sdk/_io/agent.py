@@ -33,6 +33,7 @@ from .._prepay import (
     deliver_prepared,
     prepare_ahead,
     release,
+    request_key,
     to_remember,
 )
 from .._prepayments import Prepayments
@@ -567,8 +568,8 @@ class AutoAgent(BaseAgent):
     ) -> None:
         """After a served payment: prepare the next one of its challenge, if it may be."""
         request, challenged_at = asked
-        key = (request.method or "GET", request.url or "")
-        if self._prepayer is None or not self._prepayer.allows(key):
+        key = _key_of(request)
+        if self._prepayer is None or key is None or not self._prepayer.allows(key):
             return
         remembered = to_remember(
             reply, outcome.receipt, asked=key[1], served=served, challenged_at=challenged_at
@@ -582,8 +583,8 @@ class AutoAgent(BaseAgent):
         prepayer = self._prepayer
         if prepayer is None:
             return None
-        key = (request.method or "GET", request.url or "")
-        if not prepayer.allows(key):
+        key = _key_of(request)
+        if key is None or not prepayer.allows(key):
             return None
         try:
             ensure_replayable(request)
@@ -635,6 +636,16 @@ class AutoAgent(BaseAgent):
         if response is None:  # deliver ends without an error only after an answer came
             raise RuntimeError("a prepared payment was delivered without an answer")
         return response
+
+
+def _key_of(request: requests.PreparedRequest) -> Key | None:
+    """The key a payment prepared ahead for ``request`` is kept under (None: a body from a
+    file, not read here: nothing is prepared for it)."""
+    body = request.body
+    if body is not None and not isinstance(body, bytes | str):
+        return None
+    method, url = request.method or "GET", request.url or ""
+    return request_key(method, url, body, request.headers.get("Authorization"))
 
 
 # -- argument validation --------------------------------------------------------------------

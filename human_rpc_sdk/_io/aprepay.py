@@ -166,7 +166,7 @@ class AsyncPrepayer:
         try:
             return await self._make(key, remembered)
         except HumanRPCError as exc:  # refused or failed: the next request pays the normal way
-            logger.debug("no payment prepared ahead for %s %s: %s", *key, exc)
+            logger.debug("no payment prepared ahead for %s %s: %s", key[0], key[1], exc)
         except Exception:  # the task must outlive a surprise: logged
             logger.warning("preparing a payment ahead failed unexpectedly", exc_info=True)
         return None
