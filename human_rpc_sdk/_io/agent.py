@@ -122,9 +122,11 @@ class AutoAgent(BaseAgent):
         served, and the offer it paid carries no per-request binding (no ``extra.memo``, no
         ``extra.recentBlockhash``), the next payment for that method and URL is priced,
         approved (``approve`` is called for it, in the agent's worker thread), reserved,
-        signed and journaled in the background, and sent with the next request to it, with
-        no unpaid round trip and no signing on the way. It is usable while the 402 is within
-        its ``maxTimeoutSeconds`` and its blockhash is fresh (about 15 s); one never used is
+        signed and journaled in the background, and sent with the next request to it with
+        the same body and ``Authorization`` header (a request from a file body is never
+        prepared for), with no unpaid round trip and no signing on the way. It is usable
+        while the 402 is within its ``maxTimeoutSeconds`` and its blockhash is fresh (about
+        15 s); one never used is
         released (``failed``, its budget back) then, or at :meth:`close`. At most 8 requests
         have one prepared at a time, each reserved from the budget until used or released.
         A prepared payment the server refuses is not followed by another while it could still
