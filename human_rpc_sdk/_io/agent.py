@@ -126,9 +126,9 @@ class AutoAgent(BaseAgent):
         the same body and ``Authorization`` header (a request from a file body is never
         prepared for), with no unpaid round trip and no signing on the way. It is usable
         while the 402 is within its ``maxTimeoutSeconds`` and its blockhash is fresh (about
-        15 s); one never used is
-        released (``failed``, its budget back) then, or at :meth:`close`. At most 8 requests
-        have one prepared at a time, each reserved from the budget until used or released.
+        15 s); one never used is released (``failed``, its budget back) then, or at
+        :meth:`close`. At most 8 requests have one prepared at a time, each reserved from the
+        budget until used or released.
         A prepared payment the server refuses is not followed by another while it could still
         land, and no more is prepared for that request until a normal payment to it is
         served. HumanRPC invoices are never prepared (each is issued for one request), nor
