@@ -6,7 +6,11 @@ real journals; ledger balances and journal rows are what is asserted.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +24,12 @@ from flask import Flask, jsonify, redirect, request
 from requests.adapters import HTTPAdapter
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, HumanRPCError, PaymentError
+from human_rpc_sdk._prepay import RELEASED
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 
 from .cut_proxy import CutProxy
 from .test_attack_round2 import recount, rows
-from .test_prepay import PRICE, ROUTE, settled, spent_usdc, wallet_on
+from .test_prepay import PRICE, ROOT, ROUTE, settled, spent_usdc, wallet_on
 
 
 @pytest.fixture
@@ -356,3 +361,68 @@ def test_a_payment_prepared_for_one_caller_is_not_sent_with_another(
         ("Bearer a", True),
     ]
     assert spent_usdc(gateway_server.gateway, wallet) == 3 * PRICE
+
+
+# -- an agent never closed -----------------------------------------------------------------------
+
+
+def test_a_process_exiting_without_close_releases_its_prepared_payment(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """A script that never closes its agent (still referenced when the interpreter exits)
+    releases its prepared payment on the way out: no row is left signed, counted against the
+    budget and warned about by the next agent until recovery can prove it never landed."""
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    job = {
+        "url": f"{gateway_server.url}{ROUTE}",
+        "rpc_url": gateway_server.rpc_url,
+        "journal": str(journal),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.workers.prepared_then_exits", json.dumps(job)],
+        cwd=ROOT,
+        env={**os.environ, "SOLANA_PRIVATE_KEY": str(wallet)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.split()[:1] == ["prepared"], done.stderr
+    assert done.returncode == 0, done.stderr
+    assert [(r["state"], r["error"]) for r in rows(journal)] == [
+        ("accepted", None),
+        ("failed", RELEASED),
+    ]
+    assert spent_usdc(gateway_server.gateway, wallet) == PRICE
+
+
+def test_an_async_agent_never_closed_releases_its_prepared_payment_when_its_loop_ends(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """The loop ends with an AsyncAutoAgent never closed: asyncio.run() cancels its task, which
+    releases the payment it prepared on the way out (not left signed)."""
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+
+    async def main() -> None:
+        agent = AsyncAutoAgent(
+            wallet, rpc_url=gateway_server.rpc_url, journal_path=journal, prepay=True
+        )
+        assert (await agent.get(f"{gateway_server.url}{ROUTE}")).status_code == 200
+        prepayer = agent._prepayer
+        assert prepayer is not None
+        assert await prepayer.settle(30)
+        assert [r["state"] for r in rows(journal)] == ["accepted", "signed"]
+        task = prepayer.task
+        assert task is not None
+        task.cancel()  # what asyncio.run() does to the tasks left when its main one ends
+        await asyncio.gather(task, return_exceptions=True)
+        assert [(r["state"], r["error"]) for r in rows(journal)] == [
+            ("accepted", None),
+            ("failed", RELEASED),
+        ]
+        await agent.aclose()
+
+    asyncio.run(main())
+    assert spent_usdc(gateway_server.gateway, wallet) == PRICE

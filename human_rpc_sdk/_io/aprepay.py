@@ -136,15 +136,23 @@ class AsyncPrepayer:
             )
 
     async def _run(self) -> None:
-        while True:
-            job = await self._next()
+        try:
+            while True:
+                job = await self._next()
+                await self._release_all()
+                if job is None:
+                    return
+                key, remembered = job
+                ready = await self._prepared(key, remembered)
+                self._hand_over(self.state.finished(key, ready))
+                self.prepared.set()
+        except asyncio.CancelledError:
+            # The loop is ending with the agent never closed (asyncio.run cancels what is
+            # left): release what is prepared rather than leave it signed.
+            self._stopping = True
+            self._to_release.extend(self.state.close())
             await self._release_all()
-            if job is None:
-                return
-            key, remembered = job
-            ready = await self._prepared(key, remembered)
-            self._hand_over(self.state.finished(key, ready))
-            self.prepared.set()
+            raise
 
     async def _next(self) -> tuple[Key, Remembered] | None:
         """The next preparation (None: stop, everything prepared handed over to release)."""
@@ -185,6 +193,6 @@ class AsyncPrepayer:
         self._pulse()
         task = self.task
         if task is not None:
-            await task
+            await asyncio.wait([task])  # one cancelled (its loop ending) released its own
         self._to_release.extend(self.state.close())
         await self._release_all()
