@@ -23,7 +23,13 @@ import requests
 from flask import Flask, jsonify, redirect, request
 from requests.adapters import HTTPAdapter
 
-from human_rpc_sdk import AsyncAutoAgent, AutoAgent, HumanRPCError, PaymentError
+from human_rpc_sdk import (
+    AsyncAutoAgent,
+    AutoAgent,
+    HumanRPCError,
+    PaymentError,
+    PaymentPolicyError,
+)
 from human_rpc_sdk._prepay import RELEASED
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 
@@ -426,3 +432,67 @@ def test_an_async_agent_never_closed_releases_its_prepared_payment_when_its_loop
 
     asyncio.run(main())
     assert spent_usdc(gateway_server.gateway, wallet) == PRICE
+
+
+# -- many at once --------------------------------------------------------------------------------
+
+
+def test_many_async_tasks_on_one_url_send_each_payment_once_within_the_budget(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent, 10 tasks asking one URL 3 times each with a budget of 12 payments,
+    prepared payments among them: at most 12 transfers, each payment header sent once, one
+    served answer per transfer, the journal's rows and totals agreeing."""
+    k = 12
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{gateway_server.url}{ROUTE}"
+    payments: list[str] = []
+    unpaid: list[str] = []
+    served: list[int] = []
+    refused: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        if "PAYMENT-SIGNATURE" in request.headers:
+            payments.append(request.headers["PAYMENT-SIGNATURE"])
+        else:
+            unpaid.append(str(request.url))
+
+    async def main() -> None:
+        client = httpx.AsyncClient(event_hooks={"request": [record]})
+        async with AsyncAutoAgent(
+            wallet,
+            rpc_url=gateway_server.rpc_url,
+            journal_path=journal,
+            session=client,
+            prepay=True,
+            budget={"USDC": str(k * PRICE)},
+        ) as agent:
+            assert (await agent.get(url)).status_code == 200
+            served.append(200)
+            assert agent._prepayer is not None
+            assert await agent._prepayer.settle(30)
+
+            async def work() -> None:
+                for _ in range(3):
+                    try:
+                        response = await agent.get(url)
+                    except PaymentPolicyError as exc:
+                        refused.append(exc.rule or "")
+                        continue
+                    served.append(response.status_code)
+
+            await asyncio.gather(*(work() for _ in range(10)))
+
+    asyncio.run(main())
+    transfers = spent_usdc(gateway_server.gateway, wallet) / PRICE
+    assert transfers <= k
+    assert served == [200] * int(transfers)
+    assert set(refused) <= {"budget"}
+    assert len(served) + len(refused) == 31
+    assert len(payments) == len(set(payments)) == transfers  # each sent once, none twice
+    assert len(unpaid) < len(served) + len(refused)  # prepared payments were among them
+    journal_rows = rows(journal)
+    assert sum(r["state"] == "accepted" for r in journal_rows) == transfers
+    assert all(r["state"] in ("accepted", "failed") for r in journal_rows)
+    assert recount(journal)
