@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -495,4 +496,114 @@ def test_many_async_tasks_on_one_url_send_each_payment_once_within_the_budget(
     journal_rows = rows(journal)
     assert sum(r["state"] == "accepted" for r in journal_rows) == transfers
     assert all(r["state"] in ("accepted", "failed") for r in journal_rows)
+    assert recount(journal)
+
+
+# -- a worker that meets the unexpected ------------------------------------------------------
+
+
+class _Abort(BaseException):
+    """Not an Exception: what a signer's library might raise to unwind (as SystemExit does)."""
+
+
+class _AbortingInTheBackground:
+    """A signer (the wallet's key) that raises :class:`_Abort` when asked to sign from the
+    worker thread preparing payments ahead."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def pubkey(self) -> Any:
+        return self.key.pubkey()
+
+    def sign_message(self, message: bytes) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            raise _Abort
+        return self.key.sign_message(message)
+
+
+def test_a_signer_unwinding_the_worker_leaves_nothing_stuck(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """The signer raises a BaseException in the worker: the reservation is released, the
+    worker lives on, nothing stays "being prepared" (a request would wait for it), and the
+    next request pays the normal way."""
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    agent = AutoAgent(
+        signer=_AbortingInTheBackground(wallet),
+        rpc_url=gateway_server.rpc_url,
+        journal_path=journal,
+        prepay=True,
+    )
+    url = f"{gateway_server.url}{ROUTE}"
+    try:
+        assert agent.get(url).status_code == 200
+        prepayer = agent._prepayer
+        assert prepayer is not None
+        assert prepayer.settle(30)  # not stuck "preparing"
+        thread = prepayer.thread
+        assert thread is not None
+        assert thread.is_alive()
+        assert [(r["state"], r["error"]) for r in rows(journal)][1:] == [
+            ("failed", "interrupted unsigned")
+        ]
+        assert agent.get(url).status_code == 200
+        assert spent_usdc(gateway_server.gateway, wallet) == 2 * PRICE
+    finally:
+        agent.close()
+    assert recount(journal)
+
+
+class _AsyncAbortingInTheBackground:
+    """An async signer raising :class:`_Abort` in the task preparing payments ahead."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def pubkey(self) -> Any:
+        return self.key.pubkey()
+
+    async def sign_message(self, message: bytes) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "human-rpc-sdk payments prepared ahead":
+            raise _Abort
+        return self.key.sign_message(message)
+
+
+def test_an_async_signer_unwinding_the_task_leaves_nothing_stuck(
+    gateway_server: GatewayServer, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent: the signer raises a BaseException in the preparing task: the
+    reservation is released, nothing stays "being prepared", the next request pays the
+    normal way, and aclose() ends cleanly."""
+    wallet = wallet_on(gateway_server.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{gateway_server.url}{ROUTE}"
+
+    signer: Any = _AsyncAbortingInTheBackground(wallet)
+
+    async def main() -> None:
+        async with AsyncAutoAgent(
+            signer=signer,
+            rpc_url=gateway_server.rpc_url,
+            journal_path=journal,
+            prepay=True,
+        ) as agent:
+            assert (await agent.get(url)).status_code == 200
+            prepayer = agent._prepayer
+            assert prepayer is not None
+            assert await prepayer.settle(30)
+            assert prepayer.task is not None
+            await asyncio.wait([prepayer.task])
+            assert not prepayer.state.preparing(0.0)
+            assert (await agent.get(url)).status_code == 200
+
+    asyncio.run(main())
+    assert [(r["state"], r["error"]) for r in rows(journal)] == [
+        ("accepted", None),
+        ("failed", "interrupted unsigned"),
+        ("accepted", None),
+    ]
+    assert spent_usdc(gateway_server.gateway, wallet) == 2 * PRICE
     assert recount(journal)

@@ -146,13 +146,18 @@ class AsyncPrepayer:
                 ready = await self._prepared(key, remembered)
                 self._hand_over(self.state.finished(key, ready))
                 self.prepared.set()
-        except asyncio.CancelledError:
+        except BaseException as exc:
             # The loop is ending with the agent never closed (asyncio.run cancels what is
-            # left): release what is prepared rather than leave it signed.
+            # left), or a signer unwound the task: prepare nothing more (no request waits for
+            # a payment that never comes), and release what is prepared rather than leave it
+            # signed.
             self._stopping = True
+            self._pulse()
             self._to_release.extend(self.state.close())
             await self._release_all()
-            raise
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            logger.warning("preparing payments ahead stopped unexpectedly", exc_info=True)
 
     async def _next(self) -> tuple[Key, Remembered] | None:
         """The next preparation (None: stop, everything prepared handed over to release)."""
