@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +56,35 @@ def _upstream(server: GatewayServer) -> tuple[str, int]:
 # -- a payment that left is never released as never sent ---------------------------------------
 
 
+class _RetryingAdapter(HTTPAdapter):
+    """An adapter that retries in its own ``send`` (as some hand-written ones do)."""
+
+    def send(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for attempt in range(3):
+            try:
+                return super().send(*args, **kwargs)
+            except requests.ConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    "adapter", [lambda: HTTPAdapter(max_retries=3), _RetryingAdapter], ids=["urllib3", "own"]
+)
 def test_a_prepared_payment_sent_then_retried_by_the_adapter_is_not_released(
-    gateway_server: GatewayServer, tmp_path: Path
+    gateway_server: GatewayServer, tmp_path: Path, adapter: Callable[[], HTTPAdapter]
 ) -> None:
-    """The caller's session retries (HTTPAdapter(max_retries=3), a common set-up). The
-    prepared payment reaches the server, which settles it; the answer is lost and the server
-    then refuses connections, so urllib3's last error is a refused connection. The payment
-    left: it must not be released as "never sent" (failed, landed False, budget back)."""
+    """The caller's session retries (HTTPAdapter(max_retries=3), a common set-up, or an
+    adapter retrying in its send). The prepared payment reaches the server, which settles
+    it; the answer is lost and the server then refuses connections, so the last error is a
+    refused connection. The payment left: it must not be released as "never sent" (failed,
+    landed False, budget back)."""
     proxy = CutProxy(_upstream(gateway_server)).start()
     gateway = gateway_server.gateway
     wallet = wallet_on(gateway)
     session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=3))
+    session.mount("http://", adapter())
     journal = tmp_path / "journal.sqlite3"
     agent = AutoAgent(
         wallet,

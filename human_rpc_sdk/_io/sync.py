@@ -349,18 +349,17 @@ def _unconnected(exc: requests.RequestException) -> bool:
 
 
 def _one_attempt(session: requests.Session, url: str | None) -> bool:
-    """Whether the adapter sending to ``url`` makes one attempt only (requests' default). One
-    that retries (``HTTPAdapter(max_retries=3)``) may have sent the request, lost its answer,
-    and then failed to connect again: its last error says nothing of the first attempt."""
+    """Whether the adapter sending to ``url`` is requests' own making one attempt only (its
+    default). One that retries (``HTTPAdapter(max_retries=3)``, or a subclass retrying in its
+    ``send``) may have sent the request, lost its answer, and then failed to connect again:
+    its last error says nothing of the first attempt."""
     try:
         adapter = session.get_adapter(url or "")
     except requests.RequestException:
         return False
-    retries = getattr(adapter, "max_retries", None)
-    if not isinstance(adapter, requests.adapters.HTTPAdapter) or not isinstance(
-        retries, urllib3.Retry
-    ):
+    if type(adapter) is not requests.adapters.HTTPAdapter:
         return False
+    retries = adapter.max_retries
     return retries.total is not False and retries.total == 0
 
 
