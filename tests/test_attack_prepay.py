@@ -30,13 +30,25 @@ from human_rpc_sdk import (
     HumanRPCError,
     PaymentError,
     PaymentPolicyError,
+    PendingPaymentsWarning,
 )
 from human_rpc_sdk._prepay import RELEASED
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 
+from .conftest import FakeClock
 from .cut_proxy import CutProxy
 from .test_attack_round2 import recount, rows
-from .test_prepay import PRICE, ROOT, ROUTE, settled, spent_usdc, wallet_on
+from .test_prepay import (
+    PRICE,
+    ROOT,
+    ROUTE,
+    Paywalls,
+    add_paywalls,
+    settled,
+    spent_usdc,
+    wallet_on,
+)
+from .test_replacement_proof import gateway_app, serve
 
 
 @pytest.fixture
@@ -623,4 +635,68 @@ def test_an_async_signer_unwinding_the_task_leaves_nothing_stuck(
         ("accepted", None),
     ]
     assert spent_usdc(gateway_server.gateway, wallet) == 2 * PRICE
+    assert recount(journal)
+
+
+# -- a second process -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clocked() -> Iterator[tuple[Paywalls, FakeClock]]:
+    """A gateway on a fake clock (its chain moves only when the test says), with the routes
+    of test_prepay."""
+    clock = FakeClock()
+    seen: list[tuple[str, str, bool]] = []
+    with gateway_app(clock) as (_, app):
+        add_paywalls(app, seen)
+        running = serve(app)
+        yield Paywalls(running, seen), clock
+        running.stop()
+
+
+def test_recovery_in_another_process_leaves_a_live_prepared_payment_to_its_owner(
+    clocked: tuple[Paywalls, FakeClock], tmp_path: Path
+) -> None:
+    """Process A holds a payment prepared ahead; process B, on the same journal, recovers
+    payments: the prepared one could still land, so it is left signed (not released while
+    its owner may send it). A then sends it and is served: one transfer for it, its row
+    accepted, the budget counting exactly what moved."""
+    walls, _clock = clocked
+    gateway = walls.gateway
+    wallet = wallet_on(gateway)
+    journal = tmp_path / "journal.sqlite3"
+    job = {"url": f"{walls.url}{ROUTE}", "rpc_url": walls.server.rpc_url, "journal": str(journal)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers.prepared_then_used", json.dumps(job)],
+        cwd=ROOT,
+        env={**os.environ, "SOLANA_PRIVATE_KEY": str(wallet)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    try:
+        assert child.stdout.readline().split()[:1] == ["prepared"]
+        with pytest.warns(PendingPaymentsWarning):
+            other = AutoAgent(wallet, rpc_url=walls.server.rpc_url, journal_path=journal)
+        (left,) = other.recover_payments()
+        assert left.state == "signed"  # it could still land: its owner may still send it
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        line = child.stdout.readline().split()
+        _, errors = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert line[:2] == ["served", "200"], errors
+    assert int(line[2]) == left.id  # the very payment recovery left alone
+    assert spent_usdc(gateway, wallet) == 2 * PRICE
+    assert [(r["state"], r["landed"]) for r in rows(journal)][:2] == [
+        ("accepted", 1),
+        ("accepted", 1),
+    ]
+    assert other.budget["USDC"].spent == 2 * PRICE  # the third, prepared then, was released
+    other.close()
     assert recount(journal)
