@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ import pytest
 import requests
 from flask import Flask, jsonify, redirect, request
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from human_rpc_sdk import (
     AsyncAutoAgent,
@@ -32,7 +33,11 @@ from human_rpc_sdk import (
     PaymentPolicyError,
     PendingPaymentsWarning,
 )
-from human_rpc_sdk._prepay import RELEASED
+from human_rpc_sdk._effects import HttpReply
+from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._prepay import RELEASED, PrepayPolicy, Ready, Remembered, to_remember
+from human_rpc_sdk._prepayments import Prepayments
+from human_rpc_sdk._records import JournalEntry
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 
 from .conftest import FakeClock
@@ -43,6 +48,8 @@ from .test_prepay import (
     ROOT,
     ROUTE,
     Paywalls,
+    _challenge,
+    _receipt,
     add_paywalls,
     settled,
     spent_usdc,
@@ -700,3 +707,41 @@ def test_recovery_in_another_process_leaves_a_live_prepared_payment_to_its_owner
     assert other.budget["USDC"].spent == 2 * PRICE  # the third, prepared then, was released
     other.close()
     assert recount(journal)
+
+
+# -- the server changes its terms ---------------------------------------------------------------
+
+
+def _remembered_at(amount: int) -> Remembered:
+    """A challenge for http://x/paid of ``amount`` base units, as its served payment leaves it."""
+    url = "http://x/paid"
+    plain = _challenge(url)
+    document = unb64json(plain.headers["PAYMENT-REQUIRED"], "PAYMENT-REQUIRED")
+    document["accepts"][0]["amount"] = str(amount)
+    headers = CaseInsensitiveDict({"PAYMENT-REQUIRED": b64json(document)})
+    reply = HttpReply(402, headers, b"{}", url)
+    receipt = replace(_receipt(), atomic_amount=amount)
+    found = to_remember(reply, receipt, asked=url, served=url, challenged_at=0.0)
+    assert found is not None
+    return found
+
+
+def test_a_payment_prepared_for_terms_the_server_has_changed_is_released() -> None:
+    """A request paid the normal way (at the same time as one that used the prepared
+    payment) brings new terms while a payment for the old ones is ready: that one is
+    released, not kept for the next request (the server would refuse it, and no second
+    payment may follow), and one for the new terms is prepared. Same terms: kept."""
+    state = Prepayments(PrepayPolicy(True))
+    key = ("GET", "http://x/paid", "")
+    old = _remembered_at(10000)
+    state.remember(key, old)
+    assert state.next_job(0.0) is not None
+    entry = JournalEntry(receipt=replace(_receipt(), id=1))
+    assert state.finished(key, Ready(key, entry, old.payable, 50.0)) == []
+    assert state.remember(key, _remembered_at(10000)) == []  # the same terms: kept
+    new = _remembered_at(20000)
+    assert [r.entry.id for r in state.remember(key, new)] == [1]
+    assert state.take(key, 1.0) == (None, [])
+    job = state.next_job(1.0)
+    assert job is not None
+    assert job[1] is new
