@@ -6,6 +6,7 @@ real journals; ledger balances and journal rows are what is asserted.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import socket
@@ -745,3 +746,37 @@ def test_a_payment_prepared_for_terms_the_server_has_changed_is_released() -> No
     job = state.next_job(1.0)
     assert job is not None
     assert job[1] is new
+
+
+# -- bodies that are not in memory ---------------------------------------------------------------
+
+
+@pytest.fixture
+def walls_of_own() -> Iterator[Paywalls]:
+    """A gateway of the test's own with the routes of test_prepay, recording what it got."""
+    seen: list[tuple[str, str, bool]] = []
+    app = create_app()
+    add_paywalls(app, seen)
+    running = GatewayServer(app).start()
+    yield Paywalls(running, seen)
+    running.stop()
+
+
+def test_a_request_with_a_file_body_is_never_prepared_for(
+    walls_of_own: Paywalls, tmp_path: Path
+) -> None:
+    """POST /both with a file as its body: each pays the normal way (its body is not read to
+    tell one request from the next), nothing is prepared, nothing is left signed."""
+    walls = walls_of_own
+    wallet = wallet_on(walls.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    with AutoAgent(
+        wallet, rpc_url=walls.server.rpc_url, journal_path=journal, prepay=True
+    ) as agent:
+        for text in (b"first page", b"second page"):
+            assert agent.post(f"{walls.url}/both", data=io.BytesIO(text)).status_code == 200
+        assert agent._prepayer is not None
+        assert agent._prepayer.thread is None
+    assert walls.received("/both") == [("POST", False), ("POST", True)] * 2
+    assert [r["state"] for r in rows(journal)] == ["accepted", "accepted"]
+    assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
