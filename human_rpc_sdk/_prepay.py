@@ -227,7 +227,7 @@ def _offer_paid(required: PaymentRequired, receipt: PaymentReceipt) -> Offer | N
 class Ready:
     """A payment prepared ahead, journaled ``signed``, waiting for its request."""
 
-    key: Key
+    key: Key = field(repr=False)  # its digest covers the Authorization header
     entry: JournalEntry = field(repr=False)
     payable: ExactPayable = field(repr=False)
     usable_until: float

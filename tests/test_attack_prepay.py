@@ -36,7 +36,14 @@ from human_rpc_sdk import (
 )
 from human_rpc_sdk._effects import HttpReply
 from human_rpc_sdk._headers import b64json, unb64json
-from human_rpc_sdk._prepay import RELEASED, PrepayPolicy, Ready, Remembered, to_remember
+from human_rpc_sdk._prepay import (
+    RELEASED,
+    PrepayPolicy,
+    Ready,
+    Remembered,
+    request_key,
+    to_remember,
+)
 from human_rpc_sdk._prepayments import Prepayments
 from human_rpc_sdk._records import JournalEntry
 from stub_gateway import Gateway, GatewayServer, Price, create_app
@@ -780,3 +787,17 @@ def test_a_request_with_a_file_body_is_never_prepared_for(
     assert walls.received("/both") == [("POST", False), ("POST", True)] * 2
     assert [r["state"] for r in rows(journal)] == ["accepted", "accepted"]
     assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
+
+
+def test_a_prepared_payment_shows_nothing_of_its_request_credentials() -> None:
+    """The key a prepared payment is kept under digests the request's Authorization header
+    (a password in Basic auth could be guessed from it offline): no repr shows it."""
+    key = request_key("GET", "http://x/paid", None, "Basic dXNlcjpodW50ZXIy")
+    remembered = _remembered_at(10000)
+    ready = Ready(key, JournalEntry(receipt=_receipt()), remembered.payable, 50.0)
+    assert key[2] not in repr(ready)
+    assert "dXNlcjpodW50ZXIy" not in repr(ready)
+    assert request_key("GET", "http://x/paid", None, "Basic other") != key
+    assert request_key("GET", "http://x/paid", b"", None) == request_key(
+        "GET", "http://x/paid", None, None
+    )
