@@ -801,3 +801,33 @@ def test_a_prepared_payment_shows_nothing_of_its_request_credentials() -> None:
     assert request_key("GET", "http://x/paid", b"", None) == request_key(
         "GET", "http://x/paid", None, None
     )
+
+
+# -- flaky answers to a prepared payment ---------------------------------------------------------
+
+
+def test_a_prepared_payment_answered_5xx_after_settling_is_sent_again_not_paid_again(
+    walls_of_own: Paywalls, tmp_path: Path
+) -> None:
+    """The server settles the prepared payment and answers 500: the same payment is sent
+    again (never a second one) and served; one transfer for the request."""
+    walls = walls_of_own
+    wallet = wallet_on(walls.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{walls.url}{ROUTE}"
+    with AutoAgent(
+        wallet,
+        rpc_url=walls.server.rpc_url,
+        journal_path=journal,
+        prepay=True,
+        sleep=lambda seconds: None,
+    ) as agent:
+        assert agent.get(url).status_code == 200
+        settled(agent)
+        walls.forget()
+        walls.gateway.faults.error_after_payment(status=503)
+        assert agent.get(url).status_code == 200
+        assert walls.received(ROUTE) == [("GET", True), ("GET", True)]
+        assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
+    assert [r["state"] for r in rows(journal)][:2] == ["accepted", "accepted"]
+    assert recount(journal)
