@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -831,3 +831,76 @@ def test_a_prepared_payment_answered_5xx_after_settling_is_sent_again_not_paid_a
         assert spent_usdc(walls.gateway, wallet) == 2 * PRICE
     assert [r["state"] for r in rows(journal)][:2] == ["accepted", "accepted"]
     assert recount(journal)
+
+
+# -- close() while a prepared payment is on its way ---------------------------------------------
+
+
+@dataclass
+class _Holder:
+    """``GET /hold``: x402, settled; once armed, the answer waits (after the settlement)
+    until the test lets it go."""
+
+    armed: bool = False
+    entered: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+
+    def install(self, app: Flask) -> None:
+        gateway: Gateway = app.extensions["stub_gateway"]
+
+        @app.get("/hold")
+        @gateway.require_x402(Price(PRICE, "USDC"), description="holds its answer")
+        def hold() -> Any:
+            if self.armed:
+                self.entered.set()
+                self.go.wait(60)
+            return jsonify({"held": self.armed})
+
+
+def test_close_while_a_prepared_payment_is_on_its_way_does_not_release_it(
+    tmp_path: Path,
+) -> None:
+    """close() is called while a request that took the prepared payment waits for its answer
+    (the server has settled it): the payment is not released as never sent; whatever the
+    request learns, its row stays open or accepted, counted; recovery finds it landed."""
+    app = create_app()
+    holder = _Holder()
+    holder.install(app)
+    running = GatewayServer(app).start()
+    wallet = wallet_on(running.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{running.url}/hold"
+    agent = AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=journal, prepay=True)
+    outcome: list[object] = []
+
+    def request() -> None:
+        try:
+            outcome.append(agent.get(url).status_code)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is the test's to see
+            outcome.append(exc)
+
+    try:
+        assert agent.get(url).status_code == 200
+        settled(agent)
+        holder.armed = True
+        on_its_way = threading.Thread(target=request)
+        on_its_way.start()
+        assert holder.entered.wait(60)
+        agent.close()
+        holder.go.set()
+        on_its_way.join(60)
+        assert not on_its_way.is_alive()
+        assert spent_usdc(running.gateway, wallet) == 2 * PRICE
+        taken = rows(journal)[1]
+        assert (taken["state"], taken["landed"]) != ("failed", 0), outcome
+        with pytest.warns(PendingPaymentsWarning):
+            again = AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=journal)
+        assert again.budget["USDC"].spent == 2 * PRICE
+        (recovered,) = again.recover_payments()
+        assert (recovered.id, recovered.state, recovered.landed) == (taken["id"], "accepted", True)
+        again.close()
+        assert recount(journal)
+    finally:
+        holder.go.set()
+        agent.close()
+        running.stop()
