@@ -904,3 +904,45 @@ def test_close_while_a_prepared_payment_is_on_its_way_does_not_release_it(
         holder.go.set()
         agent.close()
         running.stop()
+
+
+def test_a_cancelled_async_request_does_not_release_the_prepared_payment_it_sent(
+    tmp_path: Path,
+) -> None:
+    """AsyncAutoAgent: the task using a prepared payment is cancelled while the server (which
+    settled it) holds its answer: the payment is not released; recovery finds it landed."""
+    app = create_app()
+    holder = _Holder()
+    holder.install(app)
+    running = GatewayServer(app).start()
+    wallet = wallet_on(running.gateway)
+    journal = tmp_path / "journal.sqlite3"
+    url = f"{running.url}/hold"
+
+    async def main() -> None:
+        async with AsyncAutoAgent(
+            wallet, rpc_url=running.rpc_url, journal_path=journal, prepay=True
+        ) as agent:
+            assert (await agent.get(url)).status_code == 200
+            assert agent._prepayer is not None
+            assert await agent._prepayer.settle(30)
+            holder.armed = True
+            task = asyncio.create_task(agent.get(url))
+            assert await asyncio.to_thread(holder.entered.wait, 60)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            holder.go.set()
+            taken = rows(journal)[1]
+            assert (taken["state"], taken["landed"]) == ("signed", None)
+            assert agent.budget["USDC"].spent >= 2 * PRICE
+            (recovered,) = [r for r in await agent.recover_payments() if r.id == taken["id"]]
+            assert (recovered.state, recovered.landed) == ("accepted", True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder.go.set()
+        running.stop()
+    assert spent_usdc(running.gateway, wallet) == 2 * PRICE
+    assert recount(journal)
