@@ -173,8 +173,9 @@ class Prepayer:
         except HumanRPCError as exc:  # refused or failed: the next request pays the normal way
             logger.debug("no payment prepared ahead for %s %s: %s", key[0], key[1], exc)
         except BaseException:
-            # that unwinds, as SystemExit does): left to die, it would leave its request marked
-            # "being prepared", each request to it waiting for a payment that never comes.
+            # The thread must outlive a surprise, even one that unwinds (as SystemExit does):
+            # left to die, it would leave its request marked "being prepared", each request to
+            # it waiting for a payment that never comes.
             logger.warning("preparing a payment ahead failed unexpectedly", exc_info=True)
         return None
 
