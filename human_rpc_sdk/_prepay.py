@@ -90,13 +90,20 @@ price or whom it serves (:func:`request_key`)."""
 
 
 def request_key(
-    method: str, url: str, body: bytes | str | None, authorization: str | bytes | None
-) -> Key:
+    method: str,
+    url: str,
+    body: bytes | str | None,
+    authorization: str | bytes | None,
+    content_type: str | None = None,
+) -> Key | None:
     """The key of a request: a payment prepared after one is attached only to a request with
     the same method, URL, body and ``Authorization`` header (a price may depend on the body,
     as an API's priced per page or token does, and on the caller; a payment the server
     refuses is not followed by another, so it must not be sent with a request it may not
-    fit)."""
+    fit). None for a multipart body: its boundary is random, so no two requests share a key
+    and a payment prepared for one would never be used."""
+    if content_type is not None and content_type.lower().lstrip().startswith("multipart/"):
+        return None
     digest = hashlib.sha256()
     for part in (body, authorization):
         data = b"" if part is None else part.encode() if isinstance(part, str) else part

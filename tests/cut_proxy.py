@@ -86,6 +86,6 @@ class CutProxy:
     def _cut(self, client: socket.socket) -> None:
         """Stop listening, then hang up on ``client`` (no answer reaches it)."""
         self._stop_listening()
+        self.cut.set()  # before the client can notice, and the test look
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_RDWR)
-        self.cut.set()

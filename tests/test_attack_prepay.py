@@ -769,19 +769,27 @@ def walls_of_own() -> Iterator[Paywalls]:
     running.stop()
 
 
-def test_a_request_with_a_file_body_is_never_prepared_for(
-    walls_of_own: Paywalls, tmp_path: Path
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(lambda text: {"data": io.BytesIO(text)}, id="file"),
+        pytest.param(lambda text: {"files": {"page": text}}, id="multipart"),
+    ],
+)
+def test_a_request_with_a_file_or_multipart_body_is_never_prepared_for(
+    walls_of_own: Paywalls, tmp_path: Path, body: Callable[[bytes], dict[str, Any]]
 ) -> None:
-    """POST /both with a file as its body: each pays the normal way (its body is not read to
-    tell one request from the next), nothing is prepared, nothing is left signed."""
+    """POST /both with a file as its body (not read to tell one request from the next), or a
+    multipart one (its random boundary makes each request unlike the last): each pays the
+    normal way, nothing is prepared (a payment no request would use), nothing left signed."""
     walls = walls_of_own
     wallet = wallet_on(walls.gateway)
     journal = tmp_path / "journal.sqlite3"
     with AutoAgent(
         wallet, rpc_url=walls.server.rpc_url, journal_path=journal, prepay=True
     ) as agent:
-        for text in (b"first page", b"second page"):
-            assert agent.post(f"{walls.url}/both", data=io.BytesIO(text)).status_code == 200
+        for text in (b"first page", b"first page"):
+            assert agent.post(f"{walls.url}/both", **body(text)).status_code == 200
         assert agent._prepayer is not None
         assert agent._prepayer.thread is None
     assert walls.received("/both") == [("POST", False), ("POST", True)] * 2
@@ -793,6 +801,7 @@ def test_a_prepared_payment_shows_nothing_of_its_request_credentials() -> None:
     """The key a prepared payment is kept under digests the request's Authorization header
     (a password in Basic auth could be guessed from it offline): no repr shows it."""
     key = request_key("GET", "http://x/paid", None, "Basic dXNlcjpodW50ZXIy")
+    assert key is not None
     remembered = _remembered_at(10000)
     ready = Ready(key, JournalEntry(receipt=_receipt()), remembered.payable, 50.0)
     assert key[2] not in repr(ready)

@@ -642,12 +642,12 @@ class AutoAgent(BaseAgent):
 
 def _key_of(request: requests.PreparedRequest) -> Key | None:
     """The key a payment prepared ahead for ``request`` is kept under (None: a body from a
-    file, not read here: nothing is prepared for it)."""
+    file, not read here, or a multipart one: nothing is prepared for it)."""
     body = request.body
     if body is not None and not isinstance(body, bytes | str):
         return None
-    method, url = request.method or "GET", request.url or ""
-    return request_key(method, url, body, request.headers.get("Authorization"))
+    method, url, headers = request.method or "GET", request.url or "", request.headers
+    return request_key(method, url, body, headers.get("Authorization"), headers.get("Content-Type"))
 
 
 # -- argument validation --------------------------------------------------------------------

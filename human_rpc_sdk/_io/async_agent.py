@@ -602,13 +602,19 @@ class HttpxProxyConnectionError(ProxyConnectionError, httpx.ProxyError):  # type
 
 def _key_of(request: httpx.Request) -> Key | None:
     """The key a payment prepared ahead for ``request`` is kept under (None: a streamed body,
-    not read here: nothing is prepared for it)."""
+    not read here, or a multipart one: nothing is prepared for it)."""
     try:
         body = request.content
     except httpx.RequestNotRead:
         return None
-    authorization = request.headers.get("Authorization")
-    return request_key(request.method, str(request.url), body, authorization)
+    headers = request.headers
+    return request_key(
+        request.method,
+        str(request.url),
+        body,
+        headers.get("Authorization"),
+        headers.get("Content-Type"),
+    )
 
 
 def _unreached(exc: httpx.HTTPError, url: str) -> ConnectionFailedError:
