@@ -3,13 +3,14 @@
 Pure: the agents' drivers (:mod:`._io.prepay`, :mod:`._io.aprepay`) run the flows, keep the
 state (:mod:`._prepayments`) under their lock, and do the waiting.
 
-When an x402 payment for a request (method, URL) was served (2xx), the 402 came to that very
+When an x402 payment for a request (method, URL, and the digest of its body and
+``Authorization`` header: :func:`request_key`) was served (2xx), the 402 came to that very
 URL, its origin is one ``prepay`` allows, and the offer paid carries no per-request binding
 (no ``extra.memo``, no server-chosen ``extra.recentBlockhash``) and a ``maxTimeoutSeconds``,
-that challenge is remembered for (method, URL) (:func:`to_remember`). The agent then keeps the
+that challenge is remembered for that request (:func:`to_remember`). The agent then keeps the
 next payment of it built, approved, reserved, signed and journaled (``signed``, durably:
 :func:`prepare_ahead`, the very steps a payment takes before it is sent), never sent until a
-request to that method and URL takes it (:meth:`._prepayments.Prepayments.take`). A
+request with that key takes it (:meth:`._prepayments.Prepayments.take`). A
 HumanRPC invoice is never prepared: each is issued for one request.
 
 A prepared payment is usable while the challenge is within its ``maxTimeoutSeconds`` (counted
@@ -29,6 +30,7 @@ could still land).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -58,6 +60,7 @@ __all__ = [
     "prepare_ahead",
     "prepay_policy",
     "release",
+    "request_key",
     "to_remember",
 ]
 
@@ -81,8 +84,31 @@ NEVER_SENT: Final = (
     "transaction cannot land without the facilitator's signature, which only the server adds)"
 )
 
-Key = tuple[str, str]
-"""A request: its method (upper case) and its URL as sent."""
+Key = tuple[str, str, str]
+"""A request: its method (upper case), its URL as sent, and a digest of what else may set its
+price or whom it serves (:func:`request_key`)."""
+
+
+def request_key(
+    method: str,
+    url: str,
+    body: bytes | str | None,
+    authorization: str | bytes | None,
+    content_type: str | None = None,
+) -> Key | None:
+    """The key of a request: a payment prepared after one is attached only to a request with
+    the same method, URL, body and ``Authorization`` header (a price may depend on the body,
+    as an API's priced per page or token does, and on the caller; a payment the server
+    refuses is not followed by another, so it must not be sent with a request it may not
+    fit). None for a multipart body: its boundary is random, so no two requests share a key
+    and a payment prepared for one would never be used."""
+    if content_type is not None and content_type.lower().lstrip().startswith("multipart/"):
+        return None
+    digest = hashlib.sha256()
+    for part in (body, authorization):
+        data = b"" if part is None else part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return method, url, digest.hexdigest()
 
 
 # -- the setting ---------------------------------------------------------------------------
@@ -208,7 +234,7 @@ def _offer_paid(required: PaymentRequired, receipt: PaymentReceipt) -> Offer | N
 class Ready:
     """A payment prepared ahead, journaled ``signed``, waiting for its request."""
 
-    key: Key
+    key: Key = field(repr=False)  # its digest covers the Authorization header
     entry: JournalEntry = field(repr=False)
     payable: ExactPayable = field(repr=False)
     usable_until: float
@@ -230,7 +256,7 @@ def prepare_ahead(key: Key, remembered: Remembered, ctx: PaymentContext) -> Flow
     if ready.usable_until <= ctx.clock():
         yield from release(made)  # its blockhash is too old (or not the agent's): never used
         return None
-    logger.debug("payment #%s prepared ahead for %s %s", made.id, *key)
+    logger.debug("payment #%s prepared ahead for %s %s", made.id, key[0], key[1])
     return ready
 
 

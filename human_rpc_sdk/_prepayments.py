@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from ._flow import ExactPayable
 from ._prepay import (
     PREPARED_KEYS,
     SAFETY_MARGIN,
@@ -23,6 +24,11 @@ from ._prepay import (
 )
 
 __all__ = ["Prepayments"]
+
+
+def _terms(payable: ExactPayable) -> tuple[object, ...]:
+    """What a payment prepared for ``payable`` pays: its offer as the server wrote it."""
+    return tuple((offer.version, dict(offer.raw)) for offer in payable.challenge.offers)
 
 
 @dataclass
@@ -52,15 +58,20 @@ class Prepayments:
         return self.policy.allows(key[1])
 
     def remember(self, key: Key, remembered: Remembered) -> list[Ready]:
-        """A normal payment for ``key`` was served: prepare the next (again, after a refusal)."""
+        """A normal payment for ``key`` was served: prepare the next (again, after a refusal).
+        One prepared meanwhile for other terms (the server changed them) is released: sent,
+        it would be refused, and no second payment may follow it."""
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot(remembered)
+        outdated: list[Ready] = []
+        if slot.ready is not None and _terms(slot.ready.payable) != _terms(remembered.payable):
+            outdated, slot.ready = [slot.ready], None
         slot.remembered = remembered
         slot.wanted = slot.ready is None
         slot.unused = 0
         self._slots.move_to_end(key)
-        return self._evict()
+        return outdated + self._evict()
 
     def served(self, key: Key) -> None:
         """A prepared payment for ``key`` was served: prepare the next one."""

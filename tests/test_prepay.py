@@ -44,6 +44,7 @@ from human_rpc_sdk._prepay import (
     NEVER_SENT,
     RELEASED,
     WAITING_NOTE,
+    Key,
     PrepayPolicy,
     Ready,
     Remembered,
@@ -345,7 +346,7 @@ def _remembered() -> Remembered:
     return found
 
 
-def _ready(key: tuple[str, str], until: float, remembered: Remembered, entry_id: int = 1) -> Ready:
+def _ready(key: Key, until: float, remembered: Remembered, entry_id: int = 1) -> Ready:
     entry = JournalEntry(receipt=PaymentReceipt(**{**_receipt().__dict__, "id": entry_id}))
     return Ready(key, entry, remembered.payable, until)
 
@@ -354,7 +355,7 @@ def test_the_state_prepares_one_per_request_and_hands_each_out_once() -> None:
     """One preparation per request; a ready payment is taken once; an expired one is handed
     back to release (and the next one wanted); a refused request prepares no more."""
     state = Prepayments(PrepayPolicy(True))
-    key = ("GET", "http://x/paid")
+    key = ("GET", "http://x/paid", "")
     remembered = _remembered()
     assert state.remember(key, remembered) == []
     assert state.coming(key, 0.0)
@@ -384,7 +385,7 @@ def test_a_payment_prepared_for_an_older_challenge_is_not_kept() -> None:
     """A normal payment brought a newer challenge while one was being prepared: the one
     prepared for the older challenge is released, and one for the newer one is prepared."""
     state = Prepayments(PrepayPolicy(True))
-    key = ("GET", "http://x/paid")
+    key = ("GET", "http://x/paid", "")
     older, newer = _remembered(), _remembered()
     state.remember(key, older)
     assert state.next_job(0.0) is not None
@@ -399,7 +400,7 @@ def test_an_idle_request_stops_being_prepared_for() -> None:
     """Payments prepared for a request nobody makes expire unused; after two in a row none is
     prepared for it until its next served payment."""
     state = Prepayments(PrepayPolicy(True))
-    key = ("GET", "http://x/paid")
+    key = ("GET", "http://x/paid", "")
     remembered = _remembered()
     state.remember(key, remembered)
     for n, until in enumerate((20.0, 40.0)):
@@ -415,21 +416,21 @@ def test_at_most_eight_requests_hold_a_prepared_payment() -> None:
     """A ninth request remembered forgets the least recently used one, releasing its payment."""
     state = Prepayments(PrepayPolicy(True))
     for n in range(8):
-        key = ("GET", f"http://x/{n}")
+        key = ("GET", f"http://x/{n}", "")
         remembered = _remembered()
         state.remember(key, remembered)
         assert state.next_job(0.0) is not None
         state.finished(key, _ready(key, 50.0, remembered, entry_id=n))
-    released = state.remember(("GET", "http://x/8"), _remembered())
+    released = state.remember(("GET", "http://x/8", ""), _remembered())
     assert [r.entry.id for r in released] == [0]
-    assert state.take(("GET", "http://x/0"), 1.0) == (None, [])
+    assert state.take(("GET", "http://x/0", ""), 1.0) == (None, [])
     assert [r.entry.id for r in state.close()] == list(range(1, 8))
 
 
 def test_a_stale_challenge_is_not_prepared_for() -> None:
     """Past its maxTimeoutSeconds (less the margin), a challenge prepares nothing more."""
     state = Prepayments(PrepayPolicy(True))
-    key = ("GET", "http://x/paid")
+    key = ("GET", "http://x/paid", "")
     state.remember(key, _remembered())  # stale at 300
     assert not state.coming(key, 299.0)
     assert state.next_job(299.0) is None

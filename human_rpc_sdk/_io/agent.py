@@ -33,6 +33,7 @@ from .._prepay import (
     deliver_prepared,
     prepare_ahead,
     release,
+    request_key,
     to_remember,
 )
 from .._prepayments import Prepayments
@@ -121,11 +122,13 @@ class AutoAgent(BaseAgent):
         served, and the offer it paid carries no per-request binding (no ``extra.memo``, no
         ``extra.recentBlockhash``), the next payment for that method and URL is priced,
         approved (``approve`` is called for it, in the agent's worker thread), reserved,
-        signed and journaled in the background, and sent with the next request to it, with
-        no unpaid round trip and no signing on the way. It is usable while the 402 is within
-        its ``maxTimeoutSeconds`` and its blockhash is fresh (about 15 s); one never used is
-        released (``failed``, its budget back) then, or at :meth:`close`. At most 8 requests
-        have one prepared at a time, each reserved from the budget until used or released.
+        signed and journaled in the background, and sent with the next request to it with
+        the same body and ``Authorization`` header (a request from a file body is never
+        prepared for), with no unpaid round trip and no signing on the way. It is usable
+        while the 402 is within its ``maxTimeoutSeconds`` and its blockhash is fresh (about
+        15 s); one never used is released (``failed``, its budget back) then, or at
+        :meth:`close`. At most 8 requests have one prepared at a time, each reserved from the
+        budget until used or released.
         A prepared payment the server refuses is not followed by another while it could still
         land, and no more is prepared for that request until a normal payment to it is
         served. HumanRPC invoices are never prepared (each is issued for one request), nor
@@ -567,8 +570,8 @@ class AutoAgent(BaseAgent):
     ) -> None:
         """After a served payment: prepare the next one of its challenge, if it may be."""
         request, challenged_at = asked
-        key = (request.method or "GET", request.url or "")
-        if self._prepayer is None or not self._prepayer.allows(key):
+        key = _key_of(request)
+        if self._prepayer is None or key is None or not self._prepayer.allows(key):
             return
         remembered = to_remember(
             reply, outcome.receipt, asked=key[1], served=served, challenged_at=challenged_at
@@ -582,8 +585,8 @@ class AutoAgent(BaseAgent):
         prepayer = self._prepayer
         if prepayer is None:
             return None
-        key = (request.method or "GET", request.url or "")
-        if not prepayer.allows(key):
+        key = _key_of(request)
+        if key is None or not prepayer.allows(key):
             return None
         try:
             ensure_replayable(request)
@@ -635,6 +638,16 @@ class AutoAgent(BaseAgent):
         if response is None:  # deliver ends without an error only after an answer came
             raise RuntimeError("a prepared payment was delivered without an answer")
         return response
+
+
+def _key_of(request: requests.PreparedRequest) -> Key | None:
+    """The key a payment prepared ahead for ``request`` is kept under (None: a body from a
+    file, not read here, or a multipart one: nothing is prepared for it)."""
+    body = request.body
+    if body is not None and not isinstance(body, bytes | str):
+        return None
+    method, url, headers = request.method or "GET", request.url or "", request.headers
+    return request_key(method, url, body, headers.get("Authorization"), headers.get("Content-Type"))
 
 
 # -- argument validation --------------------------------------------------------------------

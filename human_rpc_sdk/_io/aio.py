@@ -346,6 +346,8 @@ class AsyncPaidRequest:
         self.clock = clock
         self.response: httpx.Response | None = None
         self.sends = 0
+        self.reached = False
+        """Whether a send reached the server (an answer came, if only a redirect)."""
 
     def _retry(self, headers: Any) -> httpx.Request:
         return paid_request(self.request, self.challenge, headers, self.timeout)
@@ -358,7 +360,13 @@ class AsyncPaidRequest:
             reply = await read_reply(response, deadline=deadline, clock=self.clock, paid=True)
         except httpx.HTTPError as exc:
             unconnected = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            if self.challenge is None and self.sends == 0 and unconnected:
+            if (
+                self.challenge is None
+                and self.sends == 0
+                and not self.reached
+                and unconnected
+                and _one_attempt(self.client, retry.url)
+            ):
                 raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
@@ -374,6 +382,7 @@ class AsyncPaidRequest:
         """Send, following redirects the caller allows; payment headers stay on the origin."""
         home = str(request.url)
         response = await self.client.send(request, follow_redirects=False, stream=True)
+        self.reached = True  # the payment left: a later hop failing to connect changes nothing
         hops = 0
         while response.is_redirect and self.follow_redirects:
             hops += 1
@@ -451,3 +460,17 @@ def _cookie_pairs(header: str | None) -> dict[str, str]:
         if name and sep:
             pairs[name] = value
     return pairs
+
+
+def _one_attempt(client: httpx.AsyncClient, url: httpx.URL) -> bool:
+    """Whether the transport sending to ``url`` is httpx's own, whose retries only connect
+    again: a connect error then means no byte of the request left. Another transport may
+    retry a request whose answer was lost, and end on a refused connection."""
+    transport_for = getattr(client, "_transport_for_url", None)
+    if transport_for is None:
+        return False
+    try:
+        transport = transport_for(url)
+    except Exception:  # noqa: BLE001 - an unknown client: assume the request may have left
+        return False
+    return type(transport) is httpx.AsyncHTTPTransport

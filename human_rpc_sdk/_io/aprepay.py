@@ -136,15 +136,28 @@ class AsyncPrepayer:
             )
 
     async def _run(self) -> None:
-        while True:
-            job = await self._next()
+        try:
+            while True:
+                job = await self._next()
+                await self._release_all()
+                if job is None:
+                    return
+                key, remembered = job
+                ready = await self._prepared(key, remembered)
+                self._hand_over(self.state.finished(key, ready))
+                self.prepared.set()
+        except BaseException as exc:
+            # The loop is ending with the agent never closed (asyncio.run cancels what is
+            # left), or a signer unwound the task: prepare nothing more (no request waits for
+            # a payment that never comes), and release what is prepared rather than leave it
+            # signed.
+            self._stopping = True
+            self._pulse()
+            self._to_release.extend(self.state.close())
             await self._release_all()
-            if job is None:
-                return
-            key, remembered = job
-            ready = await self._prepared(key, remembered)
-            self._hand_over(self.state.finished(key, ready))
-            self.prepared.set()
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+                raise
+            logger.warning("preparing payments ahead stopped unexpectedly", exc_info=True)
 
     async def _next(self) -> tuple[Key, Remembered] | None:
         """The next preparation (None: stop, everything prepared handed over to release)."""
@@ -166,7 +179,7 @@ class AsyncPrepayer:
         try:
             return await self._make(key, remembered)
         except HumanRPCError as exc:  # refused or failed: the next request pays the normal way
-            logger.debug("no payment prepared ahead for %s %s: %s", *key, exc)
+            logger.debug("no payment prepared ahead for %s %s: %s", key[0], key[1], exc)
         except Exception:  # the task must outlive a surprise: logged
             logger.warning("preparing a payment ahead failed unexpectedly", exc_info=True)
         return None
@@ -185,6 +198,6 @@ class AsyncPrepayer:
         self._pulse()
         task = self.task
         if task is not None:
-            await task
+            await asyncio.wait([task])  # one cancelled (its loop ending) released its own
         self._to_release.extend(self.state.close())
         await self._release_all()

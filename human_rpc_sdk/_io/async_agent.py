@@ -32,6 +32,7 @@ from .._prepay import (
     deliver_prepared,
     prepare_ahead,
     release,
+    request_key,
     to_remember,
 )
 from .._prepayments import Prepayments
@@ -461,8 +462,8 @@ class AsyncAutoAgent(BaseAgent):
     ) -> None:
         """After a served payment: prepare the next one of its challenge, if it may be."""
         request, challenged_at = asked
-        key = (request.method, str(request.url))
-        if self._prepayer is None or not self._prepayer.allows(key):
+        key = _key_of(request)
+        if self._prepayer is None or key is None or not self._prepayer.allows(key):
             return
         remembered = to_remember(
             reply, outcome.receipt, asked=key[1], served=served, challenged_at=challenged_at
@@ -474,8 +475,8 @@ class AsyncAutoAgent(BaseAgent):
     async def _prepared_for(self, request: httpx.Request, auth: Any) -> Ready | None:
         """The payment prepared ahead for ``request``'s method and URL, if one is usable."""
         prepayer = self._prepayer
-        key = (request.method, str(request.url))
-        if prepayer is None or auth is not None or not prepayer.allows(key):
+        key = _key_of(request)
+        if prepayer is None or auth is not None or key is None or not prepayer.allows(key):
             return None
         try:
             ensure_replayable(request)
@@ -597,6 +598,23 @@ class HttpxConnectTimeoutError(ConnectTimeoutError, httpx.ConnectTimeout):  # ty
 class HttpxProxyConnectionError(ProxyConnectionError, httpx.ProxyError):  # type: ignore[misc]
     """:class:`~human_rpc_sdk.exceptions.ProxyConnectionError` that is also httpx's
     ``ProxyError``."""
+
+
+def _key_of(request: httpx.Request) -> Key | None:
+    """The key a payment prepared ahead for ``request`` is kept under (None: a streamed body,
+    not read here, or a multipart one: nothing is prepared for it)."""
+    try:
+        body = request.content
+    except httpx.RequestNotRead:
+        return None
+    headers = request.headers
+    return request_key(
+        request.method,
+        str(request.url),
+        body,
+        headers.get("Authorization"),
+        headers.get("Content-Type"),
+    )
 
 
 def _unreached(exc: httpx.HTTPError, url: str) -> ConnectionFailedError:

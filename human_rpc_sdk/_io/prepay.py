@@ -7,9 +7,11 @@ and is stopped and joined by ``close()``, which releases every payment still pre
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -25,6 +27,8 @@ logger = logging.getLogger("human_rpc_sdk")
 MAX_WAIT: Final = 5.0
 """Seconds a request waits for its payment being prepared before paying the normal way."""
 _IDLE: Final = 60.0
+_EXIT_WAIT: Final = 30.0
+"""Seconds the interpreter's exit waits for a worker to release what it holds."""
 
 
 class Prepayer:
@@ -54,6 +58,7 @@ class Prepayer:
         self.prepared = threading.Event()
         """Set after each preparation the thread ran (whatever came of it); clear it to wait
         for the next one."""
+        _LIVE.add(self)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -166,8 +171,11 @@ class Prepayer:
         try:
             return self._make(key, remembered)
         except HumanRPCError as exc:  # refused or failed: the next request pays the normal way
-            logger.debug("no payment prepared ahead for %s %s: %s", *key, exc)
-        except Exception:  # the thread must outlive a surprise: logged
+            logger.debug("no payment prepared ahead for %s %s: %s", key[0], key[1], exc)
+        except BaseException:
+            # The thread must outlive a surprise, even one that unwinds (as SystemExit does):
+            # left to die, it would leave its request marked "being prepared", each request to
+            # it waiting for a payment that never comes.
             logger.warning("preparing a payment ahead failed unexpectedly", exc_info=True)
         return None
 
@@ -187,9 +195,24 @@ class Prepayer:
             released = self.state.close() if self._thread is None else []
         self._release_all(released)
 
-    def close(self) -> None:
-        """Stop the thread and wait for it: every payment prepared is released."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the thread and wait for it (at most ``timeout`` seconds): every payment
+        prepared is released."""
         self.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(timeout)
+
+
+_LIVE: Final[weakref.WeakSet[Prepayer]] = weakref.WeakSet()
+"""Every prepayer not yet collected (its thread, running, keeps it alive)."""
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """At the interpreter's exit, release what agents never closed hold prepared: their
+    threads are daemons, stopped wherever they are once the exit goes on, which would leave
+    those payments ``signed`` (counted, and warned about, until recovery proves they never
+    landed)."""
+    for prepayer in list(_LIVE):
+        prepayer.close(_EXIT_WAIT)

@@ -256,6 +256,8 @@ class PaidRequest:
         self.clock = clock
         self.response: requests.Response | None = None
         self.sends = 0
+        self.reached = False
+        """Whether a send reached the server (an answer came, if only a redirect)."""
 
     def __call__(self, effect: Resend) -> HttpReply | NoAnswer:
         retry = self.request.copy()
@@ -279,7 +281,13 @@ class PaidRequest:
                 response, consume=consume, deadline=deadline, clock=self.clock, paid=True
             )
         except requests.RequestException as exc:
-            if self.challenge is None and self.sends == 0 and _unconnected(exc):
+            if (
+                self.challenge is None
+                and self.sends == 0
+                and not self.reached
+                and _unconnected(exc)
+                and _one_attempt(self.session, retry.url)
+            ):
                 raise NotSent(str(retry.url)) from exc
             answer = no_answer(failure_of(exc), type(exc).__name__)
             if answer is None:
@@ -296,6 +304,7 @@ class PaidRequest:
         kwargs = {**self.send_kwargs, "allow_redirects": False, "stream": True}
         home = request.url
         response = self.session.send(request, **kwargs)
+        self.reached = True  # the payment left: a later hop failing to connect changes nothing
         hops = 0
         while response.is_redirect and self.send_kwargs.get("allow_redirects", True):
             hops += 1
@@ -337,6 +346,21 @@ def _unconnected(exc: requests.RequestException) -> bool:
     return isinstance(exc, requests.ConnectionError) and isinstance(
         reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
     )
+
+
+def _one_attempt(session: requests.Session, url: str | None) -> bool:
+    """Whether the adapter sending to ``url`` is requests' own making one attempt only (its
+    default). One that retries (``HTTPAdapter(max_retries=3)``, or a subclass retrying in its
+    ``send``) may have sent the request, lost its answer, and then failed to connect again:
+    its last error says nothing of the first attempt."""
+    try:
+        adapter = session.get_adapter(url or "")
+    except requests.RequestException:
+        return False
+    if type(adapter) is not requests.adapters.HTTPAdapter:
+        return False
+    retries = adapter.max_retries
+    return retries.total is not False and retries.total == 0
 
 
 def send_unpaid(
