@@ -11,6 +11,10 @@ is ``python -m stub_gateway`` plus a counter route), prints each figure beside i
   settling through the gateway's facilitator). AutoAgent with default settings, and with
   prepared payments (``AutoAgent(prepay=True)``) when the agent takes that parameter;
 * paid vs unpaid: an unpaid GET of the same route in the same rounds;
+* every client pauses ``--gap-ms`` (default 10, not timed) before each request, as an agent
+  does its own work between calls: the time a prepared payment is prepared in. The gateway
+  route is timed back to back as well (no pause: the next payment is prepared while the
+  caller waits);
 * RPC round trips per payment over a ``--background-seconds`` run (default 30) with
   default settings: the agent's own (the critical path, ``rpc_stats``), its background
   refresher's (when it has one that counts) and the JSON-RPC calls the gateway served;
@@ -68,7 +72,8 @@ UNPAID = "unpaid GET"
 NOT_AVAILABLE = "not available"
 NO_PREPAY = f"{PREPAY}: not available (this AutoAgent takes no prepay= parameter yet)"
 
-Pay = Callable[[int, str], list[float]]
+Pay = Callable[..., list[float]]
+"""``pay(count, url, gap=0.0)``: the latencies of ``count`` requests, ``gap`` s apart (untimed)."""
 
 
 class BenchError(SystemExit):
@@ -222,8 +227,8 @@ class ReferencePayer:
             raise BenchError(f"the reference x402 client failed {doing}: {answer['error']}")
         return answer
 
-    def pay(self, count: int, url: str) -> list[float]:
-        self._stdin.write(f"pay {count} {url}\n")
+    def pay(self, count: int, url: str, gap: float = 0.0) -> list[float]:
+        self._stdin.write(f"pay {count} {url} {gap}\n")
         self._stdin.flush()
         latencies: list[float] = self._answer(f"paying {url}")["latencies"]
         PAID.add(count)
@@ -259,9 +264,11 @@ PAID = Counter()
 
 
 def paying(agent: AutoAgent) -> Pay:
-    def pay(count: int, url: str) -> list[float]:
+    def pay(count: int, url: str, gap: float = 0.0) -> list[float]:
         latencies = []
         for _ in range(count):
+            if gap:
+                time.sleep(gap)
             started = time.perf_counter()
             status = agent.get(url).status_code
             latencies.append(time.perf_counter() - started)
@@ -274,9 +281,11 @@ def paying(agent: AutoAgent) -> Pay:
 
 
 def not_paying(session: requests.Session) -> Pay:
-    def get(count: int, url: str) -> list[float]:
+    def get(count: int, url: str, gap: float = 0.0) -> list[float]:
         latencies = []
         for _ in range(count):
+            if gap:
+                time.sleep(gap)
             started = time.perf_counter()
             status = session.get(url, timeout=30).status_code
             latencies.append(time.perf_counter() - started)
@@ -287,8 +296,11 @@ def not_paying(session: requests.Session) -> Pay:
     return get
 
 
-def alternate(clients: dict[str, Pay], url: str, count: int, per_round: int) -> dict[str, Any]:
-    """``count`` requests per client, in rounds of ``per_round``, the order turning each round."""
+def alternate(
+    clients: dict[str, Pay], url: str, count: int, per_round: int, gap: float = 0.0
+) -> dict[str, Any]:
+    """``count`` requests per client, in rounds of ``per_round``, the order turning each round;
+    each client waits ``gap`` seconds before each request (not timed)."""
     for pay in clients.values():  # warm: connections, caches, a first challenge to prepare from
         pay(2, url)
     samples: dict[str, list[float]] = {name: [] for name in clients}
@@ -297,7 +309,7 @@ def alternate(clients: dict[str, Pay], url: str, count: int, per_round: int) -> 
     for turn in range(rounds):
         start = turn % len(names)
         for name in names[start:] + names[:start]:
-            samples[name].extend(clients[name](per_round, url))
+            samples[name].extend(clients[name](per_round, url, gap))
     return samples
 
 
@@ -512,7 +524,7 @@ class Report:
             mark = verdict(float(figure), limit, below)
         else:
             shown, mark = str(figure), ""
-        self.lines.append(f"  {label:56} {shown:>14}  {target:10} {mark}".rstrip())
+        self.lines.append(f"  {label:64} {shown:>8}  {target:10} {mark}".rstrip())
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -526,17 +538,23 @@ def ratio(samples: dict[str, list[float]], name: str, base: str) -> float | str:
 
 def latency_table(report: Report, title: str, samples: dict[str, list[float]]) -> None:
     report.heading(title)
-    report.lines.append(f"  {'':56} {'median ms':>14}  {'p95 ms':>8}")
+    report.lines.append(f"  {'':64} {'median ms':>10}  {'p95 ms':>8}")
     for name, values in samples.items():
-        report.lines.append(f"  {name:56} {median_ms(values):14.2f}  {p95_ms(values):8.2f}")
+        report.lines.append(f"  {name:64} {median_ms(values):10.2f}  {p95_ms(values):8.2f}")
     if PREPAY not in samples:
-        report.lines.append(f"  {PREPAY:56} {NOT_AVAILABLE:>14}")
+        report.lines.append(f"  {PREPAY:64} {NOT_AVAILABLE:>10}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=200, help="payments per client per route")
     parser.add_argument("--round", type=int, default=10, help="requests per client per round")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=10.0,
+        help="untimed pause before each request (an agent's own work between calls)",
+    )
     parser.add_argument(
         "--background-seconds", type=float, default=30.0, help="length of the RPC-count run"
     )
@@ -590,10 +608,13 @@ def main() -> int:
                 f"gateway {GATEWAY_ROUTE}": f"{gateway.url}{GATEWAY_ROUTE}",
                 "reference Flask middleware /paid": middleware_url,
             }
+            gap = args.gap_ms / 1000
             samples = {
-                route: alternate(clients, url, args.payments, small)
+                route: alternate(clients, url, args.payments, small, gap)
                 for route, url in routes.items()
             }
+            gateway_url = routes[f"gateway {GATEWAY_ROUTE}"]
+            back_to_back = alternate(clients, gateway_url, args.payments, small)
         reference.close()
         rpc = rpc_run(
             default_agent, gateway, f"{gateway.url}{GATEWAY_ROUTE}", args.background_seconds
@@ -617,7 +638,10 @@ def main() -> int:
             if closing is not None:
                 closing.close()
 
-    per_route = f"{args.payments} paid requests per client per route, rounds of {small}"
+    per_route = (
+        f"{args.payments} paid requests per client per route, rounds of {small}, "
+        f"{args.gap_ms:g} ms apart"
+    )
     report.lines.append(
         f"bench_payment: AutoAgent vs the reference x402 client {X402_VERSION} "
         f"(Python {sys.version.split()[0]}; {per_route}; journals on disk)"
@@ -626,11 +650,20 @@ def main() -> int:
         report.lines.append(NO_PREPAY)
     for route, route_samples in samples.items():
         latency_table(
-            report, f"Latency, {route} (wall clock per request, in its own process)", route_samples
+            report,
+            f"Latency, {route}, {args.gap_ms:g} ms between requests (wall clock per request, "
+            "in its own process)",
+            route_samples,
         )
+    latency_table(
+        report,
+        f"Latency, gateway {GATEWAY_ROUTE}, back to back (no time between requests to prepare "
+        "the next payment in)",
+        back_to_back,
+    )
 
     gateway_samples, middleware_samples = samples.values()
-    report.heading(f"{'Ratios (medians)':58} {'figure':>14}  {'target':10} verdict")
+    report.heading(f"{'Ratios (medians)':66} {'figure':>8}  {'target':10} verdict")
     report.row(
         "gateway route: AutoAgent / reference",
         ratio(gateway_samples, DEFAULT, REFERENCE),
@@ -670,6 +703,23 @@ def main() -> int:
     report.row(
         "gateway route: paid / unpaid, reference (context)",
         ratio(gateway_samples, REFERENCE, UNPAID),
+        "(none)",
+    )
+    report.row(
+        "gateway route, back to back: AutoAgent / reference",
+        ratio(back_to_back, DEFAULT, REFERENCE),
+        "(none)",
+        unit="x",
+    )
+    report.row(
+        "gateway route, back to back: AutoAgent(prepay=True) / reference",
+        ratio(back_to_back, PREPAY, REFERENCE),
+        "(none)",
+        unit="x",
+    )
+    report.row(
+        "gateway route, back to back: paid / unpaid, AutoAgent(prepay=True)",
+        ratio(back_to_back, PREPAY, UNPAID),
         "(none)",
     )
     report.row(
@@ -728,7 +778,7 @@ def main() -> int:
             "(none)",
         )
     if not prepay:
-        report.lines.append(f"  {PREPAY:56} {NOT_AVAILABLE:>14}")
+        report.lines.append(f"  {PREPAY:64} {NOT_AVAILABLE:>10}")
     report.lines.append(
         "    (strace: fsync and fdatasync calls of a fresh paying process, all its threads, "
         "between two markers)"

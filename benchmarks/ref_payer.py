@@ -4,10 +4,10 @@ argv[1]: ``{"secret": <base58 keypair>, "rpc_url": ...}``. Prints ``{"ready": tr
 set up, then reads commands from standard input, one a line, and answers each with one JSON
 line:
 
-* ``pay N URL``: N paid GETs of URL, one after the other, through ``x402_requests`` (one
-  keep-alive session for the whole run); answers ``{"latencies": [seconds, ...]}``, each the
-  wall clock of one request measured in this process, or ``{"error": ...}`` if one was not
-  answered 200;
+* ``pay N URL [GAP]``: N paid GETs of URL, one after the other, through ``x402_requests``
+  (one keep-alive session for the whole run), GAP seconds apart (not timed; default 0);
+  answers ``{"latencies": [seconds, ...]}``, each the wall clock of one request measured in
+  this process, or ``{"error": ...}`` if one was not answered 200;
 * ``quit`` (or the end of input): exit.
 
 The benchmark (bench_payment.py) measures AutoAgent the same way in its own process, and the
@@ -30,9 +30,11 @@ from x402.mechanisms.svm.exact.register import (  # type: ignore[import-not-foun
 from x402.mechanisms.svm.signers import KeypairSigner  # type: ignore[import-not-found,unused-ignore]
 
 
-def pay(session: object, count: int, url: str) -> dict[str, object]:
+def pay(session: object, count: int, url: str, gap: float = 0.0) -> dict[str, object]:
     latencies = []
     for _ in range(count):
+        if gap:
+            time.sleep(gap)
         started = time.perf_counter()
         response = session.get(url, timeout=60)  # type: ignore[attr-defined]
         latencies.append(time.perf_counter() - started)
@@ -55,10 +57,12 @@ def main() -> int:
         words = line.split()
         if not words or words[0] == "quit":
             break
-        if words[0] == "pay" and len(words) == 3:
-            answer = pay(session, int(words[1]), words[2])
+        if words[0] == "pay" and len(words) in (3, 4):
+            gap = float(words[3]) if len(words) == 4 else 0.0
+            answer = pay(session, int(words[1]), words[2], gap)
         else:
-            answer = {"error": f"unknown command {line.strip()!r}; expected 'pay N URL' or 'quit'"}
+            expected = "expected 'pay N URL [GAP]' or 'quit'"
+            answer = {"error": f"unknown command {line.strip()!r}; {expected}"}
         print(json.dumps(answer), flush=True)
     return 0
 

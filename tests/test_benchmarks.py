@@ -31,6 +31,8 @@ PAYMENT_ROWS = (
     "middleware route: AutoAgent(prepay=True) / reference",
     "gateway route: paid / unpaid, AutoAgent ",
     "gateway route: paid / unpaid, AutoAgent(prepay=True)",
+    "back to back (no time between requests",
+    "gateway route, back to back: AutoAgent(prepay=True) / reference",
     "round trips on the critical path (agent.rpc_stats)",
     "round trips in the background",
     "JSON-RPC calls served by the gateway",
