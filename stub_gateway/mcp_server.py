@@ -133,11 +133,11 @@ class McpFaults:
 
 
 class GatewayFacilitator:
-    """The gateway's x402 facilitator and network facts, over HTTP."""
+    """The gateway's x402 facilitator and network facts, over HTTP (a client per exchange:
+    none is left open when the server stops)."""
 
-    def __init__(self, gateway_url: str, client: httpx.AsyncClient) -> None:
+    def __init__(self, gateway_url: str) -> None:
         self.url = gateway_url.rstrip("/")
-        self.client = client
         self.facts: dict[str, Any] | None = None
 
     async def requirements(self, price: Decimal) -> dict[str, Any]:
@@ -155,8 +155,9 @@ class GatewayFacilitator:
 
     async def _facts(self) -> dict[str, Any]:
         if self.facts is None:
-            info = (await self.client.get(f"{self.url}/api/v1/info")).json()
-            supported = (await self.client.get(f"{self.url}/facilitator/supported")).json()
+            async with httpx.AsyncClient() as client:
+                info = (await client.get(f"{self.url}/api/v1/info")).json()
+                supported = (await client.get(f"{self.url}/facilitator/supported")).json()
             kind = next(k for k in supported["kinds"] if k["x402Version"] == 2)
             usdc = info["mints"]["USDC"]
             self.facts = {
@@ -176,7 +177,8 @@ class GatewayFacilitator:
 
     async def _post(self, what: str, payload: Mapping[str, Any], wanted: Mapping[str, Any]) -> Any:
         body = {"x402Version": 2, "paymentPayload": payload, "paymentRequirements": wanted}
-        answer = await self.client.post(f"{self.url}/facilitator/{what}", json=body, timeout=30)
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"{self.url}/facilitator/{what}", json=body, timeout=30)
         return answer.json()
 
 
@@ -362,7 +364,7 @@ def create_mcp_app(
 ) -> ASGIApp:
     """The ASGI app serving ``tools`` at ``/mcp``, paid through the gateway at ``gateway_url``."""
     faults = faults if faults is not None else McpFaults()
-    facilitator = GatewayFacilitator(gateway_url, httpx.AsyncClient())
+    facilitator = GatewayFacilitator(gateway_url)
     paid = PaidTools(tools, facilitator, faults)
     server = Server("stub-gateway-mcp", on_list_tools=paid.list_tools, on_call_tool=paid.call_tool)
     app = server.streamable_http_app(json_response=True, stateless_http=True)
