@@ -227,7 +227,8 @@ async def test_lost_answer_is_resent_with_the_same_payment(
     assert pauses.seconds == [0.25]  # one re-send, after the first pause
     assert result.structured_content["symbol"] == "ETH"
     receipt = agent.last_payment()
-    assert receipt is not None and receipt.settled is True
+    assert receipt is not None
+    assert receipt.settled is True
     assert rows(agent) == [("accepted", "mcp://tool/premium_quote", "0.01", receipt.signature)]
     assert usdc(gateway, wallet.pubkey()) == 1 - PRICE
     assert usdc(gateway, gateway.treasury) - treasury == PRICE
