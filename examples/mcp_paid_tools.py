@@ -76,9 +76,8 @@ async def use_agent_server(gateway_url: str, rpc_url: str, wallet: Keypair) -> N
         refused = await session.call_tool(
             "fetch_paid", {"url": f"{gateway_url}/api/v1/premium/usdc"}
         )
-        said = getattr(
-            refused.content[0], "text", ""
-        )  # "...: refused: PaymentPolicyError (reason ..., rule ...)"
+        # "...: refused: PaymentPolicyError (reason ..., rule ...): <the SDK's message>"
+        said = getattr(refused.content[0], "text", "")
         print("fetch_paid over the limit:", said.split("refused: ", 1)[1].split(":")[0])
         budget = await session.call_tool("budget", {})
         usdc = budget.structured_content["budget"]["USDC"]
