@@ -125,11 +125,13 @@ DEFAULT_TOOLS: Final = (
 class McpFaults:
     """Faults a test arms: ``lose_answers`` paid calls are served and settled, then their HTTP
     answer is replaced by a 502 (the answer lost); ``reprice`` makes the server check a
-    payment against twice the price it asked (a server refusing what it asked for)."""
+    payment against twice the price it asked (a server refusing what it asked for).
+    ``payments`` records every payment a paid tool received, in order."""
 
     lose_answers: int = 0
     reprice: bool = False
     lost: int = 0
+    payments: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 class GatewayFacilitator:
@@ -215,6 +217,7 @@ class PaidTools:
         payload = meta.get(PAYMENT)
         if not isinstance(payload, Mapping):
             return await self._required(tool, "Payment required to access this tool")
+        self.faults.payments.append(payload)
         key = _answer_key(tool.name, arguments, payload)
         lock = self.locks.setdefault(key, asyncio.Lock())
         async with lock:  # the same payment sent twice at once: the second waits the first

@@ -40,7 +40,7 @@ from human_rpc_sdk.mcp import paying_session
 from stub_gateway import Gateway, GatewayServer
 from stub_gateway.mcp_server import McpFaults, McpGatewayServer, serve_mcp_in_thread
 
-from .conftest import Funder
+from .conftest import CountingSigner, Funder
 
 PRICE = Decimal("0.01")
 
@@ -71,6 +71,7 @@ def mcp_server(server: GatewayServer, faults: McpFaults) -> Iterator[McpGatewayS
 def _disarmed(faults: McpFaults) -> Iterator[None]:
     yield
     faults.lose_answers, faults.reprice, faults.lost = 0, False, 0
+    faults.payments.clear()
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +89,7 @@ async def connected(url: str) -> AsyncIterator[ClientSession]:
 async def make_agent(server: GatewayServer, tmp_path: Path) -> AsyncIterator[Any]:
     made: list[AsyncAutoAgent] = []
 
-    def make(wallet: Keypair, **options: Any) -> AsyncAutoAgent:
+    def make(wallet: Keypair | None, **options: Any) -> AsyncAutoAgent:
         options.setdefault("journal_path", tmp_path / f"journal-{len(made)}.sqlite3")
         options.setdefault("sleep", Pauses())
         agent = AsyncAutoAgent(wallet, rpc_url=server.rpc_url, **options)
@@ -219,12 +220,16 @@ async def test_lost_answer_is_resent_with_the_same_payment(
     wallet = funded_wallet(sol="1", usdc="1")
     treasury = usdc(gateway, gateway.treasury)
     pauses = Pauses()
-    agent = make_agent(wallet, sleep=pauses)
+    signer = CountingSigner(wallet)
+    agent = make_agent(None, signer=signer, sleep=pauses)
     faults.lose_answers = 1
     async with connected(mcp_server.url) as session:
         result = await paying_session(session, agent).call_tool("premium_quote", {"symbol": "ETH"})
     assert faults.lost == 1
     assert pauses.seconds == [0.25]  # one re-send, after the first pause
+    first, again = faults.payments
+    assert again == first  # the very same payment, byte for byte
+    assert signer.count == 1  # signed once
     assert result.structured_content["symbol"] == "ETH"
     receipt = agent.last_payment()
     assert receipt is not None
@@ -245,13 +250,17 @@ async def test_every_answer_lost_leaves_the_payment_open(
     """No answer to any send: PaymentError no_answer_after_payment; the one payment (settled
     once on the ledger) stays journaled ``submitted`` for recover_payments(); it is paid once."""
     wallet = funded_wallet(sol="1", usdc="1")
-    agent = make_agent(wallet)
+    signer = CountingSigner(wallet)
+    agent = make_agent(None, signer=signer)
     faults.lose_answers = 10
     async with connected(mcp_server.url) as session:
         with pytest.raises(PaymentError) as raised:
             await paying_session(session, agent).call_tool("premium_quote", {"symbol": "SOL"})
     assert raised.value.reason == "no_answer_after_payment"
     assert faults.lost == 4
+    assert len(faults.payments) == 4
+    assert all(payment == faults.payments[0] for payment in faults.payments)
+    assert signer.count == 1
     ((state, url, amount, _),) = rows(agent)
     assert (state, url, amount) == ("submitted", "mcp://tool/premium_quote", "0.01")
     assert usdc(gateway, wallet.pubkey()) == 1 - PRICE
