@@ -4,7 +4,8 @@
   payment-required tool result with an :class:`~human_rpc_sdk.AsyncAutoAgent` (its spending
   rules, ``approve``, journal and receipts) and calls the tool once more with the payment.
 * ``python -m human_rpc_sdk.mcp`` serves the agent itself as MCP tools (``fetch_paid``,
-  ``ask_human``, ``wait_for_verdict``, ``budget``); see :mod:`human_rpc_sdk.mcp.server`.
+  ``ask_human``, ``wait_for_verdict``, ``budget``); :func:`agent_server` builds that server
+  for a program of its own.
 
 Needs the ``mcp`` extra: ``pip install 'human-rpc-sdk[mcp]'``.
 """
@@ -12,5 +13,6 @@ Needs the ``mcp`` extra: ``pip install 'human-rpc-sdk[mcp]'``.
 from __future__ import annotations
 
 from .._io.mcp import PayingSession, paying_session
+from .._io.mcp_tools import agent_server
 
-__all__ = ["PayingSession", "paying_session"]
+__all__ = ["PayingSession", "agent_server", "paying_session"]

@@ -21,9 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .._io.mcp_serve import serve_http
 from ..exceptions import HumanRPCError
-from .server import agent_server
 
 __all__ = ["main"]
 
@@ -75,7 +73,10 @@ def _amounts(pairs: Sequence[str], parser: argparse.ArgumentParser, name: str) -
 
 
 async def _serve(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    # The I/O package, imported when the server runs (this module is the command line).
     from .._io.async_agent import AsyncAutoAgent
+    from .._io.mcp_serve import serve_http
+    from .._io.mcp_tools import agent_server
 
     try:
         agent = AsyncAutoAgent(network=args.network, **options)

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from .._io.async_agent import AsyncAutoAgent
 from .._money import format_amount
 from .._receipts import PaymentReceipt
 from ..exceptions import HumanRPCError
+from .async_agent import AsyncAutoAgent
 
 __all__ = ["MAX_BODY_CHARS", "MAX_WAIT_SECONDS", "agent_server"]
 
