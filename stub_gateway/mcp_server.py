@@ -227,8 +227,17 @@ class PaidTools:
                 return kept[1]
             answer = await self._paid(tool, arguments, payload)
             if answer.meta and PAYMENT_RESPONSE in answer.meta:
+                self._forget_older_than(now - ANSWER_TTL)
                 self.answers[key] = (now, answer)
             return answer
+
+    def _forget_older_than(self, cutoff: float) -> None:
+        """Drop the answers (and their locks) kept past their time."""
+        for key in [k for k, (at, _) in self.answers.items() if at < cutoff]:
+            del self.answers[key]
+            lock = self.locks.get(key)
+            if lock is not None and not lock.locked():
+                del self.locks[key]
 
     async def _paid(
         self, tool: PaidTool, arguments: Mapping[str, Any], payload: Mapping[str, Any]

@@ -16,6 +16,7 @@ Works with ``mcp`` 1.x (``McpError``, ``read_timeout_seconds`` a ``timedelta``) 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -47,6 +48,7 @@ class ToolSession(Protocol):
         """Call tool ``name``; the ``CallToolResult``."""
 
 
+@functools.cache
 def _mcp_major() -> int:
     try:
         return int(version("mcp").split(".", 1)[0])
@@ -54,6 +56,7 @@ def _mcp_major() -> int:
         return 2
 
 
+@functools.cache
 def _mcp_errors() -> tuple[type[Exception], ...]:
     """The exception ``mcp`` raises for a JSON-RPC error answer (``MCPError`` in 2.x)."""
     from mcp.shared import exceptions
