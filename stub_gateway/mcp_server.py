@@ -422,10 +422,15 @@ class McpGatewayServer:
 
 
 def serve_mcp_in_thread(
-    gateway_url: str, *, faults: McpFaults | None = None, port: int = 0
+    gateway_url: str,
+    *,
+    tools: Sequence[PaidTool] = DEFAULT_TOOLS,
+    faults: McpFaults | None = None,
+    port: int = 0,
 ) -> McpGatewayServer:
-    """Start the paid MCP tools of the gateway at ``gateway_url`` on a free loopback port."""
-    return McpGatewayServer(create_mcp_app(gateway_url, faults=faults), port=port).start()
+    """Start ``tools``, paid through the gateway at ``gateway_url``, on a free loopback port."""
+    app = create_mcp_app(gateway_url, tools=tools, faults=faults)
+    return McpGatewayServer(app, port=port).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

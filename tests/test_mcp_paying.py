@@ -8,7 +8,7 @@ import base64
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,13 @@ from human_rpc_sdk._mcp import (
 )
 from human_rpc_sdk.mcp import paying_session
 from stub_gateway import Gateway, GatewayServer
-from stub_gateway.mcp_server import McpFaults, McpGatewayServer, serve_mcp_in_thread
+from stub_gateway.mcp_server import (
+    DEFAULT_TOOLS,
+    McpFaults,
+    McpGatewayServer,
+    PaidTool,
+    serve_mcp_in_thread,
+)
 
 from .conftest import CountingSigner, Funder
 
@@ -60,10 +66,19 @@ def faults() -> McpFaults:
     return McpFaults()
 
 
+async def _broken(arguments: Mapping[str, Any]) -> Any:
+    raise RuntimeError("the tool broke")
+
+
+BROKEN = PaidTool("broken", "A paid tool that fails (0.01 USDC)", _broken, PRICE)
+
+
 @pytest.fixture(scope="module")
 def mcp_server(server: GatewayServer, faults: McpFaults) -> Iterator[McpGatewayServer]:
-    """The gateway's paid MCP tools, settled by the session gateway's facilitator."""
-    with serve_mcp_in_thread(server.url, faults=faults) as running:
+    """The gateway's paid MCP tools (and one that fails), settled by the session gateway's
+    facilitator."""
+    tools = (*DEFAULT_TOOLS, BROKEN)
+    with serve_mcp_in_thread(server.url, tools=tools, faults=faults) as running:
         yield running
 
 
@@ -288,6 +303,30 @@ async def test_server_refusing_the_payment_is_a_payment_error(
     assert "No matching payment requirements" in raised.value.details["server_reason"]
     ((state, url, _, _),) = rows(agent)
     assert (state, url) == ("refused", "mcp://tool/premium_quote")
+    assert usdc(gateway, wallet.pubkey()) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_tool_failing_after_payment_is_an_answer_not_resent(
+    mcp_server: McpGatewayServer,
+    faults: McpFaults,
+    gateway: Gateway,
+    funded_wallet: Funder,
+    make_agent: Any,
+) -> None:
+    """A paid tool that fails (the server does not settle): its error result is returned, sent
+    once (an answer, not a lost one), journaled ``refused`` with no settlement; no money moved."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = make_agent(wallet)
+    async with connected(mcp_server.url) as session:
+        result = await paying_session(session, agent).call_tool("broken", {})
+    assert result.is_error is True
+    assert "the payment was not settled" in result.content[0].text
+    assert len(faults.payments) == 1
+    receipt = agent.last_payment()
+    assert receipt is not None
+    assert (receipt.state, receipt.http_status, receipt.settled) == ("refused", 400, None)
+    assert [state for state, *_ in rows(agent)] == ["refused"]
     assert usdc(gateway, wallet.pubkey()) == 1
 
 
