@@ -38,12 +38,13 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx
 import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel import Server
+from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from human_rpc_sdk._money import to_base_units
@@ -126,10 +127,13 @@ class McpFaults:
     """Faults a test arms: ``lose_answers`` paid calls are served and settled, then their HTTP
     answer is replaced by a 502 (the answer lost); ``reprice`` makes the server check a
     payment against twice the price it asked (a server refusing what it asked for).
-    ``payments`` records every payment a paid tool received, in order."""
+    ``payments`` records every payment a paid tool received, in order. ``signalling`` is how
+    payment required is said: a result with ``structuredContent`` (the default), only the
+    text the spec requires (``text``), or the older JSON-RPC error 402 (``rpc-error``)."""
 
     lose_answers: int = 0
     reprice: bool = False
+    signalling: Literal["result", "text", "rpc-error"] = "result"
     lost: int = 0
     payments: list[Mapping[str, Any]] = field(default_factory=list)
 
@@ -216,7 +220,10 @@ class PaidTools:
         meta = params.meta if isinstance(params.meta, Mapping) else {}
         payload = meta.get(PAYMENT)
         if not isinstance(payload, Mapping):
-            return await self._required(tool, "Payment required to access this tool")
+            required = await self._required(tool, "Payment required to access this tool")
+            if self.faults.signalling == "rpc-error":  # the older signalling
+                raise MCPError(402, "Payment required", data=required.structured_content)
+            return required
         self.faults.payments.append(payload)
         key = _answer_key(tool.name, arguments, payload)
         lock = self.locks.setdefault(key, asyncio.Lock())
@@ -284,7 +291,7 @@ class PaidTools:
         wrapped = {"x402/error": {"code": 402, "message": error, "data": document}}
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=json.dumps(wrapped))],
-            structured_content=document,
+            structured_content=None if self.faults.signalling == "text" else document,
             is_error=True,
         )
 

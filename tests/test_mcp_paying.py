@@ -85,7 +85,7 @@ def mcp_server(server: GatewayServer, faults: McpFaults) -> Iterator[McpGatewayS
 @pytest.fixture(autouse=True)
 def _disarmed(faults: McpFaults) -> Iterator[None]:
     yield
-    faults.lose_answers, faults.reprice, faults.lost = 0, False, 0
+    faults.lose_answers, faults.reprice, faults.lost, faults.signalling = 0, False, 0, "result"
     faults.payments.clear()
 
 
@@ -180,6 +180,28 @@ async def test_free_tool_passes_through_untouched(
     assert agent.last_payment() is None
     assert rows(agent) == []
     assert usdc(gateway, wallet.pubkey()) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("signalling", ["text", "rpc-error"])
+async def test_every_signalling_of_payment_required_is_paid(
+    signalling: Any,
+    mcp_server: McpGatewayServer,
+    faults: McpFaults,
+    gateway: Gateway,
+    funded_wallet: Funder,
+    make_agent: Any,
+) -> None:
+    """Payment required said only in the text (the spec's minimum) or as the older JSON-RPC
+    error 402: paid once all the same."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    agent = make_agent(wallet)
+    faults.signalling = signalling
+    async with connected(mcp_server.url) as session:
+        result = await paying_session(session, agent).call_tool("premium_quote", {"symbol": "X"})
+    assert result.structured_content["quote"] == "premium quote for X"
+    assert [state for state, *_ in rows(agent)] == ["accepted"]
+    assert usdc(gateway, wallet.pubkey()) == 1 - PRICE
 
 
 @pytest.mark.asyncio
