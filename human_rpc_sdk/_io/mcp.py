@@ -10,8 +10,9 @@ answer (a read timeout, a closed connection, an HTTP error of the transport) is
 :class:`~human_rpc_sdk._effects.NoAnswer`, so the flow re-sends *the same* payment, never a
 new one; the answer is judged as an HTTP answer is.
 
-Works with ``mcp`` 1.x (``McpError``, ``read_timeout_seconds`` a ``timedelta``) and 2.x
-(``MCPError``, seconds).
+Written for ``mcp`` 2.x (``MCPError``, timeouts in seconds; the ``mcp`` extra) and 1.x
+(``McpError``, ``timedelta`` timeouts; results read by their wire names either way); the
+tests run it with 2.x, against servers and clients of both lines.
 """
 
 from __future__ import annotations
