@@ -17,7 +17,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --config-settings editable_mode=comp
 # the interoperability tests run it as separate processes.
 X402_VENV  := .venv-x402
 X402_STAMP := $(X402_VENV)/.installed
-X402_PKG   := x402[svm,flask,requests,httpx]==2.25.0
+X402_PKG   := x402[svm,flask,requests,httpx,mcp]==2.25.0
 # The official JavaScript packages (@solana/kit, @x402/*), pinned by package-lock.json and
 # installed with npm ci for the interoperability tests in tests/test_js_interop.py.
 JS_DIR   := tests/interop/js
