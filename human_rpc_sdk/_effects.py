@@ -10,6 +10,7 @@ A driver runs the flow and resumes it with each effect's result:
 * :class:`Approve` - ask the owner's ``approve`` callback; its answer (True to go ahead).
 * :class:`FindPayment`, :class:`Reserve`, :class:`Record` - read and write the payment
   journal; the journal's answer.
+* :class:`PaidBefore` - read the journal: a served payment of this URL by this wallet.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "Flow",
     "HttpReply",
     "NoAnswer",
+    "PaidBefore",
     "Pause",
     "PaymentContext",
     "Record",
@@ -165,6 +167,16 @@ class Sign(Effect[Signature | OwnSignature]):
 
     def __repr__(self) -> str:
         return f"Sign(pubkey={self.pubkey}, message=<{len(self.message)} bytes>)"
+
+
+@dataclass(frozen=True)
+class PaidBefore(Effect[JournalEntry | None]):
+    """Effect: the journal's latest payment by wallet ``payer`` on ``network`` for ``url`` that
+    the server served (``accepted``); resume with it or None. A read: nothing is written."""
+
+    url: str
+    payer: str
+    network: str
 
 
 PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record | Sign
