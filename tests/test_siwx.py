@@ -249,9 +249,8 @@ async def test_async_agent_with_an_async_signer_signs_in(
     """AsyncAutoAgent awaits an async signer for the sign-in; no second transfer."""
     wallet = funded(members.gateway)
     signer = AsyncKmsSigner(wallet)
-    async with AsyncAutoAgent(
-        signer=signer, rpc_url=members.rpc_url, journal_path=tmp_path / "j"
-    ) as agent:
+    options: dict[str, Any] = {"signer": signer, "journal_path": tmp_path / "j"}
+    async with AsyncAutoAgent(rpc_url=members.rpc_url, **options) as agent:
         assert (await agent.get(url_of(members))).json()["signed_in"] is False
         answer = await agent.get(url_of(members))
         assert answer.json()["signed_in"] is True
