@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +36,8 @@ from human_rpc_sdk._siwx import (
 from human_rpc_sdk.exceptions import TransactionBuildError
 from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer, create_app
+
+from .drivers import Driven
 
 DEVNET = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
 NOW = datetime(2026, 1, 15, 10, 30, tzinfo=UTC)
@@ -550,3 +552,20 @@ def test_the_sign_in_header_is_what_the_spec_says() -> None:
             "BSmWDgE9ex6dZYbiTsJGcwMEgFp8q4aWh92hdErQPeVW", str(wallet.pubkey())
         ).encode(),
     )
+
+
+def test_every_driver_signs_in(
+    server: GatewayServer, driven_for: Callable[..., Driven], tmp_path: Path
+) -> None:
+    """Each way of paying (AutoAgent, PaymentAuth on requests and httpx, the async agent)
+    signs in on the second request: one payment header ever sent, one transfer."""
+    wallet = funded(server.gateway)
+    payer = driven_for(wallet, capture=True, journal_path=tmp_path / "j")
+    url = f"{server.url}/x402/v2/members"
+    assert payer.get(url).json()["signed_in"] is False
+    answer = payer.get(url)
+    assert answer.status_code == 200
+    assert answer.json()["signed_in"] is True
+    assert len(payer.sent_payments) == 1
+    assert len(payer.payments) == 1
+    assert server.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
