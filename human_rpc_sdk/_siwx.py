@@ -29,7 +29,7 @@ checks the signature and whether that wallet paid for the resource, and serves i
 
 A challenge failing 3 is not signed: the agent pays as it would without the extension (with a
 warning). Signing in is not a payment: no budget is touched and nothing is journaled; it is
-logged (never the signature). The gateway side (:mod:`stub_gateway.siwx`) verifies proofs with
+logged (never the signature). A server (the stub gateway's members route) verifies proofs with
 :func:`read_proof` and :func:`proof_problem`.
 """
 

@@ -70,6 +70,15 @@ def test_safe_spending_walks_through_every_rule() -> None:
     assert "Wallet USDC: 0.85" in done.stdout
 
 
+def test_sign_in_pays_once_for_three_visits() -> None:
+    """examples/sign_in.py: the first visit pays, the next two sign in; one transfer."""
+    done = run_example("sign_in.py")
+    assert "visit 1: paid; payments in the journal: 1" in done.stdout
+    assert "visit 2: signed in; payments in the journal: 1" in done.stdout
+    assert "visit 3: signed in; payments in the journal: 1" in done.stdout
+    assert "Wallet USDC: 0.99" in done.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,18 +15,29 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent
-from human_rpc_sdk._effects import ChainCache, HttpReply, PaidBefore, PaymentContext, Sign
+from human_rpc_sdk._effects import (
+    ChainCache,
+    HttpReply,
+    NoAnswer,
+    PaidBefore,
+    PaymentContext,
+    Sign,
+)
 from human_rpc_sdk._headers import b64json, unb64json
 from human_rpc_sdk._records import JournalEntry
 from human_rpc_sdk._siwx import (
     SIGN_IN_HEADER,
+    SignedIn,
     SignInChallenge,
+    SignInResend,
     challenge_for,
     offered,
     proof_problem,
@@ -33,8 +45,8 @@ from human_rpc_sdk._siwx import (
     refusal,
     sign_in,
 )
-from human_rpc_sdk.exceptions import TransactionBuildError
-from human_rpc_sdk.wallet import KeypairSigner
+from human_rpc_sdk.exceptions import PaymentError, TransactionBuildError
+from human_rpc_sdk.wallet import KeypairSigner, OwnSignature
 from stub_gateway import Gateway, GatewayServer, create_app
 
 from .drivers import Driven
@@ -569,3 +581,103 @@ def test_every_driver_signs_in(
     assert len(payer.sent_payments) == 1
     assert len(payer.payments) == 1
     assert server.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+
+
+def signed_in_flow(reply: HttpReply) -> Any:
+    """``sign_in(reply)`` advanced to its sign-in re-send (a paid-before answer, a signature)."""
+    flow = sign_in(reply, context(Keypair()))
+    next(flow)
+    sign = flow.send(earlier_payment())
+    assert isinstance(sign, Sign)
+    resend = flow.send(OwnSignature(Keypair().sign_message(sign.message)))
+    assert isinstance(resend, SignInResend)
+    assert SIGN_IN_HEADER in resend.headers
+    return flow
+
+
+def shop_offer() -> HttpReply:
+    url = "https://shop.example/item"
+    return offer_of(fresh_challenge("shop.example", url), url)
+
+
+@pytest.mark.parametrize("answer", [NoAnswer("timeout"), "500"])
+def test_a_sign_in_without_an_answer_pays_nothing(answer: Any) -> None:
+    """No answer, or a 5xx, to a sign-in: sign_in_unanswered, and the flow ends unpaid."""
+    reply = shop_offer()
+    if answer == "500":
+        answer = HttpReply(500, CaseInsensitiveDict(), b"", reply.url)
+    flow = signed_in_flow(reply)
+    with pytest.raises(PaymentError) as caught:
+        flow.send(answer)
+    assert caught.value.reason == "sign_in_unanswered"
+
+
+def test_a_refused_sign_in_pays_the_fresh_402() -> None:
+    """A 402 refusing the sign-in, with its own challenge, is the one the flow pays."""
+    reply = shop_offer()
+    refused = shop_offer()
+    with pytest.raises(StopIteration) as done:
+        signed_in_flow(reply).send(refused)
+    assert done.value.value is refused
+
+
+def test_a_served_sign_in_is_no_payment() -> None:
+    """Served: SignedIn, with no receipt and no error, naming the earlier payment."""
+    reply = shop_offer()
+    served = HttpReply(200, CaseInsensitiveDict(), b"ok", reply.url)
+    with pytest.raises(StopIteration) as done:
+        signed_in_flow(reply).send(served)
+    result = done.value.value
+    assert isinstance(result, SignedIn)
+    assert (result.reply, result.receipt, result.error, result.paid_by) == (served, None, None, 7)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=20,
+)
+
+
+FIELDS = st.sampled_from(
+    [
+        "domain",
+        "uri",
+        "version",
+        "nonce",
+        "issuedAt",
+        "expirationTime",
+        "notBefore",
+        "statement",
+        "requestId",
+        "resources",
+        "address",
+        "chainId",
+        "type",
+        "signature",
+    ]
+)
+VALUES = st.sampled_from(["1", "ed25519", DEVNET, "2024-01-15T10:30:00Z", "a\nb"]) | JSON
+DOCUMENTS = st.dictionaries(FIELDS, VALUES)
+
+
+@given(
+    DOCUMENTS,
+    st.lists(st.dictionaries(st.sampled_from(["chainId", "type"]), VALUES), max_size=3),
+)
+def test_any_declaration_is_read_or_refused_with_value_error(
+    info: dict[str, Any], chains: list[dict[str, Any]]
+) -> None:
+    """A hostile declaration gives a challenge, None, or ValueError: nothing else."""
+    with contextlib.suppress(ValueError):
+        challenge_for({"info": info, "supportedChains": chains}, DEVNET)
+
+
+@given(st.text(max_size=200) | DOCUMENTS.map(b64json))
+def test_any_proof_header_is_read_or_refused_with_value_error(header: str) -> None:
+    """A hostile SIGN-IN-WITH-X header reads as a proof or raises ValueError."""
+    try:
+        read = read_proof(header)
+    except ValueError:
+        return
+    proof_problem(read)
