@@ -12,8 +12,9 @@ A proof is admitted only when all of these hold (else the answer is the route's 
 ``error`` says ``sign_in_refused: <why>``, with a fresh challenge):
 
 * it is base64 JSON with every field the spec requires, ``type`` ``ed25519``;
-* its nonce is one this gateway issued for this route, not used and not expired, and every
-  field of the challenge is the one issued with it (domain, uri, times, statement, chain, ...);
+* its nonce is one this gateway issued (a MAC over every field of the challenge: see
+  :class:`Members`), with exactly those fields (domain, uri, times, statement, chain, ...),
+  for this route, not expired, and not used before;
 * the domain and uri are the gateway's origin (``siwx_origin``; by default the loopback origin
   the request came to: ``127.0.0.1``, ``localhost`` or ``[::1]`` at the port the gateway
   listens on; a request under another host name is offered no sign-in, since a ``Host``
@@ -22,17 +23,20 @@ A proof is admitted only when all of these hold (else the answer is the route's 
 * that address's payment of this route settled within ``siwx_ttl`` seconds.
 
 The nonce is spent by the first proof whose signature verifies (admitted or not). Times come
-from ``siwx_now`` (a wall clock; tests inject one). State lives in this process: with
-``--workers``, each worker keeps its own, and ``--state`` does not save it.
+from ``siwx_now`` (a wall clock; tests inject one). State (the payments, the nonces spent and
+the key) lives in this process: with ``--workers``, each worker keeps its own, and
+``--state`` does not save it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import secrets
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -44,6 +48,7 @@ from human_rpc_sdk._siwx import (
     SIGN_IN_HEADER,
     SIGN_IN_WITH_X,
     SignInChallenge,
+    parse_time,
     proof_problem,
     read_proof,
 )
@@ -57,7 +62,6 @@ EXTENSION: Final = "stub_gateway.siwx"
 DEFAULT_SIWX_TTL: Final = 3600.0
 """How long, in seconds, a wallet's payment of the route lets it sign in."""
 CHALLENGE_LIFETIME: Final = timedelta(minutes=5)
-MAX_NONCES: Final = 100_000
 STATEMENT: Final = "Sign in to the stub gateway's members route, paid for by this wallet"
 _LOOPBACK: Final = ("127.0.0.1", "localhost", "::1")
 
@@ -72,14 +76,15 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class _Issued:
-    challenge: SignInChallenge
-    expires: datetime
-
-
 class Members:
-    """Who paid for which route, and the sign-in challenges issued (thread-safe)."""
+    """Who paid for which route, and the sign-in nonces spent (thread-safe).
+
+    A nonce is 8 random bytes and a MAC (HMAC-SHA256 under a key of this process, cut to 8
+    bytes) over them and every field of the challenge issued with it: 32 hex characters, as
+    the spec asks. So a proof's challenge is known to be one this gateway issued, unchanged,
+    with no state kept per 402 (a flood of 402s cannot push a member's challenge out). What is
+    kept: the nonces spent, until their challenge expires, and the payments.
+    """
 
     def __init__(
         self,
@@ -93,8 +98,10 @@ class Members:
         self.ttl = timedelta(seconds=float(ttl))
         self.origin = None if origin is None else _origin(origin)
         self.now = now
+        self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._issued: OrderedDict[str, _Issued] = OrderedDict()
+        self._spent: dict[str, datetime] = {}
+        """Nonces used, with when their challenge expires (then they are forgotten)."""
         self._paid: dict[tuple[str, str], datetime] = {}
 
     def origin_for(self, environ: Mapping[str, Any]) -> str | None:
@@ -112,26 +119,22 @@ class Members:
         return f"{environ.get('wsgi.url_scheme', 'http')}://{host}"
 
     def declare(self, origin: str, path: str, chain_id: str) -> dict[str, Any]:
-        """A fresh ``sign-in-with-x`` declaration for ``path`` (its nonce remembered)."""
+        """A fresh ``sign-in-with-x`` declaration for ``path``."""
         now = self.now()
         uri = f"{origin}{path}"
-        challenge = SignInChallenge(
+        unsigned = SignInChallenge(
             domain=urlsplit(origin).netloc,
             uri=uri,
             version="1",
             chain_id=chain_id,
-            nonce=secrets.token_hex(16),
+            nonce="",
             issued_at=_iso(now),
             statement=STATEMENT,
             expiration_time=_iso(now + CHALLENGE_LIFETIME),
             resources=(uri,),
-            signature_scheme="siws",
         )
-        with self._lock:
-            self._forget_expired(now)
-            while len(self._issued) >= MAX_NONCES:
-                self._issued.popitem(last=False)
-            self._issued[challenge.nonce] = _Issued(challenge, now + CHALLENGE_LIFETIME)
+        salt = secrets.token_bytes(8)
+        challenge = replace(unsigned, nonce=(salt + self._mac(salt, unsigned)).hex())
         document = challenge.proof("", "")
         info = {k: v for k, v in document.items() if k not in _NOT_INFO}
         chain = {"chainId": chain_id, "type": "ed25519", "signatureScheme": "siws"}
@@ -151,14 +154,21 @@ class Members:
             proof = read_proof(header)
         except ValueError as exc:
             raise Refused(f"malformed proof: {exc}") from None
-        now = self.now()
+        challenge, now = proof.challenge, self.now()
+        _check_bound(challenge, origin, path, chain_id)
+        if not self._issued(challenge):
+            raise Refused("its nonce and fields are not a challenge this gateway issued")
+        expires = parse_time(challenge.expiration_time or "")  # ours: always there
+        if now >= expires:
+            raise Refused("its challenge expired")
+        problem = proof_problem(proof)
+        if problem is not None:
+            raise Refused(problem)
         with self._lock:
-            issued = self._issued.get(proof.challenge.nonce)
-            _check(issued, proof.challenge, origin, path, chain_id, now)
-            problem = proof_problem(proof)
-            if problem is not None:
-                raise Refused(problem)
-            del self._issued[proof.challenge.nonce]  # spent
+            self._spent = {n: t for n, t in self._spent.items() if t > now}
+            if challenge.nonce in self._spent:
+                raise Refused("its nonce was used already")
+            self._spent[challenge.nonce] = expires
             paid = self._paid.get((path, proof.address))
         if paid is None:
             raise Refused("this wallet has not paid for this route")
@@ -166,12 +176,19 @@ class Members:
             raise Refused(f"this wallet's payment is older than {self.ttl.total_seconds():g} s")
         return proof.address
 
-    def _forget_expired(self, now: datetime) -> None:
-        while self._issued:
-            nonce, issued = next(iter(self._issued.items()))
-            if issued.expires > now:
-                break
-            del self._issued[nonce]
+    def _mac(self, salt: bytes, challenge: SignInChallenge) -> bytes:
+        fields = asdict(replace(challenge, nonce="", signature_scheme=None))
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._key, salt + text, hashlib.sha256).digest()[:8]
+
+    def _issued(self, challenge: SignInChallenge) -> bool:
+        try:
+            raw = bytes.fromhex(challenge.nonce)
+        except ValueError:
+            return False
+        if len(raw) != 16:
+            return False
+        return hmac.compare_digest(raw[8:], self._mac(raw[:8], challenge))
 
 
 class Refused(Exception):
@@ -196,32 +213,14 @@ _SCHEMA: Final = {
 }
 
 
-def _check(
-    issued: _Issued | None,
-    challenge: SignInChallenge,
-    origin: str,
-    path: str,
-    chain_id: str,
-    now: datetime,
-) -> None:
-    if issued is None:
-        raise Refused("its nonce was not issued by this gateway, or was used already")
+def _check_bound(challenge: SignInChallenge, origin: str, path: str, chain_id: str) -> None:
+    """Refuse a challenge bound to another origin, chain or route than this request's."""
     if challenge.domain != urlsplit(origin).netloc or not challenge.uri.startswith(origin + "/"):
         raise Refused("its domain or uri is not this gateway's origin")
     if challenge.chain_id != chain_id:
         raise Refused(f"its chain is not {chain_id}")
     if urlsplit(challenge.uri).path != path:
         raise Refused("it was issued for another route")
-    if now >= issued.expires:
-        raise Refused("its challenge expired")
-    mine = issued.challenge
-    if challenge != mine and challenge != _unhinted(mine):
-        raise Refused("its fields are not those issued with its nonce")
-
-
-def _unhinted(challenge: SignInChallenge) -> SignInChallenge:
-    """``challenge`` without its ``signatureScheme`` hint (a client need not echo it)."""
-    return replace(challenge, signature_scheme=None)
 
 
 def _origin(text: str) -> str:

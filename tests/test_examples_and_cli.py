@@ -144,6 +144,27 @@ def test_gateway_command_line_serves_until_stopped() -> None:
         assert f"http://127.0.0.1:{port}{path}" in banner, path
 
 
+def test_gateway_command_line_sets_the_sign_in_ttl() -> None:
+    """--siwx-ttl reaches /x402/v2/members (shown in /api/v1/info); the banner lists it."""
+    port = _free_port()
+    command = [sys.executable, "-m", "stub_gateway", "--port", str(port), "--siwx-ttl", "90"]
+    process = subprocess.Popen(
+        [*command, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]
+        while "try" not in lines[-1] and lines[-1]:
+            lines.append(process.stdout.readline())
+        info = requests.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=5).json()
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+    assert process.returncode == 0, errors
+    assert info["sign_in"]["ttl_seconds"] == 90
+    assert f"  sign-in      http://127.0.0.1:{port}/x402/v2/members" in "".join(lines)
+
+
 def test_gateway_logs_are_plain_text_when_redirected() -> None:
     """Each request is logged as one line without ANSI colour codes, even a 402 or a 404 whose
     path carries an escape character."""
