@@ -156,11 +156,12 @@ class Record(Effect[JournalEntry | None]):
 
 @dataclass(frozen=True, repr=False)
 class Sign(Effect[Signature | OwnSignature]):
-    """Effect: sign ``message`` (a transaction message) with the key of ``pubkey``; resume with
-    the solders ``Signature``. The driver asks its signer, which may be remote (a KMS, a
-    hardware wallet) or async; the flow verifies what comes back before anything is sent,
-    unless the driver answers :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the
-    SDK's own keypair signer of that key)."""
+    """Effect: sign ``message`` (a transaction message, or a sign-in text: see ``_siwx``) with
+    the key of ``pubkey``; resume with the solders ``Signature``. The driver asks its signer,
+    which may be remote (a KMS, a hardware wallet) or async; the flow verifies what comes back
+    before anything is sent, unless the driver answers
+    :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the SDK's own keypair signer of
+    that key)."""
 
     message: bytes
     pubkey: Pubkey

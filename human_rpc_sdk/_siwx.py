@@ -20,7 +20,9 @@ checks the signature and whether that wallet paid for the resource, and serves i
    ``issuedAt``, as the spec's default) and not before ``notBefore``; its text cannot be read
    as a transaction message (a signature over it could never move money);
 4. the message is signed through the agent's signer (a :class:`~._effects.Sign` effect, so a
-   KMS or an async signer works) and the signature verified before use;
+   KMS or an async signer works) and the signature verified before use (a signature that does
+   not verify: ``bad_signature``, nothing sent; a signer that raises, as one that signs only
+   transactions may: the 402 is paid as today);
 5. the request is sent again with the proof (:class:`SignInResend`). Served: :class:`SignedIn`,
    nothing paid. Answered 402: the sign-in was refused, and the 402 is paid as today, once,
    through every spending rule. No answer or a 5xx: :class:`PaymentError`
@@ -61,7 +63,7 @@ from ._flow import pay
 from ._headers import b64json, unb64json
 from ._networks import x402_names
 from ._records import JournalEntry
-from ._x402 import PAYMENT_REQUIRED_HEADER
+from ._x402 import MAX_HEADER_CHARS, PAYMENT_REQUIRED_HEADER
 from .exceptions import PaymentError, TransactionBuildError
 from .wallet import OwnSignature
 
@@ -74,6 +76,7 @@ __all__ = [
     "SignedIn",
     "challenge_for",
     "offered",
+    "offers_sign_in",
     "pay_or_sign_in",
     "proof_problem",
     "read_proof",
@@ -170,6 +173,8 @@ def offered(headers: Mapping[str, str]) -> Mapping[str, Any] | None:
     header = headers.get(PAYMENT_REQUIRED_HEADER)
     if not header:
         return None
+    if len(header) > MAX_HEADER_CHARS:
+        raise ValueError(f"the {PAYMENT_REQUIRED_HEADER} header is larger than 16 KiB")
     extensions = unb64json(header, PAYMENT_REQUIRED_HEADER).get("extensions")
     if extensions is None:
         return None
@@ -348,7 +353,8 @@ def sign_in(reply: HttpReply, ctx: PaymentContext) -> Flow[SignedIn | HttpReply]
     served, else the 402 to pay (``reply``, or the fresher one refusing the sign-in).
 
     :raises PaymentError: ``sign_in_unanswered``: no answer, or a 5xx; nothing was paid.
-    :raises TransactionBuildError: the signer failed, or its signature does not verify.
+    :raises TransactionBuildError: the signer's signature does not verify (a signer that
+        raises instead is taken as one that signs transactions only: the 402 is paid).
     """
     challenge = _challenge_of(reply, ctx.network)
     if challenge is None:
@@ -365,12 +371,27 @@ def sign_in(reply: HttpReply, ctx: PaymentContext) -> Flow[SignedIn | HttpReply]
             why,
         )
         return reply
-    header = yield from _signed_proof(challenge, payer)
+    try:
+        header = yield from _signed_proof(challenge, payer)
+    except TransactionBuildError as exc:
+        if exc.reason != "signer_failed":
+            raise
+        # A wallet may sign transactions only (a KMS policy, a device): it can still pay.
+        logger.warning(
+            "the signer would not sign the sign-in to %s (%s); paying as usual", reply.url, exc
+        )
+        return reply
     answer = yield from perform(SignInResend({SIGN_IN_HEADER: header}, paid.receipt))
     return _judged(answer, reply, str(payer), paid)
 
 
-def _challenge_of(reply: HttpReply, network: str) -> SignInChallenge | None:
+def offers_sign_in(reply: HttpReply, network: str) -> bool:
+    """Whether the 402 ``reply`` offers sign-in on ``network``'s chain (then no payment of it
+    is prepared ahead: the next request can sign in for nothing)."""
+    return _challenge_of(reply, network, quiet=True) is not None
+
+
+def _challenge_of(reply: HttpReply, network: str, *, quiet: bool = False) -> SignInChallenge | None:
     """The sign-in challenge ``reply`` offers on ``network``'s chain, if any (a malformed
     offer is ignored with a warning: the 402 is then paid as any other)."""
     chain = x402_names(network)[1]
@@ -380,7 +401,8 @@ def _challenge_of(reply: HttpReply, network: str) -> SignInChallenge | None:
         extension = offered(reply.headers)
         return None if extension is None else challenge_for(extension, chain)
     except ValueError as exc:
-        logger.warning("%s offers a malformed sign-in (%s); paying as usual", reply.url, exc)
+        if not quiet:
+            logger.warning("%s offers a malformed sign-in (%s); paying as usual", reply.url, exc)
         return None
 
 

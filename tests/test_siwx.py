@@ -715,3 +715,39 @@ def test_a_bad_ttl_is_refused_when_the_app_is_made(ttl: object) -> None:
     """siwx_ttl must be seconds above 0: refused by create_app, before serving."""
     with pytest.raises(ValueError, match="siwx_ttl"):
         create_app(seed="siwx-tests", siwx_ttl=ttl)
+
+
+class TransactionsOnlySigner(KmsSigner):
+    """A wallet whose policy signs transactions only (a KMS rule, a device): text is refused."""
+
+    def sign_message(self, message: bytes) -> bytes:
+        if message.startswith(b"127.0.0.1"):
+            raise PermissionError("this key signs transactions only")
+        return super().sign_message(message)
+
+
+def test_a_signer_that_will_not_sign_the_text_pays_as_today(
+    members: GatewayServer, tmp_path: Path
+) -> None:
+    """A signer raising on the sign-in text: the 402 is paid as without the extension."""
+    wallet = funded(members.gateway)
+    signer = TransactionsOnlySigner(wallet)
+    with AutoAgent(signer=signer, rpc_url=members.rpc_url, journal_path=tmp_path / "j") as agent:
+        agent.get(url_of(members))
+        assert agent.get(url_of(members)).json()["signed_in"] is False
+        assert [r.state for r in agent.payments] == ["accepted", "accepted"]
+    assert members.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.98")
+
+
+def test_no_payment_is_prepared_ahead_for_a_route_offering_sign_in(
+    members: GatewayServer, tmp_path: Path
+) -> None:
+    """With prepay on, a route offering sign-in gets no payment prepared: the next request
+    signs in, and the journal holds the one payment."""
+    wallet = funded(members.gateway)
+    options: dict[str, Any] = {"journal_path": tmp_path / "j", "prepay": True}
+    with AutoAgent(wallet, rpc_url=members.rpc_url, **options) as agent:
+        agent.get(url_of(members))
+        assert agent.get(url_of(members)).json()["signed_in"] is True
+        assert len(agent.payments) == 1
+    assert members.gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")

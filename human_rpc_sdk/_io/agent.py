@@ -39,7 +39,7 @@ from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
-from .._siwx import SignedIn, pay_or_sign_in
+from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import PaymentError, PaymentPolicyError, SDKConfigurationError
@@ -554,8 +554,14 @@ class AutoAgent(BaseAgent):
         self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error
-        # Served by signing in: nothing was paid, so nothing to prepare ahead.
-        if asked is not None and paid.response is not None and not isinstance(outcome, SignedIn):
+        # Nothing to prepare ahead after a sign-in (nothing was paid), nor for a 402 offering
+        # one (the next request signs in for nothing).
+        if (
+            asked is not None
+            and paid.response is not None
+            and not isinstance(outcome, SignedIn)
+            and not offers_sign_in(reply, self.network)
+        ):
             self._remember(reply, outcome, asked, paid.response.url)
         # Not `paid.response or challenge`: a Response is falsy when its status is 4xx or 5xx.
         return challenge if paid.response is None else paid.response

@@ -38,7 +38,7 @@ from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
-from .._siwx import SignedIn, pay_or_sign_in
+from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
@@ -449,8 +449,14 @@ class AsyncAutoAgent(BaseAgent):
         self._receipt.set(outcome.receipt)
         if outcome.error is not None:
             raise outcome.error
-        # Served by signing in: nothing was paid, so nothing to prepare ahead.
-        if asked is not None and paid.response is not None and not isinstance(outcome, SignedIn):
+        # Nothing to prepare ahead after a sign-in (nothing was paid), nor for a 402 offering
+        # one (the next request signs in for nothing).
+        if (
+            asked is not None
+            and paid.response is not None
+            and not isinstance(outcome, SignedIn)
+            and not offers_sign_in(reply, self.network)
+        ):
             self._remember(reply, outcome, asked, str(paid.response.url))
         return challenge if paid.response is None else paid.response
 
