@@ -10,6 +10,7 @@ A driver runs the flow and resumes it with each effect's result:
 * :class:`Approve` - ask the owner's ``approve`` callback; its answer (True to go ahead).
 * :class:`FindPayment`, :class:`Reserve`, :class:`Record` - read and write the payment
   journal; the journal's answer.
+* :class:`PaidBefore` - read the journal: a served payment of this URL by this wallet.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "Flow",
     "HttpReply",
     "NoAnswer",
+    "PaidBefore",
     "Pause",
     "PaymentContext",
     "Record",
@@ -154,17 +156,28 @@ class Record(Effect[JournalEntry | None]):
 
 @dataclass(frozen=True, repr=False)
 class Sign(Effect[Signature | OwnSignature]):
-    """Effect: sign ``message`` (a transaction message) with the key of ``pubkey``; resume with
-    the solders ``Signature``. The driver asks its signer, which may be remote (a KMS, a
-    hardware wallet) or async; the flow verifies what comes back before anything is sent,
-    unless the driver answers :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the
-    SDK's own keypair signer of that key)."""
+    """Effect: sign ``message`` (a transaction message, or a sign-in text: see ``_siwx``) with
+    the key of ``pubkey``; resume with the solders ``Signature``. The driver asks its signer,
+    which may be remote (a KMS, a hardware wallet) or async; the flow verifies what comes back
+    before anything is sent, unless the driver answers
+    :class:`~human_rpc_sdk.wallet.OwnSignature` (its signer is the SDK's own keypair signer of
+    that key)."""
 
     message: bytes
     pubkey: Pubkey
 
     def __repr__(self) -> str:
         return f"Sign(pubkey={self.pubkey}, message=<{len(self.message)} bytes>)"
+
+
+@dataclass(frozen=True)
+class PaidBefore(Effect[JournalEntry | None]):
+    """Effect: the journal's latest payment by wallet ``payer`` on ``network`` for ``url`` that
+    the server served (``accepted``); resume with it or None. A read: nothing is written."""
+
+    url: str
+    payer: str
+    network: str
 
 
 PaymentEffect = RpcCall | Resend | Pause | Approve | FindPayment | Reserve | Record | Sign

@@ -34,8 +34,9 @@ __all__ = [
     "same_origin",
 ]
 
-PAYMENT_HEADERS: Final = ("X-PAYMENT", "PAYMENT-SIGNATURE")
-"""Request headers that carry a payment: never sent to another origin."""
+PAYMENT_HEADERS: Final = ("X-PAYMENT", "PAYMENT-SIGNATURE", "SIGN-IN-WITH-X")
+"""Request headers that carry a payment (or a sign-in, a credential as good as one): never
+sent to another origin."""
 
 Origin = tuple[str, str, int | None]
 

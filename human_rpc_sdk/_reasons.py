@@ -70,6 +70,8 @@ Reason: TypeAlias = Literal[
     "paid_not_delivered",
     "payment_refused",
     "journal_unavailable",
+    # signing in (sign-in-with-x)
+    "sign_in_unanswered",
     # the Solana RPC node
     "rpc_unreachable",
     "rpc_http_error",
@@ -138,6 +140,7 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "paid_not_delivered": "the payment landed but the resource was not served",
         "payment_refused": "the server refused the payment (it may not have landed)",
         "journal_unavailable": "the payment journal could not be read or written",
+        "sign_in_unanswered": "a sign-in got no answer or a 5xx; nothing was paid (ask again)",
         "rpc_unreachable": "the Solana RPC node could not be reached",
         "rpc_http_error": "the Solana RPC node answered with an HTTP error",
         "rpc_bad_reply": "the Solana RPC node's answer is not what was asked",

@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_ttl=args.task_ttl,
             rate_limit=_rate_limit(args.rate_limit),
             task_price=Price(args.task_price, "USDC"),
+            siwx_ttl=args.siwx_ttl,
+            siwx_origin=args.siwx_origin,
         )
         keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
@@ -199,6 +201,21 @@ def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
         default=idle_timeout,
         metavar="SECONDS",
         help=f"close a connection idle this long (default {idle_timeout})",
+    )
+    parser.add_argument(
+        "--siwx-ttl",
+        type=_positive,
+        default=3600,
+        metavar="SECONDS",
+        help="how long a wallet that paid /x402/v2/members may come back by signing in "
+        "(sign-in-with-x) instead of paying again (default 3600)",
+    )
+    parser.add_argument(
+        "--siwx-origin",
+        default=None,
+        metavar="URL",
+        help="the public origin sign-ins are bound to, such as https://gw.example.com (default: "
+        "the loopback origin a request came to; other host names are offered no sign-in)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.add_argument(

@@ -12,13 +12,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Final
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from solders.pubkey import Pubkey
 
 from human_rpc_sdk._money import MoneyError, format_amount, parse_decimal
 
 from ._http import current_gateway, json_error
 from .payments import Settlement
+from .siwx import members_of
 
 __all__ = ["FAUCET_DEFAULTS", "FAUCET_LIMITS", "network", "premium", "rpc"]
 
@@ -120,6 +121,7 @@ def info() -> Response:
                 for name, p in gateway.prices.items()
             },
             "faucet": f"{base}/api/v1/faucet",
+            "sign_in": _sign_in(base),
         }
     )
 
@@ -158,3 +160,9 @@ def _faucet_amount(raw: Any) -> Decimal:
     if raw in (0, "0"):
         return Decimal(0)
     return parse_decimal(raw)
+
+
+def _sign_in(base: str) -> dict[str, Any]:
+    """Where sign-in-with-x is offered (see :mod:`.siwx`)."""
+    ttl = members_of(current_app).ttl.total_seconds()
+    return {"url": f"{base}/x402/v2/members", "ttl_seconds": ttl, "extension": "sign-in-with-x"}

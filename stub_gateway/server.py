@@ -294,6 +294,7 @@ def banner(server: Served) -> str:
         f"                 -H 'Content-Type: application/json' -d '{faucet_body}'",
         f"  premium      {url}/api/v1/premium/{{{','.join(gateway.prices)}}}  (HumanRPC 402)",
         f"  x402         {url}/x402/v1/premium  {url}/x402/v2/premium",
+        f"  sign-in      {url}/x402/v2/members  (x402 v2, paid once, then sign-in-with-x)",
         f"  facilitator  {url}/facilitator/{{supported,verify,settle}}",
         f"  tasks        {url}/api/v1/tasks  (reviewers: {reviewers})",
         f"  faults       {url}/api/v1/faults  (GET lists the modes and their parameters)",

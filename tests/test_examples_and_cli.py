@@ -70,6 +70,15 @@ def test_safe_spending_walks_through_every_rule() -> None:
     assert "Wallet USDC: 0.85" in done.stdout
 
 
+def test_sign_in_pays_once_for_three_visits() -> None:
+    """examples/sign_in.py: the first visit pays, the next two sign in; one transfer."""
+    done = run_example("sign_in.py")
+    assert "visit 1: paid; payments in the journal: 1" in done.stdout
+    assert "visit 2: signed in; payments in the journal: 1" in done.stdout
+    assert "visit 3: signed in; payments in the journal: 1" in done.stdout
+    assert "Wallet USDC: 0.99" in done.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -133,6 +142,27 @@ def test_gateway_command_line_serves_until_stopped() -> None:
         assert f"\n  {group} " in banner, group
     for path in ("/api/v1/info", "/x402/v2/premium", "/facilitator/", "/api/v1/faults"):
         assert f"http://127.0.0.1:{port}{path}" in banner, path
+
+
+def test_gateway_command_line_sets_the_sign_in_ttl() -> None:
+    """--siwx-ttl reaches /x402/v2/members (shown in /api/v1/info); the banner lists it."""
+    port = _free_port()
+    command = [sys.executable, "-m", "stub_gateway", "--port", str(port), "--siwx-ttl", "90"]
+    process = subprocess.Popen(
+        [*command, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]
+        while "try" not in lines[-1] and lines[-1]:
+            lines.append(process.stdout.readline())
+        info = requests.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=5).json()
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=10)
+    assert process.returncode == 0, errors
+    assert info["sign_in"]["ttl_seconds"] == 90
+    assert f"  sign-in      http://127.0.0.1:{port}/x402/v2/members" in "".join(lines)
 
 
 def test_gateway_logs_are_plain_text_when_redirected() -> None:

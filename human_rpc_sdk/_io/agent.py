@@ -24,7 +24,7 @@ import urllib3
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
 from .._effects import HttpReply, NoAnswer, Resend
-from .._flow import PaymentOutcome, pay
+from .._flow import PaymentOutcome
 from .._offer import PaymentOffer
 from .._prepay import (
     Key,
@@ -40,6 +40,7 @@ from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
+from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import PaymentError, PaymentPolicyError, SDKConfigurationError
@@ -543,18 +544,27 @@ class AutoAgent(BaseAgent):
             return paid(effect)
 
         try:
-            outcome: PaymentOutcome = self._driver.run(pay(reply, self._context()), send)
+            outcome: PaymentOutcome | SignedIn = self._driver.run(
+                pay_or_sign_in(reply, self._context()), send
+            )
         except PaymentPolicyError as exc:
             # Refused by the budget before anything was sent: again, with the budget the
             # payments prepared ahead held released (a prepared payment never costs a request).
             prepayer = self._prepayer
             if exc.rule != "budget" or sent or prepayer is None or not prepayer.yield_budget():
                 raise
-            outcome = self._driver.run(pay(reply, self._context()), send)
+            outcome = self._driver.run(pay_or_sign_in(reply, self._context()), send)
         self._local.receipt = outcome.receipt
         if outcome.error is not None:
             raise outcome.error
-        if asked is not None and paid.response is not None:
+        # Nothing to prepare ahead after a sign-in (nothing was paid), nor for a 402 offering
+        # one (the next request signs in for nothing).
+        if (
+            asked is not None
+            and paid.response is not None
+            and not isinstance(outcome, SignedIn)
+            and not offers_sign_in(reply, self.network)
+        ):
             self._remember(reply, outcome, asked, paid.response.url)
         # Not `paid.response or challenge`: a Response is falsy when its status is 4xx or 5xx.
         return challenge if paid.response is None else paid.response

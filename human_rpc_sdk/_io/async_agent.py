@@ -22,7 +22,7 @@ import httpx
 from .._balance import balance as balance_flow
 from .._checks import positive_seconds, request_timeout, show
 from .._effects import HttpReply, NoAnswer, Resend
-from .._flow import PaymentOutcome, pay
+from .._flow import PaymentOutcome
 from .._http import unreached
 from .._offer import PaymentOffer
 from .._prepay import (
@@ -39,6 +39,7 @@ from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
+from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
 from .._types import Addresses, SecretKey, SignerLike
 from ..exceptions import (
@@ -434,7 +435,9 @@ class AsyncAutoAgent(BaseAgent):
             return await paid(effect)
 
         try:
-            outcome: PaymentOutcome = await self._driver.run(pay(reply, self._context()), send)
+            outcome: PaymentOutcome | SignedIn = await self._driver.run(
+                pay_or_sign_in(reply, self._context()), send
+            )
         except PaymentPolicyError as exc:
             # Refused by the budget before anything was sent: again, with the budget the
             # payments prepared ahead held released (a prepared payment never costs a request).
@@ -443,11 +446,18 @@ class AsyncAutoAgent(BaseAgent):
                 raise
             if not await prepayer.yield_budget():
                 raise
-            outcome = await self._driver.run(pay(reply, self._context()), send)
+            outcome = await self._driver.run(pay_or_sign_in(reply, self._context()), send)
         self._receipt.set(outcome.receipt)
         if outcome.error is not None:
             raise outcome.error
-        if asked is not None and paid.response is not None:
+        # Nothing to prepare ahead after a sign-in (nothing was paid), nor for a 402 offering
+        # one (the next request signs in for nothing).
+        if (
+            asked is not None
+            and paid.response is not None
+            and not isinstance(outcome, SignedIn)
+            and not offers_sign_in(reply, self.network)
+        ):
             self._remember(reply, outcome, asked, str(paid.response.url))
         return challenge if paid.response is None else paid.response
 

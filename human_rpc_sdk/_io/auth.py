@@ -18,7 +18,7 @@ from requests.adapters import BaseAdapter
 
 from .._driving import Stepper
 from .._effects import HttpReply, NoAnswer, Resend
-from .._flow import MAX_402_BODY_BYTES, PaymentOutcome, pay
+from .._flow import MAX_402_BODY_BYTES, PaymentOutcome
 from .._http import (
     BoundedBody,
     Inflater,
@@ -28,6 +28,7 @@ from .._http import (
     no_answer,
     read_deadline,
 )
+from .._siwx import SignedIn, pay_or_sign_in
 from ..exceptions import HumanRPCError, SDKConfigurationError
 from .agent import AutoAgent
 from .aio import (
@@ -152,7 +153,7 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         ensure_replayable(asked)
         agent._local.receipt = None
         paid_timeout = paid_timeout_of(timeout, agent.paid_timeout)
-        steps = Stepper(pay(reply, agent._context()))
+        steps = Stepper(pay_or_sign_in(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
             if not isinstance(effect, Resend):
@@ -192,7 +193,7 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
         ensure_replayable(asked)
         agent._receipt.set(None)
         paid_timeout = paid_timeout_of(timeout, agent.paid_timeout)
-        steps = Stepper(pay(reply, agent._context()))
+        steps = Stepper(pay_or_sign_in(reply, agent._context()))
         effect = steps.start()
         while effect is not None:
             if not isinstance(effect, Resend):
@@ -207,7 +208,7 @@ class PaymentAuth(requests.auth.AuthBase, httpx.Auth):
                 effect = steps.throw(exc)
             else:
                 effect = steps.send(result)
-        outcome: PaymentOutcome = steps.value
+        outcome: PaymentOutcome | SignedIn = steps.value
         agent._receipt.set(outcome.receipt)
         if outcome.error is not None:
             raise outcome.error
@@ -235,7 +236,7 @@ class _AdapterSession(requests.Session):
         pass
 
 
-def _finish(agent: AutoAgent, outcome: PaymentOutcome) -> None:
+def _finish(agent: AutoAgent, outcome: PaymentOutcome | SignedIn) -> None:
     agent._local.receipt = outcome.receipt
     if outcome.error is not None:
         raise outcome.error

@@ -292,6 +292,18 @@ class Journal:
             ).fetchall()
         return [self._entry(row) for row in rows]
 
+    def paid_for(self, url: str, payer: str, network: str) -> JournalEntry | None:
+        """The latest payment by wallet ``payer`` on ``network`` for ``url`` that was served
+        (``accepted``), or None: what lets the agent sign in instead of paying (see
+        ``_siwx``). Reads one wallet's rows through the payer index, newest first."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT * FROM payments WHERE payer = ? AND network = ? AND url = ? "
+                "AND state = 'accepted' ORDER BY id DESC LIMIT 1",
+                (payer, network, url),
+            ).fetchone()
+        return None if row is None else self._entry(row)
+
     def open_tasks(self) -> list[JournalEntry]:
         """Rows of payments that paid a human task whose verdict is not recorded (oldest
         first); an index holds only those rows."""

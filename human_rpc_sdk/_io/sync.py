@@ -29,6 +29,7 @@ from .._effects import (
     FindPayment,
     HttpReply,
     NoAnswer,
+    PaidBefore,
     Pause,
     Record,
     Resend,
@@ -213,6 +214,8 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
             sol_budget=effect.sol_budget,
             genesis_hash=effect.genesis_hash,
         )
+    if isinstance(effect, PaidBefore):
+        return journal.paid_for(effect.url, effect.payer, effect.network)
     if isinstance(effect, Record):
         return journal.mark(
             effect.entry_id,
