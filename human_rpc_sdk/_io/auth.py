@@ -34,6 +34,7 @@ from .aio import (
     WholeReadTimeout,
     ensure_replayable,
     failure_of,
+    fingerprint_of,
     inflated,
     paid_request,
     paid_timeout_of,
@@ -287,6 +288,7 @@ def _read_sync(
         headers=response.headers,
         body=response.content,
         url=str(response.url),
+        request=fingerprint_of(response),
     )
 
 
