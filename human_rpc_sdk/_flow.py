@@ -379,6 +379,9 @@ def _resume(entry: JournalEntry, payable: Payable, ctx: PaymentContext) -> Flow[
         entry.state,
         entry.payment_id,
     )
+    if entry.state == "accepted":  # booked from the chain by a recovery; the answer is owed
+        reopened = yield from perform(Record(entry.id, "submitted", {}, ("accepted",)))
+        entry = reopened or entry
     return (yield from deliver(entry, payable, ctx, may_replace=True, pay_new=pay_new))
 
 

@@ -12,9 +12,12 @@ it and kept no answer refuses it as already paid, and the chain then tells (see
 :mod:`._delivery`).
 
 Which rows qualify (:meth:`Journal.resumable`): ``submitted`` rows (delivery gave up on them),
-and ``signed`` rows whose process is gone (it died between journaling and the answer); never a
-``signed`` row of a live process (in flight, or prepared ahead), nor one the chain proved never
-landed (``landed`` 0: paying anew is then right, with a new id).
+``signed`` rows whose process is gone (it died between journaling and the answer), and rows a
+recovery found landed before any answer came (``accepted``, no HTTP status: the books are
+settled, the answer is still owed); never a ``signed`` row of a live process (in flight, or
+prepared ahead), nor one the chain proved never landed (``landed`` 0: paying anew is then
+right, with a new id). A resumed row answered is no longer resumable: each is resumed until
+an answer comes, never paid again.
 """
 
 from __future__ import annotations

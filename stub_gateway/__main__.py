@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_ttl=args.task_ttl,
             rate_limit=_rate_limit(args.rate_limit),
             task_price=Price(args.task_price, "USDC"),
+            payment_id_required=args.payment_id_required,
         )
         keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
@@ -199,6 +200,12 @@ def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
         default=idle_timeout,
         metavar="SECONDS",
         help=f"close a connection idle this long (default {idle_timeout})",
+    )
+    parser.add_argument(
+        "--payment-id-required",
+        action="store_true",
+        help="x402 v2 routes require a payment id (the payment-identifier extension; "
+        "optional by default)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.add_argument(

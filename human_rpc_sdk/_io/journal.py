@@ -312,20 +312,22 @@ class Journal:
         return [self._entry(row) for row in rows]
 
     def resumable(self, resume_keys: Iterable[str]) -> JournalEntry | None:
-        """The oldest payment under one of ``resume_keys`` whose outcome is unknown and that
-        nobody is sending: ``submitted``, or ``signed`` by a process that is gone; never one
-        the chain proved never landed (see :mod:`.._resume`)."""
+        """The oldest payment under one of ``resume_keys`` whose answer never came and that
+        nobody is sending: ``submitted``, ``signed`` by a process that is gone, or found
+        landed by a recovery (``accepted``, no HTTP status); never one the chain proved never
+        landed (see :mod:`.._resume`)."""
         wanted = tuple(resume_keys)
         marks = ", ".join("?" * len(wanted))
         with self._reading() as db:
             rows = db.execute(
                 f"SELECT * FROM payments WHERE resume_key IN ({marks}) "  # noqa: S608
-                "AND state IN ('signed', 'submitted') AND (landed IS NULL OR landed = 1) "
+                "AND (state IN ('signed', 'submitted') AND (landed IS NULL OR landed = 1) "
+                "OR state = 'accepted' AND landed = 1 AND http_status IS NULL) "
                 "ORDER BY id",
                 wanted,
             ).fetchall()
         for entry in map(self._entry, rows):
-            if entry.state == "submitted" or not process_alive(entry):
+            if entry.state != "signed" or not process_alive(entry):
                 return entry
         return None
 
