@@ -31,6 +31,7 @@ from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import booked
+from .paid_proxy import paid_proxy
 from .test_x402 import DEVNET, offer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,3 +276,86 @@ def test_sdk_pays_a_reference_middleware_route(
     assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
     assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.025")
     assert gateway.balance(wallet.pubkey()) == 1
+
+
+def test_reference_client_with_a_payment_id_gets_the_cached_answer_on_a_resend(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> None:
+    """The reference client pays /x402/v2/premium with a payment id (its own helpers) and
+    sends that payment again: the gateway answers the same, from its cache; one settlement."""
+    wallet = funded(gateway)
+    treasury = gateway.balance(gateway.treasury, "USDC")
+    result = run_reference(
+        x402_python,
+        "ref_client_id.py",
+        {
+            "url": f"{server.url}/x402/v2/premium",
+            "secret": str(wallet),
+            "rpc_url": server.rpc_url,
+        },
+    )
+    first, again = result["answers"]
+    assert result["id"].startswith("pay_")
+    assert first["status"] == again["status"] == 200
+    assert first["body"] == again["body"]
+    assert first["settlement"] == again["settlement"]
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury == Decimal("0.01")
+
+
+@pytest.fixture
+def reference_server_with_ids(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> Iterator[str]:
+    """A reference Flask middleware route requiring a payment id, keeping answers by id."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    arguments = {
+        "port": port,
+        "facilitator_url": f"{server.url}/facilitator",
+        "pay_to": str(gateway.treasury),
+        "asset": str(gateway.genesis.token("USDC").mint),
+        "amount": "25000",
+        "network": DEVNET,
+    }
+    process = subprocess.Popen(
+        [x402_python, str(INTEROP / "ref_server_id.py"), json.dumps(arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline()) == {"ready": True}
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_sdk_pays_a_reference_route_requiring_ids_and_a_dropped_answer_is_served_once(
+    reference_server_with_ids: str, server: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The reference server requires a payment id; the first paid answer is dropped on the
+    way back; the SDK re-sends the same payment with the same id and is served from the
+    reference server's cache: one settlement on the ledger, one journal row."""
+    wallet = funded(gateway)
+    treasury = gateway.balance(gateway.treasury, "USDC")
+    with paid_proxy(reference_server_with_ids) as proxy:
+        proxy.drop = 1
+        with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+            answer = agent.get(f"{proxy.url}/paid")
+            (entry,) = agent._journal.entries()
+        first, second = proxy.payments
+    assert answer.status_code == 200
+    assert answer.json() == {"content": "served by the reference middleware", "cached": True}
+    assert first == second
+    sent = unb64json(first, "PAYMENT-SIGNATURE")["extensions"]["payment-identifier"]
+    assert sent["info"] == {"required": True, "id": entry.payment_id}
+    assert entry.state == "accepted"
+    assert entry.receipt.settled is True
+    count = requests.get(f"{reference_server_with_ids}/settlements", timeout=10).json()
+    assert count == {"count": 1}
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury == Decimal("0.025")
