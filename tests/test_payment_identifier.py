@@ -8,6 +8,7 @@ and for the crash a real process killed with SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,13 +25,21 @@ import pytest
 import requests
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, InvoiceValidationError, PaymentError, PendingPaymentsWarning
+from human_rpc_sdk import (
+    AsyncAutoAgent,
+    AutoAgent,
+    InvoiceValidationError,
+    PaymentError,
+    PendingPaymentsWarning,
+)
 from human_rpc_sdk._headers import b64json, unb64json
 from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, is_payment_id
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 from stub_gateway.paywall import ID_CONFLICT, ID_FORMAT, ID_REQUIRED, PAYMENT_ID_SCHEMA
 
 from .paid_proxy import PaidProxy, paid_proxy
+from .test_gateway_workers import Running, usdc_balance, x402_payment
+from .test_gateway_workers import funded as workers_funded
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.01")
@@ -436,3 +445,106 @@ def test_a_malformed_declaration_is_refused_unsigned(
     assert raised.value.reason == "malformed_payment_identifier"
     assert site.payments == []
     assert gateway.balance(wallet.pubkey(), "USDC") == 1
+
+
+# -- payments prepared ahead, and the async agent ------------------------------------------
+
+
+def test_a_payment_prepared_ahead_gets_its_id_when_prepared(
+    strict: GatewayServer, tmp_path: Path
+) -> None:
+    """prepay=True on a route requiring ids: the prepared payment is journaled with its id
+    before any request takes it, carries it when sent, and is bound to that request then."""
+    gateway = strict.gateway
+    wallet = funded(gateway)
+    with paid_proxy(strict.url) as proxy:
+        url = f"{proxy.url}/x402/v2/premium"
+        with AutoAgent(
+            wallet, rpc_url=strict.rpc_url, journal_path=tmp_path / "j.db", prepay=True
+        ) as agent:
+            assert agent.get(url).status_code == 200
+            assert agent._prepayer is not None
+            assert agent._prepayer.settle(30)
+            _, prepared = agent._journal.entries()
+            assert prepared.state == "signed"
+            assert is_payment_id(prepared.payment_id)
+            assert agent.get(url).status_code == 200
+            _, taken, *_ = agent._journal.entries()
+        first, second = proxy.payments
+    assert id_in(second) == prepared.payment_id == taken.payment_id
+    assert id_in(first) != id_in(second)
+    assert taken.state == "accepted"
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - 2 * PRICE
+
+
+def test_the_async_agent_resumes_an_identified_payment_with_no_answer(
+    server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent: the same id on every send, and the same request later re-sends the
+    unanswered payment instead of paying anew."""
+    wallet = funded(gateway)
+    proxy.drop = 4
+    url = f"{proxy.url}/x402/v2/premium"
+
+    async def main() -> tuple[int, list[Any]]:
+        async with AsyncAutoAgent(
+            wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db"
+        ) as agent:
+            with pytest.raises(PaymentError) as raised:
+                await agent.get(url)
+            assert raised.value.reason == "no_answer_after_payment"
+            answer = await agent.get(url)
+            return answer.status_code, agent._journal.entries()
+
+    status, entries = asyncio.run(main())
+    assert status == 200
+    (entry,) = entries
+    assert entry.state == "accepted"
+    assert {id_in(sent) for sent in proxy.payments} == {entry.payment_id}
+    assert len(proxy.payments) == 5
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+
+
+# -- the gateway with --workers: ids bound in the ledger process ------------------------------
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[Running]:
+    """``python -m stub_gateway --workers 2 --payment-id-required``."""
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet", "--workers", "2"]
+    command.append("--payment-id-required")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split(" on ", 1)[1].split()[0]
+            info = requests.get(f"{url}/api/v1/info", timeout=30).json()
+            yield Running(url, process, info)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def test_workers_share_payment_ids(workers: Running) -> None:
+    """Over two workers: a required id missing is 400; the same id and payload, wherever it
+    lands, gets the first answer; another payload under that id gets 409; one settlement."""
+    wallet = workers_funded(workers)
+    url = f"{workers.url}/x402/v2/premium"
+    declared = challenge_of(url)["extensions"][PAYMENT_IDENTIFIER]
+    assert declared["info"] == {"required": True}
+    bare = x402_payment(workers, wallet)
+    answer = requests.get(url, headers={"PAYMENT-SIGNATURE": bare}, timeout=30)
+    assert (answer.status_code, answer.json()) == (400, {"error": [ID_REQUIRED]})
+    payload = payload_of(bare)
+    payload["extensions"] = {
+        PAYMENT_IDENTIFIER: {**declared, "info": {"required": True, "id": "pay_" + "7" * 32}}
+    }
+    header = b64json(payload)
+    answers = [
+        requests.get(url, headers={"PAYMENT-SIGNATURE": header}, timeout=30) for _ in range(6)
+    ]
+    assert {(a.status_code, a.content) for a in answers} == {(200, answers[0].content)}
+    payload["resource"] = {"url": url, "description": "another payload"}
+    other = requests.get(url, headers={"PAYMENT-SIGNATURE": b64json(payload)}, timeout=30)
+    assert other.status_code == 409
+    assert other.json() == {"error": ID_CONFLICT, "paymentId": "pay_" + "7" * 32}
+    assert usdc_balance(workers, wallet.pubkey()) == 100_000_000 - 10_000

@@ -7,6 +7,7 @@ gateway's ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,7 +23,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent
+from human_rpc_sdk import AutoAgent, PaymentError
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
 from human_rpc_sdk._headers import b64json, unb64json
@@ -229,10 +230,20 @@ def test_reference_facilitator_accepts_an_overpayment_the_gateway_refuses(
 @pytest.fixture
 def reference_server(x402_python: str, server: GatewayServer, gateway: Gateway) -> Iterator[str]:
     """A route behind the reference x402 Flask middleware, with the gateway as its facilitator."""
+    with reference_route(x402_python, server, gateway, {}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def reference_route(
+    x402_python: str, server: GatewayServer, gateway: Gateway, options: dict[str, Any]
+) -> Iterator[str]:
+    """``ref_server.py`` running with ``options``; its paid route's URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     arguments = {
+        **options,
         "port": port,
         "facilitator_url": f"{server.url}/facilitator",
         "pay_to": str(gateway.treasury),
@@ -359,3 +370,28 @@ def test_sdk_pays_a_reference_route_requiring_ids_and_a_dropped_answer_is_served
     assert count == {"count": 1}
     assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
     assert gateway.balance(gateway.treasury, "USDC") - treasury == Decimal("0.025")
+
+
+def test_a_reference_route_requiring_ids_it_does_not_keep_is_never_paid_twice(
+    x402_python: str, server: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The reference server as it ships: it declares ids required and keeps none. The first
+    paid answer is dropped; the re-sent payment (same id) fails the reference's verification
+    (its simulation of a transaction already executed); the SDK asks the chain, journals the
+    payment as landed and refused, and signs nothing more: one settlement, no second."""
+    wallet = funded(gateway)
+    options = {"payment_id_required": True}
+    with (
+        reference_route(x402_python, server, gateway, options) as url,
+        paid_proxy(url.removesuffix("/paid")) as proxy,
+    ):
+        proxy.drop = 1
+        with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+            with pytest.raises(PaymentError) as raised:
+                agent.get(f"{proxy.url}/paid")
+            (entry,) = agent._journal.entries()
+        assert len(set(proxy.payments)) == 1
+    assert raised.value.reason == "payment_refused"
+    assert raised.value.details["server_reason"] == "transaction_simulation_failed"
+    assert (entry.state, entry.receipt.landed) == ("refused", True)
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
