@@ -3,7 +3,7 @@
 It forwards every request to ``upstream`` (same path and query) and relays the answer, except
 that it can *drop* the answers to paid requests (those carrying ``PAYMENT-SIGNATURE``): it
 forwards them, so the server settles and answers, then closes the connection without relaying
-anything (the client sees no answer). ``hold`` makes it keep such a connection open instead,
+anything (the client sees no answer), or *swallow* them (neither forwarded nor answered). ``hold`` makes it keep such a connection open instead,
 after setting ``held``, until ``release`` is set (a client killed meanwhile never learns the
 answer). Every paid request's payment header is recorded in ``payments``.
 """
@@ -30,6 +30,8 @@ class PaidProxy(ThreadingHTTPServer):
         self.upstream = upstream.rstrip("/")
         self.drop = 0
         """How many more paid answers to drop."""
+        self.swallow = 0
+        """How many more paid requests to swallow: neither forwarded nor answered."""
         self.hold = False
         self.held = threading.Event()
         self.release = threading.Event()
@@ -44,6 +46,13 @@ class PaidProxy(ThreadingHTTPServer):
         with self.lock:
             if self.drop > 0:
                 self.drop -= 1
+                return True
+            return False
+
+    def take_swallow(self) -> bool:
+        with self.lock:
+            if self.swallow > 0:
+                self.swallow -= 1
                 return True
             return False
 
@@ -70,6 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
         if payment is not None:
             with proxy.lock:
                 proxy.payments.append(payment)
+            if proxy.take_swallow():
+                self.close_connection = True  # it never reaches the server
+                return
         answer = requests.request(
             self.command, proxy.upstream + self.path, headers=headers, data=body, timeout=60
         )

@@ -37,9 +37,11 @@ from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, is_payment_id
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 from stub_gateway.paywall import ID_CONFLICT, ID_FORMAT, ID_REQUIRED, PAYMENT_ID_SCHEMA
 
+from .conftest import FakeClock
 from .paid_proxy import PaidProxy, paid_proxy
 from .test_gateway_workers import Running, usdc_balance, x402_payment
 from .test_gateway_workers import funded as workers_funded
+from .test_replacement_proof import gateway_app, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.01")
@@ -548,3 +550,41 @@ def test_workers_share_payment_ids(workers: Running) -> None:
     assert other.status_code == 409
     assert other.json() == {"error": ID_CONFLICT, "paymentId": "pay_" + "7" * 32}
     assert usdc_balance(workers, wallet.pubkey()) == 100_000_000 - 10_000
+
+
+# -- a replacement is a new purchase attempt, with a new id ----------------------------------
+
+
+def test_a_resumed_payment_proven_never_landed_is_replaced_under_a_new_id(
+    tmp_path: Path,
+) -> None:
+    """A payment never reached the server and its blockhash expired: the same request
+    resumes it (same id), the gateway refuses it, the chain proves it never landed, and the
+    replacement goes under a new id (the old one is bound to the first payload: 409)."""
+    clock = FakeClock()
+    with gateway_app(clock) as (gateway, app), serve(app) as server:
+        wallet = funded(gateway)
+        with paid_proxy(server.url) as proxy:
+            proxy.swallow = 4
+            url = f"{proxy.url}/x402/v2/premium"
+            with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+                with pytest.raises(PaymentError):
+                    agent.get(url)
+                clock.now += 61  # > 150 slots: its blockhash can no longer land
+                assert agent.get(url).status_code == 200
+                expired, replacement = agent._journal.entries()
+            *swallowed, resumed, paid = proxy.payments
+        assert set(swallowed) == {resumed}
+        assert (expired.state, expired.receipt.landed) == ("failed", False)
+        assert (replacement.state, replacement.receipt.replaces) == ("accepted", expired.id)
+        assert id_in(resumed) == expired.payment_id
+        assert id_in(paid) == replacement.payment_id != expired.payment_id
+        assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+        under_old_id = payload_of(paid)
+        under_old_id["extensions"][PAYMENT_IDENTIFIER]["info"]["id"] = expired.payment_id
+        conflict = requests.get(
+            f"{server.url}/x402/v2/premium",
+            headers={"PAYMENT-SIGNATURE": b64json(under_old_id)},
+            timeout=10,
+        )
+        assert conflict.status_code == 409
