@@ -3,9 +3,10 @@
 It forwards every request to ``upstream`` (same path and query) and relays the answer, except
 that it can *drop* the answers to paid requests (those carrying ``PAYMENT-SIGNATURE``): it
 forwards them, so the server settles and answers, then closes the connection without relaying
-anything (the client sees no answer), or *swallow* them (neither forwarded nor answered). ``hold`` makes it keep such a connection open instead,
-after setting ``held``, until ``release`` is set (a client killed meanwhile never learns the
-answer). Every paid request's payment header is recorded in ``payments``.
+anything (the client sees no answer); or *swallow* them (neither forwarded nor answered).
+``hold`` makes it keep such a connection open instead, after setting ``held``, until
+``release`` is set (a client killed meanwhile never learns the answer). Every paid request's
+payment header is recorded in ``payments``.
 """
 
 from __future__ import annotations
