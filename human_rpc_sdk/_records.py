@@ -54,12 +54,15 @@ class JournalEntry:
     """Seconds since the row was last written."""
     genesis_hash: str | None = None
     """The genesis hash of the chain the payment was made on (None: not recorded)."""
-    payment_id: str | None = None
-    """The x402 payment id (``payment-identifier``) the signed payment carries, if any."""
 
     @property
     def id(self) -> int:
         return self.receipt.id or 0
+
+    @property
+    def payment_id(self) -> str | None:
+        """The x402 payment id the signed payment carries, if any."""
+        return self.receipt.payment_id
 
     @property
     def state(self) -> State:

@@ -616,6 +616,7 @@ class Journal:
             replaces=row["replaces"],
             task_id=_column(row, "task_id"),
             task_outcome=_column(row, "task_outcome"),
+            payment_id=_column(row, "payment_id"),
         )
         return JournalEntry(
             receipt=receipt,
@@ -632,7 +633,6 @@ class Journal:
             process=row["process"],
             age=max(0.0, self._now().timestamp() - updated),
             genesis_hash=row["genesis_hash"],
-            payment_id=_column(row, "payment_id"),
         )
 
 
