@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from solders.keypair import Keypair
 
 from human_rpc_sdk import (
@@ -33,12 +35,25 @@ from human_rpc_sdk import (
     PendingPaymentsWarning,
 )
 from human_rpc_sdk._headers import b64json, unb64json
-from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, is_payment_id
+from human_rpc_sdk._x402 import (
+    PAYMENT_IDENTIFIER,
+    is_payment_id,
+    new_payment_id,
+    read_payment_required,
+)
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
-from stub_gateway.paywall import ID_CONFLICT, ID_FORMAT, ID_REQUIRED, PAYMENT_ID_SCHEMA
+from stub_gateway.payments import Refusal
+from stub_gateway.paywall import (
+    ID_CONFLICT,
+    ID_FORMAT,
+    ID_REQUIRED,
+    PAYMENT_ID_SCHEMA,
+    payment_id_of,
+)
 
 from .conftest import FakeClock
 from .paid_proxy import PaidProxy, paid_proxy
+from .test_errors import json_values
 from .test_gateway_workers import Running, usdc_balance, x402_payment
 from .test_gateway_workers import funded as workers_funded
 from .test_replacement_proof import gateway_app, serve
@@ -588,3 +603,53 @@ def test_a_resumed_payment_proven_never_landed_is_replaced_under_a_new_id(
             timeout=10,
         )
         assert conflict.status_code == 409
+
+
+# -- the parsers of outside input ------------------------------------------------------------
+
+declarations = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"info": st.one_of(json_values, st.fixed_dictionaries({"required": json_values}))},
+        optional={"schema": json_values},
+    ),
+)
+
+
+@given(declared=declarations)
+def test_any_declaration_is_read_or_refused_with_its_reason(declared: Any) -> None:
+    """Whatever a challenge declares for payment ids: a declaration, or the reason it is not."""
+    document = {
+        "x402Version": 2,
+        "resource": {"url": "http://x/paid"},
+        "accepts": [{"scheme": "exact"}],
+        "extensions": {PAYMENT_IDENTIFIER: declared},
+    }
+    headers = {"PAYMENT-REQUIRED": b64json(document)}
+    try:
+        challenge = read_payment_required(headers, b"{}")
+    except InvoiceValidationError as exc:
+        refused: InvoiceValidationError | None = exc
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.reason == "malformed_payment_identifier"
+        return
+    assert challenge is not None
+    assert challenge.payment_identifier is not None
+    assert isinstance(challenge.payment_identifier.required, bool)
+    echoed = challenge.payment_identifier.with_id("pay_" + "0" * 32)
+    assert echoed["info"]["id"] == "pay_" + "0" * 32
+
+
+@given(extensions=st.one_of(json_values, st.fixed_dictionaries({PAYMENT_IDENTIFIER: json_values})))
+def test_the_gateway_reads_any_payment_id_extension(extensions: Any) -> None:
+    """Whatever a payment's extensions hold: an id in the spec's format, none, or a refusal."""
+    found = payment_id_of({"extensions": extensions})
+    assert found is None or isinstance(found, Refusal) or is_payment_id(found)
+
+
+@given(nonce=st.text(max_size=64))
+def test_a_payment_id_is_made_of_any_nonce(nonce: str) -> None:
+    """Whatever the nonce source gives, the id is in the spec's format."""
+    assert is_payment_id(new_payment_id(nonce))
