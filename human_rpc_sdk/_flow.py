@@ -379,9 +379,11 @@ def _resume(entry: JournalEntry, payable: Payable, ctx: PaymentContext) -> Flow[
         entry.state,
         entry.payment_id,
     )
-    if entry.state == "accepted":  # booked from the chain by a recovery; the answer is owed
-        reopened = yield from perform(Record(entry.id, "submitted", {}, ("accepted",)))
-        entry = reopened or entry
+    if entry.state == "accepted":
+        # Booked from the chain by a recovery, its answer still owed: open again until the
+        # answer comes (``landed`` unknown again, so a recovery books it again if none does).
+        reopen = Record(entry.id, "submitted", {"landed": None}, ("accepted",))
+        entry = (yield from perform(reopen)) or entry
     return (yield from deliver(entry, payable, ctx, may_replace=True, pay_new=pay_new))
 
 

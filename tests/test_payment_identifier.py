@@ -282,7 +282,31 @@ def test_a_recovered_payment_whose_answer_never_came_is_still_resumed(
         )
         assert agent.get(url).status_code == 200
         (entry,) = agent._journal.entries()
-    assert entry.receipt.http_status == 200
+    assert (entry.state, entry.receipt.http_status, entry.receipt.landed) == ("accepted", 200, True)
+    assert len(set(proxy.payments)) == 1
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+
+
+def test_a_resumed_payment_that_again_gets_no_answer_stays_recoverable(
+    server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path
+) -> None:
+    """Resuming a recovered payment whose answer is lost again leaves it open (submitted,
+    landing unknown) for the next recovery: never stuck pending, never paid again."""
+    wallet = funded(gateway)
+    proxy.drop = 8
+    url = f"{proxy.url}/x402/v2/premium"
+    with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+        with pytest.raises(PaymentError):
+            agent.get(url)
+        agent.recover_payments()
+        with pytest.raises(PaymentError) as raised:
+            agent.get(url)
+        assert raised.value.reason == "no_answer_after_payment"
+        (reopened,) = agent._journal.entries()
+        assert (reopened.state, reopened.receipt.landed) == ("submitted", None)
+        (booked,) = agent.recover_payments()
+        assert (booked.state, booked.landed) == ("accepted", True)
+        assert agent.pending_payments() == []
     assert len(set(proxy.payments)) == 1
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
 
