@@ -5,10 +5,13 @@ behaviour is too:
 
 1. the kind may refuse the request outright (HumanRPC: a legacy body in a currency it lacks);
 2. no usable payment: 402, or a malformed/huge one when such a fault is armed;
-3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer);
+3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer;
+   its payment id is malformed, or missing where required: 400; or bound to another payload:
+   409, see :meth:`X402Payment._check_payment_id`);
 4. ``redirect_payment`` may send the request elsewhere, unsettled;
 5. the very same paid request is served once (:mod:`.replies`): the first copy settles and
-   runs the view, copies in flight wait for its answer, re-sends get it again;
+   runs the view, copies in flight wait for its answer, re-sends get it again (an x402
+   payment with a payment id: any request carrying that id and payload);
 6. the after-payment faults spoil the answer (:func:`.fault_routes.after_payment`).
 
 Each kind (a :class:`PaymentKind`) plugs in how to read, verify and settle its payment, how to
