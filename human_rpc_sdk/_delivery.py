@@ -127,7 +127,8 @@ def deliver(
     if chain.signature:  # found on chain: truer than what a settlement header claims
         fields["signature"] = chain.signature
     recorded = yield from record_outcome(Record(entry.id, "refused", fields, _OPEN))
-    if chain.landed is False and chain.proof and may_replace:
+    conflict = outcome.error.reason == "payment_id_conflict"  # a new payment would be refused too
+    if chain.landed is False and chain.proof and may_replace and not conflict:
         logger.warning(
             "payment #%s was refused and provably never landed (%s); paying the same invoice "
             "once more with a fresh blockhash",
@@ -338,6 +339,8 @@ def judge(
     receipt = replace(receipt, http_status=answer.status)
     receipt = _settled(receipt, settlement, answer.url, entry)
     shown = receipt.signature or "(unsettled)"
+    if answer.status == 409 and entry is not None and entry.payment_id:
+        return _conflict(answer, receipt, invoice, entry)
     if answer.status != 402:
         logger.info("payment %s answered: HTTP %s", shown, answer.status)
         return PaymentOutcome(receipt, answer)
@@ -354,6 +357,26 @@ def judge(
         details={"server_reason": why, "journal_id": journal_id},
     )
     return PaymentOutcome(replace(receipt, error_reason=receipt.error_reason or why), answer, error)
+
+
+def _conflict(
+    answer: HttpReply, receipt: PaymentReceipt, invoice: Mapping[str, Any], entry: JournalEntry
+) -> PaymentOutcome:
+    """409 to an identified payment: the server holds another payment under its id (the
+    spec's "same id, different payload"). Neither this payment nor a new one is served."""
+    why = _refusal_reason(answer, None)
+    error = PaymentError(
+        f"the server at {answer.url} answered 409 Conflict to payment #{entry.id}: it holds "
+        f"another payment under this payment's id {entry.payment_id} ({why}). Nothing new was "
+        "signed, and the SDK does not pay twice; if the server took this payment anyway, "
+        "agent.recover_payments() learns it from the chain. Contact the service with the "
+        "payment id",
+        invoice=invoice,
+        signature=receipt.signature or None,
+        reason="payment_id_conflict",
+        details={"server_reason": why, "journal_id": entry.id, "payment_id": entry.payment_id},
+    )
+    return PaymentOutcome(replace(receipt, error_reason=f"409: {why}"[:200]), answer, error)
 
 
 def _settled(

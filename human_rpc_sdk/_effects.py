@@ -56,6 +56,7 @@ __all__ = [
     "Debit",
     "Effect",
     "FindPayment",
+    "FindResumable",
     "Flow",
     "HttpReply",
     "NoAnswer",
@@ -81,6 +82,9 @@ class HttpReply:
     headers: Mapping[str, str]
     body: bytes
     url: str
+    request: str = ""
+    """The request that got this answer, as :func:`._resume.request_fingerprint` identifies it
+    (method and body; "" when unknown)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,14 @@ class FindPayment(Effect[JournalEntry | None]):
     """Effect: the journal's live payment of this invoice; resume with it or None."""
 
     invoice_key: str
+
+
+@dataclass(frozen=True)
+class FindResumable(Effect[JournalEntry | None]):
+    """Effect: the oldest payment journaled under one of ``resume_keys`` whose outcome is
+    unknown and that nobody is sending (see :mod:`._resume`); None when there is none."""
+
+    resume_keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from ._effects import (
     ChainCache,
     Debit,
     FindPayment,
+    FindResumable,
     Flow,
     HttpReply,
     PaymentContext,
@@ -56,11 +57,14 @@ from ._money import format_amount
 from ._offer import PaymentOffer
 from ._quote import quote
 from ._records import Existing, JournalEntry, OverBudget
+from ._resume import resume_key
 from ._x402 import (
     COMPUTE_UNIT_LIMIT,
     COMPUTE_UNIT_PRICE,
+    PAYMENT_IDENTIFIER,
     PaymentRequired,
     encode_payment,
+    new_payment_id,
     read_payment_required,
 )
 from .exceptions import InvoiceValidationError, PaymentError, PaymentPolicyError, ServerResponse
@@ -108,10 +112,16 @@ class Signed:
     """What the agent's node said with the blockhash (None: the server chose it)."""
     debits: tuple[Debit, ...] = ()
     """What it takes from the payer's accounts: taken from the chain cache once journaled."""
+    payment_id: str | None = None
+    """The x402 payment id it carries (journaled with it, so every re-send carries it too)."""
+    resume_key: str | None = None
+    """What a later request must match to re-send it rather than pay anew (see :mod:`._resume`)."""
 
     def fields(self) -> dict[str, Any]:
         facts = self.facts
         return {
+            "payment_id": self.payment_id,
+            "resume_key": self.resume_key,
             "last_valid_block_height": None if facts is None else facts.last_valid_block_height,
             "blockhash_slot": None if facts is None else facts.slot,
             "headers": dict(self.headers),
@@ -162,6 +172,11 @@ def pay(reply: HttpReply, ctx: PaymentContext) -> Flow[PaymentOutcome]:
     """
     try:
         payable = _read(reply, ctx)
+        if isinstance(payable, ExactPayable):
+            keys = _resume_keys(payable, ctx)
+            unknown = (yield from perform(FindResumable(keys))) if keys else None
+            if unknown is not None:
+                return (yield from _resume(unknown, payable, ctx))
         if payable.invoice_key is not None:
             existing = yield from perform(FindPayment(payable.invoice_key))
             if existing is not None:
@@ -187,7 +202,7 @@ def _read(reply: HttpReply, ctx: PaymentContext) -> Payable:
         )
     challenge = read_payment_required(reply.headers, reply.body)
     if challenge is not None:
-        return ExactPayable(challenge, reply.url)
+        return ExactPayable(challenge, reply.url, request=reply.request)
     invoice = _invoice_of(reply)
     invoice.validate(network=ctx.network)
     _refuse_paying_itself(invoice, str(ctx.signer.pubkey()))
@@ -340,6 +355,38 @@ def sign_new(
     return marked
 
 
+def _resume_keys(payable: ExactPayable, ctx: PaymentContext) -> tuple[str, ...]:
+    """The keys a payment of this request to any offer of ``payable`` would be journaled
+    under, when the challenge declares payment ids (see :mod:`._resume`)."""
+    if payable.challenge.payment_identifier is None:
+        return ()
+    payer = ctx.signer.pubkey()
+    keys = (
+        resume_key(payable.request, payable.url, offer, payer)
+        for offer in payable.challenge.offers
+        if offer.problem is None
+    )
+    return tuple(key for key in keys if key is not None)
+
+
+def _resume(entry: JournalEntry, payable: Payable, ctx: PaymentContext) -> Flow[PaymentOutcome]:
+    """This request's earlier identified payment has no known outcome: send it again, with
+    its id, rather than paying anew (see :mod:`._resume`)."""
+    logger.info(
+        "request to %s resumes payment #%s (%s, payment id %s): sending that same payment again",
+        entry.receipt.url,
+        entry.id,
+        entry.state,
+        entry.payment_id,
+    )
+    if entry.state == "accepted":
+        # Booked from the chain by a recovery, its answer still owed: open again until the
+        # answer comes (``landed`` unknown again, so a recovery books it again if none does).
+        reopen = Record(entry.id, "submitted", {"landed": None}, ("accepted",))
+        entry = (yield from perform(reopen)) or entry
+    return (yield from deliver(entry, payable, ctx, may_replace=True, pay_new=pay_new))
+
+
 def _pay_again(
     existing: JournalEntry, payable: Payable, ctx: PaymentContext
 ) -> Flow[PaymentOutcome]:
@@ -441,6 +488,8 @@ class ExactPayable:
     challenge: PaymentRequired
     url: str
     invoice_key: None = None
+    request: str = ""
+    """What identifies the request that got the 402 (method and body: ``HttpReply.request``)."""
 
     @property
     def invoice(self) -> Mapping[str, Any]:
@@ -476,6 +525,16 @@ class ExactPayable:
         # Such a payment can land only on the chain of its blockhash: for the server's, the
         # chain the accounts were read on (asked in that batch); else the one it was fetched on.
         genesis = exact.genesis_hash if facts is None else facts.genesis_hash
+        # One id per purchase, made now (a payment prepared ahead gets it when prepared) and
+        # journaled with the signed payment: every re-send of it carries the same id.
+        declared = self.challenge.payment_identifier if chosen.version == 2 else None
+        payment_id: str | None = None
+        extensions: dict[str, Any] | None = None
+        resumable: str | None = None
+        if declared is not None:
+            payment_id = new_payment_id(ctx.nonce())
+            extensions = {PAYMENT_IDENTIFIER: declared.with_id(payment_id)}
+            resumable = resume_key(self.request, self.url, chosen, payer)
 
         def sign() -> Flow[Signed]:
             unsigned = build_exact_transfer(
@@ -490,7 +549,7 @@ class ExactPayable:
                 compute_unit_price=COMPUTE_UNIT_PRICE,
             )
             transaction = yield from signed_by(unsigned, payer)
-            name, value = encode_payment(chosen, transaction, self.challenge.resource)
+            name, value = encode_payment(chosen, transaction, self.challenge.resource, extensions)
             return Signed(
                 headers={name: value},
                 signature="",  # the facilitator signs last: known from the settlement
@@ -500,6 +559,8 @@ class ExactPayable:
                 fee_lamports=exact.fee_lamports,
                 facts=facts,
                 debits=exact.debits,
+                payment_id=payment_id,
+                resume_key=resumable,
             )
 
         # A fixed memo leaves nothing random in the transaction: the same offer paid over the

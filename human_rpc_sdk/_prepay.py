@@ -46,6 +46,7 @@ from ._flow import ExactPayable, pay_new, sign_new
 from ._http import Origin, origin
 from ._receipts import PaymentReceipt
 from ._records import JournalEntry
+from ._resume import resume_key
 from ._x402 import EXACT, Offer, PaymentRequired, read_payment_required
 from .exceptions import HumanRPCError, PaymentError, SDKConfigurationError
 
@@ -208,7 +209,9 @@ def to_remember(
     paid = _offer_paid(required, receipt)
     if paid is None or paid.memo or paid.recent_blockhash is not None or paid.max_timeout <= 0:
         return None
-    only = PaymentRequired(required.version, (paid,), required.resource, None)
+    only = PaymentRequired(
+        required.version, (paid,), required.resource, None, required.payment_identifier
+    )
     return Remembered(ExactPayable(only, asked), challenged_at + paid.max_timeout)
 
 
@@ -260,6 +263,18 @@ def prepare_ahead(key: Key, remembered: Remembered, ctx: PaymentContext) -> Flow
     return ready
 
 
+def _bind_to_request(
+    entry: JournalEntry, payable: ExactPayable, request: str, ctx: PaymentContext
+) -> Flow[JournalEntry]:
+    """``entry`` journaled with what resumes it for ``request`` (unchanged without one)."""
+    (offer,) = payable.challenge.offers
+    key = resume_key(request, payable.url, offer, ctx.signer.pubkey())
+    if key is None:
+        return entry
+    bound = yield from perform(Record(entry.id, "signed", {"resume_key": key}, ("signed",)))
+    return entry if bound is None else bound
+
+
 def _usable_until(entry: JournalEntry, remembered: Remembered, ctx: PaymentContext) -> float:
     fresh_until = None
     if entry.blockhash is not None and entry.last_valid_block_height is not None:
@@ -290,11 +305,18 @@ def release(entry: JournalEntry) -> Flow[JournalEntry | None]:
     return released
 
 
-def deliver_prepared(ready: Ready, ctx: PaymentContext) -> Flow[PaymentOutcome]:
+def deliver_prepared(ready: Ready, ctx: PaymentContext, request: str = "") -> Flow[PaymentOutcome]:
     """Send the prepared payment ``ready`` with its request (the driver's :class:`Resend`),
     and judge and journal the answer as any payment's: the same re-sends on no answer, the
-    same rule on a refusal (paid again only once the chain proves it never landed)."""
+    same rule on a refusal (paid again only once the chain proves it never landed).
+
+    A prepared payment with a payment id learns its request only now (``request``, as
+    :func:`._resume.request_fingerprint` identifies it): what resumes it is journaled before
+    it is sent, so a later same request re-sends it rather than paying anew.
+    """
     entry = ready.entry
+    if entry.payment_id is not None:
+        entry = yield from _bind_to_request(entry, ready.payable, request, ctx)
     receipt = replace(entry.receipt, error_reason=None)  # no longer waiting
     logger.info(
         "paying %s %s to %s for %s (%s, journal #%s, prepared ahead)",

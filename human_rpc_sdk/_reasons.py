@@ -48,6 +48,7 @@ Reason: TypeAlias = Literal[
     "no_invoice",
     "x402_challenge",
     "malformed_x402",
+    "malformed_payment_identifier",
     "unknown_network",
     "unknown_currency",
     "mint_mismatch",
@@ -69,6 +70,7 @@ Reason: TypeAlias = Literal[
     "no_answer_after_payment",
     "paid_not_delivered",
     "payment_refused",
+    "payment_id_conflict",
     "journal_unavailable",
     # signing in (sign-in-with-x)
     "sign_in_unanswered",
@@ -120,6 +122,8 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "no_invoice": "the 402 answer holds no payable invoice",
         "x402_challenge": "the body looks like an x402 challenge of a version not supported",
         "malformed_x402": "every x402 offer of the challenge is malformed",
+        "malformed_payment_identifier": "the challenge's payment-identifier declaration is "
+        "malformed (nothing signed)",
         "unknown_network": "the invoice names a network the SDK does not know",
         "unknown_currency": "the invoice names a currency the SDK does not know",
         "mint_mismatch": "the invoice's mint is not the token its currency names",
@@ -139,6 +143,8 @@ REASONS: Final[Mapping[str, str]] = MappingProxyType(
         "no_answer_after_payment": "the payment was sent but no definite answer came back",
         "paid_not_delivered": "the payment landed but the resource was not served",
         "payment_refused": "the server refused the payment (it may not have landed)",
+        "payment_id_conflict": "the server answered 409: it holds another payment under this "
+        "payment's id (nothing new signed)",
         "journal_unavailable": "the payment journal could not be read or written",
         "sign_in_unanswered": "a sign-in got no answer or a 5xx; nothing was paid (ask again)",
         "rpc_unreachable": "the Solana RPC node could not be reached",

@@ -92,6 +92,9 @@ class PaymentReceipt:
     task_outcome: str | None = None
     """That task's verdict (``approved``, ``rejected``, ``no_consensus``, ``expired``) once the
     agent received it; None while the task is undecided (see ``AutoAgent.pending_tasks``)."""
+    payment_id: str | None = None
+    """The x402 payment id (``payment-identifier`` extension) the payment carried on every
+    send, when the server declared the extension; the key a service finds it under."""
 
     @property
     def fee(self) -> Decimal:

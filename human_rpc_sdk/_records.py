@@ -60,6 +60,11 @@ class JournalEntry:
         return self.receipt.id or 0
 
     @property
+    def payment_id(self) -> str | None:
+        """The x402 payment id the signed payment carries, if any."""
+        return self.receipt.payment_id
+
+    @property
     def state(self) -> State:
         return self.receipt.state or "reserved"
 

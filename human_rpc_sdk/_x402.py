@@ -10,6 +10,7 @@ suite does, with the reason when it cannot be paid. Facts: ``PROTOCOL.md`` secti
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -26,14 +27,18 @@ from ._networks import cluster_of
 from .exceptions import InvoiceValidationError
 
 __all__ = [
+    "PAYMENT_IDENTIFIER",
     "PAYMENT_REQUIRED_HEADER",
     "PAYMENT_RESPONSE_HEADER",
     "PAYMENT_SIGNATURE_HEADER",
     "V1_PAYMENT_HEADER",
     "V1_RESPONSE_HEADER",
+    "IdDeclaration",
     "Offer",
     "PaymentRequired",
     "encode_payment",
+    "is_payment_id",
+    "new_payment_id",
     "read_payment_required",
     "read_settlement",
 ]
@@ -49,6 +54,10 @@ MAX_MEMO_BYTES: Final = 256
 COMPUTE_UNIT_LIMIT: Final = 20_000
 COMPUTE_UNIT_PRICE: Final = 1  # micro-lamports per compute unit, as the reference client
 _DIGITS: Final = re.compile(r"[0-9]+")
+PAYMENT_IDENTIFIER: Final = "payment-identifier"
+"""The x402 extension that carries a client's idempotency key (``specs/extensions/
+payment_identifier.md``): 16-128 characters of ``[A-Za-z0-9_-]``, ``pay_`` + 32 hex here."""
+_PAYMENT_ID: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
 MAX_OFFERS: Final = 64
 """Offers of one challenge that are considered; the rest are refused unread."""
 _BEYOND_CAP: Final = (
@@ -78,13 +87,30 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class IdDeclaration:
+    """A v2 challenge's ``payment-identifier`` declaration: whether an id is ``required``, and
+    the declaration as sent (echoed in the payment with the id added to its ``info``)."""
+
+    required: bool
+    raw: Mapping[str, Any]
+
+    def with_id(self, payment_id: str) -> dict[str, Any]:
+        """The extension as the payment carries it: the declaration, ``info.id`` added."""
+        echoed = dict(self.raw)
+        echoed["info"] = {**dict(self.raw["info"]), "id": payment_id}
+        return echoed
+
+
+@dataclass(frozen=True)
 class PaymentRequired:
-    """An x402 challenge: its version, offers, and (v2) the resource it protects."""
+    """An x402 challenge: its version, offers, and (v2) the resource it protects and the
+    ``payment-identifier`` extension, when it declares it."""
 
     version: int
     offers: tuple[Offer, ...]
     resource: Mapping[str, Any] | None
     error: str | None
+    payment_identifier: IdDeclaration | None = None
 
 
 def read_payment_required(headers: Mapping[str, str], body: bytes) -> PaymentRequired | None:
@@ -128,6 +154,7 @@ def _challenge(document: Mapping[str, Any], version: int) -> PaymentRequired:
     ):
         raise _bad("a v2 challenge must name its resource (resource.url)")
     error = document.get("error")
+    declared = _id_declaration(document.get("extensions")) if version == 2 else None
     return PaymentRequired(
         version=version,
         offers=tuple(
@@ -138,7 +165,61 @@ def _challenge(document: Mapping[str, Any], version: int) -> PaymentRequired:
         ),
         resource=resource if isinstance(resource, Mapping) else None,
         error=error if isinstance(error, str) else None,
+        payment_identifier=declared,
     )
+
+
+def _id_declaration(extensions: Any) -> IdDeclaration | None:
+    """The ``payment-identifier`` declaration of a v2 challenge's ``extensions``, or None.
+
+    A declaration the agent cannot read is refused rather than ignored: it may say an id is
+    required, and a payment sent without one could be taken and not served.
+    """
+    if not isinstance(extensions, Mapping) or PAYMENT_IDENTIFIER not in extensions:
+        return None
+    declared = extensions[PAYMENT_IDENTIFIER]
+    problem = _declaration_problem(declared)
+    if problem is not None:
+        raise InvoiceValidationError(
+            f"the 402 answer's x402 challenge declares the {PAYMENT_IDENTIFIER} extension, but "
+            f"{problem}. Nothing was signed or paid: the agent cannot tell whether the server "
+            "requires a payment id, or in what form (specs/extensions/payment_identifier.md)",
+            field=f"extensions.{PAYMENT_IDENTIFIER}",
+            reason="malformed_payment_identifier",
+        )
+    return IdDeclaration(declared["info"]["required"], declared)
+
+
+def _declaration_problem(declared: Any) -> str | None:
+    if not isinstance(declared, Mapping):
+        return "the declaration is not a JSON object"
+    info = declared.get("info")
+    if not isinstance(info, Mapping) or not isinstance(info.get("required"), bool):
+        return "its info.required is not a boolean"
+    schema = declared.get("schema")
+    if schema is None:
+        return None
+    if not isinstance(schema, Mapping):
+        return "its schema is not a JSON Schema object"
+    properties = schema.get("properties", {})
+    if not isinstance(properties, Mapping):
+        return "its schema's properties is not an object"
+    wanted = properties.get("id", {})
+    if not isinstance(wanted, Mapping) or wanted.get("type", "string") != "string":
+        return "its schema does not take the id as a string"
+    return None
+
+
+def is_payment_id(text: Any) -> bool:
+    """Whether ``text`` is a payment id in the spec's format (16-128 of ``[A-Za-z0-9_-]``)."""
+    return isinstance(text, str) and _PAYMENT_ID.fullmatch(text) is not None
+
+
+def new_payment_id(nonce: str) -> str:
+    """A payment id made of the random ``nonce``: ``pay_`` + 32 hex characters, as the spec
+    recommends (the nonce itself when it is 32 hex characters, else a digest of it)."""
+    text = nonce if re.fullmatch(r"[0-9a-f]{32}", nonce) else hashlib.sha256(nonce.encode())
+    return f"pay_{text if isinstance(text, str) else text.hexdigest()[:32]}"
 
 
 def _offer(entry: Any, index: int, version: int) -> Offer:
@@ -264,9 +345,13 @@ def self_refusal(offer: Offer, agent: str) -> str | None:
 
 
 def encode_payment(
-    offer: Offer, transaction: VersionedTransaction, resource: Mapping[str, Any] | None
+    offer: Offer,
+    transaction: VersionedTransaction,
+    resource: Mapping[str, Any] | None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> tuple[str, str]:
-    """The header name and value that carry ``transaction`` for ``offer``."""
+    """The header name and value that carry ``transaction`` for ``offer`` (v2: with
+    ``extensions``, such as the payment id, when given)."""
     wire = base64.b64encode(bytes(transaction)).decode("ascii")
     if offer.version == 1:
         document: dict[str, Any] = {
@@ -279,6 +364,8 @@ def encode_payment(
     document = {"x402Version": 2, "payload": {"transaction": wire}, "accepted": dict(offer.raw)}
     if resource is not None:
         document["resource"] = dict(resource)
+    if extensions:
+        document["extensions"] = dict(extensions)
     return PAYMENT_SIGNATURE_HEADER, b64json(document)
 
 

@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_price=Price(args.task_price, "USDC"),
             siwx_ttl=args.siwx_ttl,
             siwx_origin=args.siwx_origin,
+            payment_id_required=args.payment_id_required,
         )
         keeper = keep_state(app.extensions["stub_gateway"], args.state, saved)
         raise_file_limit()  # thousands of idle connections must not exhaust the open files
@@ -216,6 +217,12 @@ def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
         metavar="URL",
         help="the public origin sign-ins are bound to, such as https://gw.example.com (default: "
         "the loopback origin a request came to; other host names are offered no sign-in)",
+    )
+    parser.add_argument(
+        "--payment-id-required",
+        action="store_true",
+        help="x402 v2 routes require a payment id (the payment-identifier extension; "
+        "optional by default)",
     )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
     parser.add_argument(

@@ -27,7 +27,7 @@ from .faults import Faults
 from .genesis import DEFAULT_SEED, Genesis, create_genesis, genesis_hash_for
 from .ledger import Ledger
 from .payments import PaymentDesk, Price
-from .replies import PaidReplies
+from .replies import PaidReplies, PaymentIds
 from .rpc import RpcDispatcher
 from .tasks import ConsensusRule, ReviewPolicy, TaskBoard
 from .x402 import ExactFacilitator
@@ -66,6 +66,7 @@ class Gateway:
         task_price: Price = DEFAULT_TASK_PRICE,
         x402_price: Price = DEFAULT_X402_PRICE,
         genesis_hash: str | None = None,
+        payment_id_required: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -74,6 +75,9 @@ class Gateway:
         self.network = network
         self.faults = Faults()
         self.replies = PaidReplies(clock)
+        self.payment_ids = PaymentIds(clock)
+        self.payment_id_required = payment_id_required
+        """Whether its x402 v2 routes require a payment id (``payment-identifier``)."""
         self.sleep = sleep
         # A chain of its own, never devnet's: stable for an explicit seed (the same addresses,
         # the same chain identity), otherwise new for every ledger, like a fresh local

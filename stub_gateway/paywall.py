@@ -5,10 +5,13 @@ behaviour is too:
 
 1. the kind may refuse the request outright (HumanRPC: a legacy body in a currency it lacks);
 2. no usable payment: 402, or a malformed/huge one when such a fault is armed;
-3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer);
+3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer;
+   its payment id is malformed, or missing where required: 400; or bound to another payload:
+   409, see :meth:`X402Payment._check_payment_id`);
 4. ``redirect_payment`` may send the request elsewhere, unsettled;
 5. the very same paid request is served once (:mod:`.replies`): the first copy settles and
-   runs the view, copies in flight wait for its answer, re-sends get it again;
+   runs the view, copies in flight wait for its answer, re-sends get it again (an x402
+   payment with a payment id: any request carrying that id and payload);
 6. the after-payment faults spoil the answer (:func:`.fault_routes.after_payment`).
 
 Each kind (a :class:`PaymentKind`) plugs in how to read, verify and settle its payment, how to
@@ -18,6 +21,8 @@ receipt the answer, and how to answer 402.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -31,6 +36,7 @@ from human_rpc_sdk._headers import (
     unb64json,
 )
 from human_rpc_sdk._money import to_base_units
+from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, is_payment_id
 
 from ._http import json_error, jsonable
 from .fault_routes import after_payment, challenge_fault, redirect_fault
@@ -77,6 +83,11 @@ class PaymentKind:
         """An answer refusing the payment before anything settles (it does not fit)."""
         return None
 
+    def reply_key(self) -> str | None:
+        """What identifies this paid request among kept answers, when not the request and its
+        payment header (:meth:`.replies.PaidReplies.key`): an x402 payment id's."""
+        return None
+
     def settle(self) -> Response | None:
         """Verify and settle the payment: None when it settled, else the answer refusing it."""
         raise NotImplementedError
@@ -110,7 +121,8 @@ def paywall(gateway: Gateway, kind: Callable[[], PaymentKind]) -> Callable[[F], 
             moved = redirect_fault(gateway)
             if moved is not None:
                 return moved
-            with gateway.replies.serving(gateway.replies.key(header)) as serving:
+            key = paying.reply_key() or gateway.replies.key(header)
+            with gateway.replies.serving(key) as serving:
                 if serving.reply is None:
                     refused = paying.settle()
                     if refused is not None:
@@ -265,6 +277,8 @@ class X402Payment(PaymentKind):
         self.header = request.headers.get("PAYMENT-SIGNATURE" if version == 2 else "X-PAYMENT")
         self.payload = _x402_payload(self.header, version)
         self.settlement: dict[str, Any] = {}
+        self.identified: str | None = None
+        """The reply key of a payment that carries a payment id (see :meth:`reply_key`)."""
 
     def payment(self) -> str | None:
         return None if self.payload is None else self.header
@@ -273,6 +287,30 @@ class X402Payment(PaymentKind):
         accepted = (self.payload or {}).get("accepted")
         if self.version == 2 and not _matches(accepted, self.wanted):
             return self._challenge("No matching payment requirements")
+        if self.version == 2:
+            return self._check_payment_id(self.payload or {})
+        return None
+
+    def reply_key(self) -> str | None:
+        return self.identified
+
+    def _check_payment_id(self, payload: Mapping[str, Any]) -> Response | None:
+        """The spec's idempotency table: an invalid id or a missing required one is 400; an id
+        bound to another payload 409; else the payment's answers are kept by its id."""
+        found = payment_id_of(payload)
+        if isinstance(found, Refusal):
+            return _id_error(400, [found.message])
+        if found is None:
+            if self.gateway.payment_id_required:
+                return _id_error(400, [ID_REQUIRED])
+            return None
+        digest = hashlib.sha256(_canonical(payload)).hexdigest()
+        scope = request.path
+        if not self.gateway.payment_ids.bind(scope, found, digest):
+            response = jsonify({"error": ID_CONFLICT, "paymentId": found})
+            response.status_code = 409
+            return response
+        self.identified = hashlib.sha256(f"{scope}\0{found}\0{digest}".encode()).hexdigest()
         return None
 
     def settle(self) -> Response | None:
@@ -299,6 +337,9 @@ class X402Payment(PaymentKind):
                 "error": error,
                 "resource": self.resource,
                 "accepts": [self.wanted],
+                "extensions": {
+                    PAYMENT_IDENTIFIER: payment_id_declaration(self.gateway.payment_id_required)
+                },
             }
             response = jsonify({})
             response.headers["PAYMENT-REQUIRED"] = b64json(document)
@@ -363,6 +404,59 @@ def _x402_payload(value: str | None, version: int) -> Mapping[str, Any] | None:
     except ValueError:
         return None
     return document if document.get("x402Version") == version else None
+
+
+# -- x402 payment ids (specs/extensions/payment_identifier.md) ------------------------------
+
+PAYMENT_ID_SCHEMA: Final = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "required": {"type": "boolean"},
+        "id": {"type": "string", "minLength": 16, "maxLength": 128, "pattern": "^[a-zA-Z0-9_-]+$"},
+    },
+    "required": ["required"],
+}
+"""The schema the reference package declares (``payment_identifier_schema``)."""
+ID_REQUIRED: Final = "Server requires a payment identifier but none was provided"
+ID_FORMAT: Final = (
+    "Invalid payment ID format. ID must be 16-128 characters and contain only alphanumeric "
+    "characters, hyphens, and underscores."
+)
+ID_CONFLICT: Final = "payment identifier already used with different payload"
+
+
+def payment_id_declaration(required: bool) -> dict[str, Any]:
+    """The ``payment-identifier`` entry of a v2 challenge's ``extensions``."""
+    return {"info": {"required": required}, "schema": PAYMENT_ID_SCHEMA}
+
+
+def payment_id_of(payload: Mapping[str, Any]) -> str | Refusal | None:
+    """The payment id a v2 payload carries; None without one; a :class:`Refusal` saying
+    what is wrong with an extension that is there but invalid (the reference's checks)."""
+    extensions = payload.get("extensions")
+    if not isinstance(extensions, Mapping) or extensions.get(PAYMENT_IDENTIFIER) is None:
+        return None
+    extension = extensions[PAYMENT_IDENTIFIER]
+    info = extension.get("info") if isinstance(extension, Mapping) else None
+    if not isinstance(info, Mapping):
+        return Refusal("invalid_payment_identifier", "Extension must have an 'info' property")
+    found = info.get("id")
+    if found is None:
+        return None
+    if not is_payment_id(found):
+        return Refusal("invalid_payment_identifier", ID_FORMAT)
+    return str(found)
+
+
+def _id_error(status: int, errors: list[str]) -> Response:
+    response = jsonify({"error": errors})
+    response.status_code = status
+    return response
+
+
+def _canonical(document: Any) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def _matches(accepted: Any, wanted: Mapping[str, Any]) -> bool:

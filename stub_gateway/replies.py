@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Final, Literal
 if TYPE_CHECKING:  # Flask is imported on use, so the Flask-free Gateway can hold a registry
     from flask import Response
 
-__all__ = ["JOIN_TIMEOUT", "REPLAY_WINDOW", "PaidReplies", "Serving", "Turn"]
+__all__ = [
+    "ID_WINDOW",
+    "JOIN_TIMEOUT",
+    "REPLAY_WINDOW",
+    "PaidReplies",
+    "PaymentIds",
+    "Serving",
+    "Turn",
+]
 
 REPLAY_WINDOW: Final = 120.0
 Turn = Literal["lead", "answer", "timeout"]
@@ -243,3 +251,47 @@ def _still_running(seconds: float) -> Response:
     )
     response.headers["Retry-After"] = "1"
     return response
+
+
+# -- x402 payment ids ------------------------------------------------------------------------
+
+ID_WINDOW: Final = 3600.0
+"""Seconds a payment id stays bound to the payment first seen with it (the reference example
+keeps its ids for an hour)."""
+MAX_IDS: Final = 100_000
+"""Payment ids kept at most (the oldest are forgotten first)."""
+
+
+class PaymentIds:
+    """Which payment each x402 payment id (``payment-identifier``) was first seen with.
+
+    An id is bound, per route (the spec: scope ids by route where one server has several), to
+    a digest of the exact payment payload it first came with. The same id with the same
+    payload is a re-send (answered from :class:`PaidReplies`); the same id with any other
+    payload is the spec's conflict (409). Ids are bound as they arrive, before verifying.
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], window: float = ID_WINDOW, limit: int = MAX_IDS
+    ) -> None:
+        self._clock = clock
+        self._window = window
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._bound: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+
+    def bind(self, scope: str, payment_id: str, digest: str) -> bool:
+        """Bind ``payment_id`` (within ``scope``) to ``digest`` if it is new; whether the
+        payment ``digest`` may proceed (False: the id is bound to another payment)."""
+        now = self._clock()
+        with self._lock:
+            while self._bound:
+                at, _ = next(iter(self._bound.values()))
+                if now - at < self._window and len(self._bound) < self._limit:
+                    break
+                self._bound.popitem(last=False)
+            bound = self._bound.get((scope, payment_id))
+            if bound is None:
+                self._bound[(scope, payment_id)] = (now, digest)
+                return True
+            return bound[1] == digest

@@ -60,7 +60,7 @@ from .genesis import Genesis
 from .instructions import Payment, Unacceptable, check_signatures
 from .ledger import Execution, Ledger
 from .payments import Invoice, PaymentDesk, Price, Refusal, Settlement
-from .replies import PaidReplies, Serving, Turn, _failed, _Reply
+from .replies import PaidReplies, PaymentIds, Serving, Turn, _failed, _Reply
 from .x402 import ExactFacilitator, Outcome, Verification
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class GatewayParts:
     x402_price: Price
     invoice_ttl: float
     reference_style: str
+    payment_id_required: bool = False
 
 
 # -- the ledger process ---------------------------------------------------------------------
@@ -129,6 +130,7 @@ class LedgerHost:
             "x402": lambda *args: _bare_outcome(facilitator.conclude(*args)),
             "land": replies.land,
             "take": self.gateway.faults.take,
+            "bind_id": self.gateway.payment_ids.bind,
         }
         self._leaders: dict[str, Connection] = {}
         """The paid requests being served, and the connection whose call took each turn."""
@@ -224,6 +226,7 @@ class LedgerHost:
             x402_price=gateway.x402_price,
             invoice_ttl=desk.invoice_ttl,
             reference_style=desk.reference_style,
+            payment_id_required=gateway.payment_id_required,
         )
 
     def _http(self, environ: dict[str, str], body: bytes) -> tuple[str, Headers, bytes]:
@@ -404,6 +407,18 @@ class RemoteReplies(PaidReplies):
                 self._link.tell("land", key, answer, keep=bool(kept))
 
 
+class RemotePaymentIds(PaymentIds):
+    """The payment ids bound by the ledger process (so a re-send may reach any worker)."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__(time.monotonic)
+        self._link = link
+
+    def bind(self, scope: str, payment_id: str, digest: str) -> bool:
+        bound: bool = self._link.call("bind_id", scope, payment_id, digest)
+        return bound
+
+
 class RemoteDesk(PaymentDesk):
     """Reads payments here; the ledger process issues invoices and settles payments."""
 
@@ -490,6 +505,8 @@ class RemoteGateway(Gateway):
         self.sleep = time.sleep
         self.faults = RemoteFaults(link, flag)
         self.replies = RemoteReplies(link)
+        self.payment_ids = RemotePaymentIds(link)
+        self.payment_id_required = parts.payment_id_required
         self.desk = RemoteDesk(link, parts)
         self.facilitator = RemoteFacilitator(link, parts)
 

@@ -14,6 +14,15 @@ header saying ``success: false`` and the ``errorReason``. The very same paid req
 within two minutes gets the same answer, and one sent while the first is still being served
 waits for that answer (see :mod:`.replies`); any other reuse of a payment is a
 ``duplicate_settlement``.
+
+Payment ids (the ``payment-identifier`` extension, ``specs/extensions/payment_identifier.md``):
+every v2 challenge declares it, optional unless the gateway was made with
+``payment_id_required=True`` (``--payment-id-required``). An id is bound, per route, to the
+exact payload it first came with: that payload again (on any request) gets the answer kept for
+it, with its ``PAYMENT-RESPONSE``, and settles nothing more; another payload under the id gets
+409 ``{"error": "payment identifier already used with different payload", "paymentId"}``; a
+malformed id, or none where one is required, gets 400 ``{"error": [<reason>]}`` (the
+reference package's messages).
 """
 
 from __future__ import annotations

@@ -291,3 +291,14 @@ def test_gateway_command_line_refuses_bad_options() -> None:
         assert done.returncode == 2
         assert "Traceback" not in done.stderr
         assert "error:" in done.stderr
+
+
+def test_the_payment_ids_example_pays_once() -> None:
+    """examples/payment_ids.py: answers lost, the same id resumed, one payment on the ledger."""
+    out = run_example("payment_ids.py").stdout
+    assert "1. no answer: no_answer_after_payment" in out
+    assert "2. the same request: HTTP 200" in out
+    assert "3. the wallet paid 0.01 USDC, once" in out
+    ids = {line.rsplit(" ", 1)[1] for line in out.splitlines() if "payment id" in line}
+    assert len(ids) == 1
+    assert ids.pop().startswith("pay_")

@@ -24,6 +24,7 @@ from human_rpc_sdk import (
     PendingPaymentsWarning,
     SolanaRPCError,
 )
+from human_rpc_sdk._headers import unb64json
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 from stub_gateway.faults import MODES, Faults
 
@@ -372,6 +373,28 @@ def test_x402_lost_answers_are_asked_again_with_the_same_payment(
     assert payer.before[1] - wallet_usdc == Decimal("0.01")
     assert treasury_usdc - payer.before[2] == Decimal("0.01")
     assert payer.rows() == [("accepted", "0.01", 1)]
+
+
+def test_x402_an_identified_payment_is_resent_with_the_same_id(payer: Payer) -> None:
+    """x402 v2 declares payment ids: the lost answer's re-send carries the same payment and
+    the same id, the one journaled with it; never a new signature or id."""
+    payer.gateway.faults.drop_after_payment()
+    url = payer.url("/x402/v2/premium")
+    if payer.kind in NO_RESEND_KINDS:
+        settle_unanswered(payer.agent, lambda: payer.agent.get(url))
+    else:
+        assert payer.agent.get(url).status_code == 200
+    ids = {_payment_id(header) for header in payer.headers}
+    assert len(set(payer.headers)) == 1
+    with sqlite3.connect(payer.journal) as db:
+        assert db.execute("SELECT payment_id FROM payments").fetchall() == [(ids.pop(),)]
+    assert payer.before[1] - payer.balances()[1] == Decimal("0.01")
+
+
+def _payment_id(header: str) -> str:
+    payload = unb64json(header, "PAYMENT-SIGNATURE")
+    payment_id: str = payload["extensions"]["payment-identifier"]["info"]["id"]
+    return payment_id
 
 
 def test_x402_a_402_after_payment_is_found_on_chain(payer: Payer) -> None:

@@ -7,6 +7,7 @@ gateway's ledger.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,7 +23,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent
+from human_rpc_sdk import AutoAgent, PaymentError
 from human_rpc_sdk._effects import ChainCache, HttpReply, PaymentContext, Resend, RpcCall
 from human_rpc_sdk._flow import pay
 from human_rpc_sdk._headers import b64json, unb64json
@@ -31,6 +32,7 @@ from human_rpc_sdk.wallet import KeypairSigner
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import booked
+from .paid_proxy import paid_proxy
 from .test_x402 import DEVNET, offer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,10 +230,20 @@ def test_reference_facilitator_accepts_an_overpayment_the_gateway_refuses(
 @pytest.fixture
 def reference_server(x402_python: str, server: GatewayServer, gateway: Gateway) -> Iterator[str]:
     """A route behind the reference x402 Flask middleware, with the gateway as its facilitator."""
+    with reference_route(x402_python, server, gateway, {}) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def reference_route(
+    x402_python: str, server: GatewayServer, gateway: Gateway, options: dict[str, Any]
+) -> Iterator[str]:
+    """``ref_server.py`` running with ``options``; its paid route's URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     arguments = {
+        **options,
         "port": port,
         "facilitator_url": f"{server.url}/facilitator",
         "pay_to": str(gateway.treasury),
@@ -275,3 +287,111 @@ def test_sdk_pays_a_reference_middleware_route(
     assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
     assert gateway.balance(gateway.treasury, "USDC") - treasury_before == Decimal("0.025")
     assert gateway.balance(wallet.pubkey()) == 1
+
+
+def test_reference_client_with_a_payment_id_gets_the_cached_answer_on_a_resend(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> None:
+    """The reference client pays /x402/v2/premium with a payment id (its own helpers) and
+    sends that payment again: the gateway answers the same, from its cache; one settlement."""
+    wallet = funded(gateway)
+    treasury = gateway.balance(gateway.treasury, "USDC")
+    result = run_reference(
+        x402_python,
+        "ref_client_id.py",
+        {
+            "url": f"{server.url}/x402/v2/premium",
+            "secret": str(wallet),
+            "rpc_url": server.rpc_url,
+        },
+    )
+    first, again = result["answers"]
+    assert result["id"].startswith("pay_")
+    assert first["status"] == again["status"] == 200
+    assert first["body"] == again["body"]
+    assert first["settlement"] == again["settlement"]
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.99")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury == Decimal("0.01")
+
+
+@pytest.fixture
+def reference_server_with_ids(
+    x402_python: str, server: GatewayServer, gateway: Gateway
+) -> Iterator[str]:
+    """A reference Flask middleware route requiring a payment id, keeping answers by id."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    arguments = {
+        "port": port,
+        "facilitator_url": f"{server.url}/facilitator",
+        "pay_to": str(gateway.treasury),
+        "asset": str(gateway.genesis.token("USDC").mint),
+        "amount": "25000",
+        "network": DEVNET,
+    }
+    process = subprocess.Popen(
+        [x402_python, str(INTEROP / "ref_server_id.py"), json.dumps(arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline()) == {"ready": True}
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_sdk_pays_a_reference_route_requiring_ids_and_a_dropped_answer_is_served_once(
+    reference_server_with_ids: str, server: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The reference server requires a payment id; the first paid answer is dropped on the
+    way back; the SDK re-sends the same payment with the same id and is served from the
+    reference server's cache: one settlement on the ledger, one journal row."""
+    wallet = funded(gateway)
+    treasury = gateway.balance(gateway.treasury, "USDC")
+    with paid_proxy(reference_server_with_ids) as proxy:
+        proxy.drop = 1
+        with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+            answer = agent.get(f"{proxy.url}/paid")
+            (entry,) = agent._journal.entries()
+        first, second = proxy.payments
+    assert answer.status_code == 200
+    assert answer.json() == {"content": "served by the reference middleware", "cached": True}
+    assert first == second
+    sent = unb64json(first, "PAYMENT-SIGNATURE")["extensions"]["payment-identifier"]
+    assert sent["info"] == {"required": True, "id": entry.payment_id}
+    assert entry.state == "accepted"
+    assert entry.receipt.settled is True
+    count = requests.get(f"{reference_server_with_ids}/settlements", timeout=10).json()
+    assert count == {"count": 1}
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")
+    assert gateway.balance(gateway.treasury, "USDC") - treasury == Decimal("0.025")
+
+
+def test_a_reference_route_requiring_ids_it_does_not_keep_is_never_paid_twice(
+    x402_python: str, server: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The reference server as it ships: it declares ids required and keeps none. The first
+    paid answer is dropped; the re-sent payment (same id) fails the reference's verification
+    (its simulation of a transaction already executed); the SDK asks the chain, journals the
+    payment as landed and refused, and signs nothing more: one settlement, no second."""
+    wallet = funded(gateway)
+    options = {"payment_id_required": True}
+    with (
+        reference_route(x402_python, server, gateway, options) as url,
+        paid_proxy(url.removesuffix("/paid")) as proxy,
+    ):
+        proxy.drop = 1
+        with AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=tmp_path / "j.db") as agent:
+            with pytest.raises(PaymentError) as raised:
+                agent.get(f"{proxy.url}/paid")
+            (entry,) = agent._journal.entries()
+        assert len(set(proxy.payments)) == 1
+    assert raised.value.reason == "payment_refused"
+    assert raised.value.details["server_reason"] == "transaction_simulation_failed"
+    assert (entry.state, entry.receipt.landed) == ("refused", True)
+    assert gateway.balance(wallet.pubkey(), "USDC") == Decimal("0.975")

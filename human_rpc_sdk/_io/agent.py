@@ -39,6 +39,7 @@ from .._prepay import (
 from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
+from .._resume import request_fingerprint
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
@@ -624,7 +625,9 @@ class AutoAgent(BaseAgent):
             clock=self._clock,
         )
         try:
-            outcome = self._driver.run(deliver_prepared(ready, self._context()), paid)
+            fingerprint = request_fingerprint(request.method or "", request.body)
+            prepared = deliver_prepared(ready, self._context(), fingerprint)
+            outcome = self._driver.run(prepared, paid)
         except NotSent:  # it never left: released, and the request goes the normal way
             prepayer.refused(ready.key)
             self._driver.run(release(ready.entry))

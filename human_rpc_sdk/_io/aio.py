@@ -36,6 +36,7 @@ from .._http import (
     read_deadline,
 )
 from .._offer import PaymentOffer
+from .._resume import request_fingerprint
 from ..exceptions import HumanRPCError
 from ..wallet import OwnSignature, Signer, own_key, sign_async, signer_failed
 from .arpc import AsyncRpcClient
@@ -287,8 +288,22 @@ async def read_reply(
     else:
         body = await read_body(response, None, deadline, clock)
     return HttpReply(
-        status=response.status_code, headers=response.headers, body=body, url=str(response.url)
+        status=response.status_code,
+        headers=response.headers,
+        body=body,
+        url=str(response.url),
+        request=fingerprint_of(response),
     )
+
+
+def fingerprint_of(response: httpx.Response) -> str:
+    """The request that got ``response``, identified (see :func:`.._resume.request_fingerprint`);
+    "" when it is unknown or its body a stream."""
+    try:
+        request = response.request
+        return request_fingerprint(request.method, request.content)
+    except (RuntimeError, httpx.RequestNotRead):
+        return ""
 
 
 def ensure_replayable(request: httpx.Request) -> None:

@@ -38,6 +38,7 @@ from .._prepay import (
 from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
 from .._records import BudgetLine
+from .._resume import request_fingerprint
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
 from .._tasks import Verdict
@@ -516,7 +517,8 @@ class AsyncAutoAgent(BaseAgent):
             request=request,
         )
         try:
-            outcome = await self._driver.run(deliver_prepared(ready, self._context()), paid)
+            prepared = deliver_prepared(ready, self._context(), request_fingerprint_of(request))
+            outcome = await self._driver.run(prepared, paid)
         except NotSent:  # it never left: released, and the request goes the normal way
             prepayer.refused(ready.key)
             await self._driver.run(release(ready.entry))
@@ -639,3 +641,11 @@ def _unreached(exc: httpx.HTTPError, url: str) -> ConnectionFailedError:
     if isinstance(exc, httpx.RequestError):
         error.__dict__["_request"] = exc._request  # what httpx's `request` property reads
     return error
+
+
+def request_fingerprint_of(request: httpx.Request) -> str:
+    """``request`` identified (see :func:`.._resume.request_fingerprint`); "" for a stream."""
+    try:
+        return request_fingerprint(request.method, request.content)
+    except httpx.RequestNotRead:
+        return ""

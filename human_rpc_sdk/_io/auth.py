@@ -35,6 +35,7 @@ from .aio import (
     WholeReadTimeout,
     ensure_replayable,
     failure_of,
+    fingerprint_of,
     inflated,
     paid_request,
     paid_timeout_of,
@@ -288,6 +289,7 @@ def _read_sync(
         headers=response.headers,
         body=response.content,
         url=str(response.url),
+        request=fingerprint_of(response),
     )
 
 

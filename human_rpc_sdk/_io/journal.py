@@ -65,10 +65,11 @@ __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
 index on the payer for one wallet's history, and the paid human tasks (``task_id``,
-``task_outcome``); 4: the write counter also watches ``totals``."""
+``task_outcome``); 4: the write counter also watches ``totals``; 5: x402 payment ids
+(``payment_id``) and what resumes a payment (``resume_key``, indexed)."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -122,7 +123,9 @@ CREATE TABLE IF NOT EXISTS payments (
     process       TEXT,
     genesis_hash  TEXT,
     task_id       TEXT,
-    task_outcome  TEXT
+    task_outcome  TEXT,
+    payment_id    TEXT,
+    resume_key    TEXT
 );
 CREATE TABLE IF NOT EXISTS totals (
     network       TEXT NOT NULL,
@@ -152,6 +155,8 @@ CREATE INDEX IF NOT EXISTS payments_replaces ON payments(replaces);
 CREATE INDEX IF NOT EXISTS payments_payer ON payments(payer, network, id);
 CREATE INDEX IF NOT EXISTS payments_open_tasks ON payments(task_id)
     WHERE task_id IS NOT NULL AND task_outcome IS NULL;
+CREATE INDEX IF NOT EXISTS payments_resumable ON payments(resume_key)
+    WHERE resume_key IS NOT NULL;
 """  # noqa: S608 - a fixed text (the state names), no input
 
 _ADDED_COLUMNS: Final = (
@@ -161,6 +166,8 @@ _ADDED_COLUMNS: Final = (
     ("genesis_hash", "TEXT"),
     ("task_id", "TEXT"),
     ("task_outcome", "TEXT"),
+    ("payment_id", "TEXT"),
+    ("resume_key", "TEXT"),
 )
 """Columns added since schema version 1: a journal of an older version gains them on opening."""
 SOL_KEY: Final = "SOL"
@@ -186,6 +193,8 @@ _UPDATABLE: Final = frozenset(
         "invoice_key",
         "task_id",
         "task_outcome",
+        "payment_id",
+        "resume_key",
     }
 )
 
@@ -313,6 +322,26 @@ class Journal:
                 "ORDER BY id"
             ).fetchall()
         return [self._entry(row) for row in rows]
+
+    def resumable(self, resume_keys: Iterable[str]) -> JournalEntry | None:
+        """The oldest payment under one of ``resume_keys`` whose answer never came and that
+        nobody is sending: ``submitted``, ``signed`` by a process that is gone, or found
+        landed by a recovery (``accepted``, no HTTP status); never one the chain proved never
+        landed (see :mod:`.._resume`)."""
+        wanted = tuple(resume_keys)
+        marks = ", ".join("?" * len(wanted))
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT * FROM payments WHERE resume_key IN ({marks}) "  # noqa: S608
+                "AND (state IN ('signed', 'submitted') AND (landed IS NULL OR landed = 1) "
+                "OR state = 'accepted' AND landed = 1 AND http_status IS NULL) "
+                "ORDER BY id",
+                wanted,
+            ).fetchall()
+        for entry in map(self._entry, rows):
+            if entry.state != "signed" or not process_alive(entry):
+                return entry
+        return None
 
     def unsettled(self) -> list[JournalEntry]:
         """The rows the chain could still tell something about: every row not known to have
@@ -599,6 +628,7 @@ class Journal:
             replaces=row["replaces"],
             task_id=_column(row, "task_id"),
             task_outcome=_column(row, "task_outcome"),
+            payment_id=_column(row, "payment_id"),
         )
         return JournalEntry(
             receipt=receipt,

@@ -27,6 +27,7 @@ from .._effects import (
     Approve,
     Effect,
     FindPayment,
+    FindResumable,
     HttpReply,
     NoAnswer,
     PaidBefore,
@@ -52,6 +53,7 @@ from .._http import (
 )
 from .._http import read_deadline as _read_deadline
 from .._offer import PaymentOffer
+from .._resume import request_fingerprint
 from ..exceptions import (
     ConnectionFailedError,
     ConnectTimeoutError,
@@ -205,6 +207,8 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
     ``journal``: the one place both drivers keep the books (the async one in a thread)."""
     if isinstance(effect, FindPayment):
         return journal.find(effect.invoice_key)
+    if isinstance(effect, FindResumable):
+        return journal.resumable(effect.resume_keys)
     if isinstance(effect, Reserve):
         return journal.reserve(
             effect.offer,
@@ -440,8 +444,13 @@ def reply_of(
         body = response.content or b""
     else:
         body = b""
+    request = response.request
     return HttpReply(
-        status=response.status_code, headers=response.headers, body=body, url=response.url
+        status=response.status_code,
+        headers=response.headers,
+        body=body,
+        url=response.url,
+        request="" if request is None else request_fingerprint(request.method or "", request.body),
     )
 
 

@@ -1,8 +1,10 @@
 """A resource server protected by the reference x402 Flask middleware.
 
-argv[1]: {"port", "facilitator_url", "pay_to", "asset", "amount", "network"}. It uses the
-given facilitator (the stub gateway's /facilitator), prints {"ready": true} once listening and
-serves until killed.
+argv[1]: {"port", "facilitator_url", "pay_to", "asset", "amount", "network"}, and optionally
+"payment_id_required": the route then declares the payment-identifier extension (required as
+given) with the reference's helper, and keeps no ids (the declaration is all the reference's
+server side does). It uses the given facilitator (the stub gateway's /facilitator), prints
+{"ready": true} once listening and serves until killed.
 """
 
 import json
@@ -41,6 +43,14 @@ routes = {
         "mimeType": "application/json",
     }
 }
+if "payment_id_required" in args:
+    from x402.extensions.payment_identifier import (
+        PAYMENT_IDENTIFIER,
+        declare_payment_identifier_extension,
+    )
+
+    declared = declare_payment_identifier_extension(required=args["payment_id_required"])
+    routes["GET /paid"]["extensions"] = {PAYMENT_IDENTIFIER: declared}
 payment_middleware(app, routes, server)
 http = make_server("127.0.0.1", args["port"], app, threaded=True)
 print(json.dumps({"ready": True}), flush=True)

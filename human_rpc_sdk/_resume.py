@@ -1,0 +1,55 @@
+"""Resuming an identified x402 purchase: the next request re-sends it rather than paying anew.
+
+x402 gives a purchase no identity the server keeps across requests (a HumanRPC invoice has its
+``reference``; an x402 offer is the same for every request). The ``payment-identifier``
+extension gives it one the *client* keeps: the id, journaled with the signed payment. A
+payment whose outcome this agent never learnt (no answer came, or its process died between
+sending it and the answer) is therefore resumed, not paid again: when the same request (method,
+URL, body) meets a challenge that declares the extension and offers the very offer that payment
+paid, the journaled payment is sent again, with its id, byte for byte. A server that keeps ids
+answers it from its cache (or serves it, if the first copy never reached it); one that settled
+it and kept no answer refuses it as already paid, and the chain then tells (see
+:mod:`._delivery`).
+
+Which rows qualify (:meth:`Journal.resumable`): ``submitted`` rows (delivery gave up on them),
+``signed`` rows whose process is gone (it died between journaling and the answer), and rows a
+recovery found landed before any answer came (``accepted``, no HTTP status: the books are
+settled, the answer is still owed); never a ``signed`` row of a live process (in flight, or
+prepared ahead), nor one the chain proved never landed (``landed`` 0: paying anew is then
+right, with a new id). A resumed row answered is no longer resumable: each is resumed until
+an answer comes, never paid again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from solders.pubkey import Pubkey
+
+from ._x402 import Offer
+
+__all__ = ["request_fingerprint", "resume_key"]
+
+
+def request_fingerprint(method: str, body: Any) -> str:
+    """What identifies a request besides its URL: its method and a digest of its body; ""
+    when the body is a stream (it cannot be compared, so such a request never resumes)."""
+    if body is None:
+        body = b""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return ""
+    return f"{method.upper()} {hashlib.sha256(bytes(body)).hexdigest()}"
+
+
+def resume_key(request: str, url: str, offer: Offer, payer: Pubkey) -> str | None:
+    """The key a payment of ``offer`` by ``payer`` for the request ``request`` to ``url`` is
+    journaled under; None when the request cannot be identified (no resume)."""
+    if not request:
+        return None
+    terms = json.dumps(dict(offer.raw), sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256("\0".join((request, url, str(payer), terms)).encode("utf-8"))
+    return digest.hexdigest()
