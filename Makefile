@@ -17,7 +17,9 @@ PIP_INSTALL := $(BIN)/python -m pip install --config-settings editable_mode=comp
 # the interoperability tests run it as separate processes.
 X402_VENV  := .venv-x402
 X402_STAMP := $(X402_VENV)/.installed
-X402_PKG   := x402[svm,flask,requests,httpx,mcp]==2.25.0
+X402_PKG   := x402[svm,flask,requests,httpx,mcp,extensions]==2.25.0
+# Its MCP code is mcp 1.x's (FastMCP, which mcp 2 renamed); this project's own side runs mcp 2.
+X402_PINS  := mcp>=1.25,<2
 # The official JavaScript packages (@solana/kit, @x402/*), pinned by package-lock.json and
 # installed with npm ci for the interoperability tests in tests/test_js_interop.py.
 JS_DIR   := tests/interop/js
@@ -59,7 +61,7 @@ $(DEV_STAMP): $(CHECKED) pyproject.toml
 $(X402_STAMP): Makefile
 	$(PYTHON) -m venv $(X402_VENV)
 	$(X402_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(X402_VENV)/bin/python -m pip install --quiet "$(X402_PKG)"
+	$(X402_VENV)/bin/python -m pip install --quiet "$(X402_PKG)" "$(X402_PINS)"
 	touch $(X402_STAMP)
 
 $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
