@@ -1,0 +1,242 @@
+"""The gateway's payment ids and sign-in, second pass (issue 13): an id is bound only by the
+payment that settles with it (a stranger who saw it cannot block it), its answer is kept as
+long as the binding, the members route works the same over ``--workers``, and the journal
+answers "paid before?" from an index.
+
+Real parts: the stub gateway over loopback on its LiteSVM ledger (on a fake clock where time
+matters), a real ``python -m stub_gateway --workers 2`` process tree, journals on disk.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Response
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent, PaymentError
+from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, new_payment_id
+from stub_gateway.app import create_app
+from stub_gateway.gateway import Gateway
+from stub_gateway.paywall import ID_CONFLICT, payment_id_declaration
+from stub_gateway.replies import ID_WINDOW, REPLAY_WINDOW, PaidReplies, PaymentIds, id_key
+from stub_gateway.server import GatewayServer
+from stub_gateway.x402 import SETTLEMENT_TTL
+
+from .conftest import FakeClock
+from .test_gateway_capacity import offer, payment
+
+ROUTE = "/x402/v2/premium"
+PRICE = Decimal("0.01")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def gateway(clock: FakeClock) -> Gateway:
+    return Gateway(clock=clock, sleep=clock.sleep)
+
+
+@pytest.fixture
+def served(gateway: Gateway) -> Iterator[GatewayServer]:
+    with GatewayServer(create_app(gateway)).start() as server:
+        yield server
+
+
+def funded(gateway: Gateway, usdc: int = 1) -> Keypair:
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1), "USDC": Decimal(usdc)})
+    return wallet
+
+
+def identified(document: dict[str, Any], payment_id: str) -> str:
+    """``document`` (a v2 payment) carrying ``payment_id``, as a PAYMENT-SIGNATURE header."""
+    extension = {**payment_id_declaration(False), "info": {"required": False, "id": payment_id}}
+    return b64json({**document, "extensions": {PAYMENT_IDENTIFIER: extension}})
+
+
+def fresh_id() -> str:
+    return new_payment_id(secrets.token_hex(16))
+
+
+def pay(server: GatewayServer, header: str) -> requests.Response:
+    return requests.get(server.url + ROUTE, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+
+
+def usdc(gateway: Gateway, wallet: Keypair) -> Decimal:
+    return gateway.balance(wallet.pubkey(), "USDC")
+
+
+# -- 1. an id is bound by the payment that settles, not by whoever shows it first ----------------
+
+
+def test_garbage_shown_first_under_a_clients_id_does_not_block_its_payment(
+    served: GatewayServer, gateway: Gateway
+) -> None:
+    """A stranger sends the client's id first with a payload that fails verification, then
+    with one that verifies but settles nothing (an unfunded wallet's transfer): both are
+    refused, and the client's payment under that id is then served and settled once; only
+    then is the id bound (the stranger's payload again: 409)."""
+    client, stranger = funded(gateway), Keypair()
+    gateway.fund(stranger.pubkey(), {"SOL": Decimal(1)})  # fees, but no USDC to move
+    wanted = offer(served)
+    payment_id = fresh_id()
+    real = identified(payment(gateway, client, wanted), payment_id)
+    garbage = identified(
+        {**payment(gateway, client, wanted), "payload": {"transaction": "AA=="}}, payment_id
+    )
+    unfunded = identified(payment(gateway, stranger, wanted), payment_id)
+
+    assert pay(served, garbage).status_code == 402
+    refused = pay(served, unfunded)
+    assert refused.status_code == 402
+    assert unb64json(refused.headers["PAYMENT-REQUIRED"], "x")["error"] == (
+        "transaction_simulation_failed"
+    )
+    served_answer = pay(served, real)
+    assert served_answer.status_code == 200, served_answer.text
+    assert usdc(gateway, client) == 1 - PRICE
+
+    late = pay(served, unfunded)
+    assert (late.status_code, late.json()) == (409, {"error": ID_CONFLICT, "paymentId": payment_id})
+    assert pay(served, real).content == served_answer.content
+    assert usdc(gateway, client) == 1 - PRICE
+
+
+def test_two_valid_payloads_under_one_id_at_once_settle_once(
+    served: GatewayServer, gateway: Gateway
+) -> None:
+    """Two different valid payments of one wallet under one id, sent together: one settles,
+    the other gets 409, and the ledger moves once."""
+    wallet = funded(gateway)
+    wanted = offer(served)
+    payment_id = fresh_id()
+    headers = [identified(payment(gateway, wallet, wanted), payment_id) for _ in range(2)]
+    answers: list[requests.Response] = []
+    threads = [threading.Thread(target=lambda h=h: answers.append(pay(served, h))) for h in headers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    assert usdc(gateway, wallet) == 1 - PRICE
+
+
+def test_a_claim_waits_for_the_payment_settling_under_the_id(clock: FakeClock) -> None:
+    """While one payload settles under an id, another waits for its outcome: released (it
+    settled nothing), the other may settle; confirmed, the other is a conflict."""
+    ids = PaymentIds(clock)
+    assert ids.claim("/r", "pay_x", "a") == "claimed"
+    outcomes: list[str] = []
+    waiting = threading.Thread(target=lambda: outcomes.append(ids.claim("/r", "pay_x", "b")))
+    waiting.start()
+    assert ids.wait_for_waits(1, timeout=30)
+    ids.release("/r", "pay_x", "a")
+    waiting.join()
+    assert outcomes == ["claimed"]
+
+    waiting = threading.Thread(target=lambda: outcomes.append(ids.claim("/r", "pay_x", "c")))
+    waiting.start()
+    assert ids.wait_for_waits(2, timeout=30)
+    ids.confirm("/r", "pay_x", "b")
+    waiting.join()
+    assert outcomes == ["claimed", "conflict"]
+    assert ids.claim("/r", "pay_x", "b") == "claimed"  # the bound payload itself, again
+
+
+def test_a_claim_that_waits_in_vain_is_busy_and_the_gateway_says_send_again(
+    served: GatewayServer, gateway: Gateway
+) -> None:
+    """Another payload still settling under the id after the wait: 503 with Retry-After
+    (the client sends it again), nothing moved, nothing bound."""
+    wallet = funded(gateway)
+    wanted = offer(served)
+    payment_id = fresh_id()
+    gateway.payment_ids.wait = 0.0
+    assert gateway.payment_ids.claim(ROUTE, payment_id, "another payload, settling") == "claimed"
+    header = identified(payment(gateway, wallet, wanted), payment_id)
+    busy = pay(served, header)
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert busy.json()["reason"] == "payment_identifier_busy"
+    assert usdc(gateway, wallet) == 1
+    gateway.payment_ids.release(ROUTE, payment_id, "another payload, settling")
+    assert pay(served, header).status_code == 200
+    assert usdc(gateway, wallet) == 1 - PRICE
+
+
+# -- 2. the answer to an id is kept as long as its binding -------------------------------------
+
+
+def test_the_same_id_and_payload_after_the_replay_window_get_the_same_answer(
+    served: GatewayServer, gateway: Gateway, clock: FakeClock
+) -> None:
+    """Past the two-minute replay window (and the facilitator's duplicate memory), within the
+    id's hour: the same payload gets the first answer, with its PAYMENT-RESPONSE; one
+    settlement. Past the hour it is refused and moves nothing."""
+    wallet = funded(gateway)
+    header = identified(payment(gateway, wallet, offer(served)), fresh_id())
+    first = pay(served, header)
+    assert first.status_code == 200, first.text
+
+    clock.now += max(REPLAY_WINDOW, SETTLEMENT_TTL) + 1
+    again = pay(served, header)
+    assert again.status_code == 200, again.text
+    assert again.content == first.content
+    assert again.headers["PAYMENT-RESPONSE"] == first.headers["PAYMENT-RESPONSE"]
+    assert usdc(gateway, wallet) == 1 - PRICE
+
+    clock.now += ID_WINDOW
+    late = pay(served, header)
+    assert late.status_code == 402
+    assert usdc(gateway, wallet) == 1 - PRICE
+
+
+def test_an_agent_resumes_an_identified_payment_after_the_replay_window(
+    served: GatewayServer, gateway: Gateway, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Every answer lost, the agent asks again five minutes later: its journaled payment is
+    re-sent with its id and served from the answer kept for that id (not paid_not_delivered),
+    one payment on the ledger."""
+    wallet = funded(gateway)
+    url = served.url + ROUTE
+    with AutoAgent(wallet, rpc_url=served.rpc_url, journal_path=tmp_path / "j.db") as agent:
+        gateway.faults.error_after_payment(count=4)
+        with pytest.raises(PaymentError) as lost:
+            agent.get(url)
+        assert lost.value.reason == "no_answer_after_payment"
+        gateway.faults.clear()
+        clock.now += 300
+        answer = agent.get(url)
+        assert answer.status_code == 200, answer.text
+        assert len(agent.payments) == 1
+    assert usdc(gateway, wallet) == 1 - PRICE
+
+
+def test_answers_kept_by_id_are_capped_oldest_first(clock: FakeClock) -> None:
+    """Past the cap, the oldest answer kept by id is forgotten first; answers kept by
+    request (the two-minute window) are not counted against it."""
+    replies = PaidReplies(clock, id_limit=2)
+    keys = [id_key("/r", f"pay_{n:016d}", "digest") for n in range(3)]
+    for key in keys:
+        replies.put(key, Response(key))
+        clock.now += 1
+    replies.put("a request's key", Response("by request"))
+    assert replies.kept_by_id == 2
+    assert replies.get(keys[0]) is None
+    kept = [replies.get(key) for key in keys[1:]]
+    assert [r.get_data(as_text=True) for r in kept if r is not None] == keys[1:]
+    clock.now += REPLAY_WINDOW
+    assert replies.get("a request's key") is None
+    assert replies.get(keys[2]) is not None
