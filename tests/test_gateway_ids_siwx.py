@@ -10,6 +10,7 @@ matters), a real ``python -m stub_gateway --workers 2`` process tree, journals o
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -23,6 +24,8 @@ from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PaymentError
 from human_rpc_sdk._headers import b64json, unb64json
+from human_rpc_sdk._io.journal import SCHEMA_VERSION, Journal
+from human_rpc_sdk._records import JournalEntry, Reserved
 from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, new_payment_id
 from stub_gateway.app import create_app
 from stub_gateway.gateway import Gateway
@@ -33,6 +36,7 @@ from stub_gateway.x402 import SETTLEMENT_TTL
 
 from .conftest import FakeClock
 from .test_gateway_capacity import offer, payment
+from .test_journal_safety import offer as journal_offer
 
 ROUTE = "/x402/v2/premium"
 PRICE = Decimal("0.01")
@@ -240,3 +244,64 @@ def test_answers_kept_by_id_are_capped_oldest_first(clock: FakeClock) -> None:
     clock.now += REPLAY_WINDOW
     assert replies.get("a request's key") is None
     assert replies.get(keys[2]) is not None
+
+
+# -- 4. the journal answers "paid before?" from an index ----------------------------------------
+
+
+def served_row(journal: Journal) -> JournalEntry:
+    """A payment the journal shows served (``accepted``)."""
+    made = journal.reserve(journal_offer(), currency_key="SOL", invoice_key=None, budget=None)
+    assert isinstance(made, Reserved)
+    accepted = journal.mark(made.entry.id, "accepted")
+    assert accepted is not None
+    return accepted
+
+
+def paid_for_plan(journal: Journal, entry: JournalEntry) -> str:
+    """What SQLite does for :meth:`Journal.paid_for` (the traced query, explained)."""
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    receipt = entry.receipt
+    found = journal.paid_for(receipt.url, receipt.payer, receipt.network)
+    journal._db.set_trace_callback(None)
+    assert found is not None
+    assert found.id == entry.id
+    (query,) = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    plan = journal._db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
+    return " ".join(str(row[-1]) for row in plan)
+
+
+def test_paid_before_is_read_through_its_own_index(tmp_path: Path) -> None:
+    """Sign-in's "paid before" query searches the served rows by wallet, network and URL
+    (one row read, no sort), not every row of the wallet."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    plan = paid_for_plan(journal, served_row(journal))
+    journal.close()
+    assert "USING INDEX payments_paid_for (payer=? AND network=? AND url=?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+def test_a_version_4_journal_gains_the_paid_before_index(tmp_path: Path) -> None:
+    """A journal of schema 4 (no payment ids, no resume key, no paid-before index) gains
+    them on opening, keeps its rows, and answers "paid before" through the index."""
+    path = tmp_path / "v4.sqlite3"
+    journal = Journal(path)
+    entry = served_row(journal)
+    journal.close()
+    with sqlite3.connect(path) as db:
+        for index in ("payments_resumable", "payments_paid_for"):
+            db.execute(f"DROP INDEX {index}")
+        for column in ("resume_key", "payment_id"):
+            db.execute(f"ALTER TABLE payments DROP COLUMN {column}")
+        db.execute("PRAGMA user_version=4")
+    journal = Journal(path)
+    plan = paid_for_plan(journal, entry)
+    journal.close()
+    assert "USING INDEX payments_paid_for" in plan, plan
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        columns = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"payment_id", "resume_key"} <= columns
+    assert {"payments_resumable", "payments_paid_for"} <= names
