@@ -17,8 +17,9 @@ ledger process for the rest, over Unix sockets (a pool per worker, one thread ea
   keeps the answer for re-sends (:meth:`.replies.PaidReplies.turn`,
   taken with the settlement's call, and ``land``, not waited for): one call per 402, one
   call and one message per paid request;
-* every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API) is
-  forwarded whole to the ledger process, which answers it with the single-process app.
+* every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API, and
+  ``/x402/v2/members``, whose sign-in state, the payers, spent nonces and key, lives there)
+  is forwarded whole to the ledger process, which answers it with the single-process app.
 
 Faults are armed in the ledger process; workers read one shared byte saying whether any is
 armed, and ask for a fault only then. The one difference from a single process: the

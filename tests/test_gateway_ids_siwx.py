@@ -9,8 +9,12 @@ matters), a real ``python -m stub_gateway --workers 2`` process tree, journals o
 
 from __future__ import annotations
 
+import json
 import secrets
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +30,7 @@ from human_rpc_sdk import AutoAgent, PaymentError
 from human_rpc_sdk._headers import b64json, unb64json
 from human_rpc_sdk._io.journal import SCHEMA_VERSION, Journal
 from human_rpc_sdk._records import JournalEntry, Reserved
+from human_rpc_sdk._siwx import SIGN_IN_HEADER
 from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, new_payment_id
 from stub_gateway.app import create_app
 from stub_gateway.gateway import Gateway
@@ -36,7 +41,10 @@ from stub_gateway.x402 import SETTLEMENT_TTL
 
 from .conftest import FakeClock
 from .test_gateway_capacity import offer, payment
+from .test_gateway_workers import Running, usdc_balance, x402_payment
+from .test_gateway_workers import funded as workers_funded
 from .test_journal_safety import offer as journal_offer
+from .test_siwx import challenge_from, error_of, proof
 
 ROUTE = "/x402/v2/premium"
 PRICE = Decimal("0.01")
@@ -305,3 +313,86 @@ def test_a_version_4_journal_gains_the_paid_before_index(tmp_path: Path) -> None
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert {"payment_id", "resume_key"} <= columns
     assert {"payments_resumable", "payments_paid_for"} <= names
+
+
+# -- 3. over --workers: sign-in and payment ids as in one process ------------------------------
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[Running]:
+    """``python -m stub_gateway --workers 2 --siwx-ttl 600``: two worker processes."""
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet", "--workers", "2"]
+    command += ["--siwx-ttl", "600"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split(" on ", 1)[1].split()[0]
+            info = requests.get(f"{url}/api/v1/info", timeout=30).json()
+            yield Running(url, process, info)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def test_workers_serve_sign_in_to_a_wallet_that_paid_once(workers: Running, tmp_path: Path) -> None:
+    """Over two workers: paid once, then every sign-in is served, whichever worker issued
+    the challenge or answers the proof; one transfer on the ledger; the TTL given is the one
+    every worker lists."""
+    members = f"{workers.url}/x402/v2/members"
+    wallet = workers_funded(workers)
+    with AutoAgent(wallet, rpc_url=workers.rpc_url, journal_path=tmp_path / "j.db") as agent:
+        assert agent.get(members).json()["signed_in"] is False
+        assert [agent.get(members).json()["signed_in"] for _ in range(4)] == [True] * 4
+        assert len(agent.payments) == 1
+    for _ in range(6):
+        challenge = challenge_from(requests.get(members, timeout=30))
+        header = {SIGN_IN_HEADER: proof(challenge, wallet)}
+        answer = requests.get(members, headers=header, timeout=30)
+        assert (answer.status_code, answer.json()["member"]) == (200, str(wallet.pubkey()))
+    assert usdc_balance(workers, wallet.pubkey()) == 100_000_000 - 10_000
+    for _ in range(4):
+        listed = requests.get(f"{workers.url}/api/v1/info", timeout=30).json()
+        assert json.dumps(listed, sort_keys=True).count('"ttl_seconds": 600.0') == 1
+
+
+def test_workers_refuse_a_replayed_sign_in_nonce_on_every_worker(
+    workers: Running, tmp_path: Path
+) -> None:
+    """A proof served once is refused however many times, and by whichever worker, it is
+    sent again."""
+    members = f"{workers.url}/x402/v2/members"
+    wallet = workers_funded(workers)
+    with AutoAgent(wallet, rpc_url=workers.rpc_url, journal_path=tmp_path / "j.db") as agent:
+        assert agent.get(members).json()["signed_in"] is False
+    challenge = challenge_from(requests.get(members, timeout=30))
+    header = {SIGN_IN_HEADER: proof(challenge, wallet)}
+    assert requests.get(members, headers=header, timeout=30).json()["signed_in"] is True
+    for _ in range(6):
+        again = requests.get(members, headers=header, timeout=30)
+        assert again.status_code == 402
+        assert error_of(again) == "sign_in_refused: its nonce was used already"
+
+
+def test_workers_let_no_stranger_block_a_clients_payment_id(workers: Running) -> None:
+    """Over two workers: a payload that fails verification and one that settles nothing,
+    both under the client's id, leave it free; the client's payment then settles once; only
+    then is the id bound (409 to the stranger on every worker)."""
+    url = f"{workers.url}{ROUTE}"
+    client, stranger = workers_funded(workers), Keypair()
+    payment_id = fresh_id()
+    real = identified(unb64json(x402_payment(workers, client), "x"), payment_id)
+    unfunded = identified(unb64json(x402_payment(workers, stranger), "x"), payment_id)
+    garbage = unb64json(x402_payment(workers, client), "x")
+    garbage["payload"] = {"transaction": "AA=="}
+    for header in (identified(garbage, payment_id), unfunded) * 2:
+        refused = requests.get(url, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+        assert refused.status_code == 402
+    served_answer = requests.get(url, headers={"PAYMENT-SIGNATURE": real}, timeout=30)
+    assert served_answer.status_code == 200, served_answer.text
+    for _ in range(4):
+        late = requests.get(url, headers={"PAYMENT-SIGNATURE": unfunded}, timeout=30)
+        assert (late.status_code, late.json()) == (
+            409,
+            {"error": ID_CONFLICT, "paymentId": payment_id},
+        )
+    assert usdc_balance(workers, client.pubkey()) == 100_000_000 - 10_000
