@@ -396,3 +396,32 @@ def test_workers_let_no_stranger_block_a_clients_payment_id(workers: Running) ->
             {"error": ID_CONFLICT, "paymentId": payment_id},
         )
     assert usdc_balance(workers, client.pubkey()) == 100_000_000 - 10_000
+
+
+# -- 5. /api/v1/info lists the x402 routes and their extensions ---------------------------------
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_info_lists_each_x402_route_with_the_extensions_its_402_declares(required: bool) -> None:
+    """Each x402 route in /api/v1/info names the extensions its 402 declares, payment ids
+    optional or required as the gateway was made; the listing matches the 402s."""
+    with GatewayServer(create_app(payment_id_required=required)).start() as server:
+        routes = requests.get(f"{server.url}/api/v1/info", timeout=10).json()["x402"]
+        assert [r["url"] for r in routes] == [
+            f"{server.url}/x402/v1/premium",
+            f"{server.url}/x402/v2/premium",
+            f"{server.url}/x402/v2/members",
+        ]
+        for route in routes:
+            challenge = requests.get(route["url"], timeout=10)
+            assert challenge.status_code == 402
+            if route["x402Version"] == 1:
+                assert route["extensions"] == {}
+                continue
+            declared = unb64json(challenge.headers["PAYMENT-REQUIRED"], "x")["extensions"]
+            assert set(route["extensions"]) == set(declared)
+            assert route["extensions"]["payment-identifier"] == {"required": required}
+            assert declared["payment-identifier"]["info"] == {"required": required}
+            (offer_,) = unb64json(challenge.headers["PAYMENT-REQUIRED"], "x")["accepts"]
+            assert offer_["amount"] == "10000"
+            assert (route["amount"], route["currency"]) == ("0.01", "USDC")
