@@ -425,3 +425,43 @@ def test_info_lists_each_x402_route_with_the_extensions_its_402_declares(require
             (offer_,) = unb64json(challenge.headers["PAYMENT-REQUIRED"], "x")["accepts"]
             assert offer_["amount"] == "10000"
             assert (route["amount"], route["currency"]) == ("0.01", "USDC")
+
+
+def test_an_agent_told_busy_sends_the_same_payment_again_and_is_served_once(
+    served: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The agent's payment meets another payload still settling under its id: the 503 is a
+    no-answer, so the agent re-sends the same payment (same id) after its pause; by then the
+    other settled nothing (released) and the agent's payment is served, settled once."""
+    wallet = funded(gateway)
+    url = served.url + ROUTE
+    gateway.payment_ids.wait = 0.0
+    held: list[tuple[str, str, str]] = []
+    claims: list[str] = []
+    real_claim = gateway.payment_ids.claim
+
+    def first_claim_meets_a_stranger(scope: str, payment_id: str, digest: str) -> Any:
+        if not held:  # a stranger's payload under this id arrived just before, still settling
+            held.append((scope, payment_id, "a stranger's payload"))
+            assert real_claim(*held[0]) == "claimed"
+        claimed = real_claim(scope, payment_id, digest)
+        claims.append(claimed)
+        return claimed
+
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the stranger's payment settles nothing meanwhile
+        pauses.append(seconds)
+        gateway.payment_ids.release(*held[0])
+
+    gateway.payment_ids.claim = first_claim_meets_a_stranger  # type: ignore[method-assign]
+    with AutoAgent(
+        wallet, rpc_url=served.rpc_url, journal_path=tmp_path / "j.db", sleep=pause
+    ) as agent:
+        answer = agent.get(url)
+        assert answer.status_code == 200, answer.text
+        (paid,) = agent.payments
+    assert claims == ["busy", "claimed"]
+    assert pauses
+    assert paid.payment_id == held[0][1]
+    assert usdc(gateway, wallet) == 1 - PRICE
