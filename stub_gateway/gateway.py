@@ -113,6 +113,7 @@ class Gateway:
         self.facilitator = ExactFacilitator(
             self.ledger, self.genesis.fee_payer, network, clock=clock
         )
+        self.facilitator.payment_ids = self.payment_ids  # ids bind as their payments settle
         self.tasks = TaskBoard(
             policy=ReviewPolicy.parse(review_policy, review_delay),
             rule=ConsensusRule(voters, consensus_threshold),

@@ -122,6 +122,7 @@ def info() -> Response:
             },
             "faucet": f"{base}/api/v1/faucet",
             "sign_in": _sign_in(base),
+            "x402": _x402_routes(base),
         }
     )
 
@@ -160,6 +161,26 @@ def _faucet_amount(raw: Any) -> Decimal:
     if raw in (0, "0"):
         return Decimal(0)
     return parse_decimal(raw)
+
+
+def _x402_routes(base: str) -> list[dict[str, Any]]:
+    """The x402 routes, their price and the extensions their 402 declares (the v2 routes:
+    ``payment-identifier``, optional unless ``--payment-id-required``; the members route
+    also ``sign-in-with-x``)."""
+    gateway = current_gateway()
+    price = gateway.x402_price
+    paid = {"amount": format_amount(price.amount), "currency": price.currency}
+    ids = {"payment-identifier": {"required": gateway.payment_id_required}}
+    return [
+        {"url": f"{base}/x402/v1/premium", "x402Version": 1, **paid, "extensions": {}},
+        {"url": f"{base}/x402/v2/premium", "x402Version": 2, **paid, "extensions": ids},
+        {
+            "url": f"{base}/x402/v2/members",
+            "x402Version": 2,
+            **paid,
+            "extensions": {**ids, "sign-in-with-x": {"chainId": gateway.facilitator.caip2}},
+        },
+    ]
 
 
 def _sign_in(base: str) -> dict[str, Any]:

@@ -6,12 +6,14 @@ behaviour is too:
 1. the kind may refuse the request outright (HumanRPC: a legacy body in a currency it lacks);
 2. no usable payment: 402, or a malformed/huge one when such a fault is armed;
 3. the kind may refuse the payment before settling it (x402 v2: ``accepted`` is not our offer;
-   its payment id is malformed, or missing where required: 400; or bound to another payload:
-   409, see :meth:`X402Payment._check_payment_id`);
+   its payment id is malformed, or missing where required: 400, see
+   :meth:`X402Payment._check_payment_id`);
 4. ``redirect_payment`` may send the request elsewhere, unsettled;
 5. the very same paid request is served once (:mod:`.replies`): the first copy settles and
    runs the view, copies in flight wait for its answer, re-sends get it again (an x402
-   payment with a payment id: any request carrying that id and payload);
+   payment with a payment id: any request carrying that id and payload, for as long as the
+   id is bound). Settling binds an x402 payment id to the payload that settled, and only
+   then: an id bound to another payload is 409, see :meth:`X402Payment.settle`;
 6. the after-payment faults spoil the answer (:func:`.fault_routes.after_payment`).
 
 Each kind (a :class:`PaymentKind`) plugs in how to read, verify and settle its payment, how to
@@ -41,6 +43,8 @@ from human_rpc_sdk._x402 import PAYMENT_IDENTIFIER, is_payment_id
 from ._http import json_error, jsonable
 from .fault_routes import after_payment, challenge_fault, redirect_fault
 from .payments import Price, Refusal
+from .replies import id_key
+from .x402 import ID_BUSY_REASON, ID_CONFLICT_REASON, IdClaim
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -279,6 +283,8 @@ class X402Payment(PaymentKind):
         self.settlement: dict[str, Any] = {}
         self.identified: str | None = None
         """The reply key of a payment that carries a payment id (see :meth:`reply_key`)."""
+        self.claim: IdClaim | None = None
+        """That payment's claim of its id, bound as it settles (see :meth:`settle`)."""
 
     def payment(self) -> str | None:
         return None if self.payload is None else self.header
@@ -295,8 +301,9 @@ class X402Payment(PaymentKind):
         return self.identified
 
     def _check_payment_id(self, payload: Mapping[str, Any]) -> Response | None:
-        """The spec's idempotency table: an invalid id or a missing required one is 400; an id
-        bound to another payload 409; else the payment's answers are kept by its id."""
+        """The spec's idempotency table: an invalid id or a missing required one is 400; else
+        the payment's answers are kept by its id and payload (:func:`.replies.id_key`: looked
+        up before verifying, as the spec says), and its id claimed as it settles."""
         found = payment_id_of(payload)
         if isinstance(found, Refusal):
             return _id_error(400, [found.message])
@@ -305,17 +312,24 @@ class X402Payment(PaymentKind):
                 return _id_error(400, [ID_REQUIRED])
             return None
         digest = hashlib.sha256(_canonical(payload)).hexdigest()
-        scope = request.path
-        if not self.gateway.payment_ids.bind(scope, found, digest):
-            response = jsonify({"error": ID_CONFLICT, "paymentId": found})
-            response.status_code = 409
-            return response
-        self.identified = hashlib.sha256(f"{scope}\0{found}\0{digest}".encode()).hexdigest()
+        self.claim = (request.path, found, digest)
+        self.identified = id_key(*self.claim)
         return None
 
     def settle(self) -> Response | None:
-        outcome = self.gateway.facilitator.process(self.payload or {}, self.wanted)
+        """Verify and settle; a payment id is bound to this payload only if it settles (so a
+        payload that fails verification or settlement, a stranger's garbage under a client's
+        id, never blocks the payload that settles): another payload that settled under it
+        gets 409; one still settling under it after the wait, 503 (send it again)."""
+        outcome = self.gateway.facilitator.process(self.payload or {}, self.wanted, self.claim)
         verification, settlement = outcome.verification, outcome.settlement
+        reason = settlement.get("errorReason")
+        if reason == ID_CONFLICT_REASON and self.claim is not None:
+            response = jsonify({"error": ID_CONFLICT, "paymentId": self.claim[1]})
+            response.status_code = 409
+            return response
+        if reason == ID_BUSY_REASON:
+            return _id_busy(self.gateway.payment_ids.wait)
         if verification is not None and not verification.is_valid:
             return self._challenge(verification.invalid_reason or "invalid_payment")
         if not settlement["success"]:
@@ -447,6 +461,17 @@ def payment_id_of(payload: Mapping[str, Any]) -> str | Refusal | None:
     if not is_payment_id(found):
         return Refusal("invalid_payment_identifier", ID_FORMAT)
     return str(found)
+
+
+def _id_busy(seconds: float) -> Response:
+    response = json_error(
+        503,
+        "payment_identifier_busy",
+        f"another payment under this payment identifier was still being settled after "
+        f"{seconds:g} s; send this payment again later (it is settled at most once)",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _id_error(status: int, errors: list[str]) -> Response:

@@ -13,12 +13,19 @@ while the first runs. If the first copy fails after settling (the view raised), 
 it gets an HTTP 500 saying so; if it settled nothing (the payment was refused), the next copy
 is judged afresh, so it is refused for the same reason. A copy that waited ``join_timeout``
 seconds in vain is answered 503 with ``Retry-After``: send it again.
+
+An x402 payment carrying a payment id (``payment-identifier``) is kept by its id and payload
+instead (:func:`id_key`), for as long as the id stays bound (:data:`ID_WINDOW`, an hour), so
+the same payload re-sent at any time within the binding's life gets the same answer and settles
+nothing more. At most :data:`MAX_ID_REPLIES` such answers are kept; past that, the oldest is
+forgotten first (its payload re-sent is then refused as the replay it is, as after the hour).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -32,17 +39,36 @@ if TYPE_CHECKING:  # Flask is imported on use, so the Flask-free Gateway can hol
 __all__ = [
     "ID_WINDOW",
     "JOIN_TIMEOUT",
+    "MAX_IDS",
+    "MAX_ID_REPLIES",
     "REPLAY_WINDOW",
+    "Claim",
     "PaidReplies",
     "PaymentIds",
     "Serving",
     "Turn",
+    "id_key",
 ]
 
 REPLAY_WINDOW: Final = 120.0
 Turn = Literal["lead", "answer", "timeout"]
 JOIN_TIMEOUT: Final = 60.0
 """Seconds a re-send waits for the first copy of its paid request to be answered."""
+ID_WINDOW: Final = 3600.0
+"""Seconds a payment id stays bound to the payment that settled with it, and its answer kept
+(the reference example keeps its ids for an hour)."""
+MAX_IDS: Final = 100_000
+"""Payment ids kept at most (the oldest are forgotten first)."""
+MAX_ID_REPLIES: Final = 10_000
+"""Answers kept by payment id at most (the oldest are forgotten first): an answer is a few
+hundred bytes to a few KiB, so a few tens of MiB at worst."""
+_ID_KEY: Final = "id:"
+
+
+def id_key(scope: str, payment_id: str, digest: str) -> str:
+    """The reply key of a payment carrying ``payment_id`` within ``scope`` (its route), whose
+    payload has ``digest``: kept as long as an id's binding (see the module docstring)."""
+    return _ID_KEY + hashlib.sha256(f"{scope}\0{payment_id}\0{digest}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -96,7 +122,8 @@ class Serving:
 
 
 class PaidReplies:
-    """Answers to paid requests, by request and payment, for ``window`` seconds."""
+    """Answers to paid requests, by request and payment, for ``window`` seconds; by payment
+    id (keys made by :func:`id_key`) for ``id_window`` seconds, ``id_limit`` at most."""
 
     def __init__(
         self,
@@ -104,12 +131,17 @@ class PaidReplies:
         window: float = REPLAY_WINDOW,
         *,
         join_timeout: float = JOIN_TIMEOUT,
+        id_window: float = ID_WINDOW,
+        id_limit: int = MAX_ID_REPLIES,
     ) -> None:
         self._clock = clock
         self._window = window
+        self._id_window = id_window
+        self._id_limit = id_limit
         self.join_timeout = join_timeout
         self._changed = threading.Condition()
         self._replies: OrderedDict[str, _Reply] = OrderedDict()
+        self._by_id: OrderedDict[str, _Reply] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self.joins = 0
         """How many re-sends joined a paid request in flight (for tests and diagnostics)."""
@@ -195,8 +227,7 @@ class PaidReplies:
             if reply is not None:
                 reply = dataclasses.replace(reply, at=self._clock())
                 if keep:
-                    self._replies[key] = reply
-                    self._replies.move_to_end(key)
+                    self._store(key, reply)
             flight = self._flights.pop(key)
             flight.reply = reply
             flight.done.set()
@@ -208,22 +239,37 @@ class PaidReplies:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    @property
+    def kept_by_id(self) -> int:
+        """How many answers are kept by payment id now (for tests and diagnostics)."""
+        with self._changed:
+            return len(self._by_id)
+
     def _keep(self, key: str, response: Response) -> _Reply:
         reply = _Reply.of(self._clock(), response)
         with self._changed:
-            self._replies[key] = reply
-            self._replies.move_to_end(key)
+            self._store(key, reply)
         return reply
+
+    def _store(self, key: str, reply: _Reply) -> None:
+        """Keep ``reply`` for ``key``, the oldest answer by id forgotten past the cap (lock
+        held)."""
+        replies = self._by_id if key.startswith(_ID_KEY) else self._replies
+        replies[key] = reply
+        replies.move_to_end(key)
+        while len(self._by_id) > self._id_limit:
+            self._by_id.popitem(last=False)
 
     def _kept(self, key: str) -> _Reply | None:
         """The kept answer to ``key``; drops expired answers, oldest first (lock held)."""
         now = self._clock()
-        while self._replies:
-            oldest = next(iter(self._replies.values()))
-            if now - oldest.at < self._window:
-                break
-            self._replies.popitem(last=False)
-        return self._replies.get(key)
+        for replies, window in ((self._replies, self._window), (self._by_id, self._id_window)):
+            while replies:
+                oldest = next(iter(replies.values()))
+                if now - oldest.at < window:
+                    break
+                replies.popitem(last=False)
+        return (self._by_id if key.startswith(_ID_KEY) else self._replies).get(key)
 
 
 def _ignore(response: Response) -> None:
@@ -255,43 +301,113 @@ def _still_running(seconds: float) -> Response:
 
 # -- x402 payment ids ------------------------------------------------------------------------
 
-ID_WINDOW: Final = 3600.0
-"""Seconds a payment id stays bound to the payment first seen with it (the reference example
-keeps its ids for an hour)."""
-MAX_IDS: Final = 100_000
-"""Payment ids kept at most (the oldest are forgotten first)."""
+Claim = Literal["claimed", "conflict", "busy"]
+
+
+@dataclass
+class _Binding:
+    at: float
+    digest: str
+    settled: bool
+    """False while the payment that claimed the id is being settled (it may yet fail)."""
 
 
 class PaymentIds:
-    """Which payment each x402 payment id (``payment-identifier``) was first seen with.
+    """Which payment each x402 payment id (``payment-identifier``) is bound to.
 
     An id is bound, per route (the spec: scope ids by route where one server has several), to
-    a digest of the exact payment payload it first came with. The same id with the same
-    payload is a re-send (answered from :class:`PaidReplies`); the same id with any other
-    payload is the spec's conflict (409). Ids are bound as they arrive, before verifying.
+    a digest of the exact payment payload that *settled* with it, for ``window`` seconds. The
+    same id with that payload is a re-send (answered from :class:`PaidReplies`); the same id
+    with any other payload is the spec's conflict (409).
+
+    Binding happens at settlement, not on sight: anyone who sees a client's id could otherwise
+    bind it to garbage first and get the real payment a 409 for the binding's life. A payment
+    that passed every check but the ledger's claims its id (:meth:`claim`) just before it is
+    settled; the claim becomes the binding once it settles (:meth:`confirm`) and is dropped
+    when it settles nothing (:meth:`release`). One payment at a time settles under an id:
+    another payload claiming it meanwhile waits (``wait`` seconds at most, then "busy") for the
+    first's outcome, so two payloads can never both settle under one id.
     """
 
     def __init__(
-        self, clock: Callable[[], float], window: float = ID_WINDOW, limit: int = MAX_IDS
+        self,
+        clock: Callable[[], float],
+        window: float = ID_WINDOW,
+        limit: int = MAX_IDS,
+        *,
+        wait: float = JOIN_TIMEOUT,
     ) -> None:
         self._clock = clock
         self._window = window
         self._limit = limit
-        self._lock = threading.Lock()
-        self._bound: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        self.wait = wait
+        self._changed = threading.Condition()
+        self._bound: OrderedDict[tuple[str, str], _Binding] = OrderedDict()
+        self.waits = 0
+        """How many claims waited for another payment's outcome (tests synchronise on it)."""
 
-    def bind(self, scope: str, payment_id: str, digest: str) -> bool:
-        """Bind ``payment_id`` (within ``scope``) to ``digest`` if it is new; whether the
-        payment ``digest`` may proceed (False: the id is bound to another payment)."""
-        now = self._clock()
-        with self._lock:
-            while self._bound:
-                at, _ = next(iter(self._bound.values()))
-                if now - at < self._window and len(self._bound) < self._limit:
-                    break
-                self._bound.popitem(last=False)
+    def claim(self, scope: str, payment_id: str, digest: str) -> Claim:
+        """Claim ``payment_id`` (within ``scope``) for the payment ``digest`` about to settle:
+        "claimed" (settle it, then :meth:`confirm` or :meth:`release`; also when ``digest``
+        already settled with it), "conflict" (bound to another payment that settled) or
+        "busy" (another payment under the id was still settling after ``wait`` seconds)."""
+        key = (scope, payment_id)
+        with self._changed:
+            while True:
+                self._forget_old()
+                bound = self._bound.get(key)
+                if bound is None:
+                    self._bound[key] = _Binding(self._clock(), digest, settled=False)
+                    return "claimed"
+                if bound.settled:
+                    return "claimed" if bound.digest == digest else "conflict"
+                self.waits += 1
+                self._changed.notify_all()
+                decided = functools.partial(self._decided, key, bound)
+                if not self._changed.wait_for(decided, self.wait):
+                    return "busy"
+
+    def conflicts(self, scope: str, payment_id: str, digest: str) -> bool:
+        """Whether ``payment_id`` is bound to another payment than ``digest`` (one that
+        settled: a claim still settling binds nothing yet)."""
+        with self._changed:
+            self._forget_old()
             bound = self._bound.get((scope, payment_id))
-            if bound is None:
-                self._bound[(scope, payment_id)] = (now, digest)
-                return True
-            return bound[1] == digest
+        return bound is not None and bound.settled and bound.digest != digest
+
+    def confirm(self, scope: str, payment_id: str, digest: str) -> None:
+        """The payment ``digest`` settled: ``payment_id`` is bound to it for ``window`` s."""
+        key = (scope, payment_id)
+        with self._changed:
+            bound = self._bound.get(key)
+            if bound is None or bound.digest == digest:
+                self._bound[key] = _Binding(self._clock(), digest, settled=True)
+                self._bound.move_to_end(key)
+            self._changed.notify_all()
+
+    def release(self, scope: str, payment_id: str, digest: str) -> None:
+        """The payment ``digest`` settled nothing: its claim of ``payment_id`` is dropped."""
+        key = (scope, payment_id)
+        with self._changed:
+            bound = self._bound.get(key)
+            if bound is not None and bound.digest == digest and not bound.settled:
+                del self._bound[key]
+            self._changed.notify_all()
+
+    def _decided(self, key: tuple[str, str], claimed: _Binding) -> bool:
+        """Whether the payment that made the claim ``claimed`` settled or was released."""
+        return claimed.settled or self._bound.get(key) is not claimed
+
+    def wait_for_waits(self, count: int, timeout: float) -> bool:
+        """Wait until :attr:`waits` reaches ``count``; False if it did not in ``timeout`` s."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.waits >= count, timeout)
+
+    def _forget_old(self) -> None:
+        """Drop bindings past ``window`` or ``limit``, oldest first (lock held)."""
+        now = self._clock()
+        while self._bound:
+            oldest = next(iter(self._bound.values()))
+            if now - oldest.at < self._window and len(self._bound) < self._limit:
+                break
+            self._bound.popitem(last=False)

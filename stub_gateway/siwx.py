@@ -24,8 +24,11 @@ A proof is admitted only when all of these hold (else the answer is the route's 
 
 The nonce is spent by the first proof whose signature verifies (admitted or not). Times come
 from ``siwx_now`` (a wall clock; tests inject one). State (the payments, the nonces spent and
-the key) lives in this process: with ``--workers``, each worker keeps its own, and
-``--state`` does not save it.
+the key) lives in the process that holds the ledger: with ``--workers``, the worker processes
+forward this route whole to it (:func:`.workers.forwarding`; it is not one of the paid routes
+they serve themselves), so a challenge issued through one worker is admitted through another,
+a nonce spent through one is spent for all, and a payment is recorded where it settles.
+``--state`` does not save it (after a restart, wallets pay once again).
 """
 
 from __future__ import annotations

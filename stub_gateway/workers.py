@@ -13,11 +13,13 @@ ledger process for the rest, over Unix sockets (a pool per worker, one thread ea
   registers each invoice (:meth:`.payments.PaymentDesk.register`), judges and settles each
   payment (:meth:`.payments.PaymentDesk.conclude`, :meth:`.x402.ExactFacilitator.conclude`:
   the invoice or duplicate checks, the simulation and the commit, under its locks, exactly
-  as in one process) and keeps the answer for re-sends (:meth:`.replies.PaidReplies.turn`,
+  as in one process; an x402 payment id is claimed and bound there, in the same call) and
+  keeps the answer for re-sends (:meth:`.replies.PaidReplies.turn`,
   taken with the settlement's call, and ``land``, not waited for): one call per 402, one
   call and one message per paid request;
-* every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API) is
-  forwarded whole to the ledger process, which answers it with the single-process app.
+* every other request (JSON-RPC, the faucet, info, tasks, faults, the facilitator API, and
+  ``/x402/v2/members``, whose sign-in state, the payers, spent nonces and key, lives there)
+  is forwarded whole to the ledger process, which answers it with the single-process app.
 
 Faults are armed in the ledger process; workers read one shared byte saying whether any is
 armed, and ask for a fault only then. The one difference from a single process: the
@@ -60,8 +62,8 @@ from .genesis import Genesis
 from .instructions import Payment, Unacceptable, check_signatures
 from .ledger import Execution, Ledger
 from .payments import Invoice, PaymentDesk, Price, Refusal, Settlement
-from .replies import PaidReplies, PaymentIds, Serving, Turn, _failed, _Reply
-from .x402 import ExactFacilitator, Outcome, Verification
+from .replies import Claim, PaidReplies, PaymentIds, Serving, Turn, _failed, _Reply
+from .x402 import ExactFacilitator, IdClaim, Outcome, Verification
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -130,7 +132,10 @@ class LedgerHost:
             "x402": lambda *args: _bare_outcome(facilitator.conclude(*args)),
             "land": replies.land,
             "take": self.gateway.faults.take,
-            "bind_id": self.gateway.payment_ids.bind,
+            "claim_id": self.gateway.payment_ids.claim,
+            "id_conflicts": self.gateway.payment_ids.conflicts,
+            "confirm_id": self.gateway.payment_ids.confirm,
+            "release_id": self.gateway.payment_ids.release,
         }
         self._leaders: dict[str, Connection] = {}
         """The paid requests being served, and the connection whose call took each turn."""
@@ -408,15 +413,29 @@ class RemoteReplies(PaidReplies):
 
 
 class RemotePaymentIds(PaymentIds):
-    """The payment ids bound by the ledger process (so a re-send may reach any worker)."""
+    """The payment ids bound by the ledger process (so a re-send may reach any worker).
+
+    The paywall binds ids through the ledger process's facilitator, in the settlement's one
+    call (:meth:`RemoteFacilitator.conclude` carries the claim); these are for any other use.
+    """
 
     def __init__(self, link: Link) -> None:
         super().__init__(time.monotonic)
         self._link = link
 
-    def bind(self, scope: str, payment_id: str, digest: str) -> bool:
-        bound: bool = self._link.call("bind_id", scope, payment_id, digest)
-        return bound
+    def claim(self, scope: str, payment_id: str, digest: str) -> Claim:
+        claimed: Claim = self._link.call("claim_id", scope, payment_id, digest)
+        return claimed
+
+    def conflicts(self, scope: str, payment_id: str, digest: str) -> bool:
+        conflicting: bool = self._link.call("id_conflicts", scope, payment_id, digest)
+        return conflicting
+
+    def confirm(self, scope: str, payment_id: str, digest: str) -> None:
+        self._link.call("confirm_id", scope, payment_id, digest)
+
+    def release(self, scope: str, payment_id: str, digest: str) -> None:
+        self._link.call("release_id", scope, payment_id, digest)
 
 
 class RemoteDesk(PaymentDesk):
@@ -483,8 +502,10 @@ class RemoteFacilitator(ExactFacilitator):
             return verification
         return dataclasses.replace(verification, signatures_checked=True)
 
-    def conclude(self, key: str, verification: Verification, network: str) -> Outcome:
-        outcome: Outcome = self._link.call("x402", key, verification, network)
+    def conclude(
+        self, key: str, verification: Verification, network: str, claim: IdClaim | None = None
+    ) -> Outcome:
+        outcome: Outcome = self._link.call("x402", key, verification, network, claim)
         return outcome
 
 

@@ -39,12 +39,27 @@ from human_rpc_sdk.solana_utils import TOKEN_PROGRAMS, associated_token_address
 
 from .instructions import COMPUTE_BUDGET_PROGRAM_ID, decompile, exact_transaction
 from .ledger import Execution, Ledger
+from .replies import PaymentIds
 
-__all__ = ["ExactFacilitator", "Outcome", "Verification"]
+__all__ = [
+    "ID_BUSY_REASON",
+    "ID_CONFLICT_REASON",
+    "ExactFacilitator",
+    "IdClaim",
+    "Outcome",
+    "Verification",
+]
 
 LIGHTHOUSE_PROGRAM_ID: Final = Pubkey.from_string("L2TExMFKdjpN9kozasaurPirfHy9P8sbXoAN1qA3S95")
 MAX_COMPUTE_UNIT_PRICE: Final = 5_000_000
 SETTLEMENT_TTL: Final = 120.0
+ID_CONFLICT_REASON: Final = "payment_identifier_conflict"
+"""A settle failure of a paywall's payment whose id is bound to another payment (its 409)."""
+ID_BUSY_REASON: Final = "payment_identifier_busy"
+"""A settle failure of a paywall's payment whose id another payment was still settling under
+(its 503: send it again)."""
+IdClaim = tuple[str, str, str]
+"""A paywall payment's claim of its id: (scope, payment id, digest of the payload)."""
 _P: Final = "invalid_exact_svm_payload"
 _ORDINALS: Final = ("fourth", "fifth", "sixth")
 
@@ -106,6 +121,8 @@ class ExactFacilitator:
         self._settled: OrderedDict[str, float] = OrderedDict()
         """Settlement keys and when each settled, oldest first (the lock guards it)."""
         self._networks = tuple(n for n in (self.caip2, self.v1_network) if n)
+        self.payment_ids: PaymentIds | None = None
+        """Where a paywall's payments bind their payment ids (see :meth:`conclude`)."""
 
     def supported(self) -> dict[str, Any]:
         """``GET /supported``: the kinds this facilitator settles and its signer."""
@@ -286,13 +303,20 @@ class ExactFacilitator:
         """``POST /settle``: verify again, refuse duplicates, co-sign, execute."""
         return self.process(payload, requirements).settlement
 
-    def process(self, payload: Mapping[str, Any], requirements: Mapping[str, Any]) -> Outcome:
+    def process(
+        self,
+        payload: Mapping[str, Any],
+        requirements: Mapping[str, Any],
+        claim: IdClaim | None = None,
+    ) -> Outcome:
         """Settle ``payload``: refuse a duplicate, check every rule of verify, then simulate
         and commit in one run of the runtime (:meth:`Ledger.settle`).
 
         The outcome carries the verification (a failed simulation is a verify refusal,
         ``transaction_simulation_failed``, as in :meth:`verify`), so a paywall can answer an
         invalid payment as a verify refusal and a failed settlement as a settle failure.
+        ``claim`` (scope, payment id, payload digest) binds the payment's id when, and only
+        when, it settles (see :meth:`conclude`).
         """
         network = str(requirements.get("network", ""))
         transaction = _payload_transaction(payload)
@@ -300,13 +324,24 @@ class ExactFacilitator:
         if transaction is None:
             failure = _settle_failure(f"{_P}_transaction_could_not_be_decoded", network)
             return Outcome(verification, failure)
-        return self.conclude(_settlement_key(transaction), verification, network)
+        return self.conclude(_settlement_key(transaction), verification, network, claim)
 
-    def conclude(self, key: str, verification: Verification, network: str) -> Outcome:
+    def conclude(
+        self, key: str, verification: Verification, network: str, claim: IdClaim | None = None
+    ) -> Outcome:
         """Settle a payment whose transaction has settlement key ``key`` and which
         :meth:`_check` judged ``verification``: refuse a duplicate (checked first: a landed
         transaction no longer simulates, the runtime says AlreadyProcessed, and the protocol's
-        reason for a replay is this one), then simulate and commit the co-signed transaction."""
+        reason for a replay is this one), then simulate and commit the co-signed transaction.
+
+        With ``claim``, a valid payment claims its payment id in :attr:`payment_ids` first
+        (the id bound to another settled payment: :data:`ID_CONFLICT_REASON`; another payment
+        under it still settling after the wait: :data:`ID_BUSY_REASON`), and the id is bound
+        to it if it settles, released if it does not. An invalid payment never binds an id;
+        any payment under an id bound to another is the conflict, checked first."""
+        ids = self.payment_ids if claim is not None else None
+        if claim is not None and ids is not None and ids.conflicts(*claim):
+            return Outcome(verification, _settle_failure(ID_CONFLICT_REASON, network))
         if self._recently_settled(key):
             return Outcome(None, _settle_failure("duplicate_settlement", network))
         if not verification.is_valid or verification.transaction is None:
@@ -314,12 +349,37 @@ class ExactFacilitator:
                 verification.invalid_reason or "invalid_payload", network, verification.payer
             )
             return Outcome(verification, failure)
+        transaction = verification.transaction
+        if claim is None or ids is None:
+            return self._commit(key, transaction, verification, network)
+        claimed = ids.claim(*claim)
+        if claimed != "claimed":
+            reason = ID_CONFLICT_REASON if claimed == "conflict" else ID_BUSY_REASON
+            return Outcome(verification, _settle_failure(reason, network, verification.payer))
+        outcome = None
+        try:
+            outcome = self._commit(key, transaction, verification, network)
+        finally:
+            if outcome is not None and outcome.settlement["success"]:
+                ids.confirm(*claim)
+            else:
+                ids.release(*claim)
+        return outcome
+
+    def _commit(
+        self,
+        key: str,
+        transaction: VersionedTransaction,
+        verification: Verification,
+        network: str,
+    ) -> Outcome:
+        """Simulate and commit a valid payment, unless it settled meanwhile (a duplicate)."""
         with self._lock:
             if self._recently_settled(key):
                 failure = _settle_failure("duplicate_settlement", network, verification.payer)
                 return Outcome(verification, failure)
             execution = self.ledger.settle(
-                verification.transaction, signatures_checked=verification.signatures_checked
+                transaction, signatures_checked=verification.signatures_checked
             )
             if not execution.ok:
                 refused = _simulation_failed(execution, verification.payer)

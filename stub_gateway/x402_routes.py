@@ -18,11 +18,14 @@ waits for that answer (see :mod:`.replies`); any other reuse of a payment is a
 Payment ids (the ``payment-identifier`` extension, ``specs/extensions/payment_identifier.md``):
 every v2 challenge declares it, optional unless the gateway was made with
 ``payment_id_required=True`` (``--payment-id-required``). An id is bound, per route, to the
-exact payload it first came with: that payload again (on any request) gets the answer kept for
-it, with its ``PAYMENT-RESPONSE``, and settles nothing more; another payload under the id gets
-409 ``{"error": "payment identifier already used with different payload", "paymentId"}``; a
-malformed id, or none where one is required, gets 400 ``{"error": [<reason>]}`` (the
-reference package's messages).
+exact payload that settled with it, for an hour: that payload again (on any request, within
+the hour) gets the answer kept for it, with its ``PAYMENT-RESPONSE``, and settles nothing more;
+another payload under the id gets 409 ``{"error": "payment identifier already used with
+different payload", "paymentId"}``; a malformed id, or none where one is required, gets 400
+``{"error": [<reason>]}`` (the reference package's messages). A payload that fails
+verification or settles nothing binds nothing, so whoever sees a client's id cannot block its
+payment; one arriving while another payload under its id is being settled waits for that
+outcome (503 with ``Retry-After`` if it waited a minute in vain).
 """
 
 from __future__ import annotations

@@ -599,7 +599,9 @@ def test_a_resumed_payment_proven_never_landed_is_replaced_under_a_new_id(
 ) -> None:
     """A payment never reached the server and its blockhash expired: the same request
     resumes it (same id), the gateway refuses it, the chain proves it never landed, and the
-    replacement goes under a new id (the old one is bound to the first payload: 409)."""
+    replacement goes under a new id (a server that binds ids on sight would answer 409 to the
+    old one; the gateway binds an id only when its payment settles, so the old id is free, and
+    the replacement shown under it again settles nothing)."""
     clock = FakeClock()
     with gateway_app(clock) as (gateway, app), serve(app) as server:
         wallet = funded(gateway)
@@ -626,7 +628,8 @@ def test_a_resumed_payment_proven_never_landed_is_replaced_under_a_new_id(
             headers={"PAYMENT-SIGNATURE": b64json(under_old_id)},
             timeout=10,
         )
-        assert conflict.status_code == 409
+        assert conflict.status_code == 402  # duplicate_settlement: the old id bound nothing
+        assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
 
 
 # -- the parsers of outside input ------------------------------------------------------------

@@ -69,7 +69,8 @@ SCHEMA_VERSION: Final = 5
 """2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
 index on the payer for one wallet's history, and the paid human tasks (``task_id``,
 ``task_outcome``); 4: the write counter also watches ``totals``; 5: x402 payment ids
-(``payment_id``) and what resumes a payment (``resume_key``, indexed)."""
+(``payment_id``) and what resumes a payment (``resume_key``, indexed), and the served payments
+by wallet, network and URL (``payments_paid_for``: sign-in's "paid before")."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -157,6 +158,8 @@ CREATE INDEX IF NOT EXISTS payments_open_tasks ON payments(task_id)
     WHERE task_id IS NOT NULL AND task_outcome IS NULL;
 CREATE INDEX IF NOT EXISTS payments_resumable ON payments(resume_key)
     WHERE resume_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS payments_paid_for ON payments(payer, network, url, id)
+    WHERE state = 'accepted';
 """  # noqa: S608 - a fixed text (the state names), no input
 
 _ADDED_COLUMNS: Final = (
@@ -304,7 +307,8 @@ class Journal:
     def paid_for(self, url: str, payer: str, network: str) -> JournalEntry | None:
         """The latest payment by wallet ``payer`` on ``network`` for ``url`` that was served
         (``accepted``), or None: what lets the agent sign in instead of paying (see
-        ``_siwx``). Reads one wallet's rows through the payer index, newest first."""
+        ``_siwx``). One row read, through ``payments_paid_for`` (the served rows by wallet,
+        network and URL, newest last)."""
         with self._reading() as db:
             row = db.execute(
                 "SELECT * FROM payments WHERE payer = ? AND network = ? AND url = ? "
