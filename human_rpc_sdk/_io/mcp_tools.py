@@ -5,7 +5,8 @@
 
 * ``fetch_paid(url, method, json_body)``: request ``url``, paying a 402 within the agent's
   spending rules; the answer's status, content type and text (at most 64 KiB), and the
-  receipt when a payment was made.
+  receipt when a payment was made. Restricted to some origins, it follows no redirect: a
+  redirect is answered as it is, with its ``location``.
 * ``ask_human(question, answer, ...)``: humans verify ``answer`` (the agent's
   ``ask_human_rpc``; it pays the task); the verdict.
 * ``wait_for_verdict(task_id)``: the verdict of a task asked before (nothing is paid).
@@ -77,18 +78,26 @@ def agent_server(
                 f"({', '.join(sorted(origins))}); nothing was requested or paid"
             )
         try:
-            response = await agent.request(method, url, json=json_body)
+            # Restricted to origins, redirects are not followed: an allowed origin redirecting
+            # elsewhere (an open redirect) would have the agent request, and pay, outside them.
+            # The redirect is returned (its location too): fetching it is checked as any URL.
+            response = await agent.request(
+                method, url, json=json_body, follow_redirects=origins is None
+            )
         except HumanRPCError as exc:
             raise _refused(exc) from None
         text = response.text
         receipt = agent.last_payment()
-        return {
+        answer: dict[str, Any] = {
             "status": response.status_code,
             "content_type": response.headers.get("content-type", ""),
             "body": text[:MAX_BODY_CHARS],
             "truncated": len(text) > MAX_BODY_CHARS,
             "paid": None if receipt is None else _receipt(receipt),
         }
+        if response.is_redirect:
+            answer["location"] = response.headers.get("location", "")
+        return answer
 
     @server.tool(description="Have humans verify an answer (pays the task); the verdict.")
     async def ask_human(
