@@ -49,3 +49,33 @@ async def test_a_redirect_from_an_allowed_origin_never_pays_another(
     assert gateway.balance(wallet.pubkey(), "USDC") == 1
     assert answer.is_error is True or answer.structured_content["status"] == 302
     assert elsewhere in said
+
+
+# -- sign-in-with-x: what the agent signs -----------------------------------------------------
+
+
+def test_a_sign_in_issued_in_the_future_is_never_signed(tmp_path: Path) -> None:
+    """A server whose challenges are issued a day ahead collects sign-ins good for later (a
+    verifier judges a proof's age by its issuedAt): the agent signs none; it pays as usual,
+    through its rules."""
+    from human_rpc_sdk import AutoAgent
+    from stub_gateway import create_app
+
+    from .test_siwx import HeaderLog, WallClock, funded
+
+    clock = WallClock()
+    app = create_app(seed="siwx-ahead", siwx_ttl=10 * 86400, siwx_now=clock)
+    with GatewayServer(app).start() as running:
+        wallet = funded(running.gateway)
+        url = f"{running.url}/x402/v2/members"
+        with AutoAgent(wallet, rpc_url=running.rpc_url, journal_path=tmp_path / "j.db") as agent:
+            log = HeaderLog()
+            agent.session.mount("http://", log)
+            assert agent.get(url).json()["signed_in"] is False
+            clock.advance(86400)  # its challenges are now issued a day after the agent's now
+            again = agent.get(url)
+            states = [entry.state for entry in agent._journal.entries()]
+        assert log.signed_in() == 0
+        assert again.json()["signed_in"] is False
+        assert states == ["accepted", "accepted"]
+        assert running.gateway.balance(wallet.pubkey(), "USDC") == 1 - 2 * PRICE
