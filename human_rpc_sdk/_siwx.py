@@ -18,7 +18,7 @@ checks the signature and whether that wallet paid for the resource, and serves i
 3. the challenge is the origin's own and current: its ``domain`` is the host asked, its
    ``uri`` on the origin asked, it is not expired (``expirationTime``, else five minutes after
    ``issuedAt``, as the spec's default), not before ``notBefore``, and not issued in the future
-   (beyond five minutes of clock skew); its text cannot be read
+   (beyond an hour of clock skew); its text cannot be read
    as a transaction message (a signature over it could never move money);
 4. the message is signed through the agent's signer (a :class:`~._effects.Sign` effect, so a
    KMS or an async signer works) and the signature verified before use (a signature that does
@@ -91,7 +91,7 @@ SIGN_IN_WITH_X: Final = "sign-in-with-x"
 SIGN_IN_HEADER: Final = "SIGN-IN-WITH-X"
 DEFAULT_LIFETIME: Final = timedelta(minutes=5)
 """How long a challenge without ``expirationTime`` is good for (the spec's default)."""
-CLOCK_SKEW: Final = timedelta(minutes=5)
+CLOCK_SKEW: Final = timedelta(hours=1)
 """How far ahead of the agent's clock a challenge's ``issuedAt`` may be (a server's clock may
 run ahead); further, it is a sign-in for later, and is not signed."""
 MAX_FIELD_CHARS: Final = 1024
