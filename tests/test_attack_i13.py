@@ -79,3 +79,39 @@ def test_a_sign_in_issued_in_the_future_is_never_signed(tmp_path: Path) -> None:
         assert again.json()["signed_in"] is False
         assert states == ["accepted", "accepted"]
         assert running.gateway.balance(wallet.pubkey(), "USDC") == 1 - 2 * PRICE
+
+
+# -- resuming identified payments ---------------------------------------------------------------
+
+
+def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_again(
+    tmp_path: Path,
+) -> None:
+    """The README's own case: the gateway settles, then answers 500 to every send
+    (no_answer_after_payment). The error says to call recover_payments(), which books the
+    payment landed; the same request must then resume it (its answer is still owed), not
+    sign and pay a second time for the same purchase."""
+    from human_rpc_sdk import AutoAgent, PaymentError
+    from stub_gateway import create_app
+
+    from .test_payment_identifier import funded
+
+    with GatewayServer(create_app(seed="i13-attack-5xx")).start() as running:
+        gateway = running.gateway
+        wallet = funded(gateway)
+        url = f"{running.url}/x402/v2/premium"
+        journal = tmp_path / "j.db"
+        with AutoAgent(
+            wallet, rpc_url=running.rpc_url, journal_path=journal, sleep=lambda _: None
+        ) as agent:
+            gateway.faults.error_after_payment(count=4)
+            with pytest.raises(PaymentError) as raised:
+                agent.get(url)
+            assert raised.value.reason == "no_answer_after_payment"
+            (booked,) = agent.recover_payments()
+            assert (booked.state, booked.landed) == ("accepted", True)
+            answer = agent.get(url)
+            entries = agent._journal.entries()
+        assert answer.status_code == 200
+        assert [(e.id, e.state) for e in entries] == [(booked.id, "accepted")]
+        assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
