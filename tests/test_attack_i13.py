@@ -6,17 +6,26 @@ gateway over loopback, its LiteSVM ledger, real journals, real MCP server proces
 
 from __future__ import annotations
 
-import base64
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import Funder
+from .paid_proxy import PaidProxy
 from .test_mcp_agent_server import environment, over_stdio, rows, text_of
+from .test_payment_identifier import _CRASHING, ROOT, funded, id_in, proxy
+
+__all__ = ["proxy"]  # the fixture, shared
 
 PRICE = Decimal("0.01")  # the gateway's x402 v2 premium route
 
@@ -58,10 +67,9 @@ def test_a_sign_in_issued_in_the_future_is_never_signed(tmp_path: Path) -> None:
     """A server whose challenges are issued a day ahead collects sign-ins good for later (a
     verifier judges a proof's age by its issuedAt): the agent signs none; it pays as usual,
     through its rules."""
-    from human_rpc_sdk import AutoAgent
     from stub_gateway import create_app
 
-    from .test_siwx import HeaderLog, WallClock, funded
+    from .test_siwx import HeaderLog, WallClock
 
     clock = WallClock()
     app = create_app(seed="siwx-ahead", siwx_ttl=10 * 86400, siwx_now=clock)
@@ -91,10 +99,8 @@ def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_aga
     (no_answer_after_payment). The error says to call recover_payments(), which books the
     payment landed; the same request must then resume it (its answer is still owed), not
     sign and pay a second time for the same purchase."""
-    from human_rpc_sdk import AutoAgent, PaymentError
+    from human_rpc_sdk import PaymentError
     from stub_gateway import create_app
-
-    from .test_payment_identifier import funded
 
     with GatewayServer(create_app(seed="i13-attack-5xx")).start() as running:
         gateway = running.gateway
@@ -115,3 +121,45 @@ def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_aga
         assert answer.status_code == 200
         assert [(e.id, e.state) for e in entries] == [(booked.id, "accepted")]
         assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="journal.process_alive (journal.py, i13-fix's) takes a row written under this "
+    "process's own pid by an earlier process (another process token) for a live one: "
+    "os.kill(own pid, 0) succeeds. A restarted container agent (same pid) never resumes",
+)
+def test_a_payment_of_a_dead_process_whose_pid_this_one_reuses_is_resumed(
+    server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path
+) -> None:
+    """kill -9 after the payment left; the restarted agent got the same pid (a container's
+    agent is pid 1 each time). The row's process is gone (its process token is not this
+    one's): the same request must resume it with its id, not pay a second time."""
+    wallet = funded(gateway)
+    journal = tmp_path / "j.db"
+    url = f"{proxy.url}/x402/v2/premium"
+    proxy.hold = True
+    arguments = {"secret": str(wallet), "rpc_url": server.rpc_url, "journal": str(journal)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING, json.dumps({**arguments, "url": url})],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proxy.held.wait(120), "the paid request never reached the proxy"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    proxy.hold = False
+    proxy.release.set()
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE  # the server settled it
+    with sqlite3.connect(journal) as db:  # the dead process's pid is now this process's
+        db.execute("UPDATE payments SET pid = ?", (os.getpid(),))
+    with pytest.warns(PendingPaymentsWarning):
+        agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
+    with agent:
+        answer = agent.get(url)
+        entries = agent._journal.entries()
+    assert answer.status_code == 200
+    assert len(entries) == 1
+    assert len({id_in(sent) for sent in proxy.payments}) == 1
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
