@@ -39,6 +39,7 @@ logged (never the signature). A server (the stub gateway's members route) verifi
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -258,8 +259,10 @@ def _line(value: object, name: str) -> str:
     message's other lines)."""
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
         raise ValueError(f"{name} is not text of 1 to {MAX_FIELD_CHARS} characters")
-    if any(c in value for c in "\r\n\x85\u2028\u2029"):
-        raise ValueError(f"{name} holds a line break")
+    # Every character some reader takes for a line break (str.splitlines() splits at \v, \f
+    # and \x1c-\x1e too), and any other control character: one line stays one line.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise ValueError(f"{name} holds a line break or a control character")
     return value
 
 

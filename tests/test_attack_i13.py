@@ -163,3 +163,27 @@ def test_a_payment_of_a_dead_process_whose_pid_this_one_reuses_is_resumed(
     assert len(entries) == 1
     assert len({id_in(sent) for sent in proxy.payments}) == 1
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+
+
+@pytest.mark.parametrize("brk", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x00"])
+def test_a_field_holding_any_line_break_is_never_signed(brk: str) -> None:
+    """Python's splitlines() (a verifier's or a wallet's reader) breaks lines at \\v, \\f and
+    \\x1c-\\x1e too: a statement holding one could forge the message's URI or Chain ID line
+    for that reader. The offer is malformed: nothing signed, the 402 paid as usual."""
+    from human_rpc_sdk._siwx import challenge_for
+
+    from .test_siwx import DEVNET
+
+    statement = f"Welcome{brk}URI: https://bank.example/{brk}Chain ID: mainnet"
+    assert len(statement.splitlines()) == 3 or brk == "\x00"
+    info = {
+        "domain": "api.example.com",
+        "uri": "https://api.example.com/x",
+        "version": "1",
+        "nonce": "0123456789abcdef",
+        "issuedAt": "2026-01-15T10:30:00Z",
+        "statement": statement,
+    }
+    extension = {"info": info, "supportedChains": [{"chainId": DEVNET, "type": "ed25519"}]}
+    with pytest.raises(ValueError, match="line break"):
+        challenge_for(extension, DEVNET)
