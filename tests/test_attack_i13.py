@@ -187,3 +187,65 @@ def test_a_field_holding_any_line_break_is_never_signed(brk: str) -> None:
     extension = {"info": info, "supportedChains": [{"chainId": DEVNET, "type": "ed25519"}]}
     with pytest.raises(ValueError, match="line break"):
         challenge_for(extension, DEVNET)
+
+
+HUGE = 64 * 1024 * 1024
+
+
+class _Endless:
+    """A plain HTTP server whose every answer is a 64 MiB body, written as the client reads
+    (a blocking socket: the count is what left, give or take the socket buffers)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(HUGE))
+                self.end_headers()
+                chunk = b"x" * 65536
+                try:
+                    for _ in range(HUGE // len(chunk)):
+                        self.wfile.write(chunk)
+                        served.sent += len(chunk)
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.sent = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.asyncio
+async def test_fetch_paid_reads_no_more_of_an_answer_than_it_returns(
+    server: GatewayServer, funded_wallet: Funder, tmp_path: Path
+) -> None:
+    """fetch_paid returns 64 KiB of an answer: a URL answering 64 MiB (or an endless body)
+    must not be read whole into the agent server's memory (a calling agent could exhaust
+    it). The answer is cut, and says so."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    env = environment(server, wallet, tmp_path / "agent.sqlite3")
+    endless = _Endless()
+    try:
+        async with over_stdio(env) as session:
+            answer = await session.call_tool("fetch_paid", {"url": f"{endless.url}/big"})
+    finally:
+        endless.close()
+    assert answer.is_error is False
+    assert answer.structured_content["truncated"] is True
+    assert len(answer.structured_content["body"]) == 64 * 1024
+    assert endless.sent < HUGE // 2  # what the socket buffers hold, never the whole body
