@@ -249,3 +249,24 @@ async def test_fetch_paid_reads_no_more_of_an_answer_than_it_returns(
     assert answer.structured_content["truncated"] is True
     assert len(answer.structured_content["body"]) == 64 * 1024
     assert endless.sent < HUGE // 2  # what the socket buffers hold, never the whole body
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "gopher://x/"])
+async def test_a_url_of_another_scheme_is_refused_saying_why(
+    url: str, server: GatewayServer, funded_wallet: Funder, tmp_path: Path
+) -> None:
+    """AsyncAutoAgent (and so fetch_paid) refuses a URL that is not http(s) with the SDK's
+    SDKConfigurationError, as AutoAgent does, not a bare httpx error (which the agent's MCP
+    server reports to its caller as an unexplained crash). Nothing is sent."""
+    from human_rpc_sdk import AsyncAutoAgent, SDKConfigurationError
+
+    wallet = funded_wallet(sol="1", usdc="1")
+    async with AsyncAutoAgent(wallet, rpc_url=server.rpc_url, journal_path=":memory:") as agent:
+        with pytest.raises(SDKConfigurationError, match="Nothing was sent"):
+            await agent.get(url)
+    env = environment(server, wallet, tmp_path / "agent.sqlite3")
+    async with over_stdio(env) as session:
+        refused = await session.call_tool("fetch_paid", {"url": url})
+    assert refused.is_error is True
+    assert "SDKConfigurationError" in text_of(refused)
