@@ -6,6 +6,7 @@ gateway over loopback, its LiteSVM ledger, real journals, real MCP server proces
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,12 +17,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import requests
 
-from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
+from human_rpc_sdk import AutoAgent, PaymentError, PendingPaymentsWarning
+from human_rpc_sdk._headers import b64json, unb64json
 from stub_gateway import Gateway, GatewayServer
 
 from .conftest import Funder
-from .paid_proxy import PaidProxy
+from .paid_proxy import PaidProxy, paid_proxy
+from .paid_proxy import _Handler as _ProxyHandler
 from .test_mcp_agent_server import environment, over_stdio, rows, text_of
 from .test_payment_identifier import _CRASHING, ROOT, funded, id_in, proxy
 
@@ -99,7 +103,6 @@ def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_aga
     (no_answer_after_payment). The error says to call recover_payments(), which books the
     payment landed; the same request must then resume it (its answer is still owed), not
     sign and pay a second time for the same purchase."""
-    from human_rpc_sdk import PaymentError
     from stub_gateway import create_app
 
     with GatewayServer(create_app(seed="i13-attack-5xx")).start() as running:
@@ -270,3 +273,58 @@ async def test_a_url_of_another_scheme_is_refused_saying_why(
         refused = await session.call_tool("fetch_paid", {"url": url})
     assert refused.is_error is True
     assert "SDKConfigurationError" in text_of(refused)
+
+
+class _Stamping(_ProxyHandler):
+    """The reference x402 server's Solana exact scheme (``ExactSvmScheme(rpc_url=...)``):
+    every 402 carries a fresh ``extra.recentBlockhash`` and ``extra.lastValidBlockHeight``
+    (its "dynamic extra fields", which it leaves out when it matches a payment's offer)."""
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "payment-required":
+            document = unb64json(value, keyword)
+            stamped = next(_STAMPS)
+            latest = requests.post(
+                _RPC[0],
+                json={"jsonrpc": "2.0", "id": 1, "method": "getLatestBlockhash", "params": []},
+                timeout=10,
+            ).json()["result"]["value"]
+            for offer in document["accepts"]:
+                offer["extra"]["recentBlockhash"] = latest["blockhash"]
+                offer["extra"]["lastValidBlockHeight"] = str(
+                    latest["lastValidBlockHeight"] + stamped
+                )
+            value = b64json(document)
+        super().send_header(keyword, value)
+
+
+_STAMPS = itertools.count()
+_RPC: list[str] = []
+
+
+def test_a_server_stamping_each_402_with_its_blockhash_still_resumes(
+    server: GatewayServer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """Against a server whose offers carry the blockhash of the moment (the reference
+    package's Solana server does), the next 402 of the same request differs only in those
+    dynamic fields: it is the same offer, and the payment whose answer was lost is resumed
+    with its id, not paid a second time under a new id."""
+    _RPC[:] = [server.rpc_url]
+    wallet = funded(gateway)
+    with paid_proxy(server.url) as stamping:
+        stamping.RequestHandlerClass = _Stamping
+        stamping.drop = 4
+        url = f"{stamping.url}/x402/v2/premium"
+        journal = tmp_path / "j.db"
+        with AutoAgent(
+            wallet, rpc_url=server.rpc_url, journal_path=journal, sleep=lambda _: None
+        ) as agent:
+            with pytest.raises(PaymentError) as raised:
+                agent.get(url)
+            assert raised.value.reason == "no_answer_after_payment"
+            answer = agent.get(url)
+            entries = agent._journal.entries()
+        assert answer.status_code == 200
+        assert [entry.state for entry in entries] == ["accepted"]
+        assert len({id_in(sent) for sent in stamping.payments}) == 1
+    assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
