@@ -128,16 +128,26 @@ def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_aga
 
 @pytest.mark.xfail(
     strict=True,
-    reason="journal.process_alive (journal.py, i13-fix's) takes a row written under this "
-    "process's own pid by an earlier process (another process token) for a live one: "
-    "os.kill(own pid, 0) succeeds. A restarted container agent (same pid) never resumes",
+    reason="journal.process_alive (journal.py, i13-fix's) takes the row of a dead process for "
+    "a live one's when this process reuses its pid (os.kill(own pid, 0) succeeds: a container's "
+    "agent is pid 1 each time) or runs under another host name (a restarted pod): the same "
+    "request then pays a second time instead of resuming it",
 )
-def test_a_payment_of_a_dead_process_whose_pid_this_one_reuses_is_resumed(
-    server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path
+@pytest.mark.parametrize(
+    "restart",
+    [
+        "UPDATE payments SET pid = :pid",  # the new process got the dead one's pid
+        "UPDATE payments SET host = 'pod-before-restart'",  # a new pod, a new host name
+    ],
+    ids=["same-pid", "new-host-name"],
+)
+def test_a_payment_of_a_process_gone_before_a_restart_is_resumed(
+    restart: str, server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path
 ) -> None:
-    """kill -9 after the payment left; the restarted agent got the same pid (a container's
-    agent is pid 1 each time). The row's process is gone (its process token is not this
-    one's): the same request must resume it with its id, not pay a second time."""
+    """kill -9 after the payment left; the agent restarts as a container or pod does: with the
+    same pid (pid 1 each time), or under a new host name (a pod's name), with its journal on a
+    volume. The row's process is gone: the same request must resume it with its id, not pay a
+    second time."""
     wallet = funded(gateway)
     journal = tmp_path / "j.db"
     url = f"{proxy.url}/x402/v2/premium"
@@ -155,8 +165,8 @@ def test_a_payment_of_a_dead_process_whose_pid_this_one_reuses_is_resumed(
     proxy.hold = False
     proxy.release.set()
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE  # the server settled it
-    with sqlite3.connect(journal) as db:  # the dead process's pid is now this process's
-        db.execute("UPDATE payments SET pid = ?", (os.getpid(),))
+    with sqlite3.connect(journal) as db:
+        db.execute(restart, {"pid": os.getpid()})
     with pytest.warns(PendingPaymentsWarning):
         agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
     with agent:
