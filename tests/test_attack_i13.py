@@ -338,3 +338,34 @@ def test_a_server_stamping_each_402_with_its_blockhash_still_resumes(
         assert [entry.state for entry in entries] == ["accepted"]
         assert len({id_in(sent) for sent in stamping.payments}) == 1
     assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+
+
+@pytest.mark.asyncio
+async def test_the_agent_server_logs_no_rpc_api_key(
+    server: GatewayServer, funded_wallet: Funder, tmp_path: Path
+) -> None:
+    """An RPC provider's URL carries its API key (``?api-key=...``). The agent's MCP server logs
+    to stderr (which MCP hosts keep in log files): a paid fetch must not write the key there
+    (httpx logs every request's URL at INFO)."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    wallet = funded_wallet(sol="1", usdc="1")
+    env = environment(server, wallet, tmp_path / "agent.sqlite3")
+    env["SOLANA_RPC_URL"] = f"{server.rpc_url}?api-key=SeCrEt-rpc-key-42"
+    log = tmp_path / "stderr.txt"
+    parameters = StdioServerParameters(
+        command=sys.executable, args=["-m", "human_rpc_sdk.mcp"], env=env
+    )
+    with log.open("w") as errlog:
+        async with (
+            stdio_client(parameters, errlog=errlog) as (read, write, *_),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            paid = await session.call_tool("fetch_paid", {"url": f"{server.url}/x402/v2/premium"})
+    assert paid.is_error is False
+    assert paid.structured_content["paid"]["state"] == "accepted"
+    written = log.read_text()
+    assert "paying 0.01 USDC" in written  # it does log, at INFO
+    assert "SeCrEt-rpc-key-42" not in written
