@@ -64,6 +64,25 @@ async def test_a_redirect_from_an_allowed_origin_never_pays_another(
     assert elsewhere in said
 
 
+@pytest.mark.asyncio
+async def test_a_relative_redirect_is_returned_as_an_absolute_location(
+    server: GatewayServer, funded_wallet: Funder, responder: str, tmp_path: Path
+) -> None:
+    """Restricted to origins, fetch_paid returns a redirect with its location made absolute,
+    so the caller can fetch it (checked against the origins like any URL)."""
+    wallet = funded_wallet(sol="1", usdc="1")
+    env = environment(server, wallet, tmp_path / "agent.sqlite3")
+    spec = {"status": 307, "headers": {"Location": "/fixed/200"}}
+    async with over_stdio(env, "--allow-origin", responder) as session:
+        answer = await session.call_tool(
+            "fetch_paid", {"url": f"{responder}/respond", "method": "POST", "json_body": spec}
+        )
+    assert answer.is_error is False
+    assert answer.structured_content["status"] == 307
+    assert answer.structured_content["location"] == f"{responder}/fixed/200"
+    assert answer.structured_content["paid"] is None
+
+
 # -- sign-in-with-x: what the agent signs -----------------------------------------------------
 
 

@@ -103,8 +103,8 @@ def agent_server(
             "truncated": len(text) > MAX_BODY_CHARS or len(response.content) > MAX_BODY_BYTES,
             "paid": None if receipt is None else _receipt(receipt),
         }
-        if response.is_redirect:
-            answer["location"] = response.headers.get("location", "")
+        if response.is_redirect:  # where it points, made absolute: fetch_paid it to follow
+            answer["location"] = str(response.url.join(response.headers.get("location", "")))
         return answer
 
     @server.tool(description="Have humans verify an answer (pays the task); the verdict.")
