@@ -112,7 +112,7 @@ def deliver(
             return (
                 yield from _undelivered(entry, payable, already.refusal, already.found, problem)
             )
-        raise (yield from _unanswered(entry, payable, problem, answer))
+        raise (yield from _unanswered(entry, payable, problem))
     outcome = judge(answer, entry.receipt, payable.invoice, entry.id, entry=entry)
     fields = _answer_fields(outcome.receipt)
     if outcome.error is None:
@@ -251,12 +251,11 @@ def _landed(entry: JournalEntry) -> Flow[Landing]:
         return Landing(None)
 
 
-def _unanswered(
-    entry: JournalEntry, payable: _Payable, problem: str, answer: HttpReply | None
-) -> Flow[PaymentError]:
-    fields: dict[str, Any] = {"error": f"no definite answer: {problem}"[:200]}
-    if answer is not None:
-        fields["http_status"] = answer.status
+def _unanswered(entry: JournalEntry, payable: _Payable, problem: str) -> Flow[PaymentError]:
+    # No status: a 5xx is no answer (the error says which came last). A row with a status is
+    # one the server answered, and a recovery that finds it landed would book it served, so
+    # the same request would pay again instead of resuming it for the answer still owed.
+    fields: dict[str, Any] = {"error": f"no definite answer: {problem}"[:200], "http_status": None}
     yield from record_outcome(Record(entry.id, "submitted", fields, ("signed", "submitted")))
     shown = entry.receipt.signature or "(signed by the facilitator on settlement)"
     sends = 1 + len(REDELIVERY_PAUSES)

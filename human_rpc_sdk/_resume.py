@@ -6,10 +6,10 @@ extension gives it one the *client* keeps: the id, journaled with the signed pay
 payment whose outcome this agent never learnt (no answer came, or its process died between
 sending it and the answer) is therefore resumed, not paid again: when the same request (method,
 URL, body) meets a challenge that declares the extension and offers the very offer that payment
-paid, the journaled payment is sent again, with its id, byte for byte. A server that keeps ids
-answers it from its cache (or serves it, if the first copy never reached it); one that settled
-it and kept no answer refuses it as already paid, and the chain then tells (see
-:mod:`._delivery`).
+paid (but for the blockhash hints a server renews in every 402, :data:`DYNAMIC_EXTRA`), the
+journaled payment is sent again, with its id, byte for byte. A server that keeps ids answers it
+from its cache (or serves it, if the first copy never reached it); one that settled it and kept
+no answer refuses it as already paid, and the chain then tells (see :mod:`._delivery`).
 
 Which rows qualify (:meth:`Journal.resumable`): ``submitted`` rows (delivery gave up on them),
 ``signed`` rows whose process is gone (it died between journaling and the answer), and rows a
@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from solders.pubkey import Pubkey
 
 from ._x402 import Offer
 
-__all__ = ["request_fingerprint", "resume_key"]
+__all__ = ["DYNAMIC_EXTRA", "request_fingerprint", "resume_key"]
+
+DYNAMIC_EXTRA: Final = ("recentBlockhash", "lastValidBlockHeight")
+"""Fields of an offer's ``extra`` a server may renew in every 402 (the reference package's
+Solana server puts the blockhash of the moment there, and leaves them out when it matches a
+payment's offer): the same offer with other values is still the same offer."""
 
 
 def request_fingerprint(method: str, body: Any) -> str:
@@ -50,6 +56,16 @@ def resume_key(request: str, url: str, offer: Offer, payer: Pubkey) -> str | Non
     journaled under; None when the request cannot be identified (no resume)."""
     if not request:
         return None
-    terms = json.dumps(dict(offer.raw), sort_keys=True, separators=(",", ":"), default=str)
+    terms = json.dumps(_lasting(offer.raw), sort_keys=True, separators=(",", ":"), default=str)
     digest = hashlib.sha256("\0".join((request, url, str(payer), terms)).encode("utf-8"))
     return digest.hexdigest()
+
+
+def _lasting(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` (an offer) without the fields a server renews in every 402 (:data:`DYNAMIC_EXTRA`);
+    an offer without them is kept as it is (so are the keys journaled for it)."""
+    terms = dict(raw)
+    extra = terms.get("extra")
+    if isinstance(extra, Mapping) and any(name in extra for name in DYNAMIC_EXTRA):
+        terms["extra"] = {k: v for k, v in extra.items() if k not in DYNAMIC_EXTRA}
+    return terms

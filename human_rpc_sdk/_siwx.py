@@ -17,7 +17,8 @@ checks the signature and whether that wallet paid for the resource, and serves i
    the wallet's address from a signature it had no reason to ask for);
 3. the challenge is the origin's own and current: its ``domain`` is the host asked, its
    ``uri`` on the origin asked, it is not expired (``expirationTime``, else five minutes after
-   ``issuedAt``, as the spec's default) and not before ``notBefore``; its text cannot be read
+   ``issuedAt``, as the spec's default), not before ``notBefore``, and not issued in the future
+   (beyond an hour of clock skew); its text cannot be read
    as a transaction message (a signature over it could never move money);
 4. the message is signed through the agent's signer (a :class:`~._effects.Sign` effect, so a
    KMS or an async signer works) and the signature verified before use (a signature that does
@@ -38,6 +39,7 @@ logged (never the signature). A server (the stub gateway's members route) verifi
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,6 +92,9 @@ SIGN_IN_WITH_X: Final = "sign-in-with-x"
 SIGN_IN_HEADER: Final = "SIGN-IN-WITH-X"
 DEFAULT_LIFETIME: Final = timedelta(minutes=5)
 """How long a challenge without ``expirationTime`` is good for (the spec's default)."""
+CLOCK_SKEW: Final = timedelta(hours=1)
+"""How far ahead of the agent's clock a challenge's ``issuedAt`` may be (a server's clock may
+run ahead); further, it is a sign-in for later, and is not signed."""
 MAX_FIELD_CHARS: Final = 1024
 MAX_RESOURCES: Final = 16
 MAX_PROOF_CHARS: Final = 16_384
@@ -254,8 +259,10 @@ def _line(value: object, name: str) -> str:
     message's other lines)."""
     if not isinstance(value, str) or not value or len(value) > MAX_FIELD_CHARS:
         raise ValueError(f"{name} is not text of 1 to {MAX_FIELD_CHARS} characters")
-    if any(c in value for c in "\r\n\x85\u2028\u2029"):
-        raise ValueError(f"{name} holds a line break")
+    # Every character some reader takes for a line break (str.splitlines() splits at \v, \f
+    # and \x1c-\x1e too), and any other control character: one line stays one line.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+        raise ValueError(f"{name} holds a line break or a control character")
     return value
 
 
@@ -287,6 +294,10 @@ def refusal(challenge: SignInChallenge, url: str, now: datetime, address: str) -
         starts = parse_time(challenge.not_before) if challenge.not_before else None
     except ValueError as exc:
         return str(exc)
+    if issued > now + CLOCK_SKEW:
+        # A signature over a challenge issued later is a sign-in kept for later (a verifier
+        # checking its age from issuedAt takes it then): never sign one ahead of time.
+        return f"it was issued in the future, at {issued.isoformat()}"
     if expires <= now:
         return f"it expired at {expires.isoformat()}"
     if starts is not None and now < starts:

@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -44,6 +45,7 @@ from .journal import Journal
 from .sync import NotSent, approve_failed, keep_journal
 
 __all__ = [
+    "BODY_LIMIT",
     "AsyncDriver",
     "AsyncPaidRequest",
     "AsyncResend",
@@ -265,6 +267,13 @@ def inflated(
         raise httpx.DecodingError(str(exc), request=response.request) from None
 
 
+BODY_LIMIT: ContextVar[int | None] = ContextVar("human_rpc_sdk_body_limit", default=None)
+"""The most bytes of an answer other than a 402 that are read (one more says there was more;
+the rest is left unread, the connection closed); None: the whole body. Set around a request by
+a caller that returns only part of an answer (the agent's MCP server), so an endless body
+cannot fill its memory."""
+
+
 async def read_reply(
     response: httpx.Response,
     *,
@@ -286,7 +295,7 @@ async def read_reply(
             except httpx.HTTPError as exc:
                 raise invoice_unreadable(response.url, type(exc).__name__) from exc
     else:
-        body = await read_body(response, None, deadline, clock)
+        body = await read_body(response, BODY_LIMIT.get(), deadline, clock)
     return HttpReply(
         status=response.status_code,
         headers=response.headers,

@@ -387,6 +387,11 @@ class AsyncAutoAgent(BaseAgent):
         cookies = kwargs.pop("cookies")
         try:
             request = self.session.build_request(method, url, **kwargs)
+            if request.url.scheme not in ("http", "https"):  # as requests refuses it: never sent
+                raise httpx.UnsupportedProtocol(
+                    f"no transport for {request.url.scheme or 'a URL without'}:// (http and "
+                    "https only)"
+                )
             if cookies is not None:
                 jar = httpx.Cookies(self.session.cookies)
                 jar.update(httpx.Cookies(cookies))

@@ -5,7 +5,8 @@
 
 * ``fetch_paid(url, method, json_body)``: request ``url``, paying a 402 within the agent's
   spending rules; the answer's status, content type and text (at most 64 KiB), and the
-  receipt when a payment was made.
+  receipt when a payment was made. Restricted to some origins, it follows no redirect: a
+  redirect is answered as it is, with its ``location``.
 * ``ask_human(question, answer, ...)``: humans verify ``answer`` (the agent's
   ``ask_human_rpc``; it pays the task); the verdict.
 * ``wait_for_verdict(task_id)``: the verdict of a task asked before (nothing is paid).
@@ -31,14 +32,17 @@ from mcp.server.mcpserver.exceptions import ToolError
 from .._money import format_amount
 from .._receipts import PaymentReceipt
 from ..exceptions import HumanRPCError
+from .aio import BODY_LIMIT
 from .async_agent import AsyncAutoAgent
 
-__all__ = ["MAX_BODY_CHARS", "MAX_WAIT_SECONDS", "agent_server"]
+__all__ = ["MAX_BODY_BYTES", "MAX_BODY_CHARS", "MAX_WAIT_SECONDS", "agent_server"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
 MAX_BODY_CHARS: Final = 64 * 1024
 """The most text of an answer ``fetch_paid`` returns (the rest is cut, and says so)."""
+MAX_BODY_BYTES: Final = 4 * MAX_BODY_CHARS
+"""The most bytes of an answer ``fetch_paid`` reads (the rest is never read)."""
 MAX_WAIT_SECONDS: Final = 600.0
 """The longest ``ask_human`` or ``wait_for_verdict`` waits in one call."""
 DEFAULT_WAIT_SECONDS: Final = 60.0
@@ -77,18 +81,31 @@ def agent_server(
                 f"({', '.join(sorted(origins))}); nothing was requested or paid"
             )
         try:
-            response = await agent.request(method, url, json=json_body)
+            # Restricted to origins, redirects are not followed: an allowed origin redirecting
+            # elsewhere (an open redirect) would have the agent request, and pay, outside them.
+            # The redirect is returned (its location too): fetching it is checked as any URL.
+            # Only the first bytes are read: an endless answer cannot fill this server's memory.
+            limit = BODY_LIMIT.set(MAX_BODY_BYTES)
+            try:
+                response = await agent.request(
+                    method, url, json=json_body, follow_redirects=origins is None
+                )
+            finally:
+                BODY_LIMIT.reset(limit)
         except HumanRPCError as exc:
             raise _refused(exc) from None
         text = response.text
         receipt = agent.last_payment()
-        return {
+        answer: dict[str, Any] = {
             "status": response.status_code,
             "content_type": response.headers.get("content-type", ""),
             "body": text[:MAX_BODY_CHARS],
-            "truncated": len(text) > MAX_BODY_CHARS,
+            "truncated": len(text) > MAX_BODY_CHARS or len(response.content) > MAX_BODY_BYTES,
             "paid": None if receipt is None else _receipt(receipt),
         }
+        if response.is_redirect:  # where it points, made absolute: fetch_paid it to follow
+            answer["location"] = str(response.url.join(response.headers.get("location", "")))
+        return answer
 
     @server.tool(description="Have humans verify an answer (pays the task); the verdict.")
     async def ask_human(

@@ -95,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request's URL at INFO: an RPC provider's carries its API key.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     options: dict[str, Any] = {}
     if args.max_payment:
         options["max_payment"] = _amounts(args.max_payment, parser, "--max-payment")
