@@ -132,6 +132,9 @@ class FindResumable(Effect[JournalEntry | None]):
     unknown and that nobody is sending (see :mod:`._resume`); None when there is none."""
 
     resume_keys: tuple[str, ...]
+    abandoned_after: float
+    """Seconds with no outcome after which a ``signed`` row is resumed even if its process may
+    live (another host's, or a hung one)."""
 
 
 @dataclass(frozen=True)

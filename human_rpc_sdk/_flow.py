@@ -57,7 +57,7 @@ from ._money import format_amount
 from ._offer import PaymentOffer
 from ._quote import quote
 from ._records import Existing, JournalEntry, OverBudget
-from ._resume import resume_key
+from ._resume import ABANDONED_AFTER, resume_key
 from ._x402 import (
     COMPUTE_UNIT_LIMIT,
     COMPUTE_UNIT_PRICE,
@@ -174,7 +174,8 @@ def pay(reply: HttpReply, ctx: PaymentContext) -> Flow[PaymentOutcome]:
         payable = _read(reply, ctx)
         if isinstance(payable, ExactPayable):
             keys = _resume_keys(payable, ctx)
-            unknown = (yield from perform(FindResumable(keys))) if keys else None
+            find = FindResumable(keys, ABANDONED_AFTER)
+            unknown = (yield from perform(find)) if keys else None
             if unknown is not None:
                 return (yield from _resume(unknown, payable, ctx))
         if payable.invoice_key is not None:

@@ -12,12 +12,15 @@ from its cache (or serves it, if the first copy never reached it); one that sett
 no answer refuses it as already paid, and the chain then tells (see :mod:`._delivery`).
 
 Which rows qualify (:meth:`Journal.resumable`): ``submitted`` rows (delivery gave up on them),
-``signed`` rows whose process is gone (it died between journaling and the answer), and rows a
-recovery found landed before any answer came (``accepted``, no HTTP status: the books are
-settled, the answer is still owed); never a ``signed`` row of a live process (in flight, or
-prepared ahead), nor one the chain proved never landed (``landed`` 0: paying anew is then
-right, with a new id). A resumed row answered is no longer resumable: each is resumed until
-an answer comes, never paid again.
+``signed`` rows whose process is gone (it died between journaling and the answer; a process
+now holding its pid, as a container's agent is pid 1 each time, is not it) or that have had no
+outcome for :data:`ABANDONED_AFTER` seconds (a process on another host, which cannot be asked,
+or a hung one: sending the same bytes and id again cannot pay twice), and rows a recovery found
+landed before any answer came (``accepted``, no HTTP status: the books are settled, the answer
+is still owed); never a fresh ``signed`` row of a live process (in flight: an identical request
+of another process pays for itself), nor one the chain proved never landed (``landed`` 0:
+paying anew is then right, with a new id). A resumed row answered is no longer resumable:
+each is resumed until an answer comes, never paid again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,11 @@ from solders.pubkey import Pubkey
 
 from ._x402 import Offer
 
-__all__ = ["DYNAMIC_EXTRA", "request_fingerprint", "resume_key"]
+__all__ = ["ABANDONED_AFTER", "DYNAMIC_EXTRA", "request_fingerprint", "resume_key"]
+
+ABANDONED_AFTER: Final = 300.0
+"""Seconds after which a ``signed`` row with no outcome is resumed whoever wrote it: far past a
+paid request's answer (``paid_timeout``, 60 s by default, and the re-sends that follow)."""
 
 DYNAMIC_EXTRA: Final = ("recentBlockhash", "lastValidBlockHeight")
 """Fields of an offer's ``extra`` a server may renew in every 402 (the reference package's

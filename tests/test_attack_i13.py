@@ -145,20 +145,15 @@ def test_a_recovered_payment_whose_last_answer_was_a_5xx_is_resumed_not_paid_aga
         assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.process_alive (journal.py, i13-fix's) takes the row of a dead process for "
-    "a live one's when this process reuses its pid (os.kill(own pid, 0) succeeds: a container's "
-    "agent is pid 1 each time) or runs under another host name (a restarted pod): the same "
-    "request then pays a second time instead of resuming it",
-)
 @pytest.mark.parametrize(
     "restart",
     [
         "UPDATE payments SET pid = :pid",  # the new process got the dead one's pid
-        "UPDATE payments SET host = 'pod-before-restart'",  # a new pod, a new host name
+        # a new pod, a new host name, which cannot be asked whether that process lives: its row
+        # is resumed once it has had no outcome for _resume.ABANDONED_AFTER (300 s)
+        "UPDATE payments SET host = 'pod-before-restart', updated_unix = updated_unix - 301",
     ],
-    ids=["same-pid", "new-host-name"],
+    ids=["same-pid", "new-host-name-5-minutes-on"],
 )
 def test_a_payment_of_a_process_gone_before_a_restart_is_resumed(
     restart: str, server: GatewayServer, gateway: Gateway, proxy: PaidProxy, tmp_path: Path

@@ -327,11 +327,13 @@ class Journal:
             ).fetchall()
         return [self._entry(row) for row in rows]
 
-    def resumable(self, resume_keys: Iterable[str]) -> JournalEntry | None:
+    def resumable(
+        self, resume_keys: Iterable[str], abandoned_after: float = float("inf")
+    ) -> JournalEntry | None:
         """The oldest payment under one of ``resume_keys`` whose answer never came and that
-        nobody is sending: ``submitted``, ``signed`` by a process that is gone, or found
-        landed by a recovery (``accepted``, no HTTP status); never one the chain proved never
-        landed (see :mod:`.._resume`)."""
+        nobody is sending: ``submitted``, ``signed`` by a process that is gone or with no
+        outcome for ``abandoned_after`` seconds, or found landed by a recovery (``accepted``,
+        no HTTP status); never one the chain proved never landed (see :mod:`.._resume`)."""
         wanted = tuple(resume_keys)
         marks = ", ".join("?" * len(wanted))
         with self._reading() as db:
@@ -343,7 +345,7 @@ class Journal:
                 wanted,
             ).fetchall()
         for entry in map(self._entry, rows):
-            if entry.state != "signed" or not process_alive(entry):
+            if entry.state != "signed" or entry.age > abandoned_after or not process_alive(entry):
                 return entry
         return None
 
@@ -667,6 +669,8 @@ def process_alive(entry: JournalEntry) -> bool:
         return True  # another machine's process: assume it lives
     if owned_by_this_process(entry):
         return True
+    if entry.pid == os.getpid():  # this process holds its pid now: that process is gone
+        return False
     try:
         os.kill(entry.pid, 0)
     except ProcessLookupError:

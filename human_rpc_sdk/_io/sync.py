@@ -208,7 +208,7 @@ def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
     if isinstance(effect, FindPayment):
         return journal.find(effect.invoice_key)
     if isinstance(effect, FindResumable):
-        return journal.resumable(effect.resume_keys)
+        return journal.resumable(effect.resume_keys, effect.abandoned_after)
     if isinstance(effect, Reserve):
         return journal.reserve(
             effect.offer,
