@@ -10,7 +10,7 @@ Exit statuses (also in ``human-rpc --help``): see :data:`.errors.EXIT_CODES`.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -24,7 +24,7 @@ USAGE_EXIT: Final = 2
 
 def run(argv: Sequence[str] | None = None, *, prog_name: str = "human-rpc") -> int:
     """Run the command line on ``argv`` (default: the process's arguments); its exit status."""
-    missing = [name for name in CLI_EXTRA if importlib.util.find_spec(name) is None]
+    missing = [name for name in CLI_EXTRA if not _importable(name)]
     if missing:
         # One line, not a traceback: the fix is an install command.
         sys.stderr.write(
@@ -34,3 +34,11 @@ def run(argv: Sequence[str] | None = None, *, prog_name: str = "human-rpc") -> i
     from .app import main
 
     return main(argv, prog_name=prog_name)
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True

@@ -114,7 +114,7 @@ def _show_verdict(out: Out, verdict: Verdict) -> None:
             ("outcome", verdict["outcome"]),
             ("decision", verdict["decision"]),
             ("confidence", verdict["confidence"]),
-            ("comments", "; ".join(verdict["comments"]) or None),
+            ("comments", "; ".join(dict.fromkeys(verdict["comments"])) or None),
             ("consensus", json.dumps(verdict["consensus"]) if verdict["consensus"] else None),
             ("paid", json.dumps(payment) if payment else None),
         ],

@@ -12,7 +12,7 @@ import click
 from solders.keypair import Keypair
 
 from ..._jsonrpc import genesis_hash_request
-from ..._networks import GENESIS_HASHES, KNOWN_MINTS, chain_name
+from ..._networks import GENESIS_HASHES, KNOWN_MINTS, chain_name, genesis_problem
 from ...exceptions import HumanRPCError, SDKConfigurationError
 from ...wallet import ENV_KEYPAIR_PATH, load_signer
 from ..rpc import RpcClient
@@ -214,6 +214,13 @@ def fund(
             f"the stub gateway's faucet and is refused on a public cluster. Fund {agent.address} "
             "from that cluster's own faucet, or point --rpc-url at a stub gateway",
             parameter="rpc_url",
+        )
+    problem = genesis_problem(agent.network, genesis)
+    if problem is not None:
+        raise SDKConfigurationError(
+            f"{problem} (genesis hash {genesis}), so this wallet could not spend what the faucet "
+            "gives; pass the --network the gateway was started with",
+            parameter="network",
         )
     base = (gateway_url or _gateway_of(agent.rpc_url)).rstrip("/")
     info = _json(agent.session.get(f"{base}/api/v1/info", timeout=session.timeout), base)
