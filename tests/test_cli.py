@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 from solders.keypair import Keypair
 
 from human_rpc_sdk._io.cli.app import cli
+from human_rpc_sdk._io.cli.errors import exit_code_of
 from human_rpc_sdk._networks import GENESIS_HASHES
+from human_rpc_sdk.exceptions import (
+    HumanRPCError,
+    HumanVerificationError,
+    InvoiceValidationError,
+    PaymentError,
+    PaymentPolicyError,
+    SDKConfigurationError,
+    SolanaRPCError,
+)
 from stub_gateway import GatewayServer, serve_in_thread
 from stub_gateway.tasks import ReviewPolicy
 
@@ -117,9 +128,47 @@ def test_help_lists_every_command_and_the_exit_statuses(run: Run) -> None:
     assert result.exit_code == 0
     for name in COMMANDS:
         assert f"  {name} " in result.stdout, name
-    for line in ("0   done", "2   bad usage", "3   a spending rule", "4   get/request", "5   not"):
+    for line in (
+        "0   done",
+        "2   bad usage",
+        "3   a spending rule",
+        "4   get/request",
+        "5   unsettled",
+    ):
         assert line in result.stdout
     assert "SOLANA_KEYPAIR_PATH" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (PaymentPolicyError("over", rule="max_payment"), 3),
+        (PaymentPolicyError("over", rule="budget"), 3),
+        (SDKConfigurationError("bad"), 2),
+        (HumanVerificationError("no verdict yet", reason="timeout", task_id="t"), 5),
+        (HumanVerificationError("down", reason="unavailable"), 1),
+        (PaymentError("refused"), 1),
+        (SolanaRPCError("down"), 1),
+        (InvoiceValidationError("not an invoice"), 1),
+        (HumanRPCError("other"), 1),
+        (requests.ReadTimeout("slow"), 1),
+    ],
+)
+def test_each_error_has_its_documented_exit_status(error: BaseException, code: int) -> None:
+    """A spending rule 3, configuration 2, a task still undecided 5, any other error 1."""
+    assert exit_code_of(error) == code
+
+
+def test_waiting_on_an_unknown_task_is_an_error_saying_so(
+    run: Run, reviewers: GatewayServer, wallet_on: Any
+) -> None:
+    """wait on a task the service does not know: exit 1, the task named; nothing paid."""
+    wallet = wallet_on(reviewers, sol="1", usdc="1")
+    tasks_url = f"{reviewers.url}/api/v1/tasks"
+    result = run("--human-rpc-url", tasks_url, *wallet.options("wait", "task_unknown"))
+    assert result.exit_code == 1
+    assert "task_unknown" in result.stderr
+    assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == 1
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c != "gateway"])

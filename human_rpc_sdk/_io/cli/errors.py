@@ -40,12 +40,11 @@ EXIT_CODES: Final = (
     (EXIT_OK, "done"),
     (EXIT_ERROR, "a payment, RPC, service or connection error (the message says what moved)"),
     (EXIT_CONFIG, "bad usage or configuration: an option, the key, the network, the journal"),
-    (EXIT_REFUSED, "a spending rule refused to pay (--max, budget, approve): nothing was signed"),
+    (EXIT_REFUSED, "a spending rule refused to pay (--max, the budget): nothing was signed"),
     (EXIT_HTTP, "get/request: the server answered an HTTP error (the body is still printed)"),
     (
         EXIT_UNSETTLED,
-        "not settled yet: recover left payments open, wait got no verdict in time, "
-        "doctor found a problem",
+        "unsettled: payments still pending after recover, no verdict yet, a doctor check failed",
     ),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C): run `human-rpc recover` if a payment was under way"),
 )

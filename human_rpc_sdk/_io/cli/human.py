@@ -15,7 +15,7 @@ from .session import session_of
 __all__ = ["COMMANDS"]
 
 
-@click.command()
+@click.command(short_help="Ask humans to check an AI's answer (pays the task).")
 @click.argument("question")
 @click.option("--answer", required=True, help="the AI's answer that humans should check")
 @click.option(
@@ -81,7 +81,7 @@ def _context(text: str | None) -> dict[str, Any] | None:
     return value
 
 
-@click.command()
+@click.command(short_help="Wait for the verdict of a task already paid for.")
 @click.argument("task_id")
 @click.option(
     "--timeout",
@@ -123,7 +123,7 @@ def _show_verdict(out: Out, verdict: Verdict) -> None:
     out.line(f"verdict: {verdict['outcome']}", style=style)
 
 
-@click.command()
+@click.command(short_help="List the human-verification tasks paid for.")
 @click.option("--pending", is_flag=True, help="only tasks paid for but not decided yet")
 @click.option("--json", "as_json", is_flag=True, help="print the tasks as JSON")
 @click.pass_context

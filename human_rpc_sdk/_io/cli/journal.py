@@ -31,7 +31,7 @@ _DECIDED: Final = {
 }
 
 
-@click.command()
+@click.command(short_help="List the wallet's payments, from the journal.")
 @click.option("--pending", is_flag=True, help="only payments whose outcome is unknown")
 @click.option(
     "--since",
@@ -141,7 +141,7 @@ def _csv(listed: list[PaymentReceipt]) -> str:
     return buffer.getvalue()
 
 
-@click.command()
+@click.command(short_help="Show one payment as the journal keeps it.")
 @click.argument("payment_id", metavar="ID", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="print the payment as JSON")
 @click.pass_context
@@ -207,7 +207,7 @@ def _advice(entry: JournalEntry) -> str | None:
     return None
 
 
-@click.command()
+@click.command(short_help="Settle payments of unknown outcome against the chain.")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.pass_context
 def recover(ctx: click.Context, as_json: bool) -> None:
@@ -270,7 +270,10 @@ def recover(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    short_help="Show the budgets (budget raise AMOUNT TOKEN lifts one).",
+    invoke_without_command=True,
+)
 @click.option("--json", "as_json", is_flag=True, help="print the budget as JSON")
 @click.pass_context
 def budget(ctx: click.Context, as_json: bool) -> None:

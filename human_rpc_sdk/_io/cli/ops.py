@@ -32,6 +32,7 @@ _MARK: Final = {
 
 
 @click.command(
+    short_help="Start the stub gateway (python -m stub_gateway's options).",
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
     add_help_option=False,
 )
@@ -57,7 +58,7 @@ class Check:
     fix: str | None = None
 
 
-@click.command()
+@click.command(short_help="Check the setup; each finding says what to do.")
 @click.option("--json", "as_json", is_flag=True, help="print the checks as JSON")
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
@@ -88,16 +89,9 @@ def _run_checks(session: Session, checks: list[Check]) -> None:
         checks.extend(_balance_checks(agent))
     checks.extend(_journal_checks(agent.journal_path))
     checks.extend(_open_checks(agent))
-    checks.append(
-        Check("human verification", "info", agent.human_rpc_url or "no tasks endpoint configured")
-        if agent.human_rpc_url
-        else Check(
-            "human verification",
-            "info",
-            "no tasks endpoint configured",
-            "set HUMAN_RPC_URL or --human-rpc-url to use ask/wait",
-        )
-    )
+    tasks_url = agent.human_rpc_url
+    fix = None if tasks_url else "set HUMAN_RPC_URL or --human-rpc-url to use ask and wait"
+    checks.append(Check("tasks endpoint", "info", tasks_url or "none configured", fix))
 
 
 def _key_file_checks(session: Session) -> list[Check]:

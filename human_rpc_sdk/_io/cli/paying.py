@@ -77,7 +77,7 @@ def _request_options(command: Command) -> Command:
     return command
 
 
-@click.command()
+@click.command(short_help="GET a URL, paying its 402: a curl that pays.")
 @click.argument("url")
 @_request_options
 @click.pass_context
@@ -93,7 +93,7 @@ def get(
     _fetch(session_of(ctx), "GET", url, headers, None, output, max_payment, dry_run)
 
 
-@click.command()
+@click.command(short_help="Send METHOD URL, paying its 402.")
 @click.argument("method")
 @click.argument("url")
 @click.option(
@@ -120,7 +120,7 @@ def request(
     _fetch(session_of(ctx), method.upper(), url, headers, body, output, max_payment, dry_run)
 
 
-@click.command()
+@click.command(short_help="What a URL's 402 asks and what the rules decide (signs nothing).")
 @click.argument("url")
 @click.option("-X", "--method", default="GET", show_default=True, help="the request's method")
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'")

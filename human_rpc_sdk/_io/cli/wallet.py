@@ -24,7 +24,7 @@ DEFAULT_KEY_FILE: Final = Path("~/.config/solana/id.json")
 """Where solana-keygen writes a new key unless told otherwise."""
 
 
-@click.command()
+@click.command(short_help="Make a new wallet file (solana-keygen format, mode 0600).")
 @click.option(
     "-o",
     "--out",
@@ -116,7 +116,7 @@ def _write_key(target: Path, keypair: Keypair, *, force: bool) -> None:
         ) from None
 
 
-@click.command()
+@click.command(short_help="Print the wallet's address.")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
 def address(ctx: click.Context, as_json: bool) -> None:
@@ -131,7 +131,7 @@ def address(ctx: click.Context, as_json: bool) -> None:
         session.out.line(text)
 
 
-@click.command()
+@click.command(short_help="Show the wallet's SOL and token balances.")
 @click.argument("token", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context
@@ -176,7 +176,7 @@ def _balance_or_none(agent: Any, symbol: str) -> Decimal | None:
         return None
 
 
-@click.command()
+@click.command(short_help="Get coins from the stub gateway's faucet (local chains only).")
 @click.option("--sol", metavar="AMOUNT", default=None, help="SOL to ask for (faucet default)")
 @click.option("--usdc", metavar="AMOUNT", default=None, help="USDC to ask for (faucet default)")
 @click.option("--pyusd", metavar="AMOUNT", default=None, help="PYUSD to ask for (default 0)")
