@@ -198,3 +198,21 @@ def test_the_console_script_entry_point_is_the_module(tmp_path: Path) -> None:
     ]
     assert scripts == {"human-rpc": "human_rpc_sdk.__main__:main"}
     assert callable(main)
+
+
+def test_the_wheel_takes_every_subpackage() -> None:
+    """pyproject's package list finds every package on disk, the command line's included
+    (a list of the two top-level names alone left human_rpc_sdk._io out of the wheel)."""
+    import tomllib
+    from fnmatch import fnmatchcase
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "packages" not in config or "find" in config["packages"]
+    patterns = config["packages"]["find"]["include"]
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("human_rpc_sdk", "stub_gateway")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert "human_rpc_sdk._io.cli" in on_disk
+    assert {name for name in on_disk if not any(fnmatchcase(name, p) for p in patterns)} == set()
