@@ -303,6 +303,23 @@ def test_get_with_max_below_the_price_refuses_and_moves_nothing(
     assert data(run(*wallet.options("payments", "--json"))) == []
 
 
+def test_max_in_another_token_pays_nothing_in_this_one(
+    run: Run, server: GatewayServer, wallet_on: Any
+) -> None:
+    """--max 1 USDC on a SOL price: refused by max_payment (exit 3) though SOL's default
+    ceiling would allow it; quote decides the same; nothing signed or moved."""
+    wallet = wallet_on(server)
+    url = f"{server.url}/api/v1/premium/sol"
+    result = run(*wallet.options("get", url, "--max", "1", "USDC"))
+    assert result.exit_code == 3
+    assert "allows payments in USDC only" in result.stderr
+    quoted = run(*wallet.options("quote", url, "--max", "1", "usdc", "--json"))
+    assert quoted.exit_code == 3
+    assert (data(quoted)["decision"], data(quoted)["rule"]) == ("refuse", "max_payment")
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1
+    assert data(run(*wallet.options("payments", "--json"))) == []
+
+
 def test_get_writes_the_body_to_a_file_and_an_http_error_exits_4(
     run: Run, server: GatewayServer, wallet_on: Any, tmp_path: Path
 ) -> None:

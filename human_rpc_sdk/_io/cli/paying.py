@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Final
 
 import click
 
+from ..._checks import is_pubkey
 from ..._limits import currency_key
 from ..._money import MoneyError, format_amount, parse_decimal
 from ..._offer import PaymentOffer
@@ -159,11 +160,18 @@ def _fetch(
     if dry_run:
         _quote(session, method, url, sent, body, max_payment)
         return
-    agent = session.agent(**_rules(max_payment))
+    other: list[PaymentOffer] = []
+    only = _only_in(session.network, max_payment, other)
+    agent = session.agent(**_rules(max_payment), approve=only)
     before = _last_id(agent)
-    with session.out.waiting(f"{method} {url}"):
-        response = agent.request(method, url, headers=sent, data=body)
-        content = response.content
+    try:
+        with session.out.waiting(f"{method} {url}"):
+            response = agent.request(method, url, headers=sent, data=body)
+            content = response.content
+    except PaymentPolicyError as exc:
+        if exc.rule == "approve" and other and max_payment is not None:
+            raise _other_token(other[-1], max_payment, exc) from None
+        raise
     for receipt in agent.payments_since(before):
         session.out.note(describe_payment(receipt), style="green" if receipt.accepted else "red")
     _write(content, output)
@@ -221,6 +229,9 @@ def _quote(
         offers.append(offer)
         return False  # nothing is reserved or signed: the flow stops here
 
+    other: list[PaymentOffer] = []
+    only = _only_in(session.network, max_payment, other)
+
     agent = session.agent(approve=decline, **_rules(max_payment))
     before = _last_id(agent)
     try:
@@ -229,7 +240,11 @@ def _quote(
     except PaymentPolicyError as exc:
         if exc.rule != "approve" or not offers:
             _show_refusal(session.out, url, exc.rule, exc.message, exc.reason, EXIT_REFUSED)
-        decision = _budget_decision(agent, offers[-1])
+        if max_payment is not None and not only(offers[-1]):
+            wrong = _other_token(other[-1], max_payment, exc)
+            decision = _Decision(False, wrong.rule, wrong.message)
+        else:
+            decision = _budget_decision(agent, offers[-1])
     except PaymentError as exc:
         _show_refusal(session.out, url, None, exc.message, exc.reason, EXIT_ERROR)
     else:
@@ -337,6 +352,39 @@ def _show_no_offer(out: Out, url: str, status: int, again: list[PaymentReceipt])
         for receipt in again:
             out.note(f"already {describe_payment(receipt)} (sent again, not paid again)")
     out.line(f"HTTP {status} from {url}: no payment asked")
+
+
+def _only_in(
+    network: str, max_payment: tuple[str, str] | None, other: list[PaymentOffer]
+) -> Callable[[PaymentOffer], bool]:
+    """An ``approve`` callback: with ``--max AMOUNT TOKEN``, only payments in TOKEN go ahead
+    (the SDK's defaults would let another token be paid up to its own ceiling); the offers
+    in another token are kept in ``other``."""
+
+    def approve(offer: PaymentOffer) -> bool:
+        if max_payment is None:
+            return True
+        token = max_payment[1]
+        wanted = currency_key(network, token, token) if is_pubkey(token) else token.upper()
+        if currency_key(network, offer.currency, offer.mint) == wanted:
+            return True
+        other.append(offer)
+        return False
+
+    return approve
+
+
+def _other_token(
+    offer: PaymentOffer, max_payment: tuple[str, str], cause: PaymentPolicyError
+) -> PaymentPolicyError:
+    amount, token = max_payment
+    return PaymentPolicyError(
+        f"--max {amount} {token} allows payments in {token} only, and {offer.url} asks "
+        f"{format_amount(offer.amount)} {offer.currency}. Nothing was signed or paid; pass "
+        f"--max with a ceiling in {offer.currency} to pay it",
+        rule="max_payment",
+        invoice=cause.invoice,
+    )
 
 
 def _rules(max_payment: tuple[str, str] | None) -> dict[str, Any]:
