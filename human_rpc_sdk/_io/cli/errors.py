@@ -50,6 +50,17 @@ EXIT_CODES: Final = (
 )
 
 
+_OPTIONS: Final = {
+    "rpc_url": "--rpc-url or SOLANA_RPC_URL",
+    "human_rpc_url": "--human-rpc-url or HUMAN_RPC_URL",
+    "journal_path": "--journal or HUMAN_RPC_JOURNAL",
+    "solana_private_key": "--key-file, SOLANA_PRIVATE_KEY or SOLANA_KEYPAIR_PATH",
+    "max_payment": "--max AMOUNT TOKEN",
+    "amounts": "budget raise AMOUNT TOKEN",
+}
+"""The command line's name for an SDK parameter an error names."""
+
+
 class Unsettled(click.ClickException):
     """The command did its work, but something is still open (exit status 5)."""
 
@@ -71,6 +82,8 @@ def exit_code_of(exc: BaseException) -> int:
 
 def describe(exc: BaseException) -> tuple[str, str | None]:
     """The message and the reason code of an error, for the owner."""
+    if isinstance(exc, SDKConfigurationError) and exc.parameter in _OPTIONS:
+        return f"{exc.message} [on the command line: {_OPTIONS[exc.parameter]}]", exc.reason
     if isinstance(exc, HumanRPCError):
         return exc.message, exc.reason
     if isinstance(exc, requests.Timeout):
