@@ -610,6 +610,8 @@ def test_the_secret_never_appears_in_any_output(
         env = {"SOLANA_PRIVATE_KEY": str(wallet.keypair)}
         options = wallet.options()[2:]  # no --key-file: the key from the environment
         seen.append(run(*options, *args, env=env))
+    seen.append(run("-vv", *wallet.options("get", url)))  # the SDK's debug log on stderr
+    seen.append(run("-vv", *wallet.options("recover")))
     seen.append(run("--key-file", str(tmp_path / "nope.json"), "address"))
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(list(bytes(wallet.keypair))[:63]))
