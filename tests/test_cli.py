@@ -537,7 +537,7 @@ def test_doctor_names_the_wrong_chain_and_loose_permissions(
     wallet.key_file.chmod(0o644)
     result = run("--network", "mainnet-beta", *wallet.options("doctor", "--json"))
     assert result.exit_code == 5
-    checks = {c["check"]: c for c in json.loads(result.stdout.split("\n{")[0])}
+    checks = {c["check"]: c for c in data(result)}
     assert checks["RPC node"]["status"] == "fail"
     assert "not mainnet-beta" in checks["RPC node"]["detail"]
     assert "--network" in checks["RPC node"]["fix"]

@@ -62,7 +62,7 @@ def _report(ctx: click.Context, exc: BaseException, code: int) -> None:
     message, reason = (
         (exc.message, "unsettled") if isinstance(exc, click.ClickException) else describe(exc)
     )
-    if out.as_json:
+    if out.as_json and not isinstance(exc, Unsettled):  # unsettled: its result is printed
         out.data({"error": {"message": message, "reason": reason, "exit_code": code}})
     out.error(message, reason)
     raise click.exceptions.Exit(code) from None
