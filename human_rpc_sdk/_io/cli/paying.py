@@ -43,8 +43,8 @@ def _max_option(command: Command) -> Command:
         type=(str, str),
         default=None,
         metavar="AMOUNT TOKEN",
-        help="the most this one payment may cost, such as --max 0.05 USDC (default: the SDK's "
-        "0.1 SOL, 1 of a stablecoin)",
+        help="the most this one payment may cost, such as --max 0.05 USDC; nothing in another "
+        "token is paid then (default: the SDK's ceilings, 0.1 SOL or 1 of a stablecoin)",
     )(command)
 
 
