@@ -431,6 +431,7 @@ def test_payments_as_a_table_json_and_csv_and_one_payment_in_full(
     wallet = wallet_on(server)
     run(*wallet.options("get", f"{server.url}/api/v1/premium/sol"))
     table = run(*wallet.options("payments"))
+    assert "\x1b[" not in table.stdout + table.stderr  # no colour outside a terminal
     assert "accepted" in table.stdout
     assert "0.001 SOL" in table.stdout
     (listed,) = data(run(*wallet.options("payments", "--json")))
