@@ -216,3 +216,34 @@ def test_the_wheel_takes_every_subpackage() -> None:
     }
     assert "human_rpc_sdk._io.cli" in on_disk
     assert {name for name in on_disk if not any(fnmatchcase(name, p) for p in patterns)} == set()
+
+
+def test_colour_on_a_terminal_only(server: GatewayServer, tmp_path: Path) -> None:
+    """On a terminal the table has colour and bold; in a pipe, the same command has none."""
+    import pty
+
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    args = [sys.executable, "-m", "human_rpc_sdk", "--rpc-url", server.rpc_url]
+    args += ["--journal", str(tmp_path / "j.sqlite3"), "balance", "SOL"]
+    env = {**os.environ, "SOLANA_PRIVATE_KEY": str(wallet), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    leader, follower = pty.openpty()
+    with subprocess.Popen(args, cwd=ROOT, env=env, stdout=follower, stderr=follower) as child:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not chunk:
+                break
+            shown += chunk
+    os.close(leader)
+    assert child.returncode == 0, shown
+    assert b"\x1b[1m" in shown  # the table's bold header
+    piped = cli(*args[3:], env={"SOLANA_PRIVATE_KEY": str(wallet)})
+    assert piped.returncode == 0
+    assert "\x1b[" not in piped.stdout
+    assert "SOL" in piped.stdout
