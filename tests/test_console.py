@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,8 +94,10 @@ def manual() -> Iterator[GatewayServer]:
 
 
 @pytest.fixture(scope="module")
-def payer(manual: GatewayServer) -> Iterator[AutoAgent]:
-    agent = human_agent(manual, usdc="10")
+def payer(manual: GatewayServer, journal_home: Path) -> Iterator[AutoAgent]:
+    """An agent for the module (its journal under the tests' folder: module fixtures are made
+    before the autouse fixture that points XDG_STATE_HOME there)."""
+    agent = human_agent(manual, usdc="10", journal_path=journal_home / "console-payer.sqlite3")
     yield agent
     agent.close()
 
