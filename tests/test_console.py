@@ -133,6 +133,13 @@ def test_the_index_names_the_chain_and_every_route(manual: GatewayServer) -> Non
     assert "/api/v1/tasks/&lt;task_id&gt;/votes" in page
 
 
+def test_the_banner_points_people_to_the_console(manual: GatewayServer) -> None:
+    """The CLI's banner names the review and payments pages and the index."""
+    line = next(x for x in manual.banner().splitlines() if x.startswith("  console "))
+    for path in ("/review", "/payments", "/"):
+        assert f"{manual.url}{path} " in line or line.endswith(f"{manual.url}{path})")
+
+
 def test_console_pages_forbid_framing_and_foreign_scripts(manual: GatewayServer) -> None:
     """Every page: a CSP allowing only this origin's script, no framing, no sniffing."""
     for path in ("/", "/review", "/review/live", "/payments", "/payments?q=nonsense"):
@@ -365,11 +372,15 @@ def test_simulated_reviewers_and_a_person_decide_together() -> None:
 def test_payments_show_the_treasury_and_each_settlement(
     manual: GatewayServer, payer: AutoAgent
 ) -> None:
-    """A paid resource and a paid task: rows with amount, payer, purpose and signature; the
-    treasury's balances as the ledger holds them."""
+    """A paid resource, an x402 payment and a paid task: rows with amount, payer (the agent,
+    not the facilitator that paid the x402 fee), purpose, signature; the treasury's balances
+    as the ledger holds them."""
     paid = payer.get(f"{manual.url}/api/v1/premium/usdc", timeout=30)
     assert paid.status_code == 200
     resource_signature = paid.json()["paid"]["signature"]
+    x402 = payer.get(f"{manual.url}/x402/v2/premium", timeout=30)
+    assert x402.status_code == 200
+    x402_signature = payer.payments[-1].signature
     task_id = paid_task(payer, manual.url, "Is this paid?")
     task = manual.gateway.tasks.get(task_id)
     assert task is not None
@@ -378,6 +389,7 @@ def test_payments_show_the_treasury_and_each_settlement(
     payer_prefix = payer.address[:8]
     for signature, amount, purpose in (
         (resource_signature, "0.05 USDC", "invoice for /api/v1/premium/usdc"),
+        (x402_signature, "0.01 USDC", "x402 exact payment"),
         (
             task.payment["signature"],
             "0.01 USDC",
