@@ -7,6 +7,7 @@ browser itself is driven in tests/test_console_browser.py.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import signal
@@ -452,18 +453,27 @@ def test_an_unknown_signature_or_bad_address_is_404(manual: GatewayServer) -> No
 # -- with worker processes ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def workers() -> Iterator[str]:
-    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet", "--workers", "2"]
-    command += ["--review-policy", "manual", "--voters", "1"]
+@contextlib.contextmanager
+def cli_gateway(*options: str) -> Iterator[str]:
+    """``python -m stub_gateway`` on a free port with ``options``: its URL, until SIGTERM."""
+    command = [sys.executable, "-m", "stub_gateway", "--port", "0", "--quiet", *options]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
-            url = process.stdout.readline().split(" on ", 1)[1].split()[0]
-            yield url
+            # The banner's first line: the socket listens before it is printed.
+            yield process.stdout.readline().split(" on ", 1)[1].split()[0]
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+WORKERS_MANUAL = ("--workers", "2", "--review-policy", "manual", "--voters", "1")
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[str]:
+    with cli_gateway(*WORKERS_MANUAL) as url:
+        yield url
 
 
 def test_the_console_works_through_worker_processes(workers: str) -> None:

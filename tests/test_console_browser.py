@@ -27,7 +27,7 @@ from stub_gateway import GatewayServer, serve_in_thread
 
 from .browser import missing, start_chromium
 from .conftest import human_agent
-from .test_console import HOSTILE, paid_task
+from .test_console import HOSTILE, WORKERS_MANUAL, cli_gateway, paid_task
 
 if TYPE_CHECKING:
     from selenium.webdriver.chrome.webdriver import WebDriver
@@ -234,6 +234,49 @@ def test_consensus_forms_in_the_page_as_votes_arrive(browser: WebDriver, tmp_pat
         assert "Consensus reached: YES" in browser.find_element("id", "notice").text
         assert "Only 1 and 13 divide it." in done.text
         assert agent.balance("USDC") == Decimal("0.99")
+
+
+def test_approving_through_worker_processes(browser: WebDriver, tmp_path: Path) -> None:
+    """``python -m stub_gateway --workers 2 --review-policy manual``: the page, its script, its
+    polling and the browser's own vote (its Origin and Sec-Fetch-Site) pass through the
+    workers to the ledger process; the agent gets the verdict."""
+    from solders.keypair import Keypair
+
+    from human_rpc_sdk import AutoAgent
+
+    with cli_gateway(*WORKERS_MANUAL) as url, screenshot_on_failure(browser, tmp_path):
+        wallet = Keypair()
+        requests.post(
+            f"{url}/api/v1/faucet", json={"address": str(wallet.pubkey()), "usdc": "1"}, timeout=30
+        ).raise_for_status()
+        with (
+            AutoAgent(wallet, rpc_url=f"{url}/rpc", human_rpc_url=f"{url}/api/v1/tasks") as agent,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            asked = pool.submit(
+                agent.ask_human_rpc, "Through workers?", answer="yes", reward="0.01", timeout=WAIT
+            )
+            browser.get(f"{url}/review")
+            card = waiting(browser).until(pending_card("Through workers?"))
+            task_id = card.get_attribute("data-task-id")
+            assert task_id is not None
+            button(card, "Approve").click()
+            waiting(browser).until(decided(task_id, "yes"))
+            verdict = asked.result(timeout=WAIT)
+    assert (verdict["outcome"], verdict["task_id"]) == ("approved", task_id)
+
+
+def test_a_failure_leaves_a_screenshot_and_says_where(
+    browser: WebDriver, one_vote: GatewayServer, tmp_path: Path
+) -> None:
+    """What these tests do when they fail: a PNG of the page in the test's temporary folder,
+    its path added to the error."""
+    browser.get(f"{one_vote.url}/review")
+    with pytest.raises(AssertionError) as caught, screenshot_on_failure(browser, tmp_path):
+        raise AssertionError("a check failed")
+    shot = tmp_path / "console.png"
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert caught.value.__notes__ == [f"screenshot of the page: {shot}"]
 
 
 def test_the_readme_screenshot_script_runs(tmp_path: Path) -> None:
