@@ -24,8 +24,18 @@ X402_PINS  := mcp>=1.25,<2
 # installed with npm ci for the interoperability tests in tests/test_js_interop.py.
 JS_DIR   := tests/interop/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
+# The reviewer console's browser tests (tests/test_console_browser.py) drive Debian's chromium
+# through its chromedriver, installed with apt-get when missing (as root, or with sudo when it
+# needs no password): browsers downloaded from the internet are not used. When they cannot be
+# installed the browser tests skip, and fail under CI=true.
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+APT_GET      ?= apt-get
+AS_ROOT      ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+APT_INSTALL  := env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y chromium chromium-driver
+export CHROMIUM CHROMEDRIVER
 
-.PHONY: demo test lint typecheck unit bench gateway clean FORCE
+.PHONY: demo test lint typecheck unit browser bench gateway clean FORCE
 
 FORCE:
 
@@ -68,6 +78,16 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund
 	touch $(JS_STAMP)
 
+# Runs every time (a check of two files when they are there); never fails the build.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] || [ ! -x "$(CHROMEDRIVER)" ]; then \
+	    echo "make: installing chromium and chromium-driver with apt-get (the browser tests)"; \
+	    $(AS_ROOT) $(APT_INSTALL) || \
+	    { $(AS_ROOT) $(APT_GET) update && $(AS_ROOT) $(APT_INSTALL); } || \
+	    echo "make: could not install chromium and chromium-driver; the browser tests will" \
+	        "skip (and fail under CI=true)" >&2; \
+	fi
+
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
@@ -80,7 +100,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP)
+unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP) browser
 	$(BIN)/pytest
 
 # bench_payment.py races AutoAgent against the reference x402 client, run in $(X402_VENV).

@@ -11,6 +11,8 @@ Blueprint per route group:
 * ``members`` (:mod:`.siwx`) - ``GET /x402/v2/members``: x402 v2, paid once, then reachable by
   signing in (sign-in-with-x) for ``siwx_ttl`` seconds.
 * ``faults`` (:mod:`.fault_routes`) - ``GET|POST|DELETE /api/v1/faults`` (see :mod:`.faults`).
+* ``console`` (:mod:`.console`) - pages for people: ``GET /`` (an index of the gateway),
+  ``/review`` (approve or reject pending tasks), ``/payments`` (settlements, look-ups).
 
 Any Flask view can be paywalled the same way with :meth:`Gateway.require_payment` or
 :func:`.paywall.require_x402` (one skeleton for both, in :mod:`.paywall`).
@@ -24,6 +26,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from ._http import EXTENSION, MAX_BODY, JsonProvider, json_error
+from .console import console
 from .fault_routes import faults
 from .gateway import DEFAULT_PRICES, Gateway
 from .network_routes import network, premium, rpc
@@ -34,7 +37,7 @@ from .x402_routes import facilitator, x402
 
 __all__ = ["DEFAULT_PRICES", "Gateway", "create_app"]
 
-BLUEPRINTS = (rpc, network, premium, tasks, x402, facilitator, faults)
+BLUEPRINTS = (rpc, network, premium, tasks, x402, facilitator, faults, console)
 SIWX_OPTIONS = {"siwx_ttl": "ttl", "siwx_origin": "origin", "siwx_now": "now"}
 """create_app options for ``/x402/v2/members`` (:class:`.siwx.Members`), not the Gateway's."""
 

@@ -298,6 +298,7 @@ def banner(server: Served) -> str:
         f"  facilitator  {url}/facilitator/{{supported,verify,settle}}",
         f"  tasks        {url}/api/v1/tasks  (reviewers: {reviewers})",
         f"  faults       {url}/api/v1/faults  (GET lists the modes and their parameters)",
+        f"  console      {url}/review  {url}/payments  (pages for people; index at {url}/)",
         f"  try          curl -i {url}/api/v1/premium/usdc",
     ]
     return "\n".join(lines)
