@@ -26,6 +26,7 @@ from stub_gateway import Gateway, GatewayServer
 from stub_gateway.mcp_server import McpGatewayServer, serve_mcp_in_thread
 
 from .conftest import Funder
+from .reference_peers import reference_process
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "tests" / "interop"
@@ -97,29 +98,8 @@ def test_reference_client_pays_the_gateway_mcp_tool(
 @pytest.fixture(scope="module")
 def reference_mcp_server(x402_python: str, server: GatewayServer) -> Iterator[str]:
     """A tool behind the reference MCP payment wrapper, the gateway as its facilitator."""
-    gateway = server.gateway
-    port = free_port()
-    arguments = {
-        "port": port,
-        "facilitator_url": f"{server.url}/facilitator",
-        "pay_to": str(gateway.treasury),
-        "asset": str(gateway.genesis.token("USDC").mint),
-        "amount": "25000",
-        "network": DEVNET,
-    }
-    process = subprocess.Popen(
-        [x402_python, str(INTEROP / "ref_mcp_server.py"), json.dumps(arguments)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
+    with reference_process(x402_python, "ref_mcp_server.py", server, stop_within=30) as url:
+        yield f"{url}/mcp"
 
 
 @contextlib.asynccontextmanager

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +23,8 @@ from human_rpc_sdk import AutoAgent
 from human_rpc_sdk._siwx import SIGN_IN_HEADER
 from stub_gateway import Gateway, GatewayServer
 
-from .test_x402_interop import INTEROP, funded, run_reference, x402_python
+from .reference_peers import reference_process
+from .test_x402_interop import funded, run_reference, x402_python
 
 __all__ = ["x402_python"]  # the reference interpreter's fixture, shared with test_x402_interop
 
@@ -60,31 +59,9 @@ def reference_siwx_server(
     x402_python: str, server: GatewayServer, gateway: Gateway
 ) -> Iterator[str]:
     """A route protected by the reference SIWX server extension, settled by the gateway."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    arguments = {
-        "port": port,
-        "facilitator_url": f"{server.url}/facilitator",
-        "pay_to": str(gateway.treasury),
-        "asset": str(gateway.genesis.token("USDC").mint),
-        "amount": "25000",
-        "network": DEVNET,
-        "fee_payer": gateway.facilitator.fee_payer_address,
-    }
-    process = subprocess.Popen(
-        [x402_python, str(INTEROP / "ref_siwx_server.py"), json.dumps(arguments)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
+    options = {"fee_payer": gateway.facilitator.fee_payer_address}
+    with reference_process(x402_python, "ref_siwx_server.py", server, options) as url:
+        yield url
 
 
 class HeaderLog(requests.adapters.HTTPAdapter):

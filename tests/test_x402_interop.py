@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from stub_gateway import Gateway, GatewayServer
 
 from .conftest import booked
 from .paid_proxy import paid_proxy
+from .reference_peers import reference_process
 from .test_x402 import DEVNET, offer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,40 +230,17 @@ def test_reference_facilitator_accepts_an_overpayment_the_gateway_refuses(
 @pytest.fixture
 def reference_server(x402_python: str, server: GatewayServer, gateway: Gateway) -> Iterator[str]:
     """A route behind the reference x402 Flask middleware, with the gateway as its facilitator."""
-    with reference_route(x402_python, server, gateway, {}) as url:
+    with reference_route(x402_python, server, {}) as url:
         yield url
 
 
 @contextlib.contextmanager
 def reference_route(
-    x402_python: str, server: GatewayServer, gateway: Gateway, options: dict[str, Any]
+    x402_python: str, server: GatewayServer, options: dict[str, Any]
 ) -> Iterator[str]:
     """``ref_server.py`` running with ``options``; its paid route's URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    arguments = {
-        **options,
-        "port": port,
-        "facilitator_url": f"{server.url}/facilitator",
-        "pay_to": str(gateway.treasury),
-        "asset": str(gateway.genesis.token("USDC").mint),
-        "amount": "25000",
-        "network": DEVNET,
-    }
-    process = subprocess.Popen(
-        [x402_python, str(INTEROP / "ref_server.py"), json.dumps(arguments)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        yield f"http://127.0.0.1:{port}/paid"
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
+    with reference_process(x402_python, "ref_server.py", server, options) as url:
+        yield f"{url}/paid"
 
 
 def test_sdk_pays_a_reference_middleware_route(
@@ -315,34 +292,10 @@ def test_reference_client_with_a_payment_id_gets_the_cached_answer_on_a_resend(
 
 
 @pytest.fixture
-def reference_server_with_ids(
-    x402_python: str, server: GatewayServer, gateway: Gateway
-) -> Iterator[str]:
+def reference_server_with_ids(x402_python: str, server: GatewayServer) -> Iterator[str]:
     """A reference Flask middleware route requiring a payment id, keeping answers by id."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    arguments = {
-        "port": port,
-        "facilitator_url": f"{server.url}/facilitator",
-        "pay_to": str(gateway.treasury),
-        "asset": str(gateway.genesis.token("USDC").mint),
-        "amount": "25000",
-        "network": DEVNET,
-    }
-    process = subprocess.Popen(
-        [x402_python, str(INTEROP / "ref_server_id.py"), json.dumps(arguments)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert json.loads(process.stdout.readline()) == {"ready": True}
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
+    with reference_process(x402_python, "ref_server_id.py", server) as url:
+        yield url
 
 
 def test_sdk_pays_a_reference_route_requiring_ids_and_a_dropped_answer_is_served_once(
@@ -382,7 +335,7 @@ def test_a_reference_route_requiring_ids_it_does_not_keep_is_never_paid_twice(
     wallet = funded(gateway)
     options = {"payment_id_required": True}
     with (
-        reference_route(x402_python, server, gateway, options) as url,
+        reference_route(x402_python, server, options) as url,
         paid_proxy(url.removesuffix("/paid")) as proxy,
     ):
         proxy.drop = 1
