@@ -22,13 +22,12 @@ from .payments import Price
 USDC_DECIMALS = 6
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m stub_gateway") -> int:
+    """Run the gateway with the command line ``argv``; ``prog``: the name its help shows."""
     missing = _missing_extra()
     if missing is not None:
         # One line, not a traceback: the fix is an install command.
-        sys.stderr.write(
-            f"python -m stub_gateway needs {missing} (the gateway extra): {INSTALL_HINT}\n"
-        )
+        sys.stderr.write(f"{prog} needs {missing} (the gateway extra): {INSTALL_HINT}\n")
         return 1
     from .app import create_app
     from .server import (
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from .workers import WorkersServer
 
-    parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT)
+    parser = _parser(DEFAULT_THREADS, DEFAULT_IDLE_TIMEOUT, prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from .state import StateError, chain_for, keep_state
@@ -88,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 idle_timeout=args.idle_timeout,
             )
     except StateError as exc:
-        parser.exit(2, f"python -m stub_gateway: {exc}\n")
+        parser.exit(2, f"{prog}: {exc}\n")
     except (ValueError, ArithmeticError) as exc:
         parser.error(str(exc))
     except OSError as exc:
-        parser.exit(1, f"python -m stub_gateway: cannot listen on {args.host}:{args.port}: {exc}\n")
+        parser.exit(1, f"{prog}: cannot listen on {args.host}:{args.port}: {exc}\n")
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -113,8 +112,8 @@ def _missing_extra() -> str | None:
     return None
 
 
-def _parser(threads: int, idle_timeout: int) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stub_gateway", description=__doc__)
+def _parser(threads: int, idle_timeout: int, prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
     )

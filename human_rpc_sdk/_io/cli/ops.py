@@ -45,7 +45,7 @@ def gateway(options: tuple[str, ...]) -> None:
     """
     # Loaded by name: the SDK does not depend on the gateway, the command line offers it.
     module = importlib.import_module("stub_gateway.__main__")
-    code = module.main(list(options))
+    code = module.main(list(options), prog="human-rpc gateway")
     if code:
         raise click.exceptions.Exit(code)
 
