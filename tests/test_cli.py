@@ -622,3 +622,41 @@ def test_the_secret_never_appears_in_any_output(
         for form in forms:
             assert form not in result.stdout, result.stdout
             assert form not in result.stderr, result.stderr
+
+
+# -- attacks (issue 14) -----------------------------------------------------------------------
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_paying(
+    run: Run, server: GatewayServer, wallet_on: Any, tmp_path: Path
+) -> None:
+    """-o into a missing directory: refused before anything is signed (the body of a paid
+    request would otherwise be lost after paying); no money moved, no journal row."""
+    wallet = wallet_on(server)
+    url = f"{server.url}/api/v1/premium/sol"
+    result = run(*wallet.options("get", url, "-o", str(tmp_path / "missing" / "body.json")))
+    assert result.exit_code == 2
+    assert "missing" in result.stderr
+    assert "nothing was paid" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1
+    assert data(run(*wallet.options("payments", "--json"))) == []
+
+
+def test_output_replaces_a_symlink_instead_of_writing_through_it(
+    run: Run, server: GatewayServer, wallet_on: Any, tmp_path: Path
+) -> None:
+    """-o onto a symlink (such as one planted in a shared directory): the link is replaced by
+    the body, the file it pointed to is left as it was; paid once."""
+    wallet = wallet_on(server)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    link = tmp_path / "body.json"
+    link.symlink_to(precious)
+    result = run(*wallet.options("get", f"{server.url}/api/v1/premium/sol", "-o", str(link)))
+    assert result.exit_code == 0, result.stderr
+    assert precious.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert json.loads(link.read_text())["resource"] == "sol"
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1 - PRICE - FEE
+    assert [p["state"] for p in data(run(*wallet.options("payments", "--json")))] == ["accepted"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []

@@ -10,6 +10,8 @@ declined payment is never reserved or signed.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,32 +166,79 @@ def _fetch(
     only = _only_in(session.network, max_payment, other)
     agent = session.agent(**_rules(max_payment), approve=only)
     before = _last_id(agent)
+    sink = _Sink(output)  # before paying: a body paid for must have somewhere to go
     try:
-        with session.out.waiting(f"{method} {url}"):
-            response = agent.request(method, url, headers=sent, data=body)
-            content = response.content
-    except PaymentPolicyError as exc:
-        if exc.rule == "approve" and other and max_payment is not None:
-            raise _other_token(other[-1], max_payment, exc) from None
-        raise
-    for receipt in agent.payments_since(before):
-        session.out.note(describe_payment(receipt), style="green" if receipt.accepted else "red")
-    _write(content, output)
+        try:
+            with session.out.waiting(f"{method} {url}"):
+                response = agent.request(method, url, headers=sent, data=body)
+                content = response.content
+        except PaymentPolicyError as exc:
+            if exc.rule == "approve" and other and max_payment is not None:
+                raise _other_token(other[-1], max_payment, exc) from None
+            raise
+        for receipt in agent.payments_since(before):
+            note = describe_payment(receipt)
+            session.out.note(note, style="green" if receipt.accepted else "red")
+        sink.write(content)
+    finally:
+        sink.discard()
     if response.status_code >= 400:
         session.out.note(f"HTTP {response.status_code} {response.reason} from {url}", style="red")
         raise click.exceptions.Exit(EXIT_HTTP)
 
 
-def _write(content: bytes, output: Path | None) -> None:
-    if output is None:
-        stream: BinaryIO = sys.stdout.buffer
-        stream.write(content)
-        stream.flush()
-        return
-    try:
-        output.write_bytes(content)
-    except OSError as exc:
-        raise click.FileError(str(output), hint=exc.strerror or str(exc)) from None
+class _Sink:
+    """Where the body goes: stdout, or ``--output``, opened before anything is paid.
+
+    A new file beside ``--output`` is created first (so a missing directory or a read-only
+    one is refused with nothing signed), the body is written to it, and it is renamed over
+    ``--output``: a symlink there is replaced, not written through, and a failure leaves no
+    half-written file.
+    """
+
+    def __init__(self, output: Path | None) -> None:
+        self._output = output
+        self._part: Path | None = None
+        self._descriptor: int | None = None
+        if output is None:
+            return
+        part = output.with_name(f".{output.name}.{secrets.token_hex(8)}.part")
+        try:
+            self._descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot write {output}: {exc.strerror or exc}; nothing was paid. Choose an "
+                "--output in a directory that exists and is writable",
+                param_hint="--output",
+            ) from None
+        self._part = part
+
+    def write(self, content: bytes) -> None:
+        if self._output is None:
+            stream: BinaryIO = sys.stdout.buffer
+            stream.write(content)
+            stream.flush()
+            return
+        descriptor, part = self._descriptor, self._part
+        if descriptor is None or part is None:  # pragma: no cover - written once
+            raise click.FileError(str(self._output), hint="the body was already written")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                self._descriptor = None
+                file.write(content)
+            os.replace(part, self._output)
+            self._part = None
+        except OSError as exc:
+            raise click.FileError(str(self._output), hint=exc.strerror or str(exc)) from None
+
+    def discard(self) -> None:
+        """Remove the new file when the body never reached ``--output``."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        if self._part is not None:
+            self._part.unlink(missing_ok=True)
+            self._part = None
 
 
 def describe_payment(receipt: PaymentReceipt) -> str:
