@@ -660,3 +660,37 @@ def test_output_replaces_a_symlink_instead_of_writing_through_it(
     assert server.gateway.balance(wallet.keypair.pubkey()) == 1 - PRICE - FEE
     assert [p["state"] for p in data(run(*wallet.options("payments", "--json")))] == ["accepted"]
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_ask_pays_no_more_than_its_reward(
+    run: Run, reviewers: GatewayServer, wallet_on: Any
+) -> None:
+    """ask --reward 0.01: a task service invoicing 50 times that (0.5 USDC, under the SDK's
+    default 1 USDC ceiling) is refused by max_payment (exit 3); nothing moved or journaled.
+    Asked again at its price, 0.01 USDC is paid once."""
+    reviewers.gateway.tasks.set_policy(ReviewPolicy("approve"))
+    wallet = wallet_on(reviewers, sol="1", usdc="1")
+    reviewers.gateway.faults.overcharge(50)
+    asked = run(
+        "--human-rpc-url",
+        f"{reviewers.url}/api/v1/tasks",
+        *wallet.options(
+            "ask", "Is this spam?", "--answer", "spam", "--confidence", "0.6", "--reward", "0.01"
+        ),
+    )
+    assert asked.exit_code == 3, asked.stderr
+    assert "max_payment" in asked.stderr
+    assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == 1
+    assert reviewers.gateway.balance(wallet.keypair.pubkey()) == 1
+    assert data(run(*wallet.options("payments", "--json"))) == []
+    fair = run(  # the fault struck once: at its own price, the reward is paid
+        "--human-rpc-url",
+        f"{reviewers.url}/api/v1/tasks",
+        *wallet.options(
+            "ask", "Is this spam?", "--answer", "spam", "--confidence", "0.6", "--reward", "0.01"
+        ),
+    )
+    assert fair.exit_code == 0, fair.stderr
+    assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == Decimal("0.99")
+    (paid,) = data(run(*wallet.options("payments", "--json")))
+    assert (paid["amount"], paid["currency"], paid["state"]) == ("0.01", "USDC", "accepted")

@@ -32,7 +32,7 @@ from .errors import EXIT_ERROR, EXIT_HTTP, EXIT_REFUSED
 from .output import Out
 from .session import Session, session_of
 
-__all__ = ["COMMANDS", "describe_payment"]
+__all__ = ["COMMANDS", "describe_payment", "only_in"]
 
 Command = Callable[..., Any]
 
@@ -163,7 +163,7 @@ def _fetch(
         _quote(session, method, url, sent, body, max_payment)
         return
     other: list[PaymentOffer] = []
-    only = _only_in(session.network, max_payment, other)
+    only = only_in(session.network, max_payment, other)
     agent = session.agent(**_rules(max_payment), approve=only)
     before = _last_id(agent)
     sink = _Sink(output)  # before paying: a body paid for must have somewhere to go
@@ -279,7 +279,7 @@ def _quote(
         return False  # nothing is reserved or signed: the flow stops here
 
     other: list[PaymentOffer] = []
-    only = _only_in(session.network, max_payment, other)
+    only = only_in(session.network, max_payment, other)
 
     agent = session.agent(approve=decline, **_rules(max_payment))
     before = _last_id(agent)
@@ -403,7 +403,7 @@ def _show_no_offer(out: Out, url: str, status: int, again: list[PaymentReceipt])
     out.line(f"HTTP {status} from {url}: no payment asked")
 
 
-def _only_in(
+def only_in(
     network: str, max_payment: tuple[str, str] | None, other: list[PaymentOffer]
 ) -> Callable[[PaymentOffer], bool]:
     """An ``approve`` callback: with ``--max AMOUNT TOKEN``, only payments in TOKEN go ahead
