@@ -694,3 +694,19 @@ def test_ask_pays_no_more_than_its_reward(
     assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == Decimal("0.99")
     (paid,) = data(run(*wallet.options("payments", "--json")))
     assert (paid["amount"], paid["currency"], paid["state"]) == ("0.01", "USDC", "accepted")
+
+
+def test_a_servers_control_characters_never_reach_the_terminal(
+    run: Run, responder: str, wallet_on: Any, server: GatewayServer
+) -> None:
+    """A hostile server's reason phrase with terminal escapes (erase the line above: the
+    payment notice; set the window title): the status line on stderr carries none of them."""
+    wallet = wallet_on(server)
+    reason = "\x1b[1A\x1b[2K\x1b]0;owned\x1b\\all good\x9b2J"
+    spec = json.dumps({"status": f"500 {reason}", "body": ""})
+    result = run(*wallet.options("request", "POST", f"{responder}/respond", "-d", spec))
+    assert result.exit_code == 4
+    assert "HTTP 500" in result.stderr
+    assert "all good" in result.stderr
+    assert "\x1b" not in result.stderr
+    assert "\x9b" not in result.stderr
