@@ -710,3 +710,16 @@ def test_a_servers_control_characters_never_reach_the_terminal(
     assert "all good" in result.stderr
     assert "\x1b" not in result.stderr
     assert "\x9b" not in result.stderr
+
+
+@pytest.mark.parametrize("age", ["99999999999d", "999999999999999999999h", "0001-01-01"])
+def test_since_older_than_any_date_lists_every_payment(
+    run: Run, server: GatewayServer, wallet_on: Any, age: str
+) -> None:
+    """--since an age beyond the calendar (a huge count of days or hours): every payment,
+    not a traceback."""
+    wallet = wallet_on(server)
+    assert run(*wallet.options("get", f"{server.url}/api/v1/premium/sol")).exit_code == 0
+    listed = run(*wallet.options("payments", "--since", age, "--json"))
+    assert listed.exit_code == 0, listed.stderr
+    assert [p["state"] for p in data(listed)] == ["accepted"]
