@@ -723,3 +723,17 @@ def test_since_older_than_any_date_lists_every_payment(
     listed = run(*wallet.options("payments", "--since", age, "--json"))
     assert listed.exit_code == 0, listed.stderr
     assert [p["state"] for p in data(listed)] == ["accepted"]
+
+
+def test_fund_with_a_gateway_serving_another_chain_is_refused(
+    run: Run, server: GatewayServer, shop: Shop, wallet_on: Any
+) -> None:
+    """fund --gateway naming a gateway whose chain is not the RPC node's: exit 2, its faucet
+    is never asked (the coins could not be spent here); nothing credited on either chain."""
+    wallet = wallet_on(server, sol="0")
+    assert shop.gateway.genesis_hash != server.gateway.genesis_hash
+    result = run(*wallet.options("fund", "--gateway", shop.url, "--sol", "2"))
+    assert result.exit_code == 2
+    assert "serves the chain" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 0
+    assert shop.gateway.balance(wallet.keypair.pubkey()) == 0
