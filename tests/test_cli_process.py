@@ -253,8 +253,8 @@ def test_ctrl_c_mid_payment_exits_130_and_leaves_the_row_for_recover(
     stalling: tuple[GatewayServer, Stall], tmp_path: Path
 ) -> None:
     """Ctrl-C (SIGINT) while a settled payment's answer is stalled: exit 130 saying to run
-    recover; the journal row stays pending (not marked failed), and recover settles it from
-    the chain; the money moved once."""
+    recover; the journal row stays pending (not marked failed); a recover while the RPC node
+    fails decides nothing; then recover settles it from the chain; the money moved once."""
     server, stall = stalling
     wallet = Keypair()
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
@@ -282,6 +282,13 @@ def test_ctrl_c_mid_payment_exits_130_and_leaves_the_row_for_recover(
     (settlement,) = server.gateway.desk.settlements
     (pending,) = json.loads(cli(*where, "payments", "--pending", "--json", env=env).stdout)
     assert pending["signature"] == settlement.signature
+    server.gateway.faults.fail_rpc(count=10000)  # the RPC node is down: nothing is decided
+    blind = cli(*where, "recover", env=env)
+    server.gateway.faults.clear()
+    assert blind.returncode in (1, 5), blind.stderr
+    assert "Traceback" not in blind.stderr
+    (still,) = json.loads(cli(*where, "payments", "--pending", "--json", env=env).stdout)
+    assert (still["id"], still["state"]) == (pending["id"], pending["state"])
     recovered = cli(*where, "recover", "--json", env=env)
     assert recovered.returncode == 0, recovered.stderr
     (examined,) = json.loads(recovered.stdout)["examined"]
