@@ -737,3 +737,23 @@ def test_fund_with_a_gateway_serving_another_chain_is_refused(
     assert "serves the chain" in result.stderr
     assert server.gateway.balance(wallet.keypair.pubkey()) == 0
     assert shop.gateway.balance(wallet.keypair.pubkey()) == 0
+
+
+def test_a_payment_with_no_answer_says_the_command_that_recovers_it(
+    run: Run, server: GatewayServer, wallet_on: Any
+) -> None:
+    """A payment settled whose every answer is an HTTP 500: exit 1 naming `human-rpc recover`
+    (the SDK's agent.recover_payments() means nothing at a shell); paid once, the row
+    pending, and recover settles it."""
+    wallet = wallet_on(server)
+    server.gateway.faults.error_after_payment(count=10)
+    try:
+        result = run(*wallet.options("get", f"{server.url}/api/v1/premium/sol"))
+    finally:
+        server.gateway.faults.clear()
+    assert result.exit_code == 1
+    assert "`human-rpc recover`" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1 - PRICE - FEE
+    (pending,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    recovered = data(run(*wallet.options("recover", "--json")))
+    assert [(e["id"], e["after"]) for e in recovered["examined"]] == [(pending["id"], "accepted")]
