@@ -4,6 +4,7 @@ over loopback: output, exit statuses and what moved on the ledger and in the jou
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -757,3 +758,32 @@ def test_a_payment_with_no_answer_says_the_command_that_recovers_it(
     (pending,) = data(run(*wallet.options("payments", "--pending", "--json")))
     recovered = data(run(*wallet.options("recover", "--json")))
     assert [(e["id"], e["after"]) for e in recovered["examined"]] == [(pending["id"], "accepted")]
+
+
+def test_keygen_onto_a_symlink_never_writes_through_it(run: Run, tmp_path: Path) -> None:
+    """keygen --out a symlink (dangling, as planted to catch the key, or to a file): refused
+    and nothing written where it points; with --force the link itself is replaced by a new
+    0600 file, the file it pointed to untouched. Under umask 0 the key is still 0600."""
+    planted = tmp_path / "attacker-readable.json"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(planted)
+    refused = run("keygen", "--out", str(dangling))
+    assert refused.exit_code == 2
+    assert not planted.exists()
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    assert run("keygen", "--out", str(link)).exit_code == 2
+    old = os.umask(0)
+    try:
+        forced = run("keygen", "--out", str(link), "--force")
+    finally:
+        os.umask(old)
+    assert forced.exit_code == 0, forced.stderr
+    assert victim.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+    Keypair.from_bytes(bytes(json.loads(link.read_text())))
+    assert not planted.exists()
