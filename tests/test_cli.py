@@ -787,3 +787,30 @@ def test_keygen_onto_a_symlink_never_writes_through_it(run: Run, tmp_path: Path)
     assert stat.S_IMODE(link.stat().st_mode) == 0o600
     Keypair.from_bytes(bytes(json.loads(link.read_text())))
     assert not planted.exists()
+
+
+def test_quote_never_resumes_a_journaled_payment(
+    run: Run, server: GatewayServer, wallet_on: Any
+) -> None:
+    """An x402 payment left with no outcome (its request redirected away, unsettled), then
+    `quote` of the same URL: the price shown, nothing sent, the journal row left for
+    `recover`, no money moved (quote used to resume and deliver the old payment)."""
+    wallet = wallet_on(server, usdc="1")
+    url = f"{server.url}/x402/v2/premium"
+    server.gateway.faults.redirect_payment(location="http://127.0.0.1:9/gone", count=10)
+    try:
+        lost = run(*wallet.options("get", url))
+    finally:
+        server.gateway.faults.clear()
+    assert lost.exit_code == 1
+    (row,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    settlements = len(server.gateway.desk.settlements)
+
+    quoted = run(*wallet.options("quote", url, "--json"))
+    assert quoted.exit_code == 0, quoted.stderr
+    assert (data(quoted)["status"], data(quoted)["decision"]) == (402, "pay")
+    assert "human-rpc recover" in quoted.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey(), "USDC") == 1
+    assert len(server.gateway.desk.settlements) == settlements
+    (still,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    assert (still["id"], still["state"]) == (row["id"], row["state"])

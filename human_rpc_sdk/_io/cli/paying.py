@@ -28,6 +28,7 @@ from ..._offer import PaymentOffer
 from ..._receipts import PaymentReceipt
 from ...exceptions import PaymentError, PaymentPolicyError
 from ..agent import AutoAgent
+from ..journal import MEMORY
 from .errors import EXIT_ERROR, EXIT_HTTP, EXIT_REFUSED
 from .output import Out
 from .session import Session, session_of
@@ -281,11 +282,15 @@ def _quote(
     other: list[PaymentOffer] = []
     only = only_in(session.network, max_payment, other)
 
-    agent = session.agent(approve=decline, **_rules(max_payment))
-    before = _last_id(agent)
+    agent = session.agent(**_rules(max_payment))  # the wallet's journal: its budget
+    # The price is asked by an agent with a journal of its own, in memory: a payment this
+    # wallet's journal holds with no known outcome is never resumed or re-sent by a quote
+    # (that is `recover`'s, or the next `get`'s, to do), and nothing is written there.
+    asking = session.agent(approve=decline, journal_path=MEMORY, **_rules(max_payment))
+    before = _last_id(asking)
     try:
         with session.out.waiting(f"asking {url} for its price"):
-            response = agent.request(method, url, headers=headers, data=body)
+            response = asking.request(method, url, headers=headers, data=body)
     except PaymentPolicyError as exc:
         if exc.rule != "approve" or not offers:
             _show_refusal(session.out, url, exc.rule, exc.message, exc.reason, EXIT_REFUSED)
@@ -297,7 +302,7 @@ def _quote(
     except PaymentError as exc:
         _show_refusal(session.out, url, None, exc.message, exc.reason, EXIT_ERROR)
     else:
-        again = agent.payments_since(before)
+        again = asking.payments_since(before)
         _show_no_offer(session.out, url, response.status_code, again)
         return
     _show_offer(session.out, agent, offers[-1], decision)
