@@ -4,6 +4,7 @@ over loopback: output, exit statuses and what moved on the ledger and in the jou
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -622,3 +623,194 @@ def test_the_secret_never_appears_in_any_output(
         for form in forms:
             assert form not in result.stdout, result.stdout
             assert form not in result.stderr, result.stderr
+
+
+# -- attacks (issue 14) -----------------------------------------------------------------------
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_paying(
+    run: Run, server: GatewayServer, wallet_on: Any, tmp_path: Path
+) -> None:
+    """-o into a missing directory: refused before anything is signed (the body of a paid
+    request would otherwise be lost after paying); no money moved, no journal row."""
+    wallet = wallet_on(server)
+    url = f"{server.url}/api/v1/premium/sol"
+    result = run(*wallet.options("get", url, "-o", str(tmp_path / "missing" / "body.json")))
+    assert result.exit_code == 2
+    assert "missing" in result.stderr
+    assert "nothing was paid" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1
+    assert data(run(*wallet.options("payments", "--json"))) == []
+
+
+def test_output_replaces_a_symlink_instead_of_writing_through_it(
+    run: Run, server: GatewayServer, wallet_on: Any, tmp_path: Path
+) -> None:
+    """-o onto a symlink (such as one planted in a shared directory): the link is replaced by
+    the body, the file it pointed to is left as it was; paid once."""
+    wallet = wallet_on(server)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    link = tmp_path / "body.json"
+    link.symlink_to(precious)
+    result = run(*wallet.options("get", f"{server.url}/api/v1/premium/sol", "-o", str(link)))
+    assert result.exit_code == 0, result.stderr
+    assert precious.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert json.loads(link.read_text())["resource"] == "sol"
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1 - PRICE - FEE
+    assert [p["state"] for p in data(run(*wallet.options("payments", "--json")))] == ["accepted"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_ask_pays_no_more_than_its_reward(
+    run: Run, reviewers: GatewayServer, wallet_on: Any
+) -> None:
+    """ask --reward 0.01: a task service invoicing 50 times that (0.5 USDC, under the SDK's
+    default 1 USDC ceiling) is refused by max_payment (exit 3); nothing moved or journaled.
+    Asked again at its price, 0.01 USDC is paid once."""
+    reviewers.gateway.tasks.set_policy(ReviewPolicy("approve"))
+    wallet = wallet_on(reviewers, sol="1", usdc="1")
+    reviewers.gateway.faults.overcharge(50)
+    asked = run(
+        "--human-rpc-url",
+        f"{reviewers.url}/api/v1/tasks",
+        *wallet.options(
+            "ask", "Is this spam?", "--answer", "spam", "--confidence", "0.6", "--reward", "0.01"
+        ),
+    )
+    assert asked.exit_code == 3, asked.stderr
+    assert "max_payment" in asked.stderr
+    assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == 1
+    assert reviewers.gateway.balance(wallet.keypair.pubkey()) == 1
+    assert data(run(*wallet.options("payments", "--json"))) == []
+    fair = run(  # the fault struck once: at its own price, the reward is paid
+        "--human-rpc-url",
+        f"{reviewers.url}/api/v1/tasks",
+        *wallet.options(
+            "ask", "Is this spam?", "--answer", "spam", "--confidence", "0.6", "--reward", "0.01"
+        ),
+    )
+    assert fair.exit_code == 0, fair.stderr
+    assert reviewers.gateway.balance(wallet.keypair.pubkey(), "USDC") == Decimal("0.99")
+    (paid,) = data(run(*wallet.options("payments", "--json")))
+    assert (paid["amount"], paid["currency"], paid["state"]) == ("0.01", "USDC", "accepted")
+
+
+def test_a_servers_control_characters_never_reach_the_terminal(
+    run: Run, responder: str, wallet_on: Any, server: GatewayServer
+) -> None:
+    """A hostile server's reason phrase with terminal escapes (erase the line above: the
+    payment notice; set the window title): the status line on stderr carries none of them."""
+    wallet = wallet_on(server)
+    reason = "\x1b[1A\x1b[2K\x1b]0;owned\x1b\\all good\x9b2J"
+    spec = json.dumps({"status": f"500 {reason}", "body": ""})
+    result = run(*wallet.options("request", "POST", f"{responder}/respond", "-d", spec))
+    assert result.exit_code == 4
+    assert "HTTP 500" in result.stderr
+    assert "all good" in result.stderr
+    assert "\x1b" not in result.stderr
+    assert "\x9b" not in result.stderr
+
+
+@pytest.mark.parametrize("age", ["99999999999d", "999999999999999999999h", "0001-01-01"])
+def test_since_older_than_any_date_lists_every_payment(
+    run: Run, server: GatewayServer, wallet_on: Any, age: str
+) -> None:
+    """--since an age beyond the calendar (a huge count of days or hours): every payment,
+    not a traceback."""
+    wallet = wallet_on(server)
+    assert run(*wallet.options("get", f"{server.url}/api/v1/premium/sol")).exit_code == 0
+    listed = run(*wallet.options("payments", "--since", age, "--json"))
+    assert listed.exit_code == 0, listed.stderr
+    assert [p["state"] for p in data(listed)] == ["accepted"]
+
+
+def test_fund_with_a_gateway_serving_another_chain_is_refused(
+    run: Run, server: GatewayServer, shop: Shop, wallet_on: Any
+) -> None:
+    """fund --gateway naming a gateway whose chain is not the RPC node's: exit 2, its faucet
+    is never asked (the coins could not be spent here); nothing credited on either chain."""
+    wallet = wallet_on(server, sol="0")
+    assert shop.gateway.genesis_hash != server.gateway.genesis_hash
+    result = run(*wallet.options("fund", "--gateway", shop.url, "--sol", "2"))
+    assert result.exit_code == 2
+    assert "serves the chain" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 0
+    assert shop.gateway.balance(wallet.keypair.pubkey()) == 0
+
+
+def test_a_payment_with_no_answer_says_the_command_that_recovers_it(
+    run: Run, server: GatewayServer, wallet_on: Any
+) -> None:
+    """A payment settled whose every answer is an HTTP 500: exit 1 naming `human-rpc recover`
+    (the SDK's agent.recover_payments() means nothing at a shell); paid once, the row
+    pending, and recover settles it."""
+    wallet = wallet_on(server)
+    server.gateway.faults.error_after_payment(count=10)
+    try:
+        result = run(*wallet.options("get", f"{server.url}/api/v1/premium/sol"))
+    finally:
+        server.gateway.faults.clear()
+    assert result.exit_code == 1
+    assert "`human-rpc recover`" in result.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey()) == 1 - PRICE - FEE
+    (pending,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    recovered = data(run(*wallet.options("recover", "--json")))
+    assert [(e["id"], e["after"]) for e in recovered["examined"]] == [(pending["id"], "accepted")]
+
+
+def test_keygen_onto_a_symlink_never_writes_through_it(run: Run, tmp_path: Path) -> None:
+    """keygen --out a symlink (dangling, as planted to catch the key, or to a file): refused
+    and nothing written where it points; with --force the link itself is replaced by a new
+    0600 file, the file it pointed to untouched. Under umask 0 the key is still 0600."""
+    planted = tmp_path / "attacker-readable.json"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(planted)
+    refused = run("keygen", "--out", str(dangling))
+    assert refused.exit_code == 2
+    assert not planted.exists()
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    assert run("keygen", "--out", str(link)).exit_code == 2
+    old = os.umask(0)
+    try:
+        forced = run("keygen", "--out", str(link), "--force")
+    finally:
+        os.umask(old)
+    assert forced.exit_code == 0, forced.stderr
+    assert victim.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+    Keypair.from_bytes(bytes(json.loads(link.read_text())))
+    assert not planted.exists()
+
+
+def test_quote_never_resumes_a_journaled_payment(
+    run: Run, server: GatewayServer, wallet_on: Any
+) -> None:
+    """An x402 payment left with no outcome (its request redirected away, unsettled), then
+    `quote` of the same URL: the price shown, nothing sent, the journal row left for
+    `recover`, no money moved (quote used to resume and deliver the old payment)."""
+    wallet = wallet_on(server, usdc="1")
+    url = f"{server.url}/x402/v2/premium"
+    server.gateway.faults.redirect_payment(location="http://127.0.0.1:9/gone", count=10)
+    try:
+        lost = run(*wallet.options("get", url))
+    finally:
+        server.gateway.faults.clear()
+    assert lost.exit_code == 1
+    (row,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    settlements = len(server.gateway.desk.settlements)
+
+    quoted = run(*wallet.options("quote", url, "--json"))
+    assert quoted.exit_code == 0, quoted.stderr
+    assert (data(quoted)["status"], data(quoted)["decision"]) == (402, "pay")
+    assert "human-rpc recover" in quoted.stderr
+    assert server.gateway.balance(wallet.keypair.pubkey(), "USDC") == 1
+    assert len(server.gateway.desk.settlements) == settlements
+    (still,) = data(run(*wallet.options("payments", "--pending", "--json")))
+    assert (still["id"], still["state"]) == (row["id"], row["state"])

@@ -247,3 +247,51 @@ def test_colour_on_a_terminal_only(server: GatewayServer, tmp_path: Path) -> Non
     assert piped.returncode == 0
     assert "\x1b[" not in piped.stdout
     assert "SOL" in piped.stdout
+
+
+def test_ctrl_c_mid_payment_exits_130_and_leaves_the_row_for_recover(
+    stalling: tuple[GatewayServer, Stall], tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT) while a settled payment's answer is stalled: exit 130 saying to run
+    recover; the journal row stays pending (not marked failed); a recover while the RPC node
+    fails decides nothing; then recover settles it from the chain; the money moved once."""
+    server, stall = stalling
+    wallet = Keypair()
+    server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    env = {"SOLANA_PRIVATE_KEY": str(wallet)}
+    where = ["--rpc-url", server.rpc_url, "--journal", str(tmp_path / "journal.sqlite3")]
+    server.gateway.faults.slow_after_payment(60)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "human_rpc_sdk", *where, "get", f"{server.url}/api/v1/premium/sol"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    settled = stall.started.wait(timeout=60)
+    child.send_signal(signal.SIGINT)
+    out, errors = child.communicate(timeout=30)
+    stall.release.set()
+    assert settled, errors
+    assert child.returncode == 130, errors
+    assert "human-rpc recover" in errors
+    assert "Traceback" not in errors
+    assert out == ""
+    assert str(wallet) not in out + errors
+    (settlement,) = server.gateway.desk.settlements
+    (pending,) = json.loads(cli(*where, "payments", "--pending", "--json", env=env).stdout)
+    assert pending["signature"] == settlement.signature
+    server.gateway.faults.fail_rpc(count=10000)  # the RPC node is down: nothing is decided
+    blind = cli(*where, "recover", env=env)
+    server.gateway.faults.clear()
+    assert blind.returncode in (1, 5), blind.stderr
+    assert "Traceback" not in blind.stderr
+    (still,) = json.loads(cli(*where, "payments", "--pending", "--json", env=env).stdout)
+    assert (still["id"], still["state"]) == (pending["id"], pending["state"])
+    recovered = cli(*where, "recover", "--json", env=env)
+    assert recovered.returncode == 0, recovered.stderr
+    (examined,) = json.loads(recovered.stdout)["examined"]
+    assert (examined["after"], examined["landed"]) == ("accepted", True)
+    assert server.gateway.balance(wallet.pubkey()) == 1 - PRICE - FEE
+    assert len(server.gateway.desk.settlements) == 1

@@ -61,6 +61,21 @@ _OPTIONS: Final = {
 """The command line's name for an SDK parameter an error names."""
 
 
+_SDK_CALLS: Final = (
+    ("agent.recover_payments()", "`human-rpc recover`"),
+    ("recover_payments()", "`human-rpc recover`"),
+    ("agent.last_payment()", "`human-rpc payments`"),
+)
+"""The SDK calls an error may advise, and the commands that do the same at a shell."""
+
+
+def _for_the_shell(message: str) -> str:
+    """``message`` with the SDK calls it advises replaced by the commands doing the same."""
+    for call, command in _SDK_CALLS:
+        message = message.replace(call, command)
+    return message
+
+
 class Unsettled(click.ClickException):
     """The command did its work, but something is still open (exit status 5)."""
 
@@ -85,7 +100,7 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
     if isinstance(exc, SDKConfigurationError) and exc.parameter in _OPTIONS:
         return f"{exc.message} [on the command line: {_OPTIONS[exc.parameter]}]", exc.reason
     if isinstance(exc, HumanRPCError):
-        return exc.message, exc.reason
+        return _for_the_shell(exc.message), exc.reason
     if isinstance(exc, requests.Timeout):
         return (
             f"the server did not answer in time ({type(exc).__name__}); if a payment was sent, "

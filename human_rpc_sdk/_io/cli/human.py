@@ -8,8 +8,9 @@ from typing import Any, Final
 import click
 
 from ..._money import format_amount
-from ..._tasks import Verdict
+from ..._tasks import Verdict, reward_amount
 from .output import Out
+from .paying import only_in
 from .session import session_of
 
 __all__ = ["COMMANDS"]
@@ -25,7 +26,11 @@ __all__ = ["COMMANDS"]
     help="the AI's confidence in it, 0 to 1 (it sets how many reviewers vote)",
 )
 @click.option(
-    "--reward", default=None, metavar="AMOUNT", help="what the task pays (default: the service's)"
+    "--reward",
+    default=None,
+    metavar="AMOUNT",
+    help="what the task pays (default: the service's); the task service's invoice may ask no "
+    "more than this, in --currency",
 )
 @click.option("--currency", default="USDC", show_default=True, help="the reward's token")
 @click.option("--context", default=None, metavar="JSON", help="context for the reviewers")
@@ -53,7 +58,12 @@ def ask(
     """Ask humans to check ANSWER to QUESTION: pays the task, waits for the verdict."""
     session = session_of(ctx)
     session.out.as_json = as_json
-    agent = session.agent()
+    rules: dict[str, Any] = {}
+    if reward is not None:  # the invoice may ask no more than the reward, in its currency
+        amount = format_amount(reward_amount(reward))
+        rules["max_payment"] = {currency.upper() if len(currency) < 32 else currency: amount}
+        rules["approve"] = only_in(session.network, (amount, currency), [])
+    agent = session.agent(**rules)
     with session.out.waiting("paying the task, then waiting for the reviewers' verdict"):
         verdict = agent.ask_human_rpc(
             question,

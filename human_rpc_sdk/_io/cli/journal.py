@@ -97,7 +97,10 @@ def _since(text: str) -> datetime:
     match = _DURATION.fullmatch(text.strip())
     if match is not None:
         amount, unit = int(match[1]), _UNITS[match[2]]
-        return datetime.now(UTC) - timedelta(**{unit: amount})
+        try:
+            return datetime.now(UTC) - timedelta(**{unit: amount})
+        except OverflowError:  # older than the calendar: every payment
+            return datetime.min.replace(tzinfo=UTC)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -16,7 +16,7 @@ from ..._settings import MEMORY
 from ...exceptions import HumanRPCError
 from ...wallet import ENV_KEYPAIR_PATH, ENV_PRIVATE_KEY
 from .errors import Unsettled
-from .output import Out
+from .output import Out, safe_text
 from .session import Session, session_of
 from .wallet import chain_of
 
@@ -229,14 +229,9 @@ def _show(out: Out, checks: list[Check]) -> None:
         out.data([asdict(c) for c in checks])
         return
     for c in checks:
-        fix = f"  [dim]→ {c.fix}[/]" if c.fix else ""
-        out.out.print(f"{_MARK[c.status]:>4}  [bold]{c.check}[/]: {_escape(c.detail)}{fix}")
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+        fix = f"  [dim]→ {safe_text(c.fix)}[/]" if c.fix else ""
+        line = f"{_MARK[c.status]:>4}  [bold]{safe_text(c.check)}[/]: {safe_text(c.detail)}{fix}"
+        out.out.print(line)
 
 
 COMMANDS: Final = (gateway, doctor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,10 +19,20 @@ from rich.table import Table
 
 from ..._receipts import PaymentReceipt
 
-__all__ = ["Out", "jsonable", "receipt_dict"]
+__all__ = ["Out", "jsonable", "receipt_dict", "safe_text"]
 
 _PIPE_WIDTH = 240
 """Columns in a pipe or a file: wide enough that an address or a signature stays on its line."""
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters (but newline and tab): a server's text carrying terminal escapes could
+otherwise erase the lines above it (what was paid) or retitle the window."""
+
+
+def safe_text(text: str) -> str:
+    """``text`` for a terminal: no rich markup, and each control character shown as ``\\xNN``."""
+    return escape(_CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text))
 
 
 def _console(stderr: bool) -> Console:
@@ -44,18 +55,18 @@ class Out:
         click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True))
 
     def line(self, text: str, *, style: str | None = None) -> None:
-        self.out.print(escape(text), style=style)
+        self.out.print(safe_text(text), style=style)
 
     def note(self, text: str, *, style: str | None = None) -> None:
         """A line on stderr (what was paid, what to do next)."""
-        self.err.print(escape(text), style=style)
+        self.err.print(safe_text(text), style=style)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"[bold yellow]warning:[/] {escape(text)}")
+        self.err.print(f"[bold yellow]warning:[/] {safe_text(text)}")
 
     def error(self, text: str, reason: str | None) -> None:
-        tag = f" [dim]({escape(reason)})[/]" if reason else ""
-        self.err.print(f"[bold red]error:[/] {escape(text)}{tag}")
+        tag = f" [dim]({safe_text(reason)})[/]" if reason else ""
+        self.err.print(f"[bold red]error:[/] {safe_text(text)}{tag}")
 
     def table(
         self, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]
@@ -65,7 +76,7 @@ class Out:
         for name in columns:
             table.add_column(name, overflow="fold")
         for row in rows:
-            table.add_row(*(escape(_cell(value)) for value in row))
+            table.add_row(*(safe_text(_cell(value)) for value in row))
         self.out.print(table)
 
     def pairs(self, title: str | None, rows: Iterable[tuple[str, Any]]) -> None:
@@ -75,12 +86,12 @@ class Out:
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for name, value in rows:
-            table.add_row(escape(name), escape(_cell(value)))
+            table.add_row(safe_text(name), safe_text(_cell(value)))
         self.out.print(table)
 
     def _title(self, title: str | None) -> None:
         if title:
-            self.out.print(escape(title), style="bold")
+            self.out.print(safe_text(title), style="bold")
 
     @contextlib.contextmanager
     def waiting(self, text: str) -> Iterator[None]:
@@ -88,7 +99,7 @@ class Out:
         if not self.err.is_terminal:
             yield
             return
-        with self.err.status(escape(text)):
+        with self.err.status(safe_text(text)):
             yield
 
 

@@ -10,6 +10,8 @@ declined payment is never reserved or signed.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,11 +28,12 @@ from ..._offer import PaymentOffer
 from ..._receipts import PaymentReceipt
 from ...exceptions import PaymentError, PaymentPolicyError
 from ..agent import AutoAgent
+from ..journal import MEMORY
 from .errors import EXIT_ERROR, EXIT_HTTP, EXIT_REFUSED
 from .output import Out
 from .session import Session, session_of
 
-__all__ = ["COMMANDS", "describe_payment"]
+__all__ = ["COMMANDS", "describe_payment", "only_in"]
 
 Command = Callable[..., Any]
 
@@ -161,35 +164,82 @@ def _fetch(
         _quote(session, method, url, sent, body, max_payment)
         return
     other: list[PaymentOffer] = []
-    only = _only_in(session.network, max_payment, other)
+    only = only_in(session.network, max_payment, other)
     agent = session.agent(**_rules(max_payment), approve=only)
     before = _last_id(agent)
+    sink = _Sink(output)  # before paying: a body paid for must have somewhere to go
     try:
-        with session.out.waiting(f"{method} {url}"):
-            response = agent.request(method, url, headers=sent, data=body)
-            content = response.content
-    except PaymentPolicyError as exc:
-        if exc.rule == "approve" and other and max_payment is not None:
-            raise _other_token(other[-1], max_payment, exc) from None
-        raise
-    for receipt in agent.payments_since(before):
-        session.out.note(describe_payment(receipt), style="green" if receipt.accepted else "red")
-    _write(content, output)
+        try:
+            with session.out.waiting(f"{method} {url}"):
+                response = agent.request(method, url, headers=sent, data=body)
+                content = response.content
+        except PaymentPolicyError as exc:
+            if exc.rule == "approve" and other and max_payment is not None:
+                raise _other_token(other[-1], max_payment, exc) from None
+            raise
+        for receipt in agent.payments_since(before):
+            note = describe_payment(receipt)
+            session.out.note(note, style="green" if receipt.accepted else "red")
+        sink.write(content)
+    finally:
+        sink.discard()
     if response.status_code >= 400:
         session.out.note(f"HTTP {response.status_code} {response.reason} from {url}", style="red")
         raise click.exceptions.Exit(EXIT_HTTP)
 
 
-def _write(content: bytes, output: Path | None) -> None:
-    if output is None:
-        stream: BinaryIO = sys.stdout.buffer
-        stream.write(content)
-        stream.flush()
-        return
-    try:
-        output.write_bytes(content)
-    except OSError as exc:
-        raise click.FileError(str(output), hint=exc.strerror or str(exc)) from None
+class _Sink:
+    """Where the body goes: stdout, or ``--output``, opened before anything is paid.
+
+    A new file beside ``--output`` is created first (so a missing directory or a read-only
+    one is refused with nothing signed), the body is written to it, and it is renamed over
+    ``--output``: a symlink there is replaced, not written through, and a failure leaves no
+    half-written file.
+    """
+
+    def __init__(self, output: Path | None) -> None:
+        self._output = output
+        self._part: Path | None = None
+        self._descriptor: int | None = None
+        if output is None:
+            return
+        part = output.with_name(f".{output.name}.{secrets.token_hex(8)}.part")
+        try:
+            self._descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot write {output}: {exc.strerror or exc}; nothing was paid. Choose an "
+                "--output in a directory that exists and is writable",
+                param_hint="--output",
+            ) from None
+        self._part = part
+
+    def write(self, content: bytes) -> None:
+        if self._output is None:
+            stream: BinaryIO = sys.stdout.buffer
+            stream.write(content)
+            stream.flush()
+            return
+        descriptor, part = self._descriptor, self._part
+        if descriptor is None or part is None:  # pragma: no cover - written once
+            raise click.FileError(str(self._output), hint="the body was already written")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                self._descriptor = None
+                file.write(content)
+            os.replace(part, self._output)
+            self._part = None
+        except OSError as exc:
+            raise click.FileError(str(self._output), hint=exc.strerror or str(exc)) from None
+
+    def discard(self) -> None:
+        """Remove the new file when the body never reached ``--output``."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        if self._part is not None:
+            self._part.unlink(missing_ok=True)
+            self._part = None
 
 
 def describe_payment(receipt: PaymentReceipt) -> str:
@@ -230,13 +280,17 @@ def _quote(
         return False  # nothing is reserved or signed: the flow stops here
 
     other: list[PaymentOffer] = []
-    only = _only_in(session.network, max_payment, other)
+    only = only_in(session.network, max_payment, other)
 
-    agent = session.agent(approve=decline, **_rules(max_payment))
-    before = _last_id(agent)
+    agent = session.agent(**_rules(max_payment))  # the wallet's journal: its budget
+    # The price is asked by an agent with a journal of its own, in memory: a payment this
+    # wallet's journal holds with no known outcome is never resumed or re-sent by a quote
+    # (that is `recover`'s, or the next `get`'s, to do), and nothing is written there.
+    asking = session.agent(approve=decline, journal_path=MEMORY, **_rules(max_payment))
+    before = _last_id(asking)
     try:
         with session.out.waiting(f"asking {url} for its price"):
-            response = agent.request(method, url, headers=headers, data=body)
+            response = asking.request(method, url, headers=headers, data=body)
     except PaymentPolicyError as exc:
         if exc.rule != "approve" or not offers:
             _show_refusal(session.out, url, exc.rule, exc.message, exc.reason, EXIT_REFUSED)
@@ -248,7 +302,7 @@ def _quote(
     except PaymentError as exc:
         _show_refusal(session.out, url, None, exc.message, exc.reason, EXIT_ERROR)
     else:
-        again = agent.payments_since(before)
+        again = asking.payments_since(before)
         _show_no_offer(session.out, url, response.status_code, again)
         return
     _show_offer(session.out, agent, offers[-1], decision)
@@ -354,7 +408,7 @@ def _show_no_offer(out: Out, url: str, status: int, again: list[PaymentReceipt])
     out.line(f"HTTP {status} from {url}: no payment asked")
 
 
-def _only_in(
+def only_in(
     network: str, max_payment: tuple[str, str] | None, other: list[PaymentOffer]
 ) -> Callable[[PaymentOffer], bool]:
     """An ``approve`` callback: with ``--max AMOUNT TOKEN``, only payments in TOKEN go ahead
