@@ -26,7 +26,8 @@ from ..exceptions import PendingPaymentsWarning, SDKConfigurationError
 from ..reiterator import ReiteratorManager
 from ..wallet import Signer
 from .clock import async_sleep as real_async_sleep
-from .journal import Journal, process_alive
+from .journal import process_alive
+from .store import JournalStore, open_journal
 
 __all__ = ["RESERVATION_TIMEOUT", "BaseAgent"]
 
@@ -56,7 +57,7 @@ class BaseAgent:
         self._rules = settings.rules
         self._clock = settings.clock
         self._cache = ChainCache()
-        self._journal = Journal(self.journal_path)
+        self._journal: JournalStore = open_journal(self.journal_path)
 
     # -- identity and history ---------------------------------------------------------------
 

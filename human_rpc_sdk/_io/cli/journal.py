@@ -15,7 +15,7 @@ from ..._money import format_amount
 from ..._receipts import PaymentReceipt
 from ..._records import PENDING, JournalEntry
 from ...exceptions import SDKConfigurationError
-from ..journal import Journal
+from ..store import open_journal
 from .errors import Unsettled
 from .output import Out, receipt_dict
 from .session import session_of
@@ -153,7 +153,7 @@ def payment(ctx: click.Context, payment_id: int, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    journal = Journal(agent.journal_path)
+    journal = open_journal(agent.journal_path)
     try:
         entries = journal.entries()
     finally:

@@ -1,0 +1,297 @@
+"""The journal's two stores, SQLite and PostgreSQL, behave alike: the same tests run on both
+(``store_location``), with real files and a real PostgreSQL server; and a database URL is never
+taken for a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from solders.keypair import Keypair
+
+from human_rpc_sdk import AutoAgent, PaymentError, SDKConfigurationError
+from human_rpc_sdk._io.journal import Journal
+from human_rpc_sdk._io.store import JournalStore, open_journal
+from human_rpc_sdk._offer import PaymentOffer
+from human_rpc_sdk._records import Existing, OverBudget, Reserved
+from human_rpc_sdk._settings import is_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def offer(url: str = "https://shop.example/a", amount: str = "1", **extra: object) -> PaymentOffer:
+    fields: dict[str, object] = {
+        "url": url,
+        "amount": Decimal(amount),
+        "currency": "USDC",
+        "mint": "mint",
+        "recipient": "shop",
+        "destination": "shop-ata",
+        "reference": None,
+        "network": "devnet",
+        "payer": "me",
+        "atomic_amount": int(Decimal(amount) * 10**6),
+        "format": "x402",
+    }
+    fields.update(extra)
+    return PaymentOffer(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(store_location: str) -> Iterator[JournalStore]:
+    journal = open_journal(store_location)
+    yield journal
+    journal.close()
+
+
+def reserve(
+    store: JournalStore, invoice: str | None, amount: str = "1", budget: str | None = "3"
+) -> Reserved | Existing | OverBudget:
+    return store.reserve(
+        offer(amount=amount),
+        currency_key="USDC",
+        invoice_key=invoice,
+        budget=None if budget is None else Decimal(budget),
+    )
+
+
+def test_both_stores_implement_the_interface(store: JournalStore) -> None:
+    assert isinstance(store, JournalStore)
+
+
+def test_a_payment_moves_through_its_states(store: JournalStore) -> None:
+    made = reserve(store, "inv-1")
+    assert isinstance(made, Reserved)
+    entry = made.entry
+    assert (entry.state, entry.invoice_key, entry.receipt.amount) == (
+        "reserved",
+        "inv-1",
+        Decimal(1),
+    )
+    signed = store.mark(
+        entry.id,
+        "signed",
+        {"signature": "sig", "headers": {"X-PAYMENT": "p"}, "transaction_b64": "dHg="},
+        expect=("reserved",),
+    )
+    assert signed is not None
+    assert (signed.state, signed.headers, signed.transaction) == (
+        "signed",
+        {"X-PAYMENT": "p"},
+        "dHg=",
+    )
+    done = store.mark(entry.id, "accepted", {"http_status": 200, "settled": True}, durable=False)
+    assert done is not None
+    assert (done.state, done.receipt.http_status, done.receipt.settled) == ("accepted", 200, True)
+    assert [e.id for e in store.entries()] == [entry.id]
+    assert [e.id for e in store.entries(["accepted"])] == [entry.id]
+    assert store.entries(["signed"]) == []
+    found = store.find("inv-1")
+    assert found is not None
+    assert found.id == entry.id
+    assert store.paid_for("https://shop.example/a", "me", "devnet") is not None
+    assert [e.id for e in store.payments("me", "devnet")] == [entry.id]
+    assert store.payments("me", "devnet", after=entry.id) == []
+
+
+def test_an_invoice_is_reserved_once(store: JournalStore) -> None:
+    first = reserve(store, "inv-1")
+    assert isinstance(first, Reserved)
+    again = reserve(store, "inv-1")
+    assert isinstance(again, Existing)
+    assert again.entry.id == first.entry.id
+
+
+def test_a_move_from_an_unexpected_state_is_refused(store: JournalStore) -> None:
+    made = reserve(store, "inv-1")
+    assert isinstance(made, Reserved)
+    assert store.mark(made.entry.id, "failed", {"error": "x"}, expect=("reserved",)) is not None
+    assert store.mark(made.entry.id, "signed", {"signature": "s"}, expect=("reserved",)) is None
+    assert store.find("inv-1") is None  # a failed payment frees its invoice
+
+
+def test_the_budget_counts_reservations_and_releases_failures(store: JournalStore) -> None:
+    for invoice in ("a", "b", "c"):
+        assert isinstance(reserve(store, invoice), Reserved)
+    over = reserve(store, "d")
+    assert isinstance(over, OverBudget)
+    assert (over.spent, over.limit, over.currency_key, over.cost) == (
+        Decimal(3),
+        Decimal(3),
+        "USDC",
+        Decimal(1),
+    )
+    line = store.budget("devnet", {"USDC": Decimal(3)})["USDC"]
+    assert (line.limit, line.spent, line.remaining) == (Decimal(3), Decimal(3), Decimal(0))
+    first = store.find("a")
+    assert first is not None
+    store.mark(first.id, "failed", {"error": "could not be signed"}, expect=("reserved",))
+    assert store.budget("devnet", {"USDC": Decimal(3)})["USDC"].spent == 2
+    assert isinstance(reserve(store, "d"), Reserved)
+
+
+def test_raises_add_up_and_lift_the_ceiling(store: JournalStore) -> None:
+    assert isinstance(reserve(store, "a", amount="3"), Reserved)
+    assert isinstance(reserve(store, "b"), OverBudget)
+    store.raise_budget("devnet", {"USDC": Decimal("0.5")})
+    store.raise_budget("devnet", {"USDC": Decimal("0.5")})
+    assert store.budget("devnet", {"USDC": Decimal(3)})["USDC"].limit == 4
+    assert isinstance(reserve(store, "b"), Reserved)
+
+
+def test_fees_count_against_the_sol_budget(store: JournalStore) -> None:
+    made = store.reserve(
+        offer(fee_lamports=5000),
+        currency_key="USDC",
+        invoice_key="a",
+        budget=None,
+        sol_budget=Decimal("0.000005"),
+    )
+    assert isinstance(made, Reserved)
+    assert store.budget("devnet", {})["SOL"].spent == Decimal("0.000005")
+    over = store.reserve(
+        offer(fee_lamports=5000),
+        currency_key="USDC",
+        invoice_key="b",
+        budget=None,
+        sol_budget=Decimal("0.000005"),
+    )
+    assert isinstance(over, OverBudget)
+    assert over.currency_key == "SOL"
+
+
+def test_unsettled_and_resumable_rows(store: JournalStore) -> None:
+    made = reserve(store, "a", budget=None)
+    assert isinstance(made, Reserved)
+    store.mark(made.entry.id, "signed", {"signature": "s", "resume_key": "k"})
+    assert [e.id for e in store.unsettled()] == [made.entry.id]
+    assert store.resumable(["k"]) is None  # this process is sending it
+    assert store.resumable(["k"], abandoned_after=-1) is not None
+    store.mark(made.entry.id, "accepted", {"landed": True, "http_status": 200})
+    assert store.unsettled() == []
+    assert store.resumable(["k"], abandoned_after=-1) is None
+
+
+@contextlib.contextmanager
+def held(location: str) -> Iterator[None]:
+    """Another connection holds the journal locked (SQLite's write lock; PostgreSQL's row
+    locks on the running totals) until the block ends."""
+    if is_database_url(location):
+        import psycopg
+
+        with psycopg.connect(location) as server:
+            server.execute("SELECT * FROM totals FOR UPDATE")
+            yield
+            server.rollback()
+    else:
+        db = sqlite3.connect(location, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+
+
+def test_an_outcome_kept_from_a_failed_write_is_written_next(
+    store: JournalStore, store_location: str
+) -> None:
+    """The server answered but the journal is held: the outcome is kept in the process and
+    written before the next write that succeeds; meanwhile no new payment is reserved."""
+    made = reserve(store, "a", budget=None)
+    assert isinstance(made, Reserved)
+    store.mark(made.entry.id, "signed", {"signature": "s"})
+    with held(store_location):
+        with pytest.raises(PaymentError) as caught:
+            store.mark(
+                made.entry.id, "accepted", {"http_status": 200}, keep=True, busy_seconds=0.05
+            )
+        assert caught.value.reason == "journal_unavailable"
+        assert [e.state for e in store.entries()] == ["signed"]
+    store.flush()
+    (entry,) = store.entries()
+    assert (entry.state, entry.receipt.http_status) == ("accepted", 200)
+
+
+# -- the store a location names ---------------------------------------------------------------
+
+
+def test_a_sqlite_location_opens_the_sqlite_journal(tmp_path: Path) -> None:
+    journal = open_journal(str(tmp_path / "j.sqlite3"))
+    assert isinstance(journal, Journal)
+    journal.close()
+
+
+NO_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # as if the postgres extra were not installed
+from solders.keypair import Keypair
+from human_rpc_sdk import AutoAgent, PaymentError, SDKConfigurationError
+try:
+    AutoAgent(Keypair(), **{kwargs})
+except SDKConfigurationError as exc:
+    print(exc.parameter, "|", exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env"),
+    [
+        ({"journal_path": "postgresql://app:secret@db.example/payments"}, {}),
+        ({"journal_path": "postgres://app:secret@db.example/payments"}, {}),
+        ({"journal_url": "postgresql://app:secret@db.example/payments"}, {}),
+        ({}, {"HUMAN_RPC_JOURNAL": "postgresql://app:secret@db.example/payments"}),
+    ],
+)
+def test_a_database_url_without_the_postgres_extra_is_a_configuration_error(
+    tmp_path: Path, kwargs: dict[str, str], env: dict[str, str]
+) -> None:
+    """Not a relative SQLite path (a folder ``postgresql:`` and a budget per process): an
+    error saying what to install, without the password."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_PSYCOPG.replace("{kwargs}", repr(kwargs))],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith("journal_path |"), done.stdout + done.stderr
+    assert "pip install 'human-rpc-sdk[postgres]'" in done.stdout
+    assert "secret" not in done.stdout
+    assert "app:***@db.example" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # no folder named postgresql: (or postgres:)
+
+
+def test_an_unreachable_database_is_a_configuration_error_and_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SDKConfigurationError, match="cannot open the payment journal") as caught:
+        open_journal("postgresql://nobody:pw@127.0.0.1:1/none?connect_timeout=2")
+    assert "pw" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_journal_url_must_be_a_database_url_and_not_with_journal_path(tmp_path: Path) -> None:
+    with pytest.raises(SDKConfigurationError, match="journal_url must be a PostgreSQL URL"):
+        AutoAgent(Keypair(), journal_url=str(tmp_path / "j.sqlite3"))
+    with pytest.raises(SDKConfigurationError, match="not both"):
+        AutoAgent(Keypair(), journal_url="postgresql://h/db", journal_path=tmp_path / "j")
+
+
+def test_an_agent_keeps_its_journal_in_the_database(journal_url: str) -> None:
+    agent = AutoAgent(Keypair(), journal_url=journal_url, budget={"SOL": "0.5"})
+    try:
+        assert agent.budget["SOL"].limit == Decimal("0.5")
+        assert agent.payments == []
+    finally:
+        agent.close()
