@@ -295,3 +295,96 @@ def test_an_agent_keeps_its_journal_in_the_database(journal_url: str) -> None:
         assert agent.payments == []
     finally:
         agent.close()
+
+
+# -- PostgreSQL only: leases, migrations -------------------------------------------------------
+
+
+def expire_leases(url: str) -> None:
+    """The database's clock moved past every reservation's lease (as after a worker died)."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        db.execute(
+            "UPDATE payments SET expires_at = now() - interval '1 second' WHERE state = 'reserved'"
+        )
+
+
+def test_an_expired_reservation_is_released_by_any_machine(journal_url: str) -> None:
+    """A worker that died holding a reservation: another's recovery gives its budget back, and
+    should the worker come back to sign, it finds its reservation gone and sends nothing."""
+    worker, other = open_journal(journal_url), open_journal(journal_url)
+    try:
+        held_ = reserve(worker, "a", amount="3")
+        assert isinstance(held_, Reserved)
+        assert isinstance(reserve(other, "b"), OverBudget)
+        assert [e.id for e in other.unsettled()] == [held_.entry.id]  # its lease holds
+        expire_leases(journal_url)
+        assert other.unsettled() == []  # released, nothing left for the chain to tell
+        (released,) = other.entries()
+        assert (released.state, released.receipt.landed) == ("failed", False)
+        assert "lease expired" in (released.receipt.error_reason or "")
+        assert other.budget("devnet", {"USDC": Decimal(3)})["USDC"].spent == 0
+        assert (
+            worker.mark(held_.entry.id, "signed", {"signature": "s"}, expect=("reserved",)) is None
+        )
+        assert isinstance(reserve(other, "b"), Reserved)
+    finally:
+        worker.close()
+        other.close()
+
+
+def test_a_signed_payment_is_never_released_by_its_lease(journal_url: str) -> None:
+    store = open_journal(journal_url)
+    try:
+        made = reserve(store, "a")
+        assert isinstance(made, Reserved)
+        store.mark(made.entry.id, "signed", {"signature": "s"}, expect=("reserved",))
+        expire_leases(journal_url)
+        (entry,) = store.unsettled()
+        assert entry.state == "signed"
+        assert store.budget("devnet", {})["USDC"].spent == 1
+    finally:
+        store.close()
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(journal_url: str) -> None:
+    """The schema is made in one transaction under an advisory lock: 8 processes opening an
+    empty database together all succeed, and find one schema."""
+    import psycopg
+
+    script = (
+        "import sys\nfrom human_rpc_sdk._io.store import open_journal\n"
+        "sys.stdin.readline()\nopen_journal(sys.argv[1]).close()\nprint('opened')\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, journal_url],
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    for opener in openers:  # the imports done, all start together
+        assert opener.stdin is not None
+        opener.stdin.write("go\n")
+        opener.stdin.flush()
+    for opener in openers:
+        out, errors = opener.communicate(timeout=60)
+        assert (opener.returncode, out.strip()) == (0, "opened"), errors
+    with psycopg.connect(journal_url) as db:
+        assert db.execute("SELECT version FROM human_rpc_schema").fetchall() == [(1,)]
+
+
+def test_a_database_from_a_newer_sdk_is_refused(journal_url: str) -> None:
+    import psycopg
+
+    open_journal(journal_url).close()
+    with psycopg.connect(journal_url) as db:
+        db.execute("UPDATE human_rpc_schema SET version = 99")
+    with pytest.raises(SDKConfigurationError, match="newer human-rpc-sdk"):
+        open_journal(journal_url)

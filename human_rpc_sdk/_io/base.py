@@ -126,7 +126,7 @@ class BaseAgent:
         open_ = self._pending_payments()
         if open_:
             text = (
-                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with "
+                f"the payment journal {self._journal.path} holds {len(open_)} payment(s) with "
                 f"no known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); "
                 "the money may or may not have moved: call agent.recover_payments() to settle "
                 "them against the chain"
