@@ -388,3 +388,21 @@ def test_a_database_from_a_newer_sdk_is_refused(journal_url: str) -> None:
         db.execute("UPDATE human_rpc_schema SET version = 99")
     with pytest.raises(SDKConfigurationError, match="newer human-rpc-sdk"):
         open_journal(journal_url)
+
+
+def test_ages_are_measured_on_the_database_clock(journal_url: str) -> None:
+    """Machines' clocks differ: a row's age (what recovery and resuming judge by) is read on
+    the database's clock, which stamped it, whatever the local clock says."""
+    from datetime import UTC, datetime
+
+    from human_rpc_sdk._io.postgres import PostgresJournal
+
+    ahead = PostgresJournal(journal_url, clock=lambda: datetime(2100, 1, 1, tzinfo=UTC))
+    try:
+        made = reserve(ahead, "a")
+        assert isinstance(made, Reserved)
+        assert made.entry.age < 60
+        (entry,) = ahead.entries()
+        assert entry.age < 60
+    finally:
+        ahead.close()

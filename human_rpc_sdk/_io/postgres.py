@@ -94,6 +94,9 @@ LEASE_SECONDS: Final = 600
 long as the SQLite journal lets a reservation of another machine's process stand)."""
 _MIGRATION_LOCK: Final = 0x48525043_4A4D4947  # "HRPC" "JMIG": one key for every database
 _RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC"
+_ROW: Final = "*, extract(epoch FROM clock_timestamp())::float8 AS db_now"
+"""A payment's columns and the database's clock: a row's age is measured on the clock that
+stamped it (``updated_unix``), the same for every machine whatever its own clock says."""
 _SCOPE: Final = ""
 """The budget scope of every row until ``budget_scope`` exists (a later schema)."""
 
@@ -246,17 +249,19 @@ class PostgresJournal:
     def find(self, invoice_key: str) -> JournalEntry | None:
         """The live (not ``failed``) payment of this invoice, if any."""
         rows = self._read(
-            "SELECT * FROM payments WHERE invoice_key = %s AND state != 'failed'", (invoice_key,)
+            f"SELECT {_ROW} FROM payments WHERE invoice_key = %s AND state != 'failed'",  # noqa: S608 - a fixed text
+            (invoice_key,),
         )
         return self._entry(rows[0]) if rows else None
 
     def entries(self, states: Iterable[str] | None = None) -> list[JournalEntry]:
         """Every row (oldest first), or those in ``states``."""
         if states is None:
-            rows = self._read("SELECT * FROM payments ORDER BY id", ())
+            rows = self._read(f"SELECT {_ROW} FROM payments ORDER BY id", ())  # noqa: S608 - a fixed text
         else:
             rows = self._read(
-                "SELECT * FROM payments WHERE state = ANY(%s) ORDER BY id", (list(states),)
+                f"SELECT {_ROW} FROM payments WHERE state = ANY(%s) ORDER BY id",  # noqa: S608
+                (list(states),),
             )
         return [self._entry(row) for row in rows]
 
@@ -266,7 +271,7 @@ class PostgresJournal:
         """The signed payments of wallet ``payer`` on ``network`` after journal id ``after``
         (see the SQLite journal's)."""
         rows = self._read(
-            "SELECT * FROM payments WHERE payer = %s AND network = %s AND id > %s "
+            f"SELECT {_ROW} FROM payments WHERE payer = %s AND network = %s AND id > %s "  # noqa: S608 - a fixed text
             "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT %s",
             (payer, network, after, limit),
         )
@@ -275,7 +280,7 @@ class PostgresJournal:
     def paid_for(self, url: str, payer: str, network: str) -> JournalEntry | None:
         """The latest served payment by ``payer`` on ``network`` for ``url``, or None."""
         rows = self._read(
-            "SELECT * FROM payments WHERE payer = %s AND network = %s AND url = %s "
+            f"SELECT {_ROW} FROM payments WHERE payer = %s AND network = %s AND url = %s "  # noqa: S608 - a fixed text
             "AND state = 'accepted' ORDER BY id DESC LIMIT 1",
             (payer, network, url),
         )
@@ -284,7 +289,8 @@ class PostgresJournal:
     def open_tasks(self) -> list[JournalEntry]:
         """Rows of paid human tasks whose verdict is not recorded (oldest first)."""
         rows = self._read(
-            "SELECT * FROM payments WHERE task_id IS NOT NULL AND task_outcome IS NULL ORDER BY id",
+            f"SELECT {_ROW} FROM payments WHERE task_id IS NOT NULL "  # noqa: S608 - a fixed text
+            "AND task_outcome IS NULL ORDER BY id",
             (),
         )
         return [self._entry(row) for row in rows]
@@ -295,7 +301,7 @@ class PostgresJournal:
         """The oldest payment under one of ``resume_keys`` that nobody is sending (see the
         SQLite journal's)."""
         rows = self._read(
-            "SELECT * FROM payments WHERE resume_key = ANY(%s) "
+            f"SELECT {_ROW} FROM payments WHERE resume_key = ANY(%s) "  # noqa: S608 - a fixed text
             "AND (state IN ('signed', 'submitted') AND landed IS NOT FALSE "
             "OR state = 'accepted' AND landed AND http_status IS NULL) ORDER BY id",
             (list(resume_keys),),
@@ -311,7 +317,7 @@ class PostgresJournal:
         another holds the recovery lock, its releases are left to it)."""
         self.release_expired()
         rows = self._read(
-            "SELECT * FROM payments WHERE landed IS NOT TRUE AND NOT "
+            f"SELECT {_ROW} FROM payments WHERE landed IS NOT TRUE AND NOT "  # noqa: S608 - a fixed text
             "(state = 'failed' AND (transaction_b64 IS NULL OR landed_proof IS NOT NULL)) "
             "ORDER BY id",
             (),
@@ -367,10 +373,10 @@ class PostgresJournal:
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
         with self._writing(durable=False) as db:
-            spent = _lock_totals(db, offer.network, currency_key)
+            spent = _lock_totals(db, _keys(offer.network, currency_key))
             if invoice_key is not None:
                 row = db.execute(
-                    "SELECT * FROM payments WHERE invoice_key = %s AND state != 'failed'",
+                    f"SELECT {_ROW} FROM payments WHERE invoice_key = %s AND state != 'failed'",  # noqa: S608 - a fixed text
                     (invoice_key,),
                 ).fetchone()
                 if row is not None and row["id"] != offer.replaces:
@@ -381,8 +387,8 @@ class PostgresJournal:
                     offer.replaces,
                     "state = 'failed', "
                     "error = %s || COALESCE(' (refused: ' || error || ')', ''), updated = %s, "
-                    "updated_unix = %s, expires_at = NULL",
-                    [REPLACED, *_stamp(now)],
+                    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL",
+                    [REPLACED, now.isoformat()],
                     spent=spent,
                 )
             cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
@@ -396,17 +402,18 @@ class PostgresJournal:
                     db.rollback()
                     return OverBudget(total, limit, key, amount)
             row = db.execute(
-                "INSERT INTO payments (scope, invoice_key, state, created, updated, "
+                "INSERT INTO payments (scope, invoice_key, state, created, updated, "  # noqa: S608 - a fixed text
                 "updated_unix, expires_at, url, network, format, currency, currency_key, amount, "
                 "atomic_amount, mint, recipient, destination, reference, payer, fee_lamports, "
                 "replaces, pid, host, process, genesis_hash) VALUES (%s, %s, 'reserved', %s, "
-                "%s, %s, now() + make_interval(secs => %s), %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                "%s, extract(epoch FROM clock_timestamp()), now() + make_interval(secs => %s), "
+                "%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                f"%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_ROW}",
                 (
                     _SCOPE,
                     invoice_key,
                     now.isoformat(),
-                    *_stamp(now),
+                    now.isoformat(),
                     LEASE_SECONDS,
                     offer.url,
                     offer.network,
@@ -457,13 +464,13 @@ class PostgresJournal:
             [
                 "state = %s",
                 "updated = %s",
-                "updated_unix = %s",
+                "updated_unix = extract(epoch FROM clock_timestamp())",
                 *(f"{name} = %s" for name in values),
             ]
         )
         if state != "reserved":
             assignments += ", expires_at = NULL"
-        params: list[Any] = [state, *_stamp(self._now()), *values.values()]
+        params: list[Any] = [state, self._now().isoformat(), *values.values()]
         allowed = None if expect is None else tuple(expect)
         try:
             with self._writing(busy_seconds, durable=durable or state == "signed") as db:
@@ -485,18 +492,23 @@ class PostgresJournal:
             if got is None or not got["mine"]:
                 return 0
             expired = db.execute(
-                "SELECT id FROM payments WHERE state = 'reserved' AND expires_at < now() "
-                "ORDER BY id"
+                "SELECT id, network, currency_key FROM payments WHERE state = 'reserved' "
+                "AND expires_at < now() ORDER BY id"
             ).fetchall()
-            now = _stamp(self._now())
+            # Every total these rows count against, locked at once and in order (see _update).
+            locked = _lock_totals(
+                db, {k for row in expired for k in _keys(row["network"], row["currency_key"])}
+            )
+            now = self._now().isoformat()
             for row in expired:
                 updated = _update(
                     db,
                     row["id"],
                     "state = 'failed', error = %s, landed = FALSE, updated = %s, "
-                    "updated_unix = %s, expires_at = NULL",
-                    ["abandoned before it was signed (its lease expired)", *now],
+                    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL",
+                    ["abandoned before it was signed (its lease expired)", now],
                     ("reserved",),
+                    spent=locked,
                 )
                 if updated is not None:
                     released += 1
@@ -568,33 +580,38 @@ class PostgresJournal:
         )
 
     def _entry(self, row: Mapping[str, Any]) -> JournalEntry:
-        return _entry_from_row(row, self._now().timestamp())
+        return _entry_from_row(row, float(row["db_now"]))
 
 
 # -- running totals -------------------------------------------------------------------------
 
 
-def _keys(network: str, currency_key: str) -> list[tuple[str, str]]:
-    """The totals a payment in ``currency_key`` on ``network`` may move, in locking order."""
-    return sorted({(network, currency_key), (network, SOL_KEY)})
+def _keys(network: str, currency_key: str) -> set[tuple[str, str]]:
+    """The totals a payment in ``currency_key`` on ``network`` may move."""
+    return {(network, currency_key), (network, SOL_KEY)}
 
 
-def _lock_totals(db: psycopg.Connection[dict[str, Any]], network: str, currency_key: str) -> Totals:
-    """Lock (``FOR UPDATE``) the running totals of a payment's currency and of SOL on
-    ``network``, creating them at zero first; what they hold (inside a write transaction)."""
-    keys = _keys(network, currency_key)
-    for net, key in keys:
+def _lock_totals(db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str]]) -> Totals:
+    """Lock (``FOR UPDATE``) the running totals ``keys`` (network, currency), creating them at
+    zero first, in the one order every writer keeps (sorted); what they hold (inside a write
+    transaction). A transaction takes all the totals it needs at once, before any payment row."""
+    wanted = sorted(set(keys))
+    for network, key in wanted:
         db.execute(
             "INSERT INTO totals (scope, network, currency_key, spent) VALUES (%s, %s, %s, 0) "
             "ON CONFLICT DO NOTHING",
-            (_SCOPE, net, key),
+            (_SCOPE, network, key),
         )
-    rows = db.execute(
-        "SELECT network, currency_key, spent FROM totals WHERE scope = %s AND network = %s "
-        "AND currency_key = ANY(%s) ORDER BY network, currency_key FOR UPDATE",
-        (_SCOPE, network, [key for _, key in keys]),
-    ).fetchall()
-    return {(row["network"], row["currency_key"]): Decimal(row["spent"]) for row in rows}
+    locked: Totals = {}
+    for network, key in wanted:  # one at a time: the order of the locks is this loop's
+        row = db.execute(
+            "SELECT spent FROM totals WHERE scope = %s AND network = %s AND currency_key = %s "
+            "FOR UPDATE",
+            (_SCOPE, network, key),
+        ).fetchone()
+        assert row is not None  # noqa: S101 - inserted just above, and never deleted
+        locked[(network, key)] = Decimal(row["spent"])
+    return locked
 
 
 def _add(db: psycopg.Connection[dict[str, Any]], amounts: Totals, locked: Totals) -> None:
@@ -639,14 +656,19 @@ def _update(
     ).fetchone()
     if key is None:
         return None
-    locked = spent if spent is not None else _lock_totals(db, key["network"], key["currency_key"])
-    before = db.execute("SELECT * FROM payments WHERE id = %s FOR UPDATE", (entry_id,)).fetchone()
+    locked = (
+        spent if spent is not None else _lock_totals(db, _keys(key["network"], key["currency_key"]))
+    )
+    before = db.execute(
+        f"SELECT {_ROW} FROM payments WHERE id = %s FOR UPDATE",  # noqa: S608 - a fixed text
+        (entry_id,),
+    ).fetchone()
     sql = f"UPDATE payments SET {assignments} WHERE id = %s"  # noqa: S608 - fixed column names
     values = [*params, entry_id]
     if expect is not None:
         sql += " AND state = ANY(%s)"
         values.append(list(expect))
-    after = db.execute(sql + " RETURNING *", values).fetchone()
+    after = db.execute(sql + f" RETURNING {_ROW}", values).fetchone()
     if after is None:
         return None
     old, new = _counted(before), _counted(after)
@@ -683,7 +705,3 @@ def _migrate(db: psycopg.Connection[dict[str, Any]], where: str) -> None:
             db.execute("DELETE FROM human_rpc_schema")
             db.execute("INSERT INTO human_rpc_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
             logger.info("payment journal schema %d -> %d in %s", version, SCHEMA_VERSION, where)
-
-
-def _stamp(now: datetime) -> tuple[str, float]:
-    return now.isoformat(), now.timestamp()
