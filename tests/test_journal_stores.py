@@ -406,3 +406,19 @@ def test_ages_are_measured_on_the_database_clock(journal_url: str) -> None:
         assert entry.age < 60
     finally:
         ahead.close()
+
+
+def test_a_refused_reservation_loses_no_outcome_kept_before_it(
+    store: JournalStore, store_location: str
+) -> None:
+    """An outcome kept from a failed write goes in with the next write; a reservation the
+    budget refuses rolls back its own work, never that outcome."""
+    made = reserve(store, "a", amount="3")
+    assert isinstance(made, Reserved)
+    store.mark(made.entry.id, "signed", {"signature": "s"})
+    with held(store_location), pytest.raises(PaymentError):
+        store.mark(made.entry.id, "accepted", {"http_status": 200}, keep=True, busy_seconds=0.05)
+    assert isinstance(reserve(store, "b"), OverBudget)
+    store.flush()
+    (entry,) = store.entries()
+    assert (entry.state, entry.receipt.http_status) == ("accepted", 200)

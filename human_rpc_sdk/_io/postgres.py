@@ -372,7 +372,11 @@ class PostgresJournal:
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
-        with self._writing(durable=False) as db:
+        refused: OverBudget | None = None
+        # The reservation is a savepoint inside the write transaction: refused by the budget,
+        # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
+        # from failed writes, written first (see _writing), still commit.
+        with self._writing(durable=False) as db, db.transaction() as reservation:
             spent = _lock_totals(db, _keys(offer.network, currency_key))
             if invoice_key is not None:
                 row = db.execute(
@@ -399,8 +403,8 @@ class PostgresJournal:
                     continue
                 total = spent.get((network, key), Decimal(0))
                 if total + amount > limit:
-                    db.rollback()
-                    return OverBudget(total, limit, key, amount)
+                    refused = OverBudget(total, limit, key, amount)
+                    raise psycopg.Rollback(reservation)
             row = db.execute(
                 "INSERT INTO payments (scope, invoice_key, state, created, updated, "  # noqa: S608 - a fixed text
                 "updated_unix, expires_at, url, network, format, currency, currency_key, amount, "
@@ -438,6 +442,8 @@ class PostgresJournal:
             assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
             _add(db, _counted(row), spent)
             return Reserved(self._entry(row))
+        assert refused is not None  # noqa: S101 - the one way out of the block without a return
+        return refused
 
     def mark(
         self,
