@@ -4,6 +4,7 @@ taken for a file."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -422,3 +423,50 @@ def test_a_refused_reservation_loses_no_outcome_kept_before_it(
     store.flush()
     (entry,) = store.entries()
     assert (entry.state, entry.receipt.http_status) == ("accepted", 200)
+
+
+def test_one_recoverer_at_a_time(journal_url: str) -> None:
+    """While one process recovers, another's recover_payments() leaves the journal to it; once
+    it is done, the other recovers (here: releases a reservation whose lease expired)."""
+    from human_rpc_sdk import AsyncAutoAgent
+
+    worker = open_journal(journal_url)
+    agent = AutoAgent(Keypair(), journal_url=journal_url)
+    try:
+        assert isinstance(reserve(worker, "a"), Reserved)
+        expire_leases(journal_url)
+        with worker.recovering() as mine:
+            assert mine
+            with agent._journal.recovering() as theirs:
+                assert not theirs
+            assert agent.recover_payments() == []
+            (entry,) = worker.entries()
+            assert entry.state == "reserved"  # left to the recoverer
+        agent.recover_payments()
+        (entry,) = worker.entries()
+        assert entry.state == "failed"
+    finally:
+        agent.close()
+        worker.close()
+
+    async def recover_while_held() -> list[object]:
+        async_agent = AsyncAutoAgent(Keypair(), journal_url=journal_url)
+        other = open_journal(journal_url)
+        try:
+            with other.recovering() as held_:
+                assert held_
+                return list(await async_agent.recover_payments())
+        finally:
+            await async_agent.aclose()
+            other.close()
+
+    assert asyncio.run(recover_while_held()) == []
+
+
+def test_sqlite_recoverers_may_run_together(tmp_path: Path) -> None:
+    journal = open_journal(str(tmp_path / "j.sqlite3"))
+    try:
+        with journal.recovering() as first, journal.recovering() as second:
+            assert (first, second) == (True, True)
+    finally:
+        journal.close()

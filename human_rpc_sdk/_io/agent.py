@@ -275,13 +275,19 @@ class AutoAgent(BaseAgent):
         one proven never landed (a node that has seen its blockhash is past the blockhash's
         last valid block height, and has no such transaction) becomes ``failed`` and its
         budget is released; the rest stay open.
-        Safe to call at any time, from any process sharing the journal.
+        Safe to call at any time, from any process sharing the journal. On a PostgreSQL
+        journal one process recovers at a time: while another does, this returns ``[]``
+        (what that one learns is journaled for all).
 
         :returns: the receipts of the payments examined, as they are now.
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        return self._driver.run(self._recovery(self._open_payments()))
+        with self._journal.recovering() as mine:
+            if not mine:
+                logger.info("another process is recovering this journal's payments")
+                return []
+            return self._driver.run(self._recovery(self._open_payments()))
 
     def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
         """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the

@@ -539,6 +539,12 @@ class Journal:
             with self._writing():
                 pass  # _writing writes them first
 
+    @contextlib.contextmanager
+    def recovering(self) -> Iterator[bool]:
+        """Always True: on one machine, recoverers sharing the file may run together (each of
+        their writes expects the state it read, so none undoes another's)."""
+        yield True
+
     # -- plumbing ----------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -93,7 +93,8 @@ LEASE_SECONDS: Final = 600
 """How long a reservation holds its budget unsigned before any recovery may release it (as
 long as the SQLite journal lets a reservation of another machine's process stand)."""
 _MIGRATION_LOCK: Final = 0x48525043_4A4D4947  # "HRPC" "JMIG": one key for every database
-_RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC"
+_RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC": a whole recover_payments
+_RELEASE_LOCK: Final = 0x48525043_4A524C53  # "HRPC" "JRLS": one release of expired leases
 _ROW: Final = "*, extract(epoch FROM clock_timestamp())::float8 AS db_now"
 """A payment's columns and the database's clock: a row's age is measured on the clock that
 stamped it (``updated_unix``), the same for every machine whatever its own clock says."""
@@ -493,7 +494,7 @@ class PostgresJournal:
         other process is recovering; how many were released."""
         released = 0
         with self._writing() as db:
-            mine = db.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (_RECOVERY_LOCK,))
+            mine = db.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (_RELEASE_LOCK,))
             got = mine.fetchone()
             if got is None or not got["mine"]:
                 return 0
@@ -526,6 +527,33 @@ class PostgresJournal:
                         updated["pid"],
                     )
         return released
+
+    @contextlib.contextmanager
+    def recovering(self) -> Iterator[bool]:
+        """One recoverer at a time across the fleet: True while this process holds the
+        journal's recovery lock (``pg_try_advisory_lock``, on a connection of its own, released
+        at the end or when that connection drops), False when another process holds it."""
+        try:
+            db = self._pool.getconn(timeout=30.0)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise self._failure("lock", exc) from None
+        try:
+            try:
+                got = db.execute("SELECT pg_try_advisory_lock(%s) AS mine", (_RECOVERY_LOCK,))
+                row = got.fetchone()
+                db.commit()  # a session's lock: it outlives the transaction
+            except (psycopg.Error, OSError) as exc:
+                raise self._failure("lock", exc) from None
+            mine = row is not None and bool(row["mine"])
+            try:
+                yield mine
+            finally:
+                if mine:
+                    with contextlib.suppress(psycopg.Error, OSError):  # a dropped one is freed
+                        db.execute("SELECT pg_advisory_unlock(%s)", (_RECOVERY_LOCK,))
+                        db.commit()
+        finally:
+            self._pool.putconn(db)
 
     def flush(self) -> None:
         """Write the outcomes kept from failed writes (see ``mark(keep=True)``), if any."""
@@ -567,10 +595,11 @@ class PostgresJournal:
                         "journaled the outcome of payment #%s, kept since a failed write", entry_id
                     )
                 yield db
-            # the pool's context committed (or the body rolled back, then nothing to commit)
+            # Committed: forget what was written, unless a newer outcome was kept meanwhile.
             with self._lock:
-                for entry_id in deferred:
-                    self._deferred.pop(entry_id, None)
+                for entry_id, kept in deferred.items():
+                    if self._deferred.get(entry_id) is kept:
+                        del self._deferred[entry_id]
         except (psycopg.Error, OSError) as exc:
             raise self._failure("write", exc) from None
         except TimeoutError as exc:  # psycopg_pool.PoolTimeout

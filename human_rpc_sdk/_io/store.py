@@ -15,6 +15,7 @@ is a database, anything else a SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -86,6 +87,11 @@ class JournalStore(Protocol):
     ) -> JournalEntry | None: ...
 
     def flush(self) -> None: ...
+
+    def recovering(self) -> contextlib.AbstractContextManager[bool]:
+        """While recovery runs: True when this process may recover (it holds the journal's
+        recovery lock, if the store has one), False when another process is recovering."""
+        ...
 
 
 POSTGRES_EXTRA = "pip install 'human-rpc-sdk[postgres]'"
