@@ -470,3 +470,47 @@ def test_sqlite_recoverers_may_run_together(tmp_path: Path) -> None:
             assert (first, second) == (True, True)
     finally:
         journal.close()
+
+
+@contextlib.contextmanager
+def database_down(url: str) -> Iterator[None]:
+    """The journal's database unreachable: new connections refused, open ones cut."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        yield
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+
+
+def test_a_database_down_fails_closed_and_loses_no_outcome(journal_url: str) -> None:
+    """Down: no reservation (so nothing is signed), an outcome the server told is kept; back:
+    the outcome is written first and payments go on."""
+    from human_rpc_sdk._io.postgres import PostgresJournal
+
+    store = PostgresJournal(journal_url, wait_seconds=1)
+    try:
+        made = reserve(store, "a", budget=None)
+        assert isinstance(made, Reserved)
+        store.mark(made.entry.id, "signed", {"signature": "s"})
+        with database_down(journal_url):
+            with pytest.raises(PaymentError) as refused:
+                reserve(store, "b", budget=None)
+            assert refused.value.reason == "journal_unavailable"
+            with pytest.raises(PaymentError) as kept:
+                store.mark(made.entry.id, "accepted", {"http_status": 200}, keep=True)
+            assert kept.value.reason == "journal_unavailable"
+        assert isinstance(reserve(store, "b", budget=None), Reserved)
+        first, second = store.entries()
+        assert (first.state, first.receipt.http_status) == ("accepted", 200)
+        assert second.state == "reserved"
+    finally:
+        store.close()

@@ -82,7 +82,7 @@ from .journal import (
 )
 from .journal import entry_from_row as _entry_from_row
 
-__all__ = ["LEASE_SECONDS", "SCHEMA_VERSION", "PostgresJournal"]
+__all__ = ["LEASE_SECONDS", "SCHEMA_VERSION", "WAIT_SECONDS", "PostgresJournal"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
@@ -92,6 +92,9 @@ lease of a reservation), the running totals and the budget raises, each per ``sc
 LEASE_SECONDS: Final = 600
 """How long a reservation holds its budget unsigned before any recovery may release it (as
 long as the SQLite journal lets a reservation of another machine's process stand)."""
+WAIT_SECONDS: Final = 30.0
+"""How long a read or write waits for a working connection (the server down or every
+connection busy) before failing as ``journal_unavailable``."""
 _MIGRATION_LOCK: Final = 0x48525043_4A4D4947  # "HRPC" "JMIG": one key for every database
 _RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC": a whole recover_payments
 _RELEASE_LOCK: Final = 0x48525043_4A524C53  # "HRPC" "JRLS": one release of expired leases
@@ -199,8 +202,10 @@ class PostgresJournal:
         *,
         clock: Callable[[], datetime] | None = None,
         max_connections: int = 4,
+        wait_seconds: float = WAIT_SECONDS,
     ):
         self.path = redacted_url(url)
+        self._wait = wait_seconds
         self._now = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
@@ -534,7 +539,7 @@ class PostgresJournal:
         journal's recovery lock (``pg_try_advisory_lock``, on a connection of its own, released
         at the end or when that connection drops), False when another process holds it."""
         try:
-            db = self._pool.getconn(timeout=30.0)
+            db = self._pool.getconn(timeout=self._wait)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise self._failure("lock", exc) from None
         try:
@@ -570,7 +575,7 @@ class PostgresJournal:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
-            with self._pool.connection(timeout=30.0) as db:
+            with self._pool.connection(timeout=self._wait) as db:
                 yield db
         except (psycopg.Error, OSError) as exc:
             raise self._failure("read", exc) from None
@@ -583,7 +588,7 @@ class PostgresJournal:
     ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """One write transaction; ``durable``: committed with ``synchronous_commit = on``."""
         try:
-            with self._pool.connection(timeout=busy_seconds or 30.0) as db:
+            with self._pool.connection(timeout=busy_seconds or self._wait) as db:
                 with self._lock:
                     deferred = dict(self._deferred)
                 db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
