@@ -493,8 +493,9 @@ def database_down(url: str) -> Iterator[None]:
 
 def test_a_database_down_fails_closed_and_loses_no_outcome(journal_url: str) -> None:
     """Down: no reservation (so nothing is signed), an outcome the server told is kept; back:
-    the outcome is written first and payments go on."""
-    from human_rpc_sdk._io.postgres import PostgresJournal
+    the outcome is written first and payments go on. (Down, each call waits one second for a
+    connection; back, as long as the pool's reconnection takes, up to the usual bound.)"""
+    from human_rpc_sdk._io.postgres import WAIT_SECONDS, PostgresJournal
 
     store = PostgresJournal(journal_url, wait_seconds=1)
     try:
@@ -508,6 +509,7 @@ def test_a_database_down_fails_closed_and_loses_no_outcome(journal_url: str) -> 
             with pytest.raises(PaymentError) as kept:
                 store.mark(made.entry.id, "accepted", {"http_status": 200}, keep=True)
             assert kept.value.reason == "journal_unavailable"
+        store.wait_seconds = WAIT_SECONDS
         assert isinstance(reserve(store, "b", budget=None), Reserved)
         first, second = store.entries()
         assert (first.state, first.receipt.http_status) == ("accepted", 200)

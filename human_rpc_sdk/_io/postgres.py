@@ -205,7 +205,8 @@ class PostgresJournal:
         wait_seconds: float = WAIT_SECONDS,
     ):
         self.path = redacted_url(url)
-        self._wait = wait_seconds
+        self.wait_seconds = wait_seconds
+        """How long a read or write waits for a working connection (see ``WAIT_SECONDS``)."""
         self._now = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
@@ -539,7 +540,7 @@ class PostgresJournal:
         journal's recovery lock (``pg_try_advisory_lock``, on a connection of its own, released
         at the end or when that connection drops), False when another process holds it."""
         try:
-            db = self._pool.getconn(timeout=self._wait)
+            db = self._pool.getconn(timeout=self.wait_seconds)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise self._failure("lock", exc) from None
         try:
@@ -575,7 +576,7 @@ class PostgresJournal:
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         try:
-            with self._pool.connection(timeout=self._wait) as db:
+            with self._pool.connection(timeout=self.wait_seconds) as db:
                 yield db
         except (psycopg.Error, OSError) as exc:
             raise self._failure("read", exc) from None
@@ -588,7 +589,7 @@ class PostgresJournal:
     ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """One write transaction; ``durable``: committed with ``synchronous_commit = on``."""
         try:
-            with self._pool.connection(timeout=busy_seconds or self._wait) as db:
+            with self._pool.connection(timeout=busy_seconds or self.wait_seconds) as db:
                 with self._lock:
                     deferred = dict(self._deferred)
                 db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
