@@ -34,8 +34,14 @@ APT_GET      ?= apt-get
 AS_ROOT      ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 APT_INSTALL  := env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y chromium chromium-driver
 export CHROMIUM CHROMEDRIVER
+# The PostgreSQL journal's tests (tests/test_journal_stores.py, tests/test_fleet.py) start a real
+# server from Debian's postgresql package (/usr/lib/postgresql/<version>/bin), installed with
+# apt-get when missing, the same way. tests/postgres_server.py starts it as the package's
+# `postgres` system user when the tests run as root (PostgreSQL refuses to run as root). When it
+# cannot be installed those tests skip, and fail under CI=true.
+PG_INSTALL   := env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y postgresql
 
-.PHONY: demo test lint typecheck unit browser bench gateway clean FORCE
+.PHONY: demo test lint typecheck unit browser postgres bench gateway clean FORCE
 
 FORCE:
 
@@ -64,7 +70,7 @@ $(DEMO_STAMP): $(CHECKED) pyproject.toml
 	touch $@
 
 $(DEV_STAMP): $(CHECKED) pyproject.toml
-	@echo "make: installing human-rpc-sdk[dev] into $(VENV) (the gateway extra, pytest, hypothesis, ruff, mypy)"
+	@echo "make: installing human-rpc-sdk[dev] into $(VENV) (the gateway extra, pytest, hypothesis, ruff, mypy, psycopg, pytest-postgresql)"
 	$(PIP_INSTALL) ".[dev]"
 	touch $@
 
@@ -88,6 +94,16 @@ browser:
 	        "skip (and fail under CI=true)" >&2; \
 	fi
 
+# Runs every time (a look for pg_ctl); never fails the build.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	    echo "make: installing postgresql with apt-get (the PostgreSQL journal's tests)"; \
+	    $(AS_ROOT) $(PG_INSTALL) || \
+	    { $(AS_ROOT) $(APT_GET) update && $(AS_ROOT) $(PG_INSTALL); } || \
+	    echo "make: could not install postgresql; the PostgreSQL journal's tests will skip" \
+	        "(and fail under CI=true)" >&2; \
+	fi
+
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
@@ -100,7 +116,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP) browser
+unit: $(DEV_STAMP) $(X402_STAMP) $(JS_STAMP) browser postgres
 	$(BIN)/pytest
 
 # bench_payment.py races AutoAgent against the reference x402 client, run in $(X402_VENV).

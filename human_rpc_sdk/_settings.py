@@ -10,6 +10,7 @@ accept and refuse exactly the same arguments.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ __all__ = [
     "AgentSettings",
     "ReiteratorSettings",
     "default_journal_path",
+    "is_database_url",
+    "redacted_url",
 ]
 
 ENV_RPC_URL: Final = "SOLANA_RPC_URL"
@@ -97,6 +100,7 @@ class AgentSettings:
         trusted_recipients: Addresses | None = None,
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
+        journal_url: str | None = None,
         accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
@@ -156,7 +160,9 @@ class AgentSettings:
             rules=rules,
             approve=approve,
             signer=loaded,
-            journal_path=journal_location(journal_path, network, str(loaded.pubkey())),
+            journal_path=journal_location(
+                journal_path, network, str(loaded.pubkey()), journal_url=journal_url
+            ),
             clock=clock,
             sleep=sleep,
             nonce=nonce,
@@ -177,19 +183,67 @@ def default_journal_path(network: str, address: str) -> Path:
     return Path(state) / "human-rpc-sdk" / f"journal-{network}-{address}.sqlite3"
 
 
-def journal_location(value: Any, network: str, address: str) -> str:
-    """The journal's path from ``journal_path=`` (checked), or the default for the wallet."""
+DATABASE_SCHEMES: Final = ("postgresql://", "postgres://")
+"""A journal location starting with one of these is a PostgreSQL database (see ``_io.store``)."""
+
+
+def is_database_url(location: str) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
+    return location.lower().startswith(DATABASE_SCHEMES)
+
+
+def redacted_url(location: str) -> str:
+    """``location`` with any password in it replaced by ``***`` (for messages and logs)."""
+    if not is_database_url(location):
+        return location
+    try:
+        parts = urllib.parse.urlsplit(location)
+        if parts.password is None:
+            return location
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:  # a malformed URL: show only its scheme
+        return location.split("://", 1)[0] + "://***"
+
+
+def journal_location(value: Any, network: str, address: str, *, journal_url: Any = None) -> str:
+    """The journal's location: ``journal_url=`` (a PostgreSQL URL), else ``journal_path=``
+    (checked; a PostgreSQL URL there too), else ``$HUMAN_RPC_JOURNAL`` (a file or a URL), else
+    the default file for the wallet. A database URL is kept as it is (never made a path)."""
+    if journal_url is not None:
+        if value is not None:
+            raise SDKConfigurationError(
+                "pass journal_path= or journal_url=, not both", parameter="journal_url"
+            )
+        if not isinstance(journal_url, str) or not is_database_url(journal_url.strip()):
+            got = (
+                repr(redacted_url(journal_url)[:100])
+                if isinstance(journal_url, str)
+                else f"a {type(journal_url).__name__}"
+            )
+            raise SDKConfigurationError(
+                "journal_url must be a PostgreSQL URL such as 'postgresql://user@host/dbname' "
+                f"(got {got})",
+                parameter="journal_url",
+            )
+        return journal_url.strip()
     if value is None:
+        named = os.environ.get(ENV_JOURNAL, "").strip()
+        if is_database_url(named):
+            return named
         return str(default_journal_path(network, address))
     if isinstance(value, str) and value == MEMORY:
         return MEMORY
     text = os.fspath(value) if isinstance(value, str | os.PathLike) else None
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise SDKConfigurationError(
-            "journal_path must be a file path (text without NUL characters) or ':memory:' "
-            f"(got a {type(value).__name__})",
+            "journal_path must be a file path (text without NUL characters), ':memory:' or a "
+            f"PostgreSQL URL (got a {type(value).__name__})",
             parameter="journal_path",
         )
+    if is_database_url(text.strip()):
+        return text.strip()
     try:
         return str(Path(text).expanduser())
     except RuntimeError:  # '~someone' with no such user, or no home directory

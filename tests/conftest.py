@@ -12,13 +12,16 @@ from typing import Any
 import pytest
 import requests
 from hypothesis import HealthCheck, settings
+from pytest_postgresql import factories as pg_factories
 from solders.keypair import Keypair
 from solders.signature import Signature
 
 from human_rpc_sdk import AutoAgent, KeypairSigner
+from human_rpc_sdk._io.journal import Journal
 from stub_gateway import Gateway, GatewayServer, serve_in_thread
 
 from .drivers import KINDS, Driven, Maker, made_for
+from .postgres_server import database_url, postgres_server  # noqa: F401 - a fixture
 
 # The design document asks for at least 100 examples per property; CI runs more.
 settings.register_profile(
@@ -375,3 +378,32 @@ def human_driven(driven: Maker, server: GatewayServer, usdc: str = "20", **optio
     return driven(
         wallet, rpc_url=server.rpc_url, human_rpc_url=f"{server.url}/api/v1/tasks", **options
     )
+
+
+def sqlite_of(agent: Any) -> Journal:
+    """The agent's journal, which a test of SQLite's own workings needs to be a SQLite file."""
+    journal = agent._journal
+    assert isinstance(journal, Journal), f"a SQLite journal, not {journal!r}"
+    return journal
+
+
+# -- PostgreSQL (the journal of a fleet): a real server, a fresh database per test -------------
+
+# pytest-postgresql's client fixture over the server postgres_server started: a fresh database
+# for each test, cloned from the (empty) template made with the server.
+pg_database = pg_factories.postgresql("postgres_server")
+
+
+@pytest.fixture
+def journal_url(pg_database: object) -> str:
+    """The URL of an empty PostgreSQL database of its own for this test."""
+    return database_url(pg_database)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a journal lives, once per store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.sqlite3")
+    url: str = request.getfixturevalue("journal_url")
+    return url

@@ -21,7 +21,7 @@ from human_rpc_sdk._io.journal import Journal
 from stub_gateway import Gateway, GatewayServer, Price
 from stub_gateway.x402_routes import require_x402
 
-from .conftest import FakeClock, Shop
+from .conftest import FakeClock, Shop, sqlite_of
 from .test_attack_round2 import recount, rows
 from .test_replacement_proof import gateway_app, serve
 
@@ -175,7 +175,7 @@ def test_a_power_loss_after_the_payments_loses_no_sent_payment(
     try:
         assert agent.get(url).status_code == 200
         assert agent.get(url).status_code == 200
-        assert agent._journal.full_syncs >= 2
+        assert sqlite_of(agent).full_syncs >= 2
         copy = tmp_path / "after-power-cut.sqlite3"
         shutil.copyfile(journal, copy)
         with open(f"{journal}-wal", "rb") as wal:

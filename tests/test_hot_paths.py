@@ -28,7 +28,7 @@ from human_rpc_sdk._records import Reserved
 from human_rpc_sdk.wallet import OwnSignature
 from stub_gateway import GatewayServer, create_app
 
-from .conftest import FakeClock
+from .conftest import FakeClock, sqlite_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.001")
@@ -86,11 +86,11 @@ def test_a_payment_is_fully_synced_once_at_signed(server: GatewayServer, tmp_pat
     server.gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     journal = tmp_path / "journal.sqlite3"
     agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_path=journal)
-    commits = FullCommits(agent._journal)
-    before = agent._journal.full_syncs
+    commits = FullCommits(sqlite_of(agent))
+    before = sqlite_of(agent).full_syncs
     for _ in range(2):
         assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
-    assert agent._journal.full_syncs - before == 2
+    assert sqlite_of(agent).full_syncs - before == 2
     assert commits.count == 2
     assert [row["state"] for row in rows(journal)] == ["accepted", "accepted"]
     assert server.gateway.balance(wallet.pubkey()) == 1 - 2 * (PRICE + FEE)

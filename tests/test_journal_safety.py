@@ -38,7 +38,7 @@ from human_rpc_sdk._receipts import STATES
 from human_rpc_sdk._records import OverBudget, Reserved
 from stub_gateway import GatewayServer, serve_in_thread
 
-from .conftest import FakeClock, PaymentCapture
+from .conftest import FakeClock, PaymentCapture, sqlite_of
 
 PRICE = Decimal("0.001")  # premium/sol
 FEE = Decimal("0.000005")
@@ -486,7 +486,7 @@ def test_a_locked_journal_before_sending_stops_the_payment(
     agent.session.mount("http://", capture)
     with sqlite3.connect(path) as db:  # a write lock that never ends: the timeout is short
         db.execute("PRAGMA busy_timeout=0")
-    agent._journal._db.execute("PRAGMA busy_timeout = 50")
+    sqlite_of(agent)._db.execute("PRAGMA busy_timeout = 50")
     with Locker(path), pytest.raises(PaymentError) as caught:
         agent.get(f"{server.url}/api/v1/premium/sol")
     assert caught.value.reason == "journal_unavailable"

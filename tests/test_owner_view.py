@@ -19,7 +19,7 @@ from human_rpc_sdk._io.journal import SCHEMA_VERSION, Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
 
-from .conftest import Shop
+from .conftest import Shop, sqlite_of
 from .test_journal_safety import v1_journal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,9 +174,9 @@ def test_payments_reads_only_this_wallets_rows(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     agent = AutoAgent(Keypair(), journal_path=path)
     statements: list[str] = []
-    agent._journal._db.set_trace_callback(statements.append)
+    sqlite_of(agent)._db.set_trace_callback(statements.append)
     assert agent.payments_since(5, limit=10) == []
-    agent._journal._db.set_trace_callback(None)
+    sqlite_of(agent)._db.set_trace_callback(None)
     (query,) = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     with sqlite3.connect(path) as db:
         plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))

@@ -6,7 +6,9 @@ The rest of the package is the sans-I/O core: flows that yield effects (see
 ``time`` outside this package, so a decision cannot hide in a driver and a driver cannot
 drift from the others.
 
-* :mod:`.journal` - the SQLite payment journal.
+* :mod:`.store` - the journal's interface (``JournalStore``) and which store a location names.
+* :mod:`.journal` - the SQLite payment journal (the default store).
+* :mod:`.postgres` - the PostgreSQL payment journal (one budget for a fleet; psycopg 3).
 * :mod:`.rpc` - Solana JSON-RPC over ``requests`` (the synchronous transport).
 * :mod:`.sync` - the synchronous driver: performs effects, sends HTTP with ``requests``.
 * :mod:`.agent` - :class:`~human_rpc_sdk.AutoAgent`, the ``requests`` agent.

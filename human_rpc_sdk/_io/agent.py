@@ -101,7 +101,11 @@ class AutoAgent(BaseAgent):
         ``True`` lets the payment go ahead.
     :param journal_path: the SQLite payment journal; defaults to ``$HUMAN_RPC_JOURNAL``, else
         one file per wallet and network under ``$XDG_STATE_HOME/human-rpc-sdk``. ``":memory:"``
-        keeps it in this process only (no crash safety).
+        keeps it in this process only (no crash safety). A ``postgresql://`` URL (here, in
+        ``journal_url`` or in ``$HUMAN_RPC_JOURNAL``) keeps it in a PostgreSQL database that a
+        fleet of machines shares, with one budget (the ``postgres`` extra).
+    :param journal_url: the PostgreSQL database of the payment journal
+        (``postgresql://user@host/dbname``); instead of ``journal_path``.
     :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
         ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
@@ -157,6 +161,7 @@ class AutoAgent(BaseAgent):
         trusted_recipients: Addresses | None = None,
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
+        journal_url: str | None = None,
         accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
@@ -183,6 +188,7 @@ class AutoAgent(BaseAgent):
                 trusted_recipients=trusted_recipients,
                 approve=approve,
                 journal_path=journal_path,
+                journal_url=journal_url,
                 accept_assets=accept_assets,
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,
@@ -269,13 +275,19 @@ class AutoAgent(BaseAgent):
         one proven never landed (a node that has seen its blockhash is past the blockhash's
         last valid block height, and has no such transaction) becomes ``failed`` and its
         budget is released; the rest stay open.
-        Safe to call at any time, from any process sharing the journal.
+        Safe to call at any time, from any process sharing the journal. On a PostgreSQL
+        journal one process recovers at a time: while another does, this returns ``[]``
+        (what that one learns is journaled for all).
 
         :returns: the receipts of the payments examined, as they are now.
         :raises SolanaRPCError: when the RPC node cannot answer; what was learnt about the
             payments examined before that is kept, the rest stay open.
         """
-        return self._driver.run(self._recovery(self._open_payments()))
+        with self._journal.recovering() as mine:
+            if not mine:
+                logger.info("another process is recovering this journal's payments")
+                return []
+            return self._driver.run(self._recovery(self._open_payments()))
 
     def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
         """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the

@@ -41,7 +41,7 @@ from .._resume import request_fingerprint
 from ..exceptions import HumanRPCError
 from ..wallet import OwnSignature, Signer, own_key, sign_async, signer_failed
 from .arpc import AsyncRpcClient
-from .journal import Journal
+from .store import JournalStore
 from .sync import NotSent, approve_failed, keep_journal
 
 __all__ = [
@@ -68,7 +68,7 @@ class AsyncDriver:
         self,
         *,
         rpc: AsyncRpcClient | None,
-        journal: Journal,
+        journal: JournalStore,
         approve: Callable[[PaymentOffer], object] | None,
         sleep: Callable[[float], Awaitable[Any]],
         signer: Signer | None = None,

@@ -8,6 +8,7 @@ differs (:mod:`._io.aio`). ``await agent.get(...)`` returns an :class:`httpx.Res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -117,6 +118,7 @@ class AsyncAutoAgent(BaseAgent):
         trusted_recipients: Addresses | None = None,
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
+        journal_url: str | None = None,
         accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
@@ -143,6 +145,7 @@ class AsyncAutoAgent(BaseAgent):
                 trusted_recipients=trusted_recipients,
                 approve=approve,
                 journal_path=journal_path,
+                journal_url=journal_url,
                 accept_assets=accept_assets,
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,
@@ -212,8 +215,16 @@ class AsyncAutoAgent(BaseAgent):
         """Look every open payment up on chain and journal what was learnt (see
         ``AutoAgent.recover_payments``)."""
         self._in_its_loop()
-        entries = await asyncio.to_thread(self._open_payments)
-        return await self._driver.run(self._recovery(entries))
+        held = contextlib.ExitStack()  # the recovery lock, taken and given back in a thread
+        mine = await asyncio.to_thread(held.enter_context, self._journal.recovering())
+        try:
+            if not mine:
+                logger.info("another process is recovering this journal's payments")
+                return []
+            entries = await asyncio.to_thread(self._open_payments)
+            return await self._driver.run(self._recovery(entries))
+        finally:
+            await asyncio.to_thread(held.close)
 
     async def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
         """Add to the budget of each currency (see ``AutoAgent.raise_budget``)."""

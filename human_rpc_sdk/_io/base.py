@@ -26,7 +26,8 @@ from ..exceptions import PendingPaymentsWarning, SDKConfigurationError
 from ..reiterator import ReiteratorManager
 from ..wallet import Signer
 from .clock import async_sleep as real_async_sleep
-from .journal import Journal, process_alive
+from .journal import process_alive
+from .store import JournalStore, open_journal
 
 __all__ = ["RESERVATION_TIMEOUT", "BaseAgent"]
 
@@ -56,7 +57,7 @@ class BaseAgent:
         self._rules = settings.rules
         self._clock = settings.clock
         self._cache = ChainCache()
-        self._journal = Journal(self.journal_path)
+        self._journal: JournalStore = open_journal(self.journal_path)
 
     # -- identity and history ---------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class BaseAgent:
         open_ = self._pending_payments()
         if open_:
             text = (
-                f"the payment journal {self.journal_path} holds {len(open_)} payment(s) with "
+                f"the payment journal {self._journal.path} holds {len(open_)} payment(s) with "
                 f"no known outcome (journal ids {', '.join(str(r.id) for r in open_[:10])}); "
                 "the money may or may not have moved: call agent.recover_payments() to settle "
                 "them against the chain"

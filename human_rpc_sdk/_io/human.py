@@ -29,7 +29,7 @@ from .._human import retry_after_seconds as _retry_after
 from .._receipts import PaymentReceipt
 from .._tasks import Verdict
 from ..exceptions import ConnectionFailedError
-from .journal import Journal
+from .store import JournalStore
 
 if TYPE_CHECKING:
     from ..reiterator import ReiteratorManager
@@ -80,7 +80,7 @@ class _Runner:
         url: str | None,
         *,
         last_payment: Callable[[], PaymentReceipt | None],
-        journal: Journal,
+        journal: JournalStore,
         timeout: float,
         clock: Callable[[], float],
         now: Callable[[], datetime],
@@ -131,7 +131,7 @@ class HumanClient(_Runner):
         post: Callable[..., requests.Response],
         get: Callable[..., requests.Response],
         last_payment: Callable[[], PaymentReceipt | None],
-        journal: Journal,
+        journal: JournalStore,
         timeout: float,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
@@ -193,7 +193,7 @@ class AsyncHumanClient(_Runner):
         post: Callable[..., Awaitable[Any]],
         get: Callable[..., Awaitable[Any]],
         last_payment: Callable[[], PaymentReceipt | None],
-        journal: Journal,
+        journal: JournalStore,
         timeout: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],

@@ -539,6 +539,12 @@ class Journal:
             with self._writing():
                 pass  # _writing writes them first
 
+    @contextlib.contextmanager
+    def recovering(self) -> Iterator[bool]:
+        """Always True: on one machine, recoverers sharing the file may run together (each of
+        their writes expects the state it read, so none undoes another's)."""
+        yield True
+
     # -- plumbing ----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -605,56 +611,62 @@ class Journal:
         )
 
     def _entry(self, row: sqlite3.Row) -> JournalEntry:
-        updated = float(row["updated_unix"])
-        headers = json.loads(row["headers"]) if row["headers"] else {}
-        landed = row["landed"]
-        settled = row["settled"]
-        receipt = PaymentReceipt(
-            url=row["url"],
-            amount=Decimal(row["amount"]),
-            currency=row["currency"],
-            mint=row["mint"],
-            recipient=row["recipient"],
-            reference=row["reference"],
-            network=row["network"],
-            signature=row["signature"] or "",
-            time=datetime.fromisoformat(row["created"]),
-            atomic_amount=int(row["atomic_amount"]),
-            payer=row["payer"],
-            destination=row["destination"],
-            fee_lamports=row["fee_lamports"],
-            rent_lamports=row["rent_lamports"],
-            http_status=row["http_status"],
-            format=row["format"],
-            settled=None if settled is None else bool(settled),
-            error_reason=row["error"],
-            id=row["id"],
-            state=row["state"],
-            landed=None if landed is None else bool(landed),
-            replaces=row["replaces"],
-            task_id=_column(row, "task_id"),
-            task_outcome=_column(row, "task_outcome"),
-            payment_id=_column(row, "payment_id"),
-        )
-        return JournalEntry(
-            receipt=receipt,
-            invoice_key=row["invoice_key"],
-            headers=headers,
-            transaction=row["transaction_b64"],
-            blockhash=row["blockhash"],
-            last_valid_block_height=row["last_valid_block_height"],
-            blockhash_slot=row["blockhash_slot"],
-            landed_proof=row["landed_proof"],
-            fee_payer=row["fee_payer"],
-            pid=row["pid"],
-            host=row["host"],
-            process=row["process"],
-            age=max(0.0, self._now().timestamp() - updated),
-            genesis_hash=row["genesis_hash"],
-        )
+        return entry_from_row(row, self._now().timestamp())
 
 
-def _column(row: sqlite3.Row, name: str) -> Any:
+def entry_from_row(row: Any, now: float) -> JournalEntry:
+    """A row of either store (a ``sqlite3.Row`` or psycopg's dict) as a :class:`JournalEntry`;
+    ``now``: the Unix time its age is measured at."""
+    updated = float(row["updated_unix"])
+    headers = json.loads(row["headers"]) if row["headers"] else {}
+    landed = row["landed"]
+    settled = row["settled"]
+    receipt = PaymentReceipt(
+        url=row["url"],
+        amount=Decimal(row["amount"]),
+        currency=row["currency"],
+        mint=row["mint"],
+        recipient=row["recipient"],
+        reference=row["reference"],
+        network=row["network"],
+        signature=row["signature"] or "",
+        time=datetime.fromisoformat(row["created"]),
+        atomic_amount=int(row["atomic_amount"]),
+        payer=row["payer"],
+        destination=row["destination"],
+        fee_lamports=row["fee_lamports"],
+        rent_lamports=row["rent_lamports"],
+        http_status=row["http_status"],
+        format=row["format"],
+        settled=None if settled is None else bool(settled),
+        error_reason=row["error"],
+        id=row["id"],
+        state=row["state"],
+        landed=None if landed is None else bool(landed),
+        replaces=row["replaces"],
+        task_id=_column(row, "task_id"),
+        task_outcome=_column(row, "task_outcome"),
+        payment_id=_column(row, "payment_id"),
+    )
+    return JournalEntry(
+        receipt=receipt,
+        invoice_key=row["invoice_key"],
+        headers=headers,
+        transaction=row["transaction_b64"],
+        blockhash=row["blockhash"],
+        last_valid_block_height=row["last_valid_block_height"],
+        blockhash_slot=row["blockhash_slot"],
+        landed_proof=row["landed_proof"],
+        fee_payer=row["fee_payer"],
+        pid=row["pid"],
+        host=row["host"],
+        process=row["process"],
+        age=max(0.0, now - updated),
+        genesis_hash=row["genesis_hash"],
+    )
+
+
+def _column(row: Any, name: str) -> Any:
     """A column added since schema version 2 (None in a file not migrated yet)."""
     return row[name] if name in row.keys() else None  # noqa: SIM118 - a Row, not a dict
 
@@ -721,7 +733,7 @@ def _cost(network: str, currency_key: str, amount: Decimal, lamports: int) -> To
     return cost
 
 
-def _counted(row: sqlite3.Row | None) -> Totals:
+def _counted(row: Any) -> Totals:
     """What a row counts against the budgets now: everything but a payment that failed (it
     moved no money and never can), save the network fee of one that executed and failed on
     chain (the fee was charged all the same)."""

@@ -63,8 +63,8 @@ from ..exceptions import (
     SSLConnectionError,
 )
 from ..wallet import OwnSignature, Signer, own_key, signature_of, signer_failed
-from .journal import Journal
 from .rpc import RpcClient
+from .store import JournalStore
 
 __all__ = [
     "PAYMENT_HEADERS",
@@ -106,7 +106,7 @@ class Driver:
         self,
         *,
         rpc: RpcClient | None,
-        journal: Journal,
+        journal: JournalStore,
         approve: Callable[[PaymentOffer], object] | None,
         sleep: Callable[[float], None],
         signer: Signer | None = None,
@@ -202,7 +202,7 @@ def approve_failed(offer: PaymentOffer, exc: BaseException) -> PaymentPolicyErro
     )
 
 
-def keep_journal(journal: Journal, effect: Effect[Any]) -> Any:
+def keep_journal(journal: JournalStore, effect: Effect[Any]) -> Any:
     """Perform a journal effect (:class:`FindPayment`, :class:`Reserve`, :class:`Record`) on
     ``journal``: the one place both drivers keep the books (the async one in a thread)."""
     if isinstance(effect, FindPayment):

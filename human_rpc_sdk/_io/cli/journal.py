@@ -14,8 +14,9 @@ import click
 from ..._money import format_amount
 from ..._receipts import PaymentReceipt
 from ..._records import PENDING, JournalEntry
+from ..._settings import redacted_url
 from ...exceptions import SDKConfigurationError
-from ..journal import Journal
+from ..store import open_journal
 from .errors import Unsettled
 from .output import Out, receipt_dict
 from .session import session_of
@@ -62,9 +63,9 @@ def payments(
         click.echo(_csv(listed), nl=False)
     elif not listed:
         what = "pending payments" if pending else f"payments by {agent.address}"
-        session.out.note(f"no {what} in {agent.journal_path}")
+        session.out.note(f"no {what} in {redacted_url(agent.journal_path)}")
     else:
-        _table(session.out, listed, f"payments in {agent.journal_path}")
+        _table(session.out, listed, f"payments in {redacted_url(agent.journal_path)}")
 
 
 def _table(out: Out, listed: list[PaymentReceipt], title: str) -> None:
@@ -156,7 +157,7 @@ def payment(ctx: click.Context, payment_id: int, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    journal = Journal(agent.journal_path)
+    journal = open_journal(agent.journal_path)
     try:
         entries = journal.entries()
     finally:
@@ -164,7 +165,7 @@ def payment(ctx: click.Context, payment_id: int, as_json: bool) -> None:
     entry = next((e for e in entries if e.id == payment_id), None)
     if entry is None:
         raise SDKConfigurationError(
-            f"the journal {agent.journal_path} has no payment #{payment_id}; "
+            f"the journal {redacted_url(agent.journal_path)} has no payment #{payment_id}; "
             "`human-rpc payments` lists them",
             parameter="id",
         )
@@ -287,7 +288,7 @@ def budget(ctx: click.Context, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    _show_budget(session.out, agent.budget, agent.journal_path, as_json)
+    _show_budget(session.out, agent.budget, redacted_url(agent.journal_path), as_json)
 
 
 def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> None:
@@ -328,7 +329,7 @@ def raise_(ctx: click.Context, amount: str, token: str, as_json: bool) -> None:
     lines = agent.raise_budget({token.upper() if len(token) < 32 else token: amount})
     if not as_json:
         session.out.note(f"raised the {token} budget by {amount}")
-    _show_budget(session.out, lines, agent.journal_path, as_json)
+    _show_budget(session.out, lines, redacted_url(agent.journal_path), as_json)
 
 
 COMMANDS: Final = (payments, payment, recover, budget)

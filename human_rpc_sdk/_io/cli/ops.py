@@ -12,7 +12,7 @@ from typing import Any, Final, Literal
 import click
 
 from ..._networks import chain_name, genesis_problem
-from ..._settings import MEMORY
+from ..._settings import MEMORY, is_database_url, redacted_url
 from ...exceptions import HumanRPCError
 from ...wallet import ENV_KEYPAIR_PATH, ENV_PRIVATE_KEY
 from .errors import Unsettled
@@ -157,6 +157,8 @@ def _balance_checks(agent: Any) -> list[Check]:
 def _journal_checks(path_text: str) -> list[Check]:
     if path_text == MEMORY:
         return [Check("journal", "warn", "in memory: lost when the process ends", "--journal FILE")]
+    if is_database_url(path_text):  # the agent was built: the database answered
+        return [Check("journal", "ok", f"PostgreSQL database {redacted_url(path_text)}")]
     path = Path(path_text)
     found = _stat(path)
     if found is None:

@@ -1,0 +1,748 @@
+"""The payment journal in PostgreSQL: one budget and one journal for a fleet of machines.
+
+The same rows, states and guarantees as the SQLite journal (:mod:`.journal`, whose module text
+explains them), kept in a database every worker reaches (psycopg 3, the ``postgres`` extra):
+
+Reserving is one transaction (READ COMMITTED) that first locks, with ``SELECT ... FOR
+UPDATE``, the running totals the payment counts against (one row per scope, network and
+currency: the payment's currency and SOL for its fees), always in the same order; then it
+checks that the invoice was not paid already, checks the budget against the locked totals,
+inserts the row and adds its cost to the totals, and commits. Two reservations against the
+same totals therefore run one after the other whatever machines they come from, and the second
+reads the totals (and the invoice's row) as the first committed them: no interleaving can
+overspend. The work is constant per payment: two small rows locked and read, one inserted, two
+updated, whatever the history.
+
+Why a row lock rather than SERIALIZABLE transactions with retries: under contention (the case
+a fleet's shared budget exists for) serializable transactions abort and retry in proportion to
+the number of workers, so a payment's latency grows with the fleet and a retry loop must bound
+itself somewhere (and then fail a payment the budget allowed); a serialization failure is also
+easy to mistake for the store being down. The lock makes the workers queue for the few
+milliseconds a reservation holds it, never aborts for contention, and keeps the code a single
+straight transaction whose correctness does not depend on retry logic. Every transaction that
+moves the totals (reserving, an outcome that releases a payment's budget, recovery) takes
+those locks first and in one order (sorted by network and currency), then the payment's row,
+so they cannot deadlock each other.
+
+Durability: the commit that moves a payment to ``signed`` runs with ``synchronous_commit = on``
+(the commit returns once the write-ahead log is flushed on the server) before the payment
+leaves the process. The reservation before it and the outcome after it may commit with
+``synchronous_commit = off``: PostgreSQL's write-ahead log, like SQLite's, is replayed as a
+prefix, so the next synchronous commit makes them durable too, and losing them to a server
+crash loses nothing the chain cannot tell again (see :mod:`.journal`).
+
+Leases: each reservation carries ``expires_at`` (the database's clock plus
+:data:`LEASE_SECONDS`). A worker that dies holding one does not hold the budget forever: any
+machine's recovery (``unsettled``, run by ``recover_payments``) releases expired, unsigned
+reservations, one recoverer at a time (``pg_try_advisory_xact_lock``). A reservation being
+signed while its lease is released is decided by the payment's row lock: either the release
+comes first (the signer finds its reservation gone and sends nothing) or the signing does (the
+release no longer matches the row).
+
+The schema is created and migrated by the SDK (``human_rpc_schema`` holds its version), in one
+transaction under an advisory lock, so two processes starting at once do not collide.
+
+The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
+and nothing is signed or sent; an outcome that cannot be written is kept in the process and
+written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from .._offer import PaymentOffer
+from .._receipts import STATES
+from .._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from .._settings import redacted_url
+from ..exceptions import PaymentError, SDKConfigurationError
+from .journal import (
+    _PROCESS,
+    _UPDATABLE,
+    REPLACED,
+    SOL_KEY,
+    Totals,
+    _cost,
+    _counted,
+    _plus,
+    process_alive,
+)
+from .journal import entry_from_row as _entry_from_row
+
+__all__ = ["LEASE_SECONDS", "SCHEMA_VERSION", "WAIT_SECONDS", "PostgresJournal"]
+
+logger = logging.getLogger("human_rpc_sdk")
+
+SCHEMA_VERSION: Final = 1
+"""1: the payments (the SQLite journal's columns of its schema 5, plus ``expires_at``, the
+lease of a reservation), the running totals and the budget raises, each per ``scope``."""
+LEASE_SECONDS: Final = 600
+"""How long a reservation holds its budget unsigned before any recovery may release it (as
+long as the SQLite journal lets a reservation of another machine's process stand)."""
+WAIT_SECONDS: Final = 30.0
+"""How long a read or write waits for a working connection (the server down or every
+connection busy) before failing as ``journal_unavailable``."""
+_MIGRATION_LOCK: Final = 0x48525043_4A4D4947  # "HRPC" "JMIG": one key for every database
+_RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC": a whole recover_payments
+_RELEASE_LOCK: Final = 0x48525043_4A524C53  # "HRPC" "JRLS": one release of expired leases
+_ROW: Final = "*, extract(epoch FROM clock_timestamp())::float8 AS db_now"
+"""A payment's columns and the database's clock: a row's age is measured on the clock that
+stamped it (``updated_unix``), the same for every machine whatever its own clock says."""
+_SCOPE: Final = ""
+"""The budget scope of every row until ``budget_scope`` exists (a later schema)."""
+
+_STATES_SQL: Final = ", ".join(f"'{state}'" for state in STATES)
+_SCHEMA_1: Final = (
+    """
+CREATE TABLE payments (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope         TEXT NOT NULL DEFAULT '',
+    invoice_key   TEXT,
+    state         TEXT NOT NULL CHECK (state IN ("""
+    + _STATES_SQL
+    + """)),
+    created       TEXT NOT NULL,
+    updated       TEXT NOT NULL,
+    updated_unix  DOUBLE PRECISION NOT NULL,
+    expires_at    TIMESTAMPTZ,
+    url           TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    format        TEXT NOT NULL,
+    currency      TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    amount        TEXT NOT NULL,
+    atomic_amount TEXT NOT NULL,
+    mint          TEXT,
+    recipient     TEXT NOT NULL,
+    destination   TEXT NOT NULL,
+    reference     TEXT,
+    payer         TEXT NOT NULL,
+    fee_lamports  BIGINT NOT NULL DEFAULT 0,
+    rent_lamports BIGINT NOT NULL DEFAULT 0,
+    signature     TEXT,
+    fee_payer     TEXT,
+    blockhash     TEXT,
+    transaction_b64 TEXT,
+    headers       TEXT,
+    http_status   INTEGER,
+    settled       BOOLEAN,
+    error         TEXT,
+    landed        BOOLEAN,
+    replaces      BIGINT REFERENCES payments(id),
+    last_valid_block_height BIGINT,
+    blockhash_slot BIGINT,
+    landed_proof  TEXT,
+    pid           INTEGER,
+    host          TEXT,
+    process       TEXT,
+    genesis_hash  TEXT,
+    task_id       TEXT,
+    task_outcome  TEXT,
+    payment_id    TEXT,
+    resume_key    TEXT
+);
+CREATE TABLE totals (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    spent         NUMERIC NOT NULL CHECK (spent >= 0),
+    PRIMARY KEY (scope, network, currency_key)
+);
+CREATE TABLE budget_raises (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    raised        NUMERIC NOT NULL CHECK (raised >= 0),
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (scope, network, currency_key)
+);
+CREATE UNIQUE INDEX payments_one_per_invoice
+    ON payments(invoice_key) WHERE invoice_key IS NOT NULL AND state != 'failed';
+CREATE INDEX payments_state ON payments(state);
+CREATE INDEX payments_unsettled ON payments(id) WHERE landed IS NOT TRUE;
+CREATE INDEX payments_leases ON payments(expires_at) WHERE state = 'reserved';
+CREATE INDEX payments_replaces ON payments(replaces);
+CREATE INDEX payments_payer ON payments(payer, network, id);
+CREATE INDEX payments_open_tasks ON payments(task_id)
+    WHERE task_id IS NOT NULL AND task_outcome IS NULL;
+CREATE INDEX payments_resumable ON payments(resume_key) WHERE resume_key IS NOT NULL;
+CREATE INDEX payments_paid_for ON payments(payer, network, url, id) WHERE state = 'accepted';
+"""
+)
+_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1,)
+"""The statements bringing schema version ``i`` to ``i + 1``, in order."""
+
+
+class PostgresJournal:
+    """A payment journal in the PostgreSQL database at ``url`` (``postgresql://...``).
+
+    Thread-safe (a small pool of connections); any number of processes on any number of
+    machines may share one database.
+
+    :raises SDKConfigurationError: when the database cannot be reached or its schema is newer
+        than this SDK's.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        max_connections: int = 4,
+        wait_seconds: float = WAIT_SECONDS,
+    ):
+        self.path = redacted_url(url)
+        self.wait_seconds = wait_seconds
+        """How long a read or write waits for a working connection (see ``WAIT_SECONDS``)."""
+        self._now = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
+        """Outcomes that could not be written yet, by row: written before the next write."""
+        try:
+            # One connection first, which fails fast on a wrong URL or a server down (a pool
+            # would retry until its timeout), and brings the schema up to date.
+            with psycopg.connect(url, row_factory=dict_row, connect_timeout=30) as db:
+                _migrate(db, self.path)
+            self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max_connections,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                connection_class=psycopg.Connection[dict[str, Any]],
+                check=ConnectionPool.check_connection,
+                open=False,
+                name="human-rpc-journal",
+            )
+            self._pool.open(wait=False)
+        except (psycopg.Error, OSError) as exc:
+            raise SDKConfigurationError(
+                f"cannot open the payment journal in the database {self.path} "
+                f"({type(exc).__name__}: {exc}); check the URL, that the server runs and that "
+                "the user may create tables in it",
+                parameter="journal_path",
+            ) from None
+
+    def close(self) -> None:
+        """Close the connections, writing first any outcome kept from a failed write."""
+        try:
+            self.flush()
+        except PaymentError as exc:
+            logger.warning(
+                "closing the payment journal with %d payment outcome(s) unwritten (%s); "
+                "agent.recover_payments() settles those payments from the chain",
+                len(self._deferred),
+                exc.reason,
+            )
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresJournal({self.path!r})"
+
+    # -- reading -----------------------------------------------------------------------
+
+    def find(self, invoice_key: str) -> JournalEntry | None:
+        """The live (not ``failed``) payment of this invoice, if any."""
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE invoice_key = %s AND state != 'failed'",  # noqa: S608 - a fixed text
+            (invoice_key,),
+        )
+        return self._entry(rows[0]) if rows else None
+
+    def entries(self, states: Iterable[str] | None = None) -> list[JournalEntry]:
+        """Every row (oldest first), or those in ``states``."""
+        if states is None:
+            rows = self._read(f"SELECT {_ROW} FROM payments ORDER BY id", ())  # noqa: S608 - a fixed text
+        else:
+            rows = self._read(
+                f"SELECT {_ROW} FROM payments WHERE state = ANY(%s) ORDER BY id",  # noqa: S608
+                (list(states),),
+            )
+        return [self._entry(row) for row in rows]
+
+    def payments(
+        self, payer: str, network: str, *, after: int = 0, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """The signed payments of wallet ``payer`` on ``network`` after journal id ``after``
+        (see the SQLite journal's)."""
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE payer = %s AND network = %s AND id > %s "  # noqa: S608 - a fixed text
+            "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT %s",
+            (payer, network, after, limit),
+        )
+        return [self._entry(row) for row in rows]
+
+    def paid_for(self, url: str, payer: str, network: str) -> JournalEntry | None:
+        """The latest served payment by ``payer`` on ``network`` for ``url``, or None."""
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE payer = %s AND network = %s AND url = %s "  # noqa: S608 - a fixed text
+            "AND state = 'accepted' ORDER BY id DESC LIMIT 1",
+            (payer, network, url),
+        )
+        return self._entry(rows[0]) if rows else None
+
+    def open_tasks(self) -> list[JournalEntry]:
+        """Rows of paid human tasks whose verdict is not recorded (oldest first)."""
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE task_id IS NOT NULL "  # noqa: S608 - a fixed text
+            "AND task_outcome IS NULL ORDER BY id",
+            (),
+        )
+        return [self._entry(row) for row in rows]
+
+    def resumable(
+        self, resume_keys: Iterable[str], abandoned_after: float = float("inf")
+    ) -> JournalEntry | None:
+        """The oldest payment under one of ``resume_keys`` that nobody is sending (see the
+        SQLite journal's)."""
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE resume_key = ANY(%s) "  # noqa: S608 - a fixed text
+            "AND (state IN ('signed', 'submitted') AND landed IS NOT FALSE "
+            "OR state = 'accepted' AND landed AND http_status IS NULL) ORDER BY id",
+            (list(resume_keys),),
+        )
+        for entry in map(self._entry, rows):
+            if entry.state != "signed" or entry.age > abandoned_after or not process_alive(entry):
+                return entry
+        return None
+
+    def unsettled(self) -> list[JournalEntry]:
+        """The rows the chain could still tell something about (see the SQLite journal's),
+        after releasing the reservations whose lease expired (one recoverer at a time: when
+        another holds the recovery lock, its releases are left to it)."""
+        self.release_expired()
+        rows = self._read(
+            f"SELECT {_ROW} FROM payments WHERE landed IS NOT TRUE AND NOT "  # noqa: S608 - a fixed text
+            "(state = 'failed' AND (transaction_b64 IS NULL OR landed_proof IS NOT NULL)) "
+            "ORDER BY id",
+            (),
+        )
+        return [self._entry(row) for row in rows]
+
+    def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
+        """Each currency's budget line: the limits given plus the raises journaled."""
+        with self._reading() as db:
+            spent = {
+                row["currency_key"]: Decimal(row["spent"])
+                for row in db.execute(
+                    "SELECT currency_key, spent FROM totals WHERE scope = %s AND network = %s",
+                    (_SCOPE, network),
+                )
+            }
+            raised = _raises(db, network)
+        return {
+            key: BudgetLine(_plus(limits.get(key), raised.get(key)), spent.get(key, Decimal(0)))
+            for key in sorted(set(limits) | set(spent))
+        }
+
+    # -- writing -----------------------------------------------------------------------
+
+    def raise_budget(self, network: str, amounts: Mapping[str, Decimal]) -> None:
+        """Add ``amounts`` (per currency key) to the budgets raised on ``network``, in one
+        transaction: raises from several machines add up."""
+        now = self._now().isoformat()
+        with self._writing() as db:
+            for key, amount in sorted(amounts.items()):
+                db.execute(
+                    "INSERT INTO budget_raises (scope, network, currency_key, raised, updated) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (scope, network, currency_key) "
+                    "DO UPDATE SET raised = budget_raises.raised + excluded.raised, "
+                    "updated = excluded.updated",
+                    (_SCOPE, network, key, amount, now),
+                )
+
+    def reserve(
+        self,
+        offer: PaymentOffer,
+        *,
+        currency_key: str,
+        invoice_key: str | None,
+        budget: Decimal | None,
+        sol_budget: Decimal | None = None,
+        genesis_hash: str | None = None,
+    ) -> Reserved | Existing | OverBudget:
+        """Atomically: refuse a second payment of the invoice, check the budget, insert a row
+        (see the module: the totals are locked first, so no interleaving overspends)."""
+        now = self._now()
+        limits = {currency_key: budget}
+        if currency_key != SOL_KEY:
+            limits[SOL_KEY] = sol_budget
+        refused: OverBudget | None = None
+        # The reservation is a savepoint inside the write transaction: refused by the budget,
+        # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
+        # from failed writes, written first (see _writing), still commit.
+        with self._writing(durable=False) as db, db.transaction() as reservation:
+            spent = _lock_totals(db, _keys(offer.network, currency_key))
+            if invoice_key is not None:
+                row = db.execute(
+                    f"SELECT {_ROW} FROM payments WHERE invoice_key = %s AND state != 'failed'",  # noqa: S608 - a fixed text
+                    (invoice_key,),
+                ).fetchone()
+                if row is not None and row["id"] != offer.replaces:
+                    return Existing(self._entry(row))
+            if offer.replaces is not None:
+                _update(
+                    db,
+                    offer.replaces,
+                    "state = 'failed', "
+                    "error = %s || COALESCE(' (refused: ' || error || ')', ''), updated = %s, "
+                    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL",
+                    [REPLACED, now.isoformat()],
+                    spent=spent,
+                )
+            cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
+            raised = _raises(db, offer.network)
+            for (network, key), amount in cost.items():
+                limit = _plus(limits.get(key), raised.get(key))
+                if limit is None:
+                    continue
+                total = spent.get((network, key), Decimal(0))
+                if total + amount > limit:
+                    refused = OverBudget(total, limit, key, amount)
+                    raise psycopg.Rollback(reservation)
+            row = db.execute(
+                "INSERT INTO payments (scope, invoice_key, state, created, updated, "  # noqa: S608 - a fixed text
+                "updated_unix, expires_at, url, network, format, currency, currency_key, amount, "
+                "atomic_amount, mint, recipient, destination, reference, payer, fee_lamports, "
+                "replaces, pid, host, process, genesis_hash) VALUES (%s, %s, 'reserved', %s, "
+                "%s, extract(epoch FROM clock_timestamp()), now() + make_interval(secs => %s), "
+                "%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                f"%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_ROW}",
+                (
+                    _SCOPE,
+                    invoice_key,
+                    now.isoformat(),
+                    now.isoformat(),
+                    LEASE_SECONDS,
+                    offer.url,
+                    offer.network,
+                    offer.format,
+                    offer.currency,
+                    currency_key,
+                    str(offer.amount),
+                    str(offer.atomic_amount),
+                    offer.mint,
+                    offer.recipient,
+                    offer.destination,
+                    offer.reference,
+                    offer.payer,
+                    offer.fee_lamports,
+                    offer.replaces,
+                    os.getpid(),
+                    socket.gethostname(),
+                    _PROCESS,
+                    genesis_hash,
+                ),
+            ).fetchone()
+            assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+            _add(db, _counted(row), spent)
+            return Reserved(self._entry(row))
+        assert refused is not None  # noqa: S101 - the one way out of the block without a return
+        return refused
+
+    def mark(
+        self,
+        entry_id: int,
+        state: str,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        expect: Iterable[str] | None = None,
+        busy_seconds: float | None = None,
+        keep: bool = False,
+        durable: bool = True,
+    ) -> JournalEntry | None:
+        """Move a row to ``state`` with ``fields``; only from ``expect`` states when given (see
+        the SQLite journal's). A row leaving ``reserved`` gives up its lease."""
+        if state not in STATES:
+            raise ValueError(f"unknown journal state {state!r}")
+        values = dict(fields or {})
+        unknown = set(values) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"journal fields cannot be set: {sorted(unknown)}")
+        if "headers" in values and values["headers"] is not None:
+            values["headers"] = json.dumps(dict(values["headers"]))
+        assignments = ", ".join(
+            [
+                "state = %s",
+                "updated = %s",
+                "updated_unix = extract(epoch FROM clock_timestamp())",
+                *(f"{name} = %s" for name in values),
+            ]
+        )
+        if state != "reserved":
+            assignments += ", expires_at = NULL"
+        params: list[Any] = [state, self._now().isoformat(), *values.values()]
+        allowed = None if expect is None else tuple(expect)
+        try:
+            with self._writing(busy_seconds, durable=durable or state == "signed") as db:
+                row = _update(db, entry_id, assignments, params, allowed)
+                return None if row is None else self._entry(row)
+        except PaymentError:
+            if keep:
+                with self._lock:
+                    self._deferred[entry_id] = (assignments, params, allowed)
+            raise
+
+    def release_expired(self) -> int:
+        """Release (``failed``, budget given back) the reservations whose lease expired, if no
+        other process is recovering; how many were released."""
+        released = 0
+        with self._writing() as db:
+            mine = db.execute("SELECT pg_try_advisory_xact_lock(%s) AS mine", (_RELEASE_LOCK,))
+            got = mine.fetchone()
+            if got is None or not got["mine"]:
+                return 0
+            expired = db.execute(
+                "SELECT id, network, currency_key FROM payments WHERE state = 'reserved' "
+                "AND expires_at < now() ORDER BY id"
+            ).fetchall()
+            # Every total these rows count against, locked at once and in order (see _update).
+            locked = _lock_totals(
+                db, {k for row in expired for k in _keys(row["network"], row["currency_key"])}
+            )
+            now = self._now().isoformat()
+            for row in expired:
+                updated = _update(
+                    db,
+                    row["id"],
+                    "state = 'failed', error = %s, landed = FALSE, updated = %s, "
+                    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL",
+                    ["abandoned before it was signed (its lease expired)", now],
+                    ("reserved",),
+                    spent=locked,
+                )
+                if updated is not None:
+                    released += 1
+                    logger.warning(
+                        "released payment #%s: reserved by %s (pid %s) and never signed before "
+                        "its lease expired",
+                        row["id"],
+                        updated["host"],
+                        updated["pid"],
+                    )
+        return released
+
+    @contextlib.contextmanager
+    def recovering(self) -> Iterator[bool]:
+        """One recoverer at a time across the fleet: True while this process holds the
+        journal's recovery lock (``pg_try_advisory_lock``, on a connection of its own, released
+        at the end or when that connection drops), False when another process holds it."""
+        try:
+            db = self._pool.getconn(timeout=self.wait_seconds)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise self._failure("lock", exc) from None
+        try:
+            try:
+                got = db.execute("SELECT pg_try_advisory_lock(%s) AS mine", (_RECOVERY_LOCK,))
+                row = got.fetchone()
+                db.commit()  # a session's lock: it outlives the transaction
+            except (psycopg.Error, OSError) as exc:
+                raise self._failure("lock", exc) from None
+            mine = row is not None and bool(row["mine"])
+            try:
+                yield mine
+            finally:
+                if mine:
+                    with contextlib.suppress(psycopg.Error, OSError):  # a dropped one is freed
+                        db.execute("SELECT pg_advisory_unlock(%s)", (_RECOVERY_LOCK,))
+                        db.commit()
+        finally:
+            self._pool.putconn(db)
+
+    def flush(self) -> None:
+        """Write the outcomes kept from failed writes (see ``mark(keep=True)``), if any."""
+        if self._deferred:
+            with self._writing():
+                pass  # _writing writes them first
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._reading() as db:
+            return db.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        try:
+            with self._pool.connection(timeout=self.wait_seconds) as db:
+                yield db
+        except (psycopg.Error, OSError) as exc:
+            raise self._failure("read", exc) from None
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
+            raise self._failure("read", exc) from None
+
+    @contextlib.contextmanager
+    def _writing(
+        self, busy_seconds: float | None = None, *, durable: bool = True
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One write transaction; ``durable``: committed with ``synchronous_commit = on``."""
+        try:
+            with self._pool.connection(timeout=busy_seconds or self.wait_seconds) as db:
+                with self._lock:
+                    deferred = dict(self._deferred)
+                db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+                if busy_seconds is not None:
+                    db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
+                for entry_id, (assignments, params, expect) in deferred.items():
+                    _update(db, entry_id, assignments, params, expect)
+                    logger.info(
+                        "journaled the outcome of payment #%s, kept since a failed write", entry_id
+                    )
+                yield db
+            # Committed: forget what was written, unless a newer outcome was kept meanwhile.
+            with self._lock:
+                for entry_id, kept in deferred.items():
+                    if self._deferred.get(entry_id) is kept:
+                        del self._deferred[entry_id]
+        except (psycopg.Error, OSError) as exc:
+            raise self._failure("write", exc) from None
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
+            raise self._failure("write", exc) from None
+
+    def _failure(self, what: str, exc: BaseException) -> PaymentError:
+        return PaymentError(
+            f"could not {what} the payment journal in the database {self.path} "
+            f"({type(exc).__name__}: {str(exc).strip()[:300]}). Payments stop until the "
+            "journal works again, so none goes unrecorded; check that the database server runs "
+            "and is reachable",
+            reason="journal_unavailable",
+        )
+
+    def _entry(self, row: Mapping[str, Any]) -> JournalEntry:
+        return _entry_from_row(row, float(row["db_now"]))
+
+
+# -- running totals -------------------------------------------------------------------------
+
+
+def _keys(network: str, currency_key: str) -> set[tuple[str, str]]:
+    """The totals a payment in ``currency_key`` on ``network`` may move."""
+    return {(network, currency_key), (network, SOL_KEY)}
+
+
+def _lock_totals(db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str]]) -> Totals:
+    """Lock (``FOR UPDATE``) the running totals ``keys`` (network, currency), creating them at
+    zero first, in the one order every writer keeps (sorted); what they hold (inside a write
+    transaction). A transaction takes all the totals it needs at once, before any payment row."""
+    wanted = sorted(set(keys))
+    for network, key in wanted:
+        db.execute(
+            "INSERT INTO totals (scope, network, currency_key, spent) VALUES (%s, %s, %s, 0) "
+            "ON CONFLICT DO NOTHING",
+            (_SCOPE, network, key),
+        )
+    locked: Totals = {}
+    for network, key in wanted:  # one at a time: the order of the locks is this loop's
+        row = db.execute(
+            "SELECT spent FROM totals WHERE scope = %s AND network = %s AND currency_key = %s "
+            "FOR UPDATE",
+            (_SCOPE, network, key),
+        ).fetchone()
+        assert row is not None  # noqa: S101 - inserted just above, and never deleted
+        locked[(network, key)] = Decimal(row["spent"])
+    return locked
+
+
+def _add(db: psycopg.Connection[dict[str, Any]], amounts: Totals, locked: Totals) -> None:
+    """Add ``amounts`` to the running totals, all of them locked already (in ``locked``)."""
+    for (network, key), amount in sorted(amounts.items()):
+        if not amount:
+            continue
+        if (network, key) not in locked:  # never: every cost is a payment's currency or SOL
+            raise psycopg.DataError(f"the totals of {key} on {network} were not locked")
+        db.execute(
+            "UPDATE totals SET spent = spent + %s WHERE scope = %s AND network = %s "
+            "AND currency_key = %s",
+            (amount, _SCOPE, network, key),
+        )
+        locked[(network, key)] += amount
+
+
+def _raises(db: psycopg.Connection[dict[str, Any]], network: str) -> dict[str, Decimal]:
+    return {
+        row["currency_key"]: Decimal(row["raised"])
+        for row in db.execute(
+            "SELECT currency_key, raised FROM budget_raises WHERE scope = %s AND network = %s",
+            (_SCOPE, network),
+        )
+    }
+
+
+def _update(
+    db: psycopg.Connection[dict[str, Any]],
+    entry_id: int,
+    assignments: str,
+    params: list[Any],
+    expect: Iterable[str] | None = None,
+    *,
+    spent: Totals | None = None,
+) -> dict[str, Any] | None:
+    """Update one row (inside a write transaction) and move the running totals with it: the
+    totals are locked before the row (the one order every writer keeps), unless ``spent``
+    says this transaction holds them already."""
+    key = db.execute(
+        "SELECT network, currency_key FROM payments WHERE id = %s", (entry_id,)
+    ).fetchone()
+    if key is None:
+        return None
+    locked = (
+        spent if spent is not None else _lock_totals(db, _keys(key["network"], key["currency_key"]))
+    )
+    before = db.execute(
+        f"SELECT {_ROW} FROM payments WHERE id = %s FOR UPDATE",  # noqa: S608 - a fixed text
+        (entry_id,),
+    ).fetchone()
+    sql = f"UPDATE payments SET {assignments} WHERE id = %s"  # noqa: S608 - fixed column names
+    values = [*params, entry_id]
+    if expect is not None:
+        sql += " AND state = ANY(%s)"
+        values.append(list(expect))
+    after = db.execute(sql + f" RETURNING {_ROW}", values).fetchone()
+    if after is None:
+        return None
+    old, new = _counted(before), _counted(after)
+    _add(
+        db,
+        {k: new.get(k, Decimal(0)) - old.get(k, Decimal(0)) for k in {*old, *new}},
+        locked,
+    )
+    return after
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+def _migrate(db: psycopg.Connection[dict[str, Any]], where: str) -> None:
+    """Create the schema, or bring an older one up to date: one transaction, under an advisory
+    lock (a second process starting at once waits, then finds the schema current)."""
+    with db.transaction():
+        db.execute("SET LOCAL synchronous_commit = on")
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        db.execute("CREATE TABLE IF NOT EXISTS human_rpc_schema (version INTEGER NOT NULL)")
+        row = db.execute("SELECT max(version) AS version FROM human_rpc_schema").fetchone()
+        version = int(row["version"]) if row is not None and row["version"] is not None else 0
+        if version > SCHEMA_VERSION:
+            raise SDKConfigurationError(
+                f"the payment journal in the database {where} was written by a newer "
+                f"human-rpc-sdk (schema {version}, this one knows {SCHEMA_VERSION}); upgrade "
+                "the SDK, or pass journal_path= another database",
+                parameter="journal_path",
+            )
+        for step in range(version, SCHEMA_VERSION):
+            db.execute(_MIGRATIONS[step])
+        if version != SCHEMA_VERSION:
+            db.execute("DELETE FROM human_rpc_schema")
+            db.execute("INSERT INTO human_rpc_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+            logger.info("payment journal schema %d -> %d in %s", version, SCHEMA_VERSION, where)

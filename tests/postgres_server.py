@@ -1,0 +1,137 @@
+"""A real PostgreSQL server for the tests of the PostgreSQL journal (see ``conftest.py``).
+
+The server is Debian's ``postgresql`` package (``/usr/lib/postgresql/<version>/bin``, or the
+folder in ``$HUMAN_RPC_PG_BIN``); pytest-postgresql makes and drops a fresh database for each
+test (its ``postgresql`` client factory over the server this module starts, the way its
+``postgresql_noproc`` serves a server started elsewhere).
+
+Why not pytest-postgresql's ``postgresql_proc``: it runs ``initdb`` and ``pg_ctl`` as the
+current user inside pytest's own temporary folder (mode 0700). PostgreSQL refuses to run as
+root, and the tests run as root in containers; so this module starts the server itself, as
+the ``postgres`` system user the Debian package creates (``runuser``), in a folder that user
+owns, and as the current user when that is not root (then no system user is needed).
+
+Under ``CI=true`` a missing server or driver fails the tests that need it; otherwise they are
+skipped, saying what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_USER = "postgres"
+
+
+def _bindir() -> Path | None:
+    named = os.environ.get("HUMAN_RPC_PG_BIN")
+    if named:
+        return Path(named)
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name)
+    )
+    return found[-1].parent if found else None
+
+
+def _missing(why: str) -> None:
+    text = (
+        f"{why}: the PostgreSQL journal's tests need Debian's postgresql package (apt-get "
+        "install postgresql) and the postgres extra (pip install -e '.[dev,postgres]')"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(text)
+    pytest.skip(text)
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    """``command`` run as the ``postgres`` system user when this process is root."""
+    if os.geteuid() != 0:
+        return command
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        _missing("running as root without runuser to start PostgreSQL as another user")
+    return [str(runuser), "-u", PG_USER, "--", *command]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A PostgreSQL server on 127.0.0.1 for this test session (trust authentication, user
+    ``postgres``), as pytest-postgresql's ``NoopExecutor`` describes one."""
+    try:
+        import port_for
+        import psycopg
+        from pytest_postgresql.executors.noop import NoopExecutor
+    except ImportError as exc:
+        _missing(f"{exc.name} is not installed")
+    bindir = _bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        _missing("no PostgreSQL server binaries under /usr/lib/postgresql")
+    assert bindir is not None
+    root = Path(tempfile.mkdtemp(prefix="human-rpc-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(root, PG_USER, PG_USER)
+    data = root / "data"
+    port = port_for.select_random()
+    pg_ctl = str(bindir / "pg_ctl")
+    subprocess.run(
+        _as_server_user(
+            [pg_ctl, "initdb", "-s", "-D", str(data), "-o", f"-A trust -U {PG_USER} -E UTF8"]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-F -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root} "
+        "-c max_connections=200 -c fsync=on -c synchronous_commit=on"
+    )
+    started = subprocess.run(
+        _as_server_user(
+            [
+                pg_ctl,
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-o",
+                options,
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if started.returncode != 0:
+        log = (root / "log").read_text() if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log}")
+    server = NoopExecutor(
+        host="127.0.0.1", port=port, user=PG_USER, options="", dbname="journal_tests"
+    )
+    try:
+        with psycopg.connect(
+            host=server.host, port=server.port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as db:  # the template each test's database is cloned from
+            db.execute(f'CREATE DATABASE "{server.template_dbname}" IS_TEMPLATE = true')
+        yield server
+    finally:
+        subprocess.run(
+            _as_server_user([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(data)]),
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def database_url(connection: object) -> str:
+    """The URL of the database pytest-postgresql made for a test (its psycopg connection)."""
+    info = connection.info  # type: ignore[attr-defined]
+    return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
