@@ -462,24 +462,7 @@ class Journal:
                     invoice_key,
                     now.isoformat(),
                     *_stamp(now),
-                    offer.url,
-                    offer.network,
-                    offer.format,
-                    offer.currency,
-                    currency_key,
-                    str(offer.amount),
-                    str(offer.atomic_amount),
-                    offer.mint,
-                    offer.recipient,
-                    offer.destination,
-                    offer.reference,
-                    offer.payer,
-                    offer.fee_lamports,
-                    offer.replaces,
-                    os.getpid(),
-                    socket.gethostname(),
-                    _PROCESS,
-                    genesis_hash,
+                    *reserved_columns(offer, currency_key, genesis_hash),
                 ),
             )
             row = db.execute("SELECT * FROM payments WHERE id = ?", (cursor.lastrowid,)).fetchone()
@@ -669,6 +652,33 @@ def entry_from_row(row: Any, now: float) -> JournalEntry:
 def _column(row: Any, name: str) -> Any:
     """A column added since schema version 2 (None in a file not migrated yet)."""
     return row[name] if name in row.keys() else None  # noqa: SIM118 - a Row, not a dict
+
+
+def reserved_columns(
+    offer: PaymentOffer, currency_key: str, genesis_hash: str | None
+) -> tuple[Any, ...]:
+    """A reservation's columns from ``url`` to ``genesis_hash`` (the order both stores' INSERT
+    names them): what it pays, and which process on which host reserved it."""
+    return (
+        offer.url,
+        offer.network,
+        offer.format,
+        offer.currency,
+        currency_key,
+        str(offer.amount),
+        str(offer.atomic_amount),
+        offer.mint,
+        offer.recipient,
+        offer.destination,
+        offer.reference,
+        offer.payer,
+        offer.fee_lamports,
+        offer.replaces,
+        os.getpid(),
+        socket.gethostname(),
+        _PROCESS,
+        genesis_hash,
+    )
 
 
 def owned_by_this_process(entry: JournalEntry) -> bool:

@@ -52,8 +52,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -70,7 +68,6 @@ from .._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
 from .._settings import redacted_url
 from ..exceptions import PaymentError, SDKConfigurationError
 from .journal import (
-    _PROCESS,
     _UPDATABLE,
     REPLACED,
     SOL_KEY,
@@ -79,6 +76,7 @@ from .journal import (
     _counted,
     _plus,
     process_alive,
+    reserved_columns,
 )
 from .journal import entry_from_row as _entry_from_row
 
@@ -426,24 +424,7 @@ class PostgresJournal:
                     now.isoformat(),
                     now.isoformat(),
                     LEASE_SECONDS,
-                    offer.url,
-                    offer.network,
-                    offer.format,
-                    offer.currency,
-                    currency_key,
-                    str(offer.amount),
-                    str(offer.atomic_amount),
-                    offer.mint,
-                    offer.recipient,
-                    offer.destination,
-                    offer.reference,
-                    offer.payer,
-                    offer.fee_lamports,
-                    offer.replaces,
-                    os.getpid(),
-                    socket.gethostname(),
-                    _PROCESS,
-                    genesis_hash,
+                    *reserved_columns(offer, currency_key, genesis_hash),
                 ),
             ).fetchone()
             assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
