@@ -34,7 +34,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from solders.hash import Hash
@@ -57,6 +57,7 @@ __all__ = [
     "PrepayPolicy",
     "Ready",
     "Remembered",
+    "conclude",
     "deliver_prepared",
     "prepare_ahead",
     "prepay_policy",
@@ -303,6 +304,41 @@ def release(entry: JournalEntry) -> Flow[JournalEntry | None]:
     if released is not None:
         logger.debug("payment #%s, prepared ahead and never sent, released", entry.id)
     return released
+
+
+R = TypeVar("R")
+
+
+class Marks(Protocol):
+    """What a driver's prepayer learns of a prepared payment once it was delivered."""
+
+    def served(self, key: Key) -> None: ...
+
+    def refused(self, key: Key) -> None: ...
+
+
+def conclude(
+    marks: Marks,
+    key: Key,
+    outcome: PaymentOutcome,
+    response: R | None,
+    status: int | None,
+    redirected: bool,
+) -> R:
+    """The answer to a request sent with a payment prepared ahead (``response``, its HTTP
+    ``status``), after telling ``marks`` whether the next may be prepared: only when it was
+    served (2xx, no error) where it was asked (not ``redirected``). Raises the outcome's
+    error, as any paid request's."""
+    served = outcome.error is None and status is not None and 200 <= status < 300
+    if served and not redirected:
+        marks.served(key)
+    else:
+        marks.refused(key)
+    if outcome.error is not None:
+        raise outcome.error
+    if response is None:  # deliver ends without an error only after an answer came
+        raise RuntimeError("a prepared payment was delivered without an answer")
+    return response
 
 
 def deliver_prepared(ready: Ready, ctx: PaymentContext, request: str = "") -> Flow[PaymentOutcome]:

@@ -30,6 +30,7 @@ from .._prepay import (
     Key,
     Ready,
     Remembered,
+    conclude,
     deliver_prepared,
     prepare_ahead,
     release,
@@ -649,20 +650,9 @@ class AutoAgent(BaseAgent):
             raise
         self._local.receipt = outcome.receipt
         response = paid.response
-        if (
-            outcome.error is None
-            and response is not None
-            and 200 <= response.status_code < 300
-            and response.url == request.url  # not redirected
-        ):
-            prepayer.served(ready.key)
-        else:
-            prepayer.refused(ready.key)
-        if outcome.error is not None:
-            raise outcome.error
-        if response is None:  # deliver ends without an error only after an answer came
-            raise RuntimeError("a prepared payment was delivered without an answer")
-        return response
+        status = None if response is None else response.status_code
+        redirected = response is not None and response.url != request.url
+        return conclude(prepayer, ready.key, outcome, response, status, redirected)
 
 
 def _key_of(request: requests.PreparedRequest) -> Key | None:
