@@ -290,3 +290,18 @@ def test_agent_budget_reports_rolling_windows() -> None:
         )
     finally:
         agent.close()
+
+
+def test_the_budgets_example_runs() -> None:
+    """examples/budgets.py: a day line refuses the third purchase, lists its lines, a raise
+    for today lets one more through, and a second scope spends its own budget."""
+    from .test_examples_and_cli import run_example
+
+    done = run_example("budgets.py")
+    assert done.stdout.count("-> HTTP 200") == 4
+    assert "refused by rule 'budget' per day; nothing paid" in done.stdout
+    assert "0.1 USDC a day: 0.1 spent today, resets " in done.stdout
+    assert "total: 0.10 spent of 1, resets never" in done.stdout
+    assert "crawler USDC spent: 0.15" in done.stdout
+    assert "writer USDC spent before: 0" in done.stdout
+    assert "writer payments: 1, crawler payments: 3" in done.stdout
