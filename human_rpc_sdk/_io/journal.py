@@ -30,6 +30,17 @@ network and currency), so a new process sees the ceiling the last one was given.
 to the journal, like the running totals they are compared with: every agent sharing the file
 gets its own configured budget plus the raises recorded.
 
+Budgets per period (see :mod:`.._budgets`): every reservation also adds its cost to one
+spending bucket per level (minute, hour, day, week, month, in UTC) of its reservation time
+(``reserved_unix``), in the same transaction; a release takes it back from those same buckets,
+so a payment reserved yesterday and failed today gives back to yesterday. A line per period
+reads one bucket (a calendar period) or at most a few hundred (a rolling window), whatever the
+history; a raise per period (``period_raises``) is keyed by the period's start, so it lapses
+with it. The journal's wall clock (``clock``, injectable) decides the period.
+
+Budget scopes: the totals, the buckets and the raises are kept per scope (``budget_scope``), so
+kinds of agent sharing a journal keep separate budgets; a row's releases go to its own scope.
+
 The file is its owner's: a journal (or its folder) owned by another user, writable by group or
 others, or reached through a symbolic link is refused, since whoever can write it can erase
 what the budget counts.

@@ -39,6 +39,14 @@ signed while its lease is released is decided by the payment's row lock: either 
 comes first (the signer finds its reservation gone and sends nothing) or the signing does (the
 release no longer matches the row).
 
+Budgets per period and scopes: as in the SQLite journal, every reservation adds its cost to
+the spending buckets of its reservation time (``spending``: per scope, network, currency,
+level and bucket start), and the totals, buckets and raises are per scope. The buckets of a
+(scope, network, currency) are read and written only by a transaction holding that totals
+row's lock, which stays the one mutex (no new lock, so no new deadlock order). The period is
+decided by the database server's clock, read inside the reservation with the locks (one clock
+for the whole fleet, no extra round trip), unless the journal was given a ``clock``.
+
 The schema is created and migrated by the SDK (``human_rpc_schema`` holds its version), in one
 transaction under an advisory lock, so two processes starting at once do not collide.
 
