@@ -336,13 +336,14 @@ def test_a_release_gives_back_to_the_period_it_was_reserved_in(
     assert isinstance(yesterday, Reserved)
     clock.now = START + timedelta(hours=2)  # 01:00 the next day
     assert isinstance(pay(store, "2", day), Reserved)
+    week = lines(("100", Period("week")))  # Thursday and Friday: one week
+    assert store.budget("devnet", {}, periods=week)["USDC"].spent == 4
     assert store.mark(yesterday.entry.id, "failed", {"error": "x"}) is not None
     assert isinstance(pay(store, "1", day), OverBudget)  # today's 2 still count
     report = store.budget("devnet", {"USDC": None}, periods=day)["USDC"]
     assert [(x.per, x.spent) for x in report] == [("day", D(2))]
     assert store.budget("devnet", {"USDC": Decimal(100)})["USDC"].spent == 2
-    clock.now = START + timedelta(minutes=30)  # back to yesterday: nothing left counted
-    assert store.budget("devnet", {}, periods=day)["USDC"].spent == 0
+    assert store.budget("devnet", {}, periods=week)["USDC"].spent == 2
 
 
 def test_scopes_have_separate_budgets(store: JournalStore) -> None:
@@ -399,3 +400,14 @@ def test_fees_count_against_the_sol_lines_per_period(store: JournalStore) -> Non
         Decimal("0.000005"),
         Decimal("0.000006"),
     )
+
+
+def test_a_clock_gone_back_still_counts_what_was_spent(store: JournalStore, clock: Clock) -> None:
+    """Spending recorded at a later time than the clock now shows (the clock was set back)
+    still counts against a rolling window and the current period: refused early, not late."""
+    window = lines(("2", Period("rolling", 3600)))
+    clock.now = START + timedelta(minutes=30)
+    assert isinstance(pay(store, "2", window), Reserved)
+    clock.now = START + timedelta(minutes=10)  # set back 20 minutes
+    assert isinstance(pay(store, "1", window), OverBudget)
+    assert isinstance(pay(store, "1", lines(("2", HOUR))), OverBudget)

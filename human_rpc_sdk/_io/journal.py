@@ -895,10 +895,12 @@ def _period_reader(db: sqlite3.Connection, scope: str, network: str) -> PeriodRe
     def read(key: str, period: Period, now: int) -> tuple[Decimal, int | None, Decimal]:
         level, first = span(period, now)
         spent, oldest = Decimal(0), None
+        # From the first bucket on, with no upper bound: buckets after now exist only if the
+        # clock went back, and counting them refuses early rather than late.
         for start, text in db.execute(
             "SELECT bucket_start, spent FROM spending WHERE scope = ? AND network = ? AND "
-            "currency_key = ? AND level = ? AND bucket_start BETWEEN ? AND ? ORDER BY bucket_start",
-            (scope, network, key, level, first, now),
+            "currency_key = ? AND level = ? AND bucket_start >= ? ORDER BY bucket_start",
+            (scope, network, key, level, first),
         ):
             amount = _journaled_sum(text, "spending", key, network)
             if amount:

@@ -819,8 +819,8 @@ def _period_reader(
             "AS oldest, (SELECT raised FROM period_raises WHERE scope = %s AND network = %s AND "
             "currency_key = %s AND per = %s AND period_start = %s) AS raised FROM spending "
             "WHERE scope = %s AND network = %s AND currency_key = %s AND level = %s "
-            "AND bucket_start BETWEEN %s AND %s",
-            (scope, network, key, period.key, first, scope, network, key, level, first, now),
+            "AND bucket_start >= %s",  # after now too: see the SQLite journal's
+            (scope, network, key, period.key, first, scope, network, key, level, first),
         ).fetchone()
         assert row is not None  # noqa: S101 - an aggregate: one row
         oldest = None if row["oldest"] is None else int(row["oldest"])
