@@ -190,3 +190,25 @@ def test_a_migrated_journal_counts_from_the_reservation_time(tmp_path: Path, hou
         assert today.spent == (Decimal("2.5") if hours == 0 else Decimal(0))
     finally:
         journal.close()
+
+
+def test_a_hand_edit_of_the_buckets_is_recounted(tmp_path: Path) -> None:
+    """The SQLite buckets are a cache of the payments, watched by the write counter: zeroed by
+    hand, they are counted again from the rows before the next payment is decided."""
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path, clock=lambda: NOW)
+    try:
+        made = journal.reserve(
+            offer("4"), currency_key="USDC", invoice_key=None, budget=None, periods=DAY
+        )
+        assert isinstance(made, Reserved)
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE spending SET spent = '0'")
+        db.close()
+        over = journal.reserve(
+            offer("2"), currency_key="USDC", invoice_key=None, budget=None, periods=DAY
+        )
+        assert isinstance(over, OverBudget)
+        assert over.spent == 4
+    finally:
+        journal.close()
