@@ -151,12 +151,15 @@ class Budget:
 
     @property
     def limit(self) -> Decimal | None:
+        """The binding line's ceiling (None: no limit at all)."""
         return self.binding.limit
 
     @property
     def spent(self) -> Decimal:
+        """What the binding line counts as spent."""
         return self.binding.spent
 
     @property
     def remaining(self) -> Decimal | None:
+        """What the binding line still allows (None: no limit at all)."""
         return self.binding.remaining
