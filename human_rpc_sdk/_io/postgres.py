@@ -406,14 +406,14 @@ class PostgresJournal:
         """Each currency's budget in ``scope`` (see the SQLite journal's), its periods on the
         database's clock unless a clock was injected."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT currency_key, spent, extract(epoch FROM clock_timestamp())::float8 "
-                "AS db_now FROM totals WHERE scope = %s AND network = %s "
-                "UNION ALL SELECT NULL, NULL, extract(epoch FROM clock_timestamp())::float8",
-                (scope, network),
-            ).fetchall()
-            spent = {r["currency_key"]: Decimal(r["spent"]) for r in rows if r["currency_key"]}
-            now = self._period_now(rows[-1]["db_now"])
+            spent = {
+                row["currency_key"]: Decimal(row["spent"])
+                for row in db.execute(
+                    "SELECT currency_key, spent FROM totals WHERE scope = %s AND network = %s",
+                    (scope, network),
+                )
+            }
+            now = self._period_now(_db_clock(db))
             return budget_report(
                 limits,
                 _raises(db, scope, network),
@@ -439,11 +439,7 @@ class PostgresJournal:
         now = self._now().isoformat()
         with self._writing() as db:
             if per is not None:
-                clock = db.execute(
-                    "SELECT extract(epoch FROM clock_timestamp())::float8 AS db_now"
-                ).fetchone()
-                assert clock is not None  # noqa: S101 - a SELECT without FROM: one row
-                start = span(per, self._period_now(clock["db_now"]))[1]
+                start = span(per, self._period_now(_db_clock(db)))[1]
             for key, amount in sorted(amounts.items()):
                 if per is not None:
                     db.execute(
@@ -795,6 +791,13 @@ def _add(
                 "level, bucket_start) DO UPDATE SET spent = spending.spent + excluded.spent",
                 buckets,
             )
+
+
+def _db_clock(db: psycopg.Connection[dict[str, Any]]) -> float:
+    """The database server's clock (Unix seconds)."""
+    row = db.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS db_now").fetchone()
+    assert row is not None  # noqa: S101 - a SELECT without FROM: one row
+    return float(row["db_now"])
 
 
 def _raises(db: psycopg.Connection[dict[str, Any]], scope: str, network: str) -> dict[str, Decimal]:
