@@ -5,6 +5,10 @@ agent's network (``"USDC"``), or the mint address of any other token. A token's 
 trusted only where the SDK knows its mint; any other token is named by its mint, so a token
 calling itself "USDC" cannot borrow USDC's limits.
 
+A currency's ``budget`` may hold several lines: a lifetime limit and limits per period (an
+hour, a day, a week, a month, or a rolling window; see :mod:`._budgets`). ``budget_scope``
+names the budget the agent counts in when several kinds of agent share one journal.
+
 Secure defaults apply when the caller sets nothing (see :data:`DEFAULT_MAX_PAYMENT` and
 :data:`DEFAULT_BUDGET`); the caller's settings are merged over them, and ``None`` removes a
 limit. A token without any ``max_payment`` entry is never paid.
@@ -73,9 +77,10 @@ class SpendingRules:
     """Validated spending rules for one network.
 
     ``max_payment`` and ``budget`` map currency keys to a ceiling in display units, or to
-    None for no ceiling. ``accept_assets`` lists mints an x402 offer may ask for besides the
-    tokens this SDK knows. ``trusted_recipients``, when set, are the only wallets or token
-    accounts that may be paid.
+    None for no ceiling (``budget``: the lifetime line; ``periods`` holds the lines per
+    period, see :mod:`._budgets`). ``accept_assets`` lists mints an x402 offer may ask for
+    besides the tokens this SDK knows. ``trusted_recipients``, when set, are the only wallets
+    or token accounts that may be paid.
     """
 
     network: str = "devnet"

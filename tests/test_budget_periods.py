@@ -411,3 +411,29 @@ def test_a_clock_gone_back_still_counts_what_was_spent(store: JournalStore, cloc
     clock.now = START + timedelta(minutes=10)  # set back 20 minutes
     assert isinstance(pay(store, "1", window), OverBudget)
     assert isinstance(pay(store, "1", lines(("2", HOUR))), OverBudget)
+
+
+def test_postgres_periods_follow_the_database_clock(journal_url: str) -> None:
+    """Without an injected clock, the PostgreSQL journal decides periods on the database
+    server's clock, read inside the reservation: the row's reservation time is the server's,
+    and a day line resets at the server's next midnight UTC."""
+    import psycopg
+
+    journal = open_journal(journal_url)
+    try:
+        with psycopg.connect(journal_url) as db:
+            row = db.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        assert row is not None
+        before = float(row[0])
+        day = lines(("1", DAY))
+        assert isinstance(pay(store=journal, amount="1", periods=day), Reserved)
+        over = pay(store=journal, amount="1", periods=day)
+        assert isinstance(over, OverBudget)
+        assert over.resets is not None
+        assert over.resets % 86400 == 0
+        assert before < over.resets <= before + 86400 + 60
+        with psycopg.connect(journal_url) as db:
+            (reserved,) = db.execute("SELECT reserved_unix FROM payments").fetchone() or (0,)
+        assert before - 1 <= reserved <= before + 60
+    finally:
+        journal.close()
