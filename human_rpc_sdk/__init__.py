@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._headers import decode_payment_response, encode_payment_header
 from ._offer import PaymentOffer
 from ._receipts import PaymentReceipt
-from ._records import BudgetLine
+from ._records import Budget, BudgetLine
 from ._tasks import Verdict
 from .decorator import GuardResponse, guard
 from .exceptions import (
@@ -93,6 +93,7 @@ logging.getLogger("human_rpc_sdk").addHandler(logging.NullHandler())
 __all__ = [
     "AsyncAutoAgent",
     "AutoAgent",
+    "Budget",
     "BudgetLine",
     "ConnectionFailedError",
     "GuardResponse",

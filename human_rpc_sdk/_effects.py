@@ -26,6 +26,7 @@ from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from ._budgets import LineRule
 from ._chainstate import (
     MAX_ACCOUNTS_PER_CALL,
     BlockhashFacts,
@@ -150,6 +151,10 @@ class Reserve(Effect[Reserved | Existing | OverBudget]):
     """The SOL budget, which the payment's fee and rent count against."""
     genesis_hash: str | None = None
     """The chain the payment is made on, journaled with it."""
+    periods: Mapping[str, tuple[LineRule, ...]] = field(default_factory=dict)
+    """Each currency's budget lines per period (checked with the lifetime ones)."""
+    scope: str = ""
+    """The budget scope the payment counts in."""
 
 
 @dataclass(frozen=True)

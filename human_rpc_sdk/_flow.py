@@ -32,6 +32,7 @@ from typing import Any, Final, Protocol
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from ._budgets import line_label, when
 from ._delivery import PaymentOutcome, deliver, judge
 from ._effects import (
     Approve,
@@ -325,6 +326,8 @@ def sign_new(
         ctx.rules.budget_for(key),
         sol_budget=ctx.rules.budget_for(SOL),
         genesis_hash=prepared.genesis_hash,
+        periods=ctx.rules.periods,
+        scope=ctx.rules.scope,
     )
     reservation = yield from perform(reserve)
     if isinstance(reservation, OverBudget):
@@ -615,6 +618,8 @@ def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> Pay
     what = _price(offer)
     if label != offer.currency:
         what += f" (and {format_amount(over.cost)} {label} in network fees and rent)"
+    if over.per is not None:
+        return _over_period(offer, over, payable, label, what)
     return PaymentPolicyError(
         f"refused by this agent's spending rules: paying {what} would bring what its "
         f"journal counts as spent in {label} from {format_amount(over.spent)} to "
@@ -625,6 +630,38 @@ def _over_budget(offer: PaymentOffer, over: OverBudget, payable: Payable) -> Pay
         rule="budget",
         invoice=payable.invoice,
         details={"spent": over.spent, "limit": over.limit, "currency": key},
+    )
+
+
+def _over_period(
+    offer: PaymentOffer, over: OverBudget, payable: Payable, label: str, what: str
+) -> PaymentPolicyError:
+    """The refusal of a budget line per period: the line, what it counts now, its reset."""
+    assert over.per is not None  # noqa: S101 - a period line's refusal
+    key = over.currency_key
+    reset = (
+        f"resets {when(over.resets)}"
+        if over.resets is not None
+        else "more than the line allows at all"
+    )
+    return PaymentPolicyError(
+        f"refused by this agent's spending rules: {line_label(over.limit, label, over.per)}: "
+        f"{format_amount(over.spent)} spent {over.per.current()}, {reset}; paying {what} "
+        f"would bring it to {format_amount(over.spent + over.cost)}. Nothing was signed or "
+        + (
+            f"paid; wait or raise_budget({{{key!r}: '<amount to add>'}}, per={over.per.name!r})"
+            if over.per.name != "rolling"
+            else "paid; wait, or give the line a larger limit"
+        ),
+        rule="budget",
+        invoice=payable.invoice,
+        details={
+            "spent": over.spent,
+            "limit": over.limit,
+            "currency": key,
+            "per": over.per.key,
+            "resets": over.resets,
+        },
     )
 
 

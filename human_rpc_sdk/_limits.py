@@ -5,6 +5,10 @@ agent's network (``"USDC"``), or the mint address of any other token. A token's 
 trusted only where the SDK knows its mint; any other token is named by its mint, so a token
 calling itself "USDC" cannot borrow USDC's limits.
 
+A currency's ``budget`` may hold several lines: a lifetime limit and limits per period (an
+hour, a day, a week, a month, or a rolling window; see :mod:`._budgets`). ``budget_scope``
+names the budget the agent counts in when several kinds of agent share one journal.
+
 Secure defaults apply when the caller sets nothing (see :data:`DEFAULT_MAX_PAYMENT` and
 :data:`DEFAULT_BUDGET`); the caller's settings are merged over them, and ``None`` removes a
 limit. A token without any ``max_payment`` entry is never paid.
@@ -18,6 +22,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
+from ._budgets import LineRule, Period, parse_lines, parse_per
 from ._checks import is_pubkey
 from ._money import MoneyError, format_amount, parse_decimal
 from ._networks import KNOWN_MINTS, symbol_for_mint
@@ -72,9 +77,10 @@ class SpendingRules:
     """Validated spending rules for one network.
 
     ``max_payment`` and ``budget`` map currency keys to a ceiling in display units, or to
-    None for no ceiling. ``accept_assets`` lists mints an x402 offer may ask for besides the
-    tokens this SDK knows. ``trusted_recipients``, when set, are the only wallets or token
-    accounts that may be paid.
+    None for no ceiling (``budget``: the lifetime line; ``periods`` holds the lines per
+    period, see :mod:`._budgets`). ``accept_assets`` lists mints an x402 offer may ask for
+    besides the tokens this SDK knows. ``trusted_recipients``, when set, are the only wallets
+    or token accounts that may be paid.
     """
 
     network: str = "devnet"
@@ -82,6 +88,11 @@ class SpendingRules:
         default_factory=lambda: dict(DEFAULT_MAX_PAYMENT)
     )
     budget: Mapping[str, Decimal | None] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
+    """The lifetime line of each currency (None: none)."""
+    periods: Mapping[str, tuple[LineRule, ...]] = field(default_factory=dict)
+    """Each currency's lines per period (hour, day, ..., rolling windows), if any."""
+    scope: str = ""
+    """The budget scope: agents sharing a journal count against the budgets of their scope."""
     accept_assets: frozenset[str] = frozenset()
     trusted_recipients: frozenset[str] | None = None
     create_token_accounts: bool = False
@@ -100,6 +111,7 @@ class SpendingRules:
         trusted_recipients: Any = None,
         create_token_accounts: Any = False,
         allow_token_extensions: Any = None,
+        budget_scope: Any = "",
     ) -> SpendingRules:
         """Check the caller's settings. Raises ``SDKConfigurationError`` naming the parameter."""
         if not isinstance(create_token_accounts, bool):
@@ -107,10 +119,13 @@ class SpendingRules:
                 f"create_token_accounts must be True or False (got {create_token_accounts!r})",
                 parameter="create_token_accounts",
             )
+        lifetime, periods = _budget_lines(network, budget)
         return cls(
             network=network,
             max_payment=_merged(network, DEFAULT_MAX_PAYMENT, max_payment, "max_payment"),
-            budget=_merged(network, DEFAULT_BUDGET, budget, "budget"),
+            budget=lifetime,
+            periods=periods,
+            scope=budget_scope_label(budget_scope),
             accept_assets=frozenset(_addresses(accept_assets, "accept_assets", "mint")),
             trusted_recipients=(
                 None
@@ -186,9 +201,26 @@ class SpendingRules:
 
     # -- run-time changes --------------------------------------------------------------
 
-    def increments(self, amounts: Any) -> dict[str, Decimal]:
-        """``raise_budget``'s argument checked: the amount to add to each currency's budget,
-        by currency key (amounts given twice for one currency add up)."""
+    def lines_for(self, key: str) -> tuple[LineRule, ...]:
+        """The period lines of ``key`` (none: an empty tuple)."""
+        return self.periods.get(key, ())
+
+    def raised_period(self, per: Any) -> Period | None:
+        """``raise_budget``'s ``per`` checked: None (the lifetime line) or a calendar period."""
+        period = parse_per(per, "per")
+        if period is not None and period.name == "rolling":
+            raise SDKConfigurationError(
+                "raise_budget(per=...) raises the line of a calendar period (hour, day, week or "
+                "month) for the current period; a rolling window has no period to raise: raise "
+                "the lifetime line, or configure a larger window limit",
+                parameter="per",
+            )
+        return period
+
+    def increments(self, amounts: Any, per: Period | None = None) -> dict[str, Decimal]:
+        """``raise_budget``'s argument checked: the amount to add to each currency's budget
+        (its lifetime line, or its line ``per``), by currency key (amounts given twice for one
+        currency add up)."""
         if not isinstance(amounts, Mapping) or not amounts:
             raise SDKConfigurationError(
                 "raise_budget takes a mapping of currencies to the amounts to add to their "
@@ -210,7 +242,14 @@ class SpendingRules:
                     f"{extra:.3e}); pass the amount to add, in display units",
                     parameter="amounts",
                 )
-            if self.budget.get(key) is None:
+            if per is not None:
+                if all(line.per != per for line in self.lines_for(key)):
+                    raise SDKConfigurationError(
+                        f"{key} has no budget line per {per.name}, so there is nothing to raise "
+                        f"for this {per.name}",
+                        parameter="per",
+                    )
+            elif self.budget.get(key) is None:
                 raise SDKConfigurationError(
                     f"{key} has no budget (payments in it are limited by max_payment only), "
                     "so there is nothing to raise",
@@ -241,6 +280,58 @@ def _merged(
         except MoneyError as exc:
             raise SDKConfigurationError(f"{name}[{raw_key!r}] {exc}", parameter=name) from None
     return merged
+
+
+def _budget_lines(
+    network: str, given: Any
+) -> tuple[dict[str, Decimal | None], dict[str, tuple[LineRule, ...]]]:
+    """``budget`` checked: the lifetime line of each currency, and its period lines. A
+    currency the caller names replaces its default lines (the default is a lifetime line)."""
+    lifetime: dict[str, Decimal | None] = dict(DEFAULT_BUDGET)
+    periods: dict[str, tuple[LineRule, ...]] = {}
+    if given is None:
+        return lifetime, periods
+    if not isinstance(given, Mapping):
+        raise SDKConfigurationError(
+            'budget must map currencies to amounts or lines, e.g. {"USDC": "10", "SOL": '
+            '{"limit": "0.1", "per": "day"}}',
+            parameter="budget",
+        )
+    for raw_key, value in given.items():
+        key = _key(network, raw_key, "budget")
+        lines = parse_lines(value, f"budget[{raw_key!r}]")
+        lifetime[key] = next((ln.limit for ln in lines or () if ln.per is None), None)
+        periods.pop(key, None)
+        spans = tuple(sorted((ln for ln in lines or () if ln.per is not None), key=_by_per))
+        if spans:
+            periods[key] = spans
+    return lifetime, periods
+
+
+def _by_per(line: LineRule) -> Period:
+    assert line.per is not None  # noqa: S101 - period lines only
+    return line.per
+
+
+SCOPE_MAX: Final = 64
+
+
+def budget_scope_label(value: Any) -> str:
+    """A ``budget_scope`` checked: a short printable label ("" for the default scope)."""
+    if value is None:
+        return ""
+    if (
+        not isinstance(value, str)
+        or len(value) > SCOPE_MAX
+        or not value.isprintable()
+        or value != value.strip()
+    ):
+        raise SDKConfigurationError(
+            f"budget_scope must be a short label (at most {SCOPE_MAX} printable characters, no "
+            f"leading or trailing space), such as 'crawler' (got {repr(value)[:80]})",
+            parameter="budget_scope",
+        )
+    return value
 
 
 def _key(network: str, raw: Any, name: str) -> str:

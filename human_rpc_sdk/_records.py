@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
+from ._budgets import Period
 from ._receipts import PaymentReceipt, State
 
 __all__ = [
     "FAILED_ON_CHAIN",
     "PENDING",
+    "Budget",
     "BudgetLine",
     "Existing",
     "JournalEntry",
@@ -92,20 +95,71 @@ class OverBudget:
     limit: Decimal
     currency_key: str = ""
     cost: Decimal = Decimal(0)
+    per: Period | None = None
+    """The line that refused: None for the lifetime budget, else its period."""
+    resets: int | None = None
+    """When that line's spending drops (Unix seconds), for a period line."""
 
 
 @dataclass(frozen=True)
 class BudgetLine:
-    """One currency's lifetime budget: its ceiling, what the journal counts as spent, the rest.
+    """One budget line of a currency: its ceiling over ``per``, what the journal counts as
+    spent in it, and the rest.
 
-    ``spent`` counts every payment that may have moved money (all states but ``failed``); the
-    SOL line also counts the network fees, priority fees and rent every payment costs.
+    ``per`` is None for the lifetime line, else the calendar period (``"hour"``, ``"day"``,
+    ``"week"``, ``"month"``, in UTC) or the rolling window (a ``timedelta``). ``resets`` is when
+    the line's spending drops: the next period boundary, or for a rolling window the moment the
+    oldest spending it counts leaves the window (None for a lifetime, or a window counting
+    nothing). ``spent`` counts every payment that may have moved money (all states but
+    ``failed``); the SOL lines also count the network fees, priority fees and rent every
+    payment costs. A rolling window may count up to one bucket (a minute, an hour or a day,
+    by the window's length) of spending from before the window: it refuses early, never late.
     """
 
     limit: Decimal | None
     spent: Decimal
+    per: str | timedelta | None = None
+    resets: datetime | None = None
 
     @property
     def remaining(self) -> Decimal | None:
         """What may still be spent (never below 0); None when there is no limit."""
         return None if self.limit is None else max(self.limit - self.spent, Decimal(0))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A currency's budget: every line (``lines``; iterate over them), and as ``limit``,
+    ``spent`` and ``remaining`` those of the line that binds (the least remaining; the
+    lifetime line when it is the only one)."""
+
+    lines: tuple[BudgetLine, ...]
+
+    def __iter__(self) -> Iterator[BudgetLine]:
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def binding(self) -> BudgetLine:
+        """The line with the least remaining (a line without limit binds only if all are)."""
+        limited = [line for line in self.lines if line.limit is not None]
+        if not limited:
+            return self.lines[0]
+        return min(limited, key=lambda line: line.remaining or Decimal(0))
+
+    @property
+    def limit(self) -> Decimal | None:
+        """The binding line's ceiling (None: no limit at all)."""
+        return self.binding.limit
+
+    @property
+    def spent(self) -> Decimal:
+        """What the binding line counts as spent."""
+        return self.binding.spent
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What the binding line still allows (None: no limit at all)."""
+        return self.binding.remaining

@@ -28,6 +28,7 @@ from .wallet import Signer, load_signer
 
 __all__ = [
     "DEFAULT_PAID_TIMEOUT",
+    "ENV_BUDGET_SCOPE",
     "ENV_HUMAN_RPC_URL",
     "ENV_JOURNAL",
     "ENV_RPC_URL",
@@ -43,6 +44,7 @@ __all__ = [
 ENV_RPC_URL: Final = "SOLANA_RPC_URL"
 ENV_HUMAN_RPC_URL: Final = "HUMAN_RPC_URL"
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
+ENV_BUDGET_SCOPE: Final = "HUMAN_RPC_BUDGET_SCOPE"
 MEMORY: Final = ":memory:"
 HUMAN_RPC_URL_EXAMPLE: Final = "https://humanrpc.example/api/v1/tasks"
 DEFAULT_PAID_TIMEOUT: Final = 60.0
@@ -106,6 +108,7 @@ class AgentSettings:
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
         prepay: Any = False,
+        budget_scope: str | None = None,
         clock: Callable[[], float],
         sleep: Callable[[float], Any],
         nonce: Callable[[], str],
@@ -138,6 +141,9 @@ class AgentSettings:
             trusted_recipients=trusted_recipients,
             create_token_accounts=create_token_accounts,
             allow_token_extensions=allow_token_extensions,
+            budget_scope=os.environ.get(ENV_BUDGET_SCOPE, "")
+            if budget_scope is None
+            else budget_scope,
         )
         prepaying = prepay_policy(prepay)
         _callables(clock=clock, sleep=sleep, nonce=nonce)

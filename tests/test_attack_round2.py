@@ -77,7 +77,10 @@ def recount(journal: Path) -> dict[tuple[str, str], Decimal]:
             sol = (row["network"], "SOL")
             counted[sol] = counted.get(sol, Decimal(0)) + Decimal(lamports) / 10**9
     with sqlite3.connect(journal) as db:
-        kept = {(n, k): Decimal(v) for n, k, v in db.execute("SELECT * FROM totals")}
+        kept = {
+            (n, k): Decimal(v)
+            for n, k, v in db.execute("SELECT network, currency_key, spent FROM totals")
+        }
     assert {k: v for k, v in kept.items() if v} == {k: v for k, v in counted.items() if v}
     return counted
 

@@ -471,7 +471,8 @@ def test_budget_shows_and_raise_lasts(run: Run, server: GatewayServer, wallet_on
     wallet = wallet_on(server)
     run(*wallet.options("get", f"{server.url}/api/v1/premium/sol"))
     shown = data(run(*wallet.options("budget", "--json")))
-    assert shown["SOL"] == {"limit": "1", "spent": "0.001005", "remaining": "0.998995"}
+    line = {"limit": "1", "spent": "0.001005", "remaining": "0.998995"}
+    assert shown["SOL"] == line | {"lines": [line | {"per": None, "resets": None}]}
     raised = run(*wallet.options("budget", "raise", "2", "SOL"))
     assert raised.exit_code == 0
     assert data(run(*wallet.options("budget", "--json")))["SOL"]["limit"] == "3"

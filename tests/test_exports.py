@@ -11,6 +11,7 @@ def test_sdk_exports_exactly_the_public_names() -> None:
     expected = {
         "AsyncAutoAgent",
         "AutoAgent",
+        "Budget",
         "BudgetLine",
         "ConnectionFailedError",
         "GuardResponse",

@@ -308,7 +308,7 @@ def test_a_version_4_journal_gains_the_paid_before_index(tmp_path: Path) -> None
     journal.close()
     assert "USING INDEX payments_paid_for" in plan, plan
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         columns = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert {"payment_id", "resume_key"} <= columns

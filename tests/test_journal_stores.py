@@ -354,6 +354,8 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(journal_url: s
     empty database together all succeed, and find one schema."""
     import psycopg
 
+    from human_rpc_sdk._io.postgres import SCHEMA_VERSION
+
     script = (
         "import sys\nfrom human_rpc_sdk._io.store import open_journal\n"
         "sys.stdin.readline()\nopen_journal(sys.argv[1]).close()\nprint('opened')\n"
@@ -378,7 +380,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(journal_url: s
         out, errors = opener.communicate(timeout=60)
         assert (opener.returncode, out.strip()) == (0, "opened"), errors
     with psycopg.connect(journal_url) as db:
-        assert db.execute("SELECT version FROM human_rpc_schema").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM human_rpc_schema").fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_a_database_from_a_newer_sdk_is_refused(journal_url: str) -> None:

@@ -141,6 +141,9 @@ async def test_fetch_paid_pays_within_limits_and_refuses_over_them(
     assert lines["wallet"] == str(wallet.pubkey())
     assert lines["max_payment"]["USDC"] == "0.02"
     assert lines["budget"]["USDC"]["spent"] == "0.01"
+    assert lines["budget"]["USDC"]["lines"] == [
+        {"per": None, "limit": "10", "spent": "0.01", "remaining": "9.99", "resets": None}
+    ]
     assert lines["payments"] == 1
 
 

@@ -281,7 +281,7 @@ def test_a_version_2_journal_is_migrated_keeping_its_spending(tmp_path: Path) ->
     agent.close()
     assert {"budget_raises", "payments_payer"} <= tables_and_indexes(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     with pytest.warns(PendingPaymentsWarning):
         again = AutoAgent(Keypair(), journal_path=path, budget={"SOL": "0.5"})
     assert again.budget["SOL"].limit == Decimal("0.75")

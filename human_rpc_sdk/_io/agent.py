@@ -39,7 +39,7 @@ from .._prepay import (
 )
 from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
-from .._records import BudgetLine
+from .._records import Budget
 from .._resume import request_fingerprint
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
@@ -96,7 +96,13 @@ class AutoAgent(BaseAgent):
     :param budget: the most all payments recorded in the journal may cost, per currency,
         merged over the defaults (1 SOL, 10 of each known stablecoin); add to it at run time
         with :meth:`raise_budget`, whose raises the journal keeps: the ceiling is this
-        ``budget`` plus every raise recorded in the journal on ``network``.
+        ``budget`` plus every raise recorded in the journal on ``network``. A currency takes
+        an amount (a lifetime limit), ``None`` (no limit), a line per period
+        ``{"limit": "10", "per": "day"}`` (``per``: ``"hour"``, ``"day"``, ``"week"``,
+        ``"month"``, calendar periods in UTC, or a rolling window: a ``timedelta`` or
+        ``"90m"``, ``"24h"``, ``"7d"``), or a list of lines applying at once
+        (``[{"limit": "10", "per": "day"}, "200"]``: 10 a day and 200 in total). The lines
+        given for a currency replace its default line.
     :param trusted_recipients: when set, the only wallets (or token accounts) paid.
     :param approve: called with a :class:`PaymentOffer` before anything is signed; only
         ``True`` lets the payment go ahead.
@@ -140,6 +146,9 @@ class AutoAgent(BaseAgent):
         land, and no more is prepared for that request until a normal payment to it is
         served. HumanRPC invoices are never prepared (each is issued for one request), nor
         are payments made through :class:`~human_rpc_sdk.PaymentAuth`.
+    :param budget_scope: a label (``"crawler"``) for agents sharing one journal with separate
+        budgets: what is spent, and raised, counts per scope (default ``""``, or
+        ``$HUMAN_RPC_BUDGET_SCOPE``). :attr:`payments` and :attr:`budget` show this scope's.
     :raises SDKConfigurationError: on any invalid argument or missing/malformed key.
     """
 
@@ -168,6 +177,7 @@ class AutoAgent(BaseAgent):
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
         prepay: bool | Iterable[str] = False,
+        budget_scope: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -195,6 +205,7 @@ class AutoAgent(BaseAgent):
                 create_token_accounts=create_token_accounts,
                 allow_token_extensions=allow_token_extensions,
                 prepay=prepay,
+                budget_scope=budget_scope,
                 clock=clock,
                 sleep=sleep,
                 nonce=nonce,
@@ -290,9 +301,12 @@ class AutoAgent(BaseAgent):
                 return []
             return self._driver.run(self._recovery(self._open_payments()))
 
-    def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
+    def raise_budget(self, amounts: Mapping[str, Any], per: Any = None) -> dict[str, Budget]:
         """Add to the budget of each currency: ``raise_budget({"USDC": "5"})`` lifts the
         USDC ceiling by 5 (from 10 to 15, say); it does not set it to 5.
+
+        ``per="day"`` (or ``"hour"``, ``"week"``, ``"month"``) raises that line per period
+        instead, for the current period only: the raise lapses at the line's reset.
 
         What was spent stays spent; only the ceiling moves. The raise is written to the
         journal, so it lasts: an agent built later on the same journal (in this process or a
@@ -301,10 +315,10 @@ class AutoAgent(BaseAgent):
         Returns the new :attr:`budget`.
 
         :raises SDKConfigurationError: for an amount that is not a positive number, or a
-            currency with no budget (``budget={"X": None}``).
+            currency with no budget (``budget={"X": None}``), or no line ``per``.
         :raises PaymentError: ``journal_unavailable`` when the journal cannot be written.
         """
-        return self._raise_budget(amounts)
+        return self._raise_budget(amounts, per)
 
     def _last_payment(self) -> PaymentReceipt | None:
         receipt: PaymentReceipt | None = getattr(self._local, "receipt", None)

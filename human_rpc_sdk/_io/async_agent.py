@@ -39,7 +39,7 @@ from .._prepay import (
 )
 from .._prepayments import Prepayments
 from .._receipts import PaymentReceipt
-from .._records import BudgetLine
+from .._records import Budget
 from .._resume import request_fingerprint
 from .._settings import DEFAULT_PAID_TIMEOUT, AgentSettings
 from .._siwx import SignedIn, offers_sign_in, pay_or_sign_in
@@ -125,6 +125,7 @@ class AsyncAutoAgent(BaseAgent):
         create_token_accounts: bool = False,
         allow_token_extensions: Mapping[str, Any] | None = None,
         prepay: bool | Iterable[str] = False,
+        budget_scope: str | None = None,
         clock: Callable[[], float] = monotonic,
         sleep: Callable[[float], Awaitable[Any]] = async_sleep,
         nonce: Callable[[], str] = lambda: secrets.token_hex(16),
@@ -152,6 +153,7 @@ class AsyncAutoAgent(BaseAgent):
                 create_token_accounts=create_token_accounts,
                 allow_token_extensions=allow_token_extensions,
                 prepay=prepay,
+                budget_scope=budget_scope,
                 clock=clock,
                 sleep=sleep,
                 nonce=nonce,
@@ -227,9 +229,9 @@ class AsyncAutoAgent(BaseAgent):
         finally:
             await asyncio.to_thread(held.close)
 
-    async def raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
+    async def raise_budget(self, amounts: Mapping[str, Any], per: Any = None) -> dict[str, Budget]:
         """Add to the budget of each currency (see ``AutoAgent.raise_budget``)."""
-        return await asyncio.to_thread(self._raise_budget, amounts)
+        return await asyncio.to_thread(self._raise_budget, amounts, per)
 
     async def pending_tasks(self) -> list[PaymentReceipt]:
         """Tasks paid for but not decided yet (see ``AutoAgent.pending_tasks``)."""

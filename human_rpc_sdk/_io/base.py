@@ -18,7 +18,7 @@ from typing import Any, Final
 from .._checks import positive_seconds, show
 from .._effects import ChainCache, Flow, PaymentContext
 from .._receipts import PaymentReceipt
-from .._records import PENDING, BudgetLine, JournalEntry
+from .._records import PENDING, Budget, JournalEntry
 from .._recovery import needs_recovery, recover
 from .._settings import AgentSettings, ReiteratorSettings
 from .._tasks import task_body
@@ -94,7 +94,9 @@ class BaseAgent:
             raise SDKConfigurationError(
                 f"limit must be a positive int or None (got {show(limit)})", parameter="limit"
             )
-        entries = self._journal.payments(self.address, self.network, after=after, limit=limit)
+        entries = self._journal.payments(
+            self.address, self.network, after=after, limit=limit, scope=self._rules.scope
+        )
         return [entry.receipt for entry in entries]
 
     def _pending_payments(self) -> list[PaymentReceipt]:
@@ -109,16 +111,27 @@ class BaseAgent:
         return [e for e in self._journal.unsettled() if needs_recovery(e)]
 
     @property
-    def budget(self) -> dict[str, BudgetLine]:
-        """Each currency's budget: ``limit``, ``spent`` (per the journal) and ``remaining``.
+    def budget(self) -> dict[str, Budget]:
+        """Each currency's :class:`Budget`: every line (iterate over it: ``limit``, ``spent``,
+        ``remaining``, ``per`` and ``resets`` each) and, as its own ``limit``, ``spent`` and
+        ``remaining``, those of the line that binds (the least remaining).
 
-        ``limit`` is the configured ``budget`` plus every ``raise_budget`` journaled;
-        ``spent`` counts every payment in the journal, whichever agent sharing it made it.
+        A line's ``limit`` is the configured one plus every ``raise_budget`` journaled for it
+        (for a period line, in the current period); ``spent`` counts every payment in the
+        journal in this agent's ``budget_scope``, whichever agent sharing it made it.
         """
-        return self._journal.budget(self.network, self._rules.budget)
+        return self._journal.budget(
+            self.network, self._rules.budget, periods=self._rules.periods, scope=self._rules.scope
+        )
 
-    def _raise_budget(self, amounts: Mapping[str, Any]) -> dict[str, BudgetLine]:
-        self._journal.raise_budget(self.network, self._rules.increments(amounts))
+    def _raise_budget(self, amounts: Mapping[str, Any], per: Any = None) -> dict[str, Budget]:
+        period = self._rules.raised_period(per)
+        self._journal.raise_budget(
+            self.network,
+            self._rules.increments(amounts, period),
+            per=period,
+            scope=self._rules.scope,
+        )
         return self.budget
 
     def _warn_of_open_payments(self, stacklevel: int) -> None:

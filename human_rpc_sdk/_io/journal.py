@@ -30,6 +30,17 @@ network and currency), so a new process sees the ceiling the last one was given.
 to the journal, like the running totals they are compared with: every agent sharing the file
 gets its own configured budget plus the raises recorded.
 
+Budgets per period (see :mod:`.._budgets`): every reservation also adds its cost to one
+spending bucket per level (minute, hour, day, week, month, in UTC) of its reservation time
+(``reserved_unix``), in the same transaction; a release takes it back from those same buckets,
+so a payment reserved yesterday and failed today gives back to yesterday. A line per period
+reads one bucket (a calendar period) or at most a few hundred (a rolling window), whatever the
+history; a raise per period (``period_raises``) is keyed by the period's start, so it lapses
+with it. The journal's wall clock (``clock``, injectable) decides the period.
+
+Budget scopes: the totals, the buckets and the raises are kept per scope (``budget_scope``), so
+kinds of agent sharing a journal keep separate budgets; a row's releases go to its own scope.
+
 The file is its owner's: a journal (or its folder) owned by another user, writable by group or
 others, or reached through a symbolic link is refused, since whoever can write it can erase
 what the budget counts.
@@ -55,9 +66,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from .._budgets import LineRule, Period, buckets_at, resets, span
 from .._offer import PaymentOffer
 from .._receipts import STATES, PaymentReceipt
-from .._records import FAILED_ON_CHAIN, BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from .._records import (
+    FAILED_ON_CHAIN,
+    Budget,
+    BudgetLine,
+    Existing,
+    JournalEntry,
+    OverBudget,
+    Reserved,
+)
 from .._settings import ENV_JOURNAL, MEMORY, default_journal_path
 from ..exceptions import PaymentError, SDKConfigurationError
 
@@ -65,12 +85,15 @@ __all__ = ["ENV_JOURNAL", "MEMORY", "Journal", "default_journal_path"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """2: running totals (``totals``, ``counters``); 3: raised budgets (``budget_raises``), an
 index on the payer for one wallet's history, and the paid human tasks (``task_id``,
 ``task_outcome``); 4: the write counter also watches ``totals``; 5: x402 payment ids
 (``payment_id``) and what resumes a payment (``resume_key``, indexed), and the served payments
-by wallet, network and URL (``payments_paid_for``: sign-in's "paid before")."""
+by wallet, network and URL (``payments_paid_for``: sign-in's "paid before"); 6: budgets per
+period and per scope (``payments.scope`` and ``reserved_unix``, the spending buckets
+``spending``, the raises of one period ``period_raises``; ``totals`` and ``budget_raises``
+keyed by scope too)."""
 REPLACED: Final = "replaced: its blockhash expired before it landed"
 _PROCESS: Final = secrets.token_hex(8)
 """Tells this process's rows from those of an earlier process that had the same pid."""
@@ -80,7 +103,7 @@ _PROCESS: Final = secrets.token_hex(8)
 _COUNTING_TRIGGERS: Final = "\n".join(
     f"CREATE TRIGGER IF NOT EXISTS {table}_{done} AFTER {event} ON {table}"  # noqa: S608
     "\n    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'writes'; END;"
-    for table in ("payments", "totals")
+    for table in ("payments", "totals", "spending")
     for event, done in (("INSERT", "inserted"), ("UPDATE", "updated"), ("DELETE", "deleted"))
 )
 
@@ -126,20 +149,43 @@ CREATE TABLE IF NOT EXISTS payments (
     task_id       TEXT,
     task_outcome  TEXT,
     payment_id    TEXT,
-    resume_key    TEXT
+    resume_key    TEXT,
+    scope         TEXT NOT NULL DEFAULT '',
+    reserved_unix INTEGER
 );
 CREATE TABLE IF NOT EXISTS totals (
+    scope         TEXT NOT NULL DEFAULT '',
     network       TEXT NOT NULL,
     currency_key  TEXT NOT NULL,
     spent         TEXT NOT NULL,
-    PRIMARY KEY (network, currency_key)
+    PRIMARY KEY (scope, network, currency_key)
 );
 CREATE TABLE IF NOT EXISTS budget_raises (
+    scope         TEXT NOT NULL DEFAULT '',
     network       TEXT NOT NULL,
     currency_key  TEXT NOT NULL,
     raised        TEXT NOT NULL,
     updated       TEXT NOT NULL,
-    PRIMARY KEY (network, currency_key)
+    PRIMARY KEY (scope, network, currency_key)
+);
+CREATE TABLE IF NOT EXISTS spending (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    level         TEXT NOT NULL,
+    bucket_start  INTEGER NOT NULL,
+    spent         TEXT NOT NULL,
+    PRIMARY KEY (scope, network, currency_key, level, bucket_start)
+);
+CREATE TABLE IF NOT EXISTS period_raises (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    per           TEXT NOT NULL,
+    period_start  INTEGER NOT NULL,
+    raised        TEXT NOT NULL,
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (scope, network, currency_key, per, period_start)
 );
 CREATE TABLE IF NOT EXISTS counters (
     name          TEXT PRIMARY KEY,
@@ -171,6 +217,8 @@ _ADDED_COLUMNS: Final = (
     ("task_outcome", "TEXT"),
     ("payment_id", "TEXT"),
     ("resume_key", "TEXT"),
+    ("scope", "TEXT NOT NULL DEFAULT ''"),
+    ("reserved_unix", "INTEGER"),
 )
 """Columns added since schema version 1: a journal of an older version gains them on opening."""
 SOL_KEY: Final = "SOL"
@@ -291,16 +339,23 @@ class Journal:
         return [self._entry(row) for row in rows]
 
     def payments(
-        self, payer: str, network: str, *, after: int = 0, limit: int | None = None
+        self,
+        payer: str,
+        network: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        scope: str | None = None,
     ) -> list[JournalEntry]:
         """The signed payments of wallet ``payer`` on ``network`` with a journal id above
         ``after``, oldest first, at most ``limit`` of them (an index: other wallets' rows and
-        older rows are not read)."""
+        older rows are not read); only those of budget scope ``scope`` when given."""
         with self._reading() as db:
             rows = db.execute(
                 "SELECT * FROM payments WHERE payer = ? AND network = ? AND id > ? "
-                "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT ?",
-                (payer, network, after, -1 if limit is None else limit),
+                "AND transaction_b64 IS NOT NULL AND (? IS NULL OR scope = ?) ORDER BY id "
+                "LIMIT ?",
+                (payer, network, after, scope, scope, -1 if limit is None else limit),
             ).fetchall()
         return [self._entry(row) for row in rows]
 
@@ -363,36 +418,66 @@ class Journal:
             ).fetchall()
         return [self._entry(row) for row in rows]
 
-    def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
-        """Each currency's budget line: the limits given plus the raises journaled (a limit
-        of None stays None), and every currency spent in."""
+    def budget(
+        self,
+        network: str,
+        limits: Mapping[str, Decimal | None],
+        *,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
+    ) -> dict[str, Budget]:
+        """Each currency's budget in ``scope``: its lifetime line (the limit given plus the
+        raises journaled; a limit of None stays None) and its lines per period (``periods``),
+        for every currency with a line or spent in."""
+        now = int(self._now().timestamp())
         with self._reading() as db:
             spent = {
                 row[0]: _journaled_sum(row[1], "totals", row[0], network)
                 for row in db.execute(
-                    "SELECT currency_key, spent FROM totals WHERE network = ?", (network,)
+                    "SELECT currency_key, spent FROM totals WHERE scope = ? AND network = ?",
+                    (scope, network),
                 )
             }
-            raised = _raises(db, network)
-        return {
-            key: BudgetLine(_plus(limits.get(key), raised.get(key)), spent.get(key, Decimal(0)))
-            for key in sorted(set(limits) | set(spent))
-        }
+            raised = _raises(db, scope, network)
+            return budget_report(
+                limits, raised, spent, periods or {}, _period_reader(db, scope, network), now
+            )
 
     # -- writing -----------------------------------------------------------------------
 
-    def raise_budget(self, network: str, amounts: Mapping[str, Decimal]) -> None:
-        """Add ``amounts`` (per currency key) to the budgets raised on ``network``, in one
-        transaction: raises from several processes add up."""
-        now = self._now().isoformat()
+    def raise_budget(
+        self,
+        network: str,
+        amounts: Mapping[str, Decimal],
+        *,
+        per: Period | None = None,
+        scope: str = "",
+    ) -> None:
+        """Add ``amounts`` (per currency key) to the budgets raised on ``network`` in
+        ``scope``, in one transaction: raises from several processes add up. ``per``: raise
+        that calendar period's line for the current period only (it lapses at the reset)."""
+        moment = self._now()
+        now = moment.isoformat()
         with self._writing() as db:
-            raised = _raises(db, network)
+            if per is not None:
+                start = span(per, int(moment.timestamp()))[1]
+                for key, amount in amounts.items():
+                    before = _period_raised(db, scope, network, key, per, start)
+                    db.execute(
+                        "INSERT INTO period_raises (scope, network, currency_key, per, "
+                        "period_start, raised, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (scope, network, currency_key, per, period_start) "
+                        "DO UPDATE SET raised = excluded.raised, updated = excluded.updated",
+                        (scope, network, key, per.key, start, str(before + amount), now),
+                    )
+                return
+            raised = _raises(db, scope, network)
             db.executemany(
-                "INSERT INTO budget_raises (network, currency_key, raised, updated) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (network, currency_key) "
+                "INSERT INTO budget_raises (scope, network, currency_key, raised, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, network, currency_key) "
                 "DO UPDATE SET raised = excluded.raised, updated = excluded.updated",
                 [
-                    (network, key, str(raised.get(key, Decimal(0)) + amount), now)
+                    (scope, network, key, str(raised.get(key, Decimal(0)) + amount), now)
                     for key, amount in amounts.items()
                 ],
             )
@@ -406,8 +491,13 @@ class Journal:
         budget: Decimal | None,
         sol_budget: Decimal | None = None,
         genesis_hash: str | None = None,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
     ) -> Reserved | Existing | OverBudget:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row.
+
+        ``periods``: each currency's lines per period, checked against the spending buckets
+        of ``scope`` at this journal's clock; ``scope``: the budget the payment counts in.
 
         The payment counts against ``budget`` in its currency, and its network fee and rent
         against ``sol_budget`` (the SOL budget; for a SOL payment, ``budget`` is that one), each
@@ -419,6 +509,7 @@ class Journal:
         ``landed`` is left as the chain check recorded it: a replacement follows only a proof.
         """
         now = self._now()
+        at = int(now.timestamp())
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
@@ -442,23 +533,29 @@ class Journal:
                     [REPLACED, *_stamp(now)],
                 )
             cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
-            raised = _raises(db, offer.network)
-            for (network, key), amount in cost.items():
-                limit = _plus(limits.get(key), raised.get(key))
-                if limit is None:
-                    continue
-                spent = _total(db, network, key)
-                if spent + amount > limit:
-                    db.execute("ROLLBACK")
-                    return OverBudget(spent, limit, key, amount)
+            over = refusal(
+                cost,
+                limits,
+                _raises(db, scope, offer.network),
+                lambda network, key: _total(db, scope, network, key),
+                periods or {},
+                _period_reader(db, scope, offer.network),
+                at,
+            )
+            if over is not None:
+                db.execute("ROLLBACK")
+                return over
             cursor = db.execute(
-                "INSERT INTO payments (invoice_key, state, created, updated, updated_unix, url, "
+                "INSERT INTO payments (scope, reserved_unix, invoice_key, state, created, "
+                "updated, updated_unix, url, "
                 "network, format, currency, currency_key, amount, atomic_amount, mint, recipient, "
                 "destination, reference, payer, fee_lamports, replaces, pid, host, process, "
                 "genesis_hash) "
-                "VALUES (?, 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?)",
+                "VALUES (?, ?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?)",
                 (
+                    scope,
+                    at,
                     invoice_key,
                     now.isoformat(),
                     *_stamp(now),
@@ -466,7 +563,7 @@ class Journal:
                 ),
             )
             row = db.execute("SELECT * FROM payments WHERE id = ?", (cursor.lastrowid,)).fetchone()
-            _add(db, _counted(row))
+            _add(db, scope, at, _counted(row))
             return Reserved(self._entry(row))
 
     def mark(
@@ -757,23 +854,77 @@ def _counted(row: Any) -> Totals:
     return _cost(row["network"], row["currency_key"], Decimal(row["amount"]), lamports)
 
 
-def _add(db: sqlite3.Connection, amounts: Totals, sign: int = 1) -> None:
+def _add(db: sqlite3.Connection, scope: str, at: int, amounts: Totals) -> None:
+    """Add ``amounts`` to the running totals of ``scope`` and to the spending buckets of the
+    reservation time ``at`` (one per level), inside a write transaction."""
     for (network, key), amount in amounts.items():
         if not amount:
             continue
-        total = _total(db, network, key) + sign * amount
+        total = _total(db, scope, network, key) + amount
         db.execute(
-            "INSERT INTO totals (network, currency_key, spent) VALUES (?, ?, ?) "
-            "ON CONFLICT (network, currency_key) DO UPDATE SET spent = excluded.spent",
-            (network, key, str(total)),
+            "INSERT INTO totals (scope, network, currency_key, spent) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, network, currency_key) DO UPDATE SET spent = excluded.spent",
+            (scope, network, key, str(total)),
         )
+        for level, start in buckets_at(at):
+            row = db.execute(
+                "SELECT spent FROM spending WHERE scope = ? AND network = ? AND currency_key = ? "
+                "AND level = ? AND bucket_start = ?",
+                (scope, network, key, level, start),
+            ).fetchone()
+            before = Decimal(0) if row is None else _journaled_sum(row[0], "spending", key, network)
+            db.execute(
+                "INSERT INTO spending (scope, network, currency_key, level, bucket_start, spent) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, network, currency_key, level, "
+                "bucket_start) DO UPDATE SET spent = excluded.spent",
+                (scope, network, key, level, start, str(before + amount)),
+            )
 
 
-def _total(db: sqlite3.Connection, network: str, currency_key: str) -> Decimal:
+def _total(db: sqlite3.Connection, scope: str, network: str, currency_key: str) -> Decimal:
     row = db.execute(
-        "SELECT spent FROM totals WHERE network = ? AND currency_key = ?", (network, currency_key)
+        "SELECT spent FROM totals WHERE scope = ? AND network = ? AND currency_key = ?",
+        (scope, network, currency_key),
     ).fetchone()
     return Decimal(0) if row is None else _journaled_sum(row[0], "totals", currency_key, network)
+
+
+def _period_reader(db: sqlite3.Connection, scope: str, network: str) -> PeriodReader:
+    """What the buckets of ``scope`` on ``network`` count for a line (see :data:`PeriodReader`)."""
+
+    def read(key: str, period: Period, now: int) -> tuple[Decimal, int | None, Decimal]:
+        level, first = span(period, now)
+        spent, oldest = Decimal(0), None
+        # From the first bucket on, with no upper bound: buckets after now exist only if the
+        # clock went back, and counting them refuses early rather than late.
+        for start, text in db.execute(
+            "SELECT bucket_start, spent FROM spending WHERE scope = ? AND network = ? AND "
+            "currency_key = ? AND level = ? AND bucket_start >= ? ORDER BY bucket_start",
+            (scope, network, key, level, first),
+        ):
+            amount = _journaled_sum(text, "spending", key, network)
+            if amount:
+                spent += amount
+                oldest = start if oldest is None else oldest
+        raised = (
+            Decimal(0)
+            if period.name == "rolling"
+            else _period_raised(db, scope, network, key, period, first)
+        )
+        return spent, oldest, raised
+
+    return read
+
+
+def _period_raised(
+    db: sqlite3.Connection, scope: str, network: str, key: str, period: Period, start: int
+) -> Decimal:
+    row = db.execute(
+        "SELECT raised FROM period_raises WHERE scope = ? AND network = ? AND currency_key = ? "
+        "AND per = ? AND period_start = ?",
+        (scope, network, key, period.key, start),
+    ).fetchone()
+    return Decimal(0) if row is None else _journaled_sum(row[0], "period_raises", key, network)
 
 
 def _journaled_sum(text: Any, table: str, currency_key: str, network: str) -> Decimal:
@@ -802,7 +953,7 @@ def _journaled_sum(text: Any, table: str, currency_key: str, network: str) -> De
 _MAX_RAISED_DIGITS: Final = 30  # raise_budget adds amounts below 1e21 each
 
 
-def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
+def _raises(db: sqlite3.Connection, scope: str, network: str) -> dict[str, Decimal]:
     """The raises journaled on ``network``. Only ``raise_budget`` writes them (positive sums);
     a row edited by hand to text that is not a finite sum of at least zero (``NaN``,
     ``Infinity``, ``-5``) stops payments (``DataError``, reported as ``journal_unavailable``)
@@ -810,7 +961,8 @@ def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
     return {
         key: _journaled_sum(text, "budget_raises", key, network)
         for key, text in db.execute(
-            "SELECT currency_key, raised FROM budget_raises WHERE network = ?", (network,)
+            "SELECT currency_key, raised FROM budget_raises WHERE scope = ? AND network = ?",
+            (scope, network),
         )
     }
 
@@ -818,6 +970,104 @@ def _raises(db: sqlite3.Connection, network: str) -> dict[str, Decimal]:
 def _plus(limit: Decimal | None, raised: Decimal | None) -> Decimal | None:
     """A configured ceiling plus the raises journaled; no ceiling stays none."""
     return None if limit is None else limit + (raised or Decimal(0))
+
+
+# -- budget lines (both stores) -------------------------------------------------------------
+
+PeriodReader = Callable[[str, Period, int], tuple[Decimal, int | None, Decimal]]
+"""``(currency key, period, now)``: what a store's buckets count for a line of that period at
+``now`` (the sum, the start of the oldest bucket counted with spending, or None) and the
+raises journaled for the current period (0 for a rolling window)."""
+
+
+def refusal(
+    cost: Totals,
+    limits: Mapping[str, Decimal | None],
+    raised: Mapping[str, Decimal],
+    lifetime_spent: Callable[[str, str], Decimal],
+    periods: Mapping[str, tuple[LineRule, ...]],
+    read: PeriodReader,
+    now: int,
+) -> OverBudget | None:
+    """The first line ``cost`` would take past its limit, or None: each currency's lifetime
+    line (``limits`` plus ``raised``), then its lines per period."""
+    for (network, key), amount in cost.items():
+        limit = _plus(limits.get(key), raised.get(key))
+        if limit is not None:
+            spent = lifetime_spent(network, key)
+            if spent + amount > limit:
+                return OverBudget(spent, limit, key, amount)
+        for line in periods.get(key, ()):
+            assert line.per is not None  # noqa: S101 - period lines only
+            spent, oldest, extra = read(key, line.per, now)
+            if spent + amount > line.limit + extra:
+                when = resets(line.per, now, oldest)
+                return OverBudget(spent, line.limit + extra, key, amount, line.per, when)
+    return None
+
+
+def budget_report(
+    limits: Mapping[str, Decimal | None],
+    raised: Mapping[str, Decimal],
+    spent: Mapping[str, Decimal],
+    periods: Mapping[str, tuple[LineRule, ...]],
+    read: PeriodReader,
+    now: int,
+) -> dict[str, Budget]:
+    """Each currency's :class:`Budget`: its lifetime line (unless it has only lines per
+    period), then its lines per period, each with when it resets."""
+    report: dict[str, Budget] = {}
+    for key in sorted(set(limits) | set(spent) | set(periods)):
+        spans = periods.get(key, ())
+        lines = []
+        if limits.get(key) is not None or not spans:
+            lines.append(BudgetLine(_plus(limits.get(key), raised.get(key)), spent.get(key, _0)))
+        for line in spans:
+            assert line.per is not None  # noqa: S101 - period lines only
+            used, oldest, extra = read(key, line.per, now)
+            when = resets(line.per, now, oldest)
+            lines.append(
+                BudgetLine(
+                    line.limit + extra,
+                    used,
+                    line.per.public,
+                    None if when is None else datetime.fromtimestamp(when, UTC),
+                )
+            )
+        report[key] = Budget(tuple(lines))
+    return report
+
+
+_0: Final = Decimal(0)
+Buckets = dict[tuple[str, str, str, str, int], Decimal]
+
+
+def recount(rows: Iterable[Any]) -> tuple[dict[tuple[str, str, str], Decimal], Buckets]:
+    """The running totals (by scope, network, currency) and the spending buckets (and level
+    and start) that ``rows`` count: a migration's or a recount's sums."""
+    totals: dict[tuple[str, str, str], Decimal] = {}
+    buckets: Buckets = {}
+    for row in rows:
+        scope, at = row["scope"], reserved_at(row)
+        for (network, key), amount in _counted(row).items():
+            totals[(scope, network, key)] = totals.get((scope, network, key), _0) + amount
+            for level, start in buckets_at(at):
+                where = (scope, network, key, level, start)
+                buckets[where] = buckets.get(where, _0) + amount
+    return totals, buckets
+
+
+def reserved_at(row: Any) -> int:
+    """When a row was reserved (Unix seconds): the time its spending buckets are of."""
+    at = _column(row, "reserved_unix")
+    return int(at) if at is not None else _unix(row["created"])
+
+
+def _unix(created: str) -> int:
+    moment = datetime.fromisoformat(created)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
 
 
 def _update(
@@ -839,8 +1089,10 @@ def _update(
         return None
     after: sqlite3.Row = db.execute("SELECT * FROM payments WHERE id = ?", (entry_id,)).fetchone()
     old, new = _counted(before), _counted(after)
-    # Only what changed moves the totals (a move to signed or accepted usually changes none).
-    _add(db, {key: new.get(key, Decimal(0)) - old.get(key, Decimal(0)) for key in {*old, *new}})
+    # Only what changed moves the totals (a move to signed or accepted usually changes none),
+    # in the row's own scope and in the buckets of its reservation time.
+    change = {key: new.get(key, Decimal(0)) - old.get(key, Decimal(0)) for key in {*old, *new}}
+    _add(db, before["scope"], reserved_at(before), change)
     return after
 
 
@@ -875,19 +1127,30 @@ def _all_counted(db: sqlite3.Connection) -> None:
 
 
 def rebuild_totals(db: sqlite3.Connection) -> None:
-    """Recount the running totals from every row (once, when a journal is migrated)."""
+    """Recount the running totals and the spending buckets from every row (when a journal is
+    migrated, or was written without them): a row without its reservation time (an older
+    release's) is given the time it was created."""
+    for row_id, created in db.execute(
+        "SELECT id, created FROM payments WHERE reserved_unix IS NULL"
+    ).fetchall():
+        db.execute("UPDATE payments SET reserved_unix = ? WHERE id = ?", (_unix(created), row_id))
     db.execute("DELETE FROM totals")
-    totals: Totals = {}
+    db.execute("DELETE FROM spending")
     rows = db.cursor()
     rows.row_factory = sqlite3.Row
-    for row in rows.execute(
-        "SELECT * FROM payments WHERE state != 'failed' OR landed_proof LIKE 'failed on chain%'"
-    ):
-        for key, amount in _counted(row).items():
-            totals[key] = totals.get(key, Decimal(0)) + amount
+    totals, buckets = recount(
+        rows.execute(
+            "SELECT * FROM payments WHERE state != 'failed' OR landed_proof LIKE 'failed on chain%'"
+        )
+    )
     db.executemany(
-        "INSERT INTO totals (network, currency_key, spent) VALUES (?, ?, ?)",
-        [(network, key, str(amount)) for (network, key), amount in totals.items()],
+        "INSERT INTO totals (scope, network, currency_key, spent) VALUES (?, ?, ?, ?)",
+        [(*key, str(amount)) for key, amount in totals.items()],
+    )
+    db.executemany(
+        "INSERT INTO spending (scope, network, currency_key, level, bucket_start, spent) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(*key, str(amount)) for key, amount in buckets.items()],
     )
 
 
@@ -911,9 +1174,20 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
             parameter="journal_path",
         )
     statements = _statements()
+    unscoped = _tables_without_scope(db)
+    if "totals" in unscoped:  # recounted below, with the scope
+        db.execute("DROP TABLE totals")
+    if "budget_raises" in unscoped:
+        db.execute("ALTER TABLE budget_raises RENAME TO budget_raises_unscoped")
     for statement in statements:
         if statement.startswith("CREATE TABLE"):
             db.execute(statement)
+    if "budget_raises" in unscoped:
+        db.execute(
+            "INSERT INTO budget_raises (scope, network, currency_key, raised, updated) "
+            "SELECT '', network, currency_key, raised, updated FROM budget_raises_unscoped"
+        )
+        db.execute("DROP TABLE budget_raises_unscoped")
     present = {row[1] for row in db.execute("PRAGMA table_info(payments)")}
     for name, kind in _ADDED_COLUMNS:
         if name not in present:
@@ -924,6 +1198,16 @@ def _migrate(db: sqlite3.Connection, path: str) -> None:
     rebuild_totals(db)
     _all_counted(db)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _tables_without_scope(db: sqlite3.Connection) -> set[str]:
+    """The tables of schema 5 or older that schema 6 keys by scope too."""
+    found = set()
+    for table in ("totals", "budget_raises"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if columns and "scope" not in columns:
+            found.add(table)
+    return found
 
 
 def _check_ownership(path: str) -> None:

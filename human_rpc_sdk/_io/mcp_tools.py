@@ -153,6 +153,16 @@ def agent_server(
                     "limit": _amount(line.limit),
                     "spent": format_amount(line.spent),
                     "remaining": _amount(line.remaining),
+                    "lines": [
+                        {
+                            "per": None if each.per is None else str(each.per),
+                            "limit": _amount(each.limit),
+                            "spent": format_amount(each.spent),
+                            "remaining": _amount(each.remaining),
+                            "resets": None if each.resets is None else each.resets.isoformat(),
+                        }
+                        for each in line
+                    ],
                 }
                 for currency, line in lines.items()
             },

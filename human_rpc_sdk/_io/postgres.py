@@ -39,6 +39,14 @@ signed while its lease is released is decided by the payment's row lock: either 
 comes first (the signer finds its reservation gone and sends nothing) or the signing does (the
 release no longer matches the row).
 
+Budgets per period and scopes: as in the SQLite journal, every reservation adds its cost to
+the spending buckets of its reservation time (``spending``: per scope, network, currency,
+level and bucket start), and the totals, buckets and raises are per scope. The buckets of a
+(scope, network, currency) are read and written only by a transaction holding that totals
+row's lock, which stays the one mutex (no new lock, so no new deadlock order). The period is
+decided by the database server's clock, read inside the reservation with the locks (one clock
+for the whole fleet, no extra round trip), unless the journal was given a ``clock``.
+
 The schema is created and migrated by the SDK (``human_rpc_schema`` holds its version), in one
 transaction under an advisory lock, so two processes starting at once do not collide.
 
@@ -56,26 +64,31 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from .._budgets import LineRule, Period, buckets_at, span
 from .._offer import PaymentOffer
 from .._receipts import STATES
-from .._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
 from .._settings import redacted_url
 from ..exceptions import PaymentError, SDKConfigurationError
 from .journal import (
     _UPDATABLE,
     REPLACED,
     SOL_KEY,
+    PeriodReader,
     Totals,
     _cost,
     _counted,
-    _plus,
+    budget_report,
     process_alive,
+    recount,
+    refusal,
+    reserved_at,
     reserved_columns,
 )
 from .journal import entry_from_row as _entry_from_row
@@ -84,9 +97,11 @@ __all__ = ["LEASE_SECONDS", "SCHEMA_VERSION", "WAIT_SECONDS", "PostgresJournal"]
 
 logger = logging.getLogger("human_rpc_sdk")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """1: the payments (the SQLite journal's columns of its schema 5, plus ``expires_at``, the
-lease of a reservation), the running totals and the budget raises, each per ``scope``."""
+lease of a reservation), the running totals and the budget raises, each per ``scope``; 2:
+budgets per period: ``payments.reserved_unix`` (the reservation time, on the clock that decides
+periods), the spending buckets ``spending`` and the raises of one period ``period_raises``."""
 LEASE_SECONDS: Final = 600
 """How long a reservation holds its budget unsigned before any recovery may release it (as
 long as the SQLite journal lets a reservation of another machine's process stand)."""
@@ -99,8 +114,6 @@ _RELEASE_LOCK: Final = 0x48525043_4A524C53  # "HRPC" "JRLS": one release of expi
 _ROW: Final = "*, extract(epoch FROM clock_timestamp())::float8 AS db_now"
 """A payment's columns and the database's clock: a row's age is measured on the clock that
 stamped it (``updated_unix``), the same for every machine whatever its own clock says."""
-_SCOPE: Final = ""
-"""The budget scope of every row until ``budget_scope`` exists (a later schema)."""
 
 _STATES_SQL: Final = ", ".join(f"'{state}'" for state in STATES)
 _SCHEMA_1: Final = (
@@ -180,7 +193,51 @@ CREATE INDEX payments_resumable ON payments(resume_key) WHERE resume_key IS NOT 
 CREATE INDEX payments_paid_for ON payments(payer, network, url, id) WHERE state = 'accepted';
 """
 )
-_MIGRATIONS: Final[tuple[str, ...]] = (_SCHEMA_1,)
+_SCHEMA_2: Final = """
+ALTER TABLE payments ADD COLUMN reserved_unix BIGINT;
+UPDATE payments SET reserved_unix = floor(extract(epoch FROM created::timestamptz));
+CREATE TABLE spending (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    level         TEXT NOT NULL,
+    bucket_start  BIGINT NOT NULL,
+    spent         NUMERIC NOT NULL,
+    PRIMARY KEY (scope, network, currency_key, level, bucket_start)
+);
+CREATE TABLE period_raises (
+    scope         TEXT NOT NULL,
+    network       TEXT NOT NULL,
+    currency_key  TEXT NOT NULL,
+    per           TEXT NOT NULL,
+    period_start  BIGINT NOT NULL,
+    raised        NUMERIC NOT NULL CHECK (raised >= 0),
+    updated       TEXT NOT NULL,
+    PRIMARY KEY (scope, network, currency_key, per, period_start)
+);
+"""
+
+
+def _backfill_buckets(db: psycopg.Connection[dict[str, Any]]) -> None:
+    """Schema 2: the spending buckets of the history (so a period line sees what was spent
+    before the upgrade, and a release of an older row takes back what its buckets hold)."""
+    rows = db.execute(
+        "SELECT * FROM payments WHERE state != 'failed' OR landed_proof LIKE 'failed on chain%'"
+    ).fetchall()
+    buckets = recount(rows)[1]
+    with db.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO spending (scope, network, currency_key, level, bucket_start, spent) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [(*key, amount) for key, amount in buckets.items()],
+        )
+
+
+Migration = LiteralString | Callable[[psycopg.Connection[dict[str, Any]]], None]
+_MIGRATIONS: Final[tuple[tuple[Migration, ...], ...]] = (
+    (_SCHEMA_1,),
+    (_SCHEMA_2, _backfill_buckets),
+)
 """The statements bringing schema version ``i`` to ``i + 1``, in order."""
 
 
@@ -206,6 +263,8 @@ class PostgresJournal:
         self.wait_seconds = wait_seconds
         """How long a read or write waits for a working connection (see ``WAIT_SECONDS``)."""
         self._now = clock or (lambda: datetime.now(UTC))
+        self._clock = clock
+        """The injected wall clock that decides budget periods; None: the database's."""
         self._lock = threading.Lock()
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
         """Outcomes that could not be written yet, by row: written before the next write."""
@@ -271,14 +330,21 @@ class PostgresJournal:
         return [self._entry(row) for row in rows]
 
     def payments(
-        self, payer: str, network: str, *, after: int = 0, limit: int | None = None
+        self,
+        payer: str,
+        network: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        scope: str | None = None,
     ) -> list[JournalEntry]:
         """The signed payments of wallet ``payer`` on ``network`` after journal id ``after``
-        (see the SQLite journal's)."""
+        (see the SQLite journal's), of budget scope ``scope`` when given."""
         rows = self._read(
             f"SELECT {_ROW} FROM payments WHERE payer = %s AND network = %s AND id > %s "  # noqa: S608 - a fixed text
-            "AND transaction_b64 IS NOT NULL ORDER BY id LIMIT %s",
-            (payer, network, after, limit),
+            "AND transaction_b64 IS NOT NULL AND (%s::text IS NULL OR scope = %s) "
+            "ORDER BY id LIMIT %s",
+            (payer, network, after, scope, scope, limit),
         )
         return [self._entry(row) for row in rows]
 
@@ -329,36 +395,68 @@ class PostgresJournal:
         )
         return [self._entry(row) for row in rows]
 
-    def budget(self, network: str, limits: Mapping[str, Decimal | None]) -> dict[str, BudgetLine]:
-        """Each currency's budget line: the limits given plus the raises journaled."""
+    def budget(
+        self,
+        network: str,
+        limits: Mapping[str, Decimal | None],
+        *,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
+    ) -> dict[str, Budget]:
+        """Each currency's budget in ``scope`` (see the SQLite journal's), its periods on the
+        database's clock unless a clock was injected."""
         with self._reading() as db:
             spent = {
                 row["currency_key"]: Decimal(row["spent"])
                 for row in db.execute(
                     "SELECT currency_key, spent FROM totals WHERE scope = %s AND network = %s",
-                    (_SCOPE, network),
+                    (scope, network),
                 )
             }
-            raised = _raises(db, network)
-        return {
-            key: BudgetLine(_plus(limits.get(key), raised.get(key)), spent.get(key, Decimal(0)))
-            for key in sorted(set(limits) | set(spent))
-        }
+            now = self._period_now(_db_clock(db))
+            return budget_report(
+                limits,
+                _raises(db, scope, network),
+                spent,
+                periods or {},
+                _period_reader(db, scope, network),
+                now,
+            )
 
     # -- writing -----------------------------------------------------------------------
 
-    def raise_budget(self, network: str, amounts: Mapping[str, Decimal]) -> None:
-        """Add ``amounts`` (per currency key) to the budgets raised on ``network``, in one
-        transaction: raises from several machines add up."""
+    def raise_budget(
+        self,
+        network: str,
+        amounts: Mapping[str, Decimal],
+        *,
+        per: Period | None = None,
+        scope: str = "",
+    ) -> None:
+        """Add ``amounts`` (per currency key) to the budgets raised on ``network`` in
+        ``scope``, in one transaction: raises from several machines add up. ``per``: that
+        calendar period's line, for the current period only (see the SQLite journal's)."""
         now = self._now().isoformat()
         with self._writing() as db:
+            if per is not None:
+                start = span(per, self._period_now(_db_clock(db)))[1]
             for key, amount in sorted(amounts.items()):
+                if per is not None:
+                    db.execute(
+                        "INSERT INTO period_raises (scope, network, currency_key, per, "
+                        "period_start, raised, updated) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (scope, network, currency_key, per, period_start) DO UPDATE "
+                        "SET raised = period_raises.raised + excluded.raised, "
+                        "updated = excluded.updated",
+                        (scope, network, key, per.key, start, amount, now),
+                    )
+                    continue
                 db.execute(
                     "INSERT INTO budget_raises (scope, network, currency_key, raised, updated) "
                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (scope, network, currency_key) "
                     "DO UPDATE SET raised = budget_raises.raised + excluded.raised, "
                     "updated = excluded.updated",
-                    (_SCOPE, network, key, amount, now),
+                    (scope, network, key, amount, now),
                 )
 
     def reserve(
@@ -370,9 +468,13 @@ class PostgresJournal:
         budget: Decimal | None,
         sol_budget: Decimal | None = None,
         genesis_hash: str | None = None,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
     ) -> Reserved | Existing | OverBudget:
         """Atomically: refuse a second payment of the invoice, check the budget, insert a row
-        (see the module: the totals are locked first, so no interleaving overspends)."""
+        (see the module: the totals are locked first, so no interleaving overspends). The
+        lines per period (``periods``) read the spending buckets of ``scope`` while holding
+        those locks, at the database's clock read with them (or the injected clock)."""
         now = self._now()
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
@@ -382,7 +484,8 @@ class PostgresJournal:
         # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
         # from failed writes, written first (see _writing), still commit.
         with self._writing(durable=False) as db, db.transaction() as reservation:
-            spent = _lock_totals(db, _keys(offer.network, currency_key))
+            spent, db_now = _lock_totals(db, _keys(scope, offer.network, currency_key))
+            at = self._period_now(db_now)
             if invoice_key is not None:
                 row = db.execute(
                     f"SELECT {_ROW} FROM payments WHERE invoice_key = %s AND state != 'failed'",  # noqa: S608 - a fixed text
@@ -401,25 +504,29 @@ class PostgresJournal:
                     spent=spent,
                 )
             cost = _cost(offer.network, currency_key, Decimal(offer.amount), offer.fee_lamports)
-            raised = _raises(db, offer.network)
-            for (network, key), amount in cost.items():
-                limit = _plus(limits.get(key), raised.get(key))
-                if limit is None:
-                    continue
-                total = spent.get((network, key), Decimal(0))
-                if total + amount > limit:
-                    refused = OverBudget(total, limit, key, amount)
-                    raise psycopg.Rollback(reservation)
+            refused = refusal(
+                cost,
+                limits,
+                _raises(db, scope, offer.network),
+                lambda network, key: spent.get((scope, network, key), Decimal(0)),
+                periods or {},
+                _period_reader(db, scope, offer.network),
+                at,
+            )
+            if refused is not None:
+                raise psycopg.Rollback(reservation)
             row = db.execute(
-                "INSERT INTO payments (scope, invoice_key, state, created, updated, "  # noqa: S608 - a fixed text
-                "updated_unix, expires_at, url, network, format, currency, currency_key, amount, "
+                "INSERT INTO payments (scope, reserved_unix, invoice_key, state, created, "  # noqa: S608 - a fixed text
+                "updated, updated_unix, expires_at, url, network, format, currency, "
+                "currency_key, amount, "
                 "atomic_amount, mint, recipient, destination, reference, payer, fee_lamports, "
-                "replaces, pid, host, process, genesis_hash) VALUES (%s, %s, 'reserved', %s, "
+                "replaces, pid, host, process, genesis_hash) VALUES (%s, %s, %s, 'reserved', %s, "
                 "%s, extract(epoch FROM clock_timestamp()), now() + make_interval(secs => %s), "
                 "%s, %s, %s, %s, %s, %s, %s, %s, %s, "
                 f"%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_ROW}",
                 (
-                    _SCOPE,
+                    scope,
+                    at,
                     invoice_key,
                     now.isoformat(),
                     now.isoformat(),
@@ -428,7 +535,7 @@ class PostgresJournal:
                 ),
             ).fetchone()
             assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
-            _add(db, _counted(row), spent)
+            _add(db, scope, at, _counted(row), spent)
             return Reserved(self._entry(row))
         assert refused is not None  # noqa: S101 - the one way out of the block without a return
         return refused
@@ -486,13 +593,18 @@ class PostgresJournal:
             if got is None or not got["mine"]:
                 return 0
             expired = db.execute(
-                "SELECT id, network, currency_key FROM payments WHERE state = 'reserved' "
+                "SELECT id, scope, network, currency_key FROM payments WHERE state = 'reserved' "
                 "AND expires_at < now() ORDER BY id"
             ).fetchall()
             # Every total these rows count against, locked at once and in order (see _update).
             locked = _lock_totals(
-                db, {k for row in expired for k in _keys(row["network"], row["currency_key"])}
-            )
+                db,
+                {
+                    k
+                    for row in expired
+                    for k in _keys(row["scope"], row["network"], row["currency_key"])
+                },
+            )[0]
             now = self._now().isoformat()
             for row in expired:
                 updated = _update(
@@ -601,6 +713,13 @@ class PostgresJournal:
             reason="journal_unavailable",
         )
 
+    def _period_now(self, db_now: float) -> int:
+        """The time that decides budget periods: the injected clock's, else the database's
+        (one clock for the whole fleet)."""
+        return int(
+            (self._clock() if self._clock else datetime.fromtimestamp(db_now, UTC)).timestamp()
+        )
+
     def _entry(self, row: Mapping[str, Any]) -> JournalEntry:
         return _entry_from_row(row, float(row["db_now"]))
 
@@ -608,57 +727,110 @@ class PostgresJournal:
 # -- running totals -------------------------------------------------------------------------
 
 
-def _keys(network: str, currency_key: str) -> set[tuple[str, str]]:
-    """The totals a payment in ``currency_key`` on ``network`` may move."""
-    return {(network, currency_key), (network, SOL_KEY)}
+Locked = dict[tuple[str, str, str], Decimal]
+"""Running totals locked by this transaction, by scope, network and currency."""
 
 
-def _lock_totals(db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str]]) -> Totals:
-    """Lock (``FOR UPDATE``) the running totals ``keys`` (network, currency), creating them at
-    zero first, in the one order every writer keeps (sorted); what they hold (inside a write
-    transaction). A transaction takes all the totals it needs at once, before any payment row."""
+def _keys(scope: str, network: str, currency_key: str) -> set[tuple[str, str, str]]:
+    """The totals a payment in ``currency_key`` on ``network`` in ``scope`` may move."""
+    return {(scope, network, currency_key), (scope, network, SOL_KEY)}
+
+
+def _lock_totals(
+    db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str, str]]
+) -> tuple[Locked, float]:
+    """Lock (``FOR UPDATE``) the running totals ``keys`` (scope, network, currency), creating
+    them at zero first, in the one order every writer keeps (sorted); what they hold, and the
+    database's clock once they are held (inside a write transaction). A transaction takes all
+    the totals it needs at once, before any payment row; the spending buckets of a (scope,
+    network, currency) are read and written only while holding its totals row."""
     wanted = sorted(set(keys))
-    for network, key in wanted:
+    for scope, network, key in wanted:
         db.execute(
             "INSERT INTO totals (scope, network, currency_key, spent) VALUES (%s, %s, %s, 0) "
             "ON CONFLICT DO NOTHING",
-            (_SCOPE, network, key),
+            (scope, network, key),
         )
-    locked: Totals = {}
-    for network, key in wanted:  # one at a time: the order of the locks is this loop's
+    locked: Locked = {}
+    db_now = 0.0
+    for scope, network, key in wanted:  # one at a time: the order of the locks is this loop's
         row = db.execute(
-            "SELECT spent FROM totals WHERE scope = %s AND network = %s AND currency_key = %s "
-            "FOR UPDATE",
-            (_SCOPE, network, key),
+            "SELECT spent, extract(epoch FROM clock_timestamp())::float8 AS db_now FROM totals "
+            "WHERE scope = %s AND network = %s AND currency_key = %s FOR UPDATE",
+            (scope, network, key),
         ).fetchone()
         assert row is not None  # noqa: S101 - inserted just above, and never deleted
-        locked[(network, key)] = Decimal(row["spent"])
-    return locked
+        locked[(scope, network, key)] = Decimal(row["spent"])
+        db_now = float(row["db_now"])
+    return locked, db_now
 
 
-def _add(db: psycopg.Connection[dict[str, Any]], amounts: Totals, locked: Totals) -> None:
-    """Add ``amounts`` to the running totals, all of them locked already (in ``locked``)."""
+def _add(
+    db: psycopg.Connection[dict[str, Any]], scope: str, at: int, amounts: Totals, locked: Locked
+) -> None:
+    """Add ``amounts`` to the running totals of ``scope``, all of them locked already (in
+    ``locked``), and to the spending buckets of the reservation time ``at``."""
+    buckets = []
     for (network, key), amount in sorted(amounts.items()):
         if not amount:
             continue
-        if (network, key) not in locked:  # never: every cost is a payment's currency or SOL
+        if (scope, network, key) not in locked:  # never: a payment's currency or SOL
             raise psycopg.DataError(f"the totals of {key} on {network} were not locked")
         db.execute(
             "UPDATE totals SET spent = spent + %s WHERE scope = %s AND network = %s "
             "AND currency_key = %s",
-            (amount, _SCOPE, network, key),
+            (amount, scope, network, key),
         )
-        locked[(network, key)] += amount
+        locked[(scope, network, key)] += amount
+        buckets += [(scope, network, key, lvl, start, amount) for lvl, start in buckets_at(at)]
+    if buckets:
+        with db.cursor() as cursor:  # one round trip (a pipeline)
+            cursor.executemany(
+                "INSERT INTO spending (scope, network, currency_key, level, bucket_start, spent) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (scope, network, currency_key, "
+                "level, bucket_start) DO UPDATE SET spent = spending.spent + excluded.spent",
+                buckets,
+            )
 
 
-def _raises(db: psycopg.Connection[dict[str, Any]], network: str) -> dict[str, Decimal]:
+def _db_clock(db: psycopg.Connection[dict[str, Any]]) -> float:
+    """The database server's clock (Unix seconds)."""
+    row = db.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS db_now").fetchone()
+    assert row is not None  # noqa: S101 - a SELECT without FROM: one row
+    return float(row["db_now"])
+
+
+def _raises(db: psycopg.Connection[dict[str, Any]], scope: str, network: str) -> dict[str, Decimal]:
     return {
         row["currency_key"]: Decimal(row["raised"])
         for row in db.execute(
             "SELECT currency_key, raised FROM budget_raises WHERE scope = %s AND network = %s",
-            (_SCOPE, network),
+            (scope, network),
         )
     }
+
+
+def _period_reader(
+    db: psycopg.Connection[dict[str, Any]], scope: str, network: str
+) -> PeriodReader:
+    """What the buckets of ``scope`` on ``network`` count for a line (one query per line)."""
+
+    def read(key: str, period: Period, now: int) -> tuple[Decimal, int | None, Decimal]:
+        level, first = span(period, now)
+        row = db.execute(
+            "SELECT coalesce(sum(spent), 0) AS spent, min(bucket_start) FILTER (WHERE spent > 0) "
+            "AS oldest, (SELECT raised FROM period_raises WHERE scope = %s AND network = %s AND "
+            "currency_key = %s AND per = %s AND period_start = %s) AS raised FROM spending "
+            "WHERE scope = %s AND network = %s AND currency_key = %s AND level = %s "
+            "AND bucket_start >= %s",  # after now too: see the SQLite journal's
+            (scope, network, key, period.key, first, scope, network, key, level, first),
+        ).fetchone()
+        assert row is not None  # noqa: S101 - an aggregate: one row
+        oldest = None if row["oldest"] is None else int(row["oldest"])
+        raised = Decimal(0) if row["raised"] is None or period.name == "rolling" else row["raised"]
+        return Decimal(row["spent"]), oldest, Decimal(raised)
+
+    return read
 
 
 def _update(
@@ -668,18 +840,20 @@ def _update(
     params: list[Any],
     expect: Iterable[str] | None = None,
     *,
-    spent: Totals | None = None,
+    spent: Locked | None = None,
 ) -> dict[str, Any] | None:
     """Update one row (inside a write transaction) and move the running totals with it: the
     totals are locked before the row (the one order every writer keeps), unless ``spent``
     says this transaction holds them already."""
     key = db.execute(
-        "SELECT network, currency_key FROM payments WHERE id = %s", (entry_id,)
+        "SELECT scope, network, currency_key FROM payments WHERE id = %s", (entry_id,)
     ).fetchone()
     if key is None:
         return None
     locked = (
-        spent if spent is not None else _lock_totals(db, _keys(key["network"], key["currency_key"]))
+        spent
+        if spent is not None
+        else _lock_totals(db, _keys(key["scope"], key["network"], key["currency_key"]))[0]
     )
     before = db.execute(
         f"SELECT {_ROW} FROM payments WHERE id = %s FOR UPDATE",  # noqa: S608 - a fixed text
@@ -693,9 +867,13 @@ def _update(
     after = db.execute(sql + f" RETURNING {_ROW}", values).fetchone()
     if after is None:
         return None
+    assert before is not None  # noqa: S101 - the row exists: it was updated just now
     old, new = _counted(before), _counted(after)
+    # Released or changed in the row's own scope, from the buckets of its reservation time.
     _add(
         db,
+        before["scope"],
+        reserved_at(before),
         {k: new.get(k, Decimal(0)) - old.get(k, Decimal(0)) for k in {*old, *new}},
         locked,
     )
@@ -722,7 +900,11 @@ def _migrate(db: psycopg.Connection[dict[str, Any]], where: str) -> None:
                 parameter="journal_path",
             )
         for step in range(version, SCHEMA_VERSION):
-            db.execute(_MIGRATIONS[step])
+            for part in _MIGRATIONS[step]:
+                if isinstance(part, str):
+                    db.execute(part)
+                else:
+                    part(db)
         if version != SCHEMA_VERSION:
             db.execute("DELETE FROM human_rpc_schema")
             db.execute("INSERT INTO human_rpc_schema (version) VALUES (%s)", (SCHEMA_VERSION,))

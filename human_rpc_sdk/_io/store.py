@@ -16,12 +16,14 @@ is a database, anything else a SQLite file.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
+from .._budgets import LineRule, Period
 from .._offer import PaymentOffer
-from .._records import BudgetLine, Existing, JournalEntry, OverBudget, Reserved
+from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
 from .._settings import is_database_url, redacted_url
 from ..exceptions import SDKConfigurationError
 
@@ -44,7 +46,13 @@ class JournalStore(Protocol):
     def entries(self, states: Iterable[str] | None = None) -> list[JournalEntry]: ...
 
     def payments(
-        self, payer: str, network: str, *, after: int = 0, limit: int | None = None
+        self,
+        payer: str,
+        network: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        scope: str | None = None,
     ) -> list[JournalEntry]: ...
 
     def paid_for(self, url: str, payer: str, network: str) -> JournalEntry | None: ...
@@ -58,10 +66,22 @@ class JournalStore(Protocol):
     def unsettled(self) -> list[JournalEntry]: ...
 
     def budget(
-        self, network: str, limits: Mapping[str, Decimal | None]
-    ) -> dict[str, BudgetLine]: ...
+        self,
+        network: str,
+        limits: Mapping[str, Decimal | None],
+        *,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
+    ) -> dict[str, Budget]: ...
 
-    def raise_budget(self, network: str, amounts: Mapping[str, Decimal]) -> None: ...
+    def raise_budget(
+        self,
+        network: str,
+        amounts: Mapping[str, Decimal],
+        *,
+        per: Period | None = None,
+        scope: str = "",
+    ) -> None: ...
 
     def reserve(
         self,
@@ -72,6 +92,8 @@ class JournalStore(Protocol):
         budget: Decimal | None,
         sol_budget: Decimal | None = None,
         genesis_hash: str | None = None,
+        periods: Mapping[str, tuple[LineRule, ...]] | None = None,
+        scope: str = "",
     ) -> Reserved | Existing | OverBudget: ...
 
     def mark(
@@ -97,9 +119,10 @@ class JournalStore(Protocol):
 POSTGRES_EXTRA = "pip install 'human-rpc-sdk[postgres]'"
 
 
-def open_journal(location: str) -> JournalStore:
+def open_journal(location: str, *, clock: Callable[[], datetime] | None = None) -> JournalStore:
     """The journal at ``location``: a PostgreSQL database for a ``postgresql://`` URL, else
-    the SQLite file (or ``:memory:``).
+    the SQLite file (or ``:memory:``). ``clock``: the wall clock that decides budget periods
+    (default: this machine's for SQLite, the database server's for PostgreSQL).
 
     :raises SDKConfigurationError: a database URL without the ``postgres`` extra installed, or
         a journal that cannot be opened.
@@ -107,7 +130,7 @@ def open_journal(location: str) -> JournalStore:
     if not is_database_url(location):
         from .journal import Journal
 
-        return Journal(location)
+        return Journal(location, clock=clock)
     try:
         import psycopg  # noqa: F401 - only whether the postgres extra is installed
         import psycopg_pool  # noqa: F401
@@ -120,4 +143,4 @@ def open_journal(location: str) -> JournalStore:
         ) from None
     from .postgres import PostgresJournal
 
-    return PostgresJournal(location)
+    return PostgresJournal(location, clock=clock)

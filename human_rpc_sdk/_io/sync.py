@@ -217,6 +217,8 @@ def keep_journal(journal: JournalStore, effect: Effect[Any]) -> Any:
             budget=effect.budget,
             sol_budget=effect.sol_budget,
             genesis_hash=effect.genesis_hash,
+            periods=effect.periods,
+            scope=effect.scope,
         )
     if isinstance(effect, PaidBefore):
         return journal.paid_for(effect.url, effect.payer, effect.network)

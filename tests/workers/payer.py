@@ -7,26 +7,56 @@ The key comes from SOLANA_PRIVATE_KEY; without "journal", the journal is the age
 it prints "ready" and waits for a line on stdin before starting. It requests "url" "attempts"
 times from each of "threads" threads (default 1, all started at once) and prints one JSON line:
 how many were paid, refused by the budget, or failed otherwise.
+
+With "clock_file", the journal's wall clock (which decides budget periods) is the Unix time
+written in that file, read again at every reading: the worker opens its journal through the
+store's own ``clock`` keyword (``open_journal(location, clock=...)``, internal, not the public
+API). With "phases" (default 1), it runs that many rounds of attempts, printing one JSON line
+per round and waiting for a line on stdin before each round after the first.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from human_rpc_sdk import AutoAgent, HumanRPCError, PaymentPolicyError
+from human_rpc_sdk._io import base
+from human_rpc_sdk._io.store import open_journal
+
+
+def file_clock(path: Path) -> datetime:
+    """The time written in ``path`` (Unix seconds): a wall clock the test moves."""
+    return datetime.fromtimestamp(float(path.read_text()), UTC)
 
 
 def main() -> None:
     job = json.loads(sys.argv[1])
+    if job.get("clock_file"):
+        clock = functools.partial(file_clock, Path(job["clock_file"]))
+        # The agent opens its journal through base.open_journal: this process's agents get the
+        # store with the moved clock (no test hook in the SDK's public API).
+        setattr(base, "open_journal", functools.partial(open_journal, clock=clock))  # noqa: B010
     agent = AutoAgent(
         rpc_url=job["rpc_url"], journal_path=job.get("journal"), budget=job.get("budget")
     )
     if job.get("wait"):
         print("ready", flush=True)
         sys.stdin.readline()  # the start signal
+    for phase in range(job.get("phases", 1)):
+        if phase:
+            sys.stdin.readline()  # the next round's signal
+        attempts(agent, job)
+    agent.close()
+
+
+def attempts(agent: AutoAgent, job: dict[str, Any]) -> None:
+    """One round: every thread's attempts, then one JSON line of counts."""
     counts: dict[str, Any] = {"paid": 0, "budget": 0, "other": []}
     lock = threading.Lock()
     threads = job.get("threads", 1)
@@ -47,7 +77,6 @@ def main() -> None:
         thread.start()
     for thread in running:
         thread.join()
-    agent.close()
     print(json.dumps(counts), flush=True)
 
 

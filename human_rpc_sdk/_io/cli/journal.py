@@ -292,27 +292,55 @@ def budget(ctx: click.Context, as_json: bool) -> None:
 
 
 def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> None:
+    """Each currency's budget: the binding line's figures, and every line with its reset."""
     if as_json:
         out.data(
             {
-                key: {"limit": b.limit, "spent": b.spent, "remaining": b.remaining}
+                key: {
+                    "limit": b.limit,
+                    "spent": b.spent,
+                    "remaining": b.remaining,
+                    "lines": [
+                        {
+                            "per": _per(line.per),
+                            "limit": line.limit,
+                            "spent": line.spent,
+                            "remaining": line.remaining,
+                            "resets": line.resets,
+                        }
+                        for line in b
+                    ],
+                }
                 for key, b in lines.items()
             }
         )
         return
     out.table(
         f"budget in {where}",
-        ("currency", "limit", "spent", "remaining"),
+        ("currency", "per", "limit", "spent", "remaining", "resets"),
         [
             (
                 key,
-                "no limit" if b.limit is None else format_amount(b.limit),
-                format_amount(b.spent),
-                None if b.remaining is None else format_amount(b.remaining),
+                _per(line.per) or "total",
+                "no limit" if line.limit is None else format_amount(line.limit),
+                format_amount(line.spent),
+                None if line.remaining is None else format_amount(line.remaining),
+                None if line.resets is None else line.resets.strftime("%Y-%m-%d %H:%M UTC"),
             )
             for key, b in lines.items()
+            for line in b
         ],
     )
+
+
+def _per(per: str | timedelta | None) -> str | None:
+    """A line's period for output: ``day``, or a rolling window as ``rolling 90m``."""
+    if per is None or isinstance(per, str):
+        return per
+    seconds = int(per.total_seconds())
+    unit = next(u for u, w in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)) if seconds % w == 0)
+    width = {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
+    return f"rolling {seconds // width}{unit}"
 
 
 @budget.command(name="raise")

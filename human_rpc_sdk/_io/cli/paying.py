@@ -318,14 +318,15 @@ def _budget_decision(agent: AutoAgent, offer: PaymentOffer) -> _Decision:
     costs["SOL"] = costs.get("SOL", Decimal(0)) + offer.fee
     lines = agent.budget
     for name, cost in costs.items():
-        line = lines.get(name)
-        if line is None or line.limit is None or cost == 0:
-            continue
-        if line.spent + cost > line.limit:
+        budget = lines.get(name)
+        for line in () if budget is None or cost == 0 else budget:
+            if line.limit is None or line.spent + cost <= line.limit:
+                continue
+            per = "" if line.per is None else f" per {line.per}"
             return _Decision(
                 False,
                 "budget",
-                f"the {name} budget would be exceeded: {format_amount(line.spent)} of "
+                f"the {name} budget{per} would be exceeded: {format_amount(line.spent)} of "
                 f"{format_amount(line.limit)} spent, this needs {format_amount(cost)} more "
                 "(`human-rpc budget raise AMOUNT TOKEN` lifts it)",
             )
