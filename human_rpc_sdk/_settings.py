@@ -74,7 +74,7 @@ class AgentSettings:
     rules: SpendingRules
     approve: Callable[[PaymentOffer], object] | None
     signer: Signer = field(repr=False)
-    journal_path: str
+    journal_path: str = field(repr=False)  # a database URL may hold a password
     clock: Callable[[], float]
     sleep: Callable[[float], Any]
     nonce: Callable[[], str]
