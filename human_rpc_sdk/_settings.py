@@ -10,6 +10,7 @@ accept and refuse exactly the same arguments.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -192,17 +193,22 @@ def is_database_url(location: str) -> bool:
     return location.lower().startswith(DATABASE_SCHEMES)
 
 
+_SECRET_PARAMETER: Final = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+"""A password given as a parameter of a database URL (``?password=...``, ``sslpassword``)."""
+
+
 def redacted_url(location: str) -> str:
-    """``location`` with any password in it replaced by ``***`` (for messages and logs)."""
+    """``location`` with any password in it (``user:password@``, ``?password=``) replaced by
+    ``***`` (for messages and logs)."""
     if not is_database_url(location):
         return location
     try:
         parts = urllib.parse.urlsplit(location)
-        if parts.password is None:
-            return location
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+        parts = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
+        return urllib.parse.urlunsplit(parts)
     except ValueError:  # a malformed URL: show only its scheme
         return location.split("://", 1)[0] + "://***"
 

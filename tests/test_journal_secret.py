@@ -22,6 +22,7 @@ from solders.keypair import Keypair
 
 from human_rpc_sdk import AsyncAutoAgent, AutoAgent, PaymentError, SDKConfigurationError
 from human_rpc_sdk._io.cli.app import cli
+from human_rpc_sdk._settings import redacted_url
 
 from .postgres_server import OwnServer, ServerUnavailable, _as_server_user, _missing, own_server
 
@@ -86,6 +87,47 @@ def test_the_agent_shows_its_journal_without_the_password(
         asynchronous._journal.close()
     assert logs.records, "nothing logged at DEBUG"
     shown(logs.text)
+
+
+def test_a_password_given_as_a_url_parameter_is_hidden_too(
+    guarded: tuple[OwnServer, str], logs: pytest.LogCaptureFixture
+) -> None:
+    """libpq also takes ``?password=`` (and ``sslpassword``): the same treatment."""
+    server, _ = guarded
+    url = f"postgresql://{USER}@127.0.0.1:{server.port}/journal?sslmode=disable&password={SECRET}"
+    agent = AutoAgent(Keypair(), journal_path=url)
+    try:
+        assert agent.journal_path == url.replace(f"password={SECRET}", "password=***")
+        assert agent.recover_payments() == []
+        shown(repr(agent._journal))
+    finally:
+        agent.close()
+    shown(logs.text)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown_as"),
+    [
+        ("postgresql://app:pw@db:5432/j", "postgresql://app:***@db:5432/j"),
+        ("postgres://app:@db/j", "postgres://app:***@db/j"),
+        (
+            "postgresql://app@db/j?password=pw&sslmode=require",
+            "postgresql://app@db/j?password=***&sslmode=require",
+        ),
+        (
+            "POSTGRESQL://db/j?sslmode=require&SSLPassword=pw",
+            "postgresql://db/j?sslmode=require&SSLPassword=***",
+        ),
+        (
+            "postgresql://app@/j?host=/run/pg&port=5433",
+            "postgresql://app@/j?host=/run/pg&port=5433",
+        ),
+        ("postgresql://app:pw@[::1/j", "postgresql://***"),
+        ("/var/lib/journal.sqlite3", "/var/lib/journal.sqlite3"),
+    ],
+)
+def test_redacted_url(url: str, shown_as: str) -> None:
+    assert redacted_url(url) == shown_as
 
 
 def test_a_wrong_password_is_a_configuration_error_without_it(
