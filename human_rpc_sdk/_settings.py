@@ -204,11 +204,11 @@ def redacted_url(location: str) -> str:
         return location
     try:
         parts = urllib.parse.urlsplit(location)
+        shown = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
         if parts.password is not None:
             host = parts.netloc.rpartition("@")[2]
-            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-        parts = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
-        return urllib.parse.urlunsplit(parts)
+            shown = shown._replace(netloc=f"{parts.username or ''}:***@{host}")
+        return location if shown == parts else urllib.parse.urlunsplit(shown)
     except ValueError:  # a malformed URL: show only its scheme
         return location.split("://", 1)[0] + "://***"
 
