@@ -234,15 +234,23 @@ def one_payment(journal: JournalStore, currency: str, invoice: str) -> tuple[flo
     return time.perf_counter() - start, signed - signing
 
 
-def latency(location: str, samples: int, tag: str) -> tuple[list[float], list[float]]:
-    """Per payment: the three writes, and ``signed`` alone (after one payment to warm up)."""
-    journal = open_journal(location)
+def latency(locations: list[str], samples: int) -> list[tuple[list[float], list[float]]]:
+    """Per payment and per journal: the three writes, and ``signed`` alone. The journals take
+    turns, one payment each, so that whatever else the machine does weighs on all alike; each
+    first makes ``WARM`` payments (its connections open, its statements prepared)."""
+    journals = [open_journal(location) for location in locations]
+    timed: list[list[tuple[float, float]]] = [[] for _ in journals]
     try:
-        one_payment(journal, "USDC", f"{tag}-warm")
-        timed = [one_payment(journal, "USDC", f"{tag}-{n}") for n in range(samples)]
+        for n, journal in enumerate(journals):
+            for w in range(WARM):
+                one_payment(journal, "USDC", f"{n}-warm-{w}")
+        for sample in range(samples):
+            for n, journal in enumerate(journals):
+                timed[n].append(one_payment(journal, "USDC", f"{n}-{sample}"))
     finally:
-        journal.close()
-    return [whole for whole, _ in timed], [signed for _, signed in timed]
+        for journal in journals:
+            journal.close()
+    return [([whole for whole, _ in pairs], [signed for _, signed in pairs]) for pairs in timed]
 
 
 def fleet_worker(
@@ -346,18 +354,19 @@ def fleet(args: argparse.Namespace) -> None:
             stores[f"PostgreSQL {version}, Unix socket"] = socket
             stores[f"PostgreSQL {version}, TCP 127.0.0.1"] = tcp
         print(
-            f"one payment's journal writes ({args.samples} payments each): reserve, signed "
-            "(durable), accepted with the answer"
+            f"one payment's journal writes ({args.samples} payments each, the stores taking "
+            "turns): reserve, signed (durable), accepted with the answer"
         )
         print(f"{'store':44} {'median ms':>10} {'p95 ms':>8} {'signed ms':>10}  vs SQLite")
-        base = None
-        for n, (name, url) in enumerate(stores.items()):
-            if not url:
-                location = str(Path(folder) / "latency.sqlite3")
-            else:
-                location = url.format(db="latency_tcp" if "TCP" in name else "latency_socket")
-            whole, signed = latency(location, args.samples, f"l{n}")
-            base = base or statistics.median(whole)
+        locations = [
+            url.format(db="latency_tcp" if "TCP" in name else "latency_socket")
+            if url
+            else str(Path(folder) / "latency.sqlite3")
+            for name, url in stores.items()
+        ]
+        measured = latency(locations, args.samples)
+        base = statistics.median(measured[0][0])
+        for name, (whole, signed) in zip(stores, measured, strict=True):
             median, p95 = summary(whole)
             print(
                 f"{name:44} {median:>10.3f} {p95:>8.3f} {statistics.median(signed) * 1000:>10.3f}"
