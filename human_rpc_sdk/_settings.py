@@ -10,6 +10,7 @@ accept and refuse exactly the same arguments.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class AgentSettings:
     rules: SpendingRules
     approve: Callable[[PaymentOffer], object] | None
     signer: Signer = field(repr=False)
-    journal_path: str
+    journal_path: str = field(repr=False)  # a database URL may hold a password
     clock: Callable[[], float]
     sleep: Callable[[float], Any]
     nonce: Callable[[], str]
@@ -198,17 +199,22 @@ def is_database_url(location: str) -> bool:
     return location.lower().startswith(DATABASE_SCHEMES)
 
 
+_SECRET_PARAMETER: Final = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+"""A password given as a parameter of a database URL (``?password=...``, ``sslpassword``)."""
+
+
 def redacted_url(location: str) -> str:
-    """``location`` with any password in it replaced by ``***`` (for messages and logs)."""
+    """``location`` with any password in it (``user:password@``, ``?password=``) replaced by
+    ``***`` (for messages and logs)."""
     if not is_database_url(location):
         return location
     try:
         parts = urllib.parse.urlsplit(location)
-        if parts.password is None:
-            return location
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.username or ""
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        shown = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            shown = shown._replace(netloc=f"{parts.username or ''}:***@{host}")
+        return location if shown == parts else urllib.parse.urlunsplit(shown)
     except ValueError:  # a malformed URL: show only its scheme
         return location.split("://", 1)[0] + "://***"
 

@@ -17,11 +17,13 @@ skipped, saying what to install.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,72 @@ def database_url(connection: object) -> str:
     """The URL of the database pytest-postgresql made for a test (its psycopg connection)."""
     info = connection.info  # type: ignore[attr-defined]
     return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+class ServerUnavailable(RuntimeError):
+    """No PostgreSQL server binaries, or no way to run them (see :func:`own_server`)."""
+
+
+@dataclass(frozen=True)
+class OwnServer:
+    """A PostgreSQL server started by :func:`own_server`: superuser ``postgres`` without a
+    password over its Unix socket (in ``socket_dir``) and, when started so, over TCP."""
+
+    socket_dir: Path
+    port: int
+    bindir: Path
+    data: Path
+
+    def url(self, dbname: str = "postgres", *, tcp: bool = False, user: str = PG_USER) -> str:
+        """A URL of database ``dbname``: over the Unix socket, or over 127.0.0.1."""
+        if tcp:
+            return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://{user}@/{dbname}?host={self.socket_dir}&port={self.port}"
+
+
+@contextlib.contextmanager
+def own_server(settings: Mapping[str, str] = {}, *, tcp: bool = True) -> Iterator[OwnServer]:
+    """A PostgreSQL server of the caller's own, configured with ``settings`` (``-c`` options),
+    in a temporary folder that also holds its Unix socket; stopped and removed at the end.
+    Local (socket) connections are trusted; TCP ones (127.0.0.1, when ``tcp``) need a password.
+
+    :raises ServerUnavailable: no server binaries, or root without ``runuser``.
+    """
+    bindir = _bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        raise ServerUnavailable("no PostgreSQL server binaries under /usr/lib/postgresql")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        raise ServerUnavailable("running as root without runuser to start PostgreSQL")
+    import port_for
+
+    root = Path(tempfile.mkdtemp(prefix="human-rpc-pg-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(root, PG_USER, PG_USER)
+        data, port, pg_ctl = root / "data", port_for.select_random(), str(bindir / "pg_ctl")
+        auth = f"--auth-local=trust --auth-host=scram-sha-256 -U {PG_USER} -E UTF8"
+        subprocess.run(
+            _as_server_user([pg_ctl, "initdb", "-s", "-D", str(data), "-o", auth]),
+            check=True,
+            capture_output=True,
+        )
+        listen = "127.0.0.1" if tcp else "''"
+        options = f"-F -p {port} -c listen_addresses={listen} -c unix_socket_directories={root}"
+        options += "".join(f" -c {name}={value}" for name, value in settings.items())
+        start = [pg_ctl, "start", "-w", "-t", "60", "-D", str(data), "-l", str(root / "log")]
+        started = subprocess.run(
+            _as_server_user([*start, "-o", options]), capture_output=True, text=True
+        )
+        if started.returncode != 0:
+            log = (root / "log").read_text() if (root / "log").exists() else ""
+            raise ServerUnavailable(f"PostgreSQL did not start: {started.stderr}\n{log}")
+        try:
+            yield OwnServer(socket_dir=root, port=port, bindir=bindir, data=data)
+        finally:
+            subprocess.run(
+                _as_server_user([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(data)]),
+                check=False,
+                capture_output=True,
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

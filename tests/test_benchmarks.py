@@ -86,9 +86,23 @@ def test_bench_payment_says_how_to_build_a_missing_reference_environment(tmp_pat
 
 def test_bench_journal_and_drivers_run() -> None:
     """bench_journal.py and bench_drivers.py, tiny counts: they finish and print their tables."""
-    journal = run("bench_journal.py", "--rows", "20", "--samples", "5")
+    journal = run(
+        "bench_journal.py",
+        "--rows",
+        "20",
+        "--samples",
+        "5",
+        "--processes",
+        "2",
+        "--fleet-payments",
+        "3",
+    )
     assert journal.returncode == 0, journal.stderr[-3000:]
     assert "unsettled() for recovery" in journal.stdout
+    assert "SQLite (WAL, synchronous=FULL for signed)" in journal.stdout
+    assert "one currency (contended)" in journal.stdout
+    # PostgreSQL's rows, or the line saying why they were skipped.
+    assert ("PostgreSQL rows skipped" in journal.stdout) != ("Unix socket" in journal.stdout)
     drivers = run("bench_drivers.py", "--payments", "2", "--concurrency", "2")
     assert drivers.returncode == 0, drivers.stderr[-3000:]
     assert "httpx.AsyncClient + PaymentAuth" in drivers.stdout

@@ -20,7 +20,7 @@ from .._effects import ChainCache, Flow, PaymentContext
 from .._receipts import PaymentReceipt
 from .._records import PENDING, Budget, JournalEntry
 from .._recovery import needs_recovery, recover
-from .._settings import AgentSettings, ReiteratorSettings
+from .._settings import AgentSettings, ReiteratorSettings, redacted_url
 from .._tasks import task_body
 from ..exceptions import PendingPaymentsWarning, SDKConfigurationError
 from ..reiterator import ReiteratorManager
@@ -52,12 +52,14 @@ class BaseAgent:
         self.paid_timeout = settings.paid_timeout
         self.rpc_url = settings.rpc_url
         self.human_rpc_url = settings.human_rpc_url
-        self.journal_path = settings.journal_path
+        self.journal_path = redacted_url(settings.journal_path)
+        """Where the journal is: a file, or a database URL shown without its password."""
+        self._journal_location = settings.journal_path  # the URL with its password: never shown
         self._signer: Signer = settings.signer
         self._rules = settings.rules
         self._clock = settings.clock
         self._cache = ChainCache()
-        self._journal: JournalStore = open_journal(self.journal_path)
+        self._journal: JournalStore = open_journal(self._journal_location)
 
     # -- identity and history ---------------------------------------------------------------
 

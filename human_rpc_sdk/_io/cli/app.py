@@ -11,6 +11,7 @@ import click
 import requests
 
 from ..._networks import NETWORKS
+from ..._settings import is_database_url
 from ...exceptions import HumanRPCError
 from .errors import EXIT_CODES, EXIT_INTERRUPTED, Unsettled, describe, exit_code_of
 from .output import Out
@@ -25,6 +26,23 @@ _EPILOG += (
     "(the journal file; default ~/.local/state/human-rpc-sdk/). The global options override "
     "them. Run `human-rpc COMMAND --help` for each command."
 )
+
+
+class JournalOption(click.ParamType[Path | str, str]):
+    """``--journal``: a file (as ``click.Path``), or a PostgreSQL URL kept as given (a path
+    would fold its ``//`` and make it a relative file, a journal per process)."""
+
+    name = "journal"
+    _file = click.Path(dir_okay=False, path_type=Path)
+
+    def convert(
+        self, value: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path | str:
+        if is_database_url(value.strip()):
+            return value.strip()
+        return self._file.convert(value, param, ctx)
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -91,10 +109,12 @@ def _report(ctx: click.Context, exc: BaseException, code: int) -> None:
 )
 @click.option(
     "--journal",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=JournalOption(),
     default=None,
-    help="the payment journal (default: $HUMAN_RPC_JOURNAL, else one file per wallet and "
-    "network under ~/.local/state/human-rpc-sdk/)",
+    metavar="FILE|URL",
+    help="the payment journal: a file, or a postgresql:// database URL (default: "
+    "$HUMAN_RPC_JOURNAL, else one file per wallet and network under "
+    "~/.local/state/human-rpc-sdk/)",
 )
 @click.option(
     "--human-rpc-url",
@@ -117,7 +137,7 @@ def cli(
     key_file: Path | None,
     rpc_url: str | None,
     network: str,
-    journal: Path | None,
+    journal: Path | str | None,
     human_rpc_url: str | None,
     timeout: float,
     verbose: int,

@@ -157,7 +157,7 @@ def payment(ctx: click.Context, payment_id: int, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    journal = open_journal(agent.journal_path)
+    journal = open_journal(agent._journal_location)
     try:
         entries = journal.entries()
     finally:

@@ -26,7 +26,8 @@ class Session:
     key_file: Path | None = None
     rpc_url: str | None = None
     network: str = "devnet"
-    journal: Path | None = None
+    journal: Path | str | None = None
+    """A file, or a PostgreSQL URL."""
     human_rpc_url: str | None = None
     timeout: float = 30.0
     out: Out = field(default_factory=Out)
