@@ -57,7 +57,7 @@ class BaseAgent:
         self._rules = settings.rules
         self._clock = settings.clock
         self._cache = ChainCache()
-        self._journal: JournalStore = open_journal(self.journal_path)
+        self._journal: JournalStore = open_journal(self.journal_path, wait=settings.journal_wait)
 
     # -- identity and history ---------------------------------------------------------------
 

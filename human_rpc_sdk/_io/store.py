@@ -97,9 +97,10 @@ class JournalStore(Protocol):
 POSTGRES_EXTRA = "pip install 'human-rpc-sdk[postgres]'"
 
 
-def open_journal(location: str) -> JournalStore:
+def open_journal(location: str, *, wait: float | None = None) -> JournalStore:
     """The journal at ``location``: a PostgreSQL database for a ``postgresql://`` URL, else
-    the SQLite file (or ``:memory:``).
+    the SQLite file (or ``:memory:``). ``wait``: how long one read or write of a database
+    journal may wait for it (None: its default; a SQLite file keeps its own lock waits).
 
     :raises SDKConfigurationError: a database URL without the ``postgres`` extra installed, or
         a journal that cannot be opened.
@@ -120,4 +121,4 @@ def open_journal(location: str) -> JournalStore:
         ) from None
     from .postgres import PostgresJournal
 
-    return PostgresJournal(location)
+    return PostgresJournal(location, wait_seconds=wait)
