@@ -158,12 +158,13 @@ class HeldShop:
 
     def __init__(self) -> None:
         app = create_app(Gateway())
-        self.gateway: Gateway = app.extensions["stub_gateway"]
+        gateway: Gateway = app.extensions["stub_gateway"]
+        self.gateway = gateway
         self.entered = threading.Event()
         self.release = threading.Event()
 
         @app.get("/held")
-        @self.gateway.require_payment(Price(PRICE, "SOL"))
+        @gateway.require_payment(Price(PRICE, "SOL"))
         def held() -> Response:
             self.entered.set()
             self.release.wait(timeout=120)
