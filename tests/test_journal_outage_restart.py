@@ -196,7 +196,7 @@ def test_postgresql_restarted_mid_run(
         recoverer.close()
     # Released reservations are not listed (the chain has nothing to tell of them); the rest is.
     unsent = sorted(row["id"] for row in left if row["state"] != "reserved")
-    assert sorted(r.id for r in recovered) == unsent
+    assert sorted(r.id or 0 for r in recovered) == unsent
     final = rows(url)
     released = {row["id"] for row in left if row["state"] == "reserved"}
     assert {row["id"] for row in final if row["id"] in released and row["state"] == "failed"} == (

@@ -60,7 +60,7 @@ def main() -> None:
         rounds = int(command.split()[1])
         paid = [0]
 
-        def attempt() -> None:
+        def attempt(rounds: int = rounds, paid: list[int] = paid) -> None:
             for _ in range(rounds):
                 outcome = pay(agent, job["url"])
                 if outcome == "paid":
