@@ -7,6 +7,7 @@ chain; nothing is paid twice or lost."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -139,10 +140,8 @@ def _recv(side: socket.socket) -> bytes:
 
 def _close(link: Link) -> None:
     for side in (link.client, link.upstream):
-        try:
+        with contextlib.suppress(OSError):
             side.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class ArmingSigner(KeypairSigner):
