@@ -18,7 +18,13 @@ from flask import Response, jsonify
 from solders.keypair import Keypair
 from solders.signature import Signature
 
-from human_rpc_sdk import AsyncAutoAgent, AutoAgent, KeypairSigner, PaymentError
+from human_rpc_sdk import (
+    AsyncAutoAgent,
+    AutoAgent,
+    KeypairSigner,
+    PaymentError,
+    SDKConfigurationError,
+)
 from stub_gateway import Gateway, GatewayServer, Price, create_app
 
 PRICE = Decimal("0.001")
@@ -222,3 +228,20 @@ def test_the_database_lost_while_a_paid_request_is_held_loses_nothing(
         assert sol_spent(journal_url) == PRICE + FEE
     finally:
         payer.close()
+
+
+@pytest.mark.parametrize("wait", [0, -1, "10", float("nan"), True])
+def test_journal_wait_must_be_a_positive_number_of_seconds(wait: Any) -> None:
+    for agent in (AutoAgent, AsyncAutoAgent):
+        with pytest.raises(SDKConfigurationError) as caught:
+            agent(Keypair(), journal_wait=wait)
+        assert caught.value.parameter == "journal_wait"
+        assert "journal_wait must be a positive number of seconds" in str(caught.value)
+
+
+def test_journal_wait_bounds_the_postgresql_journal(journal_url: str) -> None:
+    agent = AutoAgent(Keypair(), journal_url=journal_url, journal_wait=2.5)
+    try:
+        assert agent._journal.wait_seconds == 2.5  # type: ignore[attr-defined]
+    finally:
+        agent.close()
