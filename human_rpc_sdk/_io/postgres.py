@@ -71,7 +71,12 @@ one, locks, the statements and the commit. Past it the operation fails as
   transaction is rolled back by the server (unless its COMMIT had arrived: see below), and
   the operation fails as ``journal_unavailable`` ("no answer within ... s").
 * Making a connection is bounded by libpq's ``connect_timeout`` (a URL parameter,
-  ``?connect_timeout=5``), and never longer than ``wait_seconds``.
+  ``?connect_timeout=5``), and by ``wait_seconds`` (rounded up to whole seconds, at least 2:
+  libpq's unit), whichever is shorter.
+
+Why these and not a setting for each: an operator thinks in one number, how long a payment
+may wait for the journal (``journal_wait``); a refused connection needs no wait at all; and the
+pool must never be the reason a payment waits longer than the database was away.
 
 A commit whose answer is lost (the connection cut after COMMIT was sent) leaves an unknown
 outcome: the agent is told ``journal_unavailable`` and does not go on. A reservation that did
