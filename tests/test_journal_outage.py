@@ -49,7 +49,7 @@ class CountingSigner(KeypairSigner):
 class Payer:
     """An AutoAgent or an AsyncAutoAgent (in a loop of its own thread), called the same way."""
 
-    def __init__(self, kind: str, signer: CountingSigner, rpc_url: str, **options: Any) -> None:
+    def __init__(self, kind: str, signer: KeypairSigner, rpc_url: str, **options: Any) -> None:
         self.kind = kind
         self.loop = asyncio.new_event_loop() if kind == "async" else None
         if self.loop is None:
@@ -60,7 +60,7 @@ class Payer:
             self.agent = self._run(self._make(signer, rpc_url, options))
 
     @staticmethod
-    async def _make(signer: CountingSigner, rpc_url: str, options: dict[str, Any]) -> Any:
+    async def _make(signer: KeypairSigner, rpc_url: str, options: dict[str, Any]) -> Any:
         return AsyncAutoAgent(signer=signer, rpc_url=rpc_url, **options)
 
     def _run(self, work: Any) -> Any:

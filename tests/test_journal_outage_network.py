@@ -24,6 +24,7 @@ from human_rpc_sdk import AutoAgent, KeypairSigner, PaymentError
 from stub_gateway import GatewayServer, create_app
 
 from .conftest import FakeClock
+from .test_journal_outage import Payer
 
 PRICE = Decimal("0.001")
 FEE = Decimal("0.000005")
@@ -199,9 +200,11 @@ def expire_leases(url: str) -> None:
         )
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("action", ["lose-answer", "reset-answer"])
 def test_a_reservation_committed_behind_the_agents_back_is_never_signed(
     action: str,
+    kind: str,
     clocked: tuple[GatewayServer, FakeClock],
     journal_url: str,
     proxy: HostileProxy,
@@ -216,17 +219,15 @@ def test_a_reservation_committed_behind_the_agents_back_is_never_signed(
     wallet = Keypair()
     gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
     signer = ArmingSigner(wallet, proxy, None)
-    agent = AutoAgent(
-        signer=signer,
-        rpc_url=server.rpc_url,
-        journal_url=proxied(journal_url, proxy),
-        journal_wait=WAIT,
+    payer = Payer(
+        kind, signer, server.rpc_url, journal_url=proxied(journal_url, proxy), journal_wait=WAIT
     )
+    agent = payer.agent
     url = f"{server.url}{ROUTE}"
     try:
         proxy.arm(b"INSERT INTO payments", action)
         with pytest.raises(PaymentError) as lost:
-            agent.get(url)
+            payer.get(url)
         assert proxy.fired.is_set()
         assert lost.value.reason == "journal_unavailable"
         assert "nothing was signed or paid" in str(lost.value)
@@ -237,18 +238,18 @@ def test_a_reservation_committed_behind_the_agents_back_is_never_signed(
         assert gateway.balance(wallet.pubkey()) == 1
         assert gateway.desk.settlements == []
 
-        assert agent.get(url).status_code == 200  # the network is fine again
+        assert payer.get(url) == 200  # the network is fine again
         assert signer.signed == 1
         assert [row["state"] for row in rows(journal_url)] == ["reserved", "accepted"]
         assert agent.budget["SOL"].spent == 2 * (PRICE + FEE)  # the lost one held until...
         expire_leases(journal_url)
-        assert agent.recover_payments() == []  # ...its lease expired: released
+        assert payer.recover() == []  # ...its lease expired: released
         assert [row["state"] for row in rows(journal_url)] == ["failed", "accepted"]
         assert agent.budget["SOL"].spent == PRICE + FEE
         assert Decimal(1) - gateway.balance(wallet.pubkey()) == PRICE + FEE
         assert len(gateway.desk.settlements) == 1
     finally:
-        agent.close()
+        payer.close()
 
 
 def test_a_stall_before_the_commit_rolls_the_reservation_back(
@@ -325,3 +326,41 @@ def test_a_signed_commit_whose_answer_is_lost_is_never_sent(
         assert gateway.desk.settlements == []
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_outcome_write_that_stalls_is_cut_and_the_answer_returned(
+    kind: str,
+    clocked: tuple[GatewayServer, FakeClock],
+    journal_url: str,
+    proxy: HostileProxy,
+) -> None:
+    """The payment was served; writing its outcome stalls in the network. The write is cut
+    (bounded by ``journal_wait``), tried again, and the caller gets the answer; the outcome
+    is journaled once and the totals match the ledger."""
+    server, _clock = clocked
+    gateway = server.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    signer = ArmingSigner(wallet, proxy, (b"http_status = ", "stall"))
+    payer = Payer(
+        kind,
+        signer,
+        server.rpc_url,
+        journal_url=proxied(journal_url, proxy),
+        journal_wait=WAIT,
+    )
+    try:
+        assert payer.get(f"{server.url}{ROUTE}") == 200
+        assert proxy.fired.is_set()  # the first outcome write stalled
+        ((row),) = rows(journal_url)
+        assert (row["state"], row["landed"]) == ("accepted", True)
+        assert payer.recover() == []
+        assert signer.signed == 1
+        with psycopg.connect(journal_url) as db:
+            (spent,) = db.execute(
+                "SELECT spent FROM totals WHERE currency_key = 'SOL'"
+            ).fetchone() or (0,)
+        assert Decimal(spent) == PRICE + FEE == Decimal(1) - gateway.balance(wallet.pubkey())
+    finally:
+        payer.close()
