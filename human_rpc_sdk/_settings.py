@@ -83,6 +83,8 @@ class AgentSettings:
     nonce: Callable[[], str]
     prepay: PrepayPolicy = field(default_factory=PrepayPolicy)
     """Whether (and for which origins) payments are prepared ahead."""
+    journal_wait: float | None = None
+    """How long one journal read or write waits for a PostgreSQL journal (None: its default)."""
 
     @classmethod
     def build(
@@ -110,6 +112,7 @@ class AgentSettings:
         allow_token_extensions: Mapping[str, Any] | None = None,
         prepay: Any = False,
         budget_scope: str | None = None,
+        journal_wait: float | None = None,
         clock: Callable[[], float],
         sleep: Callable[[float], Any],
         nonce: Callable[[], str],
@@ -125,6 +128,9 @@ class AgentSettings:
             )
         checked_timeout = positive_seconds(timeout, "timeout")
         checked_paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
+        checked_wait = (
+            None if journal_wait is None else positive_seconds(journal_wait, "journal_wait")
+        )
         checked_rpc_url = (
             http_url(rpc_url, "rpc_url")
             or http_url(os.environ.get(ENV_RPC_URL), ENV_RPC_URL)
@@ -174,6 +180,7 @@ class AgentSettings:
             sleep=sleep,
             nonce=nonce,
             prepay=prepaying,
+            journal_wait=checked_wait,
         )
 
 

@@ -61,76 +61,147 @@ def _as_server_user(command: list[str]) -> list[str]:
     return [str(runuser), "-u", PG_USER, "--", *command]
 
 
+class PostgresServer:
+    """A PostgreSQL server of the tests' own on 127.0.0.1 (trust authentication, user
+    ``postgres``), in a temporary folder; :meth:`stop` and :meth:`start` restart it on the same
+    port and data (for the tests of a server restarted mid-run), :meth:`remove` deletes it."""
+
+    def __init__(self) -> None:
+        try:
+            import port_for
+        except ImportError as exc:
+            _missing(f"{exc.name} is not installed")
+        bindir = _bindir()
+        if bindir is None or not (bindir / "pg_ctl").exists():
+            _missing("no PostgreSQL server binaries under /usr/lib/postgresql")
+        assert bindir is not None
+        self.pg_ctl = str(bindir / "pg_ctl")
+        self.root = Path(tempfile.mkdtemp(prefix="human-rpc-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, PG_USER, PG_USER)
+        self.data = self.root / "data"
+        self.port = port_for.select_random()
+        self.host = "127.0.0.1"
+        self.running = False
+        subprocess.run(
+            _as_server_user(
+                [
+                    self.pg_ctl,
+                    "initdb",
+                    "-s",
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    f"-A trust -U {PG_USER} -E UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{PG_USER}@{self.host}:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        """Start the server (again), waiting until it accepts connections."""
+        options = (
+            f"-F -p {self.port} -c listen_addresses={self.host} "
+            f"-c unix_socket_directories={self.root} "
+            "-c max_connections=200 -c fsync=on -c synchronous_commit=on"
+        )
+        started = subprocess.run(
+            _as_server_user(
+                [
+                    self.pg_ctl,
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.root / "log"),
+                    "-o",
+                    options,
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if started.returncode != 0:
+            log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
+            pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log}")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server, waiting until it is down: ``fast`` (sessions ended, what is
+        uncommitted rolled back, a clean shutdown) or ``immediate`` (every process quits at
+        once, as in a crash: the next start replays the write-ahead log)."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown stop mode {mode!r}")
+        subprocess.run(
+            _as_server_user(
+                [self.pg_ctl, "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data)]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.running = False
+
+    def remove(self) -> None:
+        if self.running:
+            subprocess.run(
+                _as_server_user(
+                    [self.pg_ctl, "stop", "-w", "-m", "immediate", "-D", str(self.data)]
+                ),
+                check=False,
+                capture_output=True,
+            )
+            self.running = False
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[object]:
     """A PostgreSQL server on 127.0.0.1 for this test session (trust authentication, user
-    ``postgres``), as pytest-postgresql's ``NoopExecutor`` describes one."""
+    ``postgres``), as pytest-postgresql's ``NoopExecutor`` describes one. Shared by the
+    tests: never stopped before the session ends (see :func:`private_postgres`)."""
     try:
-        import port_for
         import psycopg
         from pytest_postgresql.executors.noop import NoopExecutor
     except ImportError as exc:
         _missing(f"{exc.name} is not installed")
-    bindir = _bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        _missing("no PostgreSQL server binaries under /usr/lib/postgresql")
-    assert bindir is not None
-    root = Path(tempfile.mkdtemp(prefix="human-rpc-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, PG_USER, PG_USER)
-    data = root / "data"
-    port = port_for.select_random()
-    pg_ctl = str(bindir / "pg_ctl")
-    subprocess.run(
-        _as_server_user(
-            [pg_ctl, "initdb", "-s", "-D", str(data), "-o", f"-A trust -U {PG_USER} -E UTF8"]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    options = (
-        f"-F -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root} "
-        "-c max_connections=200 -c fsync=on -c synchronous_commit=on"
-    )
-    started = subprocess.run(
-        _as_server_user(
-            [
-                pg_ctl,
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-o",
-                options,
-            ]
-        ),
-        capture_output=True,
-        text=True,
-    )
-    if started.returncode != 0:
-        log = (root / "log").read_text() if (root / "log").exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{log}")
-    server = NoopExecutor(
-        host="127.0.0.1", port=port, user=PG_USER, options="", dbname="journal_tests"
-    )
+    running = PostgresServer()
     try:
-        with psycopg.connect(
-            host=server.host, port=server.port, user=PG_USER, dbname="postgres", autocommit=True
-        ) as db:  # the template each test's database is cloned from
+        running.start()
+        server = NoopExecutor(
+            host=running.host, port=running.port, user=PG_USER, options="", dbname="journal_tests"
+        )
+        with psycopg.connect(running.url(), autocommit=True) as db:
+            # the template each test's database is cloned from
             db.execute(f'CREATE DATABASE "{server.template_dbname}" IS_TEMPLATE = true')
         yield server
     finally:
-        subprocess.run(
-            _as_server_user([pg_ctl, "stop", "-w", "-m", "fast", "-D", str(data)]),
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        running.remove()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test alone, started, with a database ``journal``: the
+    test may stop and start it (the session's server, which other tests share, is never
+    restarted)."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        _missing(f"{exc.name} is not installed")
+    running = PostgresServer()
+    try:
+        running.start()
+        with psycopg.connect(running.url(), autocommit=True) as db:
+            db.execute('CREATE DATABASE "journal"')
+        yield running
+    finally:
+        running.remove()
 
 
 def database_url(connection: object) -> str:

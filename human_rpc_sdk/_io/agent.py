@@ -113,6 +113,14 @@ class AutoAgent(BaseAgent):
         fleet of machines shares, with one budget (the ``postgres`` extra).
     :param journal_url: the PostgreSQL database of the payment journal
         (``postgresql://user@host/dbname``); instead of ``journal_path``.
+    :param journal_wait: seconds one read or write of a PostgreSQL journal may wait for the
+        database (a connection, locks, its answer) before the payment fails with
+        ``PaymentError(reason="journal_unavailable")``, nothing signed or paid (default 10). A
+        server that refuses connections fails a payment within a second or two whatever this
+        says; a hung server or a stalled network is cut off after it. Each connection attempt is
+        also bounded by libpq's ``connect_timeout`` when the URL sets one
+        (``postgresql://host/db?connect_timeout=3``). Once the database is back, the next
+        payment goes through at once (no agent to recreate).
     :param accept_assets: mints an x402 offer may ask for besides the well-known tokens of
         ``network`` (USDC, PYUSD, ...).
     :param session: a ``requests.Session`` to send the HTTP requests with.
@@ -172,6 +180,7 @@ class AutoAgent(BaseAgent):
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
         journal_url: str | None = None,
+        journal_wait: float | None = None,
         accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
@@ -200,6 +209,7 @@ class AutoAgent(BaseAgent):
                 approve=approve,
                 journal_path=journal_path,
                 journal_url=journal_url,
+                journal_wait=journal_wait,
                 accept_assets=accept_assets,
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,

@@ -91,7 +91,9 @@ class AsyncAutoAgent(BaseAgent):
     :meth:`recover_payments`, :meth:`pending_tasks`, :meth:`payments_since`,
     :meth:`raise_budget`, and every payment's bookkeeping) run in a worker thread and are
     awaited. The properties :attr:`payments` and :attr:`budget` (properties cannot be awaited)
-    and the constructor read the journal directly: a short local read.
+    and the constructor read the journal directly: a short local read. With a PostgreSQL
+    journal, ``journal_wait`` (as for ``AutoAgent``) bounds each of these waits; a database
+    down fails the awaited call with ``PaymentError(reason="journal_unavailable")``.
 
     ``prepay`` prepares x402 payments ahead as ``AutoAgent`` does, in a task of the agent's
     event loop (``approve`` is awaited there); :meth:`aclose` releases the payments still
@@ -120,6 +122,7 @@ class AsyncAutoAgent(BaseAgent):
         approve: Callable[[PaymentOffer], object] | None = None,
         journal_path: str | os.PathLike[str] | None = None,
         journal_url: str | None = None,
+        journal_wait: float | None = None,
         accept_assets: Addresses | None = None,
         paid_timeout: float = DEFAULT_PAID_TIMEOUT,
         create_token_accounts: bool = False,
@@ -148,6 +151,7 @@ class AsyncAutoAgent(BaseAgent):
                 approve=approve,
                 journal_path=journal_path,
                 journal_url=journal_url,
+                journal_wait=journal_wait,
                 accept_assets=accept_assets,
                 paid_timeout=paid_timeout,
                 create_token_accounts=create_token_accounts,

@@ -59,7 +59,9 @@ class BaseAgent:
         self._rules = settings.rules
         self._clock = settings.clock
         self._cache = ChainCache()
-        self._journal: JournalStore = open_journal(self._journal_location)
+        self._journal: JournalStore = open_journal(
+            self._journal_location, wait=settings.journal_wait
+        )
 
     # -- identity and history ---------------------------------------------------------------
 

@@ -53,22 +53,67 @@ transaction under an advisory lock, so two processes starting at once do not col
 The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
 and nothing is signed or sent; an outcome that cannot be written is kept in the process and
 written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+
+Connections, and the database down, slow or restarted. A small psycopg_pool pool holds the
+connections, and every read or write of the journal is bounded by ``wait_seconds`` (the
+agents' ``journal_wait=``, default :data:`WAIT_SECONDS`): waiting for a connection, making
+one, locks, the statements and the commit. Past it the operation fails as
+``journal_unavailable``. How each case behaves:
+
+* The server refuses connections (stopped, restarting, the database closed to connections):
+  a request that gets no pooled connection within :data:`PROBE_SECONDS` connects directly,
+  once; that fails at once, so the payment fails within a second or two, saying what is down
+  and that nothing was signed or paid, rather than after ``wait_seconds``.
+* The server answers but the pool cannot serve (every connection busy, or the pool still
+  reconnecting after an outage): the direct connection serves that one request, so the first
+  payment after the database is back does not wait for the pool's reconnection backoff.
+* A connection broken while idle in the pool (the server restarted): each connection is
+  checked (an empty query, bounded) when taken; a broken one is dropped and the next one, or
+  a new one, is taken at once (not after psycopg_pool's check-retry backoff).
+* The pool's own reconnection gives up after :data:`RECONNECT_SECONDS` (``reconnect_timeout``;
+  ``reconnect_failed`` only logs): a pool that gave up grows again on the next request, so it
+  never stays without connections, and never sleeps through a long backoff after an outage.
+* A server or network that accepts the bytes but never answers (a hung server, a stalled
+  proxy, a partition): libpq would wait forever on the socket. A watchdog thread shuts the
+  socket down once the operation's deadline passes; psycopg reports the connection lost, the
+  transaction is rolled back by the server (unless its COMMIT had arrived: see below), and
+  the operation fails as ``journal_unavailable`` ("no answer within ... s").
+* Making a connection is bounded by libpq's ``connect_timeout`` (a URL parameter,
+  ``?connect_timeout=5``), and by ``wait_seconds`` (rounded up to whole seconds, at least 2:
+  libpq's unit), whichever is shorter.
+
+Why these and not a setting for each: an operator thinks in one number, how long a payment
+may wait for the journal (``journal_wait``); a refused connection needs no wait at all; and the
+pool must never be the reason a payment waits longer than the database was away.
+
+A commit whose answer is lost (the connection cut after COMMIT was sent) leaves an unknown
+outcome: the agent is told ``journal_unavailable`` and does not go on. A reservation that did
+commit stays ``reserved`` until its lease expires and a recovery releases it; a ``signed``
+row that did commit was never sent, and recovery settles it from the chain (``failed`` once
+its blockhash has expired). Nothing is signed on a reservation whose commit is unknown, and
+nothing is sent on a ``signed`` commit whose outcome is unknown.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import math
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, LiteralString
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._budgets import LineRule, Period, buckets_at, span
 from .._offer import PaymentOffer
@@ -93,7 +138,14 @@ from .journal import (
 )
 from .journal import entry_from_row as _entry_from_row
 
-__all__ = ["LEASE_SECONDS", "SCHEMA_VERSION", "WAIT_SECONDS", "PostgresJournal"]
+__all__ = [
+    "LEASE_SECONDS",
+    "PROBE_SECONDS",
+    "RECONNECT_SECONDS",
+    "SCHEMA_VERSION",
+    "WAIT_SECONDS",
+    "PostgresJournal",
+]
 
 logger = logging.getLogger("human_rpc_sdk")
 
@@ -105,9 +157,18 @@ periods), the spending buckets ``spending`` and the raises of one period ``perio
 LEASE_SECONDS: Final = 600
 """How long a reservation holds its budget unsigned before any recovery may release it (as
 long as the SQLite journal lets a reservation of another machine's process stand)."""
-WAIT_SECONDS: Final = 30.0
-"""How long a read or write waits for a working connection (the server down or every
-connection busy) before failing as ``journal_unavailable``."""
+WAIT_SECONDS: Final = 10.0
+"""The default ``journal_wait``: how long one read or write of the journal may wait for the
+database (a connection, locks, the answer) before failing as ``journal_unavailable``."""
+PROBE_SECONDS: Final = 1.0
+"""How long a request waits for a pooled connection before connecting directly (see the
+module: a server refusing connections fails the payment then)."""
+RECONNECT_SECONDS: Final = 2.0
+"""How long the pool's background reconnection keeps trying before giving up (the next
+request starts it again): short, so it never backs off for longer than an outage lasted."""
+_CHECK_SECONDS: Final = 2.0
+"""The most the check of a pooled connection (an empty query) may take before the connection
+is dropped as broken (a healthy server answers it in a millisecond)."""
 _MIGRATION_LOCK: Final = 0x48525043_4A4D4947  # "HRPC" "JMIG": one key for every database
 _RECOVERY_LOCK: Final = 0x48525043_4A524543  # "HRPC" "JREC": a whole recover_payments
 _RELEASE_LOCK: Final = 0x48525043_4A524C53  # "HRPC" "JRLS": one release of expired leases
@@ -257,31 +318,42 @@ class PostgresJournal:
         *,
         clock: Callable[[], datetime] | None = None,
         max_connections: int = 4,
-        wait_seconds: float = WAIT_SECONDS,
+        wait_seconds: float | None = None,
     ):
         self.path = redacted_url(url)
-        self.wait_seconds = wait_seconds
-        """How long a read or write waits for a working connection (see ``WAIT_SECONDS``)."""
+        self.wait_seconds = WAIT_SECONDS if wait_seconds is None else wait_seconds
+        """How long one read or write may wait for the database (see ``WAIT_SECONDS``)."""
+        self._url = url
         self._now = clock or (lambda: datetime.now(UTC))
         self._clock = clock
         """The injected wall clock that decides budget periods; None: the database's."""
         self._lock = threading.Lock()
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
         """Outcomes that could not be written yet, by row: written before the next write."""
+        self._watchdog = _Watchdog()
         try:
+            named = conninfo_to_dict(url).get("connect_timeout")
+            self._connect_timeout = _connect_timeout(named, self.wait_seconds)
             # One connection first, which fails fast on a wrong URL or a server down (a pool
             # would retry until its timeout), and brings the schema up to date.
-            with psycopg.connect(url, row_factory=dict_row, connect_timeout=30) as db:
+            with psycopg.connect(
+                url, row_factory=dict_row, connect_timeout=self._connect_timeout
+            ) as db:
                 _migrate(db, self.path)
             self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=max_connections,
-                kwargs={"row_factory": dict_row, "autocommit": False},
+                kwargs={
+                    "row_factory": dict_row,
+                    "autocommit": False,
+                    "connect_timeout": self._connect_timeout,
+                },
                 connection_class=psycopg.Connection[dict[str, Any]],
-                check=ConnectionPool.check_connection,
                 open=False,
                 name="human-rpc-journal",
+                reconnect_timeout=RECONNECT_SECONDS,
+                reconnect_failed=_reconnect_failed,
             )
             self._pool.open(wait=False)
         except (psycopg.Error, OSError) as exc:
@@ -304,6 +376,7 @@ class PostgresJournal:
                 exc.reason,
             )
         self._pool.close()
+        self._watchdog.close()
 
     def __repr__(self) -> str:
         return f"PostgresJournal({self.path!r})"
@@ -483,7 +556,10 @@ class PostgresJournal:
         # The reservation is a savepoint inside the write transaction: refused by the budget,
         # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
         # from failed writes, written first (see _writing), still commit.
-        with self._writing(durable=False) as db, db.transaction() as reservation:
+        with (
+            self._writing(durable=False, doing=_RESERVING) as db,
+            db.transaction() as reservation,
+        ):
             spent, db_now = _lock_totals(db, _keys(scope, offer.network, currency_key))
             at = self._period_now(db_now)
             if invoice_key is not None:
@@ -574,7 +650,16 @@ class PostgresJournal:
         params: list[Any] = [state, self._now().isoformat(), *values.values()]
         allowed = None if expect is None else tuple(expect)
         try:
-            with self._writing(busy_seconds, durable=durable or state == "signed") as db:
+            doing = (
+                _SIGNING
+                if state == "signed"
+                else _keeping(entry_id, state)
+                if keep
+                else f"journal payment #{entry_id} as {state}"
+            )
+            with self._writing(
+                busy_seconds, durable=durable or state == "signed", doing=doing
+            ) as db:
                 row = _update(db, entry_id, assignments, params, allowed)
                 return None if row is None else self._entry(row)
         except PaymentError:
@@ -632,27 +717,32 @@ class PostgresJournal:
         """One recoverer at a time across the fleet: True while this process holds the
         journal's recovery lock (``pg_try_advisory_lock``, on a connection of its own, released
         at the end or when that connection drops), False when another process holds it."""
+        deadline = time.monotonic() + self.wait_seconds
         try:
-            db = self._pool.getconn(timeout=self.wait_seconds)
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            raise self._failure("lock", exc) from None
+            db, pool = self._acquire(deadline)
+        except (psycopg.Error, OSError) as exc:
+            raise self._failure(_LOCKING, exc) from None
         try:
+            timer = _Timer(self.wait_seconds)
             try:
-                got = db.execute("SELECT pg_try_advisory_lock(%s) AS mine", (_RECOVERY_LOCK,))
-                row = got.fetchone()
-                db.commit()  # a session's lock: it outlives the transaction
+                with self._watchdog.bound(db, timer, deadline):
+                    got = db.execute("SELECT pg_try_advisory_lock(%s) AS mine", (_RECOVERY_LOCK,))
+                    row = got.fetchone()
+                    db.commit()  # a session's lock: it outlives the transaction
             except (psycopg.Error, OSError) as exc:
-                raise self._failure("lock", exc) from None
+                raise self._failure(_LOCKING, exc, timer) from None
             mine = row is not None and bool(row["mine"])
             try:
                 yield mine
             finally:
                 if mine:
                     with contextlib.suppress(psycopg.Error, OSError):  # a dropped one is freed
-                        db.execute("SELECT pg_advisory_unlock(%s)", (_RECOVERY_LOCK,))
-                        db.commit()
+                        end = time.monotonic() + self.wait_seconds
+                        with self._watchdog.bound(db, _Timer(self.wait_seconds), end):
+                            db.execute("SELECT pg_advisory_unlock(%s)", (_RECOVERY_LOCK,))
+                            db.commit()
         finally:
-            self._pool.putconn(db)
+            _give_back(db, pool)
 
     def flush(self) -> None:
         """Write the outcomes kept from failed writes (see ``mark(keep=True)``), if any."""
@@ -668,48 +758,102 @@ class PostgresJournal:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        try:
-            with self._pool.connection(timeout=self.wait_seconds) as db:
-                yield db
-        except (psycopg.Error, OSError) as exc:
-            raise self._failure("read", exc) from None
-        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
-            raise self._failure("read", exc) from None
+        with self._connection(self.wait_seconds, _READING) as db:
+            yield db
 
     @contextlib.contextmanager
     def _writing(
-        self, busy_seconds: float | None = None, *, durable: bool = True
+        self, busy_seconds: float | None = None, *, durable: bool = True, doing: str = ""
     ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """One write transaction; ``durable``: committed with ``synchronous_commit = on``."""
-        try:
-            with self._pool.connection(timeout=busy_seconds or self.wait_seconds) as db:
-                with self._lock:
-                    deferred = dict(self._deferred)
-                db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
-                if busy_seconds is not None:
-                    db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
-                for entry_id, (assignments, params, expect) in deferred.items():
-                    _update(db, entry_id, assignments, params, expect)
-                    logger.info(
-                        "journaled the outcome of payment #%s, kept since a failed write", entry_id
-                    )
-                yield db
-            # Committed: forget what was written, unless a newer outcome was kept meanwhile.
+        """One write transaction; ``durable``: committed with ``synchronous_commit = on``.
+        ``busy_seconds``: a shorter wait (locks held by others time out after it); ``doing``:
+        what fails, and what that means for the payment, should the database not answer."""
+        seconds = self.wait_seconds
+        if busy_seconds is not None:  # the lock wait times out first; the watchdog is a backstop
+            seconds = min(seconds, 2 * busy_seconds)
+        with self._connection(seconds, doing or _WRITING) as db:
             with self._lock:
-                for entry_id, kept in deferred.items():
-                    if self._deferred.get(entry_id) is kept:
-                        del self._deferred[entry_id]
-        except (psycopg.Error, OSError) as exc:
-            raise self._failure("write", exc) from None
-        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
-            raise self._failure("write", exc) from None
+                deferred = dict(self._deferred)
+            db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+            if busy_seconds is not None:
+                db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
+            for entry_id, (assignments, params, expect) in deferred.items():
+                _update(db, entry_id, assignments, params, expect)
+                logger.info(
+                    "journaled the outcome of payment #%s, kept since a failed write", entry_id
+                )
+            yield db
+        # Committed: forget what was written, unless a newer outcome was kept meanwhile.
+        with self._lock:
+            for entry_id, kept in deferred.items():
+                if self._deferred.get(entry_id) is kept:
+                    del self._deferred[entry_id]
 
-    def _failure(self, what: str, exc: BaseException) -> PaymentError:
+    @contextlib.contextmanager
+    def _connection(
+        self, seconds: float, doing: str
+    ) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One transaction on a working connection, all of it (the wait for a connection
+        included) within ``seconds``; committed at the end, rolled back on an error. Any failure
+        to reach the database, or its silence past the deadline, is ``journal_unavailable``."""
+        deadline = time.monotonic() + seconds
+        timer = _Timer(seconds)
+        try:
+            db, pool = self._acquire(deadline)
+            try:
+                with self._watchdog.bound(db, timer, deadline), db:
+                    yield db
+            finally:
+                _give_back(db, pool)
+        except (psycopg.Error, OSError) as exc:
+            raise self._failure(doing, exc, timer) from None
+
+    def _acquire(
+        self, deadline: float
+    ) -> tuple[psycopg.Connection[dict[str, Any]], ConnectionPool[Any] | None]:
+        """A working connection before ``deadline``, and the pool to give it back to (None: a
+        connection of its own, closed after). See the module for the cases."""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                db = self._pool.getconn(timeout=max(0.001, min(left, PROBE_SECONDS)))
+            except psycopg.errors.OperationalError:  # PoolTimeout: busy, or it cannot connect
+                break
+            timer = _Timer(min(_CHECK_SECONDS, left))
+            try:
+                with self._watchdog.bound(db, timer, time.monotonic() + timer.seconds):
+                    db.autocommit = True
+                    db.execute("")
+                    db.autocommit = False
+            except (psycopg.Error, OSError) as exc:
+                logger.info("dropped a broken journal connection (%s)", exc)
+                self._pool.putconn(db)  # broken: the pool closes it and makes another
+                if deadline - time.monotonic() <= 0:
+                    raise PoolTimeout("no working connection in time") from None
+                continue
+            return db, self._pool
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PoolTimeout(f"no connection within {self.wait_seconds:g} s")
+        direct = psycopg.connect(
+            self._url,
+            row_factory=dict_row,
+            autocommit=False,
+            connect_timeout=_connect_timeout(self._connect_timeout, left),
+        )
+        logger.info("the journal's pool had no connection ready: connected directly")
+        return direct, None
+
+    def _failure(self, doing: str, exc: BaseException, timer: _Timer | None = None) -> PaymentError:
+        if timer is not None and timer.fired:
+            why = f"no answer within {timer.seconds:g} s"
+        else:
+            why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         return PaymentError(
-            f"could not {what} the payment journal in the database {self.path} "
-            f"({type(exc).__name__}: {str(exc).strip()[:300]}). Payments stop until the "
-            "journal works again, so none goes unrecorded; check that the database server runs "
-            "and is reachable",
+            f"could not {doing} in the database {self.path} ({why}). Payments stop until the "
+            "database answers again, so that none goes unrecorded; check that the database "
+            "server runs and that this machine reaches it (journal_wait= sets how long each "
+            "payment waits for it)",
             reason="journal_unavailable",
         )
 
@@ -722,6 +866,122 @@ class PostgresJournal:
 
     def _entry(self, row: Mapping[str, Any]) -> JournalEntry:
         return _entry_from_row(row, float(row["db_now"]))
+
+
+# -- connections ------------------------------------------------------------------------------
+
+_READING: Final = "read the payment journal: nothing was signed or paid"
+_WRITING: Final = "write the payment journal"
+_LOCKING: Final = "take the payment journal's recovery lock"
+_RESERVING: Final = "reserve the payment in the payment journal: nothing was signed or paid"
+_SIGNING: Final = (
+    "journal the signed payment before sending it: it was not sent, so nothing was paid"
+)
+
+
+def _keeping(entry_id: int, state: str) -> str:
+    return (
+        f"journal payment #{entry_id}'s outcome ({state}): what the server answered is kept in "
+        "this process and written first once the database answers"
+    )
+
+
+def _connect_timeout(named: object, limit: float) -> int:
+    """libpq's ``connect_timeout`` (whole seconds, at least 2): the URL's, if any, but never
+    more than ``limit`` (the operation's wait)."""
+    bound = max(2, math.ceil(limit))
+    try:
+        asked = int(float(str(named))) if named is not None else 0
+    except ValueError:
+        asked = 0
+    return min(bound, max(2, asked)) if asked > 0 else bound
+
+
+def _reconnect_failed(pool: ConnectionPool[Any]) -> None:
+    logger.info(
+        "the journal's pool stopped reconnecting to the database for now; the next journal "
+        "request tries again"
+    )
+
+
+def _give_back(db: psycopg.Connection[Any], pool: ConnectionPool[Any] | None) -> None:
+    """Return a pooled connection (a broken one is replaced by the pool), close a direct one."""
+    if pool is None:
+        db.close()
+    else:
+        pool.putconn(db)
+
+
+class _Timer:
+    """One bounded wait on a connection: ``fired`` once the watchdog cut it for silence."""
+
+    __slots__ = ("fired", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+
+
+class _Watchdog:
+    """Cuts the connection of a journal operation still waiting for the database past its
+    deadline: libpq waits on its socket without a bound, so a hung server or a stalled network
+    would hold a payment forever. Shutting the socket down (the connection stays open for
+    psycopg, which then reads the end of the stream) makes psycopg report the connection lost
+    in the waiting thread; the server rolls back what was not committed. One thread per
+    journal, started on first use, sleeping until the nearest deadline."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._armed: dict[int, tuple[float, int, _Timer]] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @contextlib.contextmanager
+    def bound(self, db: psycopg.Connection[Any], timer: _Timer, deadline: float) -> Iterator[None]:
+        token = next(self._tokens)
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="human-rpc-journal-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._armed[token] = (deadline, db.pgconn.socket, timer)
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:  # disarmed before the connection can be closed or reused
+                self._armed.pop(token, None)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def _watch(self) -> None:
+        with self._changed:
+            while not self._closed:
+                now = time.monotonic()
+                for token, (deadline, fd, timer) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[token]
+                        timer.fired = True
+                        _cut(fd)
+                nearest = min((armed[0] for armed in self._armed.values()), default=None)
+                self._changed.wait(None if nearest is None else max(0.0, nearest - now))
+
+
+def _cut(fd: int) -> None:
+    """Shut down the socket ``fd`` (a duplicate of it is closed; the connection's own stays
+    open for libpq, which reads the end of the stream and reports the connection lost)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError as exc:  # already closed: nothing is waiting on it
+        logger.debug("could not cut a journal connection: %s", exc)
+    else:
+        logger.warning("cut a payment journal connection: the database did not answer in time")
 
 
 # -- running totals -------------------------------------------------------------------------

@@ -119,10 +119,17 @@ class JournalStore(Protocol):
 POSTGRES_EXTRA = "pip install 'human-rpc-sdk[postgres]'"
 
 
-def open_journal(location: str, *, clock: Callable[[], datetime] | None = None) -> JournalStore:
+def open_journal(
+    location: str,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    wait: float | None = None,
+) -> JournalStore:
     """The journal at ``location``: a PostgreSQL database for a ``postgresql://`` URL, else
     the SQLite file (or ``:memory:``). ``clock``: the wall clock that decides budget periods
-    (default: this machine's for SQLite, the database server's for PostgreSQL).
+    (default: this machine's for SQLite, the database server's for PostgreSQL). ``wait``: how
+    long one read or write of a database journal may wait for it (None: its default; a SQLite
+    file keeps its own lock waits).
 
     :raises SDKConfigurationError: a database URL without the ``postgres`` extra installed, or
         a journal that cannot be opened.
@@ -143,4 +150,4 @@ def open_journal(location: str, *, clock: Callable[[], datetime] | None = None) 
         ) from None
     from .postgres import PostgresJournal
 
-    return PostgresJournal(location, clock=clock)
+    return PostgresJournal(location, clock=clock, wait_seconds=wait)
