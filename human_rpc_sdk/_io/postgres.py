@@ -57,6 +57,9 @@ transaction under an advisory lock, so two processes starting at once do not col
 The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
 and nothing is signed or sent; an outcome that cannot be written is kept in the process and
 written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+A reservation whose commit went unanswered (the network lost the answer) may have committed:
+nothing signs it, and the journal, which knows the row it inserted, releases it at its next
+write that succeeds rather than letting it hold its budget until its lease expires.
 
 Connections, and the database down, slow or restarted. A small psycopg_pool pool holds the
 connections, and every read or write of the journal is bounded by ``wait_seconds`` (the
@@ -552,10 +555,39 @@ class PostgresJournal:
         (see the module: the totals are locked first, so no interleaving overspends). The
         lines per period (``periods``) read the spending buckets of ``scope`` while holding
         those locks, at the database's clock read with them (or the injected clock)."""
-        now = self._now()
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
+        inserted: list[int] = []
+        try:
+            return self._reserve(
+                offer, currency_key, invoice_key, limits, genesis_hash, periods, scope, inserted
+            )
+        except PaymentError:
+            # The row was inserted and the commit's answer never came: it may have committed
+            # behind our back. Nothing will sign it (the caller is told journal_unavailable),
+            # so it is released at the next write that succeeds, not held until its lease.
+            if inserted:
+                with self._lock:
+                    self._deferred[inserted[0]] = (
+                        _UNKNOWN_RESERVATION,
+                        [_NEVER_CONFIRMED, self._now().isoformat()],
+                        ("reserved",),
+                    )
+            raise
+
+    def _reserve(
+        self,
+        offer: PaymentOffer,
+        currency_key: str,
+        invoice_key: str | None,
+        limits: dict[str, Decimal | None],
+        genesis_hash: str | None,
+        periods: Mapping[str, tuple[LineRule, ...]] | None,
+        scope: str,
+        inserted: list[int],
+    ) -> Reserved | Existing | OverBudget:
+        now = self._now()
         refused: OverBudget | None = None
         # The reservation is a savepoint inside the write transaction: refused by the budget,
         # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
@@ -615,6 +647,7 @@ class PostgresJournal:
                 ),
             ).fetchone()
             assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+            inserted.append(row["id"])
             _add(db, scope, at, _counted(row), spent)
             return Reserved(self._entry(row))
         assert refused is not None  # noqa: S101 - the one way out of the block without a return
@@ -1103,6 +1136,15 @@ def _period_reader(
 
     return read
 
+
+_UNKNOWN_RESERVATION: Final = (
+    "state = 'failed', error = %s, landed = FALSE, updated = %s, "
+    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL"
+)
+_NEVER_CONFIRMED: Final = (
+    "released: the journal never confirmed the reservation, so nothing was signed for it"
+)
+"""A reservation whose commit was never confirmed, released by the next write (see reserve)."""
 
 _COUNTED_FIELDS: Final = frozenset({"fee_lamports", "rent_lamports"})
 """The fields a move may set that change what a row counts (with ``failed``; see _counted)."""
