@@ -1044,26 +1044,26 @@ def _lock_totals(
     db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str, str]]
 ) -> tuple[Locked, float]:
     """Lock (``FOR UPDATE``) the running totals ``keys`` (scope, network, currency), creating
-    them at zero first, in the one order every writer keeps (sorted); what they hold, and the
+    them at zero when missing, in the one order every writer keeps (sorted); what they hold, the
     database's clock once they are held (inside a write transaction). A transaction takes all
     the totals it needs at once, before any payment row; the spending buckets of a (scope,
     network, currency) are read and written only while holding its totals row."""
-    wanted = sorted(set(keys))
-    for scope, network, key in wanted:
-        db.execute(
-            "INSERT INTO totals (scope, network, currency_key, spent) VALUES (%s, %s, %s, 0) "
-            "ON CONFLICT DO NOTHING",
-            (scope, network, key),
-        )
     locked: Locked = {}
     db_now = 0.0
-    for scope, network, key in wanted:  # one at a time: the order of the locks is this loop's
-        row = db.execute(
-            "SELECT spent, extract(epoch FROM clock_timestamp())::float8 AS db_now FROM totals "
-            "WHERE scope = %s AND network = %s AND currency_key = %s FOR UPDATE",
-            (scope, network, key),
-        ).fetchone()
-        assert row is not None  # noqa: S101 - inserted just above, and never deleted
+    for scope, network, key in sorted(set(keys)):  # one at a time: the locks' order is this
+        row = None
+        while row is None:
+            row = db.execute(
+                "SELECT spent, extract(epoch FROM clock_timestamp())::float8 AS db_now "
+                "FROM totals WHERE scope = %s AND network = %s AND currency_key = %s FOR UPDATE",
+                (scope, network, key),
+            ).fetchone()
+            if row is None:  # a first payment in it: the row is made once (never deleted)
+                db.execute(
+                    "INSERT INTO totals (scope, network, currency_key, spent) "
+                    "VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
+                    (scope, network, key),
+                )
         locked[(scope, network, key)] = Decimal(row["spent"])
         db_now = float(row["db_now"])
     return locked, db_now
