@@ -352,7 +352,8 @@ def test_moves_that_count_nothing_do_not_wait_for_the_totals(journal_url: str) -
                 made.entry.id, "signed", {"signature": "s"}, expect=("reserved",), busy_seconds=1
             )
             accepted = store.mark(made.entry.id, "accepted", {"http_status": 200}, busy_seconds=1)
-            assert signed is not None and accepted is not None
+            assert signed is not None
+            assert accepted is not None
             assert accepted.state == "accepted"
             with pytest.raises(PaymentError) as caught:
                 store.mark(made.entry.id, "failed", busy_seconds=0.2)
@@ -374,7 +375,8 @@ def test_a_failed_row_moved_back_is_counted_again(journal_url: str) -> None:
         assert store.unsettled() == []  # released: failed, nothing counted
         assert store.budget("devnet", {})["USDC"].spent == 0
         moved = store.mark(made.entry.id, "accepted", {"http_status": 200})
-        assert moved is not None and moved.state == "accepted"
+        assert moved is not None
+        assert moved.state == "accepted"
         assert store.budget("devnet", {})["USDC"].spent == 1
         assert store.mark(made.entry.id, "submitted", expect=("failed",)) is None
     finally:
