@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent
@@ -216,3 +217,16 @@ def test_two_budget_scopes_in_one_database_spend_their_own_budgets(
         ).fetchall()
     assert scopes == [("crawler", K), ("writer", K)]
     assert totals == [("crawler", K * COST), ("writer", K * COST)]
+
+
+def test_the_fleet_example_runs(journal_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/fleet.py: four worker processes, one PostgreSQL budget of three payments:
+    exactly three paid, on the ledger and in the journal."""
+    from .test_examples_and_cli import run_example
+
+    monkeypatch.setenv("HUMAN_RPC_JOURNAL", journal_url)
+    done = run_example("fleet.py")
+    assert "paid in all: 3" in done.stdout
+    assert "0.003015 SOL left the workers' wallets" in done.stdout
+    assert "the journal: 0.003015 SOL spent" in done.stdout
+    assert done.stdout.count("refused by the budget") == 4

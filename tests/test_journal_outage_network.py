@@ -189,7 +189,7 @@ def proxied(journal_url: str, proxy: HostileProxy) -> str:
 def rows(url: str) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as db:
         return db.execute(
-            "SELECT id, state, landed, transaction_b64 FROM payments ORDER BY id"
+            "SELECT id, state, landed, transaction_b64, error FROM payments ORDER BY id"
         ).fetchall()
 
 
@@ -211,9 +211,10 @@ def test_a_reservation_committed_behind_the_agents_back_is_never_signed(
 ) -> None:
     """The reservation's COMMIT reaches the server but its answer is lost (silence: cut after
     ``journal_wait``; or a reset): the agent does not know it reserved, so it signs nothing
-    and fails with ``journal_unavailable``. The row did commit: it holds its budget until its
-    lease expires, then a recovery releases it. The next payment goes through, once; the
-    ledger and the totals agree."""
+    and fails with ``journal_unavailable``. The row did commit; the journal remembers it
+    inserted it and releases it in its next write that succeeds (it does not hold its budget
+    until its lease expires). The next payment goes through, once; the ledger and the totals
+    agree."""
     server, _clock = clocked
     gateway = server.gateway
     wallet = Keypair()
@@ -240,10 +241,12 @@ def test_a_reservation_committed_behind_the_agents_back_is_never_signed(
 
         assert payer.get(url) == 200  # the network is fine again
         assert signer.signed == 1
-        assert [row["state"] for row in rows(journal_url)] == ["reserved", "accepted"]
-        assert agent.budget["SOL"].spent == 2 * (PRICE + FEE)  # the lost one held until...
+        lost_row, paid_row = rows(journal_url)
+        assert (lost_row["state"], paid_row["state"]) == ("failed", "accepted")
+        assert "never confirmed the reservation" in lost_row["error"]
+        assert agent.budget["SOL"].spent == PRICE + FEE  # released, not held for its lease
         expire_leases(journal_url)
-        assert payer.recover() == []  # ...its lease expired: released
+        assert payer.recover() == []
         assert [row["state"] for row in rows(journal_url)] == ["failed", "accepted"]
         assert agent.budget["SOL"].spent == PRICE + FEE
         assert Decimal(1) - gateway.balance(wallet.pubkey()) == PRICE + FEE

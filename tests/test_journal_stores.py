@@ -183,12 +183,13 @@ def test_unsettled_and_resumable_rows(store: JournalStore) -> None:
 @contextlib.contextmanager
 def held(location: str) -> Iterator[None]:
     """Another connection holds the journal locked (SQLite's write lock; PostgreSQL's row
-    locks on the running totals) until the block ends."""
+    locks on the running totals and the payments) until the block ends."""
     if is_database_url(location):
         import psycopg
 
         with psycopg.connect(location) as server:
             server.execute("SELECT * FROM totals FOR UPDATE")
+            server.execute("SELECT * FROM payments FOR UPDATE")
             yield
             server.rollback()
     else:
@@ -333,6 +334,53 @@ def test_an_expired_reservation_is_released_by_any_machine(journal_url: str) -> 
     finally:
         worker.close()
         other.close()
+
+
+def test_moves_that_count_nothing_do_not_wait_for_the_totals(journal_url: str) -> None:
+    """A fleet's reservations of one currency take turns on its running totals; a payment's
+    ``signed`` (fsynced) and its outcome change nothing counted, so they do not queue behind
+    them. A move that changes what is counted (failed) still waits for the totals."""
+    import psycopg
+
+    store = open_journal(journal_url)
+    try:
+        made = reserve(store, "a", budget=None)
+        assert isinstance(made, Reserved)
+        with psycopg.connect(journal_url) as reserving:  # a reservation in progress elsewhere
+            reserving.execute("SELECT * FROM totals FOR UPDATE")
+            signed = store.mark(
+                made.entry.id, "signed", {"signature": "s"}, expect=("reserved",), busy_seconds=1
+            )
+            accepted = store.mark(made.entry.id, "accepted", {"http_status": 200}, busy_seconds=1)
+            assert signed is not None
+            assert accepted is not None
+            assert accepted.state == "accepted"
+            with pytest.raises(PaymentError) as caught:
+                store.mark(made.entry.id, "failed", busy_seconds=0.2)
+            assert caught.value.reason == "journal_unavailable"
+            reserving.rollback()
+        assert store.budget("devnet", {})["USDC"].spent == 1
+    finally:
+        store.close()
+
+
+def test_a_failed_row_moved_back_is_counted_again(journal_url: str) -> None:
+    """A move that counts nothing for a live row counts again for a failed one (released by
+    its lease, then found landed): the row is not updated alone, the totals follow it."""
+    store = open_journal(journal_url)
+    try:
+        made = reserve(store, "a", budget=None)
+        assert isinstance(made, Reserved)
+        expire_leases(journal_url)
+        assert store.unsettled() == []  # released: failed, nothing counted
+        assert store.budget("devnet", {})["USDC"].spent == 0
+        moved = store.mark(made.entry.id, "accepted", {"http_status": 200})
+        assert moved is not None
+        assert moved.state == "accepted"
+        assert store.budget("devnet", {})["USDC"].spent == 1
+        assert store.mark(made.entry.id, "submitted", expect=("failed",)) is None
+    finally:
+        store.close()
 
 
 def test_a_signed_payment_is_never_released_by_its_lease(journal_url: str) -> None:

@@ -22,7 +22,11 @@ milliseconds a reservation holds it, never aborts for contention, and keeps the 
 straight transaction whose correctness does not depend on retry logic. Every transaction that
 moves the totals (reserving, an outcome that releases a payment's budget, recovery) takes
 those locks first and in one order (sorted by network and currency), then the payment's row,
-so they cannot deadlock each other.
+so they cannot deadlock each other. A move that changes nothing counted (``signed``,
+``submitted``, an outcome that is not a failure) locks only the payment's row, holding no other
+lock while it waits, so a fleet's fsynced ``signed`` commits and outcomes do not queue behind
+its reservations (``make bench``: 8 processes on one budget went from about 180 to about 430
+payments/s).
 
 Durability: the commit that moves a payment to ``signed`` runs with ``synchronous_commit = on``
 (the commit returns once the write-ahead log is flushed on the server) before the payment
@@ -53,6 +57,9 @@ transaction under an advisory lock, so two processes starting at once do not col
 The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
 and nothing is signed or sent; an outcome that cannot be written is kept in the process and
 written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+A reservation whose commit went unanswered (the network lost the answer) may have committed:
+nothing signs it, and the journal, which knows the row it inserted, releases it at its next
+write that succeeds rather than letting it hold its budget until its lease expires.
 
 Connections, and the database down, slow or restarted. A small psycopg_pool pool holds the
 connections, and every read or write of the journal is bounded by ``wait_seconds`` (the
@@ -548,10 +555,39 @@ class PostgresJournal:
         (see the module: the totals are locked first, so no interleaving overspends). The
         lines per period (``periods``) read the spending buckets of ``scope`` while holding
         those locks, at the database's clock read with them (or the injected clock)."""
-        now = self._now()
         limits = {currency_key: budget}
         if currency_key != SOL_KEY:
             limits[SOL_KEY] = sol_budget
+        inserted: list[int] = []
+        try:
+            return self._reserve(
+                offer, currency_key, invoice_key, limits, genesis_hash, periods, scope, inserted
+            )
+        except PaymentError:
+            # The row was inserted and the commit's answer never came: it may have committed
+            # behind our back. Nothing will sign it (the caller is told journal_unavailable),
+            # so it is released at the next write that succeeds, not held until its lease.
+            if inserted:
+                with self._lock:
+                    self._deferred[inserted[0]] = (
+                        _UNKNOWN_RESERVATION,
+                        [_NEVER_CONFIRMED, self._now().isoformat()],
+                        ("reserved",),
+                    )
+            raise
+
+    def _reserve(
+        self,
+        offer: PaymentOffer,
+        currency_key: str,
+        invoice_key: str | None,
+        limits: dict[str, Decimal | None],
+        genesis_hash: str | None,
+        periods: Mapping[str, tuple[LineRule, ...]] | None,
+        scope: str,
+        inserted: list[int],
+    ) -> Reserved | Existing | OverBudget:
+        now = self._now()
         refused: OverBudget | None = None
         # The reservation is a savepoint inside the write transaction: refused by the budget,
         # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
@@ -611,6 +647,7 @@ class PostgresJournal:
                 ),
             ).fetchone()
             assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+            inserted.append(row["id"])
             _add(db, scope, at, _counted(row), spent)
             return Reserved(self._entry(row))
         assert refused is not None  # noqa: S101 - the one way out of the block without a return
@@ -660,7 +697,14 @@ class PostgresJournal:
             with self._writing(
                 busy_seconds, durable=durable or state == "signed", doing=doing
             ) as db:
-                row = _update(db, entry_id, assignments, params, allowed)
+                row = _update(
+                    db,
+                    entry_id,
+                    assignments,
+                    params,
+                    allowed,
+                    uncounted=state != "failed" and not _COUNTED_FIELDS & values.keys(),
+                )
                 return None if row is None else self._entry(row)
         except PaymentError:
             if keep:
@@ -1000,26 +1044,26 @@ def _lock_totals(
     db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str, str]]
 ) -> tuple[Locked, float]:
     """Lock (``FOR UPDATE``) the running totals ``keys`` (scope, network, currency), creating
-    them at zero first, in the one order every writer keeps (sorted); what they hold, and the
+    them at zero when missing, in the one order every writer keeps (sorted); what they hold, the
     database's clock once they are held (inside a write transaction). A transaction takes all
     the totals it needs at once, before any payment row; the spending buckets of a (scope,
     network, currency) are read and written only while holding its totals row."""
-    wanted = sorted(set(keys))
-    for scope, network, key in wanted:
-        db.execute(
-            "INSERT INTO totals (scope, network, currency_key, spent) VALUES (%s, %s, %s, 0) "
-            "ON CONFLICT DO NOTHING",
-            (scope, network, key),
-        )
     locked: Locked = {}
     db_now = 0.0
-    for scope, network, key in wanted:  # one at a time: the order of the locks is this loop's
-        row = db.execute(
-            "SELECT spent, extract(epoch FROM clock_timestamp())::float8 AS db_now FROM totals "
-            "WHERE scope = %s AND network = %s AND currency_key = %s FOR UPDATE",
-            (scope, network, key),
-        ).fetchone()
-        assert row is not None  # noqa: S101 - inserted just above, and never deleted
+    for scope, network, key in sorted(set(keys)):  # one at a time: the locks' order is this
+        row = None
+        while row is None:
+            row = db.execute(
+                "SELECT spent, extract(epoch FROM clock_timestamp())::float8 AS db_now "
+                "FROM totals WHERE scope = %s AND network = %s AND currency_key = %s FOR UPDATE",
+                (scope, network, key),
+            ).fetchone()
+            if row is None:  # a first payment in it: the row is made once (never deleted)
+                db.execute(
+                    "INSERT INTO totals (scope, network, currency_key, spent) "
+                    "VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
+                    (scope, network, key),
+                )
         locked[(scope, network, key)] = Decimal(row["spent"])
         db_now = float(row["db_now"])
     return locked, db_now
@@ -1093,6 +1137,19 @@ def _period_reader(
     return read
 
 
+_UNKNOWN_RESERVATION: Final = (
+    "state = 'failed', error = %s, landed = FALSE, updated = %s, "
+    "updated_unix = extract(epoch FROM clock_timestamp()), expires_at = NULL"
+)
+_NEVER_CONFIRMED: Final = (
+    "released: the journal never confirmed the reservation, so nothing was signed for it"
+)
+"""A reservation whose commit was never confirmed, released by the next write (see reserve)."""
+
+_COUNTED_FIELDS: Final = frozenset({"fee_lamports", "rent_lamports"})
+"""The fields a move may set that change what a row counts (with ``failed``; see _counted)."""
+
+
 def _update(
     db: psycopg.Connection[dict[str, Any]],
     entry_id: int,
@@ -1101,10 +1158,30 @@ def _update(
     expect: Iterable[str] | None = None,
     *,
     spent: Locked | None = None,
+    uncounted: bool = False,
 ) -> dict[str, Any] | None:
     """Update one row (inside a write transaction) and move the running totals with it: the
     totals are locked before the row (the one order every writer keeps), unless ``spent``
-    says this transaction holds them already."""
+    says this transaction holds them already.
+
+    ``uncounted``: the update sets neither ``failed`` nor a fee or rent, so it changes nothing
+    counted for a row that has not failed (``signed``, ``submitted``, ``accepted`` with the
+    server's answer). Then the row is updated alone, without waiting for the totals every
+    reservation of its currency holds: a fleet's ``signed`` commit (fsynced) and outcomes
+    do not queue behind the reservations. Should the row have failed meanwhile (or be in
+    no expected state), nothing is updated, and the whole path below decides, totals first.
+    A failed-or-not test in the same UPDATE is exact: it waits for a concurrent writer's
+    row lock and re-reads the row it committed (READ COMMITTED).
+    """
+    sql = f"UPDATE payments SET {assignments} WHERE id = %s"  # noqa: S608 - fixed column names
+    values = [*params, entry_id]
+    if expect is not None:
+        sql += " AND state = ANY(%s)"
+        values.append(list(expect))
+    if uncounted and spent is None:
+        fast = db.execute(sql + f" AND state <> 'failed' RETURNING {_ROW}", values).fetchone()
+        if fast is not None:
+            return fast
     key = db.execute(
         "SELECT scope, network, currency_key FROM payments WHERE id = %s", (entry_id,)
     ).fetchone()
@@ -1119,11 +1196,6 @@ def _update(
         f"SELECT {_ROW} FROM payments WHERE id = %s FOR UPDATE",  # noqa: S608 - a fixed text
         (entry_id,),
     ).fetchone()
-    sql = f"UPDATE payments SET {assignments} WHERE id = %s"  # noqa: S608 - fixed column names
-    values = [*params, entry_id]
-    if expect is not None:
-        sql += " AND state = ANY(%s)"
-        values.append(list(expect))
     after = db.execute(sql + f" RETURNING {_ROW}", values).fetchone()
     if after is None:
         return None

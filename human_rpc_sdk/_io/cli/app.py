@@ -23,8 +23,9 @@ _EPILOG = "\b\nExit statuses:\n" + "\n".join(f"  {code:<3} {text}" for code, tex
 _EPILOG += (
     "\n\n\bConfiguration: the same environment as AutoAgent: SOLANA_PRIVATE_KEY or "
     "SOLANA_KEYPAIR_PATH (the key), SOLANA_RPC_URL, HUMAN_RPC_URL (tasks), HUMAN_RPC_JOURNAL "
-    "(the journal file; default ~/.local/state/human-rpc-sdk/). The global options override "
-    "them. Run `human-rpc COMMAND --help` for each command."
+    "(the journal: a file, default ~/.local/state/human-rpc-sdk/, or a postgresql:// URL), "
+    "HUMAN_RPC_BUDGET_SCOPE (whose budgets). The global options override them. Run "
+    "`human-rpc COMMAND --help` for each command."
 )
 
 
