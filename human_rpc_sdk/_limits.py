@@ -297,8 +297,19 @@ def _budget_lines(
             '{"limit": "0.1", "per": "day"}}',
             parameter="budget",
         )
+    named: dict[str, Any] = {}
     for raw_key, value in given.items():
         key = _key(network, raw_key, "budget")
+        if key in named:
+            # Two spellings of one currency ("USDC" and "usdc", a symbol and its mint): one
+            # would silently replace the other's lines, maybe a stricter one.
+            raise SDKConfigurationError(
+                f"budget names {key} twice ({named[key]!r} and {raw_key!r}); give all of a "
+                'currency\'s lines under one key, as a list: [{"limit": "10", "per": "day"}, '
+                '"200"]',
+                parameter="budget",
+            )
+        named[key] = raw_key
         lines = parse_lines(value, f"budget[{raw_key!r}]")
         lifetime[key] = next((ln.limit for ln in lines or () if ln.per is None), None)
         periods.pop(key, None)
