@@ -484,7 +484,13 @@ class PostgresJournal:
         # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
         # from failed writes, written first (see _writing), still commit.
         with self._writing(durable=False) as db, db.transaction() as reservation:
-            spent, db_now = _lock_totals(db, _keys(scope, offer.network, currency_key))
+            keys = _keys(scope, offer.network, currency_key)
+            if offer.replaces is not None:
+                # The replaced payment gives back to its own totals, which may be another
+                # scope's or currency's (a payment resumed by an agent of another scope, a
+                # cheaper offer chosen this time): all of them locked at once, in order.
+                keys |= _row_keys(db, offer.replaces)
+            spent, db_now = _lock_totals(db, keys)
             at = self._period_now(db_now)
             if invoice_key is not None:
                 row = db.execute(
@@ -734,6 +740,15 @@ Locked = dict[tuple[str, str, str], Decimal]
 def _keys(scope: str, network: str, currency_key: str) -> set[tuple[str, str, str]]:
     """The totals a payment in ``currency_key`` on ``network`` in ``scope`` may move."""
     return {(scope, network, currency_key), (scope, network, SOL_KEY)}
+
+
+def _row_keys(db: psycopg.Connection[dict[str, Any]], entry_id: int) -> set[tuple[str, str, str]]:
+    """The totals payment ``entry_id`` may move (none if there is no such row): its scope,
+    network and currency never change once inserted, so they are read before any lock."""
+    row = db.execute(
+        "SELECT scope, network, currency_key FROM payments WHERE id = %s", (entry_id,)
+    ).fetchone()
+    return set() if row is None else _keys(row["scope"], row["network"], row["currency_key"])
 
 
 def _lock_totals(
