@@ -7,19 +7,23 @@ that release's own SQL statements (quoted from it) on a connection of its own.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, SDKConfigurationError
 from human_rpc_sdk._budgets import LineRule, Period
+from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._io.store import open_journal
 from human_rpc_sdk._limits import SpendingRules
 from human_rpc_sdk._networks import KNOWN_MINTS
-from human_rpc_sdk._records import Reserved
+from human_rpc_sdk._records import OverBudget, Reserved
 
 from .test_budget_periods import offer
 
@@ -114,3 +118,104 @@ def test_a_replacement_in_another_currency_gives_back_to_the_first(store_locatio
         assert (spent["USDC"].spent, spent["USDT"].spent) == (0, 2)
     finally:
         journal.close()
+
+
+# -- a process of the previous release on a migrated journal ----------------------------------
+
+
+def test_an_older_release_cannot_recount_every_scope_into_the_default_one(tmp_path: Path) -> None:
+    """A process of the previous release (SQLite schema 5) still running when a new one
+    migrates the file: after a hand edit (the SDK's own advice to recount: bump 'writes'), its
+    next write recounts the totals its way, `DELETE FROM totals` and one INSERT per network
+    and currency with no scope. That put the crawler's spending in the default scope and left
+    the crawler's total at zero: the crawler could spend its lifetime budget again. Now the
+    INSERT fails (a total has no default scope) and that process's transaction rolls back."""
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path, clock=lambda: NOW)
+    try:
+        made = journal.reserve(
+            offer("3"), currency_key="USDC", invoice_key=None, budget=Decimal(3), scope="crawler"
+        )
+        assert isinstance(made, Reserved)
+        old = sqlite3.connect(path, isolation_level=None)
+        try:
+            old.execute("UPDATE counters SET value = value + 1 WHERE name = 'writes'")  # by hand
+            # The previous release's _writing: BEGIN IMMEDIATE, then rebuild_totals (its SQL).
+            old.execute("BEGIN IMMEDIATE")
+            try:
+                old.execute("DELETE FROM totals")
+                old.execute(
+                    "INSERT INTO totals (network, currency_key, spent) VALUES (?, ?, ?)",
+                    ("devnet", "USDC", "3"),
+                )
+                old.execute(  # its _all_counted, then its commit
+                    "UPDATE counters SET value = (SELECT value FROM counters WHERE name = "
+                    "'writes') WHERE name = 'counted'"
+                )
+                old.execute("COMMIT")
+                refused = None
+            except sqlite3.IntegrityError as exc:
+                old.execute("ROLLBACK")  # its _immediate() on the error
+                refused = exc
+        finally:
+            old.close()
+        over = journal.reserve(
+            offer("1"), currency_key="USDC", invoice_key=None, budget=Decimal(3), scope="crawler"
+        )
+        assert isinstance(over, OverBudget)
+        assert (over.spent, over.limit) == (3, 3)
+        assert journal.budget("devnet", {"USDC": Decimal(3)})["USDC"].spent == 0  # scope ""
+        assert "NOT NULL" in str(refused)
+    finally:
+        journal.close()
+
+
+def test_an_older_release_cannot_reserve_outside_the_period_lines(journal_url: str) -> None:
+    """A process of the previous release (PostgreSQL schema 1) still running after another
+    migrated the database to schema 2 (a rolling deployment) inserted its reservations with no
+    reservation time and no spending buckets: its 4 today were invisible to the day line of 5,
+    which let 5 more through (9 in the day). Now its INSERT is refused (the reservation time
+    is required) and nothing it did counts or moves."""
+    import psycopg
+
+    journal = open_journal(journal_url, clock=lambda: NOW)
+    try:
+        refused: Exception | None = None
+        try:
+            with psycopg.connect(journal_url) as old:
+                older_release_reserves(old, "4")
+        except psycopg.errors.NotNullViolation as exc:
+            refused = exc
+        while isinstance(
+            journal.reserve(
+                offer("1"), currency_key="USDC", invoice_key=None, budget=None, periods=DAY
+            ),
+            Reserved,
+        ):
+            pass
+        today = sum(e.receipt.amount for e in journal.entries() if e.state != "failed")
+        assert today <= 5
+        assert journal.budget("devnet", {"USDC": None}, periods=DAY)["USDC"].spent == today
+        assert refused is not None
+    finally:
+        journal.close()
+
+
+def older_release_reserves(old: Any, amount: str) -> None:
+    """The previous release's reserve (PostgreSQL schema 1): its INSERT, which names no
+    reservation time, then its totals (it knows no buckets)."""
+    old.execute(
+        "INSERT INTO payments (scope, invoice_key, state, created, updated, "
+        "updated_unix, expires_at, url, network, format, currency, currency_key, amount, "
+        "atomic_amount, mint, recipient, destination, reference, payer, fee_lamports, "
+        "replaces, pid, host, process, genesis_hash) VALUES ('', NULL, 'reserved', %s, "
+        "%s, extract(epoch FROM clock_timestamp()), now() + make_interval(secs => 600), "
+        "'https://shop.example/a', 'devnet', 'x402-v2', 'USDC', 'USDC', %s, '1', "
+        "'mint', 'shop', 'shop-ata', NULL, 'me', 0, NULL, 1, 'old', 'old', NULL)",
+        (NOW.isoformat(), NOW.isoformat(), amount),
+    )
+    old.execute(
+        "UPDATE totals SET spent = spent + %s WHERE scope = '' AND network = 'devnet' "
+        "AND currency_key = 'USDC'",
+        (Decimal(amount),),
+    )

@@ -154,7 +154,9 @@ CREATE TABLE IF NOT EXISTS payments (
     reserved_unix INTEGER
 );
 CREATE TABLE IF NOT EXISTS totals (
-    scope         TEXT NOT NULL DEFAULT '',
+    -- No default scope: a recount by an older release (which names no scope) must fail, not
+    -- put every scope's spending in the default one and leave the others at zero.
+    scope         TEXT NOT NULL,
     network       TEXT NOT NULL,
     currency_key  TEXT NOT NULL,
     spent         TEXT NOT NULL,

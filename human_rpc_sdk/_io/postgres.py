@@ -196,6 +196,9 @@ CREATE INDEX payments_paid_for ON payments(payer, network, url, id) WHERE state 
 _SCHEMA_2: Final = """
 ALTER TABLE payments ADD COLUMN reserved_unix BIGINT;
 UPDATE payments SET reserved_unix = floor(extract(epoch FROM created::timestamptz));
+-- A row an older release inserts (no reservation time, no buckets) is refused, not left
+-- out of every line per period.
+ALTER TABLE payments ALTER COLUMN reserved_unix SET NOT NULL;
 CREATE TABLE spending (
     scope         TEXT NOT NULL,
     network       TEXT NOT NULL,
