@@ -115,7 +115,7 @@ def test_a_replacement_in_another_currency_gives_back_to_the_first(store_locatio
         again = journal.reserve(usdt, currency_key="USDT", invoice_key="inv", budget=Decimal(3))
         assert isinstance(again, Reserved)
         spent = journal.budget("devnet", {"USDC": Decimal(3), "USDT": Decimal(3)})
-        assert (spent["USDC"].spent, spent["USDT"].spent) == (0, 2)
+        assert (spent["USDC"].spent, spent["USDT"].spent) == (Decimal(0), Decimal(2))
     finally:
         journal.close()
 
@@ -163,7 +163,7 @@ def test_an_older_release_cannot_recount_every_scope_into_the_default_one(tmp_pa
             offer("1"), currency_key="USDC", invoice_key=None, budget=Decimal(3), scope="crawler"
         )
         assert isinstance(over, OverBudget)
-        assert (over.spent, over.limit) == (3, 3)
+        assert (over.spent, over.limit) == (Decimal(3), Decimal(3))
         assert journal.budget("devnet", {"USDC": Decimal(3)})["USDC"].spent == 0  # scope ""
         assert "NOT NULL" in str(refused)
     finally:
@@ -219,3 +219,48 @@ def older_release_reserves(old: Any, amount: str) -> None:
         "AND currency_key = 'USDC'",
         (Decimal(amount),),
     )
+
+
+# -- the caller's decimal context -------------------------------------------------------------
+
+
+def test_budget_sums_are_exact_whatever_the_callers_decimal_context(store_location: str) -> None:
+    """A program that set `decimal.getcontext().prec = 6` for its own needs, then paid (the
+    journal runs in its thread): 1000 + 0.004 rounded to 1000.00, so on SQLite every further
+    0.004 counted nothing (10 payments over a lifetime and day limit of 1000.01), and on
+    PostgreSQL the check itself rounded (one payment over). Now 1000.008 is the most spent."""
+    import decimal
+
+    limit = Decimal("1000.01")
+    day = {"USDC": (LineRule(limit, Period("day")),)}
+    journal = open_journal(store_location, clock=lambda: NOW)
+    try:
+
+        def pay(amount: str) -> bool:
+            made = journal.reserve(
+                offer(amount), currency_key="USDC", invoice_key=None, budget=limit, periods=day
+            )
+            return isinstance(made, Reserved)
+
+        assert pay("1000")
+        with decimal.localcontext() as context:
+            context.prec = 6
+            paid = sum(pay("0.004") for _ in range(10))
+            assert paid == 2
+            lifetime, today = journal.budget("devnet", {"USDC": limit}, periods=day)["USDC"]
+        assert lifetime.spent == today.spent == Decimal("1000.008")
+    finally:
+        journal.close()
+
+
+def test_base_units_convert_exactly_whatever_the_callers_decimal_context() -> None:
+    """from_base_units (the amount journaled for a payment) rounded to the caller's precision:
+    1.234567 USDC paid on chain was journaled, and counted, as 1.23."""
+    import decimal
+
+    from human_rpc_sdk._money import from_base_units
+
+    with decimal.localcontext() as context:
+        context.prec = 3
+        assert from_base_units(1_234_567, 6) == Decimal("1.234567")
+        assert from_base_units(2**64 - 1, 9) == Decimal("18446744073.709551615")

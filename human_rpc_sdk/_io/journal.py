@@ -62,11 +62,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any, Final
 
 from .._budgets import LineRule, Period, buckets_at, resets, span
+from .._money import EXACT
 from .._offer import PaymentOffer
 from .._receipts import STATES, PaymentReceipt
 from .._records import (
@@ -631,7 +632,7 @@ class Journal:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, localcontext(EXACT):  # sums exact whatever the caller's context
             try:
                 yield self._db
             except sqlite3.Error as exc:
@@ -642,7 +643,7 @@ class Journal:
         self, busy_seconds: float | None = None, *, durable: bool = True
     ) -> Iterator[sqlite3.Connection]:
         """One write transaction; ``durable``: committed with a full sync (see the module)."""
-        with self._lock:
+        with self._lock, localcontext(EXACT):  # sums exact whatever the caller's context
             db = self._db
             try:
                 if busy_seconds is not None:

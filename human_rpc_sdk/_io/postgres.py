@@ -71,6 +71,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from .._budgets import LineRule, Period, buckets_at, span
+from .._money import exact
 from .._offer import PaymentOffer
 from .._receipts import STATES
 from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
@@ -398,6 +399,7 @@ class PostgresJournal:
         )
         return [self._entry(row) for row in rows]
 
+    @exact  # sums exact whatever the caller's decimal context
     def budget(
         self,
         network: str,
@@ -462,6 +464,7 @@ class PostgresJournal:
                     (scope, network, key, amount, now),
                 )
 
+    @exact  # sums exact whatever the caller's decimal context
     def reserve(
         self,
         offer: PaymentOffer,
