@@ -327,8 +327,9 @@ def _by_per(line: LineRule) -> Period:
 SCOPE_MAX: Final = 64
 
 
-def budget_scope_label(value: Any) -> str:
-    """A ``budget_scope`` checked: a short printable label ("" for the default scope)."""
+def budget_scope_label(value: Any, name: str = "budget_scope") -> str:
+    """A ``budget_scope`` checked: a short printable label ("" for the default scope);
+    ``name``: where it came from, for the message."""
     if value is None:
         return ""
     if (
@@ -338,7 +339,7 @@ def budget_scope_label(value: Any) -> str:
         or value != value.strip()
     ):
         raise SDKConfigurationError(
-            f"budget_scope must be a short label (at most {SCOPE_MAX} printable characters, no "
+            f"{name} must be a short label (at most {SCOPE_MAX} printable characters, no "
             f"leading or trailing space), such as 'crawler' (got {repr(value)[:80]})",
             parameter="budget_scope",
         )

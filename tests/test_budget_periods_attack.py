@@ -264,3 +264,19 @@ def test_base_units_convert_exactly_whatever_the_callers_decimal_context() -> No
         context.prec = 3
         assert from_base_units(1_234_567, 6) == Decimal("1.234567")
         assert from_base_units(2**64 - 1, 9) == Decimal("18446744073.709551615")
+
+
+@pytest.mark.parametrize("value", [" crawler", "crawler\n", "x" * 65])
+def test_a_bad_scope_from_the_environment_names_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$HUMAN_RPC_BUDGET_SCOPE set to a bad label: the error said "budget_scope must be ...",
+    a keyword the caller never passed; now it names the variable."""
+    monkeypatch.setenv("HUMAN_RPC_BUDGET_SCOPE", value)
+    with pytest.raises(SDKConfigurationError, match=r"^\$HUMAN_RPC_BUDGET_SCOPE must be a short"):
+        AutoAgent(Keypair(), journal_path=":memory:")
+    agent = AutoAgent(Keypair(), journal_path=":memory:", budget_scope="crawler")  # it wins
+    try:
+        assert agent._rules.scope == "crawler"
+    finally:
+        agent.close()
