@@ -17,14 +17,16 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, SDKConfigurationError
+from human_rpc_sdk import AutoAgent, PaymentPolicyError, SDKConfigurationError
 from human_rpc_sdk._budgets import LineRule, Period
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._io.store import open_journal
 from human_rpc_sdk._limits import SpendingRules
 from human_rpc_sdk._networks import KNOWN_MINTS
 from human_rpc_sdk._records import OverBudget, Reserved
+from stub_gateway import Gateway, GatewayServer
 
+from .conftest import Funder
 from .test_budget_periods import offer
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -278,5 +280,56 @@ def test_a_bad_scope_from_the_environment_names_the_variable(
     agent = AutoAgent(Keypair(), journal_path=":memory:", budget_scope="crawler")  # it wins
     try:
         assert agent._rules.scope == "crawler"
+    finally:
+        agent.close()
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_a_refusal_names_the_line_that_lifts_last(store_location: str) -> None:
+    """2 an hour and 2 a week, both spent: the refusal named the hour line (its reset at the
+    hour's end) although the week line refuses until Monday; a caller waiting for the named
+    reset was refused again. Now the week line, resetting Monday, is named."""
+    from .test_budget_periods import START, lines
+
+    both = lines(("2", Period("hour")), ("2", Period("week")))
+    journal = open_journal(store_location, clock=lambda: START)  # Thursday 23:00
+    try:
+        made = journal.reserve(
+            offer("2"), currency_key="USDC", invoice_key=None, budget=None, periods=both
+        )
+        assert isinstance(made, Reserved)
+        over = journal.reserve(
+            offer("1"), currency_key="USDC", invoice_key=None, budget=None, periods=both
+        )
+        assert isinstance(over, OverBudget)
+        assert (over.per, over.resets) == (
+            Period("week"),
+            int(datetime(2026, 11, 30, tzinfo=UTC).timestamp()),
+        )
+    finally:
+        journal.close()
+
+
+def test_a_payment_above_a_day_line_is_not_told_to_wait(
+    server: GatewayServer, gateway: Gateway, funded_wallet: Funder, tmp_path: Path
+) -> None:
+    """A payment costing more than its day line allows at all: the refusal said "resets
+    <midnight>; wait", and waiting never helps. Now it says so; nothing moves."""
+    wallet = funded_wallet(sol="1")
+    agent = AutoAgent(
+        wallet,
+        rpc_url=server.rpc_url,
+        journal_path=tmp_path / "journal.sqlite3",
+        budget={"SOL": {"limit": "0.0005", "per": "day"}},
+    )
+    try:
+        with pytest.raises(PaymentPolicyError, match="more than the line allows at all") as no:
+            agent.get(f"{server.url}/api/v1/premium/sol")  # 0.001 SOL
+        assert "resets" not in str(no.value)
+        assert "; raise_budget({'SOL': '<amount to add>'}, per='day')" in str(no.value)
+        assert gateway.balance(wallet.pubkey()) == 1
+        assert agent.payments == []
     finally:
         agent.close()

@@ -54,6 +54,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -992,8 +993,11 @@ def refusal(
     read: PeriodReader,
     now: int,
 ) -> OverBudget | None:
-    """The first line ``cost`` would take past its limit, or None: each currency's lifetime
-    line (``limits`` plus ``raised``), then its lines per period."""
+    """The line ``cost`` would take past its limit that lifts last, or None: a lifetime line
+    (``limits`` plus ``raised``; it never resets) before any line per period, and of those the
+    one that resets last (a refusal naming an hour line while a week line also refuses would
+    send its caller back at the hour's end to be refused again)."""
+    refused: list[OverBudget] = []
     for (network, key), amount in cost.items():
         limit = _plus(limits.get(key), raised.get(key))
         if limit is not None:
@@ -1005,8 +1009,15 @@ def refusal(
             spent, oldest, extra = read(key, line.per, now)
             if spent + amount > line.limit + extra:
                 when = resets(line.per, now, oldest)
-                return OverBudget(spent, line.limit + extra, key, amount, line.per, when)
-    return None
+                refused.append(OverBudget(spent, line.limit + extra, key, amount, line.per, when))
+    return max(refused, key=_lifts_at, default=None)
+
+
+def _lifts_at(over: OverBudget) -> float:
+    """When a refusing line lifts: never for a cost above the line itself, else its reset."""
+    if over.resets is None or over.cost > over.limit:
+        return math.inf
+    return over.resets
 
 
 def budget_report(
