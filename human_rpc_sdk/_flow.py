@@ -640,7 +640,11 @@ def _over_period(
     assert over.per is not None  # noqa: S101 - a period line's refusal
     key = over.currency_key
     waits = over.resets is not None and over.cost <= over.limit  # else waiting never helps
-    reset = f"resets {when(over.resets)}" if waits else "more than the line allows at all"
+    reset = (
+        f"resets {when(over.resets)}"
+        if waits and over.resets is not None
+        else "more than the line allows at all"
+    )
     wait = "wait or " if waits else ""
     return PaymentPolicyError(
         f"refused by this agent's spending rules: {line_label(over.limit, label, over.per)}: "

@@ -249,6 +249,14 @@ class SpendingRules:
                         f"for this {per.name}",
                         parameter="per",
                     )
+            elif self.budget.get(key) is None and self.lines_for(key):
+                pers = ", ".join(repr(line.per.key) for line in self.lines_for(key) if line.per)
+                raise SDKConfigurationError(
+                    f"{key} has no budget in total, only lines per period ({pers}); pass "
+                    f"per= one of them to raise it for the current period (a rolling window "
+                    "cannot be raised)",
+                    parameter="per",
+                )
             elif self.budget.get(key) is None:
                 raise SDKConfigurationError(
                     f"{key} has no budget (payments in it are limited by max_payment only), "

@@ -333,3 +333,19 @@ def test_a_payment_above_a_day_line_is_not_told_to_wait(
         assert agent.payments == []
     finally:
         agent.close()
+
+
+def test_raising_a_currency_with_only_lines_per_period_says_which() -> None:
+    """raise_budget({"SOL": "1"}) for SOL limited to 1 a day: the error said SOL "has no
+    budget (payments in it are limited by max_payment only)", which is false."""
+    agent = AutoAgent(
+        Keypair(), journal_path=":memory:", budget={"SOL": {"limit": "1", "per": "day"}}
+    )
+    try:
+        with pytest.raises(SDKConfigurationError, match="only lines per period") as caught:
+            agent.raise_budget({"SOL": "1"})
+        assert "max_payment only" not in str(caught.value)
+        assert "'day'" in str(caught.value)
+        assert agent.budget["SOL"].limit == 1
+    finally:
+        agent.close()
