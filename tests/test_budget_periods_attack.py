@@ -349,3 +349,54 @@ def test_raising_a_currency_with_only_lines_per_period_says_which() -> None:
         assert agent.budget["SOL"].limit == 1
     finally:
         agent.close()
+
+
+# -- a PostgreSQL journal edited by hand ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        ("UPDATE budget_raises SET raised = 'Infinity'", "lifetime"),
+        ("UPDATE period_raises SET raised = 'Infinity'", "day"),
+        ("UPDATE totals SET spent = 'NaN' WHERE currency_key = 'USDC'", "lifetime"),
+        ("UPDATE spending SET spent = 'NaN'", "day"),
+    ],
+)
+def test_a_postgres_sum_edited_to_nan_or_infinity_stops_payments(
+    journal_url: str, edit: str, line: str
+) -> None:
+    """PostgreSQL's NUMERIC takes 'NaN' and 'Infinity', and both pass `CHECK (raised >= 0)`: a
+    raise edited to Infinity lifted the ceiling to nothing (every payment passed), a total or
+    a bucket edited to NaN raised a bare decimal.InvalidOperation from reserve. The SQLite
+    journal refuses such sums (journal_unavailable, nothing reserved); now PostgreSQL too."""
+    import psycopg
+
+    from human_rpc_sdk import PaymentError
+
+    day = {"USDC": (LineRule(Decimal(2), Period("day")),)}
+    journal = open_journal(journal_url, clock=lambda: NOW)
+    try:
+        made = journal.reserve(
+            offer("2"), currency_key="USDC", invoice_key=None, budget=Decimal(2), periods=day
+        )
+        assert isinstance(made, Reserved)
+        journal.raise_budget("devnet", {"USDC": Decimal(1)})
+        journal.raise_budget("devnet", {"USDC": Decimal(1)}, per=Period("day"))
+        with psycopg.connect(journal_url) as db:
+            db.execute(edit)
+        with pytest.raises(PaymentError) as caught:  # only the edited line decides
+            journal.reserve(
+                offer("100"),
+                currency_key="USDC",
+                invoice_key=None,
+                budget=Decimal(2) if line == "lifetime" else None,
+                periods=day if line == "day" else None,
+            )
+        assert caught.value.reason == "journal_unavailable"
+        assert "edited by hand" in str(caught.value)
+        with pytest.raises(PaymentError, match="edited by hand"):
+            journal.budget("devnet", {"USDC": Decimal(2)}, periods=day)
+        assert len(journal.entries()) == 1
+    finally:
+        journal.close()

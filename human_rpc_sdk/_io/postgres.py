@@ -412,7 +412,7 @@ class PostgresJournal:
         database's clock unless a clock was injected."""
         with self._reading() as db:
             spent = {
-                row["currency_key"]: Decimal(row["spent"])
+                row["currency_key"]: _sum(row["spent"], "totals", row["currency_key"], network)
                 for row in db.execute(
                     "SELECT currency_key, spent FROM totals WHERE scope = %s AND network = %s",
                     (scope, network),
@@ -781,7 +781,7 @@ def _lock_totals(
             (scope, network, key),
         ).fetchone()
         assert row is not None  # noqa: S101 - inserted just above, and never deleted
-        locked[(scope, network, key)] = Decimal(row["spent"])
+        locked[(scope, network, key)] = _sum(row["spent"], "totals", key, network)
         db_now = float(row["db_now"])
     return locked, db_now
 
@@ -821,9 +821,24 @@ def _db_clock(db: psycopg.Connection[dict[str, Any]]) -> float:
     return float(row["db_now"])
 
 
+def _sum(value: Any, table: str, key: str, network: str) -> Decimal:
+    """A sum this module keeps (a NUMERIC): only ever finite and at least zero. PostgreSQL's
+    NUMERIC also takes 'NaN' and 'Infinity' (which pass ``CHECK (... >= 0)``): a row edited by
+    hand to one of them stops payments (``DataError``, reported as ``journal_unavailable``)
+    rather than voiding or lifting the ceiling, as in the SQLite journal."""
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise psycopg.DataError(
+            f"{table} holds {str(value)[:40]!r} for {key} on {network}, which is not a sum "
+            "(edited by hand?); set it back to what the payments count, or delete that raise "
+            "and raise the budget again"
+        )
+    return amount
+
+
 def _raises(db: psycopg.Connection[dict[str, Any]], scope: str, network: str) -> dict[str, Decimal]:
     return {
-        row["currency_key"]: Decimal(row["raised"])
+        row["currency_key"]: _sum(row["raised"], "budget_raises", row["currency_key"], network)
         for row in db.execute(
             "SELECT currency_key, raised FROM budget_raises WHERE scope = %s AND network = %s",
             (scope, network),
@@ -849,7 +864,11 @@ def _period_reader(
         assert row is not None  # noqa: S101 - an aggregate: one row
         oldest = None if row["oldest"] is None else int(row["oldest"])
         raised = Decimal(0) if row["raised"] is None or period.name == "rolling" else row["raised"]
-        return Decimal(row["spent"]), oldest, Decimal(raised)
+        return (
+            _sum(row["spent"], "spending", key, network),
+            oldest,
+            _sum(raised, "period_raises", key, network),
+        )
 
     return read
 
