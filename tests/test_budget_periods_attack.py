@@ -400,3 +400,27 @@ def test_a_postgres_sum_edited_to_nan_or_infinity_stops_payments(
         assert len(journal.entries()) == 1
     finally:
         journal.close()
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_mcp_budget_tool_names_a_rolling_window_as_the_cli_does() -> None:
+    """The MCP budget tool gave a rolling window as str(timedelta), "1:30:00" (and a 2-day one
+    as "2 days, 0:00:00"), where the CLI says "rolling 90m": now both say "rolling 90m"."""
+    from human_rpc_sdk import AsyncAutoAgent
+    from human_rpc_sdk._io.mcp_tools import agent_server
+
+    agent = AsyncAutoAgent(
+        Keypair(),
+        journal_path=":memory:",
+        budget={"USDC": [{"limit": "5", "per": "90m"}, {"limit": "9", "per": "2d"}, "20"]},
+    )
+    try:
+        result = await agent_server(agent).call_tool("budget", {})
+        content = getattr(result, "structured_content", None) or {}
+        pers = [line["per"] for line in content["budget"]["USDC"]["lines"]]
+        assert pers == [None, "rolling 90m", "rolling 2d"]
+    finally:
+        await agent.aclose()

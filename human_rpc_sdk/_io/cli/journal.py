@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import click
 
+from ..._budgets import per_text
 from ..._money import format_amount
 from ..._receipts import PaymentReceipt
 from ..._records import PENDING, JournalEntry
@@ -302,7 +303,7 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
                     "remaining": b.remaining,
                     "lines": [
                         {
-                            "per": _per(line.per),
+                            "per": per_text(line.per),
                             "limit": line.limit,
                             "spent": line.spent,
                             "remaining": line.remaining,
@@ -321,7 +322,7 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
         [
             (
                 key,
-                _per(line.per) or "total",
+                per_text(line.per) or "total",
                 "no limit" if line.limit is None else format_amount(line.limit),
                 format_amount(line.spent),
                 None if line.remaining is None else format_amount(line.remaining),
@@ -331,16 +332,6 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
             for line in b
         ],
     )
-
-
-def _per(per: str | timedelta | None) -> str | None:
-    """A line's period for output: ``day``, or a rolling window as ``rolling 90m``."""
-    if per is None or isinstance(per, str):
-        return per
-    seconds = int(per.total_seconds())
-    unit = next(u for u, w in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)) if seconds % w == 0)
-    width = {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
-    return f"rolling {seconds // width}{unit}"
 
 
 @budget.command(name="raise")
