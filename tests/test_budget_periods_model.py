@@ -1,5 +1,6 @@
-"""Budgets per period against a model: random histories of payments, releases, raises for the
-current day and clock moves (forward and back, across hours, days, weeks and months), in both
+"""Budgets per period against a model: random histories of payments, releases, replacements
+(one reserved in one period replaced in another), raises for the current day and clock moves
+(forward and back, across hours, days, weeks and months), in both
 stores; every reservation is allowed or refused exactly as the spec says (the spending of each
 line counted from the buckets of the reservation times: calendar periods exactly, a rolling
 window from the bucket holding ``now - W`` on, buckets after now included)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -37,6 +39,7 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("pay"), st.integers(1, 4)),
         st.tuples(st.just("fail"), st.integers(0, 40)),
+        st.tuples(st.just("replace"), st.integers(0, 40)),
         st.tuples(st.just("raise"), st.integers(1, 3)),
         st.tuples(
             st.just("move"),
@@ -86,6 +89,24 @@ def check(journal: JournalStore, clock: Clock, scope: str, history: list[tuple[s
                 row = live[value % len(live)]
                 assert journal.mark(row[0], "failed", {"error": "x"}) is not None
                 failed.add(row[0])
+        elif op == "replace":  # the same price again, replacing a live payment
+            live = [row for row in rows if row[0] not in failed]
+            if not live:
+                continue
+            old = live[value % len(live)]
+            alive = [(t, a) for i, t, a in rows if i not in failed and i != old[0]]
+            made = journal.reserve(
+                replace(offer(str(old[2])), replaces=old[0]),
+                currency_key="USDC",
+                invoice_key=None,
+                budget=LIFETIME,
+                periods=PERIODS,
+                scope=scope,
+            )
+            assert isinstance(made, Reserved) == expected(alive, raises, clock.t, old[2]), made
+            if isinstance(made, Reserved):  # else rolled back: the old one stays live
+                failed.add(old[0])
+                rows.append((made.entry.id, clock.t, old[2]))
         else:
             alive = [(t, a) for i, t, a in rows if i not in failed]
             made = journal.reserve(
