@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from human_rpc_sdk import AutoAgent, PaymentPolicyError, SDKConfigurationError
+from human_rpc_sdk import AutoAgent, PaymentError, PaymentPolicyError, SDKConfigurationError
 from human_rpc_sdk._budgets import LineRule, Period
 from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._io.store import open_journal
@@ -424,3 +424,63 @@ async def test_the_mcp_budget_tool_names_a_rolling_window_as_the_cli_does() -> N
         assert pers == [None, "rolling 90m", "rolling 2d"]
     finally:
         await agent.aclose()
+
+
+@pytest.mark.filterwarnings("ignore::human_rpc_sdk.PendingPaymentsWarning")  # the crawler's
+def test_an_agent_of_another_scope_replaces_a_resumed_payment_and_pays_once(
+    store_location: str,
+) -> None:
+    """Through the agents, the real gateway and ledger: a crawler (scope "crawler") pays, the
+    payment never reaches the server (a proxy swallows it); a writer (scope "writer", the same
+    wallet and journal) makes the same request, resumes that payment, finds its blockhash
+    expired and never landed, and replaces it. On PostgreSQL the replacement failed as
+    journal_unavailable (the crawler's totals were not locked). Now it is paid once, the
+    writer charged and the crawler given back what it reserved."""
+    from human_rpc_sdk._io.store import open_journal as reopen
+    from stub_gateway.app import create_app
+
+    from .conftest import FakeClock
+    from .paid_proxy import paid_proxy
+    from .test_payment_identifier import PRICE, funded
+    from .test_replacement_proof import serve
+
+    clock = FakeClock()
+    app = create_app(clock=clock, sleep=clock.sleep)
+    clock.now += 10
+    gateway = app.extensions["stub_gateway"]
+    with serve(app) as server:
+        wallet = funded(gateway)
+        budget = {"USDC": "0.01", "SOL": "0.1"}
+        with paid_proxy(server.url) as proxy:
+            proxy.swallow = 4
+            url = f"{proxy.url}/x402/v2/premium"
+            crawler = AutoAgent(
+                wallet,
+                rpc_url=server.rpc_url,
+                journal_path=store_location,
+                budget=budget,
+                budget_scope="crawler",
+            )
+            with crawler, pytest.raises(PaymentError):
+                crawler.get(url)
+            clock.now += 61  # > 150 slots: its blockhash can no longer land
+            writer = AutoAgent(
+                wallet,
+                rpc_url=server.rpc_url,
+                journal_path=store_location,
+                budget=budget,
+                budget_scope="writer",
+            )
+            with writer:
+                assert writer.get(url).status_code == 200
+        assert gateway.balance(wallet.pubkey(), "USDC") == 1 - PRICE
+        journal = reopen(store_location)
+        try:
+            expired, replacement = journal.entries()
+            assert (expired.state, expired.receipt.landed) == ("failed", False)
+            assert (replacement.state, replacement.receipt.replaces) == ("accepted", expired.id)
+            limits = {"USDC": Decimal("0.01")}
+            assert journal.budget("devnet", limits, scope="crawler")["USDC"].spent == 0
+            assert journal.budget("devnet", limits, scope="writer")["USDC"].spent == PRICE
+        finally:
+            journal.close()
