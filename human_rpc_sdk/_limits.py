@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from ._budgets import LineRule, Period, parse_lines, parse_per
 from ._checks import is_pubkey
-from ._money import MoneyError, format_amount, parse_decimal
+from ._money import MoneyError, exact, format_amount, parse_decimal
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from ._reasons import Rule
 from .exceptions import SDKConfigurationError
@@ -217,6 +217,7 @@ class SpendingRules:
             )
         return period
 
+    @exact  # raises given twice add up exactly, whatever the caller's decimal context
     def increments(self, amounts: Any, per: Period | None = None) -> dict[str, Decimal]:
         """``raise_budget``'s argument checked: the amount to add to each currency's budget
         (its lifetime line, or its line ``per``), by currency key (amounts given twice for one

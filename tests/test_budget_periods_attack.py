@@ -484,3 +484,17 @@ def test_an_agent_of_another_scope_replaces_a_resumed_payment_and_pays_once(
             assert journal.budget("devnet", limits, scope="writer")["USDC"].spent == PRICE
         finally:
             journal.close()
+
+
+def test_a_raise_given_twice_adds_up_exactly_whatever_the_callers_context() -> None:
+    """raise_budget({"SOL": "1.4", "sol": "0.06"}) under a caller's prec = 2 added 1.5."""
+    import decimal
+
+    agent = AutoAgent(Keypair(), journal_path=":memory:")
+    try:
+        with decimal.localcontext() as context:
+            context.prec = 2
+            agent.raise_budget({"SOL": "1.4", "sol": "0.06"})
+        assert agent.budget["SOL"].limit == Decimal("2.46")  # the default 1, plus 1.46
+    finally:
+        agent.close()
