@@ -207,7 +207,15 @@ class SpendingRules:
 
     def raised_period(self, per: Any) -> Period | None:
         """``raise_budget``'s ``per`` checked: None (the lifetime line) or a calendar period."""
-        period = parse_per(per, "per")
+        try:
+            period = parse_per(per, "per")
+        except SDKConfigurationError:  # its text lists the forms of budget=, not of per=
+            raise SDKConfigurationError(
+                f"raise_budget(per={repr(per)[:40]}) is not a period: pass per='hour', 'day', "
+                "'week' or 'month' (the current period of that line), or no per (the lifetime "
+                "line)",
+                parameter="per",
+            ) from None
         if period is not None and period.name == "rolling":
             raise SDKConfigurationError(
                 "raise_budget(per=...) raises the line of a calendar period (hour, day, week or "

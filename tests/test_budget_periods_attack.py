@@ -498,3 +498,23 @@ def test_a_raise_given_twice_adds_up_exactly_whatever_the_callers_context() -> N
         assert agent.budget["SOL"].limit == Decimal("2.46")  # the default 1, plus 1.46
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("per", ["fortnight", 5, "0m", True])
+def test_a_bad_per_for_raise_budget_says_what_per_takes(per: object) -> None:
+    """raise_budget(per="fortnight") said "per holds per='fortnight' is not a period; each
+    currency takes an amount ("20", a lifetime limit), None (no limit), ...": the forms of
+    budget=, not of per=. Now it names the periods a raise takes; nothing is raised."""
+    agent = AutoAgent(
+        Keypair(), journal_path=":memory:", budget={"SOL": {"limit": "1", "per": "day"}}
+    )
+    try:
+        with pytest.raises(SDKConfigurationError) as caught:
+            agent.raise_budget({"SOL": "1"}, per=per)
+        assert caught.value.parameter == "per"
+        assert str(caught.value).startswith("raise_budget(per=")
+        assert "'hour', 'day', 'week' or 'month'" in str(caught.value)
+        assert "each currency takes" not in str(caught.value)
+        assert agent.budget["SOL"].limit == 1
+    finally:
+        agent.close()
