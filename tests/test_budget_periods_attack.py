@@ -518,3 +518,27 @@ def test_a_bad_per_for_raise_budget_says_what_per_takes(per: object) -> None:
         assert agent.budget["SOL"].limit == 1
     finally:
         agent.close()
+
+
+def test_the_cli_budget_says_whose_scope_it_shows(tmp_path: Path) -> None:
+    """`human-rpc budget` with $HUMAN_RPC_BUDGET_SCOPE set showed that scope's figures under
+    the journal's name only, as if they were the whole journal's; now it names the scope."""
+    from click.testing import CliRunner
+
+    from human_rpc_sdk._io.cli.app import cli
+
+    env = {
+        "SOLANA_PRIVATE_KEY": str(Keypair()),
+        "HUMAN_RPC_JOURNAL": str(tmp_path / "journal.sqlite3"),
+        "HUMAN_RPC_BUDGET_SCOPE": "crawler",
+    }
+    shown = CliRunner().invoke(cli, ["budget"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "scope 'crawler'" in " ".join(shown.stdout.split())
+    raised = CliRunner().invoke(cli, ["budget", "raise", "1", "SOL"], env=env)
+    assert raised.exit_code == 0, raised.output
+    assert "scope 'crawler'" in " ".join(raised.stdout.split())
+    env.pop("HUMAN_RPC_BUDGET_SCOPE")
+    default = CliRunner().invoke(cli, ["budget", "--json"], env=env)
+    assert default.exit_code == 0, default.output
+    assert '"limit": "1"' in default.stdout  # the crawler's raise is not the default scope's

@@ -289,7 +289,15 @@ def budget(ctx: click.Context, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    _show_budget(session.out, agent.budget, redacted_url(agent.journal_path), as_json)
+    _show_budget(session.out, agent.budget, _where(agent), as_json)
+
+
+def _where(agent: Any) -> str:
+    """The journal, and the budget scope when not the default ($HUMAN_RPC_BUDGET_SCOPE): the
+    figures are that scope's only."""
+    scope: str = agent._rules.scope
+    where = redacted_url(agent.journal_path)
+    return f"{where}, scope {scope!r}" if scope else where
 
 
 def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> None:
@@ -348,7 +356,7 @@ def raise_(ctx: click.Context, amount: str, token: str, as_json: bool) -> None:
     lines = agent.raise_budget({token.upper() if len(token) < 32 else token: amount})
     if not as_json:
         session.out.note(f"raised the {token} budget by {amount}")
-    _show_budget(session.out, lines, redacted_url(agent.journal_path), as_json)
+    _show_budget(session.out, lines, _where(agent), as_json)
 
 
 COMMANDS: Final = (payments, payment, recover, budget)
