@@ -231,6 +231,14 @@ def _duration_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def per_text(per: str | timedelta | None) -> str | None:
+    """A :class:`BudgetLine`'s ``per`` for output (the CLI, the MCP tool): the calendar name,
+    a rolling window as ``"rolling 90m"``, None for a lifetime."""
+    if per is None or isinstance(per, str):
+        return per
+    return f"rolling {_duration_text(int(per.total_seconds()))}"
+
+
 def when(t: int) -> str:
     """A reset time for messages: ``2026-11-27 00:00 UTC``."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -639,19 +639,21 @@ def _over_period(
     """The refusal of a budget line per period: the line, what it counts now, its reset."""
     assert over.per is not None  # noqa: S101 - a period line's refusal
     key = over.currency_key
+    waits = over.resets is not None and over.cost <= over.limit  # else waiting never helps
     reset = (
         f"resets {when(over.resets)}"
-        if over.resets is not None
+        if waits and over.resets is not None
         else "more than the line allows at all"
     )
+    wait = "wait or " if waits else ""
     return PaymentPolicyError(
         f"refused by this agent's spending rules: {line_label(over.limit, label, over.per)}: "
         f"{format_amount(over.spent)} spent {over.per.current()}, {reset}; paying {what} "
         f"would bring it to {format_amount(over.spent + over.cost)}. Nothing was signed or "
         + (
-            f"paid; wait or raise_budget({{{key!r}: '<amount to add>'}}, per={over.per.name!r})"
+            f"paid; {wait}raise_budget({{{key!r}: '<amount to add>'}}, per={over.per.name!r})"
             if over.per.name != "rolling"
-            else "paid; wait, or give the line a larger limit"
+            else f"paid; {wait}give the line a larger limit"
         ),
         rule="budget",
         invoice=payable.invoice,

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from ._budgets import LineRule, Period, parse_lines, parse_per
 from ._checks import is_pubkey
-from ._money import MoneyError, format_amount, parse_decimal
+from ._money import MoneyError, exact, format_amount, parse_decimal
 from ._networks import KNOWN_MINTS, symbol_for_mint
 from ._reasons import Rule
 from .exceptions import SDKConfigurationError
@@ -207,7 +207,15 @@ class SpendingRules:
 
     def raised_period(self, per: Any) -> Period | None:
         """``raise_budget``'s ``per`` checked: None (the lifetime line) or a calendar period."""
-        period = parse_per(per, "per")
+        try:
+            period = parse_per(per, "per")
+        except SDKConfigurationError:  # its text lists the forms of budget=, not of per=
+            raise SDKConfigurationError(
+                f"raise_budget(per={repr(per)[:40]}) is not a period: pass per='hour', 'day', "
+                "'week' or 'month' (the current period of that line), or no per (the lifetime "
+                "line)",
+                parameter="per",
+            ) from None
         if period is not None and period.name == "rolling":
             raise SDKConfigurationError(
                 "raise_budget(per=...) raises the line of a calendar period (hour, day, week or "
@@ -217,6 +225,7 @@ class SpendingRules:
             )
         return period
 
+    @exact  # raises given twice add up exactly, whatever the caller's decimal context
     def increments(self, amounts: Any, per: Period | None = None) -> dict[str, Decimal]:
         """``raise_budget``'s argument checked: the amount to add to each currency's budget
         (its lifetime line, or its line ``per``), by currency key (amounts given twice for one
@@ -249,6 +258,14 @@ class SpendingRules:
                         f"for this {per.name}",
                         parameter="per",
                     )
+            elif self.budget.get(key) is None and self.lines_for(key):
+                pers = ", ".join(repr(line.per.key) for line in self.lines_for(key) if line.per)
+                raise SDKConfigurationError(
+                    f"{key} has no budget in total, only lines per period ({pers}); pass "
+                    f"per= one of them to raise it for the current period (a rolling window "
+                    "cannot be raised)",
+                    parameter="per",
+                )
             elif self.budget.get(key) is None:
                 raise SDKConfigurationError(
                     f"{key} has no budget (payments in it are limited by max_payment only), "
@@ -297,8 +314,19 @@ def _budget_lines(
             '{"limit": "0.1", "per": "day"}}',
             parameter="budget",
         )
+    named: dict[str, Any] = {}
     for raw_key, value in given.items():
         key = _key(network, raw_key, "budget")
+        if key in named:
+            # Two spellings of one currency ("USDC" and "usdc", a symbol and its mint): one
+            # would silently replace the other's lines, maybe a stricter one.
+            raise SDKConfigurationError(
+                f"budget names {key} twice ({named[key]!r} and {raw_key!r}); give all of a "
+                'currency\'s lines under one key, as a list: [{"limit": "10", "per": "day"}, '
+                '"200"]',
+                parameter="budget",
+            )
+        named[key] = raw_key
         lines = parse_lines(value, f"budget[{raw_key!r}]")
         lifetime[key] = next((ln.limit for ln in lines or () if ln.per is None), None)
         periods.pop(key, None)
@@ -316,8 +344,9 @@ def _by_per(line: LineRule) -> Period:
 SCOPE_MAX: Final = 64
 
 
-def budget_scope_label(value: Any) -> str:
-    """A ``budget_scope`` checked: a short printable label ("" for the default scope)."""
+def budget_scope_label(value: Any, name: str = "budget_scope") -> str:
+    """A ``budget_scope`` checked: a short printable label ("" for the default scope);
+    ``name``: where it came from, for the message."""
     if value is None:
         return ""
     if (
@@ -327,7 +356,7 @@ def budget_scope_label(value: Any) -> str:
         or value != value.strip()
     ):
         raise SDKConfigurationError(
-            f"budget_scope must be a short label (at most {SCOPE_MAX} printable characters, no "
+            f"{name} must be a short label (at most {SCOPE_MAX} printable characters, no "
             f"leading or trailing space), such as 'crawler' (got {repr(value)[:80]})",
             parameter="budget_scope",
         )

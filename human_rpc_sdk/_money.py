@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from decimal import Decimal, Inexact, InvalidOperation, Rounded, localcontext
-from typing import Any, Final
+from collections.abc import Callable
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
+from typing import Any, Final, ParamSpec, TypeVar
 
 U64_MAX: Final = 2**64 - 1
+EXACT: Final = Context(
+    prec=400, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, DivisionByZero, Overflow]
+)
+"""The decimal context of the journals' sums (spent, buckets, raises, the budget checks) and of
+:func:`from_base_units`: exact for any amount this SDK accepts (below 1e31, at most 255
+decimals), whatever context the calling thread set. Under a
+caller's ``getcontext().prec = 6``, 1000 + 0.004 was 1000.00: a payment the budget counted as
+nothing."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def exact(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``function`` in the :data:`EXACT` decimal context."""
+
+    @functools.wraps(function)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext(EXACT):
+            return function(*args, **kwargs)
+
+    return run
+
+
 _DECIMAL_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -103,6 +139,7 @@ def to_base_units(amount: Decimal, decimals: int) -> int:
     return units
 
 
+@exact
 def from_base_units(units: int, decimals: int) -> Decimal:
     """Base units to an exact display Decimal (``10_000`` at 6 decimals is ``Decimal("0.01")``)."""
     return Decimal(format_amount(Decimal(units).scaleb(-decimals)))

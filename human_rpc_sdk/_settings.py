@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._checks import http_url, is_duration, positive_seconds, show
-from ._limits import SpendingRules
+from ._limits import SpendingRules, budget_scope_label
 from ._networks import DEFAULT_RPC_URLS, NETWORKS
 from ._offer import PaymentOffer
 from ._prepay import PrepayPolicy, prepay_policy
@@ -148,9 +148,7 @@ class AgentSettings:
             trusted_recipients=trusted_recipients,
             create_token_accounts=create_token_accounts,
             allow_token_extensions=allow_token_extensions,
-            budget_scope=os.environ.get(ENV_BUDGET_SCOPE, "")
-            if budget_scope is None
-            else budget_scope,
+            budget_scope=_scope_from_environment() if budget_scope is None else budget_scope,
         )
         prepaying = prepay_policy(prepay)
         _callables(clock=clock, sleep=sleep, nonce=nonce)
@@ -271,6 +269,12 @@ def journal_location(value: Any, network: str, address: str, *, journal_url: Any
             "give the path in full",
             parameter="journal_path",
         ) from None
+
+
+def _scope_from_environment() -> str:
+    """``$HUMAN_RPC_BUDGET_SCOPE`` checked, its message naming the variable (the caller passed
+    no ``budget_scope``)."""
+    return budget_scope_label(os.environ.get(ENV_BUDGET_SCOPE, ""), f"${ENV_BUDGET_SCOPE}")
 
 
 def _callables(**functions: Any) -> None:

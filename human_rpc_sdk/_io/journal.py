@@ -54,6 +54,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -62,11 +63,12 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any, Final
 
 from .._budgets import LineRule, Period, buckets_at, resets, span
+from .._money import EXACT
 from .._offer import PaymentOffer
 from .._receipts import STATES, PaymentReceipt
 from .._records import (
@@ -154,7 +156,9 @@ CREATE TABLE IF NOT EXISTS payments (
     reserved_unix INTEGER
 );
 CREATE TABLE IF NOT EXISTS totals (
-    scope         TEXT NOT NULL DEFAULT '',
+    -- No default scope: a recount by an older release (which names no scope) must fail, not
+    -- put every scope's spending in the default one and leave the others at zero.
+    scope         TEXT NOT NULL,
     network       TEXT NOT NULL,
     currency_key  TEXT NOT NULL,
     spent         TEXT NOT NULL,
@@ -629,7 +633,7 @@ class Journal:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, localcontext(EXACT):  # sums exact whatever the caller's context
             try:
                 yield self._db
             except sqlite3.Error as exc:
@@ -640,7 +644,7 @@ class Journal:
         self, busy_seconds: float | None = None, *, durable: bool = True
     ) -> Iterator[sqlite3.Connection]:
         """One write transaction; ``durable``: committed with a full sync (see the module)."""
-        with self._lock:
+        with self._lock, localcontext(EXACT):  # sums exact whatever the caller's context
             db = self._db
             try:
                 if busy_seconds is not None:
@@ -989,8 +993,11 @@ def refusal(
     read: PeriodReader,
     now: int,
 ) -> OverBudget | None:
-    """The first line ``cost`` would take past its limit, or None: each currency's lifetime
-    line (``limits`` plus ``raised``), then its lines per period."""
+    """The line ``cost`` would take past its limit that lifts last, or None: a lifetime line
+    (``limits`` plus ``raised``; it never resets) before any line per period, and of those the
+    one that resets last (a refusal naming an hour line while a week line also refuses would
+    send its caller back at the hour's end to be refused again)."""
+    refused: list[OverBudget] = []
     for (network, key), amount in cost.items():
         limit = _plus(limits.get(key), raised.get(key))
         if limit is not None:
@@ -1002,8 +1009,15 @@ def refusal(
             spent, oldest, extra = read(key, line.per, now)
             if spent + amount > line.limit + extra:
                 when = resets(line.per, now, oldest)
-                return OverBudget(spent, line.limit + extra, key, amount, line.per, when)
-    return None
+                refused.append(OverBudget(spent, line.limit + extra, key, amount, line.per, when))
+    return max(refused, key=_lifts_at, default=None)
+
+
+def _lifts_at(over: OverBudget) -> float:
+    """When a refusing line lifts: never for a cost above the line itself, else its reset."""
+    if over.resets is None or over.cost > over.limit:
+        return math.inf
+    return over.resets
 
 
 def budget_report(

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from .._budgets import per_text
 from .._money import format_amount
 from .._receipts import PaymentReceipt
 from ..exceptions import HumanRPCError
@@ -155,7 +156,7 @@ def agent_server(
                     "remaining": _amount(line.remaining),
                     "lines": [
                         {
-                            "per": None if each.per is None else str(each.per),
+                            "per": per_text(each.per),  # "day", "rolling 90m"
                             "limit": _amount(each.limit),
                             "spent": format_amount(each.spent),
                             "remaining": _amount(each.remaining),

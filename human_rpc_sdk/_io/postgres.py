@@ -123,6 +123,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .._budgets import LineRule, Period, buckets_at, span
+from .._money import exact
 from .._offer import PaymentOffer
 from .._receipts import STATES
 from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
@@ -264,6 +265,9 @@ CREATE INDEX payments_paid_for ON payments(payer, network, url, id) WHERE state 
 _SCHEMA_2: Final = """
 ALTER TABLE payments ADD COLUMN reserved_unix BIGINT;
 UPDATE payments SET reserved_unix = floor(extract(epoch FROM created::timestamptz));
+-- A row an older release inserts (no reservation time, no buckets) is refused, not left
+-- out of every line per period.
+ALTER TABLE payments ALTER COLUMN reserved_unix SET NOT NULL;
 CREATE TABLE spending (
     scope         TEXT NOT NULL,
     network       TEXT NOT NULL,
@@ -475,6 +479,7 @@ class PostgresJournal:
         )
         return [self._entry(row) for row in rows]
 
+    @exact  # sums exact whatever the caller's decimal context
     def budget(
         self,
         network: str,
@@ -487,7 +492,7 @@ class PostgresJournal:
         database's clock unless a clock was injected."""
         with self._reading() as db:
             spent = {
-                row["currency_key"]: Decimal(row["spent"])
+                row["currency_key"]: _sum(row["spent"], "totals", row["currency_key"], network)
                 for row in db.execute(
                     "SELECT currency_key, spent FROM totals WHERE scope = %s AND network = %s",
                     (scope, network),
@@ -539,6 +544,7 @@ class PostgresJournal:
                     (scope, network, key, amount, now),
                 )
 
+    @exact  # sums exact whatever the caller's decimal context
     def reserve(
         self,
         offer: PaymentOffer,
@@ -596,7 +602,13 @@ class PostgresJournal:
             self._writing(durable=False, doing=_RESERVING) as db,
             db.transaction() as reservation,
         ):
-            spent, db_now = _lock_totals(db, _keys(scope, offer.network, currency_key))
+            keys = _keys(scope, offer.network, currency_key)
+            if offer.replaces is not None:
+                # The replaced payment gives back to its own totals, which may be another
+                # scope's or currency's (a payment resumed by an agent of another scope, a
+                # cheaper offer chosen this time): all of them locked at once, in order.
+                keys |= _row_keys(db, offer.replaces)
+            spent, db_now = _lock_totals(db, keys)
             at = self._period_now(db_now)
             if invoice_key is not None:
                 row = db.execute(
@@ -1040,6 +1052,15 @@ def _keys(scope: str, network: str, currency_key: str) -> set[tuple[str, str, st
     return {(scope, network, currency_key), (scope, network, SOL_KEY)}
 
 
+def _row_keys(db: psycopg.Connection[dict[str, Any]], entry_id: int) -> set[tuple[str, str, str]]:
+    """The totals payment ``entry_id`` may move (none if there is no such row): its scope,
+    network and currency never change once inserted, so they are read before any lock."""
+    row = db.execute(
+        "SELECT scope, network, currency_key FROM payments WHERE id = %s", (entry_id,)
+    ).fetchone()
+    return set() if row is None else _keys(row["scope"], row["network"], row["currency_key"])
+
+
 def _lock_totals(
     db: psycopg.Connection[dict[str, Any]], keys: Iterable[tuple[str, str, str]]
 ) -> tuple[Locked, float]:
@@ -1064,7 +1085,7 @@ def _lock_totals(
                     "VALUES (%s, %s, %s, 0) ON CONFLICT DO NOTHING",
                     (scope, network, key),
                 )
-        locked[(scope, network, key)] = Decimal(row["spent"])
+        locked[(scope, network, key)] = _sum(row["spent"], "totals", key, network)
         db_now = float(row["db_now"])
     return locked, db_now
 
@@ -1104,9 +1125,24 @@ def _db_clock(db: psycopg.Connection[dict[str, Any]]) -> float:
     return float(row["db_now"])
 
 
+def _sum(value: Any, table: str, key: str, network: str) -> Decimal:
+    """A sum this module keeps (a NUMERIC): only ever finite and at least zero. PostgreSQL's
+    NUMERIC also takes 'NaN' and 'Infinity' (which pass ``CHECK (... >= 0)``): a row edited by
+    hand to one of them stops payments (``DataError``, reported as ``journal_unavailable``)
+    rather than voiding or lifting the ceiling, as in the SQLite journal."""
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise psycopg.DataError(
+            f"{table} holds {str(value)[:40]!r} for {key} on {network}, which is not a sum "
+            "(edited by hand?); set it back to what the payments count, or delete that raise "
+            "and raise the budget again"
+        )
+    return amount
+
+
 def _raises(db: psycopg.Connection[dict[str, Any]], scope: str, network: str) -> dict[str, Decimal]:
     return {
-        row["currency_key"]: Decimal(row["raised"])
+        row["currency_key"]: _sum(row["raised"], "budget_raises", row["currency_key"], network)
         for row in db.execute(
             "SELECT currency_key, raised FROM budget_raises WHERE scope = %s AND network = %s",
             (scope, network),
@@ -1132,7 +1168,11 @@ def _period_reader(
         assert row is not None  # noqa: S101 - an aggregate: one row
         oldest = None if row["oldest"] is None else int(row["oldest"])
         raised = Decimal(0) if row["raised"] is None or period.name == "rolling" else row["raised"]
-        return Decimal(row["spent"]), oldest, Decimal(raised)
+        return (
+            _sum(row["spent"], "spending", key, network),
+            oldest,
+            _sum(raised, "period_raises", key, network),
+        )
 
     return read
 

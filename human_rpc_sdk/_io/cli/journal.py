@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import click
 
+from ..._budgets import per_text
 from ..._money import format_amount
 from ..._receipts import PaymentReceipt
 from ..._records import PENDING, JournalEntry
@@ -288,7 +289,15 @@ def budget(ctx: click.Context, as_json: bool) -> None:
     session = session_of(ctx)
     session.out.as_json = as_json
     agent = session.agent()
-    _show_budget(session.out, agent.budget, redacted_url(agent.journal_path), as_json)
+    _show_budget(session.out, agent.budget, _where(agent), as_json)
+
+
+def _where(agent: Any) -> str:
+    """The journal, and the budget scope when not the default ($HUMAN_RPC_BUDGET_SCOPE): the
+    figures are that scope's only."""
+    scope: str = agent._rules.scope
+    where = redacted_url(agent.journal_path)
+    return f"{where}, scope {scope!r}" if scope else where
 
 
 def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> None:
@@ -302,7 +311,7 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
                     "remaining": b.remaining,
                     "lines": [
                         {
-                            "per": _per(line.per),
+                            "per": per_text(line.per),
                             "limit": line.limit,
                             "spent": line.spent,
                             "remaining": line.remaining,
@@ -321,7 +330,7 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
         [
             (
                 key,
-                _per(line.per) or "total",
+                per_text(line.per) or "total",
                 "no limit" if line.limit is None else format_amount(line.limit),
                 format_amount(line.spent),
                 None if line.remaining is None else format_amount(line.remaining),
@@ -331,16 +340,6 @@ def _show_budget(out: Out, lines: dict[str, Any], where: str, as_json: bool) -> 
             for line in b
         ],
     )
-
-
-def _per(per: str | timedelta | None) -> str | None:
-    """A line's period for output: ``day``, or a rolling window as ``rolling 90m``."""
-    if per is None or isinstance(per, str):
-        return per
-    seconds = int(per.total_seconds())
-    unit = next(u for u, w in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)) if seconds % w == 0)
-    width = {"d": 86400, "h": 3600, "m": 60, "s": 1}[unit]
-    return f"rolling {seconds // width}{unit}"
 
 
 @budget.command(name="raise")
@@ -357,7 +356,7 @@ def raise_(ctx: click.Context, amount: str, token: str, as_json: bool) -> None:
     lines = agent.raise_budget({token.upper() if len(token) < 32 else token: amount})
     if not as_json:
         session.out.note(f"raised the {token} budget by {amount}")
-    _show_budget(session.out, lines, redacted_url(agent.journal_path), as_json)
+    _show_budget(session.out, lines, _where(agent), as_json)
 
 
 COMMANDS: Final = (payments, payment, recover, budget)

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Final
 
 import click
 
+from ..._budgets import per_text
 from ..._checks import is_pubkey
 from ..._limits import currency_key
 from ..._money import MoneyError, format_amount, parse_decimal
@@ -322,7 +323,7 @@ def _budget_decision(agent: AutoAgent, offer: PaymentOffer) -> _Decision:
         for line in () if budget is None or cost == 0 else budget:
             if line.limit is None or line.spent + cost <= line.limit:
                 continue
-            per = "" if line.per is None else f" per {line.per}"
+            per = "" if line.per is None else f" ({per_text(line.per)})"  # (day), (rolling 90m)
             return _Decision(
                 False,
                 "budget",
