@@ -596,8 +596,7 @@ class PostgresJournal:
         now = self._now()
         refused: OverBudget | None = None
         # The reservation is a savepoint inside the write transaction: refused by the budget,
-        # it rolls back to it (the replaced payment stays as it was), while the outcomes kept
-        # from failed writes, written first (see _writing), still commit.
+        # it rolls back to it (the replaced payment stays as it was).
         with (
             self._writing(durable=False, doing=_RESERVING) as db,
             db.transaction() as reservation,
@@ -827,23 +826,25 @@ class PostgresJournal:
         seconds = self.wait_seconds
         if busy_seconds is not None:  # the lock wait times out first; the watchdog is a backstop
             seconds = min(seconds, 2 * busy_seconds)
+        with self._lock:
+            deferred = dict(self._deferred)
+        # The writes kept from failed ones first, each in a transaction of its own (synced):
+        # each locks its own totals, in order, and holds nothing of this transaction's, so two
+        # workers' kept writes and reservations never wait for each other in a circle.
+        for entry_id, kept in deferred.items():
+            with self._connection(seconds, doing or _WRITING) as db:
+                if busy_seconds is not None:
+                    db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
+                _update(db, entry_id, *kept)
+            with self._lock:  # forget it, unless a newer outcome was kept meanwhile
+                if self._deferred.get(entry_id) is kept:
+                    del self._deferred[entry_id]
+            logger.info("journaled the outcome of payment #%s, kept since a failed write", entry_id)
         with self._connection(seconds, doing or _WRITING) as db:
-            with self._lock:
-                deferred = dict(self._deferred)
             db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
             if busy_seconds is not None:
                 db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
-            for entry_id, (assignments, params, expect) in deferred.items():
-                _update(db, entry_id, assignments, params, expect)
-                logger.info(
-                    "journaled the outcome of payment #%s, kept since a failed write", entry_id
-                )
             yield db
-        # Committed: forget what was written, unless a newer outcome was kept meanwhile.
-        with self._lock:
-            for entry_id, kept in deferred.items():
-                if self._deferred.get(entry_id) is kept:
-                    del self._deferred[entry_id]
 
     @contextlib.contextmanager
     def _connection(
