@@ -349,15 +349,17 @@ def budget_scope_label(value: Any, name: str = "budget_scope") -> str:
     ``name``: where it came from, for the message."""
     if value is None:
         return ""
+    # ASCII only: a Cyrillic or full-width twin of a label would be another scope, with a
+    # budget of its own, that no one reading the configuration could tell apart.
     if (
         not isinstance(value, str)
         or len(value) > SCOPE_MAX
-        or not value.isprintable()
+        or not (value.isascii() and value.isprintable())
         or value != value.strip()
     ):
         raise SDKConfigurationError(
-            f"{name} must be a short label (at most {SCOPE_MAX} printable characters, no "
-            f"leading or trailing space), such as 'crawler' (got {repr(value)[:80]})",
+            f"{name} must be a short label (at most {SCOPE_MAX} printable ASCII characters, "
+            f"no leading or trailing space), such as 'crawler' (got {ascii(value)[:80]})",
             parameter="budget_scope",
         )
     return value

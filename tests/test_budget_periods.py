@@ -180,7 +180,19 @@ def test_a_currency_given_lines_loses_its_default_line() -> None:
     assert rules.budget["SOL"] == Decimal(1)  # other currencies keep their defaults
 
 
-@pytest.mark.parametrize("label", ["x" * 65, " crawler", "a\nb", "tab\there", 5])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "x" * 65,
+        " crawler",
+        "a\nb",
+        "tab\there",
+        5,
+        "\u0441rawler",  # a Cyrillic es: "crawler" to the eye, another scope to the database
+        "\uff43rawler",  # a full-width c
+        "crawl\u200ber",  # a zero-width space
+    ],
+)
 def test_a_bad_scope_label_is_refused(label: object) -> None:
     with pytest.raises(SDKConfigurationError, match="budget_scope") as caught:
         SpendingRules.build("devnet", budget_scope=label)
