@@ -32,6 +32,7 @@ __all__ = [
     "ENV_BUDGET_SCOPE",
     "ENV_HUMAN_RPC_URL",
     "ENV_JOURNAL",
+    "ENV_JOURNAL_WAIT",
     "ENV_RPC_URL",
     "HUMAN_RPC_URL_EXAMPLE",
     "MEMORY",
@@ -46,6 +47,7 @@ ENV_RPC_URL: Final = "SOLANA_RPC_URL"
 ENV_HUMAN_RPC_URL: Final = "HUMAN_RPC_URL"
 ENV_JOURNAL: Final = "HUMAN_RPC_JOURNAL"
 ENV_BUDGET_SCOPE: Final = "HUMAN_RPC_BUDGET_SCOPE"
+ENV_JOURNAL_WAIT: Final = "HUMAN_RPC_JOURNAL_WAIT"
 MEMORY: Final = ":memory:"
 HUMAN_RPC_URL_EXAMPLE: Final = "https://humanrpc.example/api/v1/tasks"
 DEFAULT_PAID_TIMEOUT: Final = 60.0
@@ -129,7 +131,9 @@ class AgentSettings:
         checked_timeout = positive_seconds(timeout, "timeout")
         checked_paid_timeout = positive_seconds(paid_timeout, "paid_timeout")
         checked_wait = (
-            None if journal_wait is None else positive_seconds(journal_wait, "journal_wait")
+            _wait_from_environment()
+            if journal_wait is None
+            else positive_seconds(journal_wait, "journal_wait")
         )
         checked_rpc_url = (
             http_url(rpc_url, "rpc_url")
@@ -268,6 +272,22 @@ def journal_location(value: Any, network: str, address: str, *, journal_url: Any
             f"journal_path {text[:100]!r} starts with '~' but that home directory is unknown; "
             "give the path in full",
             parameter="journal_path",
+        ) from None
+
+
+def _wait_from_environment() -> float | None:
+    """``$HUMAN_RPC_JOURNAL_WAIT`` checked (None when unset: the journal's default), its
+    message naming the variable (the caller passed no ``journal_wait``)."""
+    text = os.environ.get(ENV_JOURNAL_WAIT, "").strip()
+    if not text:
+        return None
+    try:
+        return positive_seconds(float(text), "journal_wait")
+    except (ValueError, SDKConfigurationError):
+        raise SDKConfigurationError(
+            f"${ENV_JOURNAL_WAIT} must be a positive number of seconds (got {text[:40]!r}); "
+            "unset it for the default",
+            parameter="journal_wait",
         ) from None
 
 

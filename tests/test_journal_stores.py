@@ -566,3 +566,25 @@ def test_a_database_down_fails_closed_and_loses_no_outcome(journal_url: str) -> 
         assert second.state == "reserved"
     finally:
         store.close()
+
+
+def test_journal_wait_from_the_environment(
+    journal_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet configured by its environment alone sets the wait there too; a bad value is a
+    configuration error naming the variable, and the keyword wins over it."""
+    monkeypatch.setenv("HUMAN_RPC_JOURNAL_WAIT", "2.5")
+    agent = AutoAgent(Keypair(), journal_url=journal_url)
+    keyword = AutoAgent(Keypair(), journal_url=journal_url, journal_wait=4)
+    try:
+        assert agent._journal.wait_seconds == 2.5  # type: ignore[attr-defined]
+        assert keyword._journal.wait_seconds == 4  # type: ignore[attr-defined]
+    finally:
+        agent.close()
+        keyword.close()
+    for bad in ("soon", "0", "-3", "nan", "inf"):
+        monkeypatch.setenv("HUMAN_RPC_JOURNAL_WAIT", bad)
+        with pytest.raises(SDKConfigurationError) as caught:
+            AutoAgent(Keypair(), journal_url=journal_url)
+        assert caught.value.parameter == "journal_wait"
+        assert "$HUMAN_RPC_JOURNAL_WAIT must be a positive number of seconds" in str(caught.value)

@@ -115,7 +115,8 @@ class AutoAgent(BaseAgent):
         (``postgresql://user@host/dbname``); instead of ``journal_path``.
     :param journal_wait: seconds one read or write of a PostgreSQL journal may wait for the
         database (a connection, locks, its answer) before the payment fails with
-        ``PaymentError(reason="journal_unavailable")``, nothing signed or paid (default 10). A
+        ``PaymentError(reason="journal_unavailable")``, nothing signed or paid (default
+        ``$HUMAN_RPC_JOURNAL_WAIT``, else 10). A
         server that refuses connections fails a payment within a second or two whatever this
         says; a hung server or a stalled network is cut off after it. Each connection attempt is
         also bounded by libpq's ``connect_timeout`` when the URL sets one
