@@ -112,6 +112,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -347,21 +348,8 @@ class PostgresJournal:
                 url, row_factory=dict_row, connect_timeout=self._connect_timeout
             ) as db:
                 _migrate(db, self.path)
-            self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=max_connections,
-                kwargs={
-                    "row_factory": dict_row,
-                    "autocommit": False,
-                    "connect_timeout": self._connect_timeout,
-                },
-                connection_class=psycopg.Connection[dict[str, Any]],
-                open=False,
-                name="human-rpc-journal",
-                reconnect_timeout=RECONNECT_SECONDS,
-                reconnect_failed=_reconnect_failed,
-            )
+            self._max_connections = max_connections
+            self._pool = self._new_pool()
             self._pool.open(wait=False)
         except (psycopg.Error, OSError) as exc:
             raise SDKConfigurationError(
@@ -370,6 +358,51 @@ class PostgresJournal:
                 "the user may create tables in it",
                 parameter="journal_path",
             ) from None
+        self._closed = False
+        self._started = True
+        """Whether the pool was opened in this process (see :meth:`_forked`)."""
+        _OPEN.add(self)
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        return ConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=self._max_connections,
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": False,
+                "connect_timeout": self._connect_timeout,
+            },
+            connection_class=psycopg.Connection[dict[str, Any]],
+            open=False,
+            name="human-rpc-journal",
+            reconnect_timeout=RECONNECT_SECONDS,
+            reconnect_failed=_reconnect_failed,
+        )
+
+    def _forked(self) -> None:
+        """In a child of ``os.fork()`` (gunicorn --preload, Celery's prefork pool,
+        multiprocessing's fork): the parent's connections are its server sessions, on sockets
+        the child shares. Using one from both processes would mix their transactions (and the
+        totals' row lock, held per session, would no longer keep their reservations apart) and
+        their answers; closing one would end the parent's session. So the child leaves them
+        alone (kept, never closed, in ``_INHERITED``) and opens a pool of its own at its first
+        use; the pool's and the watchdog's threads, and any lock a parent's thread held at the
+        fork, did not come along, so they are made anew. The outcomes the parent kept are the
+        parent's to write."""
+        _INHERITED.append(self._pool)
+        self._lock = threading.Lock()
+        self._watchdog = _Watchdog()
+        self._deferred = {}
+        self._pool = self._new_pool()
+        self._started = False
+
+    def _start(self) -> None:
+        """Open this process's pool (after a fork: at the first use)."""
+        with self._lock:
+            if not self._started and not self._closed:
+                self._pool.open(wait=False)
+                self._started = True
 
     def close(self) -> None:
         """Close the connections, writing first any outcome kept from a failed write."""
@@ -382,8 +415,10 @@ class PostgresJournal:
                 len(self._deferred),
                 exc.reason,
             )
+        self._closed = True
         self._pool.close()
         self._watchdog.close()
+        _OPEN.discard(self)
 
     def __repr__(self) -> str:
         return f"PostgresJournal({self.path!r})"
@@ -857,6 +892,8 @@ class PostgresJournal:
     ) -> tuple[psycopg.Connection[dict[str, Any]], ConnectionPool[Any] | None]:
         """A working connection before ``deadline``, and the pool to give it back to (None: a
         connection of its own, closed after). See the module for the cases."""
+        if not self._started:
+            self._start()
         while True:
             left = deadline - time.monotonic()
             try:
@@ -913,6 +950,20 @@ class PostgresJournal:
 
 
 # -- connections ------------------------------------------------------------------------------
+
+_OPEN: Final[weakref.WeakSet[PostgresJournal]] = weakref.WeakSet()
+"""The journals open in this process (each is made the child's own after a fork)."""
+_INHERITED: Final[list[ConnectionPool[Any]]] = []
+"""In a child of a fork: the parent's pools, with the parent's connections, kept as they
+are: never used, closed or collected here (closing one would end the parent's session)."""
+
+
+def _after_fork() -> None:
+    for journal in list(_OPEN):
+        journal._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 _READING: Final = "read the payment journal: nothing was signed or paid"
 _WRITING: Final = "write the payment journal"
