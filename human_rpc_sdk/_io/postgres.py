@@ -127,7 +127,7 @@ from .._budgets import LineRule, Period, buckets_at, span
 from .._offer import PaymentOffer
 from .._receipts import STATES
 from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
-from .._settings import redacted_url
+from .._settings import redacted_url, url_secrets
 from ..exceptions import PaymentError, SDKConfigurationError
 from .journal import (
     _UPDATABLE,
@@ -329,6 +329,9 @@ class PostgresJournal:
         wait_seconds: float | None = None,
     ):
         self.path = redacted_url(url)
+        self._given = url
+        self._secrets = url_secrets(url)
+        url = _libpq_url(url)
         self.wait_seconds = WAIT_SECONDS if wait_seconds is None else wait_seconds
         """How long one read or write may wait for the database (see ``WAIT_SECONDS``)."""
         self._url = url
@@ -352,10 +355,10 @@ class PostgresJournal:
             self._pool = self._new_pool()
             self._pool.open(wait=False)
         except (psycopg.Error, OSError) as exc:
+            why = f"{type(exc).__name__}: {self._scrubbed(str(exc))}"
             raise SDKConfigurationError(
-                f"cannot open the payment journal in the database {self.path} "
-                f"({type(exc).__name__}: {exc}); check the URL, that the server runs and that "
-                "the user may create tables in it",
+                f"cannot open the payment journal in the database {self.path} ({why}); check "
+                "the URL, that the server runs and that the user may create tables in it",
                 parameter="journal_path",
             ) from None
         self._closed = False
@@ -929,7 +932,7 @@ class PostgresJournal:
         if timer is not None and timer.fired:
             why = f"no answer within {timer.seconds:g} s"
         else:
-            why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            why = f"{type(exc).__name__}: {' '.join(self._scrubbed(str(exc)).split())[:300]}"
         return PaymentError(
             f"could not {doing} in the database {self.path} ({why}). Payments stop until the "
             "database answers again, so that none goes unrecorded; check that the database "
@@ -937,6 +940,13 @@ class PostgresJournal:
             "payment waits for it)",
             reason="journal_unavailable",
         )
+
+    def _scrubbed(self, text: str) -> str:
+        """``text`` (a psycopg error's, which may quote the URL) without the URL's password."""
+        text = text.replace(self._given, self.path)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _period_now(self, db_now: float) -> int:
         """The time that decides budget periods: the injected clock's, else the database's
@@ -979,6 +989,13 @@ def _keeping(entry_id: int, state: str) -> str:
         f"journal payment #{entry_id}'s outcome ({state}): what the server answered is kept in "
         "this process and written first once the database answers"
     )
+
+
+def _libpq_url(url: str) -> str:
+    """``url`` with its scheme in lower case: the SDK takes ``POSTGRESQL://`` for a database
+    URL, and libpq reads only ``postgresql://`` and ``postgres://`` as one."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme.lower()}{sep}{rest}"
 
 
 def _connect_timeout(named: object, limit: float) -> int:
