@@ -3,15 +3,15 @@
 The same rows, states and guarantees as the SQLite journal (:mod:`.journal`, whose module text
 explains them), kept in a database every worker reaches (psycopg 3, the ``postgres`` extra):
 
-Reserving is one transaction (READ COMMITTED) that first locks, with ``SELECT ... FOR
-UPDATE``, the running totals the payment counts against (one row per scope, network and
-currency: the payment's currency and SOL for its fees), always in the same order; then it
-checks that the invoice was not paid already, checks the budget against the locked totals,
-inserts the row and adds its cost to the totals, and commits. Two reservations against the
-same totals therefore run one after the other whatever machines they come from, and the second
-reads the totals (and the invoice's row) as the first committed them: no interleaving can
-overspend. The work is constant per payment: two small rows locked and read, one inserted, two
-updated, whatever the history.
+Reserving is one transaction (READ COMMITTED, whatever the database's default isolation) that
+first locks, with ``SELECT ... FOR UPDATE``, the running totals the payment counts against (one
+row per scope, network and currency: the payment's currency and SOL for its fees), always in
+the same order; then it checks that the invoice was not paid already, checks the budget against
+the locked totals, inserts the row and adds its cost to the totals, and commits. Two
+reservations against the same totals therefore run one after the other whatever machines they
+come from, and the second reads the totals (and the invoice's row) as the first committed them:
+no interleaving can overspend. The work is constant per payment: two small rows locked and
+read, one inserted, two updated, whatever the history.
 
 Why a row lock rather than SERIALIZABLE transactions with retries: under contention (the case
 a fleet's shared budget exists for) serializable transactions abort and retry in proportion to
@@ -350,6 +350,7 @@ class PostgresJournal:
             with psycopg.connect(
                 url, row_factory=dict_row, connect_timeout=self._connect_timeout
             ) as db:
+                _configure(db)
                 _migrate(db, self.path)
             self._max_connections = max_connections
             self._pool = self._new_pool()
@@ -377,6 +378,7 @@ class PostgresJournal:
                 "connect_timeout": self._connect_timeout,
             },
             connection_class=psycopg.Connection[dict[str, Any]],
+            configure=_configure,
             open=False,
             name="human-rpc-journal",
             reconnect_timeout=RECONNECT_SECONDS,
@@ -925,6 +927,7 @@ class PostgresJournal:
             autocommit=False,
             connect_timeout=_connect_timeout(self._connect_timeout, left),
         )
+        _configure(direct)
         logger.info("the journal's pool had no connection ready: connected directly")
         return direct, None
 
@@ -989,6 +992,14 @@ def _keeping(entry_id: int, state: str) -> str:
         f"journal payment #{entry_id}'s outcome ({state}): what the server answered is kept in "
         "this process and written first once the database answers"
     )
+
+
+def _configure(db: psycopg.Connection[Any]) -> None:
+    """Every journal transaction READ COMMITTED (``BEGIN ISOLATION LEVEL READ COMMITTED``),
+    whatever the database's ``default_transaction_isolation``: the row locks keep reservations
+    apart (see the module), and under REPEATABLE READ or SERIALIZABLE a transaction that waited
+    for a lock would instead fail with a serialization error, read as the database down."""
+    db.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
 
 def _libpq_url(url: str) -> str:
