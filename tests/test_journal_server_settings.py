@@ -1,8 +1,8 @@
 """The fleet's PostgreSQL journal on servers configured the ways operators configure them:
 ``default_transaction_isolation = 'serializable'`` set on the database (the journal's row locks
 still keep reservations apart, and a reservation that waited for one goes through rather than
-failing as "the database down"); a database made read-only (fails closed, saying so). Real
-servers of the test's own."""
+failing as "the database down"); a database made read-only (fails closed, saying so); a user
+allowed only to read and write the tables their owner made. Real servers of the test's own."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from solders.keypair import Keypair
 
-from human_rpc_sdk import PaymentError, SDKConfigurationError
+from human_rpc_sdk import AutoAgent, PaymentError, SDKConfigurationError
 from human_rpc_sdk._io.postgres import PostgresJournal
 from human_rpc_sdk._io.store import open_journal
 from human_rpc_sdk._records import OverBudget, Reserved
+from stub_gateway import GatewayServer
 
 from .postgres_server import OwnServer, ServerUnavailable, own_server
 from .workers.forked import offer
+
+PRICE = Decimal("0.001")
+FEE = Decimal("0.000005")
 
 
 @pytest.fixture
@@ -137,9 +142,9 @@ def test_sixteen_threads_on_four_journals_spend_the_budget_exactly(
 
 
 def test_a_read_only_database_fails_closed_saying_so(serializable: OwnServer) -> None:
-    """The database made read-only (as after a fail-over to a standby): opening a journal
-    is a configuration error naming the cause; a journal already open refuses to reserve
-    (journal_unavailable, nothing signed), saying the transaction is read-only."""
+    """The database made read-only (as after a fail-over to a standby): a journal open, or
+    opened then (reading works), refuses to reserve (journal_unavailable, nothing signed),
+    saying the transaction is read-only."""
     url = serializable.url()
     journal = open_journal(url)
     try:
@@ -154,7 +159,58 @@ def test_a_read_only_database_fails_closed_saying_so(serializable: OwnServer) ->
         assert refused.value.reason == "journal_unavailable"
         assert "read-only transaction" in str(refused.value)
         assert "nothing was signed or paid" in str(refused.value)
-        with pytest.raises(SDKConfigurationError, match="read-only transaction"):
-            open_journal(url)
+        reopened = open_journal(url)  # reading needs no write (the schema is current)
+        try:
+            assert reopened.entries(["reserved"]) == []
+            with pytest.raises(PaymentError, match="read-only transaction"):
+                reserve(reopened, "10")  # type: ignore[arg-type]
+        finally:
+            reopened.close()
     finally:
         journal.close()
+
+
+def test_a_user_who_may_only_read_and_write_the_tables_pays(server: GatewayServer) -> None:
+    """The least privilege an operator gives a fleet: the tables made once by their owner, the
+    workers' user allowed to read and write them and nothing else (no CREATE on the schema).
+    The journal opened only for users who may create tables ("CREATE TABLE IF NOT EXISTS"
+    needs that right even when the table exists); now such a worker pays, journaled, and a
+    user without the tables or the right to make them gets a configuration error saying so."""
+    try:
+        with own_server(tcp=False) as running:
+            with psycopg.connect(running.url(), autocommit=True) as admin:
+                admin.execute("CREATE DATABASE pay")
+                admin.execute("CREATE DATABASE empty")
+                admin.execute("CREATE ROLE app LOGIN")
+            open_journal(running.url("pay")).close()  # the owner makes the tables
+            for name in ("pay", "empty"):
+                with psycopg.connect(running.url(name), autocommit=True) as admin:
+                    admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                    admin.execute("GRANT USAGE ON SCHEMA public TO app")
+                    admin.execute(
+                        "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO app"
+                    )
+            _pays(server, running.url("pay", user="app"))
+            with pytest.raises(SDKConfigurationError) as caught:
+                open_journal(running.url("empty", user="app"))
+            assert "permission denied for schema public" in str(caught.value)
+            assert "that the user may create tables in it" in str(caught.value)
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def _pays(server: GatewayServer, url: str) -> None:
+    gateway = server.gateway
+    wallet = Keypair()
+    gateway.fund(wallet.pubkey(), {"SOL": Decimal(1)})
+    agent = AutoAgent(wallet, rpc_url=server.rpc_url, journal_url=url, budget={"SOL": "0.5"})
+    try:
+        assert agent.get(f"{server.url}/api/v1/premium/sol").status_code == 200
+    finally:
+        agent.close()
+    with psycopg.connect(url) as db:
+        assert db.execute("SELECT state FROM payments").fetchall() == [("accepted",)]
+        (spent,) = db.execute(  # type: ignore[misc]
+            "SELECT spent FROM totals WHERE currency_key = 'SOL'"
+        ).fetchone()
+    assert Decimal(spent) == Decimal(1) - gateway.balance(wallet.pubkey()) == PRICE + FEE

@@ -1300,7 +1300,12 @@ def _migrate(db: psycopg.Connection[dict[str, Any]], where: str) -> None:
     with db.transaction():
         db.execute("SET LOCAL synchronous_commit = on")
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        db.execute("CREATE TABLE IF NOT EXISTS human_rpc_schema (version INTEGER NOT NULL)")
+        # No DDL when the schema is there: a user allowed only to read and write the tables
+        # (made by their owner) opens a current journal ("CREATE TABLE IF NOT EXISTS" needs
+        # the right to create, even when the table exists).
+        made = db.execute("SELECT to_regclass('human_rpc_schema') IS NOT NULL AS made").fetchone()
+        if made is None or not made["made"]:
+            db.execute("CREATE TABLE human_rpc_schema (version INTEGER NOT NULL)")
         row = db.execute("SELECT max(version) AS version FROM human_rpc_schema").fetchone()
         version = int(row["version"]) if row is not None and row["version"] is not None else 0
         if version > SCHEMA_VERSION:
