@@ -342,6 +342,9 @@ class PostgresJournal:
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
         """Outcomes that could not be written yet, by row: written before the next write."""
         self._watchdog = _Watchdog()
+        self._stops = weakref.finalize(self, self._watchdog.close)
+        """A journal never closed (its agent dropped unclosed): its watchdog's thread ends
+        with it (the pool's threads and connections end with the pool, collected with it)."""
         try:
             named = conninfo_to_dict(url).get("connect_timeout")
             self._connect_timeout = _connect_timeout(named, self.wait_seconds)
@@ -397,7 +400,9 @@ class PostgresJournal:
         parent's to write."""
         _INHERITED.append(self._pool)
         self._lock = threading.Lock()
+        self._stops.detach()  # the parent's watchdog (its lock may be held by a thread gone)
         self._watchdog = _Watchdog()
+        self._stops = weakref.finalize(self, self._watchdog.close)
         self._deferred = {}
         self._pool = self._new_pool()
         self._started = False
