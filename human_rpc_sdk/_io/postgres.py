@@ -941,6 +941,12 @@ class PostgresJournal:
             why = f"no answer within {timer.seconds:g} s"
         else:
             why = f"{type(exc).__name__}: {' '.join(self._scrubbed(str(exc)).split())[:300]}"
+            if isinstance(exc, _POOLER_ERRORS):
+                why += (
+                    "; a connection pooler in transaction mode (PgBouncer's pool_mode = "
+                    "transaction) stands between this machine and the database: the journal "
+                    "needs whole sessions (pool_mode = session, or connect to PostgreSQL itself)"
+                )
         return PaymentError(
             f"could not {doing} in the database {self.path} ({why}). Payments stop until the "
             "database answers again, so that none goes unrecorded; check that the database "
@@ -997,6 +1003,14 @@ def _keeping(entry_id: int, state: str) -> str:
         f"journal payment #{entry_id}'s outcome ({state}): what the server answered is kept in "
         "this process and written first once the database answers"
     )
+
+
+_POOLER_ERRORS: Final = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+"""What a session's prepared statements (psycopg prepares a statement run often) meet behind a
+pooler that hands each transaction to another server session."""
 
 
 def _configure(db: psycopg.Connection[Any]) -> None:
