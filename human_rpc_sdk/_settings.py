@@ -194,6 +194,12 @@ def default_journal_path(network: str, address: str) -> Path:
     named = os.environ.get(ENV_JOURNAL)
     if named:
         return Path(named).expanduser()
+    return machine_journal_path(network, address)
+
+
+def machine_journal_path(network: str, address: str) -> Path:
+    """The wallet's SQLite journal file under ``$XDG_STATE_HOME`` (whatever
+    ``$HUMAN_RPC_JOURNAL`` says): where its payments were kept before it moved elsewhere."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
     return Path(state) / "human-rpc-sdk" / f"journal-{network}-{address}.sqlite3"
 
