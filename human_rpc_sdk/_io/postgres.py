@@ -56,7 +56,9 @@ transaction under an advisory lock, so two processes starting at once do not col
 
 The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
 and nothing is signed or sent; an outcome that cannot be written is kept in the process and
-written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite, in
+a transaction of its own committed before that write's (so no transaction holds the totals of
+a kept outcome while it takes its own: the lock order stays one).
 A reservation whose commit went unanswered (the network lost the answer) may have committed:
 nothing signs it, and the journal, which knows the row it inserted, releases it at its next
 write that succeeds rather than letting it hold its budget until its lease expires.
@@ -863,20 +865,28 @@ class PostgresJournal:
         with self._connection(seconds, doing or _WRITING) as db:
             with self._lock:
                 deferred = dict(self._deferred)
+            if deferred:
+                # A transaction of their own, committed first: their rows' totals are locked
+                # and released before this write takes its own (held together, a kept outcome
+                # of another currency would break the one lock order: a deadlock).
+                db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+                if busy_seconds is not None:
+                    db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
+                for entry_id, (assignments, params, expect) in deferred.items():
+                    _update(db, entry_id, assignments, params, expect)
+                    logger.info(
+                        "journaled the outcome of payment #%s, kept since a failed write", entry_id
+                    )
+                db.commit()
+                # Committed: forget what was written, unless a newer outcome was kept meanwhile.
+                with self._lock:
+                    for entry_id, kept in deferred.items():
+                        if self._deferred.get(entry_id) is kept:
+                            del self._deferred[entry_id]
             db.execute(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
             if busy_seconds is not None:
                 db.execute(f"SET LOCAL lock_timeout = '{int(busy_seconds * 1000)}ms'")
-            for entry_id, (assignments, params, expect) in deferred.items():
-                _update(db, entry_id, assignments, params, expect)
-                logger.info(
-                    "journaled the outcome of payment #%s, kept since a failed write", entry_id
-                )
             yield db
-        # Committed: forget what was written, unless a newer outcome was kept meanwhile.
-        with self._lock:
-            for entry_id, kept in deferred.items():
-                if self._deferred.get(entry_id) is kept:
-                    del self._deferred[entry_id]
 
     @contextlib.contextmanager
     def _connection(
