@@ -38,8 +38,9 @@ export CHROMIUM CHROMEDRIVER
 # server from Debian's postgresql package (/usr/lib/postgresql/<version>/bin), installed with
 # apt-get when missing, the same way. tests/postgres_server.py starts it as the package's
 # `postgres` system user when the tests run as root (PostgreSQL refuses to run as root). When it
-# cannot be installed those tests skip, and fail under CI=true.
-PG_INSTALL   := env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y postgresql
+# cannot be installed those tests skip, and fail under CI=true. pgbouncer (the same way): the
+# journal behind a pooler in each mode (tests/test_journal_pgbouncer.py).
+PG_INSTALL   := env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y postgresql pgbouncer
 
 .PHONY: demo test lint typecheck unit browser postgres bench gateway clean FORCE
 
@@ -94,10 +95,10 @@ browser:
 	        "skip (and fail under CI=true)" >&2; \
 	fi
 
-# Runs every time (a look for pg_ctl); never fails the build.
+# Runs every time (a look for pg_ctl and pgbouncer); never fails the build.
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-	    echo "make: installing postgresql with apt-get (the PostgreSQL journal's tests)"; \
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl /usr/sbin/pgbouncer >/dev/null 2>&1; then \
+	    echo "make: installing postgresql and pgbouncer with apt-get (the PostgreSQL journal's tests)"; \
 	    $(AS_ROOT) $(PG_INSTALL) || \
 	    { $(AS_ROOT) $(APT_GET) update && $(AS_ROOT) $(PG_INSTALL); } || \
 	    echo "make: could not install postgresql; the PostgreSQL journal's tests will skip" \

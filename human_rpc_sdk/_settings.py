@@ -9,6 +9,7 @@ accept and refuse exactly the same arguments.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.parse
@@ -195,6 +196,12 @@ def default_journal_path(network: str, address: str) -> Path:
     named = os.environ.get(ENV_JOURNAL)
     if named:
         return Path(named).expanduser()
+    return machine_journal_path(network, address)
+
+
+def machine_journal_path(network: str, address: str) -> Path:
+    """The wallet's SQLite journal file under ``$XDG_STATE_HOME`` (whatever
+    ``$HUMAN_RPC_JOURNAL`` says): where its payments were kept before it moved elsewhere."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
     return Path(state) / "human-rpc-sdk" / f"journal-{network}-{address}.sqlite3"
 
@@ -208,7 +215,7 @@ def is_database_url(location: str) -> bool:
     return location.lower().startswith(DATABASE_SCHEMES)
 
 
-_SECRET_PARAMETER: Final = re.compile(r"(^|&)((?:ssl)?password)=[^&]*", re.IGNORECASE)
+_SECRET_PARAMETER: Final = re.compile(r"(?:^|&)(?:ssl)?password=([^&]*)", re.IGNORECASE)
 """A password given as a parameter of a database URL (``?password=...``, ``sslpassword``)."""
 
 
@@ -219,13 +226,48 @@ def redacted_url(location: str) -> str:
         return location
     try:
         parts = urllib.parse.urlsplit(location)
-        shown = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
+        query = _SECRET_PARAMETER.sub(lambda m: m[0][: len(m[0]) - len(m[1])] + "***", parts.query)
+        shown = parts._replace(query=query)
         if parts.password is not None:
             host = parts.netloc.rpartition("@")[2]
             shown = shown._replace(netloc=f"{parts.username or ''}:***@{host}")
         return location if shown == parts else urllib.parse.urlunsplit(shown)
     except ValueError:  # a malformed URL: show only its scheme
         return location.split("://", 1)[0] + "://***"
+
+
+_OTHER_DATABASE: Final = re.compile(
+    r"^\s*(?:(?:postgres(?:ql)?\+[\w.-]*|jdbc:postgres(?:ql)?):|"  # SQLAlchemy's, JDBC's URLs
+    r"(?:host|hostaddr|port|dbname|user|password|passfile|service|sslmode)\s*=)",  # libpq's
+    re.IGNORECASE,
+)
+"""A PostgreSQL database named some other way than a ``postgresql://`` URL: a SQLAlchemy URL
+(``postgresql+psycopg://``), a JDBC one, or libpq's ``key=value`` form."""
+
+
+def _not_a_file(text: str, named: str) -> SDKConfigurationError | None:
+    """The error for a database named in a form the journal does not read (taken for a file
+    name, it would give each machine a SQLite journal, and a budget, of its own), or None. The
+    text is not shown: it may hold a password."""
+    if not _OTHER_DATABASE.match(text):
+        return None
+    return SDKConfigurationError(
+        f"{named} names a PostgreSQL database, but not as a URL the journal reads (a "
+        "SQLAlchemy or JDBC URL, or libpq's 'host=... dbname=...' form); write it as "
+        "'postgresql://user:password@host:port/dbname' (libpq's URL, with any ?sslmode=... or "
+        "?host=/socket/dir parameters)",
+        parameter="journal_url" if named == "journal_url" else "journal_path",
+    )
+
+
+def url_secrets(location: str) -> tuple[str, ...]:
+    """The passwords in database URL ``location`` (as written and percent-decoded), longest
+    first: what a text quoting the URL (libpq's errors do) must not show."""
+    found = {match[1] for match in _SECRET_PARAMETER.finditer(location.partition("?")[2])}
+    with contextlib.suppress(ValueError):  # a malformed URL: its query's passwords only
+        found.add(urllib.parse.urlsplit(location).password or "")
+    found |= {urllib.parse.unquote(secret) for secret in found}
+    return tuple(sorted(found - {""}, key=len, reverse=True))
 
 
 def journal_location(value: Any, network: str, address: str, *, journal_url: Any = None) -> str:
@@ -238,6 +280,11 @@ def journal_location(value: Any, network: str, address: str, *, journal_url: Any
                 "pass journal_path= or journal_url=, not both", parameter="journal_url"
             )
         if not isinstance(journal_url, str) or not is_database_url(journal_url.strip()):
+            other = (
+                _not_a_file(journal_url, "journal_url") if isinstance(journal_url, str) else None
+            )
+            if other is not None:
+                raise other
             got = (
                 repr(redacted_url(journal_url)[:100])
                 if isinstance(journal_url, str)
@@ -253,6 +300,9 @@ def journal_location(value: Any, network: str, address: str, *, journal_url: Any
         named = os.environ.get(ENV_JOURNAL, "").strip()
         if is_database_url(named):
             return named
+        other = _not_a_file(named, f"${ENV_JOURNAL}")
+        if other is not None:
+            raise other
         return str(default_journal_path(network, address))
     if isinstance(value, str) and value == MEMORY:
         return MEMORY
@@ -265,6 +315,9 @@ def journal_location(value: Any, network: str, address: str, *, journal_url: Any
         )
     if is_database_url(text.strip()):
         return text.strip()
+    other = _not_a_file(text, "journal_path")
+    if other is not None:
+        raise other
     try:
         return str(Path(text).expanduser())
     except RuntimeError:  # '~someone' with no such user, or no home directory

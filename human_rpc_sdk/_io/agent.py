@@ -249,6 +249,7 @@ class AutoAgent(BaseAgent):
             sleep=sleep,
         )
         self._warn_of_open_payments(stacklevel=2)
+        _AGENTS.add(self)
 
     def _prepayer_of(self, settings: AgentSettings) -> Prepayer | None:
         """The worker preparing payments ahead (None unless ``prepay``); what it runs holds
@@ -688,6 +689,37 @@ def _key_of(request: requests.PreparedRequest) -> Key | None:
         return None
     method, url, headers = request.method or "GET", request.url or "", request.headers
     return request_key(method, url, body, headers.get("Authorization"), headers.get("Content-Type"))
+
+
+# -- os.fork() -------------------------------------------------------------------------------
+
+_AGENTS: weakref.WeakSet[AutoAgent] = weakref.WeakSet()
+"""The agents made in this process (their HTTP connections are dropped in a forked child)."""
+
+
+def _fresh_connections(session: requests.Session) -> None:
+    """Give ``session``'s HTTP adapters new, empty connection pools (as unpickling one does:
+    ``HTTPAdapter.__setstate__``). The old pools, and their sockets, are left as they are:
+    never used, shut down or locked here."""
+    for adapter in session.adapters.values():
+        if isinstance(adapter, requests.adapters.HTTPAdapter):
+            state = adapter.__getstate__()  # its settings: retries, pool sizes
+            adapter.__setstate__(state)  # type: ignore[attr-defined]  # (not in requests' stubs)
+
+
+def _after_fork() -> None:
+    """In a child of ``os.fork()`` (gunicorn --preload, Celery's prefork pool, multiprocessing's
+    fork) using an agent its parent made: the kept-alive HTTP connections are sockets the parent
+    (and every other child) shares; two processes writing requests and reading answers on one
+    socket would read each other's answers (a paid request's answer taken by another process,
+    which never records it). Each process makes connections of its own instead. (The journal
+    does the same for its database connections: see ``postgres``.)"""
+    for agent in list(_AGENTS):
+        for session in (agent.session, agent._rpc.session, agent._refresher.session):
+            _fresh_connections(session)
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 # -- argument validation --------------------------------------------------------------------

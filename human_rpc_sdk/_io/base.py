@@ -20,13 +20,19 @@ from .._effects import ChainCache, Flow, PaymentContext
 from .._receipts import PaymentReceipt
 from .._records import PENDING, Budget, JournalEntry
 from .._recovery import needs_recovery, recover
-from .._settings import AgentSettings, ReiteratorSettings, redacted_url
+from .._settings import (
+    AgentSettings,
+    ReiteratorSettings,
+    is_database_url,
+    machine_journal_path,
+    redacted_url,
+)
 from .._tasks import task_body
 from ..exceptions import PendingPaymentsWarning, SDKConfigurationError
 from ..reiterator import ReiteratorManager
 from ..wallet import Signer
 from .clock import async_sleep as real_async_sleep
-from .journal import process_alive
+from .journal import Journal, process_alive
 from .store import JournalStore, open_journal
 
 __all__ = ["RESERVATION_TIMEOUT", "BaseAgent"]
@@ -150,6 +156,37 @@ class BaseAgent:
             )
             logger.warning("%s", text)
             warnings.warn(text, PendingPaymentsWarning, stacklevel=stacklevel + 1)
+        left = self._left_behind()
+        if left:
+            logger.warning("%s", left)
+            warnings.warn(left, PendingPaymentsWarning, stacklevel=stacklevel + 1)
+
+    def _left_behind(self) -> str | None:
+        """A journal in a database: whether this wallet's SQLite journal on this machine (its
+        journal before the move) holds payments with no known outcome, which the database's
+        recovery never sees; what to do about them."""
+        if not is_database_url(self._journal_location):
+            return None
+        path = machine_journal_path(self.network, self.address)
+        if not path.is_file():
+            return None
+        try:
+            old = Journal(path)
+        except SDKConfigurationError:
+            return None
+        try:
+            open_ = [e.id for e in old.entries(PENDING) if e.receipt.payer == self.address]
+        finally:
+            old.close()
+        if not open_:
+            return None
+        return (
+            f"this wallet's SQLite journal {path}, from before its journal moved to the "
+            f"database {self.journal_path}, holds {len(open_)} payment(s) with no known outcome "
+            f"(journal ids {', '.join(map(str, open_[:10]))}) that the database's recovery "
+            f"does not see: settle them with AutoAgent(journal_path={str(path)!r})"
+            ".recover_payments()"
+        )
 
     @property
     def rpc_stats(self) -> Any:

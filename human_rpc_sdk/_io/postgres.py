@@ -3,15 +3,15 @@
 The same rows, states and guarantees as the SQLite journal (:mod:`.journal`, whose module text
 explains them), kept in a database every worker reaches (psycopg 3, the ``postgres`` extra):
 
-Reserving is one transaction (READ COMMITTED) that first locks, with ``SELECT ... FOR
-UPDATE``, the running totals the payment counts against (one row per scope, network and
-currency: the payment's currency and SOL for its fees), always in the same order; then it
-checks that the invoice was not paid already, checks the budget against the locked totals,
-inserts the row and adds its cost to the totals, and commits. Two reservations against the
-same totals therefore run one after the other whatever machines they come from, and the second
-reads the totals (and the invoice's row) as the first committed them: no interleaving can
-overspend. The work is constant per payment: two small rows locked and read, one inserted, two
-updated, whatever the history.
+Reserving is one transaction (READ COMMITTED, whatever the database's default isolation) that
+first locks, with ``SELECT ... FOR UPDATE``, the running totals the payment counts against (one
+row per scope, network and currency: the payment's currency and SOL for its fees), always in
+the same order; then it checks that the invoice was not paid already, checks the budget against
+the locked totals, inserts the row and adds its cost to the totals, and commits. Two
+reservations against the same totals therefore run one after the other whatever machines they
+come from, and the second reads the totals (and the invoice's row) as the first committed them:
+no interleaving can overspend. The work is constant per payment: two small rows locked and
+read, one inserted, two updated, whatever the history.
 
 Why a row lock rather than SERIALIZABLE transactions with retries: under contention (the case
 a fleet's shared budget exists for) serializable transactions abort and retry in proportion to
@@ -56,7 +56,9 @@ transaction under an advisory lock, so two processes starting at once do not col
 
 The store unreachable fails closed: any error reserving or signing is ``journal_unavailable``
 and nothing is signed or sent; an outcome that cannot be written is kept in the process and
-written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite.
+written first thing at the next write that succeeds (``mark(keep=True)``), as with SQLite, in
+a transaction of its own committed before that write's (so no transaction holds the totals of
+a kept outcome while it takes its own: the lock order stays one).
 A reservation whose commit went unanswered (the network lost the answer) may have committed:
 nothing signs it, and the journal, which knows the row it inserted, releases it at its next
 write that succeeds rather than letting it hold its budget until its lease expires.
@@ -112,6 +114,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -127,7 +130,7 @@ from .._money import exact
 from .._offer import PaymentOffer
 from .._receipts import STATES
 from .._records import Budget, Existing, JournalEntry, OverBudget, Reserved
-from .._settings import redacted_url
+from .._settings import redacted_url, url_secrets
 from ..exceptions import PaymentError, SDKConfigurationError
 from .journal import (
     _UPDATABLE,
@@ -332,6 +335,9 @@ class PostgresJournal:
         wait_seconds: float | None = None,
     ):
         self.path = redacted_url(url)
+        self._given = url
+        self._secrets = url_secrets(url)
+        url = _libpq_url(url)
         self.wait_seconds = WAIT_SECONDS if wait_seconds is None else wait_seconds
         """How long one read or write may wait for the database (see ``WAIT_SECONDS``)."""
         self._url = url
@@ -342,6 +348,9 @@ class PostgresJournal:
         self._deferred: dict[int, tuple[str, list[Any], tuple[str, ...] | None]] = {}
         """Outcomes that could not be written yet, by row: written before the next write."""
         self._watchdog = _Watchdog()
+        self._stops = weakref.finalize(self, self._watchdog.close)
+        """A journal never closed (its agent dropped unclosed): its watchdog's thread ends
+        with it (the pool's threads and connections end with the pool, collected with it)."""
         try:
             named = conninfo_to_dict(url).get("connect_timeout")
             self._connect_timeout = _connect_timeout(named, self.wait_seconds)
@@ -350,30 +359,66 @@ class PostgresJournal:
             with psycopg.connect(
                 url, row_factory=dict_row, connect_timeout=self._connect_timeout
             ) as db:
+                _configure(db)
                 _migrate(db, self.path)
-            self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
-                url,
-                min_size=1,
-                max_size=max_connections,
-                kwargs={
-                    "row_factory": dict_row,
-                    "autocommit": False,
-                    "connect_timeout": self._connect_timeout,
-                },
-                connection_class=psycopg.Connection[dict[str, Any]],
-                open=False,
-                name="human-rpc-journal",
-                reconnect_timeout=RECONNECT_SECONDS,
-                reconnect_failed=_reconnect_failed,
-            )
+            self._max_connections = max_connections
+            self._pool = self._new_pool()
             self._pool.open(wait=False)
         except (psycopg.Error, OSError) as exc:
+            why = f"{type(exc).__name__}: {self._scrubbed(str(exc))}"
             raise SDKConfigurationError(
-                f"cannot open the payment journal in the database {self.path} "
-                f"({type(exc).__name__}: {exc}); check the URL, that the server runs and that "
-                "the user may create tables in it",
+                f"cannot open the payment journal in the database {self.path} ({why}); check "
+                "the URL, that the server runs and that the user may create tables in it",
                 parameter="journal_path",
             ) from None
+        self._closed = False
+        self._started = True
+        """Whether the pool was opened in this process (see :meth:`_forked`)."""
+        _OPEN.add(self)
+
+    def _new_pool(self) -> ConnectionPool[psycopg.Connection[dict[str, Any]]]:
+        return ConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=self._max_connections,
+            kwargs={
+                "row_factory": dict_row,
+                "autocommit": False,
+                "connect_timeout": self._connect_timeout,
+            },
+            connection_class=psycopg.Connection[dict[str, Any]],
+            configure=_configure,
+            open=False,
+            name="human-rpc-journal",
+            reconnect_timeout=RECONNECT_SECONDS,
+            reconnect_failed=_reconnect_failed,
+        )
+
+    def _forked(self) -> None:
+        """In a child of ``os.fork()`` (gunicorn --preload, Celery's prefork pool,
+        multiprocessing's fork): the parent's connections are its server sessions, on sockets
+        the child shares. Using one from both processes would mix their transactions (and the
+        totals' row lock, held per session, would no longer keep their reservations apart) and
+        their answers; closing one would end the parent's session. So the child leaves them
+        alone (kept, never closed, in ``_INHERITED``) and opens a pool of its own at its first
+        use; the pool's and the watchdog's threads, and any lock a parent's thread held at the
+        fork, did not come along, so they are made anew. The outcomes the parent kept are the
+        parent's to write."""
+        _INHERITED.append(self._pool)
+        self._lock = threading.Lock()
+        self._stops.detach()  # the parent's watchdog (its lock may be held by a thread gone)
+        self._watchdog = _Watchdog()
+        self._stops = weakref.finalize(self, self._watchdog.close)
+        self._deferred = {}
+        self._pool = self._new_pool()
+        self._started = False
+
+    def _start(self) -> None:
+        """Open this process's pool (after a fork: at the first use)."""
+        with self._lock:
+            if not self._started and not self._closed:
+                self._pool.open(wait=False)
+                self._started = True
 
     def close(self) -> None:
         """Close the connections, writing first any outcome kept from a failed write."""
@@ -386,8 +431,10 @@ class PostgresJournal:
                 len(self._deferred),
                 exc.reason,
             )
+        self._closed = True
         self._pool.close()
         self._watchdog.close()
+        _OPEN.discard(self)
 
     def __repr__(self) -> str:
         return f"PostgresJournal({self.path!r})"
@@ -870,6 +917,8 @@ class PostgresJournal:
     ) -> tuple[psycopg.Connection[dict[str, Any]], ConnectionPool[Any] | None]:
         """A working connection before ``deadline``, and the pool to give it back to (None: a
         connection of its own, closed after). See the module for the cases."""
+        if not self._started:
+            self._start()
         while True:
             left = deadline - time.monotonic()
             try:
@@ -898,6 +947,7 @@ class PostgresJournal:
             autocommit=False,
             connect_timeout=_connect_timeout(self._connect_timeout, left),
         )
+        _configure(direct)
         logger.info("the journal's pool had no connection ready: connected directly")
         return direct, None
 
@@ -905,7 +955,13 @@ class PostgresJournal:
         if timer is not None and timer.fired:
             why = f"no answer within {timer.seconds:g} s"
         else:
-            why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            why = f"{type(exc).__name__}: {' '.join(self._scrubbed(str(exc)).split())[:300]}"
+            if isinstance(exc, _POOLER_ERRORS):
+                why += (
+                    "; a connection pooler in transaction mode (PgBouncer's pool_mode = "
+                    "transaction) stands between this machine and the database: the journal "
+                    "needs whole sessions (pool_mode = session, or connect to PostgreSQL itself)"
+                )
         return PaymentError(
             f"could not {doing} in the database {self.path} ({why}). Payments stop until the "
             "database answers again, so that none goes unrecorded; check that the database "
@@ -913,6 +969,13 @@ class PostgresJournal:
             "payment waits for it)",
             reason="journal_unavailable",
         )
+
+    def _scrubbed(self, text: str) -> str:
+        """``text`` (a psycopg error's, which may quote the URL) without the URL's password."""
+        text = text.replace(self._given, self.path)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _period_now(self, db_now: float) -> int:
         """The time that decides budget periods: the injected clock's, else the database's
@@ -926,6 +989,20 @@ class PostgresJournal:
 
 
 # -- connections ------------------------------------------------------------------------------
+
+_OPEN: Final[weakref.WeakSet[PostgresJournal]] = weakref.WeakSet()
+"""The journals open in this process (each is made the child's own after a fork)."""
+_INHERITED: Final[list[ConnectionPool[Any]]] = []
+"""In a child of a fork: the parent's pools, with the parent's connections, kept as they
+are: never used, closed or collected here (closing one would end the parent's session)."""
+
+
+def _after_fork() -> None:
+    for journal in list(_OPEN):
+        journal._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 _READING: Final = "read the payment journal: nothing was signed or paid"
 _WRITING: Final = "write the payment journal"
@@ -941,6 +1018,29 @@ def _keeping(entry_id: int, state: str) -> str:
         f"journal payment #{entry_id}'s outcome ({state}): what the server answered is kept in "
         "this process and written first once the database answers"
     )
+
+
+_POOLER_ERRORS: Final = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+"""What a session's prepared statements (psycopg prepares a statement run often) meet behind a
+pooler that hands each transaction to another server session."""
+
+
+def _configure(db: psycopg.Connection[Any]) -> None:
+    """Every journal transaction READ COMMITTED (``BEGIN ISOLATION LEVEL READ COMMITTED``),
+    whatever the database's ``default_transaction_isolation``: the row locks keep reservations
+    apart (see the module), and under REPEATABLE READ or SERIALIZABLE a transaction that waited
+    for a lock would instead fail with a serialization error, read as the database down."""
+    db.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+
+
+def _libpq_url(url: str) -> str:
+    """``url`` with its scheme in lower case: the SDK takes ``POSTGRESQL://`` for a database
+    URL, and libpq reads only ``postgresql://`` and ``postgres://`` as one."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme.lower()}{sep}{rest}"
 
 
 def _connect_timeout(named: object, limit: float) -> int:
@@ -1262,7 +1362,12 @@ def _migrate(db: psycopg.Connection[dict[str, Any]], where: str) -> None:
     with db.transaction():
         db.execute("SET LOCAL synchronous_commit = on")
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        db.execute("CREATE TABLE IF NOT EXISTS human_rpc_schema (version INTEGER NOT NULL)")
+        # No DDL when the schema is there: a user allowed only to read and write the tables
+        # (made by their owner) opens a current journal ("CREATE TABLE IF NOT EXISTS" needs
+        # the right to create, even when the table exists).
+        made = db.execute("SELECT to_regclass('human_rpc_schema') IS NOT NULL AS made").fetchone()
+        if made is None or not made["made"]:
+            db.execute("CREATE TABLE human_rpc_schema (version INTEGER NOT NULL)")
         row = db.execute("SELECT max(version) AS version FROM human_rpc_schema").fetchone()
         version = int(row["version"]) if row is not None and row["version"] is not None else 0
         if version > SCHEMA_VERSION:

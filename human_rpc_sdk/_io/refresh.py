@@ -59,6 +59,11 @@ class Refresher:
         return self._rpc.stats
 
     @property
+    def session(self) -> requests.Session:
+        """The refresher's own HTTP session to the node."""
+        return self._rpc.session
+
+    @property
     def thread(self) -> threading.Thread | None:
         return self._thread
 
