@@ -252,6 +252,19 @@ class FakeClock:
         self.now += seconds
 
 
+@pytest.fixture
+def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
+    """A gateway serving on a fake clock, 10 s in (the test moves it, e.g. past a blockhash's
+    lifetime). A module needing more routes on it defines its own ``clocked``."""
+    from stub_gateway import create_app
+
+    clock = FakeClock()
+    app = create_app(clock=clock, sleep=clock.sleep)
+    clock.now += 10
+    with GatewayServer(app).start() as running:
+        yield running, clock
+
+
 class PaymentCapture(requests.adapters.HTTPAdapter):
     """A transport adapter that remembers every payment header (X-PAYMENT, PAYMENT-SIGNATURE)
     sent through it, whether or not an answer came back."""

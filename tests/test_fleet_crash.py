@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
 from human_rpc_sdk._settings import is_database_url
-from stub_gateway import GatewayServer, create_app
+from stub_gateway import GatewayServer
 
 from .conftest import FakeClock
 
@@ -31,16 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PRICE = Decimal("0.001")
 FEE = Decimal("0.000005")
 ROUTE = "/api/v1/premium/sol"
-
-
-@pytest.fixture
-def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
-    """A gateway on a fake clock (the test moves it past a blockhash's lifetime)."""
-    clock = FakeClock()
-    app = create_app(clock=clock, sleep=clock.sleep)
-    clock.now += 10
-    with GatewayServer(app).start() as running:
-        yield running, clock
 
 
 def start(module: str, job: dict[str, Any], wallet: Keypair | None = None) -> subprocess.Popen[str]:

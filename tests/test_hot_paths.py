@@ -26,7 +26,7 @@ from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import Reserved
 from human_rpc_sdk.wallet import OwnSignature
-from stub_gateway import GatewayServer, create_app
+from stub_gateway import GatewayServer
 
 from .conftest import FakeClock, sqlite_of
 
@@ -182,16 +182,6 @@ def test_a_slow_signer_holds_no_journal_lock(server: GatewayServer, tmp_path: Pa
     assert answers == [200]
     assert [row["state"] for row in rows(path)] == ["accepted", "failed", "failed"]
     agent.close()
-
-
-@pytest.fixture
-def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
-    """A gateway on a fake clock, serving."""
-    clock = FakeClock()
-    app = create_app(clock=clock, sleep=clock.sleep)
-    clock.now += 10
-    with GatewayServer(app).start() as running:
-        yield running, clock
 
 
 def test_a_payment_killed_after_its_signed_commit_is_recovered(

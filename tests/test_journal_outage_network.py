@@ -21,7 +21,7 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 
 from human_rpc_sdk import AutoAgent, KeypairSigner, PaymentError
-from stub_gateway import GatewayServer, create_app
+from stub_gateway import GatewayServer
 
 from .conftest import FakeClock
 from .test_journal_outage import Payer
@@ -162,15 +162,6 @@ class ArmingSigner(KeypairSigner):
             self.proxy.arm(*self.trap)
             self.trap = None
         return super().sign_message(message)
-
-
-@pytest.fixture
-def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
-    clock = FakeClock()
-    app = create_app(clock=clock, sleep=clock.sleep)
-    clock.now += 10
-    with GatewayServer(app).start() as running:
-        yield running, clock
 
 
 @pytest.fixture

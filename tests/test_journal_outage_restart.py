@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from solders.keypair import Keypair
 
 from human_rpc_sdk import AutoAgent, PendingPaymentsWarning
-from stub_gateway import GatewayServer, create_app
+from stub_gateway import GatewayServer
 
 from .conftest import FakeClock
 from .postgres_server import PostgresServer, private_postgres  # noqa: F401 - a fixture
@@ -29,16 +28,6 @@ PRICE = Decimal("0.001")
 FEE = Decimal("0.000005")
 PROCESSES = 3
 THREADS = 3
-
-
-@pytest.fixture
-def clocked() -> Iterator[tuple[GatewayServer, FakeClock]]:
-    """A gateway on a fake clock (the test moves it past the blockhashes' lifetime)."""
-    clock = FakeClock()
-    app = create_app(clock=clock, sleep=clock.sleep)
-    clock.now += 10
-    with GatewayServer(app).start() as running:
-        yield running, clock
 
 
 class Worker:
