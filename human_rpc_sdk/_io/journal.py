@@ -61,6 +61,7 @@ import socket
 import sqlite3
 import stat
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -254,6 +255,20 @@ _UPDATABLE: Final = frozenset(
 )
 
 
+_OPEN: Final[weakref.WeakSet[Journal]] = weakref.WeakSet()
+"""The journals open in this process (each is made the child's own after a fork)."""
+_INHERITED: Final[list[sqlite3.Connection]] = []
+"""In a child of a fork: the parent's connections, never used, closed or collected here."""
+
+
+def _after_fork() -> None:
+    for journal in list(_OPEN):
+        journal._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class Journal:
     """A payment journal in the SQLite file at ``path`` (``":memory:"``: this process only).
 
@@ -285,6 +300,27 @@ class Journal:
                 "pass journal_path= a writable file, or set HUMAN_RPC_JOURNAL",
                 parameter="journal_path",
             ) from None
+        _OPEN.add(self)
+
+    def _forked(self) -> None:
+        """In a child of ``os.fork()`` (an agent built before gunicorn --preload's or Celery's
+        fork): SQLite forbids using a connection across a fork (its locks and shared memory
+        are the parent's), and closing the parent's here could checkpoint and remove the
+        write-ahead log the parent still uses. So the child keeps it, never used or closed
+        (``_INHERITED``), and opens a connection of its own; a lock a parent's thread held at
+        the fork did not come along, so it is made anew. An in-memory journal is a private copy:
+        the child's own. The outcomes the parent kept are the parent's to write."""
+        self._lock = threading.Lock()
+        self._deferred = {}
+        if self.path == MEMORY:
+            return
+        _INHERITED.append(self._db)
+        try:
+            self._db = self._open()
+        except (sqlite3.Error, OSError) as exc:  # fail closed: every use is journal_unavailable
+            logger.warning("cannot reopen the payment journal %s after a fork: %s", self.path, exc)
+            self._db = sqlite3.connect(MEMORY, check_same_thread=False)
+            self._db.close()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)

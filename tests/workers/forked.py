@@ -1,6 +1,6 @@
-"""A PostgreSQL journal opened and used before ``os.fork()``, then used in the children (the
-way gunicorn --preload, Celery's prefork pool or multiprocessing's fork start method run an
-agent built at import), for tests/test_fleet_fork.py.
+"""A journal (PostgreSQL, or a SQLite file) opened and used before ``os.fork()``, then used
+in the children (the way gunicorn --preload, Celery's prefork pool or multiprocessing's fork
+start method run an agent built at import), for tests/test_fleet_fork.py.
 
     python -m tests.workers.forked '{"journal": ..., "children": 3, "attempts": 20}'
 
@@ -22,15 +22,33 @@ from decimal import Decimal
 from typing import Any
 
 from human_rpc_sdk import HumanRPCError
+from human_rpc_sdk._io.journal import Journal
 from human_rpc_sdk._io.postgres import PostgresJournal
-from human_rpc_sdk._io.store import open_journal
+from human_rpc_sdk._io.store import JournalStore, open_journal
 from human_rpc_sdk._offer import PaymentOffer
 from human_rpc_sdk._records import OverBudget, Reserved
 
 
-def session(journal: PostgresJournal) -> int:
-    """The server session (backend process id) the journal's reads run on."""
+def session(journal: JournalStore) -> int:
+    """The server session (backend process id) the journal's reads run on; for a SQLite
+    journal, its connection (an object id: the parent's stays alive in every process)."""
+    if isinstance(journal, Journal):
+        return id(journal._db)
+    assert isinstance(journal, PostgresJournal)
     return int(journal._read("SELECT pg_backend_pid() AS pid", ())[0]["pid"])
+
+
+def parent_alive(journal: JournalStore, before: int) -> int:
+    """Whether the parent's connection still works once the children closed theirs."""
+    if isinstance(journal, Journal):
+        ok = journal._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return int(ok and id(journal._db) == before)
+    assert isinstance(journal, PostgresJournal)
+    return int(
+        journal._read("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = %s", (before,))[0][
+            "n"
+        ]
+    )
 
 
 def offer() -> PaymentOffer:
@@ -49,7 +67,7 @@ def offer() -> PaymentOffer:
     )
 
 
-def attempts(journal: PostgresJournal, job: dict[str, Any]) -> dict[str, Any]:
+def attempts(journal: JournalStore, job: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, Any] = {"reserved": 0, "budget": 0, "other": []}
     for _ in range(job["attempts"]):
         try:
@@ -71,7 +89,6 @@ def attempts(journal: PostgresJournal, job: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     job = json.loads(sys.argv[1])
     journal = open_journal(job["journal"])
-    assert isinstance(journal, PostgresJournal)
     before = session(journal)
     children = []
     for _ in range(job["children"]):
@@ -108,9 +125,7 @@ def main() -> None:
             text = results.read()
         _, status = os.waitpid(pid, 0)
         reports.append(json.loads(text) if text else {"exit": status})
-    alive = journal._read("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = %s", (before,))[
-        0
-    ]["n"]
+    alive = parent_alive(journal, before)
     journal.close()
     print(json.dumps({"before": before, "alive": alive, "parent": mine, "children": reports}))
 
